@@ -1,0 +1,112 @@
+//! The NATS bus: node `n` listens on `<subject prefix>.node.<n>`.
+//!
+//! Core NATS is fire-and-forget, so this file is careful about the two ways
+//! a publish can go wrong without an error: while the client is
+//! disconnected, async-nats queues publishes (and blocks once 2048 are
+//! queued), and a queued publish is lost if the connection never comes
+//! back. So a publish is refused outright while disconnected, and every
+//! publish is bounded by [`PUBLISH_TIMEOUT`].
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::{Bus, BusError, Inbox};
+use crate::protocol::NodeId;
+
+/// Longest a publish may wait for room in the client's outgoing queue.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long startup waits for NATS before giving up with an error.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `/readyz` waits for the server's PONG.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub struct NatsBus {
+    client: async_nats::Client,
+    subject_prefix: String,
+}
+
+impl NatsBus {
+    /// Connects to one or more NATS servers (the client fails over between
+    /// them). `name` shows up in the server's connection list.
+    pub async fn connect(
+        urls: &[String],
+        subject_prefix: &str,
+        name: &str,
+    ) -> Result<Self, BusError> {
+        let shown = urls.join(",");
+        let options = async_nats::ConnectOptions::new()
+            .name(format!("switchboard {name}"))
+            .connection_timeout(Duration::from_secs(2))
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
+                    other => tracing::warn!(event = %other, "NATS event"),
+                }
+            });
+        let client = tokio::time::timeout(CONNECT_TIMEOUT, options.connect(urls))
+            .await
+            .map_err(|_| {
+                BusError::Unavailable(format!(
+                    "no answer from NATS at {shown} within {CONNECT_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(|e| {
+                BusError::Unavailable(format!("cannot connect to NATS at {shown}: {e}"))
+            })?;
+        Ok(Self {
+            client,
+            subject_prefix: subject_prefix.to_owned(),
+        })
+    }
+
+    fn subject(&self, node: &NodeId) -> String {
+        format!("{}.node.{}", self.subject_prefix, node)
+    }
+}
+
+#[async_trait]
+impl Bus for NatsBus {
+    async fn publish(&self, node: &NodeId, envelope: Bytes) -> Result<(), BusError> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(BusError::Unavailable("NATS is disconnected".into()));
+        }
+        let limit = self.client.server_info().max_payload;
+        if envelope.len() > limit {
+            return Err(BusError::TooLarge {
+                size: envelope.len(),
+                limit,
+            });
+        }
+        tokio::time::timeout(
+            PUBLISH_TIMEOUT,
+            self.client.publish(self.subject(node), envelope),
+        )
+        .await
+        .map_err(|_| BusError::Unavailable("NATS publish timed out".into()))?
+        .map_err(|e| BusError::Unavailable(format!("NATS publish failed: {e}")))
+    }
+
+    async fn subscribe(&self, node: &NodeId) -> Result<Inbox, BusError> {
+        let subscriber = self
+            .client
+            .subscribe(self.subject(node))
+            .await
+            .map_err(|e| BusError::Unavailable(format!("NATS subscribe failed: {e}")))?;
+        Ok(Box::pin(subscriber.map(|message| message.payload)))
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        tokio::time::timeout(PING_TIMEOUT, self.client.flush())
+            .await
+            .map_err(|_| BusError::Unavailable("no PONG from NATS".into()))?
+            .map_err(|e| BusError::Unavailable(format!("NATS flush failed: {e}")))
+    }
+
+    fn backend(&self) -> &'static str {
+        "nats"
+    }
+}

@@ -1,0 +1,35 @@
+//! The `switchboard` command line. A bare `switchboard` serves, so
+//! `cargo run --release` starts a node.
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ServeArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "An instant-messaging broker: WebSocket nodes, shared presence, NATS hops",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// With no subcommand, these are the flags of `serve`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node (the default).
+    Serve(ServeArgs),
+}
+
+impl Cli {
+    /// The command to run, with a bare invocation meaning `serve`.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Serve(self.serve))
+    }
+}

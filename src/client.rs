@@ -1,0 +1,284 @@
+//! A Rust client for Switchboard nodes, speaking the protocol of
+//! `docs/protocol.md` with typed frames.
+//!
+//! ```no_run
+//! use switchboard::client::{Client, Identity};
+//! use switchboard::protocol::ServerFrame;
+//!
+//! # async fn demo() -> Result<(), switchboard::client::ClientError> {
+//! let mut alice = Client::connect("ws://127.0.0.1:8080", Identity::Name("alice".into())).await?;
+//! println!("alice is on node {}", alice.welcome().node);
+//!
+//! alice.send("bob", &serde_json::json!({"text": "hi"}), Some("c-1"), true).await?;
+//! // The ack says which branch the node took: local, remote or offline.
+//! if let Some(ServerFrame::Ack { status, .. }) = alice.next_frame().await? {
+//!     println!("routed {status:?}");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
+
+use crate::protocol::ServerFrame;
+
+/// How a client proves who it is.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// `?client_id=`: only accepted by nodes with authentication off.
+    Name(String),
+    /// A JWT whose `sub` is the client id.
+    Token(String),
+}
+
+/// The `welcome` frame: who the node says we are, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    pub client_id: String,
+    pub session_id: Uuid,
+    pub node: String,
+}
+
+/// Something that arrived on the session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Frame(ServerFrame),
+    /// The server closed the session. `code` is absent when the connection
+    /// dropped without a close frame.
+    Closed {
+        code: Option<u16>,
+        reason: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node answered the handshake with an HTTP error.
+    #[error("node refused the connection: HTTP {status}: {body}")]
+    Refused { status: u16, body: String },
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// The node said something this client does not understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("session closed (code {code:?}): {reason}")]
+    Closed { code: Option<u16>, reason: String },
+}
+
+type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct Client {
+    ws: Stream,
+    welcome: Welcome,
+}
+
+#[derive(Serialize)]
+struct SendFrame<'a, B: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    to: &'a str,
+    body: &'a B,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    receipt: bool,
+}
+
+/// Turns a node address (`ws://host:port`, with or without `/ws`) and an
+/// identity into the URL of the WebSocket endpoint.
+pub fn session_url(base: &str, identity: &Identity) -> String {
+    let base = base.trim_end_matches('/');
+    let endpoint = if base.ends_with("/ws") {
+        base.to_owned()
+    } else {
+        format!("{base}/ws")
+    };
+    let (key, value) = match identity {
+        Identity::Name(name) => ("client_id", name.as_str()),
+        Identity::Token(token) => ("token", token.as_str()),
+    };
+    let query = serde_urlencoded::to_string([(key, value)]).unwrap_or_default();
+    format!("{endpoint}?{query}")
+}
+
+impl Client {
+    /// Connects and waits for the `welcome` frame, which the node sends once
+    /// this session is reachable by others.
+    pub async fn connect(base: &str, identity: Identity) -> Result<Self, ClientError> {
+        let request = session_url(base, &identity)
+            .into_client_request()
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| match e {
+                tokio_tungstenite::tungstenite::Error::Http(response) => ClientError::Refused {
+                    status: response.status().as_u16(),
+                    body: response
+                        .body()
+                        .as_deref()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_default(),
+                },
+                other => ClientError::Connect(other.to_string()),
+            })?;
+        let mut client = Self {
+            ws,
+            welcome: Welcome {
+                client_id: String::new(),
+                session_id: Uuid::nil(),
+                node: String::new(),
+            },
+        };
+        match client.next_event().await? {
+            Event::Frame(ServerFrame::Welcome {
+                client_id,
+                session_id,
+                node,
+            }) => {
+                client.welcome = Welcome {
+                    client_id,
+                    session_id,
+                    node,
+                };
+                Ok(client)
+            }
+            Event::Frame(other) => Err(ClientError::Protocol(format!(
+                "expected a welcome frame first, got {other:?}"
+            ))),
+            Event::Closed { code, reason } => Err(ClientError::Closed { code, reason }),
+        }
+    }
+
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Sends `body` to client `to`. The node answers with exactly one `ack`
+    /// (or `error`) per send, in order; `id` is echoed in it.
+    pub async fn send<B: Serialize>(
+        &mut self,
+        to: &str,
+        body: &B,
+        id: Option<&str>,
+        receipt: bool,
+    ) -> Result<(), ClientError> {
+        let frame = serde_json::to_string(&SendFrame {
+            kind: "send",
+            to,
+            body,
+            id,
+            receipt,
+        })
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.send_raw(frame).await
+    }
+
+    /// Sends a `ping` frame; the node answers with a `pong`.
+    pub async fn ping(&mut self, id: Option<&str>) -> Result<(), ClientError> {
+        let frame = match id {
+            Some(id) => serde_json::json!({"type": "ping", "id": id}),
+            None => serde_json::json!({"type": "ping"}),
+        };
+        self.send_raw(frame.to_string()).await
+    }
+
+    /// Sends any text frame as is.
+    pub async fn send_raw(&mut self, text: impl Into<String>) -> Result<(), ClientError> {
+        self.ws
+            .send(WsMessage::Text(text.into().into()))
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))
+    }
+
+    /// Sends a raw WebSocket message (binary frames, close frames).
+    pub async fn send_message(&mut self, message: WsMessage) -> Result<(), ClientError> {
+        self.ws
+            .send(message)
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))
+    }
+
+    /// The next frame or close.
+    pub async fn next_event(&mut self) -> Result<Event, ClientError> {
+        loop {
+            let message = match self.ws.next().await {
+                None => {
+                    return Ok(Event::Closed {
+                        code: None,
+                        reason: String::new(),
+                    });
+                }
+                Some(Ok(message)) => message,
+                Some(Err(e)) => {
+                    return Ok(Event::Closed {
+                        code: None,
+                        reason: e.to_string(),
+                    });
+                }
+            };
+            match message {
+                WsMessage::Text(text) => {
+                    return serde_json::from_str(&text).map(Event::Frame).map_err(|e| {
+                        ClientError::Protocol(format!("unreadable frame {text:?}: {e}"))
+                    });
+                }
+                WsMessage::Close(frame) => {
+                    return Ok(Event::Closed {
+                        code: frame.as_ref().map(|f| u16::from(f.code)),
+                        reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                    });
+                }
+                WsMessage::Binary(_) => {
+                    return Err(ClientError::Protocol("unexpected binary frame".into()));
+                }
+                WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => {}
+            }
+        }
+    }
+
+    /// The next frame; `None` once the session is closed.
+    pub async fn next_frame(&mut self) -> Result<Option<ServerFrame>, ClientError> {
+        match self.next_event().await? {
+            Event::Frame(frame) => Ok(Some(frame)),
+            Event::Closed { .. } => Ok(None),
+        }
+    }
+
+    /// Closes the session normally.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        self.ws
+            .close(None)
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        // Wait for the server's side of the closing handshake.
+        while let Some(Ok(_)) = self.ws.next().await {}
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_url_appends_the_endpoint_and_encodes_the_identity() {
+        assert_eq!(
+            session_url("ws://h:1", &Identity::Name("a@b:c".into())),
+            "ws://h:1/ws?client_id=a%40b%3Ac"
+        );
+        assert_eq!(
+            session_url("ws://h:1/ws", &Identity::Token("t.k".into())),
+            "ws://h:1/ws?token=t.k"
+        );
+        assert_eq!(
+            session_url("ws://h:1/", &Identity::Name("a".into())),
+            "ws://h:1/ws?client_id=a"
+        );
+    }
+}

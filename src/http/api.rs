@@ -1,0 +1,189 @@
+//! The server-side API: `POST /api/v1/messages` and
+//! `GET /api/v1/presence/<client id>`, both behind the API key.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::{error_response, json_response, refuse, with};
+use crate::node::Node;
+use crate::presence::PresenceError;
+use crate::protocol::{ClientId, now_ms};
+use crate::router::{Message, RouteError};
+
+pub fn routes(node: Arc<Node>) -> BoxedFilter<(Response,)> {
+    let send = warp::path!("api" / "v1" / "messages")
+        .and(warp::post())
+        .and(api_key(node.clone()))
+        .and(warp::body::content_length_limit(
+            node.config.max_frame_bytes as u64,
+        ))
+        .and(warp::body::bytes())
+        .and(with(node.clone()))
+        .then(send_message);
+
+    let presence = warp::path!("api" / "v1" / "presence" / String)
+        .and(warp::get())
+        .and(api_key(node.clone()))
+        .and(with(node))
+        .then(presence);
+
+    send.or(presence).unify().boxed()
+}
+
+/// Lets a request through only with `Authorization: Bearer <api key>`.
+fn api_key(node: Arc<Node>) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and_then(move |header: Option<String>| {
+            let expected = node.config.api_key.clone();
+            async move {
+                let Some(expected) = expected else {
+                    return Err(refuse(
+                        StatusCode::FORBIDDEN,
+                        "api_disabled",
+                        "the HTTP API is off on this node: start it with --api-key",
+                    ));
+                };
+                let presented = header.as_deref().and_then(|h| h.strip_prefix("Bearer "));
+                match presented {
+                    Some(key) if constant_time_eq(key.trim().as_bytes(), expected.as_bytes()) => {
+                        Ok(())
+                    }
+                    Some(_) => Err(refuse(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "wrong API key",
+                    )),
+                    None => Err(refuse(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "missing API key: send Authorization: Bearer <api key>",
+                    )),
+                }
+            }
+        })
+        .untuple_one()
+}
+
+/// Compares without an early exit, so response timing does not reveal how
+/// much of a guessed key was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Deserialize)]
+struct SendRequest<'a> {
+    #[serde(borrow)]
+    from: Cow<'a, str>,
+    #[serde(borrow)]
+    to: Cow<'a, str>,
+    #[serde(borrow)]
+    body: &'a RawValue,
+}
+
+async fn send_message(raw: Bytes, node: Arc<Node>) -> Response {
+    let started = Instant::now();
+    let request: SendRequest<'_> = match serde_json::from_slice(&raw) {
+        Ok(request) => request,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("expected {{\"from\":…,\"to\":…,\"body\":…}}: {e}"),
+            );
+        }
+    };
+    let from = match ClientId::parse(&request.from) {
+        Ok(from) => from,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid_sender", &e.0),
+    };
+    let to = match ClientId::parse(&request.to) {
+        Ok(to) => to,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid_recipient", &e.0),
+    };
+    let msg_id = Uuid::now_v7();
+    let msg = Message {
+        msg_id,
+        from,
+        to,
+        ts: now_ms(),
+        body: request.body.to_owned(),
+        origin: None,
+        forwarded: false,
+    };
+    match node.router.route(msg).await {
+        Ok(status) => {
+            node.metrics.observe_route(started.elapsed());
+            json_response(StatusCode::OK, &json!({"msg_id": msg_id, "status": status}))
+        }
+        Err(e) => {
+            node.metrics.error(e.code());
+            let status = match e {
+                RouteError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                RouteError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                RouteError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error_response(status, e.code().as_str(), &e.to_string())
+        }
+    }
+}
+
+async fn presence(raw_id: String, node: Arc<Node>) -> Response {
+    // Path segments arrive percent-encoded; '@' and ':' often are.
+    let decoded = percent_encoding::percent_decode_str(&raw_id).decode_utf8_lossy();
+    let client = match ClientId::parse(&decoded) {
+        Ok(client) => client,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid_client_id", &e.0),
+    };
+    match node.presence.lookup(&client).await {
+        Ok(Some(record)) => json_response(
+            StatusCode::OK,
+            &json!({
+                "client_id": client,
+                "online": true,
+                "node": record.node,
+                "since": record.since,
+            }),
+        ),
+        Ok(None) => json_response(
+            StatusCode::OK,
+            &json!({"client_id": client, "online": false}),
+        ),
+        Err(e @ PresenceError::Unavailable(_)) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &e.to_string(),
+        ),
+        Err(e @ PresenceError::Corrupt { .. }) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &e.to_string(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"key", b"key"));
+        assert!(!constant_time_eq(b"key", b"kez"));
+        assert!(!constant_time_eq(b"key", b"keys"));
+        assert!(!constant_time_eq(b"", b"k"));
+    }
+}

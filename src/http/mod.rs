@@ -1,0 +1,166 @@
+//! The HTTP surface of a node (docs/protocol.md, "HTTP"): health, metrics,
+//! the WebSocket endpoint and the API. Every error answer is JSON of the
+//! form `{"error": <code>, "message": <what to fix>}`.
+
+mod api;
+mod ws;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+
+use crate::node::Node;
+
+/// How long `/readyz` waits for each backend.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn routes(node: Arc<Node>) -> BoxedFilter<(Response,)> {
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| json_response(StatusCode::OK, &json!({"status": "ok"})));
+
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with(node.clone()))
+        .then(readyz);
+
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with(node.clone()))
+        .map(|node: Arc<Node>| {
+            warp::reply::with_header(
+                node.metrics.render(),
+                "content-type",
+                "text/plain; version=0.0.4",
+            )
+            .into_response()
+        });
+
+    healthz
+        .or(readyz)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(ws::route(node.clone()))
+        .unify()
+        .or(api::routes(node))
+        .unify()
+        .recover(rejection_response)
+        .unify()
+        .boxed()
+}
+
+fn with(node: Arc<Node>) -> impl Filter<Extract = (Arc<Node>,), Error = Infallible> + Clone {
+    warp::any().map(move || node.clone())
+}
+
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    json_response(status, &json!({"error": code, "message": message}))
+}
+
+async fn readyz(node: Arc<Node>) -> Response {
+    if node.shutdown.is_cancelled() {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "unavailable", "reason": "node is shutting down"}),
+        );
+    }
+    let (presence, bus) = tokio::join!(
+        tokio::time::timeout(READY_TIMEOUT, node.presence.ping()),
+        tokio::time::timeout(READY_TIMEOUT, node.bus.ping()),
+    );
+    let mut reasons = Vec::new();
+    match presence {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => reasons.push(format!("{}: {e}", node.presence.backend())),
+        Err(_) => reasons.push(format!("{}: no answer", node.presence.backend())),
+    }
+    match bus {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => reasons.push(format!("{}: {e}", node.bus.backend())),
+        Err(_) => reasons.push(format!("{}: no answer", node.bus.backend())),
+    }
+    if reasons.is_empty() {
+        json_response(
+            StatusCode::OK,
+            &json!({
+                "status": "ready",
+                "node": node.id,
+                "presence": node.presence.backend(),
+                "bus": node.bus.backend(),
+            }),
+        )
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "unavailable", "reason": reasons.join("; ")}),
+        )
+    }
+}
+
+/// A refusal with its own status and JSON body, raised inside filters.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl warp::reject::Reject for Refusal {}
+
+pub(crate) fn refuse(
+    status: StatusCode,
+    code: &'static str,
+    message: impl Into<String>,
+) -> warp::Rejection {
+    warp::reject::custom(Refusal {
+        status,
+        code,
+        message: message.into(),
+    })
+}
+
+/// Turns warp's rejections into JSON answers.
+async fn rejection_response(rejection: warp::Rejection) -> Result<Response, Infallible> {
+    use warp::reject::{LengthRequired, MethodNotAllowed, PayloadTooLarge};
+    let response = if let Some(refusal) = rejection.find::<Refusal>() {
+        error_response(refusal.status, refusal.code, &refusal.message)
+    } else if rejection.is_not_found() {
+        error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    } else if rejection.find::<PayloadTooLarge>().is_some() {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "request body exceeds --max-frame-bytes",
+        )
+    } else if rejection.find::<LengthRequired>().is_some() {
+        error_response(
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "send a Content-Length header",
+        )
+    } else if rejection.find::<MethodNotAllowed>().is_some() {
+        error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this endpoint",
+        )
+    } else {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            &format!("{rejection:?}"),
+        )
+    };
+    Ok(response)
+}

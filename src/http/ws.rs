@@ -1,0 +1,181 @@
+//! `GET /ws`: authenticate, then upgrade to a WebSocket session.
+//!
+//! The handshake is done here rather than with `warp::ws()` because warp
+//! builds every socket with tungstenite's default 128 KiB read buffer and
+//! offers no way to change it. Taking hyper's `OnUpgrade` ourselves lets
+//! the session start with a 2 KiB buffer instead: the difference between
+//! ~130 KiB and a few KiB per idle session.
+
+use std::sync::Arc;
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
+use warp::reply::Response;
+
+use super::error_response;
+use crate::auth::AuthError;
+use crate::node::Node;
+use crate::protocol::ClientId;
+use crate::session;
+
+pub fn route(node: Arc<Node>) -> BoxedFilter<(Response,)> {
+    warp::path!("ws")
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::ext::optional::<OnUpgrade>())
+        .map(move |headers: HeaderMap, query: String, on_upgrade| {
+            upgrade(&node, &headers, &query, on_upgrade)
+        })
+        .boxed()
+}
+
+fn upgrade(
+    node: &Arc<Node>,
+    headers: &HeaderMap,
+    query: &str,
+    on_upgrade: Option<OnUpgrade>,
+) -> Response {
+    let key = match handshake_key(headers) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let client = match identify(node, headers, query) {
+        Ok(client) => client,
+        Err(AuthError::Unauthorized(why)) => {
+            return error_response(StatusCode::UNAUTHORIZED, "unauthorized", &why);
+        }
+        Err(AuthError::BadClientId(why)) => {
+            return error_response(StatusCode::BAD_REQUEST, "invalid_client_id", &why);
+        }
+    };
+    if node.shutdown.is_cancelled() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "this node is shutting down; connect to another",
+        );
+    }
+    let Some(on_upgrade) = on_upgrade else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_handshake",
+            "this connection cannot be upgraded (WebSocket needs HTTP/1.1)",
+        );
+    };
+
+    let config = session::socket_config(node.config.max_frame_bytes);
+    let session_node = node.clone();
+    node.tasks.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                session::run(session_node, ws, client).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
+        }
+    });
+
+    let mut response = Response::default();
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+            .expect("base64 is a valid header value"),
+    );
+    response
+}
+
+/// Checks the RFC 6455 handshake headers and returns the client's key.
+#[allow(clippy::result_large_err)]
+fn handshake_key(headers: &HeaderMap) -> Result<String, Response> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return Err(error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_handshake",
+            "this endpoint speaks WebSocket: send Connection: Upgrade and Upgrade: websocket",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        let mut response = error_response(
+            StatusCode::UPGRADE_REQUIRED,
+            "bad_handshake",
+            "only WebSocket version 13 is supported",
+        );
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return Err(response);
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            error_response(
+                StatusCode::BAD_REQUEST,
+                "bad_handshake",
+                "missing Sec-WebSocket-Key",
+            )
+        })
+}
+
+#[derive(Deserialize, Default)]
+struct ConnectQuery {
+    token: Option<String>,
+    client_id: Option<String>,
+}
+
+/// Works out which client is connecting, per the node's auth mode.
+fn identify(node: &Node, headers: &HeaderMap, query: &str) -> Result<ClientId, AuthError> {
+    let query: ConnectQuery = serde_urlencoded::from_str(query)
+        .map_err(|e| AuthError::BadClientId(format!("unreadable query string: {e}")))?;
+    match &node.auth {
+        Some(verifier) => {
+            let bearer = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            let token = query.token.as_deref().or(bearer).ok_or_else(|| {
+                AuthError::Unauthorized(
+                    "missing token: present a JWT as ?token= or Authorization: Bearer".into(),
+                )
+            })?;
+            verifier.verify(token)
+        }
+        None => {
+            let id = query.client_id.ok_or_else(|| {
+                AuthError::BadClientId(
+                    "authentication is off on this node: name yourself with ?client_id=".into(),
+                )
+            })?;
+            ClientId::parse(&id).map_err(|e| AuthError::BadClientId(e.to_string()))
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Prometheus metrics, kept as plain atomics.
+//!
+//! Counting sits on the per-message path, so each observation is one or two
+//! relaxed atomic adds; the text format is only built when `/metrics` is
+//! scraped.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::protocol::{AckStatus, ErrorCode};
+
+/// Upper bounds of the routing latency buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Why an envelope from the bus was not used.
+#[derive(Debug, Clone, Copy)]
+pub enum HopRejection {
+    Malformed,
+    UnknownVersion,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    sessions_open: AtomicI64,
+    sessions_opened: AtomicU64,
+    sends: [AtomicU64; 3],
+    errors: [AtomicU64; 7],
+    hops_received: AtomicU64,
+    hops_rejected: [AtomicU64; 2],
+    hops_forwarded: AtomicU64,
+    receipts_offline: AtomicU64,
+    receipts_undeliverable: AtomicU64,
+    slow_consumers: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_ns: AtomicU64,
+}
+
+impl Metrics {
+    pub fn session_opened(&self) {
+        self.sessions_open.fetch_add(1, Relaxed);
+        self.sessions_opened.fetch_add(1, Relaxed);
+    }
+
+    pub fn session_closed(&self) {
+        self.sessions_open.fetch_sub(1, Relaxed);
+    }
+
+    pub fn sessions_open(&self) -> i64 {
+        self.sessions_open.load(Relaxed)
+    }
+
+    pub fn send_routed(&self, status: AckStatus) {
+        self.sends[status as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn error(&self, code: ErrorCode) {
+        self.errors[code as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn hop_received(&self) {
+        self.hops_received.fetch_add(1, Relaxed);
+    }
+
+    pub fn hop_rejected(&self, why: HopRejection) {
+        self.hops_rejected[why as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn hop_forwarded(&self) {
+        self.hops_forwarded.fetch_add(1, Relaxed);
+    }
+
+    pub fn receipt_offline(&self) {
+        self.receipts_offline.fetch_add(1, Relaxed);
+    }
+
+    /// A receipt whose sender session was gone by the time it arrived.
+    pub fn receipt_undeliverable(&self) {
+        self.receipts_undeliverable.fetch_add(1, Relaxed);
+    }
+
+    pub fn slow_consumer(&self) {
+        self.slow_consumers.fetch_add(1, Relaxed);
+    }
+
+    /// Time from reading a `send` to its ack.
+    pub fn observe_route(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.latency_buckets[i].fetch_add(1, Relaxed);
+        }
+        self.latency_count.fetch_add(1, Relaxed);
+        self.latency_sum_ns
+            .fetch_add(elapsed.as_nanos() as u64, Relaxed);
+    }
+
+    /// The Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let _ = family(
+            &mut out,
+            "switchboard_sessions_open",
+            "gauge",
+            "WebSocket sessions open on this node.",
+        );
+        let _ = writeln!(out, "switchboard_sessions_open {}", self.sessions_open());
+        let name = family(
+            &mut out,
+            "switchboard_sessions_opened_total",
+            "counter",
+            "WebSocket sessions opened since start.",
+        );
+        let _ = writeln!(out, "{name} {}", self.sessions_opened.load(Relaxed));
+
+        let name = family(
+            &mut out,
+            "switchboard_sends_total",
+            "counter",
+            "Sends routed, by the branch taken.",
+        );
+        for status in AckStatus::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{branch=\"{}\"}} {}",
+                status.as_str(),
+                self.sends[status as usize].load(Relaxed)
+            );
+        }
+
+        let name = family(
+            &mut out,
+            "switchboard_errors_total",
+            "counter",
+            "Error frames and error answers, by code.",
+        );
+        for code in ErrorCode::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{code=\"{}\"}} {}",
+                code.as_str(),
+                self.errors[code as usize].load(Relaxed)
+            );
+        }
+
+        let name = family(
+            &mut out,
+            "switchboard_hops_received_total",
+            "counter",
+            "Envelopes received from the bus.",
+        );
+        let _ = writeln!(out, "{name} {}", self.hops_received.load(Relaxed));
+        let name = family(
+            &mut out,
+            "switchboard_hops_rejected_total",
+            "counter",
+            "Envelopes from the bus that could not be used, by reason.",
+        );
+        for (i, reason) in ["malformed", "unknown_version"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}{{reason=\"{reason}\"}} {}",
+                self.hops_rejected[i].load(Relaxed)
+            );
+        }
+        for (name, help, value) in [
+            (
+                "switchboard_hops_forwarded_total",
+                "Messages re-routed once because their recipient had moved.",
+                &self.hops_forwarded,
+            ),
+            (
+                "switchboard_receipts_offline_total",
+                "Offline receipts issued for messages that could not be handed over.",
+                &self.receipts_offline,
+            ),
+            (
+                "switchboard_receipts_undeliverable_total",
+                "Receipts whose sender session had already gone.",
+                &self.receipts_undeliverable,
+            ),
+            (
+                "switchboard_slow_consumers_total",
+                "Sessions closed with 4008 because they did not keep up.",
+                &self.slow_consumers,
+            ),
+        ] {
+            let name = family(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", value.load(Relaxed));
+        }
+
+        let name = family(
+            &mut out,
+            "switchboard_route_seconds",
+            "histogram",
+            "Time from reading a send to its ack.",
+        );
+        let mut cumulative = 0;
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            cumulative += count.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.latency_count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.latency_sum_ns.load(Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+        out
+    }
+}
+
+/// Writes the HELP and TYPE lines of a metric family; returns its name.
+fn family<'a>(out: &mut String, name: &'a str, kind: &str, help: &str) -> &'a str {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_counts_by_label_and_builds_a_cumulative_histogram() {
+        let m = Metrics::default();
+        m.session_opened();
+        m.send_routed(AckStatus::Remote);
+        m.send_routed(AckStatus::Remote);
+        m.error(ErrorCode::TooLarge);
+        m.observe_route(Duration::from_micros(50));
+        m.observe_route(Duration::from_millis(3));
+        m.observe_route(Duration::from_secs(10));
+        let text = m.render();
+        for line in [
+            "switchboard_sessions_open 1",
+            "switchboard_sends_total{branch=\"remote\"} 2",
+            "switchboard_sends_total{branch=\"local\"} 0",
+            "switchboard_errors_total{code=\"too_large\"} 1",
+            "switchboard_route_seconds_bucket{le=\"0.0001\"} 1",
+            "switchboard_route_seconds_bucket{le=\"0.005\"} 2",
+            "switchboard_route_seconds_bucket{le=\"2.5\"} 2",
+            "switchboard_route_seconds_bucket{le=\"+Inf\"} 3",
+            "switchboard_route_seconds_count 3",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+}

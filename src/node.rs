@@ -1,0 +1,216 @@
+//! A node: the backends, the sessions, the router and the server, wired
+//! together, started and stopped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::JwtVerifier;
+use crate::bus::{Bus, MemoryHub, NatsBus};
+use crate::config::{Backends, Config};
+use crate::metrics::Metrics;
+use crate::presence::{MemoryPresence, PresenceStore, RedisPresence};
+use crate::protocol::{NodeId, close};
+use crate::router::Router;
+use crate::session::SessionRegistry;
+use crate::{hop, http, server};
+
+/// How long shutdown waits for sessions to close before exiting anyway.
+/// Together with the HTTP drain it keeps a stop well under 10 s.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
+
+/// The shared state of a running node. Every session, request handler and
+/// background task holds an `Arc<Node>`.
+pub struct Node {
+    pub id: NodeId,
+    pub config: Config,
+    pub presence: Arc<dyn PresenceStore>,
+    pub bus: Arc<dyn Bus>,
+    pub sessions: Arc<SessionRegistry>,
+    pub router: Arc<Router>,
+    pub metrics: Arc<Metrics>,
+    /// `None` when authentication is off.
+    pub auth: Option<JwtVerifier>,
+    /// Session tasks and other work that shutdown waits for.
+    pub tasks: TaskTracker,
+    /// Cancelled when the node begins to shut down.
+    pub shutdown: CancellationToken,
+}
+
+/// Why a node did not start. The text is shown to the operator as is.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+/// A started node. Dropping it does not stop it; call
+/// [`shutdown`](RunningNode::shutdown).
+pub struct RunningNode {
+    node: Arc<Node>,
+    addr: SocketAddr,
+    server: JoinHandle<()>,
+    inbox: JoinHandle<()>,
+}
+
+impl Node {
+    /// Connects the backends named by `config` and starts serving.
+    pub async fn start(config: Config) -> Result<RunningNode, StartError> {
+        let (presence, bus): (Arc<dyn PresenceStore>, Arc<dyn Bus>) = match &config.backends {
+            Backends::Embedded => (
+                Arc::new(MemoryPresence::new()),
+                Arc::new(MemoryHub::new().bus()),
+            ),
+            Backends::Clustered {
+                redis_url,
+                nats_urls,
+            } => {
+                let presence = RedisPresence::connect(redis_url, &config.key_prefix)
+                    .await
+                    .map_err(|e| StartError(format!("{e} (check --redis-url)")))?;
+                let bus =
+                    NatsBus::connect(nats_urls, &config.subject_prefix, config.node_id.as_str())
+                        .await
+                        .map_err(|e| StartError(format!("{e} (check --nats-url)")))?;
+                (Arc::new(presence), Arc::new(bus))
+            }
+        };
+        Self::start_with(config, presence, bus).await
+    }
+
+    /// Starts a node on the given backends: how several nodes share one
+    /// in-process presence store and hub.
+    pub async fn start_with(
+        config: Config,
+        presence: Arc<dyn PresenceStore>,
+        bus: Arc<dyn Bus>,
+    ) -> Result<RunningNode, StartError> {
+        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+            StartError(format!(
+                "cannot listen on {}: {e} (check --listen)",
+                config.listen
+            ))
+        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError(format!("listener has no address: {e}")))?;
+
+        let id = config.node_id.clone();
+        let inbox = bus
+            .subscribe(&id)
+            .await
+            .map_err(|e| StartError(format!("cannot subscribe to this node's inbox: {e}")))?;
+
+        let sessions = Arc::new(SessionRegistry::default());
+        let metrics = Arc::new(Metrics::default());
+        let tasks = TaskTracker::new();
+        let router = Arc::new(Router::new(
+            id.clone(),
+            presence.clone(),
+            bus.clone(),
+            sessions.clone(),
+            metrics.clone(),
+            tasks.clone(),
+        ));
+        let node = Arc::new(Node {
+            id,
+            auth: config.jwt_secret.as_deref().map(JwtVerifier::hs256),
+            config,
+            presence,
+            bus,
+            sessions,
+            router,
+            metrics,
+            tasks,
+            shutdown: CancellationToken::new(),
+        });
+
+        let inbox = tokio::spawn(hop::run(node.router.clone(), node.metrics.clone(), inbox));
+        let server = tokio::spawn(server::serve(
+            listener,
+            http::routes(node.clone()),
+            node.shutdown.clone(),
+        ));
+        tracing::info!(
+            node = %node.id,
+            %addr,
+            presence = node.presence.backend(),
+            bus = node.bus.backend(),
+            auth = if node.auth.is_some() { "jwt" } else { "off" },
+            "node started"
+        );
+        Ok(RunningNode {
+            node,
+            addr,
+            server,
+            inbox,
+        })
+    }
+}
+
+impl RunningNode {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Stops accepting, closes every session with 1001 (each deletes its
+    /// presence record on the way out) and waits for them, at most
+    /// [`SHUTDOWN_GRACE`].
+    pub async fn shutdown(self) {
+        let node = &self.node;
+        node.shutdown.cancel();
+        let open = node.sessions.all();
+        tracing::info!(node = %node.id, sessions = open.len(), "shutting down");
+        for session in open {
+            session.outbox.close(close::GOING_AWAY);
+        }
+        node.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, node.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = node.sessions.len(),
+                "sessions still open after the grace period; exiting anyway"
+            );
+        }
+        let _ = self.server.await;
+        self.inbox.abort();
+        tracing::info!(node = %node.id, "stopped");
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then shuts down.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        self.shutdown().await;
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

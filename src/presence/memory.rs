@@ -1,0 +1,101 @@
+//! In-process presence: the embedded default when no Redis is configured.
+//!
+//! It gives one node (or several nodes in one process) the same semantics as
+//! the Redis store, so the local and offline branches behave identically
+//! with or without a cluster.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::{PresenceError, PresenceRecord, PresenceStore};
+use crate::protocol::ClientId;
+
+#[derive(Default)]
+pub struct MemoryPresence {
+    // A plain mutex: every critical section is one map operation.
+    records: Mutex<HashMap<ClientId, PresenceRecord>>,
+}
+
+impl MemoryPresence {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, PresenceRecord>> {
+        // A panic while holding the lock cannot leave a half-written map
+        // entry, so a poisoned lock is still safe to use.
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl PresenceStore for MemoryPresence {
+    async fn register(
+        &self,
+        client: &ClientId,
+        record: &PresenceRecord,
+    ) -> Result<Option<PresenceRecord>, PresenceError> {
+        Ok(self.records().insert(client.clone(), record.clone()))
+    }
+
+    async fn lookup(&self, client: &ClientId) -> Result<Option<PresenceRecord>, PresenceError> {
+        Ok(self.records().get(client).cloned())
+    }
+
+    async fn remove(&self, client: &ClientId, session: Uuid) -> Result<bool, PresenceError> {
+        let mut records = self.records();
+        match records.get(client) {
+            Some(record) if record.session == session => {
+                records.remove(client);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), PresenceError> {
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::NodeId;
+
+    fn record(node: &str, session: Uuid) -> PresenceRecord {
+        PresenceRecord {
+            node: NodeId::parse(node).unwrap(),
+            session,
+            since: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn register_returns_what_it_replaced_and_remove_compares() {
+        let store = MemoryPresence::new();
+        let alice = ClientId::parse("alice").unwrap();
+        let (s1, s2) = (Uuid::new_v4(), Uuid::new_v4());
+
+        assert_eq!(
+            store.register(&alice, &record("a", s1)).await.unwrap(),
+            None
+        );
+        let prev = store.register(&alice, &record("b", s2)).await.unwrap();
+        assert_eq!(prev, Some(record("a", s1)));
+
+        // The older session's late disconnect leaves the newer record alone.
+        assert!(!store.remove(&alice, s1).await.unwrap());
+        assert_eq!(store.lookup(&alice).await.unwrap(), Some(record("b", s2)));
+
+        assert!(store.remove(&alice, s2).await.unwrap());
+        assert_eq!(store.lookup(&alice).await.unwrap(), None);
+    }
+}

@@ -1,0 +1,61 @@
+//! The presence registry: client id -> {node, session, since}.
+//!
+//! Every node of a cluster shares one registry; it is how a node finds out
+//! where a recipient is. The router and the session loop see only the
+//! [`PresenceStore`] trait; each backend lives in its own file.
+
+mod memory;
+mod redis;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::protocol::{ClientId, NodeId};
+
+pub use self::memory::MemoryPresence;
+pub use self::redis::RedisPresence;
+
+/// Where a client's current session lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceRecord {
+    pub node: NodeId,
+    pub session: Uuid,
+    /// When the session opened, in ms since the Unix epoch.
+    pub since: u64,
+}
+
+/// A presence operation that did not complete. Callers answer the client
+/// with `unavailable` (the store could not be reached) or `internal` (the
+/// store answered with something that is not a presence record).
+#[derive(Debug, thiserror::Error)]
+pub enum PresenceError {
+    #[error("presence store unavailable: {0}")]
+    Unavailable(String),
+    #[error("presence record for {client} is corrupt: {why}")]
+    Corrupt { client: String, why: String },
+}
+
+#[async_trait]
+pub trait PresenceStore: Send + Sync + 'static {
+    /// Writes `record` for `client`: inserts it if absent, updates it if
+    /// present, atomically, and returns the record it replaced (if any) so
+    /// the caller can close the older session.
+    async fn register(
+        &self,
+        client: &ClientId,
+        record: &PresenceRecord,
+    ) -> Result<Option<PresenceRecord>, PresenceError>;
+
+    async fn lookup(&self, client: &ClientId) -> Result<Option<PresenceRecord>, PresenceError>;
+
+    /// Deletes the record of `client` only if it still names `session`;
+    /// answers whether it did. A late disconnect must never delete a newer
+    /// session's record.
+    async fn remove(&self, client: &ClientId, session: Uuid) -> Result<bool, PresenceError>;
+
+    /// A real round trip to the backend, for `/readyz`.
+    async fn ping(&self) -> Result<(), PresenceError>;
+
+    /// Short name for logs and `/readyz` ("memory", "redis").
+    fn backend(&self) -> &'static str;
+}

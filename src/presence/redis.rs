@@ -1,0 +1,222 @@
+//! Presence in Redis: one hash per client, `<prefix>presence:<client id>`,
+//! with the fields `node`, `session` and `since` (docs/protocol.md).
+//!
+//! Both writes are Lua scripts so that each is one atomic step on the
+//! server: `register` reads the previous record and writes the new one
+//! without a window for another node in between, and `remove` deletes only
+//! while the record still names the closing session. Each script touches a
+//! single key, so it also stays within one slot on a Redis Cluster.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use uuid::Uuid;
+
+use super::{PresenceError, PresenceRecord, PresenceStore};
+use crate::protocol::{ClientId, NodeId};
+
+/// How long one command may take before the caller hears `unavailable`.
+/// The redis crate's default is 500 ms; a presence lookup sits on the path
+/// of every send, so a slow Redis must surface as an error promptly rather
+/// than stall sessions.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long one connection attempt may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long startup waits for Redis before giving up with an error.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+const REGISTER: &str = r"
+local prev = redis.call('HMGET', KEYS[1], 'node', 'session', 'since')
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'session', ARGV[2], 'since', ARGV[3])
+return prev
+";
+
+const REMOVE: &str = r"
+if redis.call('HGET', KEYS[1], 'session') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+pub struct RedisPresence {
+    conn: ConnectionManager,
+    key_prefix: String,
+    register: Script,
+    remove: Script,
+}
+
+impl RedisPresence {
+    /// Connects to `url` (`redis://host:port/db`). Fails with a message that
+    /// names the URL when the server cannot be reached within
+    /// [`STARTUP_TIMEOUT`].
+    pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, PresenceError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| PresenceError::Unavailable(format!("invalid Redis URL {url:?}: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = tokio::time::timeout(
+            STARTUP_TIMEOUT,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| {
+            PresenceError::Unavailable(format!(
+                "no answer from Redis at {url} within {STARTUP_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| {
+            PresenceError::Unavailable(format!("cannot connect to Redis at {url}: {e}"))
+        })?;
+
+        Ok(Self {
+            conn,
+            key_prefix: key_prefix.to_owned(),
+            register: Script::new(REGISTER),
+            remove: Script::new(REMOVE),
+        })
+    }
+
+    fn key(&self, client: &ClientId) -> String {
+        format!("{}presence:{}", self.key_prefix, client)
+    }
+}
+
+fn store_error(client: &ClientId, e: redis::RedisError) -> PresenceError {
+    // WRONGTYPE means the key exists but is not a hash: someone else wrote
+    // it. That is a data problem, not an outage.
+    if e.code() == Some("WRONGTYPE") {
+        PresenceError::Corrupt {
+            client: client.to_string(),
+            why: e.to_string(),
+        }
+    } else {
+        PresenceError::Unavailable(e.to_string())
+    }
+}
+
+/// Turns the `[node, session, since]` triple of HMGET into a record.
+fn parse(
+    client: &ClientId,
+    fields: [Option<String>; 3],
+) -> Result<Option<PresenceRecord>, PresenceError> {
+    let corrupt = |why: String| PresenceError::Corrupt {
+        client: client.to_string(),
+        why,
+    };
+    match fields {
+        [None, None, None] => Ok(None),
+        [Some(node), Some(session), Some(since)] => Ok(Some(PresenceRecord {
+            node: NodeId::parse(&node).map_err(|e| corrupt(e.to_string()))?,
+            session: session
+                .parse()
+                .map_err(|e| corrupt(format!("session {session:?}: {e}")))?,
+            since: since
+                .parse()
+                .map_err(|e| corrupt(format!("since {since:?}: {e}")))?,
+        })),
+        partial => Err(corrupt(format!(
+            "missing fields: {:?}",
+            ["node", "session", "since"]
+                .iter()
+                .zip(partial.iter())
+                .filter(|(_, v)| v.is_none())
+                .map(|(k, _)| *k)
+                .collect::<Vec<_>>()
+        ))),
+    }
+}
+
+#[async_trait]
+impl PresenceStore for RedisPresence {
+    async fn register(
+        &self,
+        client: &ClientId,
+        record: &PresenceRecord,
+    ) -> Result<Option<PresenceRecord>, PresenceError> {
+        let prev: (Option<String>, Option<String>, Option<String>) = self
+            .register
+            .key(self.key(client))
+            .arg(record.node.as_str())
+            .arg(record.session.to_string())
+            .arg(record.since)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| store_error(client, e))?;
+        // The previous record has been overwritten either way; a corrupt one
+        // only means there is no older session we could close.
+        match parse(client, [prev.0, prev.1, prev.2]) {
+            Ok(prev) => Ok(prev),
+            Err(e) => {
+                tracing::warn!(%client, error = %e, "replaced a corrupt presence record");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn lookup(&self, client: &ClientId) -> Result<Option<PresenceRecord>, PresenceError> {
+        let (node, session, since): (Option<String>, Option<String>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(self.key(client))
+                .arg(&["node", "session", "since"])
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(|e| store_error(client, e))?;
+        parse(client, [node, session, since])
+    }
+
+    async fn remove(&self, client: &ClientId, session: Uuid) -> Result<bool, PresenceError> {
+        let deleted: i64 = self
+            .remove
+            .key(self.key(client))
+            .arg(session.to_string())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| store_error(client, e))?;
+        Ok(deleted == 1)
+    }
+
+    async fn ping(&self) -> Result<(), PresenceError> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn.clone())
+            .await
+            .map(drop)
+            .map_err(|e| PresenceError::Unavailable(e.to_string()))
+    }
+
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_accepts_whole_records_only() {
+        let c = ClientId::parse("c").unwrap();
+        assert_eq!(parse(&c, [None, None, None]).unwrap(), None);
+        let s = Uuid::new_v4();
+        let r = parse(
+            &c,
+            [Some("n1".into()), Some(s.to_string()), Some("5".into())],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((r.node.as_str(), r.session, r.since), ("n1", s, 5));
+        assert!(parse(&c, [Some("n1".into()), None, None]).is_err());
+        assert!(
+            parse(
+                &c,
+                [Some("n.1".into()), Some(s.to_string()), Some("5".into())]
+            )
+            .is_err()
+        );
+        assert!(parse(&c, [Some("n1".into()), Some("x".into()), Some("5".into())]).is_err());
+    }
+}

@@ -1,0 +1,473 @@
+//! One WebSocket session, from welcome to close.
+//!
+//! Each session is one task that owns its socket and does three things in
+//! one `select!` loop:
+//!
+//! 1. writes what other tasks queued in its [`Outbox`] (messages for this
+//!    client, receipts), and reports each message's outcome to its sender;
+//! 2. answers the client's frames, one answer per frame, in reading order;
+//! 3. reads the next client frame, while fewer than [`MAX_IN_FLIGHT`] are
+//!    unanswered.
+//!
+//! Sends are pipelined: the presence lookups of up to [`MAX_IN_FLIGHT`]
+//! sends run concurrently, but [`Router::dispatch`] and the acks happen
+//! strictly in reading order, which is what keeps messages from one session
+//! to one recipient in order.
+//!
+//! Every socket write is bounded by the configured write timeout: a client
+//! that stops reading is closed as a slow consumer (4008) instead of
+//! stalling its session forever.
+
+mod outbox;
+mod registry;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
+use uuid::Uuid;
+
+use crate::node::Node;
+use crate::presence::{PresenceError, PresenceRecord};
+use crate::protocol::frames::{encode_ack, encode_error, encode_pong, encode_welcome};
+use crate::protocol::{
+    ClientFrame, ClientId, ErrorCode, FrameError, ReceiptStatus, close, now_ms, parse_client_frame,
+};
+use crate::router::{Message, Origin, Route, RouteError, Router};
+
+pub use self::outbox::{Outbound, Outbox, Refused};
+pub use self::registry::{SessionHandle, SessionRegistry};
+
+/// The socket type of a session: a WebSocket over hyper's upgraded
+/// connection.
+pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Client frames read but not yet answered, per session. When reached, the
+/// session stops reading until the oldest is answered (TCP backpressure).
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// Initial size of a session's read buffer. tungstenite's default is
+/// 128 KiB per connection, which would dominate the cost of an idle
+/// session; frames larger than this are still read whole (the buffer grows
+/// for them).
+pub const READ_BUFFER_BYTES: usize = 2048;
+
+/// Outgoing bytes gathered before tungstenite writes to the socket.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Frames larger than `max_frame_bytes` get a `too_large` error; frames
+/// larger than this multiple of it close the session with 1009, since
+/// reading them at all is already abuse.
+pub const HARD_LIMIT_FACTOR: usize = 4;
+
+/// The tungstenite settings for a session's socket.
+pub fn socket_config(max_frame_bytes: usize) -> WebSocketConfig {
+    let hard_limit = max_frame_bytes.saturating_mul(HARD_LIMIT_FACTOR);
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(Some(hard_limit))
+        .max_frame_size(Some(hard_limit))
+}
+
+/// What the session owes the client for one frame it read.
+enum Reply {
+    /// A pong or an error, ready to write.
+    Ready(String),
+    /// A send whose route has been looked up.
+    Routed {
+        msg: Message,
+        route: Result<Route, RouteError>,
+        read_at: Instant,
+    },
+}
+
+type Pending<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
+
+/// How the main loop ended.
+enum Ending {
+    /// Close with this code; the socket is still writable.
+    Close(u16, &'static str),
+    /// The client closed the session or the connection dropped.
+    Gone,
+    /// The client stopped reading; close with 4008 without waiting for it.
+    SlowConsumer,
+}
+
+/// Runs a session for `client` on an upgraded socket, to the end.
+pub async fn run(node: Arc<Node>, mut ws: Socket, client: ClientId) {
+    let handle = Arc::new(SessionHandle {
+        id: Uuid::new_v4(),
+        client: client.clone(),
+        outbox: Outbox::new(node.config.session_queue),
+    });
+
+    if let Err(e) = open(&node, &handle).await {
+        tracing::warn!(%client, error = %e, "session refused: presence not written");
+        node.sessions.remove(&client, handle.id);
+        node.metrics.error(ErrorCode::Unavailable);
+        let _ = close_socket(
+            &mut ws,
+            close::INTERNAL,
+            "presence unavailable",
+            node.config.write_timeout,
+        )
+        .await;
+        return;
+    }
+    node.metrics.session_opened();
+    tracing::debug!(%client, session = %handle.id, "session open");
+
+    let welcome = encode_welcome(&client, handle.id, &node.id);
+    let ending = match write(&mut ws, [welcome], node.config.write_timeout).await {
+        Ok(()) => Session::new(&node, &handle, &mut ws).serve().await,
+        Err(()) => Ending::Gone,
+    };
+    finish(&node, &handle, ws, ending).await;
+    node.metrics.session_closed();
+    tracing::debug!(%client, session = %handle.id, "session closed");
+}
+
+/// Makes the session reachable: registered locally, then in presence. The
+/// local entry comes first so that once the record names this node, the
+/// session is already here to receive.
+async fn open(node: &Node, handle: &Arc<SessionHandle>) -> Result<(), PresenceError> {
+    if let Some(older) = node.sessions.insert(handle.clone()) {
+        older.outbox.close(close::REPLACED);
+    }
+    // A session that slipped in while the node began shutting down is not
+    // in the list the shutdown closes: close it here.
+    if node.shutdown.is_cancelled() {
+        handle.outbox.close(close::GOING_AWAY);
+    }
+    let record = PresenceRecord {
+        node: node.id.clone(),
+        session: handle.id,
+        since: now_ms(),
+    };
+    if let Some(previous) = node.presence.register(&handle.client, &record).await?
+        && previous.session != handle.id
+    {
+        node.router.evict(&handle.client, &previous).await;
+    }
+    Ok(())
+}
+
+/// The state of the main loop.
+struct Session<'a> {
+    node: &'a Node,
+    router: &'a Router,
+    handle: &'a SessionHandle,
+    ws: &'a mut Socket,
+    pending: FuturesOrdered<Pending<'a>>,
+}
+
+impl<'a> Session<'a> {
+    fn new(node: &'a Node, handle: &'a SessionHandle, ws: &'a mut Socket) -> Self {
+        Self {
+            node,
+            router: &node.router,
+            handle,
+            ws,
+            pending: FuturesOrdered::new(),
+        }
+    }
+
+    async fn serve(mut self) -> Ending {
+        let write_timeout = self.node.config.write_timeout;
+        loop {
+            tokio::select! {
+                // Close requests and queued frames first: a session being
+                // replaced or shut down should not keep reading.
+                biased;
+
+                () = self.handle.outbox.ready() => {
+                    let (batch, close) = self.handle.outbox.take();
+                    if close == Some(close::SLOW_CONSUMER) {
+                        answer_all(self.router, batch, ReceiptStatus::Offline).await;
+                        return Ending::SlowConsumer;
+                    }
+                    if write_outbound(self.ws, self.router, batch, write_timeout).await.is_err() {
+                        return Ending::SlowConsumer;
+                    }
+                    if let Some(code) = close {
+                        return self.drain_and_close(code).await;
+                    }
+                }
+
+                Some(reply) = self.pending.next(), if !self.pending.is_empty() => {
+                    let mut frames = vec![answer(self.node, reply).await];
+                    // Answer whatever else is ready before one flush.
+                    while let Some(Some(reply)) = self.pending.next().now_or_never() {
+                        frames.push(answer(self.node, reply).await);
+                    }
+                    if write(self.ws, frames, write_timeout).await.is_err() {
+                        return Ending::SlowConsumer;
+                    }
+                }
+
+                incoming = self.ws.next(), if self.pending.len() < MAX_IN_FLIGHT => {
+                    match incoming {
+                        Some(Ok(WsMessage::Text(text))) => self.read_text(text),
+                        Some(Ok(WsMessage::Binary(_))) => self.refuse(FrameError::new(
+                            ErrorCode::BadFrame,
+                            "binary frames are not part of the protocol; send JSON in text frames",
+                            None,
+                        )),
+                        // tungstenite answers pings itself.
+                        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
+                        Some(Ok(WsMessage::Close(_))) | None => return Ending::Gone,
+                        Some(Err(WsError::Capacity(e))) => {
+                            tracing::debug!(client = %self.handle.client, error = %e, "frame over the hard limit");
+                            self.node.metrics.error(ErrorCode::TooLarge);
+                            return self.drain_and_close(close::TOO_BIG).await;
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(client = %self.handle.client, error = %e, "socket error");
+                            return Ending::Gone;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one text frame: a send starts its lookup, anything else gets
+    /// its answer queued in order.
+    fn read_text(&mut self, text: Utf8Bytes) {
+        let read_at = Instant::now();
+        let max = self.node.config.max_frame_bytes;
+        if text.len() > max {
+            return self.refuse(FrameError::new(
+                ErrorCode::TooLarge,
+                format!("frame is {} bytes; the limit is {max}", text.len()),
+                None,
+            ));
+        }
+        match parse_client_frame(&text) {
+            Ok(ClientFrame::Send(send)) => {
+                let msg_id = Uuid::now_v7();
+                let msg = Message {
+                    msg_id,
+                    from: self.handle.client.clone(),
+                    to: send.to,
+                    ts: now_ms(),
+                    body: send.body.to_owned(),
+                    origin: Some(Origin {
+                        node: self.node.id.clone(),
+                        client: self.handle.client.clone(),
+                        session: self.handle.id,
+                        msg_id,
+                        id: send.id.map(Into::into),
+                        receipt: send.receipt,
+                    }),
+                    forwarded: false,
+                };
+                let router = self.router;
+                self.pending.push_back(Box::pin(async move {
+                    let route = router.locate(&msg.to).await;
+                    Reply::Routed {
+                        msg,
+                        route,
+                        read_at,
+                    }
+                }));
+            }
+            Ok(ClientFrame::Ping { id }) => {
+                let pong = encode_pong(id.as_deref());
+                self.pending
+                    .push_back(Box::pin(std::future::ready(Reply::Ready(pong))));
+            }
+            Err(e) => self.refuse(e),
+        }
+    }
+
+    fn refuse(&mut self, error: FrameError) {
+        self.node.metrics.error(error.code);
+        let frame = encode_error(&error);
+        self.pending
+            .push_back(Box::pin(std::future::ready(Reply::Ready(frame))));
+    }
+}
+
+/// Turns a reply into the frame that answers it, dispatching sends.
+async fn answer(node: &Node, reply: Reply) -> String {
+    let (msg, route, read_at) = match reply {
+        Reply::Ready(frame) => return frame,
+        Reply::Routed {
+            msg,
+            route,
+            read_at,
+        } => (msg, route, read_at),
+    };
+    let msg_id = msg.msg_id;
+    let id = msg.origin.as_ref().and_then(|o| o.id.clone());
+    let outcome = match route {
+        Ok(route) => node.router.dispatch(msg, route).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(status) => {
+            node.metrics.observe_route(read_at.elapsed());
+            encode_ack(id.as_deref(), msg_id, status)
+        }
+        Err(e) => {
+            node.metrics.error(e.code());
+            encode_error(&FrameError::new(e.code(), e.to_string(), id.as_deref()))
+        }
+    }
+}
+
+impl Session<'_> {
+    /// Before closing with `code`: answer every send already read, so each
+    /// gets its one ack.
+    async fn drain_and_close(mut self, code: u16) -> Ending {
+        let mut frames = Vec::with_capacity(self.pending.len());
+        while let Some(reply) = self.pending.next().await {
+            frames.push(answer(self.node, reply).await);
+        }
+        if write(self.ws, frames, self.node.config.write_timeout)
+            .await
+            .is_err()
+        {
+            return Ending::SlowConsumer;
+        }
+        Ending::Close(code, close_reason(code))
+    }
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::GOING_AWAY => "node shutting down",
+        close::REPLACED => "replaced by a newer session",
+        close::TOO_BIG => "frame too large",
+        close::SLOW_CONSUMER => "slow consumer",
+        _ => "",
+    }
+}
+
+/// Leaves: unreachable first (no new frames, local entry and presence
+/// record gone), then whatever is still queued is written or answered
+/// `offline`, then the close frame.
+async fn finish(node: &Node, handle: &SessionHandle, mut ws: Socket, ending: Ending) {
+    let code = match ending {
+        Ending::Close(code, _) => code,
+        Ending::Gone => close::NORMAL,
+        Ending::SlowConsumer => close::SLOW_CONSUMER,
+    };
+    handle.outbox.close(code);
+    node.sessions.remove(&handle.client, handle.id);
+    if let Err(e) = node.presence.remove(&handle.client, handle.id).await {
+        tracing::warn!(client = %handle.client, error = %e,
+            "could not delete the presence record of a closed session");
+    }
+
+    let (rest, _) = handle.outbox.take();
+    let timeout = node.config.write_timeout;
+    match ending {
+        Ending::Close(code, reason) => {
+            let _ = write_outbound(&mut ws, &node.router, rest, timeout).await;
+            let _ = close_socket(&mut ws, code, reason, timeout).await;
+        }
+        Ending::SlowConsumer => {
+            node.metrics.slow_consumer();
+            answer_all(&node.router, rest, ReceiptStatus::Offline).await;
+            let _ = close_socket(&mut ws, close::SLOW_CONSUMER, "slow consumer", timeout).await;
+        }
+        Ending::Gone => {
+            answer_all(&node.router, rest, ReceiptStatus::Offline).await;
+            // Completes the closing handshake if the client started it.
+            let _ = tokio::time::timeout(timeout, ws.close(None)).await;
+        }
+    }
+}
+
+/// Writes frames and flushes once, within `timeout`.
+async fn write<F: Into<Utf8Bytes>>(
+    ws: &mut Socket,
+    frames: impl IntoIterator<Item = F>,
+    timeout: Duration,
+) -> Result<(), ()> {
+    let send = async {
+        for frame in frames {
+            ws.feed(WsMessage::Text(frame.into())).await?;
+        }
+        ws.flush().await
+    };
+    match tokio::time::timeout(timeout, send).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Writes queued frames, then reports each message's outcome: `delivered`
+/// (when asked for) once the socket took it, `offline` if it did not.
+async fn write_outbound(
+    ws: &mut Socket,
+    router: &Router,
+    batch: VecDeque<Outbound>,
+    timeout: Duration,
+) -> Result<(), ()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut origins = Vec::new();
+    let frames: Vec<Utf8Bytes> = batch
+        .into_iter()
+        .map(|item| match item {
+            Outbound::Message { frame, origin } => {
+                origins.extend(origin);
+                frame
+            }
+            Outbound::Frame(frame) => frame,
+        })
+        .collect();
+    let written = write(ws, frames, timeout).await.is_ok();
+    for origin in origins {
+        if !written {
+            router.answer(&origin, ReceiptStatus::Offline).await;
+        } else if origin.receipt {
+            router.answer(&origin, ReceiptStatus::Delivered).await;
+        }
+    }
+    if written { Ok(()) } else { Err(()) }
+}
+
+async fn close_socket(
+    ws: &mut Socket,
+    code: u16,
+    reason: &'static str,
+    timeout: Duration,
+) -> Result<(), ()> {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: Utf8Bytes::from_static(reason),
+    };
+    match tokio::time::timeout(timeout, ws.close(Some(frame))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Answers the sender of every message in `items` with `status`.
+async fn answer_all(router: &Router, items: VecDeque<Outbound>, status: ReceiptStatus) {
+    for item in items {
+        if let Outbound::Message {
+            origin: Some(origin),
+            ..
+        } = item
+        {
+            router.answer(&origin, status).await;
+        }
+    }
+}

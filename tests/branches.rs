@@ -1,0 +1,281 @@
+//! The three routing branches, against real Redis and NATS, through real
+//! WebSocket clients.
+
+mod support;
+
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use serde_json::json;
+use support::*;
+use switchboard::protocol::{AckStatus, Envelope, Hop, ReceiptStatus, ServerFrame};
+
+#[tokio::test]
+async fn local_branch_hands_the_message_to_the_session_on_the_same_node() {
+    let cluster = Cluster::start().await;
+    let mut alice = connect(&cluster.a, "alice").await;
+    let mut bob = connect(&cluster.a, "bob").await;
+
+    let body = json!({"text": "hi bob", "n": [1, 2, 3]});
+    alice.send("bob", &body, Some("c-1"), true).await.unwrap();
+
+    let ServerFrame::Ack { id, msg_id, status } = next_frame(&mut alice).await else {
+        panic!("expected an ack")
+    };
+    assert_eq!((id.as_deref(), status), (Some("c-1"), AckStatus::Local));
+    assert_eq!(msg_id.get_version_num(), 7, "msg_id is a UUIDv7");
+
+    let ServerFrame::Message {
+        msg_id: got,
+        from,
+        to,
+        body: got_body,
+        ts,
+    } = next_frame(&mut bob).await
+    else {
+        panic!("expected a message")
+    };
+    assert_eq!((got, from.as_str(), to.as_str()), (msg_id, "alice", "bob"));
+    assert_eq!(got_body, body);
+    let now = switchboard::protocol::now_ms();
+    assert!(ts <= now && now - ts < 60_000, "ts {ts} is the send time");
+
+    // The sender asked for a receipt: delivered.
+    assert_eq!(
+        next_frame(&mut alice).await,
+        ServerFrame::Receipt {
+            id: Some("c-1".into()),
+            msg_id,
+            status: ReceiptStatus::Delivered
+        }
+    );
+}
+
+#[tokio::test]
+async fn remote_branch_publishes_on_the_recipient_nodes_subject() {
+    let cluster = Cluster::start().await;
+    let mut alice = connect(&cluster.a, "alice").await;
+    let mut bob = connect(&cluster.b, "bob").await;
+
+    // A plain NATS subscriber on node-b's subject sees the hop.
+    let watcher = async_nats::connect(cluster.nats.url()).await.unwrap();
+    let mut hops = watcher.subscribe("sb.node.node-b").await.unwrap();
+    watcher.flush().await.unwrap();
+
+    alice
+        .send("bob", &json!("across"), Some("x"), true)
+        .await
+        .unwrap();
+    let ServerFrame::Ack { msg_id, status, .. } = next_frame(&mut alice).await else {
+        panic!("expected an ack")
+    };
+    assert_eq!(status, AckStatus::Remote);
+
+    let ServerFrame::Message {
+        msg_id: got,
+        from,
+        body,
+        ..
+    } = next_frame(&mut bob).await
+    else {
+        panic!("expected a message")
+    };
+    assert_eq!(
+        (got, from.as_str(), body),
+        (msg_id, "alice", json!("across"))
+    );
+
+    let raw = within(hops.next()).await.unwrap();
+    let envelope = Envelope::decode(&raw.payload).expect("a valid envelope");
+    let Hop::Message(hop) = envelope.hop else {
+        panic!("expected a message hop, got {:?}", envelope.hop)
+    };
+    assert_eq!(hop.msg_id, msg_id);
+    assert_eq!((hop.from.as_str(), hop.to.as_str()), ("alice", "bob"));
+    assert_eq!(hop.body.get(), r#""across""#);
+    let reply = hop.reply.expect("reply-to for receipts");
+    assert_eq!(reply.node.as_str(), "node-a");
+    assert_eq!(reply.session, alice.welcome().session_id);
+
+    // The delivered receipt travels back across the bus.
+    assert_eq!(
+        next_frame(&mut alice).await,
+        ServerFrame::Receipt {
+            id: Some("x".into()),
+            msg_id,
+            status: ReceiptStatus::Delivered
+        }
+    );
+}
+
+#[tokio::test]
+async fn offline_branch_ends_at_the_senders_node_and_says_so() {
+    let cluster = Cluster::start().await;
+    let mut alice = connect(&cluster.a, "alice").await;
+    let watcher = async_nats::connect(cluster.nats.url()).await.unwrap();
+    let mut all_hops = watcher.subscribe("sb.node.*").await.unwrap();
+    watcher.flush().await.unwrap();
+
+    alice
+        .send("nobody", &json!(1), Some("o"), true)
+        .await
+        .unwrap();
+    let ServerFrame::Ack { status, id, .. } = next_frame(&mut alice).await else {
+        panic!("expected an ack")
+    };
+    assert_eq!((status, id.as_deref()), (AckStatus::Offline, Some("o")));
+
+    // No receipt follows an offline ack: the next frame alice sees is the
+    // pong she asks for now.
+    alice.ping(Some("after")).await.unwrap();
+    assert_eq!(
+        next_frame(&mut alice).await,
+        ServerFrame::Pong {
+            id: Some("after".into())
+        }
+    );
+    // Nothing reached the bus: the first thing the watcher sees on the node
+    // subjects is its own marker.
+    watcher.publish("sb.node.marker", "m".into()).await.unwrap();
+    let first = within(all_hops.next()).await.unwrap();
+    assert_eq!(first.subject.as_str(), "sb.node.marker");
+    let metrics = cluster.a.node().metrics.render();
+    assert!(
+        metrics.contains("switchboard_sends_total{branch=\"offline\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn presence_record_has_the_protocol_fields_and_goes_with_its_session() {
+    let cluster = Cluster::start().await;
+    let mut redis = cluster.redis.connection().await;
+    let before = switchboard::protocol::now_ms();
+    let alice = connect(&cluster.a, "alice").await;
+    let session = alice.welcome().session_id;
+
+    // The welcome comes after the record is written: no waiting needed.
+    let record: std::collections::HashMap<String, String> =
+        redis.hgetall("sb:presence:alice").await.unwrap();
+    assert_eq!(record.len(), 3, "{record:?}");
+    assert_eq!(record["node"], "node-a");
+    assert_eq!(record["session"], session.to_string());
+    let since: u64 = record["since"].parse().unwrap();
+    assert!(since >= before && since <= switchboard::protocol::now_ms());
+
+    alice.close().await.unwrap();
+    eventually("the record is deleted", || {
+        let mut redis = redis.clone();
+        async move { !redis.exists::<_, bool>("sb:presence:alice").await.unwrap() }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn order_of_a_thousand_cross_node_sends_is_kept() {
+    let cluster = Cluster::start().await;
+    let mut alice = connect(&cluster.a, "alice").await;
+    let mut bob = connect(&cluster.b, "bob").await;
+    const N: usize = 1000;
+
+    // Many in flight at once: the sends are written without waiting.
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::with_capacity(N);
+        while seen.len() < N {
+            match next_frame(&mut bob).await {
+                ServerFrame::Message { body, .. } => seen.push(body["seq"].as_u64().unwrap()),
+                other => panic!("bob got {other:?}"),
+            }
+        }
+        seen
+    });
+    for i in 0..N {
+        alice
+            .send("bob", &json!({"seq": i}), Some(&format!("c-{i}")), false)
+            .await
+            .unwrap();
+    }
+    for i in 0..N {
+        match next_frame(&mut alice).await {
+            ServerFrame::Ack { id, status, .. } => {
+                assert_eq!(id, Some(format!("c-{i}")), "acks come in send order");
+                assert_eq!(status, AckStatus::Remote);
+            }
+            other => panic!("alice got {other:?}"),
+        }
+    }
+    let seen = within(reader).await.unwrap();
+    assert_eq!(seen, (0..N as u64).collect::<Vec<_>>());
+}
+
+/// A hop published to a node that no longer holds the recipient, as a
+/// sender node with a stale lookup would: the node looks again and forwards
+/// it once to where the recipient is now.
+#[tokio::test]
+async fn a_moved_recipient_is_followed_to_its_new_node() {
+    let cluster = Cluster::start().await;
+    let mut alice = connect(&cluster.a, "alice").await;
+    let mut bob = connect(&cluster.a, "bob").await; // bob is on node-a now
+    let alice_session = alice.welcome().session_id;
+
+    let msg_id = uuid::Uuid::now_v7();
+    let stale = format!(
+        r#"{{"v":1,"hop":{{"message":{{"msg_id":"{msg_id}","from":"alice","to":"bob","ts":1,
+        "body":{{"late":true}},"reply":{{"node":"node-a","session":"{alice_session}","id":"m","receipt":true}}}}}}}}"#
+    );
+    let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
+    nats.publish("sb.node.node-b", stale.into()).await.unwrap();
+    nats.flush().await.unwrap();
+
+    let ServerFrame::Message {
+        msg_id: got, body, ..
+    } = next_frame(&mut bob).await
+    else {
+        panic!("expected the forwarded message")
+    };
+    assert_eq!((got, body), (msg_id, json!({"late": true})));
+    assert_eq!(
+        next_frame(&mut alice).await,
+        ServerFrame::Receipt {
+            id: Some("m".into()),
+            msg_id,
+            status: ReceiptStatus::Delivered
+        }
+    );
+    eventually("node-b counts the forward", || async {
+        cluster
+            .b
+            .node()
+            .metrics
+            .render()
+            .contains("switchboard_hops_forwarded_total 1")
+    })
+    .await;
+}
+
+/// A hop for a recipient who is gone everywhere is answered with an
+/// offline receipt, never dropped silently.
+#[tokio::test]
+async fn a_hop_for_a_recipient_gone_everywhere_gets_an_offline_receipt() {
+    let cluster = Cluster::start().await;
+    let mut alice = connect(&cluster.a, "alice").await;
+    let alice_session = alice.welcome().session_id;
+    let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
+
+    for (forwarded, id) in [(false, "first"), (true, "already-forwarded")] {
+        let msg_id = uuid::Uuid::now_v7();
+        let hop = format!(
+            r#"{{"v":1,"hop":{{"message":{{"msg_id":"{msg_id}","from":"alice","to":"ghost","ts":1,
+            "body":null,"forwarded":{forwarded},
+            "reply":{{"node":"node-a","session":"{alice_session}","id":"{id}"}}}}}}}}"#
+        );
+        nats.publish("sb.node.node-b", hop.into()).await.unwrap();
+        assert_eq!(
+            next_frame(&mut alice).await,
+            ServerFrame::Receipt {
+                id: Some(id.into()),
+                msg_id,
+                status: ReceiptStatus::Offline
+            }
+        );
+    }
+}

@@ -1,0 +1,338 @@
+//! Test harness: real redis-server and nats-server processes on free
+//! loopback ports, Switchboard nodes in-process, and helpers that wait for
+//! events with timeouts (never sleep-and-hope).
+//!
+//! Servers are stopped when their handle drops, and are also killed by the
+//! kernel if the test process dies (PR_SET_PDEATHSIG), so a failed run
+//! leaves nothing behind.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use switchboard::client::{Client, Event, Identity};
+use switchboard::config::{Config, ServeArgs};
+use switchboard::node::{Node, RunningNode};
+use switchboard::protocol::ServerFrame;
+
+/// How long any single expected event may take before the test fails.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Finds a server binary on PATH or in /usr/sbin (where Debian puts
+/// nats-server), or fails with the command that installs it.
+pub fn find_binary(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not found on PATH or in /usr/sbin. Install the test dependencies with \
+                 scripts/install-deps.sh (or: sudo apt-get install redis-server nats-server memcached)"
+            )
+        })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+fn spawn(command: &mut Command) -> Child {
+    // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill
+    // the child when this (forking) thread exits.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command.spawn().expect("cannot start a test server")
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) -> bool {
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!("{what} on port {port} exited: {status}");
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{what} did not open port {port} within {EVENT_TIMEOUT:?}");
+}
+
+/// A redis-server child process.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        Self::start_on(None)
+    }
+
+    /// Starts on `port` (to restart a stopped server where nodes expect it),
+    /// or on a free port.
+    pub fn start_on(port: Option<u16>) -> Self {
+        let binary = find_binary("redis-server");
+        for _ in 0..5 {
+            let port = port.unwrap_or_else(free_port);
+            let mut child = spawn(
+                Command::new(&binary)
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            );
+            if wait_for_port(port, &mut child, "redis-server") {
+                return Self { child, port };
+            }
+        }
+        panic!("redis-server would not start");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A plain connection, to look at what the nodes wrote.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to test redis")
+    }
+
+    pub fn stop(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A nats-server child process.
+pub struct Nats {
+    child: Child,
+    pub port: u16,
+}
+
+impl Nats {
+    pub fn start() -> Self {
+        let binary = find_binary("nats-server");
+        // -p -1 lets the server pick a free port; it prints which.
+        let mut child = spawn(
+            Command::new(binary)
+                .args(["-a", "127.0.0.1", "-p", "-1"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        );
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
+                    let port = rest.trim().rsplit(':').next().and_then(|p| p.parse().ok());
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let port: u16 = rx
+            .recv_timeout(EVENT_TIMEOUT)
+            .ok()
+            .flatten()
+            .expect("nats-server did not report its port");
+        wait_for_port(port, &mut child, "nats-server");
+        Self { child, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Parser)]
+struct Flags {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
+/// A node configuration from command-line flags, exactly as an operator
+/// would give them.
+pub fn config(flags: &[&str]) -> Config {
+    let mut argv = vec!["switchboard", "--listen", "127.0.0.1:0"];
+    argv.extend_from_slice(flags);
+    Config::try_from(Flags::try_parse_from(argv).expect("flags parse").args).expect("valid config")
+}
+
+/// Starts a clustered node on `redis` and `nats`.
+pub async fn clustered_node(id: &str, redis: &Redis, nats: &Nats, extra: &[&str]) -> RunningNode {
+    let (redis_url, nats_url) = (redis.url(), nats.url());
+    let mut flags = vec![
+        "--node-id",
+        id,
+        "--redis-url",
+        &redis_url,
+        "--nats-url",
+        &nats_url,
+    ];
+    flags.extend_from_slice(extra);
+    Node::start(config(&flags)).await.expect("node starts")
+}
+
+/// A cluster for tests: one Redis, one NATS, two nodes "node-a" and
+/// "node-b".
+pub struct Cluster {
+    pub redis: Redis,
+    pub nats: Nats,
+    pub a: RunningNode,
+    pub b: RunningNode,
+}
+
+impl Cluster {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra: &[&str]) -> Self {
+        let redis = Redis::start();
+        let nats = Nats::start();
+        let a = clustered_node("node-a", &redis, &nats, extra).await;
+        let b = clustered_node("node-b", &redis, &nats, extra).await;
+        Self { redis, nats, a, b }
+    }
+}
+
+pub fn ws_url(node: &RunningNode) -> String {
+    format!("ws://{}", node.local_addr())
+}
+
+pub fn http_url(node: &RunningNode, path: &str) -> String {
+    format!("http://{}{path}", node.local_addr())
+}
+
+/// Connects `name` to `node` (authentication off).
+pub async fn connect(node: &RunningNode, name: &str) -> Client {
+    within(Client::connect(&ws_url(node), Identity::Name(name.into())))
+        .await
+        .unwrap_or_else(|e| panic!("{name} cannot connect: {e}"))
+}
+
+/// Awaits `future`, failing the test if it takes longer than
+/// [`EVENT_TIMEOUT`].
+pub async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(EVENT_TIMEOUT, future)
+        .await
+        .expect("timed out waiting for an event")
+}
+
+/// The next event of `client`.
+pub async fn next_event(client: &mut Client) -> Event {
+    within(client.next_event()).await.expect("readable event")
+}
+
+/// The next frame of `client`; fails if the session closes instead.
+pub async fn next_frame(client: &mut Client) -> ServerFrame {
+    match next_event(client).await {
+        Event::Frame(frame) => frame,
+        Event::Closed { code, reason } => panic!("session closed ({code:?}): {reason}"),
+    }
+}
+
+/// Waits until the session closes and returns the close code.
+pub async fn closed_with(client: &mut Client) -> Option<u16> {
+    loop {
+        if let Event::Closed { code, .. } = next_event(client).await {
+            return code;
+        }
+    }
+}
+
+/// Polls `check` until it holds. For state that changes without an event
+/// to wait on (a Redis key written by another task).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// A minimal HTTP/1.1 client over a TCP stream: enough to call a node's
+/// endpoints without pulling an HTTP client crate into the build.
+pub async fn http(
+    node: &RunningNode,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(node.local_addr())
+        .await
+        .unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(body.unwrap_or(""));
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    within(stream.read_to_end(&mut response)).await.unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Parses a JSON HTTP body.
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"))
+}
