@@ -66,6 +66,15 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
     pub write_timeout_ms: u64,
 
+    /// Sends per second one session may make on average; excess sends get
+    /// a rate_limited error. 0 turns the limit off.
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT", default_value_t = 100)]
+    pub rate_limit: u32,
+
+    /// Sends one session may make in a burst above the rate.
+    #[arg(long, env = "SWITCHBOARD_RATE_BURST", default_value_t = 200)]
+    pub rate_burst: u32,
+
     /// Allow authentication off on a non-loopback address. Anyone who can
     /// reach the port can then speak as any client.
     #[arg(long, env = "SWITCHBOARD_INSECURE_NO_AUTH")]
@@ -101,6 +110,8 @@ pub struct Config {
     pub max_frame_bytes: usize,
     pub session_queue: usize,
     pub write_timeout: Duration,
+    pub rate_limit: u32,
+    pub rate_burst: u32,
 }
 
 /// A configuration that cannot work, with the reason and the fix.
@@ -213,6 +224,11 @@ impl TryFrom<ServeArgs> for Config {
                 args.session_queue
             )));
         }
+        if args.rate_limit > 0 && args.rate_burst == 0 {
+            return Err(ConfigError(
+                "--rate-burst 0 would refuse every send: use at least 1".into(),
+            ));
+        }
         if !(100..=600_000).contains(&args.write_timeout_ms) {
             return Err(ConfigError(format!(
                 "--write-timeout-ms {} is out of range: use 100 to 600000",
@@ -231,6 +247,8 @@ impl TryFrom<ServeArgs> for Config {
             max_frame_bytes: args.max_frame_bytes,
             session_queue: args.session_queue,
             write_timeout: Duration::from_millis(args.write_timeout_ms),
+            rate_limit: args.rate_limit,
+            rate_burst: args.rate_burst,
         })
     }
 }

@@ -172,7 +172,7 @@ async fn presence_record_has_the_protocol_fields_and_goes_with_its_session() {
 
 #[tokio::test]
 async fn order_of_a_thousand_cross_node_sends_is_kept() {
-    let cluster = Cluster::start().await;
+    let cluster = Cluster::start_with(&["--rate-limit", "0"]).await;
     let mut alice = connect(&cluster.a, "alice").await;
     let mut bob = connect(&cluster.b, "bob").await;
     const N: usize = 1000;

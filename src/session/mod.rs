@@ -19,6 +19,7 @@
 //! stalling its session forever.
 
 mod outbox;
+mod rate;
 mod registry;
 
 use std::collections::VecDeque;
@@ -46,6 +47,7 @@ use crate::protocol::{
 use crate::router::{Message, Origin, Route, RouteError, Router};
 
 pub use self::outbox::{Outbound, Outbox, Refused};
+use self::rate::TokenBucket;
 pub use self::registry::{SessionHandle, SessionRegistry};
 
 /// The socket type of a session: a WebSocket over hyper's upgraded
@@ -170,6 +172,7 @@ struct Session<'a> {
     handle: &'a SessionHandle,
     ws: &'a mut Socket,
     pending: FuturesOrdered<Pending<'a>>,
+    sends: TokenBucket,
 }
 
 impl<'a> Session<'a> {
@@ -180,6 +183,7 @@ impl<'a> Session<'a> {
             handle,
             ws,
             pending: FuturesOrdered::new(),
+            sends: TokenBucket::new(node.config.rate_limit, node.config.rate_burst),
         }
     }
 
@@ -255,6 +259,14 @@ impl<'a> Session<'a> {
             ));
         }
         match parse_client_frame(&text) {
+            Ok(ClientFrame::Send(send)) if !self.sends.allow() => {
+                let limit = self.node.config.rate_limit;
+                self.refuse(FrameError::new(
+                    ErrorCode::RateLimited,
+                    format!("more than {limit} sends per second; this send was dropped"),
+                    send.id.as_deref(),
+                ));
+            }
             Ok(ClientFrame::Send(send)) => {
                 let msg_id = Uuid::now_v7();
                 let msg = Message {

@@ -171,6 +171,11 @@ impl Nats {
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
+
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Nats {
@@ -207,6 +212,11 @@ pub async fn clustered_node(id: &str, redis: &Redis, nats: &Nats, extra: &[&str]
     ];
     flags.extend_from_slice(extra);
     Node::start(config(&flags)).await.expect("node starts")
+}
+
+/// Starts a node with no backends configured: the embedded default.
+pub async fn embedded_node(flags: &[&str]) -> RunningNode {
+    Node::start(config(flags)).await.expect("node starts")
 }
 
 /// A cluster for tests: one Redis, one NATS, two nodes "node-a" and
