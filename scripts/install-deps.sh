@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what the test suite runs against, from Debian packages, when
+# missing: redis-server, nats-server (Debian puts it in /usr/sbin) and
+# memcached. Safe to run again: it installs nothing that is already there.
+set -euo pipefail
+
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+
+missing=()
+have redis-server || missing+=(redis-server)
+have nats-server || missing+=(nats-server)
+have memcached || missing+=(memcached)
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "install-deps: redis-server, nats-server and memcached are present"
+    exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || {
+        echo "install-deps: need root (or sudo) to install: ${missing[*]}" >&2
+        exit 1
+    }
+    sudo=sudo
+fi
+echo "install-deps: installing ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
