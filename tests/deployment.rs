@@ -55,7 +55,9 @@ fn compose_passes_the_nodes_only_flags_and_variables_that_exist() {
                 assert!(flags.contains(*word), "{name:?} passes unknown flag {word}");
             }
         }
-        let environment = service["environment"].as_mapping().expect("environment map");
+        let environment = service["environment"]
+            .as_mapping()
+            .expect("environment map");
         let mut set = BTreeSet::new();
         for key in environment.keys() {
             let key = key.as_str().unwrap();
@@ -77,7 +79,10 @@ fn compose_passes_the_nodes_only_flags_and_variables_that_exist() {
     assert_eq!(nodes, 2, "compose runs two nodes");
     let nats = &services[&serde_yaml::Value::from("nats")];
     assert!(
-        nats["volumes"][0].as_str().unwrap().starts_with("./nats.conf:"),
+        nats["volumes"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("./nats.conf:"),
         "nats runs with the repository's nats.conf"
     );
     let dockerfile = repo_file("Dockerfile");
@@ -88,7 +93,12 @@ fn compose_passes_the_nodes_only_flags_and_variables_that_exist() {
 fn nats_conf_is_accepted_by_nats_server() {
     let binary = support::find_binary("nats-server");
     let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("nats.conf");
-    let output = Command::new(binary).arg("-c").arg(&conf).arg("-t").output().unwrap();
+    let output = Command::new(binary)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-t")
+        .output()
+        .unwrap();
     assert!(
         output.status.success(),
         "{}{}",

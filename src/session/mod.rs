@@ -144,6 +144,7 @@ pub async fn run(node: Arc<Node>, mut ws: Socket, client: ClientId) {
 /// local entry comes first so that once the record names this node, the
 /// session is already here to receive.
 async fn open(node: &Node, handle: &Arc<SessionHandle>) -> Result<(), PresenceError> {
+    let _registering = node.sessions.registration(&handle.client).lock().await;
     if let Some(older) = node.sessions.insert(handle.clone()) {
         older.outbox.close(close::REPLACED);
     }

@@ -5,6 +5,7 @@
 //! that was replaced must not remove its successor on the way out.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
@@ -19,12 +20,39 @@ pub struct SessionHandle {
     pub outbox: Outbox,
 }
 
-#[derive(Default)]
+/// Number of registration locks; see [`SessionRegistry::registration`].
+const REGISTRATION_STRIPES: usize = 256;
+
 pub struct SessionRegistry {
     sessions: Mutex<HashMap<ClientId, Arc<SessionHandle>>>,
+    registration: Box<[tokio::sync::Mutex<()>]>,
+    stripe_hasher: RandomState,
+}
+
+impl Default for SessionRegistry {
+    fn default() -> Self {
+        Self {
+            sessions: Mutex::default(),
+            registration: (0..REGISTRATION_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            stripe_hasher: RandomState::new(),
+        }
+    }
 }
 
 impl SessionRegistry {
+    /// The lock two sessions of one client opening on this node at once
+    /// must take around "register here, then register in presence". Without
+    /// it, the later local session could be written to presence first and
+    /// then be overwritten by the earlier one, which is closing: the client
+    /// would be connected but unreachable. Locks are striped so that their
+    /// number does not grow with the number of clients.
+    pub fn registration(&self, client: &ClientId) -> &tokio::sync::Mutex<()> {
+        let stripe = self.stripe_hasher.hash_one(client) as usize % REGISTRATION_STRIPES;
+        &self.registration[stripe]
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, Arc<SessionHandle>>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
