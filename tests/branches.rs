@@ -57,9 +57,7 @@ async fn remote_branch_publishes_on_the_recipient_nodes_subject() {
     let mut bob = connect(&cluster.b, "bob").await;
 
     // A plain NATS subscriber on node-b's subject sees the hop.
-    let watcher = async_nats::connect(cluster.nats.url()).await.unwrap();
-    let mut hops = watcher.subscribe("sb.node.node-b").await.unwrap();
-    watcher.flush().await.unwrap();
+    let (_watcher, mut hops) = nats_watch(&cluster.nats, "sb.node.node-b").await;
 
     alice
         .send("bob", &json!("across"), Some("x"), true)
@@ -111,9 +109,7 @@ async fn remote_branch_publishes_on_the_recipient_nodes_subject() {
 async fn offline_branch_ends_at_the_senders_node_and_says_so() {
     let cluster = Cluster::start().await;
     let mut alice = connect(&cluster.a, "alice").await;
-    let watcher = async_nats::connect(cluster.nats.url()).await.unwrap();
-    let mut all_hops = watcher.subscribe("sb.node.*").await.unwrap();
-    watcher.flush().await.unwrap();
+    let (watcher, mut all_hops) = nats_watch(&cluster.nats, "sb.node.*").await;
 
     alice
         .send("nobody", &json!(1), Some("o"), true)

@@ -54,6 +54,33 @@ async fn readyz_notices_nats_going_away() {
     );
 }
 
+/// A hung backend (frozen, sockets still open) is not ready either:
+/// readyz makes real round trips, with a time limit.
+#[tokio::test]
+async fn readyz_is_503_while_a_backend_hangs() {
+    let cluster = Cluster::start().await;
+    for frozen in ["redis", "nats"] {
+        match frozen {
+            "redis" => cluster.redis.freeze(),
+            _ => cluster.nats.freeze(),
+        }
+        let (status, body) = http(&cluster.a, "GET", "/readyz", &[], None).await;
+        assert_eq!(status, 503, "{frozen} frozen: {body}");
+        assert!(
+            json(&body)["reason"].as_str().unwrap().contains(frozen),
+            "{body}"
+        );
+        match frozen {
+            "redis" => cluster.redis.thaw(),
+            _ => cluster.nats.thaw(),
+        }
+        eventually("ready again", || async {
+            http(&cluster.a, "GET", "/readyz", &[], None).await.0 == 200
+        })
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn metrics_count_sessions_sends_by_branch_and_errors() {
     let cluster = Cluster::start().await;

@@ -6,6 +6,11 @@
 //! queued), and a queued publish is lost if the connection never comes
 //! back. So a publish is refused outright while disconnected, and every
 //! publish is bounded by [`PUBLISH_TIMEOUT`].
+//!
+//! async-nats' `flush` only writes the client's buffer to the socket; it
+//! proves nothing about the server. A real round trip here is a request to
+//! a subject nobody serves: the server itself answers "no responders",
+//! after processing everything this connection sent before.
 
 use std::time::Duration;
 
@@ -20,12 +25,14 @@ use crate::protocol::NodeId;
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long startup waits for NATS before giving up with an error.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long `/readyz` waits for the server's PONG.
+/// How long a round trip to the server may take (`/readyz`, startup).
 pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct NatsBus {
     client: async_nats::Client,
     subject_prefix: String,
+    /// Where round-trip probes go; no one subscribes to it.
+    probe_subject: String,
 }
 
 impl NatsBus {
@@ -60,7 +67,31 @@ impl NatsBus {
         Ok(Self {
             client,
             subject_prefix: subject_prefix.to_owned(),
+            probe_subject: format!("{subject_prefix}.probe.{}", uuid::Uuid::new_v4().simple()),
         })
+    }
+
+    /// A request the server answers itself ("no responders"): proof that
+    /// the server is reachable and has processed what came before it.
+    async fn round_trip(&self) -> Result<(), BusError> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(BusError::Unavailable("NATS is disconnected".into()));
+        }
+        let request = async_nats::Request::new().timeout(Some(PING_TIMEOUT));
+        match self
+            .client
+            .send_request(self.probe_subject.clone(), request)
+            .await
+        {
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
+            Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
+                Err(BusError::Unavailable("no answer from NATS".into()))
+            }
+            Err(e) => Err(BusError::Unavailable(format!(
+                "NATS round trip failed: {e}"
+            ))),
+            Ok(_) => Ok(()),
+        }
     }
 
     fn subject(&self, node: &NodeId) -> String {
@@ -96,14 +127,14 @@ impl Bus for NatsBus {
             .subscribe(self.subject(node))
             .await
             .map_err(|e| BusError::Unavailable(format!("NATS subscribe failed: {e}")))?;
+        // Only once the server has the subscription may sessions be
+        // welcomed here; otherwise a hop could arrive before it and vanish.
+        self.round_trip().await?;
         Ok(Box::pin(subscriber.map(|message| message.payload)))
     }
 
     async fn ping(&self) -> Result<(), BusError> {
-        tokio::time::timeout(PING_TIMEOUT, self.client.flush())
-            .await
-            .map_err(|_| BusError::Unavailable("no PONG from NATS".into()))?
-            .map_err(|e| BusError::Unavailable(format!("NATS flush failed: {e}")))
+        self.round_trip().await
     }
 
     fn backend(&self) -> &'static str {

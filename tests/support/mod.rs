@@ -75,6 +75,13 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str) -> bool {
     panic!("{what} did not open port {port} within {EVENT_TIMEOUT:?}");
 }
 
+/// Freezes (SIGSTOP) or thaws (SIGCONT) a server: it keeps its sockets
+/// open but answers nothing, like a hung process.
+fn signal(child: &Child, signal: i32) {
+    // SAFETY: kill(2) on our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+}
+
 /// A redis-server child process.
 pub struct Redis {
     child: Child,
@@ -117,6 +124,14 @@ impl Redis {
             .get_multiplexed_async_connection()
             .await
             .expect("connect to test redis")
+    }
+
+    pub fn freeze(&self) {
+        signal(&self.child, libc::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        signal(&self.child, libc::SIGCONT);
     }
 
     pub fn stop(mut self) -> u16 {
@@ -172,6 +187,14 @@ impl Nats {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    pub fn freeze(&self) {
+        signal(&self.child, libc::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        signal(&self.child, libc::SIGCONT);
+    }
+
     pub fn stop(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -183,6 +206,23 @@ impl Drop for Nats {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A plain NATS subscriber on `subject`, live at the server when this
+/// returns. (`flush` only writes the SUB out; a probe message through the
+/// same connection proves the server has processed it.)
+pub async fn nats_watch(
+    nats: &Nats,
+    subject: &str,
+) -> (async_nats::Client, async_nats::Subscriber) {
+    use futures_util::StreamExt;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let watched = client.subscribe(subject.to_owned()).await.unwrap();
+    let probe_subject = format!("probe.{}", uuid::Uuid::new_v4().simple());
+    let mut probe = client.subscribe(probe_subject.clone()).await.unwrap();
+    client.publish(probe_subject, "p".into()).await.unwrap();
+    within(probe.next()).await.expect("probe comes back");
+    (client, watched)
 }
 
 #[derive(Parser)]
