@@ -38,7 +38,7 @@ pub async fn run(router: Arc<Router>, metrics: Arc<Metrics>, mut inbox: Inbox) {
             }
         }
     }
-    tracing::info!("inbox closed");
+    tracing::error!("the bus closed this node's inbox; hops can no longer arrive");
 }
 
 /// Lets one log line through per period and counts the rest.

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -40,6 +41,9 @@ pub struct Node {
     pub tasks: TaskTracker,
     /// Cancelled when the node begins to shut down.
     pub shutdown: CancellationToken,
+    /// Set if the bus ever stops delivering this node's inbox: the node can
+    /// no longer receive hops, so it must not report itself ready.
+    pub inbox_closed: AtomicBool,
 }
 
 /// Why a node did not start. The text is shown to the operator as is.
@@ -126,9 +130,16 @@ impl Node {
             metrics,
             tasks,
             shutdown: CancellationToken::new(),
+            inbox_closed: AtomicBool::new(false),
         });
 
-        let inbox = tokio::spawn(hop::run(node.router.clone(), node.metrics.clone(), inbox));
+        let inbox = tokio::spawn({
+            let node = node.clone();
+            async move {
+                hop::run(node.router.clone(), node.metrics.clone(), inbox).await;
+                node.inbox_closed.store(true, Ordering::Relaxed);
+            }
+        });
         let server = tokio::spawn(server::serve(
             listener,
             http::routes(node.clone()),

@@ -24,13 +24,7 @@ async fn a_bare_node_routes_local_and_offline() {
         .send("bob", &json!("hello"), Some("1"), true)
         .await
         .unwrap();
-    assert!(matches!(
-        next_frame(&mut alice).await,
-        ServerFrame::Ack {
-            status: AckStatus::Local,
-            ..
-        }
-    ));
+    assert_eq!(ack_status(&mut alice).await, AckStatus::Local);
     assert!(matches!(
         next_frame(&mut bob).await,
         ServerFrame::Message { .. }
@@ -47,13 +41,7 @@ async fn a_bare_node_routes_local_and_offline() {
         .send("carol", &json!("hello?"), Some("2"), false)
         .await
         .unwrap();
-    assert!(matches!(
-        next_frame(&mut alice).await,
-        ServerFrame::Ack {
-            status: AckStatus::Offline,
-            ..
-        }
-    ));
+    assert_eq!(ack_status(&mut alice).await, AckStatus::Offline);
 
     // Presence, takeover and readiness work the same as clustered.
     let (status, body) = http(
@@ -106,13 +94,7 @@ async fn nodes_sharing_in_memory_backends_take_the_remote_branch() {
         .send("bob", &json!({"x": 1}), Some("r"), true)
         .await
         .unwrap();
-    assert!(matches!(
-        next_frame(&mut alice).await,
-        ServerFrame::Ack {
-            status: AckStatus::Remote,
-            ..
-        }
-    ));
+    assert_eq!(ack_status(&mut alice).await, AckStatus::Remote);
     let ServerFrame::Message { body, .. } = next_frame(&mut bob).await else {
         panic!("expected a message")
     };

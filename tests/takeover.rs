@@ -39,13 +39,7 @@ async fn a_new_session_on_another_node_replaces_the_old_one() {
         .send("bob", &json!("to the new one"), None, false)
         .await
         .unwrap();
-    assert!(matches!(
-        next_frame(&mut alice).await,
-        ServerFrame::Ack {
-            status: AckStatus::Remote,
-            ..
-        }
-    ));
+    assert_eq!(ack_status(&mut alice).await, AckStatus::Remote);
     assert!(matches!(
         next_frame(&mut new).await,
         ServerFrame::Message { .. }
@@ -69,13 +63,7 @@ async fn a_new_session_on_the_same_node_replaces_the_old_one() {
 
     let mut alice = connect(&cluster.a, "alice").await;
     alice.send("bob", &json!(1), None, false).await.unwrap();
-    assert!(matches!(
-        next_frame(&mut alice).await,
-        ServerFrame::Ack {
-            status: AckStatus::Local,
-            ..
-        }
-    ));
+    assert_eq!(ack_status(&mut alice).await, AckStatus::Local);
     assert!(matches!(
         next_frame(&mut new).await,
         ServerFrame::Message { .. }

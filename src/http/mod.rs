@@ -80,6 +80,9 @@ async fn readyz(node: Arc<Node>) -> Response {
         tokio::time::timeout(READY_TIMEOUT, node.bus.ping()),
     );
     let mut reasons = Vec::new();
+    if node.inbox_closed.load(std::sync::atomic::Ordering::Relaxed) {
+        reasons.push("this node's bus inbox closed; it cannot receive hops".to_owned());
+    }
     match presence {
         Ok(Ok(())) => {}
         Ok(Err(e)) => reasons.push(format!("{}: {e}", node.presence.backend())),

@@ -318,6 +318,14 @@ pub async fn next_frame(client: &mut Client) -> ServerFrame {
     }
 }
 
+/// The status of the next frame, which must be an ack.
+pub async fn ack_status(client: &mut Client) -> switchboard::protocol::AckStatus {
+    match next_frame(client).await {
+        ServerFrame::Ack { status, .. } => status,
+        other => panic!("expected an ack, got {other:?}"),
+    }
+}
+
 /// Waits until the session closes and returns the close code.
 pub async fn closed_with(client: &mut Client) -> Option<u16> {
     loop {
