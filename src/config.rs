@@ -66,6 +66,19 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
     pub write_timeout_ms: u64,
 
+    /// How long a node's heartbeat lasts, in milliseconds. A node that
+    /// stops heartbeating (crashed, or cut off from presence) is believed
+    /// dead after at most this plus a third of it: its presence records are
+    /// no longer believed and its in-flight messages are answered offline.
+    #[arg(long, env = "SWITCHBOARD_NODE_TTL_MS", default_value_t = 3000)]
+    pub node_ttl_ms: u64,
+
+    /// Longest a cross-node message waits for its outcome from the
+    /// recipient's node before its sender is told offline, in milliseconds.
+    /// A last resort: lost nodes and bounced messages are answered sooner.
+    #[arg(long, env = "SWITCHBOARD_HOP_TIMEOUT_MS", default_value_t = 20_000)]
+    pub hop_timeout_ms: u64,
+
     /// Sends per second one session may make on average; excess sends get
     /// a rate_limited error. 0 turns the limit off.
     #[arg(long, env = "SWITCHBOARD_RATE_LIMIT", default_value_t = 100)]
@@ -112,6 +125,8 @@ pub struct Config {
     pub write_timeout: Duration,
     pub rate_limit: u32,
     pub rate_burst: u32,
+    pub node_ttl: Duration,
+    pub hop_timeout: Duration,
 }
 
 /// A configuration that cannot work, with the reason and the fix.
@@ -224,6 +239,19 @@ impl TryFrom<ServeArgs> for Config {
                 args.session_queue
             )));
         }
+        if !(300..=600_000).contains(&args.node_ttl_ms) {
+            return Err(ConfigError(format!(
+                "--node-ttl-ms {} is out of range: use 300 to 600000",
+                args.node_ttl_ms
+            )));
+        }
+        if args.hop_timeout_ms <= args.write_timeout_ms {
+            return Err(ConfigError(format!(
+                "--hop-timeout-ms {} must exceed --write-timeout-ms {}: a message may wait \
+                 that long for a slow recipient's socket before its outcome is known",
+                args.hop_timeout_ms, args.write_timeout_ms
+            )));
+        }
         if args.rate_limit > 0 && args.rate_burst == 0 {
             return Err(ConfigError(
                 "--rate-burst 0 would refuse every send: use at least 1".into(),
@@ -249,6 +277,8 @@ impl TryFrom<ServeArgs> for Config {
             write_timeout: Duration::from_millis(args.write_timeout_ms),
             rate_limit: args.rate_limit,
             rate_burst: args.rate_burst,
+            node_ttl: Duration::from_millis(args.node_ttl_ms),
+            hop_timeout: Duration::from_millis(args.hop_timeout_ms),
         })
     }
 }
@@ -333,6 +363,9 @@ mod tests {
         assert!(config(&["--key-prefix", "a b"]).is_err());
         assert!(config(&["--max-frame-bytes", "10"]).is_err());
         assert!(config(&["--session-queue", "0"]).is_err());
+        assert!(config(&["--node-ttl-ms", "10"]).is_err());
+        let e = config(&["--hop-timeout-ms", "5000"]).unwrap_err();
+        assert!(e.0.contains("--write-timeout-ms"), "{e}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use crate::bus::Inbox;
+use crate::bus::{Delivery, Inbox};
 use crate::metrics::{HopRejection, Metrics};
 use crate::protocol::{Envelope, EnvelopeError, Hop};
 use crate::router::Router;
@@ -18,13 +18,21 @@ use crate::router::Router;
 /// Runs until the bus closes the inbox.
 pub async fn run(router: Arc<Router>, metrics: Arc<Metrics>, mut inbox: Inbox) {
     let mut complaints = Throttle::new(Duration::from_secs(1));
-    while let Some(bytes) = inbox.next().await {
+    while let Some(delivery) = inbox.next().await {
+        let bytes = match delivery {
+            Delivery::Envelope(bytes) => bytes,
+            Delivery::Bounced(msg_id) => {
+                router.bounced(msg_id);
+                continue;
+            }
+        };
         metrics.hop_received();
         match Envelope::decode(&bytes) {
             Ok(envelope) => match envelope.hop {
                 Hop::Message(message) => router.accept_hop(message).await,
                 Hop::Receipt(receipt) => router.accept_receipt(receipt),
                 Hop::Replaced(replaced) => router.accept_replaced(replaced),
+                Hop::Forwarded(forwarded) => router.accept_forwarded(forwarded),
             },
             Err(e) => {
                 metrics.hop_rejected(match e {

@@ -15,6 +15,8 @@
 //! - [`node`] wires it all together; [`server`] accepts connections;
 //!   [`config`] and [`cli`] turn flags into a checked configuration;
 //!   [`metrics`] counts.
+//! - [`liveness`] and [`upkeep`]: heartbeats, dead-node detection and
+//!   recovery after presence outages.
 
 pub mod auth;
 pub mod bus;
@@ -23,6 +25,7 @@ pub mod client;
 pub mod config;
 pub mod hop;
 pub mod http;
+pub mod liveness;
 pub mod metrics;
 pub mod node;
 pub mod presence;
@@ -30,3 +33,4 @@ pub mod protocol;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod upkeep;

@@ -34,6 +34,8 @@ pub struct Metrics {
     receipts_offline: AtomicU64,
     receipts_undeliverable: AtomicU64,
     slow_consumers: AtomicU64,
+    hops_bounced: AtomicU64,
+    late_outcomes: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_ns: AtomicU64,
@@ -80,6 +82,16 @@ impl Metrics {
     /// A receipt whose sender session was gone by the time it arrived.
     pub fn receipt_undeliverable(&self) {
         self.receipts_undeliverable.fetch_add(1, Relaxed);
+    }
+
+    /// A hop the bus could not deliver to anyone.
+    pub fn hop_bounced(&self) {
+        self.hops_bounced.fetch_add(1, Relaxed);
+    }
+
+    /// An outcome that arrived after its message had been answered offline.
+    pub fn late_outcome(&self) {
+        self.late_outcomes.fetch_add(1, Relaxed);
     }
 
     pub fn slow_consumer(&self) {
@@ -180,6 +192,16 @@ impl Metrics {
                 "switchboard_receipts_undeliverable_total",
                 "Receipts whose sender session had already gone.",
                 &self.receipts_undeliverable,
+            ),
+            (
+                "switchboard_hops_bounced_total",
+                "Hops the bus found nobody listening for; answered offline.",
+                &self.hops_bounced,
+            ),
+            (
+                "switchboard_late_outcomes_total",
+                "Outcomes that arrived after their message had been answered offline.",
+                &self.late_outcomes,
             ),
             (
                 "switchboard_slow_consumers_total",

@@ -1,9 +1,10 @@
 //! A node: the backends, the sessions, the router and the server, wired
 //! together, started and stopped.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -11,19 +12,27 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use uuid::Uuid;
+
 use crate::auth::JwtVerifier;
 use crate::bus::{Bus, MemoryHub, NatsBus};
 use crate::config::{Backends, Config};
+use crate::liveness::{DEAD_ENTRY_RETENTION, Incarnation, Liveness};
 use crate::metrics::Metrics;
 use crate::presence::{MemoryPresence, PresenceStore, RedisPresence};
-use crate::protocol::{NodeId, close};
-use crate::router::Router;
+use crate::protocol::{ClientId, NodeId, close};
+use crate::router::{InFlight, Router, RouterParts};
 use crate::session::SessionRegistry;
-use crate::{hop, http, server};
+use crate::{hop, http, server, upkeep};
 
 /// How long shutdown waits for sessions to close before exiting anyway.
 /// Together with the HTTP drain it keeps a stop well under 10 s.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
+
+/// Most cross-node messages one node tracks at once, awaiting outcomes.
+pub const MAX_IN_FLIGHT_HOPS: usize = 1 << 18;
+/// Most presence deletes kept for retry while the store is unreachable.
+pub const MAX_DEFERRED_REMOVALS: usize = 1 << 16;
 
 /// The shared state of a running node. Every session, request handler and
 /// background task holds an `Arc<Node>`.
@@ -34,6 +43,7 @@ pub struct Node {
     pub bus: Arc<dyn Bus>,
     pub sessions: Arc<SessionRegistry>,
     pub router: Arc<Router>,
+    pub liveness: Arc<Liveness>,
     pub metrics: Arc<Metrics>,
     /// `None` when authentication is off.
     pub auth: Option<JwtVerifier>,
@@ -44,6 +54,12 @@ pub struct Node {
     /// Set if the bus ever stops delivering this node's inbox: the node can
     /// no longer receive hops, so it must not report itself ready.
     pub inbox_closed: AtomicBool,
+    /// Whether the presence store answered the last heartbeat or
+    /// registration. While it does not, new sessions are refused (503).
+    pub presence_ok: AtomicBool,
+    /// Records of sessions that closed while presence was unreachable, to
+    /// delete (compared on their session) once it is back.
+    pub deferred_removals: Mutex<VecDeque<(ClientId, Uuid)>>,
 }
 
 /// Why a node did not start. The text is shown to the operator as is.
@@ -58,6 +74,7 @@ pub struct RunningNode {
     addr: SocketAddr,
     server: JoinHandle<()>,
     inbox: JoinHandle<()>,
+    upkeep: JoinHandle<()>,
 }
 
 impl Node {
@@ -108,17 +125,32 @@ impl Node {
             .await
             .map_err(|e| StartError(format!("cannot subscribe to this node's inbox: {e}")))?;
 
+        // The first heartbeat goes out before any session is accepted, so
+        // that other nodes know this run before they see its records.
+        let liveness = Arc::new(Liveness::new(Incarnation::new(id.clone()), config.node_ttl));
+        let report = presence
+            .heartbeat(
+                &liveness.me().member(),
+                config.node_ttl,
+                DEAD_ENTRY_RETENTION,
+            )
+            .await
+            .map_err(|e| StartError(format!("cannot write this node's heartbeat: {e}")))?;
+        liveness.refresh(&report);
+
         let sessions = Arc::new(SessionRegistry::default());
         let metrics = Arc::new(Metrics::default());
         let tasks = TaskTracker::new();
-        let router = Arc::new(Router::new(
-            id.clone(),
-            presence.clone(),
-            bus.clone(),
-            sessions.clone(),
-            metrics.clone(),
-            tasks.clone(),
-        ));
+        let router = Arc::new(Router::new(RouterParts {
+            node: id.clone(),
+            presence: presence.clone(),
+            bus: bus.clone(),
+            sessions: sessions.clone(),
+            liveness: liveness.clone(),
+            inflight: InFlight::new(MAX_IN_FLIGHT_HOPS, config.hop_timeout),
+            metrics: metrics.clone(),
+            tasks: tasks.clone(),
+        }));
         let node = Arc::new(Node {
             id,
             auth: config.jwt_secret.as_deref().map(JwtVerifier::hs256),
@@ -127,11 +159,15 @@ impl Node {
             bus,
             sessions,
             router,
+            liveness,
             metrics,
             tasks,
             shutdown: CancellationToken::new(),
             inbox_closed: AtomicBool::new(false),
+            presence_ok: AtomicBool::new(true),
+            deferred_removals: Mutex::new(VecDeque::new()),
         });
+        let upkeep = tokio::spawn(upkeep::run(node.clone()));
 
         let inbox = tokio::spawn({
             let node = node.clone();
@@ -158,7 +194,23 @@ impl Node {
             addr,
             server,
             inbox,
+            upkeep,
         })
+    }
+}
+
+impl Node {
+    /// Remembers a presence delete that failed, to retry once the store is
+    /// back. Bounded: past the limit the record is left for lazy cleanup
+    /// (a send that finds it deletes it).
+    pub fn defer_removal(&self, client: ClientId, session: Uuid) {
+        let mut deferred = self
+            .deferred_removals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if deferred.len() < MAX_DEFERRED_REMOVALS {
+            deferred.push_back((client, session));
+        }
     }
 }
 
@@ -194,6 +246,7 @@ impl RunningNode {
         }
         let _ = self.server.await;
         self.inbox.abort();
+        self.upkeep.abort();
         tracing::info!(node = %node.id, "stopped");
     }
 

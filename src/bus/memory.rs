@@ -9,17 +9,17 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{Bus, BusError, Inbox};
+use super::{Bounce, Bus, BusError, Delivery, Inbox};
 use crate::protocol::NodeId;
 
-/// How many envelopes may wait in one node's inbox. A full inbox refuses
+/// How many deliveries may wait in one node's inbox. A full inbox refuses
 /// the publish (the sender hears `unavailable`) instead of growing.
 pub const INBOX_CAPACITY: usize = 65_536;
 
 /// The meeting point of the nodes of one process.
 #[derive(Clone, Default)]
 pub struct MemoryHub {
-    inboxes: Arc<Mutex<HashMap<NodeId, mpsc::Sender<Bytes>>>>,
+    inboxes: Arc<Mutex<HashMap<NodeId, mpsc::Sender<Delivery>>>>,
 }
 
 impl MemoryHub {
@@ -30,6 +30,15 @@ impl MemoryHub {
     pub fn bus(&self) -> MemoryBus {
         MemoryBus { hub: self.clone() }
     }
+
+    fn inbox(&self, node: &NodeId) -> Option<mpsc::Sender<Delivery>> {
+        self.inboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .filter(|tx| !tx.is_closed())
+            .cloned()
+    }
 }
 
 /// One node's handle on a [`MemoryHub`].
@@ -37,27 +46,35 @@ pub struct MemoryBus {
     hub: MemoryHub,
 }
 
+fn deliver(inbox: &mpsc::Sender<Delivery>, node: &NodeId, item: Delivery) -> Result<(), BusError> {
+    inbox.try_send(item).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => {
+            BusError::Unavailable(format!("inbox of node {node} is full"))
+        }
+        mpsc::error::TrySendError::Closed(_) => {
+            BusError::Unavailable(format!("node {node} stopped"))
+        }
+    })
+}
+
 #[async_trait]
 impl Bus for MemoryBus {
-    async fn publish(&self, node: &NodeId, envelope: Bytes) -> Result<(), BusError> {
-        let inbox = self
+    async fn publish(
+        &self,
+        node: &NodeId,
+        envelope: Bytes,
+        bounce: Option<Bounce<'_>>,
+    ) -> Result<(), BusError> {
+        if let Some(inbox) = self.hub.inbox(node) {
+            return deliver(&inbox, node, Delivery::Envelope(envelope));
+        }
+        // Nobody there: bounce like NATS' "no responders" would.
+        let bounce = bounce.ok_or_else(|| BusError::Unavailable(format!("no node {node} here")))?;
+        let origin = self
             .hub
-            .inboxes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(node)
-            .cloned();
-        // Unlike NATS, the hub knows who listens: publishing to a node that
-        // is not there is an error rather than a message into the void.
-        let inbox = inbox.ok_or_else(|| BusError::Unavailable(format!("no node {node} here")))?;
-        inbox.try_send(envelope).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                BusError::Unavailable(format!("inbox of node {node} is full"))
-            }
-            mpsc::error::TrySendError::Closed(_) => {
-                BusError::Unavailable(format!("node {node} stopped"))
-            }
-        })
+            .inbox(bounce.node)
+            .ok_or_else(|| BusError::Unavailable(format!("no node {} here", bounce.node)))?;
+        deliver(&origin, bounce.node, Delivery::Bounced(bounce.msg_id))
     }
 
     async fn subscribe(&self, node: &NodeId) -> Result<Inbox, BusError> {
@@ -68,7 +85,7 @@ impl Bus for MemoryBus {
             .unwrap_or_else(|p| p.into_inner())
             .insert(node.clone(), tx);
         Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async {
-            rx.recv().await.map(|envelope| (envelope, rx))
+            rx.recv().await.map(|delivery| (delivery, rx))
         })))
     }
 
@@ -93,12 +110,34 @@ mod tests {
         let node_b = NodeId::parse("b").unwrap();
         let mut inbox = b.subscribe(&node_b).await.unwrap();
         for i in 0..10u8 {
-            a.publish(&node_b, Bytes::from(vec![i])).await.unwrap();
+            a.publish(&node_b, Bytes::from(vec![i]), None)
+                .await
+                .unwrap();
         }
         for i in 0..10u8 {
-            assert_eq!(inbox.next().await.unwrap(), Bytes::from(vec![i]));
+            assert_eq!(
+                inbox.next().await.unwrap(),
+                Delivery::Envelope(Bytes::from(vec![i]))
+            );
         }
+    }
+
+    #[tokio::test]
+    async fn a_hop_to_nobody_bounces_to_its_origin() {
+        let hub = MemoryHub::new();
+        let a = hub.bus();
+        let node_a = NodeId::parse("a").unwrap();
+        let mut inbox = a.subscribe(&node_a).await.unwrap();
         let nobody = NodeId::parse("nobody").unwrap();
-        assert!(a.publish(&nobody, Bytes::new()).await.is_err());
+        let msg_id = uuid::Uuid::now_v7();
+        let bounce = Bounce {
+            node: &node_a,
+            msg_id,
+        };
+        a.publish(&nobody, Bytes::new(), Some(bounce))
+            .await
+            .unwrap();
+        assert_eq!(inbox.next().await.unwrap(), Delivery::Bounced(msg_id));
+        assert!(a.publish(&nobody, Bytes::new(), None).await.is_err());
     }
 }

@@ -2,9 +2,13 @@
 //! addressed by its node id; a cross-node message is one publish to the
 //! recipient node's inbox.
 //!
-//! The router sees only the [`Bus`] trait. NATS is the clustered backend;
-//! the in-process hub serves the embedded default (and several nodes inside
-//! one process).
+//! A message hop can carry a *bounce* address: if nobody at all is
+//! listening on the recipient node's inbox (the node crashed, or lost its
+//! bus connection), the bus hands the message id back to the sending node
+//! at once, instead of the message vanishing. The router sees only the
+//! [`Bus`] trait; NATS is the clustered backend (its "no responders"
+//! status does the bouncing); the in-process hub serves the embedded
+//! default and several nodes inside one process.
 
 mod memory;
 mod nats;
@@ -14,14 +18,32 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
+use uuid::Uuid;
 
 use crate::protocol::NodeId;
 
 pub use self::memory::{MemoryBus, MemoryHub};
 pub use self::nats::NatsBus;
 
-/// The envelopes addressed to this node, in the order the bus delivered them.
-pub type Inbox = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
+/// What a node's inbox yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// An envelope from another node.
+    Envelope(Bytes),
+    /// A message this node sent (or is the origin of) reached nobody.
+    Bounced(Uuid),
+}
+
+/// The inbox of this node, in the order the bus delivered.
+pub type Inbox = Pin<Box<dyn Stream<Item = Delivery> + Send>>;
+
+/// Where to report a hop that reached nobody: the node tracking the
+/// message's outcome, and the message.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounce<'a> {
+    pub node: &'a NodeId,
+    pub msg_id: Uuid,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -38,9 +60,15 @@ pub enum BusError {
 pub trait Bus: Send + Sync + 'static {
     /// Hands one envelope to the bus for `node`. Returns once the bus has
     /// taken it, within a bounded time; it does not wait for the far node.
-    async fn publish(&self, node: &NodeId, envelope: Bytes) -> Result<(), BusError>;
+    async fn publish(
+        &self,
+        node: &NodeId,
+        envelope: Bytes,
+        bounce: Option<Bounce<'_>>,
+    ) -> Result<(), BusError>;
 
-    /// Starts receiving the envelopes addressed to `node`.
+    /// Starts receiving the envelopes addressed to `node`, and the bounces
+    /// of hops `node` tracks. Returns once the subscription is live.
     async fn subscribe(&self, node: &NodeId) -> Result<Inbox, BusError>;
 
     /// A real round trip to the backend, for `/readyz`.

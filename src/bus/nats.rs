@@ -11,6 +11,12 @@
 //! proves nothing about the server. A real round trip here is a request to
 //! a subject nobody serves: the server itself answers "no responders",
 //! after processing everything this connection sent before.
+//!
+//! The same server feature bounces message hops: a hop is published with a
+//! reply subject `<prefix>.bounce.<origin node>.<msg id>`, to which nobody
+//! ever replies; but when the recipient node's subject has no subscriber
+//! at all, the server sends a "no responders" status there, and the origin
+//! node learns at once that the message went nowhere.
 
 use std::time::Duration;
 
@@ -18,7 +24,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::{Bus, BusError, Inbox};
+use super::{Bounce, Bus, BusError, Delivery, Inbox};
 use crate::protocol::NodeId;
 
 /// Longest a publish may wait for room in the client's outgoing queue.
@@ -97,11 +103,25 @@ impl NatsBus {
     fn subject(&self, node: &NodeId) -> String {
         format!("{}.node.{}", self.subject_prefix, node)
     }
+
+    fn bounce_subject(&self, bounce: &Bounce<'_>) -> String {
+        format!(
+            "{}.bounce.{}.{}",
+            self.subject_prefix,
+            bounce.node,
+            bounce.msg_id.simple()
+        )
+    }
 }
 
 #[async_trait]
 impl Bus for NatsBus {
-    async fn publish(&self, node: &NodeId, envelope: Bytes) -> Result<(), BusError> {
+    async fn publish(
+        &self,
+        node: &NodeId,
+        envelope: Bytes,
+        bounce: Option<Bounce<'_>>,
+    ) -> Result<(), BusError> {
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(BusError::Unavailable("NATS is disconnected".into()));
         }
@@ -112,25 +132,48 @@ impl Bus for NatsBus {
                 limit,
             });
         }
-        tokio::time::timeout(
-            PUBLISH_TIMEOUT,
-            self.client.publish(self.subject(node), envelope),
-        )
-        .await
-        .map_err(|_| BusError::Unavailable("NATS publish timed out".into()))?
-        .map_err(|e| BusError::Unavailable(format!("NATS publish failed: {e}")))
+        let subject = self.subject(node);
+        let publish = async {
+            match bounce {
+                Some(bounce) => {
+                    let reply = self.bounce_subject(&bounce);
+                    self.client
+                        .publish_with_reply(subject, reply, envelope)
+                        .await
+                }
+                None => self.client.publish(subject, envelope).await,
+            }
+        };
+        tokio::time::timeout(PUBLISH_TIMEOUT, publish)
+            .await
+            .map_err(|_| BusError::Unavailable("NATS publish timed out".into()))?
+            .map_err(|e| BusError::Unavailable(format!("NATS publish failed: {e}")))
     }
 
     async fn subscribe(&self, node: &NodeId) -> Result<Inbox, BusError> {
-        let subscriber = self
+        let failed = |e| BusError::Unavailable(format!("NATS subscribe failed: {e}"));
+        let envelopes = self
             .client
             .subscribe(self.subject(node))
             .await
-            .map_err(|e| BusError::Unavailable(format!("NATS subscribe failed: {e}")))?;
-        // Only once the server has the subscription may sessions be
-        // welcomed here; otherwise a hop could arrive before it and vanish.
+            .map_err(failed)?
+            .map(|message| Delivery::Envelope(message.payload));
+        let bounces = self
+            .client
+            .subscribe(format!("{}.bounce.{}.*", self.subject_prefix, node))
+            .await
+            .map_err(failed)?
+            .filter_map(|message| async move {
+                if message.status != Some(async_nats::StatusCode::NO_RESPONDERS) {
+                    return None;
+                }
+                let id = message.subject.rsplit('.').next()?;
+                uuid::Uuid::try_parse(id).ok().map(Delivery::Bounced)
+            });
+        // Only once the server has the subscriptions may sessions be
+        // welcomed here; otherwise a hop could arrive before them and vanish.
         self.round_trip().await?;
-        Ok(Box::pin(subscriber.map(|message| message.payload)))
+        Ok(Box::pin(futures_util::stream::select(envelopes, bounces)))
     }
 
     async fn ping(&self) -> Result<(), BusError> {

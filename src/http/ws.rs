@@ -63,6 +63,14 @@ fn upgrade(
             "this node is shutting down; connect to another",
         );
     }
+    // A session is only reachable once its presence record is written.
+    if !node.presence_ok.load(std::sync::atomic::Ordering::Relaxed) {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this node cannot reach its presence store; retry shortly or connect to another",
+        );
+    }
     let Some(on_upgrade) = on_upgrade else {
         return error_response(
             StatusCode::BAD_REQUEST,

@@ -6,17 +6,21 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{PresenceError, PresenceRecord, PresenceStore};
-use crate::protocol::ClientId;
+use crate::liveness::HeartbeatReport;
+use crate::protocol::{ClientId, now_ms};
 
 #[derive(Default)]
 pub struct MemoryPresence {
-    // A plain mutex: every critical section is one map operation.
+    // Plain mutexes: every critical section is a few map operations.
     records: Mutex<HashMap<ClientId, PresenceRecord>>,
+    /// Heartbeat entries: member -> expiry (ms since the epoch).
+    heartbeats: Mutex<HashMap<String, u64>>,
 }
 
 impl MemoryPresence {
@@ -54,6 +58,43 @@ impl PresenceStore for MemoryPresence {
             }
             _ => Ok(false),
         }
+    }
+
+    async fn heartbeat(
+        &self,
+        member: &str,
+        ttl: Duration,
+        retention: Duration,
+    ) -> Result<HeartbeatReport, PresenceError> {
+        let now = now_ms();
+        let mut beats = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        let own_was_missing = beats
+            .insert(member.to_owned(), now + ttl.as_millis() as u64)
+            .is_none();
+        let oldest = now.saturating_sub(retention.as_millis() as u64);
+        beats.retain(|_, expires| *expires >= oldest);
+        Ok(HeartbeatReport {
+            server_now_ms: now,
+            members: beats.iter().map(|(m, e)| (m.clone(), *e)).collect(),
+            own_was_missing,
+        })
+    }
+
+    async fn reregister(
+        &self,
+        entries: &[(ClientId, PresenceRecord)],
+    ) -> Result<Vec<Option<PresenceRecord>>, PresenceError> {
+        let mut records = self.records();
+        Ok(entries
+            .iter()
+            .map(|(client, record)| match records.get(client) {
+                Some(current) if current.session != record.session => Some(current.clone()),
+                _ => {
+                    records.insert(client.clone(), record.clone());
+                    None
+                }
+            })
+            .collect())
     }
 
     async fn ping(&self) -> Result<(), PresenceError> {

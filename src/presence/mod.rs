@@ -7,9 +7,12 @@
 mod memory;
 mod redis;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use crate::liveness::HeartbeatReport;
 use crate::protocol::{ClientId, NodeId};
 
 pub use self::memory::MemoryPresence;
@@ -52,6 +55,26 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// answers whether it did. A late disconnect must never delete a newer
     /// session's record.
     async fn remove(&self, client: &ClientId, session: Uuid) -> Result<bool, PresenceError>;
+
+    /// Writes this node's heartbeat entry `member`, expiring `ttl` from
+    /// now by the store's clock, drops entries expired longer than
+    /// `retention`, and returns every entry (see [`crate::liveness`]).
+    async fn heartbeat(
+        &self,
+        member: &str,
+        ttl: Duration,
+        retention: Duration,
+    ) -> Result<HeartbeatReport, PresenceError>;
+
+    /// Writes each record back if its client has no record, or a record of
+    /// the same session: what a node does for its live sessions after the
+    /// store lost data. Never overwrites another session's record; for
+    /// each entry, returns that other record when there is one (a newer
+    /// session elsewhere won, and this one must close).
+    async fn reregister(
+        &self,
+        entries: &[(ClientId, PresenceRecord)],
+    ) -> Result<Vec<Option<PresenceRecord>>, PresenceError>;
 
     /// A real round trip to the backend, for `/readyz`.
     async fn ping(&self) -> Result<(), PresenceError>;

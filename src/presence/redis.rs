@@ -15,6 +15,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use uuid::Uuid;
 
 use super::{PresenceError, PresenceRecord, PresenceStore};
+use crate::liveness::HeartbeatReport;
 use crate::protocol::{ClientId, NodeId};
 
 /// How long one command may take before the caller hears `unavailable`.
@@ -33,6 +34,31 @@ redis.call('HSET', KEYS[1], 'node', ARGV[1], 'session', ARGV[2], 'since', ARGV[3
 return prev
 ";
 
+/// Re-registration after data loss: write the record only if the client
+/// has none, or one of this same session; otherwise return the other one.
+const REREGISTER: &str = r"
+local cur = redis.call('HMGET', KEYS[1], 'node', 'session', 'since')
+if cur[1] and cur[2] and cur[3] and cur[2] ~= ARGV[2] then
+  return cur
+end
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'session', ARGV[2], 'since', ARGV[3])
+return {}
+";
+
+/// The heartbeat: one sorted set of incarnation -> expiry, stamped with
+/// Redis' own clock so node clocks need not agree. Touches one key only
+/// (a Redis Cluster slot rule). ARGV: member, ttl ms, retention ms.
+const HEARTBEAT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+return {now, added, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
+";
+
+/// How many re-registrations go to Redis in one pipeline.
+const REREGISTER_BATCH: usize = 512;
+
 const REMOVE: &str = r"
 if redis.call('HGET', KEYS[1], 'session') == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -44,7 +70,9 @@ pub struct RedisPresence {
     conn: ConnectionManager,
     key_prefix: String,
     register: Script,
+    reregister: Script,
     remove: Script,
+    heartbeat: Script,
 }
 
 impl RedisPresence {
@@ -77,7 +105,9 @@ impl RedisPresence {
             conn,
             key_prefix: key_prefix.to_owned(),
             register: Script::new(REGISTER),
+            reregister: Script::new(REREGISTER),
             remove: Script::new(REMOVE),
+            heartbeat: Script::new(HEARTBEAT),
         })
     }
 
@@ -178,6 +208,69 @@ impl PresenceStore for RedisPresence {
             .await
             .map_err(|e| store_error(client, e))?;
         Ok(deleted == 1)
+    }
+
+    async fn heartbeat(
+        &self,
+        member: &str,
+        ttl: Duration,
+        retention: Duration,
+    ) -> Result<HeartbeatReport, PresenceError> {
+        let (now, added, flat): (u64, i64, Vec<String>) = self
+            .heartbeat
+            .key(format!("{}nodes", self.key_prefix))
+            .arg(member)
+            .arg(ttl.as_millis() as u64)
+            .arg(retention.as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| PresenceError::Unavailable(e.to_string()))?;
+        let members = flat
+            .chunks_exact(2)
+            .filter_map(|pair| Some((pair[0].clone(), pair[1].parse::<f64>().ok()? as u64)))
+            .collect();
+        Ok(HeartbeatReport {
+            server_now_ms: now,
+            members,
+            own_was_missing: added == 1,
+        })
+    }
+
+    async fn reregister(
+        &self,
+        entries: &[(ClientId, PresenceRecord)],
+    ) -> Result<Vec<Option<PresenceRecord>>, PresenceError> {
+        let mut conn = self.conn.clone();
+        let unavailable = |e: redis::RedisError| PresenceError::Unavailable(e.to_string());
+        // Pipelined EVALSHA needs the script loaded first (a restarted Redis
+        // has no scripts).
+        self.reregister
+            .prepare_invoke()
+            .load_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut results = Vec::with_capacity(entries.len());
+        for batch in entries.chunks(REREGISTER_BATCH) {
+            let mut pipe = redis::pipe();
+            for (client, record) in batch {
+                pipe.cmd("EVALSHA")
+                    .arg(self.reregister.get_hash())
+                    .arg(1)
+                    .arg(self.key(client))
+                    .arg(record.node.as_str())
+                    .arg(record.session.to_string())
+                    .arg(record.since);
+            }
+            let replies: Vec<Vec<Option<String>>> =
+                pipe.query_async(&mut conn).await.map_err(unavailable)?;
+            for ((client, _), reply) in batch.iter().zip(replies) {
+                results.push(match <[Option<String>; 3]>::try_from(reply) {
+                    Ok(fields) => parse(client, fields).unwrap_or(None),
+                    Err(_) => None,
+                });
+            }
+        }
+        Ok(results)
     }
 
     async fn ping(&self) -> Result<(), PresenceError> {

@@ -9,6 +9,7 @@
 //!   "reply":{"node":"node-a","session":"…","id":"c-17","receipt":true}}}}
 //! {"v":1,"hop":{"receipt":{"msg_id":"…","to":"alice","session":"…","id":"c-17","status":"offline"}}}
 //! {"v":1,"hop":{"replaced":{"client":"alice","session":"…"}}}
+//! {"v":1,"hop":{"forwarded":{"msg_id":"…","node":"node-c"}}}
 //! ```
 //!
 //! The hop kind is serde's externally tagged form on purpose: it decodes in
@@ -44,6 +45,9 @@ pub enum Hop<'a> {
     Receipt(#[serde(borrow)] ReceiptHop<'a>),
     /// A newer session of `client` opened elsewhere: close `session` with 4001.
     Replaced(ReplacedHop),
+    /// For the message's origin node: the message was re-routed to `node`,
+    /// whose fate now decides its outcome.
+    Forwarded(ForwardedHop),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -93,6 +97,12 @@ pub struct ReceiptHop<'a> {
 pub struct ReplacedHop {
     pub client: ClientId,
     pub session: Uuid,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForwardedHop {
+    pub msg_id: Uuid,
+    pub node: NodeId,
 }
 
 /// Why a bus message was not a usable envelope.

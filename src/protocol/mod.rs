@@ -6,7 +6,9 @@ pub mod envelope;
 pub mod frames;
 pub mod ids;
 
-pub use envelope::{Envelope, EnvelopeError, Hop, MessageHop, ReceiptHop, ReplacedHop, ReplyTo};
+pub use envelope::{
+    Envelope, EnvelopeError, ForwardedHop, Hop, MessageHop, ReceiptHop, ReplacedHop, ReplyTo,
+};
 pub use frames::{
     AckStatus, ClientFrame, ErrorCode, FrameError, ReceiptStatus, SendRequest, ServerFrame, close,
     parse_client_frame,

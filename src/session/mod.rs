@@ -111,11 +111,14 @@ pub async fn run(node: Arc<Node>, mut ws: Socket, client: ClientId) {
     let handle = Arc::new(SessionHandle {
         id: Uuid::new_v4(),
         client: client.clone(),
+        since: now_ms(),
         outbox: Outbox::new(node.config.session_queue),
     });
 
     if let Err(e) = open(&node, &handle).await {
         tracing::warn!(%client, error = %e, "session refused: presence not written");
+        node.presence_ok
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         node.sessions.remove(&client, handle.id);
         node.metrics.error(ErrorCode::Unavailable);
         let _ = close_socket(
@@ -156,7 +159,7 @@ async fn open(node: &Node, handle: &Arc<SessionHandle>) -> Result<(), PresenceEr
     let record = PresenceRecord {
         node: node.id.clone(),
         session: handle.id,
-        since: now_ms(),
+        since: handle.since,
     };
     if let Some(previous) = node.presence.register(&handle.client, &record).await?
         && previous.session != handle.id
@@ -381,8 +384,9 @@ async fn finish(node: &Node, handle: &SessionHandle, mut ws: Socket, ending: End
     handle.outbox.close(code);
     node.sessions.remove(&handle.client, handle.id);
     if let Err(e) = node.presence.remove(&handle.client, handle.id).await {
-        tracing::warn!(client = %handle.client, error = %e,
-            "could not delete the presence record of a closed session");
+        tracing::debug!(client = %handle.client, error = %e,
+            "presence record of a closed session not deleted yet; will retry");
+        node.defer_removal(handle.client.clone(), handle.id);
     }
 
     let (rest, _) = handle.outbox.take();

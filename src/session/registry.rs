@@ -17,6 +17,8 @@ use crate::protocol::ClientId;
 pub struct SessionHandle {
     pub id: Uuid,
     pub client: ClientId,
+    /// When the session opened (ms since the epoch): its record's `since`.
+    pub since: u64,
     pub outbox: Outbox,
 }
 
@@ -103,6 +105,7 @@ mod tests {
         Arc::new(SessionHandle {
             id: Uuid::new_v4(),
             client: ClientId::parse(client).unwrap(),
+            since: 0,
             outbox: Outbox::new(4),
         })
     }

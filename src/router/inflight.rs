@@ -1,0 +1,173 @@
+//! Messages this node published to another node whose outcome has not come
+//! back yet.
+//!
+//! Every cross-node message with a sender session is tracked here from
+//! publish until its recipient's node reports the outcome (a receipt hop).
+//! An entry that cannot get an outcome any more is answered `offline` to
+//! its sender: when the bus bounces the hop (nobody listening), when the
+//! liveness view sees the recipient node die or restart, or, as a last
+//! resort, when the entry is older than the hop timeout. This is what turns
+//! "published into a subject nobody reads" and "recipient node died with
+//! the message" into `offline` receipts instead of silence.
+//!
+//! Entries live for about one round trip in steady state, so the map stays
+//! small; it is bounded all the same, and a full map refuses new sends.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::Origin;
+use crate::protocol::NodeId;
+
+struct Entry {
+    origin: Origin,
+    node: NodeId,
+    epoch: u64,
+    deadline: Instant,
+}
+
+pub struct InFlight {
+    entries: Mutex<HashMap<Uuid, Entry>>,
+    capacity: usize,
+    timeout: Duration,
+}
+
+/// The in-flight map is at capacity.
+#[derive(Debug)]
+pub struct Full;
+
+impl InFlight {
+    pub fn new(capacity: usize, timeout: Duration) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            capacity,
+            timeout,
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts tracking a message published to `node` in liveness `epoch`.
+    pub fn insert(&self, origin: Origin, node: NodeId, epoch: u64) -> Result<(), Full> {
+        let mut entries = self.entries();
+        if entries.len() >= self.capacity {
+            return Err(Full);
+        }
+        let deadline = Instant::now() + self.timeout;
+        entries.insert(
+            origin.msg_id,
+            Entry {
+                origin,
+                node,
+                epoch,
+                deadline,
+            },
+        );
+        Ok(())
+    }
+
+    /// The outcome arrived (or the hop bounced): stop tracking.
+    pub fn complete(&self, msg_id: Uuid) -> Option<Origin> {
+        self.entries().remove(&msg_id).map(|e| e.origin)
+    }
+
+    /// The message was forwarded to `node`: its outcome now depends on
+    /// that node.
+    pub fn moved(&self, msg_id: Uuid, node: NodeId, epoch: u64) {
+        if let Some(entry) = self.entries().get_mut(&msg_id) {
+            entry.node = node;
+            entry.epoch = epoch;
+        }
+    }
+
+    /// Removes and returns the messages sent to `node` before
+    /// `before_epoch`: their outcome will never come.
+    pub fn lost(&self, node: &NodeId, before_epoch: u64) -> Vec<Origin> {
+        self.take_where(|e| e.node == *node && e.epoch < before_epoch)
+    }
+
+    /// Removes and returns the messages whose outcome is overdue.
+    pub fn expired(&self, now: Instant) -> Vec<Origin> {
+        self.take_where(|e| e.deadline <= now)
+    }
+
+    fn take_where(&self, lost: impl Fn(&Entry) -> bool) -> Vec<Origin> {
+        let mut entries = self.entries();
+        let ids: Vec<Uuid> = entries
+            .iter()
+            .filter(|(_, e)| lost(e))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.iter()
+            .filter_map(|id| entries.remove(id))
+            .map(|e| e.origin)
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ClientId;
+
+    fn origin() -> Origin {
+        Origin {
+            node: NodeId::parse("a").unwrap(),
+            client: ClientId::parse("alice").unwrap(),
+            session: Uuid::new_v4(),
+            msg_id: Uuid::now_v7(),
+            id: None,
+            receipt: false,
+        }
+    }
+
+    #[test]
+    fn entries_leave_by_outcome_loss_or_timeout() {
+        let b = NodeId::parse("b").unwrap();
+        let c = NodeId::parse("c").unwrap();
+        let flight = InFlight::new(10, Duration::from_secs(60));
+        let (o1, o2, o3) = (origin(), origin(), origin());
+        flight.insert(o1.clone(), b.clone(), 0).unwrap();
+        flight.insert(o2.clone(), b.clone(), 1).unwrap();
+        flight.insert(o3.clone(), c.clone(), 0).unwrap();
+
+        assert_eq!(flight.complete(o1.msg_id).unwrap().msg_id, o1.msg_id);
+        assert!(flight.complete(o1.msg_id).is_none(), "only once");
+
+        // b restarted into epoch 1: what was sent in epoch 0 is lost.
+        assert!(flight.lost(&b, 1).is_empty());
+        flight.moved(o3.msg_id, b.clone(), 0);
+        let lost: Vec<_> = flight.lost(&b, 1).into_iter().map(|o| o.msg_id).collect();
+        assert_eq!(lost, vec![o3.msg_id]);
+
+        let later = Instant::now() + Duration::from_secs(61);
+        let expired: Vec<_> = flight
+            .expired(later)
+            .into_iter()
+            .map(|o| o.msg_id)
+            .collect();
+        assert_eq!(expired, vec![o2.msg_id]);
+        assert!(flight.is_empty());
+    }
+
+    #[test]
+    fn a_full_map_refuses() {
+        let flight = InFlight::new(1, Duration::from_secs(1));
+        let b = NodeId::parse("b").unwrap();
+        flight.insert(origin(), b.clone(), 0).unwrap();
+        assert!(flight.insert(origin(), b, 0).is_err());
+    }
+}

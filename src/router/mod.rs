@@ -1,0 +1,359 @@
+//! The router: where does a message go?
+//!
+//! It knows the three branches of the design and nothing about Redis or
+//! NATS wire details:
+//!
+//! - `local`: the recipient's presence record names this node; the message
+//!   is handed to the recipient's session here.
+//! - `remote`: the record names another node; the message is published to
+//!   that node's inbox on the bus.
+//! - `offline`: there is no record; the message goes no further.
+//!
+//! Routing a send is split in two so that a session can have many sends in
+//! flight and still keep their order: [`Router::locate`] (the presence
+//! lookup, which may run concurrently with other lookups) and
+//! [`Router::dispatch`] (the hand-over or publish, which the session calls
+//! strictly in the order the sends were read).
+//!
+//! The patent looks up both the sender's and the recipient's records. The
+//! sender's session is on this node by construction (that is where its
+//! send was read), so only the recipient is looked up.
+//!
+//! A record is only believed if its node is alive ([`Liveness`]): records
+//! of crashed nodes, and ghosts of a node's earlier run, route `offline`.
+//!
+//! Cross-node messages are tracked until their outcome comes back
+//! ([`inflight`]), so that a message that can no longer arrive is answered
+//! with an `offline` receipt rather than silence. The receiving half
+//! ([`inbound`]) hands arriving messages to their sessions, re-routes once
+//! when a recipient moved, and sends outcomes back.
+
+mod inbound;
+mod inflight;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::bus::{Bounce, Bus, BusError};
+use crate::liveness::{Belief, Liveness, Lost};
+use crate::metrics::Metrics;
+use crate::presence::{PresenceError, PresenceStore};
+use crate::protocol::frames::encode_message;
+use crate::protocol::{
+    AckStatus, ClientId, Envelope, ErrorCode, Hop, MessageHop, NodeId, ReceiptStatus, ReplyTo,
+};
+use crate::session::{Outbound, SessionRegistry};
+
+pub use self::inflight::InFlight;
+
+/// Where a message's outcome is reported: the sending session.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub node: NodeId,
+    pub client: ClientId,
+    pub session: Uuid,
+    pub msg_id: Uuid,
+    /// The `id` of the sender's `send` frame, echoed in receipts.
+    pub id: Option<Box<str>>,
+    /// The sender asked for a `delivered` receipt.
+    pub receipt: bool,
+}
+
+/// A message on its way, owned.
+#[derive(Debug)]
+pub struct Message {
+    pub msg_id: Uuid,
+    pub from: ClientId,
+    pub to: ClientId,
+    /// Stamped by the sender's node, ms since the Unix epoch.
+    pub ts: u64,
+    pub body: Box<RawValue>,
+    /// `None` for server-side sends (HTTP API): nobody to tell.
+    pub origin: Option<Origin>,
+    /// Already re-routed once by a node that found its recipient gone.
+    pub forwarded: bool,
+}
+
+impl Message {
+    fn frame(&self) -> String {
+        encode_message(self.msg_id, &self.from, &self.to, &self.body, self.ts)
+    }
+
+    fn envelope(&self) -> Bytes {
+        let reply = self.origin.as_ref().map(|o| ReplyTo {
+            node: o.node.clone(),
+            session: o.session,
+            id: o.id.as_deref().map(Cow::Borrowed),
+            receipt: o.receipt,
+        });
+        Bytes::from(
+            Envelope::new(Hop::Message(MessageHop {
+                msg_id: self.msg_id,
+                from: self.from.clone(),
+                to: self.to.clone(),
+                ts: self.ts,
+                body: &self.body,
+                forwarded: self.forwarded,
+                reply,
+            }))
+            .encode(),
+        )
+    }
+
+    fn from_hop(hop: MessageHop<'_>) -> Self {
+        let origin = inbound::origin_of(&hop);
+        Self {
+            msg_id: hop.msg_id,
+            from: hop.from,
+            to: hop.to,
+            ts: hop.ts,
+            body: hop.body.to_owned(),
+            origin,
+            forwarded: hop.forwarded,
+        }
+    }
+}
+
+/// The branch a message will take, decided from the recipient's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// The record names this node (and this session id).
+    Local {
+        session: Uuid,
+    },
+    /// The record names a live node, seen in liveness `epoch`.
+    Remote {
+        node: NodeId,
+        epoch: u64,
+    },
+    Offline,
+}
+
+/// A send that could not be routed; nothing was delivered or published.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl RouteError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RouteError::Unavailable(_) => ErrorCode::Unavailable,
+            RouteError::TooLarge(_) => ErrorCode::TooLarge,
+            RouteError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<PresenceError> for RouteError {
+    fn from(e: PresenceError) -> Self {
+        match e {
+            PresenceError::Unavailable(_) => RouteError::Unavailable(e.to_string()),
+            PresenceError::Corrupt { .. } => RouteError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<BusError> for RouteError {
+    fn from(e: BusError) -> Self {
+        match e {
+            BusError::Unavailable(_) => RouteError::Unavailable(e.to_string()),
+            BusError::TooLarge { .. } => RouteError::TooLarge(e.to_string()),
+        }
+    }
+}
+
+/// What a router needs from the rest of the node.
+pub struct RouterParts {
+    pub node: NodeId,
+    pub presence: Arc<dyn PresenceStore>,
+    pub bus: Arc<dyn Bus>,
+    pub sessions: Arc<SessionRegistry>,
+    pub liveness: Arc<Liveness>,
+    pub inflight: InFlight,
+    pub metrics: Arc<Metrics>,
+    pub tasks: TaskTracker,
+}
+
+pub struct Router {
+    node: NodeId,
+    presence: Arc<dyn PresenceStore>,
+    bus: Arc<dyn Bus>,
+    sessions: Arc<SessionRegistry>,
+    liveness: Arc<Liveness>,
+    inflight: InFlight,
+    metrics: Arc<Metrics>,
+    tasks: TaskTracker,
+    /// Bounds the background work the router spawns (re-routes, deletes of
+    /// stale records), so a flood of them cannot grow without limit.
+    background: Arc<Semaphore>,
+}
+
+/// How many re-routes and stale-record deletes may run at once. Past that,
+/// undeliverable hops are answered `offline` at once rather than queued.
+const MAX_BACKGROUND: usize = 1024;
+
+impl Router {
+    pub fn new(parts: RouterParts) -> Self {
+        Self {
+            node: parts.node,
+            presence: parts.presence,
+            bus: parts.bus,
+            sessions: parts.sessions,
+            liveness: parts.liveness,
+            inflight: parts.inflight,
+            metrics: parts.metrics,
+            tasks: parts.tasks,
+            background: Arc::new(Semaphore::new(MAX_BACKGROUND)),
+        }
+    }
+
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    /// Messages published to other nodes whose outcome is still awaited.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Finds the branch for a message to `to`.
+    pub async fn locate(&self, to: &ClientId) -> Result<Route, RouteError> {
+        let Some(record) = self.presence.lookup(to).await? else {
+            return Ok(Route::Offline);
+        };
+        Ok(match self.liveness.judge(&record.node, record.since) {
+            // A crashed node's record, or a ghost of an earlier run: not
+            // believed, and deleted (compared on its session) on the way.
+            Belief::Dead => {
+                self.forget_stale_record(to.clone(), record.session);
+                Route::Offline
+            }
+            Belief::Alive { .. } if record.node == self.node => Route::Local {
+                session: record.session,
+            },
+            Belief::Alive { epoch } => Route::Remote {
+                node: record.node,
+                epoch,
+            },
+        })
+    }
+
+    /// Takes the branch. Calls for one sender must come in send order.
+    pub async fn dispatch(&self, msg: Message, route: Route) -> Result<AckStatus, RouteError> {
+        let status = match route {
+            Route::Offline => AckStatus::Offline,
+            Route::Local { session } => match self.sessions.get(&msg.to) {
+                Some(handle) => {
+                    let item = Outbound::Message {
+                        frame: msg.frame().into(),
+                        origin: msg.origin.map(Box::new),
+                    };
+                    // A refused push means the recipient is closing: the
+                    // message goes no further than this node.
+                    match handle.outbox.push(item) {
+                        Ok(()) => AckStatus::Local,
+                        Err(_) => AckStatus::Offline,
+                    }
+                }
+                None => {
+                    self.forget_stale_record(msg.to, session);
+                    AckStatus::Offline
+                }
+            },
+            Route::Remote { node, epoch } => {
+                self.publish_tracked(&msg, &node, epoch).await?;
+                AckStatus::Remote
+            }
+        };
+        self.metrics.send_routed(status);
+        Ok(status)
+    }
+
+    /// [`locate`](Self::locate) then [`dispatch`](Self::dispatch), for
+    /// senders with a single message in flight (the HTTP API).
+    pub async fn route(&self, msg: Message) -> Result<AckStatus, RouteError> {
+        let route = self.locate(&msg.to).await?;
+        self.dispatch(msg, route).await
+    }
+
+    /// Publishes a message hop to `node`. A message with a sender session
+    /// is tracked until its outcome returns, and bounces back here if
+    /// nobody listens on `node`'s subject.
+    async fn publish_tracked(
+        &self,
+        msg: &Message,
+        node: &NodeId,
+        epoch: u64,
+    ) -> Result<(), RouteError> {
+        let Some(origin) = &msg.origin else {
+            return Ok(self.bus.publish(node, msg.envelope(), None).await?);
+        };
+        // Tracked before publishing, so an outcome cannot overtake it.
+        if origin.node == self.node {
+            self.inflight
+                .insert(origin.clone(), node.clone(), epoch)
+                .map_err(|_| {
+                    RouteError::Unavailable("too many messages in flight on this node".into())
+                })?;
+        }
+        let bounce = Bounce {
+            node: &origin.node,
+            msg_id: msg.msg_id,
+        };
+        let published = self.bus.publish(node, msg.envelope(), Some(bounce)).await;
+        if published.is_err() && origin.node == self.node {
+            self.inflight.complete(msg.msg_id);
+        }
+        Ok(published?)
+    }
+
+    /// A record that must not be believed: one naming a dead node, a ghost
+    /// of this node's earlier run, or one that outlived its session here.
+    /// Deleting it, compared on its session id, can only remove that stale
+    /// record.
+    fn forget_stale_record(&self, client: ClientId, session: Uuid) {
+        let Ok(permit) = self.background.clone().try_acquire_owned() else {
+            return;
+        };
+        let presence = self.presence.clone();
+        self.tasks.spawn(async move {
+            let _permit = permit;
+            if let Err(e) = presence.remove(&client, session).await {
+                tracing::debug!(%client, error = %e, "could not delete a stale presence record");
+            }
+        });
+    }
+
+    /// The liveness view saw a node die or restart: its in-flight messages
+    /// will never get an outcome.
+    pub fn lost(&self, lost: &Lost) {
+        let origins = self.inflight.lost(&lost.node, lost.before_epoch);
+        if !origins.is_empty() {
+            tracing::info!(node = %lost.node, messages = origins.len(),
+                "node died or restarted with messages in flight; answering offline");
+        }
+        for origin in origins {
+            self.report_to_sender(&origin, ReceiptStatus::Offline);
+        }
+    }
+
+    /// Answers `offline` for messages whose outcome is overdue.
+    pub fn expire_in_flight(&self) {
+        for origin in self.inflight.expired(Instant::now()) {
+            self.report_to_sender(&origin, ReceiptStatus::Offline);
+        }
+    }
+}

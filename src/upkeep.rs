@@ -1,0 +1,126 @@
+//! The node's upkeep loop, once every third of the node TTL:
+//!
+//! 1. heartbeat into the presence store and refresh the liveness view;
+//!    in-flight messages to nodes that died or restarted are answered
+//!    `offline` ([`Router::lost`](crate::router::Router::lost));
+//! 2. answer `offline` for in-flight messages whose outcome is overdue;
+//! 3. after the store was unreachable, or came back without this node's
+//!    heartbeat (it restarted empty, or failed over): delete the records of
+//!    sessions that closed meanwhile, and write every live session's record
+//!    back without overwriting a newer session's.
+//!
+//! The same heartbeat tells whether presence can be written at all; while
+//! it cannot, the node refuses new sessions (see `presence_ok`).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::time::MissedTickBehavior;
+
+use crate::liveness::DEAD_ENTRY_RETENTION;
+use crate::node::Node;
+use crate::presence::{PresenceError, PresenceRecord};
+use crate::protocol::close;
+
+pub async fn run(node: Arc<Node>) {
+    let ttl = node.liveness.ttl();
+    let period = ttl / 3;
+    let member = node.liveness.me().member();
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate; startup just beat
+    let mut lost_presence = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = node.shutdown.cancelled() => return,
+        }
+        // Never longer than a period: a hung store must not stall the loop
+        // that notices it.
+        let beat = tokio::time::timeout(
+            period,
+            node.presence.heartbeat(&member, ttl, DEAD_ENTRY_RETENTION),
+        )
+        .await
+        .unwrap_or_else(|_| Err(PresenceError::Unavailable("heartbeat timed out".into())));
+        match beat {
+            Ok(report) => {
+                node.presence_ok.store(true, Ordering::Relaxed);
+                if lost_presence || report.own_was_missing {
+                    tracing::info!(
+                        store_lost_data = report.own_was_missing,
+                        "presence store is back; restoring this node's records"
+                    );
+                    // The others have had no turn to beat yet.
+                    node.liveness.grace();
+                    lost_presence = restore(&node).await.is_err();
+                }
+                for lost in node.liveness.refresh(&report) {
+                    node.router.lost(&lost);
+                }
+            }
+            Err(e) => {
+                if !lost_presence {
+                    tracing::warn!(error = %e, "presence store unreachable; refusing new sessions");
+                }
+                lost_presence = true;
+                node.presence_ok.store(false, Ordering::Relaxed);
+            }
+        }
+        node.router.expire_in_flight();
+    }
+}
+
+/// Brings the store back in line with this node: deferred deletes first,
+/// then every live session's record.
+async fn restore(node: &Node) -> Result<(), PresenceError> {
+    let started = Instant::now();
+    loop {
+        let next = node
+            .deferred_removals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        let Some((client, session)) = next else { break };
+        if let Err(e) = node.presence.remove(&client, session).await {
+            node.defer_removal(client, session);
+            return Err(e);
+        }
+    }
+
+    let sessions = node.sessions.all();
+    let entries: Vec<_> = sessions
+        .iter()
+        .map(|s| {
+            let record = PresenceRecord {
+                node: node.id.clone(),
+                session: s.id,
+                since: s.since,
+            };
+            (s.client.clone(), record)
+        })
+        .collect();
+    let others = tokio::time::timeout(Duration::from_secs(30), node.presence.reregister(&entries))
+        .await
+        .unwrap_or_else(|_| {
+            Err(PresenceError::Unavailable(
+                "re-registration timed out".into(),
+            ))
+        })?;
+    let mut replaced = 0;
+    for (session, other) in sessions.iter().zip(others) {
+        // A newer session of the client registered elsewhere meanwhile.
+        if other.is_some() {
+            session.outbox.close(close::REPLACED);
+            replaced += 1;
+        }
+    }
+    tracing::info!(
+        sessions = entries.len(),
+        replaced,
+        took_ms = started.elapsed().as_millis() as u64,
+        "re-registered live sessions"
+    );
+    Ok(())
+}
