@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod traffic;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -41,7 +43,7 @@ pub fn find_binary(name: &str) -> PathBuf {
         })
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -156,11 +158,18 @@ pub struct Nats {
 
 impl Nats {
     pub fn start() -> Self {
+        Self::start_on(None)
+    }
+
+    /// Starts on `port` (to restart a stopped server where nodes expect
+    /// it), or on a port the server picks.
+    pub fn start_on(port: Option<u16>) -> Self {
         let binary = find_binary("nats-server");
         // -p -1 lets the server pick a free port; it prints which.
+        let port_arg = port.map_or("-1".to_owned(), |p| p.to_string());
         let mut child = spawn(
             Command::new(binary)
-                .args(["-a", "127.0.0.1", "-p", "-1"])
+                .args(["-a", "127.0.0.1", "-p", &port_arg])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped()),
         );
@@ -195,9 +204,10 @@ impl Nats {
         signal(&self.child, libc::SIGCONT);
     }
 
-    pub fn stop(mut self) {
+    pub fn stop(mut self) -> u16 {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.port
     }
 }
 
@@ -279,6 +289,62 @@ impl Cluster {
         let a = clustered_node("node-a", &redis, &nats, extra).await;
         let b = clustered_node("node-b", &redis, &nats, extra).await;
         Self { redis, nats, a, b }
+    }
+}
+
+/// A node running as a child process of the test, so that it can be
+/// killed for real (SIGKILL: no clean-up, like a crash).
+pub struct NodeProcess {
+    child: Child,
+    pub id: String,
+    pub port: u16,
+}
+
+impl NodeProcess {
+    pub async fn start(id: &str, redis: &Redis, nats: &Nats, extra: &[&str]) -> Self {
+        Self::start_on(id, free_port(), &redis.url(), &nats.url(), extra).await
+    }
+
+    pub async fn start_on(id: &str, port: u16, redis_url: &str, nats_url: &str, extra: &[&str]) -> Self {
+        let listen = format!("127.0.0.1:{port}");
+        let child = spawn(
+            Command::new(env!("CARGO_BIN_EXE_switchboard"))
+                .args(["serve", "--listen", &listen, "--node-id", id])
+                .args(["--redis-url", redis_url, "--nats-url", nats_url])
+                .args(extra)
+                .env_clear()
+                .env("SWITCHBOARD_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        );
+        let node = Self {
+            child,
+            id: id.to_owned(),
+            port,
+        };
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "node {id} did not start");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        node
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: the node dies mid-flight, its presence records left behind.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -1,0 +1,438 @@
+//! Failures without loss: crashed nodes, Redis and NATS outages, churn.
+//! Nodes that must crash run as child processes and are SIGKILLed.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use serde_json::json;
+use switchboard::client::{Client, ClientError, Event, Identity};
+use switchboard::protocol::{AckStatus, ErrorCode, ReceiptStatus, ServerFrame, close};
+use support::traffic::{Ledger, Plan, run_client};
+use support::*;
+
+/// A short node TTL keeps these tests quick; the bounds scale with it.
+const TTL: &str = "1000";
+
+async fn named(url: &str, name: &str) -> Client {
+    within(Client::connect(url, Identity::Name(name.into())))
+        .await
+        .unwrap_or_else(|e| panic!("{name} cannot connect: {e}"))
+}
+
+/// Sends one message and returns its ack status, collecting any receipts
+/// that arrive meanwhile.
+async fn send_and_ack(
+    client: &mut Client,
+    to: &str,
+    id: &str,
+    receipts: &mut Vec<ReceiptStatus>,
+) -> AckStatus {
+    client.send(to, &json!(id), Some(id), false).await.unwrap();
+    loop {
+        match next_frame(client).await {
+            ServerFrame::Ack { id: got, status, .. } => {
+                assert_eq!(got.as_deref(), Some(id));
+                return status;
+            }
+            ServerFrame::Receipt { status, .. } => receipts.push(status),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_killed_nodes_clients_are_answered_offline_within_the_ttl() {
+    let redis = Redis::start();
+    let nats = Nats::start();
+    let a = clustered_node("node-a", &redis, &nats, &["--node-ttl-ms", TTL]).await;
+    let mut b = NodeProcess::start("node-b", &redis, &nats, &["--node-ttl-ms", TTL]).await;
+    let mut alice = connect(&a, "alice").await;
+    let _bob = named(&b.ws_url(), "bob").await;
+    let mut receipts = Vec::new();
+    assert_eq!(
+        send_and_ack(&mut alice, "bob", "warm-up", &mut receipts).await,
+        AckStatus::Remote
+    );
+
+    let killed = Instant::now();
+    b.kill();
+    let mut first_offline_receipt = None;
+    let mut remote_after_kill = 0;
+    let mut i = 0;
+    let ack_offline_after = loop {
+        i += 1;
+        match send_and_ack(&mut alice, "bob", &format!("p{i}"), &mut receipts).await {
+            AckStatus::Offline => break killed.elapsed(),
+            AckStatus::Remote => remote_after_kill += 1,
+            AckStatus::Local => panic!("bob is not on node-a"),
+        }
+        if first_offline_receipt.is_none() && receipts.contains(&ReceiptStatus::Offline) {
+            first_offline_receipt = Some(killed.elapsed());
+        }
+        assert!(killed.elapsed() < Duration::from_secs(10), "still routed remote");
+        // Pacing between probes; every wait above is on an event.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Every probe that was still routed `remote` is answered offline.
+    while receipts
+        .iter()
+        .filter(|s| **s == ReceiptStatus::Offline)
+        .count()
+        < remote_after_kill
+    {
+        match next_frame(&mut alice).await {
+            ServerFrame::Receipt { status, .. } => receipts.push(status),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    eprintln!(
+        "SIGKILL -> first offline receipt: {:?}; -> acks say offline: {ack_offline_after:?} \
+         ({remote_after_kill} probes routed remote in between)",
+        first_offline_receipt
+    );
+    // The protocol's bound: the default TTL of 3 s is believed within 5 s;
+    // with a 1 s TTL this is generous.
+    assert!(ack_offline_after < Duration::from_secs(5));
+
+    // The dead node's record is deleted on the way.
+    eventually("bob's record is gone", || async {
+        let mut redis = redis.connection().await;
+        !redis.exists::<_, bool>("sb:presence:bob").await.unwrap()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn messages_in_flight_when_the_recipient_node_dies_are_answered_offline() {
+    let redis = Redis::start();
+    let nats = Nats::start();
+    let a = clustered_node(
+        "node-a",
+        &redis,
+        &nats,
+        &["--node-ttl-ms", TTL, "--rate-limit", "0", "--hop-timeout-ms", "120000"],
+    )
+    .await;
+    // Timeouts far away: only the death of node-b may answer these.
+    let mut b = NodeProcess::start(
+        "node-b",
+        &redis,
+        &nats,
+        &["--node-ttl-ms", TTL, "--write-timeout-ms", "60000", "--hop-timeout-ms", "120000"],
+    )
+    .await;
+    let mut alice = connect(&a, "alice").await;
+    let mut bob = named(&b.ws_url(), "bob").await; // bob does not read for now
+
+    const N: usize = 200;
+    let body = json!("x".repeat(50_000));
+    for i in 0..N {
+        alice.send("bob", &body, Some(&i.to_string()), true).await.unwrap();
+    }
+    let mut outcomes = std::collections::HashMap::new();
+    let mut acked = Vec::new();
+    while acked.len() < N {
+        match next_frame(&mut alice).await {
+            ServerFrame::Ack { status, msg_id, .. } => {
+                assert_eq!(status, AckStatus::Remote);
+                acked.push(msg_id);
+            }
+            ServerFrame::Receipt { msg_id, status, .. } => {
+                outcomes.insert(msg_id, status);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    b.kill();
+    while outcomes.len() < N {
+        match next_frame(&mut alice).await {
+            ServerFrame::Receipt { msg_id, status, .. } => {
+                assert!(outcomes.insert(msg_id, status).is_none(), "one outcome each");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Bob reads what node-b had written to his socket before it died.
+    let mut received = std::collections::HashSet::new();
+    loop {
+        match next_event(&mut bob).await {
+            Event::Frame(ServerFrame::Message { msg_id, .. }) => {
+                received.insert(msg_id);
+            }
+            Event::Frame(other) => panic!("unexpected {other:?}"),
+            Event::Closed { .. } => break,
+        }
+    }
+    let offline = outcomes.values().filter(|s| **s == ReceiptStatus::Offline).count();
+    let delivered: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, s)| **s == ReceiptStatus::Delivered)
+        .map(|(id, _)| *id)
+        .collect();
+    eprintln!(
+        "in flight at SIGKILL: {N} sent, {} delivered, {offline} answered offline, {} read by bob",
+        delivered.len(),
+        received.len()
+    );
+    assert!(offline > 0, "some messages were still queued on node-b");
+    for id in &delivered {
+        assert!(received.contains(id), "delivered but never read: {id}");
+    }
+    for id in &acked {
+        let status = outcomes[id];
+        assert!(
+            received.contains(id) || status == ReceiptStatus::Offline,
+            "{id} neither read nor answered offline"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_node_does_not_inherit_its_ghosts() {
+    let redis = Redis::start();
+    let nats = Nats::start();
+    let a = clustered_node("node-a", &redis, &nats, &["--node-ttl-ms", TTL]).await;
+    let mut b = NodeProcess::start("node-b", &redis, &nats, &["--node-ttl-ms", TTL]).await;
+    let bob = named(&b.ws_url(), "bob").await;
+    let bob_session = bob.welcome().session_id;
+    let port = b.port;
+    b.kill();
+    drop(bob);
+    // Same id, same address, right away: well within the TTL.
+    let _b = NodeProcess::start_on(
+        "node-b",
+        port,
+        &redis.url(),
+        &nats.url(),
+        &["--node-ttl-ms", TTL],
+    )
+    .await;
+
+    // On the restarted node itself, bob's old record is a ghost at once.
+    let mut carol = named(&format!("ws://127.0.0.1:{port}"), "carol").await;
+    let mut receipts = Vec::new();
+    assert_eq!(
+        send_and_ack(&mut carol, "bob", "c1", &mut receipts).await,
+        AckStatus::Offline
+    );
+    // Node-a stops believing it as soon as it sees the new run.
+    let mut alice = connect(&a, "alice").await;
+    let mut i = 0;
+    loop {
+        i += 1;
+        let status = send_and_ack(&mut alice, "bob", &format!("a{i}"), &mut receipts).await;
+        if status == AckStatus::Offline {
+            break;
+        }
+        assert!(i < 500, "node-a kept routing to the ghost");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut conn = redis.connection().await;
+    let left: Option<String> = conn.hget("sb:presence:bob", "session").await.unwrap();
+    assert_ne!(left, Some(bob_session.to_string()), "the ghost was deleted");
+}
+
+#[tokio::test]
+async fn a_redis_outage_keeps_sessions_refuses_new_ones_and_restores_records() {
+    let redis = Redis::start();
+    let nats = Nats::start();
+    let flags = ["--node-ttl-ms", TTL];
+    let a = clustered_node("node-a", &redis, &nats, &flags).await;
+    let b = clustered_node("node-b", &redis, &nats, &flags).await;
+    let mut alice = connect(&a, "alice").await;
+    let mut bob = connect(&b, "bob").await;
+    let (alice_session, bob_session) = (alice.welcome().session_id, bob.welcome().session_id);
+    let port = redis.stop();
+
+    // Sends that need Redis: unavailable, nothing sent.
+    alice.send("bob", &json!(1), Some("u"), false).await.unwrap();
+    assert!(matches!(
+        next_frame(&mut alice).await,
+        ServerFrame::Error { code: ErrorCode::Unavailable, .. }
+    ));
+    // New sessions: 503 once the node notices; readiness follows.
+    eventually("new sessions are refused", || async {
+        matches!(
+            Client::connect(&ws_url(&a), Identity::Name("carol".into())).await,
+            Err(ClientError::Refused { status: 503, .. })
+        )
+    })
+    .await;
+    assert_eq!(http(&a, "GET", "/readyz", &[], None).await.0, 503);
+    // Existing sessions stay open.
+    for client in [&mut alice, &mut bob] {
+        client.ping(Some("still")).await.unwrap();
+        assert!(matches!(next_frame(client).await, ServerFrame::Pong { .. }));
+    }
+
+    // Redis comes back empty: every live session's record is written back.
+    let redis = Redis::start_on(Some(port));
+    let mut conn = redis.connection().await;
+    let started = Instant::now();
+    eventually("records are restored", || {
+        let mut conn = conn.clone();
+        async move {
+            let a: Option<String> = conn.hget("sb:presence:alice", "session").await.unwrap();
+            let b: Option<String> = conn.hget("sb:presence:bob", "session").await.unwrap();
+            a == Some(alice_session.to_string()) && b == Some(bob_session.to_string())
+        }
+    })
+    .await;
+    eprintln!("records restored {:?} after Redis came back", started.elapsed());
+    let node: String = conn.hget("sb:presence:bob", "node").await.unwrap();
+    assert_eq!(node, "node-b");
+
+    alice.send("bob", &json!("back"), Some("r"), true).await.unwrap();
+    assert_eq!(ack_status(&mut alice).await, AckStatus::Remote);
+    assert!(matches!(next_frame(&mut bob).await, ServerFrame::Message { .. }));
+
+    // A newer session wins over a restored older one, wherever it is.
+    let bob2 = loop {
+        match Client::connect(&ws_url(&a), Identity::Name("bob".into())).await {
+            Ok(client) => break client,
+            Err(ClientError::Refused { status: 503, .. }) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    loop {
+        match next_event(&mut bob).await {
+            Event::Closed { code, .. } => {
+                assert_eq!(code, Some(close::REPLACED));
+                break;
+            }
+            Event::Frame(_) => {}
+        }
+    }
+    let session: String = conn.hget("sb:presence:bob", "session").await.unwrap();
+    assert_eq!(session, bob2.welcome().session_id.to_string());
+}
+
+#[tokio::test]
+async fn a_nats_outage_is_answered_and_subscriptions_come_back() {
+    let redis = Redis::start();
+    let nats = Nats::start();
+    let a = clustered_node("node-a", &redis, &nats, &[]).await;
+    let b = clustered_node("node-b", &redis, &nats, &[]).await;
+    let mut alice = connect(&a, "alice").await;
+    let mut bob = connect(&b, "bob").await;
+    let port = nats.stop();
+
+    eventually("readyz turns 503", || async {
+        http(&a, "GET", "/readyz", &[], None).await.0 == 503
+    })
+    .await;
+    // A cross-node send is answered, promptly: unavailable.
+    let asked = Instant::now();
+    alice.send("bob", &json!(1), Some("n"), true).await.unwrap();
+    assert!(matches!(
+        next_frame(&mut alice).await,
+        ServerFrame::Error { code: ErrorCode::Unavailable, .. }
+    ));
+    assert!(asked.elapsed() < Duration::from_secs(2));
+
+    let _nats = Nats::start_on(Some(port));
+    let back = Instant::now();
+    // Until both nodes have resubscribed, a send may bounce (offline
+    // receipt) or be refused; it is never dropped without a word.
+    let mut i = 0;
+    loop {
+        i += 1;
+        let id = format!("r{i}");
+        alice.send("bob", &json!(i), Some(&id), true).await.unwrap();
+        let delivered = loop {
+            match next_frame(&mut alice).await {
+                ServerFrame::Error { code: ErrorCode::Unavailable, .. } => break false,
+                ServerFrame::Ack { status: AckStatus::Remote, .. } => {}
+                ServerFrame::Receipt { status, .. } => break status == ReceiptStatus::Delivered,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        if delivered {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(15), "traffic did not resume");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("cross-node traffic resumed {:?} after NATS came back", back.elapsed());
+    assert!(matches!(next_frame(&mut bob).await, ServerFrame::Message { .. }));
+    eventually("ready again", || async {
+        http(&a, "GET", "/readyz", &[], None).await.0 == 200
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_leaves_one_record_per_live_session_and_loses_nothing_silently() {
+    let redis = Redis::start();
+    let nats = Nats::start();
+    let flags = ["--rate-limit", "0", "--hop-timeout-ms", "15000"];
+    let a = clustered_node("node-a", &redis, &nats, &flags).await;
+    let b = clustered_node("node-b", &redis, &nats, &flags).await;
+    let names: Vec<String> = (0..16).map(|i| format!("c{i}")).collect();
+    let plan = Plan {
+        nodes: Arc::new(Mutex::new(vec![ws_url(&a), ws_url(&b)])),
+        names: Arc::new(names.clone()),
+        sends_per_session: (1, 12),
+        pace: Duration::from_millis(5),
+        drain: Duration::from_secs(20),
+    };
+    let ledger = Ledger::default();
+    let stop_at = Instant::now() + Duration::from_secs(4);
+    let clients: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            tokio::spawn(run_client(
+                name.clone(),
+                plan.clone(),
+                ledger.clone(),
+                stop_at,
+                i as u64 + 1,
+            ))
+        })
+        .collect();
+    for client in clients {
+        tokio::time::timeout(Duration::from_secs(60), client)
+            .await
+            .expect("client finished")
+            .unwrap();
+    }
+    let report = ledger.report();
+    eprintln!("churn: {report:#?}");
+    assert!(report.sessions > 50, "enough churn: {report:?}");
+    assert!(report.acked_local > 0 && report.acked_remote > 0);
+    assert_eq!(report.unaccounted, 0);
+    assert_eq!(report.false_deliveries, 0);
+    assert_eq!(report.duplicates, 0);
+    assert_eq!(report.unacked_at_close, 0);
+
+    // Everyone left: no record may outlive its session.
+    let mut conn = redis.connection().await;
+    eventually("no record is left behind", || {
+        let mut conn = conn.clone();
+        async move {
+            let keys: Vec<String> = conn.keys("sb:presence:*").await.unwrap();
+            keys.is_empty()
+        }
+    })
+    .await;
+    // And with some staying: exactly one record each, naming the live
+    // session.
+    let mut stayers = Vec::new();
+    for (i, name) in names.iter().take(6).enumerate() {
+        let node = if i % 2 == 0 { &a } else { &b };
+        stayers.push(connect(node, name).await);
+    }
+    let keys: Vec<String> = conn.keys("sb:presence:*").await.unwrap();
+    assert_eq!(keys.len(), stayers.len());
+    for client in &stayers {
+        let key = format!("sb:presence:{}", client.welcome().client_id);
+        let session: String = conn.hget(&key, "session").await.unwrap();
+        assert_eq!(session, client.welcome().session_id.to_string());
+    }
+}
