@@ -100,6 +100,17 @@ pub enum Belief {
 pub struct Lost {
     pub node: NodeId,
     pub before_epoch: u64,
+    /// Set when this refresh saw the death or restart happen: the records
+    /// the lost run left behind are to be swept.
+    pub sweep: Option<Sweep>,
+}
+
+/// Ghost records to delete: those naming `Lost::node` written before
+/// `ghosts_before` (ms), left by the run that started at `run_started_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    pub run_started_ms: u64,
+    pub ghosts_before: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -238,7 +249,8 @@ impl Liveness {
             let restarted =
                 previous.is_some_and(|p| (p.started_ms, p.nonce) != (inc.started_ms, inc.nonce));
             let was_alive = previous.is_none_or(|p| p.expires_ms >= old_now);
-            if restarted || (!alive && was_alive) {
+            let died = !alive && was_alive;
+            if restarted || died {
                 epoch += 1;
             }
             if !alive {
@@ -246,11 +258,19 @@ impl Liveness {
                 lost.push(Lost {
                     node: node.clone(),
                     before_epoch: u64::MAX,
+                    sweep: died.then(|| Sweep {
+                        run_started_ms: inc.started_ms,
+                        ghosts_before: now,
+                    }),
                 });
-            } else if restarted {
+            } else if let Some(previous) = previous.filter(|_| restarted) {
                 lost.push(Lost {
                     node: node.clone(),
                     before_epoch: epoch,
+                    sweep: Some(Sweep {
+                        run_started_ms: previous.started_ms,
+                        ghosts_before: inc.started_ms,
+                    }),
                 });
             }
             nodes.insert(
@@ -334,10 +354,18 @@ mod tests {
             lost,
             vec![Lost {
                 node: node("b"),
-                before_epoch: u64::MAX
+                before_epoch: u64::MAX,
+                sweep: Some(Sweep {
+                    run_started_ms: 1000,
+                    ghosts_before: 13_000
+                }),
             }]
         );
         assert_eq!(live.judge(&node("b"), 5000), Belief::Dead);
+        // Still dead at the next refresh: in-flight hops are still lost, but
+        // the sweep was asked for once.
+        let again = live.refresh(&report(14_000, &[(&b, 12_000)]));
+        assert_eq!(again[0].sweep, None);
     }
 
     #[test]
@@ -353,7 +381,11 @@ mod tests {
             lost,
             vec![Lost {
                 node: node("b"),
-                before_epoch: 1
+                before_epoch: 1,
+                sweep: Some(Sweep {
+                    run_started_ms: 1000,
+                    ghosts_before: 11_000
+                }),
             }]
         );
         assert_eq!(

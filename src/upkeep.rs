@@ -7,7 +7,10 @@
 //! 3. after the store was unreachable, or came back without this node's
 //!    heartbeat (it restarted empty, or failed over): delete the records of
 //!    sessions that closed meanwhile, and write every live session's record
-//!    back without overwriting a newer session's.
+//!    back without overwriting a newer session's;
+//! 4. sweep the ghost records a dead or restarted node left behind (and,
+//!    once at startup, those of this node's own previous run), so that the
+//!    store ends up holding one record per live session.
 //!
 //! The same heartbeat tells whether presence can be written at all; while
 //! it cannot, the node refuses new sessions (see `presence_ok`).
@@ -30,6 +33,9 @@ pub async fn run(node: Arc<Node>) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is immediate; startup just beat
+    // Ghosts of this node's earlier runs, whichever they were.
+    let me = node.liveness.me().clone();
+    sweep(&node, me.node, None, me.started_ms);
     let mut lost_presence = false;
     loop {
         tokio::select! {
@@ -58,6 +64,10 @@ pub async fn run(node: Arc<Node>) {
                 }
                 for lost in node.liveness.refresh(&report) {
                     node.router.lost(&lost);
+                    if let Some(ghosts) = &lost.sweep {
+                        let run = Some(ghosts.run_started_ms);
+                        sweep(&node, lost.node, run, ghosts.ghosts_before);
+                    }
                 }
             }
             Err(e) => {
@@ -70,6 +80,32 @@ pub async fn run(node: Arc<Node>) {
         }
         node.router.expire_in_flight();
     }
+}
+
+/// How long one sweep may take before it is abandoned (the next death or
+/// restart of that node, or lazy deletes, pick up what is left).
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Deletes, in the background, the records `dead` wrote before
+/// `before_since` (see [`PresenceStore::sweep`](crate::presence::PresenceStore::sweep)).
+fn sweep(
+    node: &Arc<Node>,
+    dead: crate::protocol::NodeId,
+    lost_run: Option<u64>,
+    before_since: u64,
+) {
+    let presence = node.presence.clone();
+    tokio::spawn(async move {
+        let swept =
+            tokio::time::timeout(SWEEP_TIMEOUT, presence.sweep(&dead, lost_run, before_since))
+                .await;
+        match swept {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(node = %dead, records = n, "swept ghost presence records"),
+            Ok(Err(e)) => tracing::warn!(node = %dead, error = %e, "sweep of ghost records failed"),
+            Err(_) => tracing::warn!(node = %dead, "sweep of ghost records timed out"),
+        }
+    });
 }
 
 /// Brings the store back in line with this node: deferred deletes first,

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use serde_json::json;
-use switchboard::client::{Client, ClientError, Event, Identity};
-use switchboard::protocol::{AckStatus, ErrorCode, ReceiptStatus, ServerFrame, close};
 use support::traffic::{Ledger, Plan, run_client};
 use support::*;
+use switchboard::client::{Client, ClientError, Event, Identity};
+use switchboard::protocol::{AckStatus, ErrorCode, ReceiptStatus, ServerFrame, close};
 
 /// A short node TTL keeps these tests quick; the bounds scale with it.
 const TTL: &str = "1000";
@@ -33,7 +33,9 @@ async fn send_and_ack(
     client.send(to, &json!(id), Some(id), false).await.unwrap();
     loop {
         match next_frame(client).await {
-            ServerFrame::Ack { id: got, status, .. } => {
+            ServerFrame::Ack {
+                id: got, status, ..
+            } => {
                 assert_eq!(got.as_deref(), Some(id));
                 return status;
             }
@@ -72,7 +74,10 @@ async fn a_killed_nodes_clients_are_answered_offline_within_the_ttl() {
         if first_offline_receipt.is_none() && receipts.contains(&ReceiptStatus::Offline) {
             first_offline_receipt = Some(killed.elapsed());
         }
-        assert!(killed.elapsed() < Duration::from_secs(10), "still routed remote");
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "still routed remote"
+        );
         // Pacing between probes; every wait above is on an event.
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
@@ -113,7 +118,14 @@ async fn messages_in_flight_when_the_recipient_node_dies_are_answered_offline() 
         "node-a",
         &redis,
         &nats,
-        &["--node-ttl-ms", TTL, "--rate-limit", "0", "--hop-timeout-ms", "120000"],
+        &[
+            "--node-ttl-ms",
+            TTL,
+            "--rate-limit",
+            "0",
+            "--hop-timeout-ms",
+            "120000",
+        ],
     )
     .await;
     // Timeouts far away: only the death of node-b may answer these.
@@ -121,7 +133,14 @@ async fn messages_in_flight_when_the_recipient_node_dies_are_answered_offline() 
         "node-b",
         &redis,
         &nats,
-        &["--node-ttl-ms", TTL, "--write-timeout-ms", "60000", "--hop-timeout-ms", "120000"],
+        &[
+            "--node-ttl-ms",
+            TTL,
+            "--write-timeout-ms",
+            "60000",
+            "--hop-timeout-ms",
+            "120000",
+        ],
     )
     .await;
     let mut alice = connect(&a, "alice").await;
@@ -130,7 +149,10 @@ async fn messages_in_flight_when_the_recipient_node_dies_are_answered_offline() 
     const N: usize = 200;
     let body = json!("x".repeat(50_000));
     for i in 0..N {
-        alice.send("bob", &body, Some(&i.to_string()), true).await.unwrap();
+        alice
+            .send("bob", &body, Some(&i.to_string()), true)
+            .await
+            .unwrap();
     }
     let mut outcomes = std::collections::HashMap::new();
     let mut acked = Vec::new();
@@ -150,7 +172,10 @@ async fn messages_in_flight_when_the_recipient_node_dies_are_answered_offline() 
     while outcomes.len() < N {
         match next_frame(&mut alice).await {
             ServerFrame::Receipt { msg_id, status, .. } => {
-                assert!(outcomes.insert(msg_id, status).is_none(), "one outcome each");
+                assert!(
+                    outcomes.insert(msg_id, status).is_none(),
+                    "one outcome each"
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -166,7 +191,10 @@ async fn messages_in_flight_when_the_recipient_node_dies_are_answered_offline() 
             Event::Closed { .. } => break,
         }
     }
-    let offline = outcomes.values().filter(|s| **s == ReceiptStatus::Offline).count();
+    let offline = outcomes
+        .values()
+        .filter(|s| **s == ReceiptStatus::Offline)
+        .count();
     let delivered: Vec<_> = outcomes
         .iter()
         .filter(|(_, s)| **s == ReceiptStatus::Delivered)
@@ -248,10 +276,16 @@ async fn a_redis_outage_keeps_sessions_refuses_new_ones_and_restores_records() {
     let port = redis.stop();
 
     // Sends that need Redis: unavailable, nothing sent.
-    alice.send("bob", &json!(1), Some("u"), false).await.unwrap();
+    alice
+        .send("bob", &json!(1), Some("u"), false)
+        .await
+        .unwrap();
     assert!(matches!(
         next_frame(&mut alice).await,
-        ServerFrame::Error { code: ErrorCode::Unavailable, .. }
+        ServerFrame::Error {
+            code: ErrorCode::Unavailable,
+            ..
+        }
     ));
     // New sessions: 503 once the node notices; readiness follows.
     eventually("new sessions are refused", || async {
@@ -281,13 +315,22 @@ async fn a_redis_outage_keeps_sessions_refuses_new_ones_and_restores_records() {
         }
     })
     .await;
-    eprintln!("records restored {:?} after Redis came back", started.elapsed());
+    eprintln!(
+        "records restored {:?} after Redis came back",
+        started.elapsed()
+    );
     let node: String = conn.hget("sb:presence:bob", "node").await.unwrap();
     assert_eq!(node, "node-b");
 
-    alice.send("bob", &json!("back"), Some("r"), true).await.unwrap();
+    alice
+        .send("bob", &json!("back"), Some("r"), true)
+        .await
+        .unwrap();
     assert_eq!(ack_status(&mut alice).await, AckStatus::Remote);
-    assert!(matches!(next_frame(&mut bob).await, ServerFrame::Message { .. }));
+    assert!(matches!(
+        next_frame(&mut bob).await,
+        ServerFrame::Message { .. }
+    ));
 
     // A newer session wins over a restored older one, wherever it is.
     let bob2 = loop {
@@ -331,7 +374,10 @@ async fn a_nats_outage_is_answered_and_subscriptions_come_back() {
     alice.send("bob", &json!(1), Some("n"), true).await.unwrap();
     assert!(matches!(
         next_frame(&mut alice).await,
-        ServerFrame::Error { code: ErrorCode::Unavailable, .. }
+        ServerFrame::Error {
+            code: ErrorCode::Unavailable,
+            ..
+        }
     ));
     assert!(asked.elapsed() < Duration::from_secs(2));
 
@@ -346,8 +392,14 @@ async fn a_nats_outage_is_answered_and_subscriptions_come_back() {
         alice.send("bob", &json!(i), Some(&id), true).await.unwrap();
         let delivered = loop {
             match next_frame(&mut alice).await {
-                ServerFrame::Error { code: ErrorCode::Unavailable, .. } => break false,
-                ServerFrame::Ack { status: AckStatus::Remote, .. } => {}
+                ServerFrame::Error {
+                    code: ErrorCode::Unavailable,
+                    ..
+                } => break false,
+                ServerFrame::Ack {
+                    status: AckStatus::Remote,
+                    ..
+                } => {}
                 ServerFrame::Receipt { status, .. } => break status == ReceiptStatus::Delivered,
                 other => panic!("unexpected {other:?}"),
             }
@@ -355,11 +407,20 @@ async fn a_nats_outage_is_answered_and_subscriptions_come_back() {
         if delivered {
             break;
         }
-        assert!(back.elapsed() < Duration::from_secs(15), "traffic did not resume");
+        assert!(
+            back.elapsed() < Duration::from_secs(15),
+            "traffic did not resume"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eprintln!("cross-node traffic resumed {:?} after NATS came back", back.elapsed());
-    assert!(matches!(next_frame(&mut bob).await, ServerFrame::Message { .. }));
+    eprintln!(
+        "cross-node traffic resumed {:?} after NATS came back",
+        back.elapsed()
+    );
+    assert!(matches!(
+        next_frame(&mut bob).await,
+        ServerFrame::Message { .. }
+    ));
     eventually("ready again", || async {
         http(&a, "GET", "/readyz", &[], None).await.0 == 200
     })
@@ -434,5 +495,56 @@ async fn churn_leaves_one_record_per_live_session_and_loses_nothing_silently() {
         let key = format!("sb:presence:{}", client.welcome().client_id);
         let session: String = conn.hget(&key, "session").await.unwrap();
         assert_eq!(session, client.welcome().session_id.to_string());
+    }
+}
+
+/// The records a crashed node leaves are swept without anyone sending to
+/// them: by the surviving nodes once it is declared dead, and by the node
+/// itself when it comes back under the same id.
+#[tokio::test]
+async fn ghost_records_are_swept_after_a_crash_and_after_a_restart() {
+    let redis = Redis::start();
+    let nats = Nats::start();
+    let _a = clustered_node("node-a", &redis, &nats, &["--node-ttl-ms", TTL]).await;
+    let conn = redis.connection().await;
+    let count = |pattern: &'static str| {
+        let mut conn = conn.clone();
+        async move { conn.keys::<_, Vec<String>>(pattern).await.unwrap().len() }
+    };
+
+    for restart in [false, true] {
+        let mut b = NodeProcess::start("node-b", &redis, &nats, &["--node-ttl-ms", TTL]).await;
+        let mut clients = Vec::new();
+        for i in 0..5 {
+            clients.push(named(&b.ws_url(), &format!("g{i}")).await);
+        }
+        assert_eq!(count("sb:presence:g*").await, 5);
+        let port = b.port;
+        b.kill();
+        drop(clients);
+        let _restarted = if restart {
+            Some(
+                NodeProcess::start_on(
+                    "node-b",
+                    port,
+                    &redis.url(),
+                    &nats.url(),
+                    &["--node-ttl-ms", TTL],
+                )
+                .await,
+            )
+        } else {
+            None
+        };
+        eventually("the ghosts are swept", || async {
+            count("sb:presence:g*").await == 0
+        })
+        .await;
+        let indexed: Vec<String> = conn
+            .clone()
+            .smembers("sb:node:node-b:clients")
+            .await
+            .unwrap();
+        assert!(indexed.is_empty(), "{indexed:?}");
     }
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{PresenceError, PresenceRecord, PresenceStore};
 use crate::liveness::HeartbeatReport;
-use crate::protocol::{ClientId, now_ms};
+use crate::protocol::{ClientId, NodeId, now_ms};
 
 #[derive(Default)]
 pub struct MemoryPresence {
@@ -97,6 +97,18 @@ impl PresenceStore for MemoryPresence {
             .collect())
     }
 
+    async fn sweep(
+        &self,
+        node: &NodeId,
+        _lost_run: Option<u64>,
+        before_since: u64,
+    ) -> Result<usize, PresenceError> {
+        let mut records = self.records();
+        let before = records.len();
+        records.retain(|_, r| !(r.node == *node && r.since < before_since));
+        Ok(before - records.len())
+    }
+
     async fn ping(&self) -> Result<(), PresenceError> {
         Ok(())
     }
@@ -109,7 +121,6 @@ impl PresenceStore for MemoryPresence {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::NodeId;
 
     fn record(node: &str, session: Uuid) -> PresenceRecord {
         PresenceRecord {

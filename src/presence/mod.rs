@@ -76,6 +76,18 @@ pub trait PresenceStore: Send + Sync + 'static {
         entries: &[(ClientId, PresenceRecord)],
     ) -> Result<Vec<Option<PresenceRecord>>, PresenceError>;
 
+    /// Deletes the records naming `node` that were written before
+    /// `before_since`: the ghosts a crashed or restarted run of `node` left.
+    /// `lost_run` (that run's start, in ms) is given when every node of a
+    /// cluster may notice the same loss: then only one of them sweeps.
+    /// Returns how many records were deleted.
+    async fn sweep(
+        &self,
+        node: &NodeId,
+        lost_run: Option<u64>,
+        before_since: u64,
+    ) -> Result<usize, PresenceError>;
+
     /// A real round trip to the backend, for `/readyz`.
     async fn ping(&self) -> Result<(), PresenceError>;
 

@@ -6,6 +6,13 @@
 //! without a window for another node in between, and `remove` deletes only
 //! while the record still names the closing session. Each script touches a
 //! single key, so it also stays within one slot on a Redis Cluster.
+//!
+//! Beside the records, each node has an index set
+//! `<prefix>node:<node id>:clients` of the clients it registered, so that
+//! the records a crashed node leaves behind can be found and swept without
+//! scanning every key. The index is kept next to, not inside, the atomic
+//! steps (it lives in another slot): it may name a client whose record is
+//! gone, which a sweep simply skips and drops.
 
 use std::time::Duration;
 
@@ -59,12 +66,36 @@ return {now, added, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
 /// How many re-registrations go to Redis in one pipeline.
 const REREGISTER_BATCH: usize = 512;
 
+/// Compare-and-delete; returns the node the deleted record named (for its
+/// index), or nil when the record names another session.
 const REMOVE: &str = r"
-if redis.call('HGET', KEYS[1], 'session') == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+local r = redis.call('HMGET', KEYS[1], 'session', 'node')
+if r[1] == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return r[2]
+end
+return false
+";
+
+/// Sweep of one indexed client of a lost run. ARGV: node, ghosts before.
+/// 1: ghost deleted; 2: no record of this node (drop from the index);
+/// 0: a record of a later run of the node (keep).
+const SWEEP_ONE: &str = r"
+local r = redis.call('HMGET', KEYS[1], 'node', 'since')
+if r[1] ~= ARGV[1] then
+  return 2
+end
+if tonumber(r[2] or '0') < tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[1])
+  return 1
 end
 return 0
 ";
+
+/// Index members examined per round of a sweep.
+const SWEEP_BATCH: usize = 512;
+/// How long one node holds the right to sweep a lost run.
+const SWEEP_LOCK_MS: u64 = 60_000;
 
 pub struct RedisPresence {
     conn: ConnectionManager,
@@ -73,6 +104,7 @@ pub struct RedisPresence {
     reregister: Script,
     remove: Script,
     heartbeat: Script,
+    sweep_one: Script,
 }
 
 impl RedisPresence {
@@ -108,11 +140,16 @@ impl RedisPresence {
             reregister: Script::new(REREGISTER),
             remove: Script::new(REMOVE),
             heartbeat: Script::new(HEARTBEAT),
+            sweep_one: Script::new(SWEEP_ONE),
         })
     }
 
     fn key(&self, client: &ClientId) -> String {
         format!("{}presence:{}", self.key_prefix, client)
+    }
+
+    fn index_key(&self, node: &str) -> String {
+        format!("{}node:{}:clients", self.key_prefix, node)
     }
 }
 
@@ -168,15 +205,24 @@ impl PresenceStore for RedisPresence {
         client: &ClientId,
         record: &PresenceRecord,
     ) -> Result<Option<PresenceRecord>, PresenceError> {
-        let prev: (Option<String>, Option<String>, Option<String>) = self
-            .register
-            .key(self.key(client))
+        let mut conn = self.conn.clone();
+        let mut index_conn = self.conn.clone();
+        let mut invocation = self.register.key(self.key(client));
+        invocation
             .arg(record.node.as_str())
             .arg(record.session.to_string())
-            .arg(record.since)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| store_error(client, e))?;
+            .arg(record.since);
+        let mut index = redis::cmd("SADD");
+        index
+            .arg(self.index_key(record.node.as_str()))
+            .arg(client.as_str());
+        // Both go out on the one multiplexed connection at once.
+        let (prev, indexed) = tokio::join!(
+            invocation.invoke_async::<(Option<String>, Option<String>, Option<String>)>(&mut conn),
+            index.query_async::<i64>(&mut index_conn),
+        );
+        let prev = prev.map_err(|e| store_error(client, e))?;
+        indexed.map_err(|e| store_error(client, e))?;
         // The previous record has been overwritten either way; a corrupt one
         // only means there is no older session we could close.
         match parse(client, [prev.0, prev.1, prev.2]) {
@@ -200,14 +246,24 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn remove(&self, client: &ClientId, session: Uuid) -> Result<bool, PresenceError> {
-        let deleted: i64 = self
+        let mut conn = self.conn.clone();
+        let deleted_from: Option<String> = self
             .remove
             .key(self.key(client))
             .arg(session.to_string())
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| store_error(client, e))?;
-        Ok(deleted == 1)
+        let Some(node) = deleted_from else {
+            return Ok(false);
+        };
+        redis::cmd("SREM")
+            .arg(self.index_key(&node))
+            .arg(client.as_str())
+            .query_async::<i64>(&mut conn)
+            .await
+            .map_err(|e| store_error(client, e))?;
+        Ok(true)
     }
 
     async fn heartbeat(
@@ -260,6 +316,10 @@ impl PresenceStore for RedisPresence {
                     .arg(record.node.as_str())
                     .arg(record.session.to_string())
                     .arg(record.since);
+                pipe.cmd("SADD")
+                    .arg(self.index_key(record.node.as_str()))
+                    .arg(client.as_str())
+                    .ignore();
             }
             let replies: Vec<Vec<Option<String>>> =
                 pipe.query_async(&mut conn).await.map_err(unavailable)?;
@@ -271,6 +331,80 @@ impl PresenceStore for RedisPresence {
             }
         }
         Ok(results)
+    }
+
+    async fn sweep(
+        &self,
+        node: &NodeId,
+        lost_run: Option<u64>,
+        before_since: u64,
+    ) -> Result<usize, PresenceError> {
+        let mut conn = self.conn.clone();
+        let unavailable = |e: redis::RedisError| PresenceError::Unavailable(e.to_string());
+        if let Some(run) = lost_run {
+            // Every node notices the same death; one sweeps.
+            let lock: Option<String> = redis::cmd("SET")
+                .arg(format!("{}sweep:{node}:{run}", self.key_prefix))
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(SWEEP_LOCK_MS)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if lock.is_none() {
+                return Ok(0);
+            }
+        }
+        self.sweep_one
+            .prepare_invoke()
+            .load_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let index = self.index_key(node.as_str());
+        let mut cursor = 0u64;
+        let mut deleted = 0;
+        loop {
+            let (next, members): (u64, Vec<String>) = redis::cmd("SSCAN")
+                .arg(&index)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(SWEEP_BATCH)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if !members.is_empty() {
+                let mut pipe = redis::pipe();
+                for member in &members {
+                    pipe.cmd("EVALSHA")
+                        .arg(self.sweep_one.get_hash())
+                        .arg(1)
+                        .arg(format!("{}presence:{member}", self.key_prefix))
+                        .arg(node.as_str())
+                        .arg(before_since);
+                }
+                let outcomes: Vec<i64> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+                let done: Vec<&String> = members
+                    .iter()
+                    .zip(&outcomes)
+                    .filter(|(_, outcome)| **outcome != 0)
+                    .map(|(member, _)| member)
+                    .collect();
+                deleted += outcomes.iter().filter(|o| **o == 1).count();
+                if !done.is_empty() {
+                    redis::cmd("SREM")
+                        .arg(&index)
+                        .arg(done)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                        .map_err(unavailable)?;
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(deleted);
+            }
+        }
     }
 
     async fn ping(&self) -> Result<(), PresenceError> {

@@ -249,6 +249,17 @@ pub fn config(flags: &[&str]) -> Config {
     Config::try_from(Flags::try_parse_from(argv).expect("flags parse").args).expect("valid config")
 }
 
+/// Logs of in-process nodes, when `SWITCHBOARD_TEST_LOG` is set (e.g. to
+/// `switchboard=debug`): for looking into a failing test.
+pub fn init_logs() {
+    if let Ok(filter) = std::env::var("SWITCHBOARD_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// Starts a clustered node on `redis` and `nats`.
 pub async fn clustered_node(id: &str, redis: &Redis, nats: &Nats, extra: &[&str]) -> RunningNode {
     let (redis_url, nats_url) = (redis.url(), nats.url());
@@ -261,6 +272,7 @@ pub async fn clustered_node(id: &str, redis: &Redis, nats: &Nats, extra: &[&str]
         &nats_url,
     ];
     flags.extend_from_slice(extra);
+    init_logs();
     Node::start(config(&flags)).await.expect("node starts")
 }
 
@@ -305,7 +317,13 @@ impl NodeProcess {
         Self::start_on(id, free_port(), &redis.url(), &nats.url(), extra).await
     }
 
-    pub async fn start_on(id: &str, port: u16, redis_url: &str, nats_url: &str, extra: &[&str]) -> Self {
+    pub async fn start_on(
+        id: &str,
+        port: u16,
+        redis_url: &str,
+        nats_url: &str,
+        extra: &[&str],
+    ) -> Self {
         let listen = format!("127.0.0.1:{port}");
         let child = spawn(
             Command::new(env!("CARGO_BIN_EXE_switchboard"))
@@ -323,7 +341,10 @@ impl NodeProcess {
             port,
         };
         let deadline = Instant::now() + EVENT_TIMEOUT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
             assert!(Instant::now() < deadline, "node {id} did not start");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

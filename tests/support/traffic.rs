@@ -107,7 +107,11 @@ impl Ledger {
             acked_remote: count(AckStatus::Remote),
             acked_offline: count(AckStatus::Offline),
             errors: book.errors.values().sum(),
-            unavailable: book.errors.get(&ErrorCode::Unavailable).copied().unwrap_or(0),
+            unavailable: book
+                .errors
+                .get(&ErrorCode::Unavailable)
+                .copied()
+                .unwrap_or(0),
             unacked: book.unacked,
             unacked_at_close: book.unacked_at_close,
             received: book.received.len() as u64,
@@ -175,7 +179,9 @@ pub async fn run_client(name: String, plan: Plan, ledger: Ledger, stop_at: Insta
         let client = match Client::connect(&url, Identity::Name(name.clone())).await {
             Ok(client) => client,
             // A node that is down, starting, or refusing (503): try another.
-            Err(ClientError::Refused { .. } | ClientError::Connect(_) | ClientError::Closed { .. }) => {
+            Err(
+                ClientError::Refused { .. } | ClientError::Connect(_) | ClientError::Closed { .. },
+            ) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -279,7 +285,11 @@ fn record(
     }
 }
 
-fn cut_off(ledger: &Ledger, unacked: HashMap<String, String>, outstanding: HashSet<Uuid>) -> SessionEnd {
+fn cut_off(
+    ledger: &Ledger,
+    unacked: HashMap<String, String>,
+    outstanding: HashSet<Uuid>,
+) -> SessionEnd {
     let mut book = ledger.book();
     book.unacked += unacked.len() as u64;
     book.sender_cut_off.extend(outstanding);
