@@ -258,7 +258,7 @@ impl Liveness {
                 lost.push(Lost {
                     node: node.clone(),
                     before_epoch: u64::MAX,
-                    sweep: died.then(|| Sweep {
+                    sweep: died.then_some(Sweep {
                         run_started_ms: inc.started_ms,
                         ghosts_before: now,
                     }),
