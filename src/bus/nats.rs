@@ -53,6 +53,10 @@ impl NatsBus {
         let options = async_nats::ConnectOptions::new()
             .name(format!("switchboard {name}"))
             .connection_timeout(Duration::from_secs(2))
+            // Back quickly after a NATS restart: 100 ms, 200 ms, ... 1 s.
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis(100 * attempts.clamp(1, 10) as u64)
+            })
             .event_callback(|event| async move {
                 match event {
                     async_nats::Event::Connected => tracing::info!("NATS connected"),
