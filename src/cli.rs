@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+use crate::bench::BenchArgs;
 use crate::config::ServeArgs;
 
 #[derive(Debug, Parser)]
@@ -25,6 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a node (the default).
     Serve(ServeArgs),
+    /// Load generator and benchmarks (see BENCHMARKS.md).
+    Bench(BenchArgs),
 }
 
 impl Cli {

@@ -18,11 +18,15 @@
 //! # }
 //! ```
 
+use std::net::{IpAddr, SocketAddr};
+
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
@@ -43,6 +47,33 @@ pub struct Welcome {
     pub client_id: String,
     pub session_id: Uuid,
     pub node: String,
+}
+
+/// How to open the connection.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Local address to connect from (for example one of 127.0.0.x, to
+    /// spread many connections over several source addresses).
+    pub local_addr: Option<IpAddr>,
+    /// Initial size of the socket's read buffer.
+    pub read_buffer_bytes: usize,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            local_addr: None,
+            read_buffer_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// A frame as it arrived, unparsed (for clients that parse only what they
+/// need, like the load generator).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawEvent {
+    Text(Utf8Bytes),
+    Closed { code: Option<u16>, reason: String },
 }
 
 /// Something that arrived on the session.
@@ -107,26 +138,70 @@ pub fn session_url(base: &str, identity: &Identity) -> String {
     format!("{endpoint}?{query}")
 }
 
+async fn open_tcp(
+    host: &str,
+    port: u16,
+    local_addr: Option<IpAddr>,
+) -> Result<TcpStream, ClientError> {
+    let connect_error = |e: std::io::Error| ClientError::Connect(format!("{host}:{port}: {e}"));
+    let mut addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(connect_error)?;
+    let addr: SocketAddr = addrs
+        .next()
+        .ok_or_else(|| ClientError::Connect(format!("{host}: no address")))?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(connect_error)?;
+    if let Some(ip) = local_addr {
+        socket.bind(SocketAddr::new(ip, 0)).map_err(connect_error)?;
+    }
+    let stream = socket.connect(addr).await.map_err(connect_error)?;
+    // Chat frames are small: they must not wait for Nagle.
+    stream.set_nodelay(true).map_err(connect_error)?;
+    Ok(stream)
+}
+
 impl Client {
     /// Connects and waits for the `welcome` frame, which the node sends once
     /// this session is reachable by others.
     pub async fn connect(base: &str, identity: Identity) -> Result<Self, ClientError> {
+        Self::connect_with(base, identity, &ConnectOptions::default()).await
+    }
+
+    /// [`connect`](Self::connect), with options.
+    pub async fn connect_with(
+        base: &str,
+        identity: Identity,
+        options: &ConnectOptions,
+    ) -> Result<Self, ClientError> {
         let request = session_url(base, &identity)
             .into_client_request()
             .map_err(|e| ClientError::Connect(e.to_string()))?;
-        let (ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(|e| match e {
-                tokio_tungstenite::tungstenite::Error::Http(response) => ClientError::Refused {
-                    status: response.status().as_u16(),
-                    body: response
-                        .body()
-                        .as_deref()
-                        .map(|b| String::from_utf8_lossy(b).into_owned())
-                        .unwrap_or_default(),
-                },
-                other => ClientError::Connect(other.to_string()),
-            })?;
+        let host = request.uri().host().unwrap_or("127.0.0.1").to_owned();
+        let port = request.uri().port_u16().unwrap_or(80);
+        let stream = open_tcp(&host, port, options.local_addr).await?;
+        let config = WebSocketConfig::default().read_buffer_size(options.read_buffer_bytes);
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
+            request,
+            MaybeTlsStream::Plain(stream),
+            Some(config),
+        )
+        .await
+        .map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(response) => ClientError::Refused {
+                status: response.status().as_u16(),
+                body: response
+                    .body()
+                    .as_deref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default(),
+            },
+            other => ClientError::Connect(other.to_string()),
+        })?;
         let mut client = Self {
             ws,
             welcome: Welcome {
@@ -196,6 +271,50 @@ impl Client {
             .map_err(|e| ClientError::Connect(e.to_string()))
     }
 
+    /// Queues a text frame without flushing; [`flush`](Self::flush) sends
+    /// everything queued in as few writes as possible.
+    pub async fn feed_raw(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), ClientError> {
+        self.ws
+            .feed(WsMessage::Text(text.into()))
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))
+    }
+
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        self.ws
+            .flush()
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))
+    }
+
+    /// The next text frame, unparsed, or the close.
+    pub async fn next_raw(&mut self) -> RawEvent {
+        loop {
+            match self.ws.next().await {
+                Some(Ok(WsMessage::Text(text))) => return RawEvent::Text(text),
+                Some(Ok(WsMessage::Close(frame))) => {
+                    return RawEvent::Closed {
+                        code: frame.as_ref().map(|f| u16::from(f.code)),
+                        reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                    };
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    return RawEvent::Closed {
+                        code: None,
+                        reason: e.to_string(),
+                    };
+                }
+                None => {
+                    return RawEvent::Closed {
+                        code: None,
+                        reason: String::new(),
+                    };
+                }
+            }
+        }
+    }
+
     /// Sends a raw WebSocket message (binary frames, close frames).
     pub async fn send_message(&mut self, message: WsMessage) -> Result<(), ClientError> {
         self.ws
@@ -206,39 +325,11 @@ impl Client {
 
     /// The next frame or close.
     pub async fn next_event(&mut self) -> Result<Event, ClientError> {
-        loop {
-            let message = match self.ws.next().await {
-                None => {
-                    return Ok(Event::Closed {
-                        code: None,
-                        reason: String::new(),
-                    });
-                }
-                Some(Ok(message)) => message,
-                Some(Err(e)) => {
-                    return Ok(Event::Closed {
-                        code: None,
-                        reason: e.to_string(),
-                    });
-                }
-            };
-            match message {
-                WsMessage::Text(text) => {
-                    return serde_json::from_str(&text).map(Event::Frame).map_err(|e| {
-                        ClientError::Protocol(format!("unreadable frame {text:?}: {e}"))
-                    });
-                }
-                WsMessage::Close(frame) => {
-                    return Ok(Event::Closed {
-                        code: frame.as_ref().map(|f| u16::from(f.code)),
-                        reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
-                    });
-                }
-                WsMessage::Binary(_) => {
-                    return Err(ClientError::Protocol("unexpected binary frame".into()));
-                }
-                WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => {}
-            }
+        match self.next_raw().await {
+            RawEvent::Text(text) => serde_json::from_str(&text)
+                .map(Event::Frame)
+                .map_err(|e| ClientError::Protocol(format!("unreadable frame {text:?}: {e}"))),
+            RawEvent::Closed { code, reason } => Ok(Event::Closed { code, reason }),
         }
     }
 

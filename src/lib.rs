@@ -19,6 +19,7 @@
 //!   recovery after presence outages.
 
 pub mod auth;
+pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod client;
@@ -29,6 +30,7 @@ pub mod liveness;
 pub mod metrics;
 pub mod node;
 pub mod presence;
+pub mod process;
 pub mod protocol;
 pub mod router;
 pub mod server;

@@ -8,6 +8,18 @@ use switchboard::node::Node;
 fn main() -> ExitCode {
     match Cli::parse().into_command() {
         Command::Serve(args) => serve(args),
+        Command::Bench(args) => bench(args),
+    }
+}
+
+fn bench(args: switchboard::bench::BenchArgs) -> ExitCode {
+    switchboard::process::raise_open_files_limit();
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => ExitCode::from(runtime.block_on(switchboard::bench::run(args)) as u8),
+        Err(e) => {
+            eprintln!("switchboard: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -20,6 +32,9 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(limit) = switchboard::process::raise_open_files_limit() {
+        tracing::debug!(limit, "open files limit");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

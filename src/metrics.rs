@@ -35,6 +35,7 @@ pub struct Metrics {
     receipts_undeliverable: AtomicU64,
     slow_consumers: AtomicU64,
     hops_bounced: AtomicU64,
+    presence_lookups: AtomicU64,
     late_outcomes: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
@@ -82,6 +83,11 @@ impl Metrics {
     /// A receipt whose sender session was gone by the time it arrived.
     pub fn receipt_undeliverable(&self) {
         self.receipts_undeliverable.fetch_add(1, Relaxed);
+    }
+
+    /// A presence lookup on the routing path (a round trip to the store).
+    pub fn presence_lookup(&self) {
+        self.presence_lookups.fetch_add(1, Relaxed);
     }
 
     /// A hop the bus could not deliver to anyone.
@@ -194,6 +200,11 @@ impl Metrics {
                 &self.receipts_undeliverable,
             ),
             (
+                "switchboard_presence_lookups_total",
+                "Presence lookups made to route messages (round trips to the store).",
+                &self.presence_lookups,
+            ),
+            (
                 "switchboard_hops_bounced_total",
                 "Hops the bus found nobody listening for; answered offline.",
                 &self.hops_bounced,
@@ -211,6 +222,34 @@ impl Metrics {
         ] {
             let name = family(&mut out, name, "counter", help);
             let _ = writeln!(out, "{name} {}", value.load(Relaxed));
+        }
+
+        if let Some(rss) = crate::process::resident_bytes("self") {
+            let name = family(
+                &mut out,
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory.",
+            );
+            let _ = writeln!(out, "{name} {rss}");
+        }
+        if let Some(cpu) = crate::process::cpu_seconds("self") {
+            let name = family(
+                &mut out,
+                "process_cpu_seconds_total",
+                "counter",
+                "User and system CPU time.",
+            );
+            let _ = writeln!(out, "{name} {cpu}");
+        }
+        if let Some(fds) = crate::process::open_fds() {
+            let name = family(
+                &mut out,
+                "process_open_fds",
+                "gauge",
+                "Open file descriptors.",
+            );
+            let _ = writeln!(out, "{name} {fds}");
         }
 
         let name = family(

@@ -112,8 +112,16 @@ impl RedisPresence {
     /// names the URL when the server cannot be reached within
     /// [`STARTUP_TIMEOUT`].
     pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, PresenceError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| PresenceError::Unavailable(format!("invalid Redis URL {url:?}: {e}")))?;
+        let invalid = |e: redis::RedisError| {
+            PresenceError::Unavailable(format!("invalid Redis URL {url:?}: {e}"))
+        };
+        // The redis crate leaves Nagle's algorithm on; with several lookups
+        // in flight on the one multiplexed connection it would hold requests
+        // back for the server's delayed ACK (up to 40 ms).
+        let info = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(invalid)?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info).map_err(invalid)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(CONNECT_TIMEOUT))

@@ -231,6 +231,7 @@ impl Router {
 
     /// Finds the branch for a message to `to`.
     pub async fn locate(&self, to: &ClientId) -> Result<Route, RouteError> {
+        self.metrics.presence_lookup();
         let Some(record) = self.presence.lookup(to).await? else {
             return Ok(Route::Offline);
         };

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# The benchmark suite: builds a release binary, starts its own
+# redis-server, nats-server and two nodes on loopback, runs the standard
+# set with `switchboard bench`, and writes BENCHMARKS.md. Everything it
+# starts, it stops. Every run is bounded in time.
+#
+#   scripts/bench.sh            # full run (~6 minutes on 2 cores)
+#   QUICK=1 scripts/bench.sh    # short windows, for trying the script
+#   OUT=/tmp/b.md scripts/bench.sh
+#
+# Needs: redis-server, nats-server (scripts/install-deps.sh), python3 (to
+# assemble the report).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=${QUICK:-0}
+OUT=${OUT:-BENCHMARKS.md}
+if [ "$QUICK" = 1 ]; then DUR=2; STEP=2; IDLE=(2000); else DUR=10; STEP=5; IDLE=(10000 19000); fi
+
+command -v python3 >/dev/null || { echo "bench.sh: python3 is needed to write the report" >&2; exit 1; }
+find_bin() { command -v "$1" 2>/dev/null || { [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"; } || { echo "bench.sh: $1 not found; run scripts/install-deps.sh" >&2; exit 1; }; }
+REDIS_SERVER=$(find_bin redis-server)
+NATS_SERVER=$(find_bin nats-server)
+
+cargo build --release --locked --quiet
+BIN=target/release/switchboard
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+    local port
+    while :; do
+        port=$(( (RANDOM % 30000) + 20000 ))
+        (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+    done
+}
+wait_port() {
+    for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done
+    echo "bench.sh: nothing listening on port $1" >&2; exit 1
+}
+
+RP=$(free_port); NP=$(free_port)
+"$REDIS_SERVER" --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
+REDIS_PID=$!; PIDS+=("$REDIS_PID")
+"$NATS_SERVER" -a 127.0.0.1 -p "$NP" >"$WORK/nats.log" 2>&1 &
+NATS_PID=$!; PIDS+=("$NATS_PID")
+wait_port "$RP"; wait_port "$NP"
+
+NODE_FLAGS=(--redis-url "redis://127.0.0.1:$RP" --nats-url "nats://127.0.0.1:$NP" --rate-limit 0 --log warn)
+start_nodes() {
+    AP=$(free_port); BP=$(free_port)
+    "$BIN" serve --listen "127.0.0.1:$AP" --node-id bench-a "${NODE_FLAGS[@]}" >"$WORK/a.log" 2>&1 &
+    A_PID=$!; PIDS+=("$A_PID")
+    "$BIN" serve --listen "127.0.0.1:$BP" --node-id bench-b "${NODE_FLAGS[@]}" >"$WORK/b.log" 2>&1 &
+    B_PID=$!; PIDS+=("$B_PID")
+    wait_port "$AP"; wait_port "$BP"
+    URLS="ws://127.0.0.1:$AP,ws://127.0.0.1:$BP"
+}
+stop_nodes() { kill "$A_PID" "$B_PID"; wait "$A_PID" "$B_PID" 2>/dev/null || true; }
+start_nodes
+
+RESULTS="$WORK/results.jsonl"
+COMMANDS="$WORK/commands.txt"
+# run LABEL ARGS...: one bench run; its JSON goes to the results with a label.
+run() {
+    local label=$1; shift
+    echo ">>> $label: switchboard bench $*" >&2
+    echo "$label|switchboard bench $*" >>"$COMMANDS"
+    "$BIN" bench "$@" --json | sed "s/^/$label|/" >>"$RESULTS"
+}
+SERVERS=(--url "$URLS" --pids "$REDIS_PID,$NATS_PID")
+
+# The floors, on the same machine, at the same rate.
+EP=$(free_port)
+"$BIN" bench echo-server --listen "127.0.0.1:$EP" >"$WORK/echo.log" 2>&1 &
+ECHO_PID=$!; PIDS+=("$ECHO_PID")
+wait_port "$EP"
+run floor-echo --url "ws://127.0.0.1:$EP" --pids "$ECHO_PID" --mode echo --clients 200 --rate 50000 --duration "$DUR"
+kill "$ECHO_PID"
+run floor-nats nats-floor --nats-url "nats://127.0.0.1:$NP" --pids "$NATS_PID" --rate 50000 --duration "$DUR"
+
+# Fixed rates.
+run cross-10k "${SERVERS[@]}" --mode cross --clients 200 --rate 10000 --duration "$DUR"
+run cross-25k "${SERVERS[@]}" --mode cross --clients 200 --rate 25000 --duration "$DUR"
+run local-25k "${SERVERS[@]}" --mode local --clients 200 --rate 25000 --duration "$DUR"
+run mixed-20k "${SERVERS[@]}" --mode mixed --clients 200 --rate 20000 --duration "$DUR"
+run offline-20k "${SERVERS[@]}" --mode offline --clients 200 --rate 20000 --duration "$DUR"
+
+# The ramp, then half its best rate.
+run ramp "${SERVERS[@]}" --mode cross --clients 400 --rate 20000 --ramp --ramp-factor 1.2 --duration "$STEP"
+BEST=$(sed -n 's/^ramp|//p' "$RESULTS" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["best_rate"] or 10000)')
+run cross-half "${SERVERS[@]}" --mode cross --clients 400 --rate $((BEST / 2)) --duration "$DUR"
+
+# Connect rate, then idle memory on fresh nodes (one node holds them all).
+run connect connect --url "$URLS" --sessions 10000 --concurrency 256
+for k in "${IDLE[@]}"; do
+    stop_nodes; start_nodes
+    run "idle-$k" idle --url "ws://127.0.0.1:$AP" --sessions "$k" --concurrency 256 --sources 8
+done
+
+python3 - "$RESULTS" "$COMMANDS" "$OUT" "$REDIS_SERVER" "$NATS_SERVER" <<'PY'
+import json, platform, subprocess, sys, datetime
+results_path, commands_path, out, redis_bin, nats_bin = sys.argv[1:6]
+results = {}
+for line in open(results_path):
+    label, _, data = line.partition("|")
+    results[label] = json.loads(data)
+commands = dict(l.rstrip("\n").split("|", 1) for l in open(commands_path))
+
+def sh(*cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
+    except Exception:
+        return "?"
+
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
+lines = []
+w = lines.append
+w("# Benchmarks\n")
+w(f"Written by `scripts/bench.sh` on {datetime.date.today()}. Everything on one machine, over loopback:")
+w("the load generator, two nodes, redis-server and nats-server share the same cores, so every")
+w("figure includes the generator's own cost competing for CPU.\n")
+w(f"- CPU: {cpu}, {sh('nproc')} cores; memory {int(mem)//1024//1024} GiB; kernel {platform.release()}")
+w(f"- {sh('rustc', '--version')}; {sh(redis_bin, '--version').split(' sha=')[0]}; nats-server {sh(nats_bin, '--version')}")
+w("- Nodes: `switchboard serve --rate-limit 0 --log warn`, release build, default settings otherwise.\n")
+
+def lat(s):
+    l = s["latency"]
+    return f"{l['p50_us']/1000:.2f} / {l['p90_us']/1000:.2f} / {l['p99_us']/1000:.2f} / {l['p999_us']/1000:.2f} / {l['max_us']/1000:.1f}"
+
+w("## Traffic\n")
+w("| run | offered msgs/s | delivered msgs/s | loss | end-to-end p50 / p90 / p99 / p99.9 / max (ms) | ack p99 (ms) | server CPU µs per msg | server cores | generator cores | lookups per send |")
+w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+rows = ["floor-echo", "floor-nats", "cross-10k", "cross-25k", "local-25k", "mixed-20k", "offline-20k", "cross-half"]
+for label in rows:
+    s = results.get(label)
+    if not s:
+        continue
+    w(f"| {label} | {s['offered_rate']} | {s['delivered_rate']:.0f} | {s['loss']*100:.2f}% | {lat(s)} | {s['ack_latency']['p99_us']/1000:.2f} | {s['server_cpu_us_per_msg']:.1f} | {s['server_cores']:.2f} | {s['generator_cores']:.2f} | {s['lookups_per_send']:.3f} |")
+w("\nfloor-echo: a bare WebSocket echo server (`switchboard bench echo-server`), round trip; floor-nats: a")
+w("bare publish-to-subscriber relay through nats-server. Server CPU counts nodes + Redis + NATS (the echo")
+w("server alone, nats-server alone for the floors), per delivered message.\n")
+
+ramp = results.get("ramp")
+if ramp:
+    w("## Ramp (cross-node)\n")
+    w("Highest offered rate at which >= 99% is delivered with p99 under 50 ms; each step multiplies the rate by 1.2.\n")
+    w("| offered msgs/s | delivered msgs/s | p99 (ms) | loss | server µs per msg | server cores | generator cores | result |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for s in ramp["steps"]:
+        ok = s["received"] >= 0.99 * s["offered_rate"] * s["duration_s"] and s["latency"]["p99_us"] <= 50000
+        w(f"| {s['offered_rate']} | {s['delivered_rate']:.0f} | {s['latency']['p99_us']/1000:.2f} | {s['loss']*100:.2f}% | {s['server_cpu_us_per_msg']:.1f} | {s['server_cores']:.2f} | {s['generator_cores']:.2f} | {'ok' if ok else 'missed'} |")
+    w(f"\n**Best: {ramp['best_rate']} msgs/s cross-node.** At half that rate (cross-half above): p99 {results.get('cross-half', {}).get('latency', {}).get('p99_us', 0)/1000:.2f} ms.\n")
+
+w("## Sessions\n")
+c = results.get("connect")
+if c:
+    w(f"- Connect + presence registration: **{c['rate']:.0f} sessions/s** ({c['sessions']} sessions over two nodes, {c['concurrency']} handshakes at a time).")
+for label, s in results.items():
+    if label.startswith("idle-"):
+        for n in s["nodes"]:
+            w(f"- Idle sessions: {n['sessions']:.0f} on one node, RSS {n['rss_before']/1048576:.1f} MiB -> {n['rss_after']/1048576:.1f} MiB: **{n['bytes_per_session']/1024:.2f} KiB per idle session**.")
+import resource
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+if hard != resource.RLIM_INFINITY and hard < 60000:
+    w(f"\nThis machine allows {hard} open files per process (hard limit), so one node holds at most about")
+    w(f"{hard - 100} sessions here; 50,000 idle sessions need a higher `ulimit -n`.\n")
+
+w("## Commands\n")
+w("```")
+for label, cmd in commands.items():
+    w(f"{label}: {cmd}")
+w("```")
+open(out, "w").write("\n".join(lines) + "\n")
+print(f"wrote {out}", file=sys.stderr)
+PY

@@ -1,0 +1,293 @@
+//! `switchboard bench`: the load generator and the measurements behind
+//! BENCHMARKS.md.
+//!
+//! - `switchboard bench [--mode cross|local|offline|mixed|echo] [--rate R | --ramp]`
+//!   drives WebSocket clients spread over the node URLs, open-loop at a
+//!   fixed offered rate, with the send time carried in each message body.
+//! - `switchboard bench connect --sessions N`: connect plus presence
+//!   registration rate.
+//! - `switchboard bench idle --sessions K`: node memory per idle session.
+//! - `switchboard bench nats-floor` and `switchboard bench echo-server`:
+//!   the floors Switchboard is compared with (a bare NATS relay, a bare
+//!   WebSocket echo), measured the same way.
+//!
+//! Every run prints a table on stderr (and a progress line while it runs);
+//! `--json` adds one JSON object on stdout. Server CPU is read from the
+//! nodes' `/metrics` and from `/proc` for `--pids` (Redis, NATS), so runs
+//! must be on the same machine as the servers for that figure. Every load
+//! loop is bounded in count and time.
+
+mod floor;
+mod report;
+mod sessions;
+mod traffic;
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+pub use report::Summary;
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Connect N sessions as fast as the nodes take them; report sessions/s.
+    Connect(SessionArgs),
+    /// Open K idle sessions and report node memory per session.
+    Idle(SessionArgs),
+    /// The floor for the bus: publish-to-subscriber through nats-server.
+    NatsFloor(NatsFloorArgs),
+    /// A bare WebSocket echo server, the floor for the WebSocket side
+    /// (drive it with `switchboard bench --mode echo`).
+    EchoServer(EchoServerArgs),
+}
+
+/// Where the servers are and how to report.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Node WebSocket URLs, comma-separated (ws://host:port).
+    #[arg(
+        long = "url",
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:8080"
+    )]
+    pub urls: Vec<String>,
+
+    /// Other server processes (Redis, NATS) whose CPU counts as server CPU,
+    /// comma-separated pids.
+    #[arg(long, value_delimiter = ',')]
+    pub pids: Vec<u32>,
+
+    /// Also print the result as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// How many 127.0.0.x source addresses to spread connections over
+    /// (each gives ~28,000 ephemeral ports).
+    #[arg(long, default_value_t = 8)]
+    pub sources: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Sender and recipient on different nodes.
+    Cross,
+    /// Sender and recipient on the same node.
+    Local,
+    /// Recipients that are never connected.
+    Offline,
+    /// Half the pairs local, half cross, and one send in ten offline.
+    Mixed,
+    /// Against `bench echo-server`: every frame comes back to its sender.
+    Echo,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TrafficArgs {
+    #[command(flatten)]
+    pub common: Common,
+
+    #[arg(long, value_enum, default_value_t = Mode::Cross)]
+    pub mode: Mode,
+
+    /// Connected clients; they send in pairs, each to its partner.
+    #[arg(long, default_value_t = 200)]
+    pub clients: usize,
+
+    /// Offered messages per second, all clients together.
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+
+    /// Seconds of measured traffic (per step with --ramp).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+
+    /// Seconds of traffic before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+
+    /// Bytes of padding in each message body.
+    #[arg(long, default_value_t = 100)]
+    pub payload: usize,
+
+    /// Find the highest rate at which >= 99% is delivered with p99 under
+    /// 50 ms: start at --rate and multiply by --ramp-factor per step.
+    #[arg(long)]
+    pub ramp: bool,
+
+    #[arg(long, default_value_t = 1.25)]
+    pub ramp_factor: f64,
+
+    /// Highest rate a ramp tries.
+    #[arg(long, default_value_t = 400_000)]
+    pub max_rate: u64,
+
+    /// HS256 secret, when the nodes require tokens.
+    #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SessionArgs {
+    #[command(flatten)]
+    pub common: Common,
+
+    /// Sessions to open (spread over the node URLs).
+    #[arg(long, default_value_t = 10_000)]
+    pub sessions: usize,
+
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+
+    #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NatsFloorArgs {
+    #[command(flatten)]
+    pub common: Common,
+
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    #[arg(long, default_value_t = 50_000)]
+    pub rate: u64,
+
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+
+    #[arg(long, default_value_t = 100)]
+    pub payload: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EchoServerArgs {
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub listen: std::net::SocketAddr,
+}
+
+/// Runs a bench command to completion; returns an exit code.
+pub async fn run(args: BenchArgs) -> i32 {
+    let result = match args.command {
+        None => traffic::run(args.traffic).await,
+        Some(BenchCommand::Connect(a)) => sessions::connect(a).await,
+        Some(BenchCommand::Idle(a)) => sessions::idle(a).await,
+        Some(BenchCommand::NatsFloor(a)) => floor::nats(a).await,
+        Some(BenchCommand::EchoServer(a)) => return floor::echo_server(a).await,
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("switchboard bench: {e}");
+            1
+        }
+    }
+}
+
+/// A bench that could not run: the text says why.
+pub type BenchResult = Result<(), String>;
+
+/// The `http://host:port/metrics` address of a node given by its ws URL.
+fn metrics_url(ws_url: &str) -> String {
+    let rest = ws_url
+        .trim_start_matches("ws://")
+        .trim_start_matches("wss://");
+    let authority = rest.split('/').next().unwrap_or(rest);
+    format!("http://{authority}/metrics")
+}
+
+/// One value from a node's Prometheus text, by exact series name.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// GETs a URL over plain HTTP/1.1 (enough for `/metrics` on loopback).
+async fn http_get(url: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: only http:// is supported"))?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await?;
+        let request =
+            format!("GET /{path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut body = Vec::new();
+        stream.read_to_end(&mut body).await?;
+        Ok::<_, std::io::Error>(body)
+    };
+    let body = tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .map_err(|_| format!("{url}: timed out"))?
+        .map_err(|e| format!("{url}: {e}"))?;
+    let text = String::from_utf8_lossy(&body);
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default())
+}
+
+/// Snapshot of the server side: CPU seconds per process, and the nodes'
+/// routing counters.
+#[derive(Debug, Clone, Default)]
+struct ServerSample {
+    cpu_seconds: f64,
+    node_rss: Vec<f64>,
+    routed: f64,
+    lookups: f64,
+}
+
+async fn sample_servers(common: &Common) -> ServerSample {
+    let mut sample = ServerSample::default();
+    for url in &common.urls {
+        if let Ok(text) = http_get(&metrics_url(url)).await {
+            sample.cpu_seconds += metric(&text, "process_cpu_seconds_total").unwrap_or(0.0);
+            sample
+                .node_rss
+                .push(metric(&text, "process_resident_memory_bytes").unwrap_or(0.0));
+            for branch in ["local", "remote", "offline"] {
+                let series = format!("switchboard_sends_total{{branch=\"{branch}\"}}");
+                sample.routed += metric(&text, &series).unwrap_or(0.0);
+            }
+            sample.lookups += metric(&text, "switchboard_presence_lookups_total").unwrap_or(0.0);
+        }
+    }
+    for pid in &common.pids {
+        sample.cpu_seconds += crate::process::cpu_seconds(&pid.to_string()).unwrap_or(0.0);
+    }
+    sample
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_urls_and_values() {
+        assert_eq!(
+            metrics_url("ws://127.0.0.1:8081"),
+            "http://127.0.0.1:8081/metrics"
+        );
+        assert_eq!(metrics_url("ws://h:1/ws"), "http://h:1/metrics");
+        let text = "a 1\nswitchboard_sends_total{branch=\"local\"} 7\nb_total 2.5\n";
+        assert_eq!(
+            metric(text, "switchboard_sends_total{branch=\"local\"}"),
+            Some(7.0)
+        );
+        assert_eq!(metric(text, "b_total"), Some(2.5));
+        assert_eq!(metric(text, "b"), None);
+    }
+}
