@@ -79,6 +79,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_HOP_TIMEOUT_MS", default_value_t = 20_000)]
     pub hop_timeout_ms: u64,
 
+    /// Remote routes this node remembers (client -> node), sparing a
+    /// presence lookup per message. 0 turns the route cache off.
+    #[arg(long, env = "SWITCHBOARD_ROUTE_CACHE", default_value_t = 100_000)]
+    pub route_cache: usize,
+
     /// Sends per second one session may make on average; excess sends get
     /// a rate_limited error. 0 turns the limit off.
     #[arg(long, env = "SWITCHBOARD_RATE_LIMIT", default_value_t = 100)]
@@ -127,6 +132,7 @@ pub struct Config {
     pub rate_burst: u32,
     pub node_ttl: Duration,
     pub hop_timeout: Duration,
+    pub route_cache: usize,
 }
 
 /// A configuration that cannot work, with the reason and the fix.
@@ -279,6 +285,7 @@ impl TryFrom<ServeArgs> for Config {
             rate_burst: args.rate_burst,
             node_ttl: Duration::from_millis(args.node_ttl_ms),
             hop_timeout: Duration::from_millis(args.hop_timeout_ms),
+            route_cache: args.route_cache,
         })
     }
 }

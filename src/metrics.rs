@@ -36,6 +36,7 @@ pub struct Metrics {
     slow_consumers: AtomicU64,
     hops_bounced: AtomicU64,
     presence_lookups: AtomicU64,
+    route_cache_hits: AtomicU64,
     late_outcomes: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
@@ -88,6 +89,11 @@ impl Metrics {
     /// A presence lookup on the routing path (a round trip to the store).
     pub fn presence_lookup(&self) {
         self.presence_lookups.fetch_add(1, Relaxed);
+    }
+
+    /// A remote route found in the route cache (no store round trip).
+    pub fn route_cache_hit(&self) {
+        self.route_cache_hits.fetch_add(1, Relaxed);
     }
 
     /// A hop the bus could not deliver to anyone.
@@ -203,6 +209,11 @@ impl Metrics {
                 "switchboard_presence_lookups_total",
                 "Presence lookups made to route messages (round trips to the store).",
                 &self.presence_lookups,
+            ),
+            (
+                "switchboard_route_cache_hits_total",
+                "Remote routes taken from the route cache instead of the presence store.",
+                &self.route_cache_hits,
             ),
             (
                 "switchboard_hops_bounced_total",

@@ -21,7 +21,7 @@ use crate::liveness::{DEAD_ENTRY_RETENTION, Incarnation, Liveness};
 use crate::metrics::Metrics;
 use crate::presence::{MemoryPresence, PresenceStore, RedisPresence};
 use crate::protocol::{ClientId, NodeId, close};
-use crate::router::{InFlight, Router, RouterParts};
+use crate::router::{InFlight, RouteCache, Router, RouterParts};
 use crate::session::SessionRegistry;
 use crate::{hop, http, server, upkeep};
 
@@ -31,6 +31,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
 
 /// Most cross-node messages one node tracks at once, awaiting outcomes.
 pub const MAX_IN_FLIGHT_HOPS: usize = 1 << 18;
+/// How long a cached route is trusted without being confirmed by traffic.
+pub const ROUTE_CACHE_TTL: Duration = Duration::from_secs(60);
 /// Most presence deletes kept for retry while the store is unreachable.
 pub const MAX_DEFERRED_REMOVALS: usize = 1 << 16;
 
@@ -148,6 +150,7 @@ impl Node {
             sessions: sessions.clone(),
             liveness: liveness.clone(),
             inflight: InFlight::new(MAX_IN_FLIGHT_HOPS, config.hop_timeout),
+            cache: RouteCache::new(config.route_cache, ROUTE_CACHE_TTL),
             metrics: metrics.clone(),
             tasks: tasks.clone(),
         }));

@@ -119,13 +119,15 @@ async fn a_body_nested_too_deep_is_refused() {
 }
 
 #[tokio::test]
-async fn a_send_while_redis_is_down_gets_unavailable_and_nothing_is_sent() {
+async fn a_send_that_needs_redis_while_it_is_down_gets_unavailable() {
     let cluster = Cluster::start().await;
     let mut alice = connect(&cluster.a, "alice").await;
-    let mut bob = connect(&cluster.a, "bob").await;
+    let mut bob = connect(&cluster.b, "bob").await;
+    let mut carol = connect(&cluster.a, "carol").await;
     let Cluster { redis, .. } = cluster;
     redis.stop();
 
+    // Bob is on another node and was never looked up: that needs Redis.
     alice
         .send("bob", &json!("lost?"), Some("u"), false)
         .await
@@ -135,6 +137,20 @@ async fn a_send_while_redis_is_down_gets_unavailable_and_nothing_is_sent() {
     assert!(!message.is_empty());
     // Bob got nothing: his next frame is the pong he asks for.
     still_open(&mut bob).await;
+
+    // Carol is on alice's node: found without Redis, delivered.
+    alice
+        .send("carol", &json!("hi"), None, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        ack_status(&mut alice).await,
+        switchboard::protocol::AckStatus::Local
+    );
+    assert!(matches!(
+        next_frame(&mut carol).await,
+        ServerFrame::Message { .. }
+    ));
 }
 
 #[tokio::test]

@@ -548,3 +548,43 @@ async fn ghost_records_are_swept_after_a_crash_and_after_a_restart() {
         assert!(indexed.is_empty(), "{indexed:?}");
     }
 }
+
+/// A session is findable on its node from the moment it is registered
+/// locally; if its presence record then cannot be written, whatever was
+/// queued for it meanwhile is answered offline, not dropped.
+#[tokio::test]
+async fn messages_for_a_session_that_fails_to_register_are_answered_offline() {
+    let redis = Redis::start();
+    let nats = Nats::start();
+    let a = clustered_node("node-a", &redis, &nats, &[]).await;
+    let mut alice = connect(&a, "alice").await;
+    redis.freeze();
+    let url = ws_url(&a);
+    let bob =
+        tokio::spawn(async move { Client::connect(&url, Identity::Name("bob".into())).await });
+    let bob_id = switchboard::protocol::ClientId::parse("bob").unwrap();
+    eventually("bob is registered locally", || async {
+        a.node().sessions.get(&bob_id).is_some()
+    })
+    .await;
+    alice
+        .send("bob", &json!("early"), Some("e"), false)
+        .await
+        .unwrap();
+    assert_eq!(ack_status(&mut alice).await, AckStatus::Local);
+    // Registration fails (Redis does not answer): bob is refused...
+    match within(bob).await.unwrap() {
+        Err(ClientError::Closed { code, .. }) => assert_eq!(code, Some(1011)),
+        Err(e) => panic!("bob should have been refused with 1011: {e}"),
+        Ok(_) => panic!("bob should have been refused"),
+    }
+    // ... and alice hears that her message went nowhere.
+    assert!(matches!(
+        next_frame(&mut alice).await,
+        ServerFrame::Receipt {
+            status: ReceiptStatus::Offline,
+            ..
+        }
+    ));
+    redis.thaw();
+}

@@ -89,7 +89,9 @@ impl Router {
     ) {
         let Some(origin) = &msg.origin else { return };
         if origin.node == self.node {
-            self.inflight.moved(msg.msg_id, node, epoch);
+            if let Some(recipient) = self.inflight.moved(msg.msg_id, node, epoch) {
+                self.cache.remove(&recipient);
+            }
             return;
         }
         let hop = Envelope::new(Hop::Forwarded(ForwardedHop {
@@ -118,7 +120,11 @@ impl Router {
     pub async fn answer(&self, origin: &Origin, status: ReceiptStatus) {
         if origin.node == self.node {
             // It may have been out to another node and come back.
-            self.inflight.complete(origin.msg_id);
+            if let Some((_, recipient)) = self.inflight.complete(origin.msg_id)
+                && status == ReceiptStatus::Offline
+            {
+                self.cache.remove(&recipient);
+            }
             self.report_to_sender(origin, status);
             return;
         }
@@ -144,7 +150,13 @@ impl Router {
     /// An outcome arrived from another node for a message sent from here.
     pub fn accept_receipt(&self, hop: ReceiptHop<'_>) {
         match self.inflight.complete(hop.msg_id) {
-            Some(origin) => self.report_to_sender(&origin, hop.status),
+            Some((origin, recipient)) => {
+                if hop.status == ReceiptStatus::Offline {
+                    // Not where we thought: look it up next time.
+                    self.cache.remove(&recipient);
+                }
+                self.report_to_sender(&origin, hop.status)
+            }
             // Already answered offline (overdue, or its node was declared
             // dead): the sender has its answer.
             None => self.metrics.late_outcome(),
@@ -153,7 +165,8 @@ impl Router {
 
     /// The bus found nobody listening for a message sent from here.
     pub fn bounced(&self, msg_id: Uuid) {
-        if let Some(origin) = self.inflight.complete(msg_id) {
+        if let Some((origin, recipient)) = self.inflight.complete(msg_id) {
+            self.cache.remove(&recipient);
             self.metrics.hop_bounced();
             self.report_to_sender(&origin, ReceiptStatus::Offline);
         }
@@ -162,7 +175,10 @@ impl Router {
     /// A message sent from here was forwarded by the node it went to.
     pub fn accept_forwarded(&self, hop: ForwardedHop) {
         let epoch = self.liveness.epoch(&hop.node);
-        self.inflight.moved(hop.msg_id, hop.node, epoch);
+        if let Some(recipient) = self.inflight.moved(hop.msg_id, hop.node, epoch) {
+            // It moved: the next message looks it up again.
+            self.cache.remove(&recipient);
+        }
     }
 
     /// Tells a sender session on this node the outcome of its message:

@@ -20,10 +20,13 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::Origin;
-use crate::protocol::NodeId;
+use crate::protocol::{ClientId, NodeId};
 
 struct Entry {
     origin: Origin,
+    /// Who the message is for: when its outcome says the recipient was not
+    /// where the route cache thought, the cache entry goes.
+    recipient: ClientId,
     node: NodeId,
     epoch: u64,
     deadline: Instant,
@@ -52,8 +55,15 @@ impl InFlight {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts tracking a message published to `node` in liveness `epoch`.
-    pub fn insert(&self, origin: Origin, node: NodeId, epoch: u64) -> Result<(), Full> {
+    /// Starts tracking a message for `recipient` published to `node` in
+    /// liveness `epoch`.
+    pub fn insert(
+        &self,
+        origin: Origin,
+        recipient: ClientId,
+        node: NodeId,
+        epoch: u64,
+    ) -> Result<(), Full> {
         let mut entries = self.entries();
         if entries.len() >= self.capacity {
             return Err(Full);
@@ -63,6 +73,7 @@ impl InFlight {
             origin.msg_id,
             Entry {
                 origin,
+                recipient,
                 node,
                 epoch,
                 deadline,
@@ -71,18 +82,22 @@ impl InFlight {
         Ok(())
     }
 
-    /// The outcome arrived (or the hop bounced): stop tracking.
-    pub fn complete(&self, msg_id: Uuid) -> Option<Origin> {
-        self.entries().remove(&msg_id).map(|e| e.origin)
+    /// The outcome arrived (or the hop bounced): stop tracking. Returns
+    /// the sender to tell and the recipient.
+    pub fn complete(&self, msg_id: Uuid) -> Option<(Origin, ClientId)> {
+        self.entries()
+            .remove(&msg_id)
+            .map(|e| (e.origin, e.recipient))
     }
 
     /// The message was forwarded to `node`: its outcome now depends on
-    /// that node.
-    pub fn moved(&self, msg_id: Uuid, node: NodeId, epoch: u64) {
-        if let Some(entry) = self.entries().get_mut(&msg_id) {
-            entry.node = node;
-            entry.epoch = epoch;
-        }
+    /// that node. Returns the recipient, who has moved.
+    pub fn moved(&self, msg_id: Uuid, node: NodeId, epoch: u64) -> Option<ClientId> {
+        let mut entries = self.entries();
+        let entry = entries.get_mut(&msg_id)?;
+        entry.node = node;
+        entry.epoch = epoch;
+        Some(entry.recipient.clone())
     }
 
     /// Removes and returns the messages sent to `node` before
@@ -121,7 +136,6 @@ impl InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::ClientId;
 
     fn origin() -> Origin {
         Origin {
@@ -140,16 +154,24 @@ mod tests {
         let c = NodeId::parse("c").unwrap();
         let flight = InFlight::new(10, Duration::from_secs(60));
         let (o1, o2, o3) = (origin(), origin(), origin());
-        flight.insert(o1.clone(), b.clone(), 0).unwrap();
-        flight.insert(o2.clone(), b.clone(), 1).unwrap();
-        flight.insert(o3.clone(), c.clone(), 0).unwrap();
+        let bob = ClientId::parse("bob").unwrap();
+        flight
+            .insert(o1.clone(), bob.clone(), b.clone(), 0)
+            .unwrap();
+        flight
+            .insert(o2.clone(), bob.clone(), b.clone(), 1)
+            .unwrap();
+        flight
+            .insert(o3.clone(), bob.clone(), c.clone(), 0)
+            .unwrap();
 
-        assert_eq!(flight.complete(o1.msg_id).unwrap().msg_id, o1.msg_id);
+        let (origin, recipient) = flight.complete(o1.msg_id).unwrap();
+        assert_eq!((origin.msg_id, recipient), (o1.msg_id, bob.clone()));
         assert!(flight.complete(o1.msg_id).is_none(), "only once");
 
         // b restarted into epoch 1: what was sent in epoch 0 is lost.
         assert!(flight.lost(&b, 1).is_empty());
-        flight.moved(o3.msg_id, b.clone(), 0);
+        assert_eq!(flight.moved(o3.msg_id, b.clone(), 0), Some(bob));
         let lost: Vec<_> = flight.lost(&b, 1).into_iter().map(|o| o.msg_id).collect();
         assert_eq!(lost, vec![o3.msg_id]);
 
@@ -167,7 +189,8 @@ mod tests {
     fn a_full_map_refuses() {
         let flight = InFlight::new(1, Duration::from_secs(1));
         let b = NodeId::parse("b").unwrap();
-        flight.insert(origin(), b.clone(), 0).unwrap();
-        assert!(flight.insert(origin(), b, 0).is_err());
+        let bob = ClientId::parse("bob").unwrap();
+        flight.insert(origin(), bob.clone(), b.clone(), 0).unwrap();
+        assert!(flight.insert(origin(), bob, b, 0).is_err());
     }
 }

@@ -28,6 +28,7 @@
 //! ([`inbound`]) hands arriving messages to their sessions, re-routes once
 //! when a recipient moved, and sends outcomes back.
 
+mod cache;
 mod inbound;
 mod inflight;
 
@@ -51,6 +52,7 @@ use crate::protocol::{
 };
 use crate::session::{Outbound, SessionRegistry};
 
+pub use self::cache::{CachedRoute, RouteCache};
 pub use self::inflight::InFlight;
 
 /// Where a message's outcome is reported: the sending session.
@@ -183,6 +185,7 @@ pub struct RouterParts {
     pub sessions: Arc<SessionRegistry>,
     pub liveness: Arc<Liveness>,
     pub inflight: InFlight,
+    pub cache: RouteCache,
     pub metrics: Arc<Metrics>,
     pub tasks: TaskTracker,
 }
@@ -194,6 +197,7 @@ pub struct Router {
     sessions: Arc<SessionRegistry>,
     liveness: Arc<Liveness>,
     inflight: InFlight,
+    cache: RouteCache,
     metrics: Arc<Metrics>,
     tasks: TaskTracker,
     /// Bounds the background work the router spawns (re-routes, deletes of
@@ -214,6 +218,7 @@ impl Router {
             sessions: parts.sessions,
             liveness: parts.liveness,
             inflight: parts.inflight,
+            cache: parts.cache,
             metrics: parts.metrics,
             tasks: parts.tasks,
             background: Arc::new(Semaphore::new(MAX_BACKGROUND)),
@@ -224,13 +229,53 @@ impl Router {
         &self.node
     }
 
+    /// The route cache's entry for `client`, if any (for tests and
+    /// debugging).
+    pub fn cached_route(&self, client: &ClientId) -> Option<CachedRoute> {
+        self.cache.get(client)
+    }
+
     /// Messages published to other nodes whose outcome is still awaited.
     pub fn in_flight(&self) -> usize {
         self.inflight.len()
     }
 
+    /// The branch for a message to `to`, if it is known without asking the
+    /// presence store: a recipient with a session here, or a remote one in
+    /// the route cache whose node is still alive in the same run.
+    pub fn locate_fast(&self, to: &ClientId) -> Option<Route> {
+        if let Some(session) = self.sessions.get(to) {
+            return Some(Route::Local {
+                session: session.id,
+            });
+        }
+        let cached = self.cache.get(to)?;
+        match self.liveness.judge(&cached.node, cached.since) {
+            Belief::Alive { epoch } if epoch == cached.epoch => {
+                self.metrics.route_cache_hit();
+                Some(Route::Remote {
+                    node: cached.node,
+                    epoch,
+                })
+            }
+            _ => {
+                self.cache.remove(to);
+                None
+            }
+        }
+    }
+
     /// Finds the branch for a message to `to`.
     pub async fn locate(&self, to: &ClientId) -> Result<Route, RouteError> {
+        if let Some(route) = self.locate_fast(to) {
+            return Ok(route);
+        }
+        self.lookup(to).await
+    }
+
+    /// Finds the branch by asking the presence store, and remembers remote
+    /// routes.
+    async fn lookup(&self, to: &ClientId) -> Result<Route, RouteError> {
         self.metrics.presence_lookup();
         let Some(record) = self.presence.lookup(to).await? else {
             return Ok(Route::Offline);
@@ -245,10 +290,20 @@ impl Router {
             Belief::Alive { .. } if record.node == self.node => Route::Local {
                 session: record.session,
             },
-            Belief::Alive { epoch } => Route::Remote {
-                node: record.node,
-                epoch,
-            },
+            Belief::Alive { epoch } => {
+                self.cache.insert(
+                    to.clone(),
+                    CachedRoute {
+                        node: record.node.clone(),
+                        since: record.since,
+                        epoch,
+                    },
+                );
+                Route::Remote {
+                    node: record.node,
+                    epoch,
+                }
+            }
         })
     }
 
@@ -305,7 +360,7 @@ impl Router {
         // Tracked before publishing, so an outcome cannot overtake it.
         if origin.node == self.node {
             self.inflight
-                .insert(origin.clone(), node.clone(), epoch)
+                .insert(origin.clone(), msg.to.clone(), node.clone(), epoch)
                 .map_err(|_| {
                     RouteError::Unavailable("too many messages in flight on this node".into())
                 })?;

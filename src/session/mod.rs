@@ -104,6 +104,8 @@ enum Ending {
     Gone,
     /// The client stopped reading; close with 4008 without waiting for it.
     SlowConsumer,
+    /// The session could not be registered and was never welcomed.
+    Refused,
 }
 
 /// Runs a session for `client` on an upgraded socket, to the end.
@@ -119,15 +121,10 @@ pub async fn run(node: Arc<Node>, mut ws: Socket, client: ClientId) {
         tracing::warn!(%client, error = %e, "session refused: presence not written");
         node.presence_ok
             .store(false, std::sync::atomic::Ordering::Relaxed);
-        node.sessions.remove(&client, handle.id);
         node.metrics.error(ErrorCode::Unavailable);
-        let _ = close_socket(
-            &mut ws,
-            close::INTERNAL,
-            "presence unavailable",
-            node.config.write_timeout,
-        )
-        .await;
+        // It was findable here from the moment it was registered locally:
+        // what others queued for it meanwhile is answered, not dropped.
+        finish(&node, &handle, ws, Ending::Refused).await;
         return;
     }
     node.metrics.session_opened();
@@ -380,6 +377,7 @@ async fn finish(node: &Node, handle: &SessionHandle, mut ws: Socket, ending: End
         Ending::Close(code, _) => code,
         Ending::Gone => close::NORMAL,
         Ending::SlowConsumer => close::SLOW_CONSUMER,
+        Ending::Refused => close::INTERNAL,
     };
     handle.outbox.close(code);
     node.sessions.remove(&handle.client, handle.id);
@@ -405,6 +403,10 @@ async fn finish(node: &Node, handle: &SessionHandle, mut ws: Socket, ending: End
             answer_all(&node.router, rest, ReceiptStatus::Offline).await;
             // Completes the closing handshake if the client started it.
             let _ = tokio::time::timeout(timeout, ws.close(None)).await;
+        }
+        Ending::Refused => {
+            answer_all(&node.router, rest, ReceiptStatus::Offline).await;
+            let _ = close_socket(&mut ws, close::INTERNAL, "presence unavailable", timeout).await;
         }
     }
 }

@@ -89,6 +89,8 @@ pub struct Report {
     /// Acked local/remote, never received, no offline receipt, and the
     /// sender was there to be told: the losses that must not happen.
     pub unaccounted: u64,
+    /// The first few of those, for the failure message.
+    pub unaccounted_examples: Vec<String>,
 }
 
 impl Ledger {
@@ -140,6 +142,13 @@ impl Ledger {
                 r.sender_cut_off += 1;
             } else {
                 r.unaccounted += 1;
+                if r.unaccounted_examples.len() < 10 {
+                    let (from, _, _) = &book.acked[msg_id];
+                    r.unaccounted_examples.push(format!(
+                        "{msg_id} {from} -> {to} acked {branch:?}, receipt {receipt:?}, received by {:?}",
+                        book.received.get(msg_id)
+                    ));
+                }
             }
         }
         r
