@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::bus::{Delivery, Inbox};
 use crate::metrics::{HopRejection, Metrics};
@@ -29,8 +31,18 @@ pub async fn run(router: Arc<Router>, metrics: Arc<Metrics>, mut inbox: Inbox) {
         metrics.hop_received();
         match Envelope::decode(&bytes) {
             Ok(envelope) => match envelope.hop {
-                Hop::Message(message) => router.accept_hop(message).await,
-                Hop::Receipt(receipt) => router.accept_receipt(receipt),
+                Hop::Message(message) => {
+                    let frame = frame_of(&bytes, message.frame.get());
+                    match frame {
+                        Some(frame) => router.accept_hop(message, frame).await,
+                        None => metrics.hop_rejected(HopRejection::Malformed),
+                    }
+                }
+                Hop::Outcomes(outcomes) => {
+                    for outcome in outcomes {
+                        router.accept_outcome(outcome);
+                    }
+                }
                 Hop::Replaced(replaced) => router.accept_replaced(replaced),
                 Hop::Forwarded(forwarded) => router.accept_forwarded(forwarded),
             },
@@ -47,6 +59,17 @@ pub async fn run(router: Arc<Router>, metrics: Arc<Metrics>, mut inbox: Inbox) {
         }
     }
     tracing::error!("the bus closed this node's inbox; hops can no longer arrive");
+}
+
+/// The frame of a message hop as a slice of the bus message it came in:
+/// handed to the recipient's socket without a copy.
+fn frame_of(payload: &Bytes, frame: &str) -> Option<Utf8Bytes> {
+    let start = (frame.as_ptr() as usize).checked_sub(payload.as_ptr() as usize)?;
+    let end = start.checked_add(frame.len())?;
+    if end > payload.len() {
+        return None;
+    }
+    Utf8Bytes::try_from(payload.slice(start..end)).ok()
 }
 
 /// Lets one log line through per period and counts the rest.
@@ -83,6 +106,17 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_are_cut_from_the_payload_without_a_copy() {
+        let payload = Bytes::from_static(br#"{"frame":{"a":1}}"#);
+        let text = std::str::from_utf8(&payload).unwrap();
+        let frame = &text[9..16];
+        let cut = frame_of(&payload, frame).unwrap();
+        assert_eq!(cut.as_str(), r#"{"a":1}"#);
+        assert_eq!(cut.as_str().as_ptr(), frame.as_ptr());
+        assert!(frame_of(&payload, "elsewhere").is_none());
+    }
 
     #[test]
     fn throttle_lets_one_through_per_period() {

@@ -89,7 +89,11 @@ async fn remote_branch_publishes_on_the_recipient_nodes_subject() {
     };
     assert_eq!(hop.msg_id, msg_id);
     assert_eq!((hop.from.as_str(), hop.to.as_str()), ("alice", "bob"));
-    assert_eq!(hop.body.get(), r#""across""#);
+    // The recipient's frame, rendered by node-a, rides along as it is.
+    let frame: serde_json::Value = serde_json::from_str(hop.frame.get()).unwrap();
+    assert_eq!(frame["type"], "message");
+    assert_eq!(frame["body"], "across");
+    assert_eq!(frame["msg_id"], msg_id.to_string());
     let reply = hop.reply.expect("reply-to for receipts");
     assert_eq!(reply.node.as_str(), "node-a");
     assert_eq!(reply.session, alice.welcome().session_id);
@@ -211,10 +215,12 @@ async fn fake_origin(cluster: &Cluster) -> (async_nats::Client, async_nats::Subs
 }
 
 fn hop_from_node_t(msg_id: uuid::Uuid, to: &str, forwarded: bool) -> String {
+    let frame = format!(
+        r#"{{"type":"message","msg_id":"{msg_id}","from":"tester","to":"{to}","body":{{"late":true}},"ts":1}}"#
+    );
     format!(
-        r#"{{"v":1,"hop":{{"message":{{"msg_id":"{msg_id}","from":"tester","to":"{to}","ts":1,
-        "body":{{"late":true}},"forwarded":{forwarded},
-        "reply":{{"node":"node-t","session":"{}","id":"m","receipt":true}}}}}}}}"#,
+        r#"{{"v":1,"hop":{{"message":{{"msg_id":"{msg_id}","from":"tester","to":"{to}",
+        "forwarded":{forwarded},"reply":{{"node":"node-t","session":"{}"}},"frame":{frame}}}}}}}"#,
         uuid::Uuid::nil()
     )
 }
@@ -251,8 +257,8 @@ async fn a_moved_recipient_is_followed_to_its_new_node() {
         let hop = next_hop(&mut origin).await;
         if let Some(f) = hop["hop"].get("forwarded") {
             forwarded = Some(f.clone());
-        } else if let Some(r) = hop["hop"].get("receipt") {
-            receipt = Some(r.clone());
+        } else if let Some(r) = hop["hop"].get("outcomes") {
+            receipt = Some(r[0].clone());
         }
     }
     let (forwarded, receipt) = (forwarded.unwrap(), receipt.unwrap());
@@ -283,7 +289,7 @@ async fn a_hop_for_a_recipient_gone_everywhere_is_answered_offline() {
         let hop = hop_from_node_t(msg_id, "ghost", forwarded);
         nats.publish("sb.node.node-b", hop.into()).await.unwrap();
         let reply = next_hop(&mut origin).await;
-        let receipt = &reply["hop"]["receipt"];
+        let receipt = &reply["hop"]["outcomes"][0];
         assert_eq!(receipt["msg_id"], msg_id.to_string(), "{reply}");
         assert_eq!(receipt["status"], "offline");
     }

@@ -18,7 +18,7 @@ use warp::reply::Response;
 use super::{error_response, json_response, refuse, with};
 use crate::node::Node;
 use crate::presence::PresenceError;
-use crate::protocol::{ClientId, now_ms};
+use crate::protocol::ClientId;
 use crate::router::{Message, RouteError};
 
 pub fn routes(node: Arc<Node>) -> BoxedFilter<(Response,)> {
@@ -115,15 +115,7 @@ async fn send_message(raw: Bytes, node: Arc<Node>) -> Response {
         Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid_recipient", &e.0),
     };
     let msg_id = Uuid::now_v7();
-    let msg = Message {
-        msg_id,
-        from,
-        to,
-        ts: now_ms(),
-        body: request.body.to_owned(),
-        origin: None,
-        forwarded: false,
-    };
+    let msg = Message::new(msg_id, from, to, request.body, None);
     match node.router.route(msg).await {
         Ok(status) => {
             node.metrics.observe_route(started.elapsed());

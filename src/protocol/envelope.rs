@@ -4,20 +4,22 @@
 //! Wire form, one JSON object per bus message:
 //!
 //! ```json
-//! {"v":1,"hop":{"message":{"msg_id":"…","from":"alice","to":"bob","ts":1764220000000,
-//!   "body":{"text":"hi"},"forwarded":false,
-//!   "reply":{"node":"node-a","session":"…","id":"c-17","receipt":true}}}}
-//! {"v":1,"hop":{"receipt":{"msg_id":"…","to":"alice","session":"…","id":"c-17","status":"offline"}}}
+//! {"v":1,"hop":{"message":{"msg_id":"…","from":"alice","to":"bob","forwarded":false,
+//!   "reply":{"node":"node-a","session":"…"},
+//!   "frame":{"type":"message","msg_id":"…","from":"alice","to":"bob","body":{"text":"hi"},"ts":1764220000000}}}}
+//! {"v":1,"hop":{"outcomes":[{"msg_id":"…","status":"delivered"},{"msg_id":"…","status":"offline"}]}}
 //! {"v":1,"hop":{"replaced":{"client":"alice","session":"…"}}}
 //! {"v":1,"hop":{"forwarded":{"msg_id":"…","node":"node-c"}}}
 //! ```
 //!
-//! The hop kind is serde's externally tagged form on purpose: it decodes in
-//! one pass without buffering, so `body` can stay a borrowed raw JSON value
-//! from the bus message to the recipient's frame.
+//! A message hop carries the recipient's `message` frame already rendered
+//! by the sender's node, as a JSON value: the recipient's node writes those
+//! bytes to the socket as they are, without parsing the body or rendering
+//! the frame again. The hop kind is serde's externally tagged form, which
+//! decodes in one pass without buffering, so `frame` stays a borrowed raw
+//! value from the bus message to the socket.
 
-use std::borrow::Cow;
-use std::fmt;
+use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -41,8 +43,9 @@ pub struct Envelope<'a> {
 pub enum Hop<'a> {
     /// A client message for a client this node is believed to hold.
     Message(#[serde(borrow)] MessageHop<'a>),
-    /// The outcome of a message, for the node holding its sender.
-    Receipt(#[serde(borrow)] ReceiptHop<'a>),
+    /// Outcomes of messages, for the node that sent them: many per
+    /// envelope, so that a busy node sends few of these.
+    Outcomes(Vec<Outcome>),
     /// A newer session of `client` opened elsewhere: close `session` with 4001.
     Replaced(ReplacedHop),
     /// For the message's origin node: the message was re-routed to `node`,
@@ -55,41 +58,32 @@ pub struct MessageHop<'a> {
     pub msg_id: Uuid,
     pub from: ClientId,
     pub to: ClientId,
-    pub ts: u64,
-    #[serde(borrow)]
-    pub body: &'a RawValue,
     /// Set when a node re-routed the message after finding its recipient
     /// gone; such a message is never forwarded again, so a stale record
     /// cannot bounce it between nodes.
     #[serde(default)]
     pub forwarded: bool,
-    /// Where the outcome goes. Absent for server-side sends (HTTP API),
-    /// which have no session to tell.
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    pub reply: Option<ReplyTo<'a>>,
+    /// The sending session, whose node awaits the outcome. Absent for
+    /// server-side sends (HTTP API), which have no session to tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<ReplyTo>,
+    /// The `message` frame for the recipient, as the sender's node
+    /// rendered it.
+    #[serde(borrow)]
+    pub frame: &'a RawValue,
 }
 
-/// The sender's session, for receipts.
+/// The sender's session, whose node tracks the message's outcome.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReplyTo<'a> {
+pub struct ReplyTo {
     pub node: NodeId,
     pub session: Uuid,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<Cow<'a, str>>,
-    /// The sender asked for a `delivered` receipt. `offline` receipts are
-    /// sent regardless.
-    #[serde(default)]
-    pub receipt: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ReceiptHop<'a> {
+/// The outcome of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
     pub msg_id: Uuid,
-    /// The client that sent the message, and the session it sent it from.
-    pub to: ClientId,
-    pub session: Uuid,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<Cow<'a, str>>,
     pub status: ReceiptStatus,
 }
 
@@ -114,8 +108,8 @@ pub enum EnvelopeError {
     UnknownVersion(u64),
 }
 
-impl fmt::Display for EnvelopeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl std::fmt::Display for EnvelopeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             EnvelopeError::Malformed(why) => write!(f, "malformed envelope: {why}"),
             EnvelopeError::UnknownVersion(v) => {
@@ -163,32 +157,85 @@ impl<'a> Envelope<'a> {
     }
 }
 
+/// Encodes a message hop around an already rendered frame, which is
+/// spliced in as it is (it is the node's own output, valid JSON by
+/// construction). This is the per-message path, so it writes the envelope
+/// directly rather than through an intermediate value.
+pub fn encode_message_hop(
+    msg_id: Uuid,
+    from: &ClientId,
+    to: &ClientId,
+    forwarded: bool,
+    reply: Option<&ReplyTo>,
+    frame: &str,
+) -> Vec<u8> {
+    // Ids are validated to a character set that never needs escaping.
+    let mut out = String::with_capacity(frame.len() + 200);
+    let _ = write!(
+        out,
+        r#"{{"v":{ENVELOPE_VERSION},"hop":{{"message":{{"msg_id":"{msg_id}","from":"{from}","to":"{to}","forwarded":{forwarded},"#
+    );
+    if let Some(reply) = reply {
+        let _ = write!(
+            out,
+            r#""reply":{{"node":"{}","session":"{}"}},"#,
+            reply.node, reply.session
+        );
+    }
+    out.push_str(r#""frame":"#);
+    out.push_str(frame);
+    out.push_str("}}}");
+    out.into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::frames::encode_message;
 
     #[test]
-    fn message_hop_round_trips_with_the_body_untouched() {
-        let body = RawValue::from_string(r#"{"text":"hi","n":[1, 2]}"#.into()).unwrap();
-        let env = Envelope::new(Hop::Message(MessageHop {
-            msg_id: Uuid::now_v7(),
-            from: ClientId::parse("alice").unwrap(),
-            to: ClientId::parse("bob").unwrap(),
-            ts: 7,
-            body: &body,
-            forwarded: false,
-            reply: Some(ReplyTo {
-                node: NodeId::parse("node-a").unwrap(),
-                session: Uuid::new_v4(),
-                id: Some("c-1".into()),
-                receipt: true,
-            }),
-        }));
-        let bytes = env.encode();
-        let back = Envelope::decode(&bytes).unwrap();
-        let Hop::Message(m) = back.hop else { panic!() };
-        assert_eq!(m.body.get(), r#"{"text":"hi","n":[1, 2]}"#);
-        assert_eq!(m.reply.unwrap().id.as_deref(), Some("c-1"));
+    fn message_hop_round_trips_with_the_frame_untouched() {
+        let body = RawValue::from_string(r#"{"text":"hi \"you\"","n":[1, 2]}"#.into()).unwrap();
+        let (alice, bob) = (
+            ClientId::parse("alice").unwrap(),
+            ClientId::parse("bob").unwrap(),
+        );
+        let msg_id = Uuid::now_v7();
+        let frame = encode_message(msg_id, &alice, &bob, &body, 7);
+        let reply = ReplyTo {
+            node: NodeId::parse("node-a").unwrap(),
+            session: Uuid::new_v4(),
+        };
+        for reply in [Some(&reply), None] {
+            let bytes = encode_message_hop(msg_id, &alice, &bob, true, reply, &frame);
+            let back = Envelope::decode(&bytes).unwrap();
+            let Hop::Message(m) = back.hop else { panic!() };
+            assert_eq!(m.frame.get(), frame);
+            assert_eq!(
+                (m.msg_id, m.from, m.to, m.forwarded),
+                (msg_id, alice.clone(), bob.clone(), true)
+            );
+            assert_eq!(m.reply.map(|r| r.session), reply.map(|r| r.session));
+        }
+    }
+
+    #[test]
+    fn outcomes_round_trip() {
+        let outcomes = vec![
+            Outcome {
+                msg_id: Uuid::now_v7(),
+                status: ReceiptStatus::Delivered,
+            },
+            Outcome {
+                msg_id: Uuid::now_v7(),
+                status: ReceiptStatus::Offline,
+            },
+        ];
+        let bytes = Envelope::new(Hop::Outcomes(outcomes.clone())).encode();
+        let Hop::Outcomes(back) = Envelope::decode(&bytes).unwrap().hop else {
+            panic!()
+        };
+        assert_eq!(back, outcomes);
     }
 
     #[test]
@@ -202,6 +249,7 @@ mod tests {
             br#"{"v":1,"hop":{"message":{}}}"#,
             br#"{"v":1,"hop":{"teleport":{}}}"#,
             br#"{"v":1,"hop":{"replaced":{"client":"a b","session":"x"}}}"#,
+            br#"{"v":1,"hop":{"outcomes":[{"msg_id":"x","status":"maybe"}]}}"#,
         ] {
             assert!(matches!(
                 Envelope::decode(bytes),

@@ -7,7 +7,7 @@ pub mod frames;
 pub mod ids;
 
 pub use envelope::{
-    Envelope, EnvelopeError, ForwardedHop, Hop, MessageHop, ReceiptHop, ReplacedHop, ReplyTo,
+    Envelope, EnvelopeError, ForwardedHop, Hop, MessageHop, Outcome, ReplacedHop, ReplyTo,
 };
 pub use frames::{
     AckStatus, ClientFrame, ErrorCode, FrameError, ReceiptStatus, SendRequest, ServerFrame, close,

@@ -1,33 +1,40 @@
 //! The receiving half of routing: messages arriving from other nodes, the
 //! outcomes that travel back to senders, and session takeovers.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
 use super::{Message, Origin, Route, Router};
 use crate::presence::PresenceRecord;
-use crate::protocol::frames::{encode_message, encode_receipt};
+use crate::protocol::frames::encode_receipt;
 use crate::protocol::{
-    ClientId, Envelope, ForwardedHop, Hop, MessageHop, ReceiptHop, ReceiptStatus, ReplacedHop,
+    ClientId, Envelope, ForwardedHop, Hop, MessageHop, NodeId, Outcome, ReceiptStatus, ReplacedHop,
     close,
 };
 use crate::session::Outbound;
 
 impl Router {
-    /// A message arrived from another node for a client believed to be here.
-    pub async fn accept_hop(self: &Arc<Self>, hop: MessageHop<'_>) {
+    /// A message arrived from another node for a client believed to be
+    /// here. `frame` is the message frame, cut from the bus message.
+    pub async fn accept_hop(self: &Arc<Self>, hop: MessageHop<'_>, frame: Utf8Bytes) {
         if let Some(session) = self.sessions.get(&hop.to) {
             let item = Outbound::Message {
-                frame: encode_message(hop.msg_id, &hop.from, &hop.to, hop.body, hop.ts).into(),
+                frame,
                 origin: origin_of(&hop).map(Box::new),
             };
-            if session.outbox.push(item).is_ok() {
-                return;
+            match session.outbox.push(item) {
+                Ok(()) => return,
+                Err(refused) => {
+                    let Outbound::Message { frame, .. } = refused.into_inner() else {
+                        unreachable!("a message was pushed")
+                    };
+                    return self.reroute(Message::from_hop(&hop, frame)).await;
+                }
             }
         }
-        self.reroute(Message::from_hop(hop)).await;
+        self.reroute(Message::from_hop(&hop, frame)).await;
     }
 
     /// The recipient is not (or no longer) here. Look it up again and
@@ -44,7 +51,7 @@ impl Router {
         let router = self.clone();
         self.tasks.spawn(async move {
             let _permit = permit;
-            match router.locate(&msg.to).await {
+            match router.lookup(&msg.to).await {
                 Ok(Route::Remote { node, epoch }) => {
                     let msg = Message {
                         forwarded: true,
@@ -66,7 +73,7 @@ impl Router {
                 Ok(Route::Local { session }) => {
                     let local = router.sessions.get(&msg.to);
                     let item = Outbound::Message {
-                        frame: msg.frame().into(),
+                        frame: msg.frame.clone(),
                         origin: msg.origin.clone().map(Box::new),
                     };
                     if local.is_none_or(|s| s.outbox.push(item).is_err()) {
@@ -81,12 +88,7 @@ impl Router {
 
     /// The origin node tracks where a message went; after a forward, the
     /// new node's fate decides its outcome.
-    async fn tell_origin_forwarded(
-        &self,
-        msg: &Message,
-        node: crate::protocol::NodeId,
-        epoch: u64,
-    ) {
+    async fn tell_origin_forwarded(&self, msg: &Message, node: NodeId, epoch: u64) {
         let Some(origin) = &msg.origin else { return };
         if origin.node == self.node {
             if let Some(recipient) = self.inflight.moved(msg.msg_id, node, epoch) {
@@ -114,48 +116,45 @@ impl Router {
     }
 
     /// Reports the outcome of a message this node handled to its sender,
-    /// wherever the sender is. For remote senders this always goes out
-    /// (their node is waiting for it); the sender's node decides what the
-    /// client is told.
+    /// wherever the sender is. A sender on another node is always told
+    /// (its node is waiting for the outcome and decides what the client
+    /// hears).
     pub async fn answer(&self, origin: &Origin, status: ReceiptStatus) {
-        if origin.node == self.node {
-            // It may have been out to another node and come back.
-            if let Some((_, recipient)) = self.inflight.complete(origin.msg_id)
-                && status == ReceiptStatus::Offline
+        if origin.node != self.node {
+            let outcome = Outcome {
+                msg_id: origin.msg_id,
+                status,
+            };
+            if self
+                .outcomes
+                .send(origin.node.clone(), outcome)
+                .await
+                .is_err()
             {
-                self.cache.remove(&recipient);
+                self.metrics.receipt_undeliverable();
             }
-            self.report_to_sender(origin, status);
             return;
         }
-        let hop = Envelope::new(Hop::Receipt(ReceiptHop {
-            msg_id: origin.msg_id,
-            to: origin.client.clone(),
-            session: origin.session,
-            id: origin.id.as_deref().map(Cow::Borrowed),
-            status,
-        }));
-        if let Err(e) = self
-            .bus
-            .publish(&origin.node, hop.encode().into(), None)
-            .await
-        {
-            // The sender's node cannot be reached, so neither can the
-            // sender; its in-flight entry will time out there.
-            tracing::debug!(node = %origin.node, error = %e, "could not send a receipt");
-            self.metrics.receipt_undeliverable();
+        if !origin.tracked {
+            // Never left this node: no one else is tracking it.
+            return self.report_to_sender(origin, status);
         }
+        // It went out over the bus and came back here.
+        self.accept_outcome(Outcome {
+            msg_id: origin.msg_id,
+            status,
+        });
     }
 
-    /// An outcome arrived from another node for a message sent from here.
-    pub fn accept_receipt(&self, hop: ReceiptHop<'_>) {
-        match self.inflight.complete(hop.msg_id) {
+    /// An outcome of a message sent from here, back from wherever it went.
+    pub fn accept_outcome(&self, outcome: Outcome) {
+        match self.inflight.complete(outcome.msg_id) {
             Some((origin, recipient)) => {
-                if hop.status == ReceiptStatus::Offline {
+                if outcome.status == ReceiptStatus::Offline {
                     // Not where we thought: look it up next time.
                     self.cache.remove(&recipient);
                 }
-                self.report_to_sender(&origin, hop.status)
+                self.report_to_sender(&origin, outcome.status)
             }
             // Already answered offline (overdue, or its node was declared
             // dead): the sender has its answer.
@@ -230,13 +229,15 @@ impl Router {
     }
 }
 
+/// The sender of a message that came over the bus, for its outcome.
 pub(super) fn origin_of(hop: &MessageHop<'_>) -> Option<Origin> {
     hop.reply.as_ref().map(|reply| Origin {
         node: reply.node.clone(),
         client: hop.from.clone(),
         session: reply.session,
         msg_id: hop.msg_id,
-        id: reply.id.as_deref().map(Into::into),
-        receipt: reply.receipt,
+        id: None,
+        receipt: false,
+        tracked: true,
     })
 }

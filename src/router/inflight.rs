@@ -145,6 +145,7 @@ mod tests {
             msg_id: Uuid::now_v7(),
             id: None,
             receipt: false,
+            tracked: false,
         }
     }
 

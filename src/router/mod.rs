@@ -31,14 +31,15 @@
 mod cache;
 mod inbound;
 mod inflight;
+pub mod outcomes;
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
@@ -46,14 +47,16 @@ use crate::bus::{Bounce, Bus, BusError};
 use crate::liveness::{Belief, Liveness, Lost};
 use crate::metrics::Metrics;
 use crate::presence::{PresenceError, PresenceStore};
+use crate::protocol::envelope::encode_message_hop;
 use crate::protocol::frames::encode_message;
 use crate::protocol::{
-    AckStatus, ClientId, Envelope, ErrorCode, Hop, MessageHop, NodeId, ReceiptStatus, ReplyTo,
+    AckStatus, ClientId, ErrorCode, MessageHop, NodeId, ReceiptStatus, ReplyTo, now_ms,
 };
 use crate::session::{Outbound, SessionRegistry};
 
 pub use self::cache::{CachedRoute, RouteCache};
 pub use self::inflight::InFlight;
+pub use self::outcomes::OutcomeQueue;
 
 /// Where a message's outcome is reported: the sending session.
 #[derive(Debug, Clone)]
@@ -66,6 +69,9 @@ pub struct Origin {
     pub id: Option<Box<str>>,
     /// The sender asked for a `delivered` receipt.
     pub receipt: bool,
+    /// The message went over the bus: its origin node tracks it in flight,
+    /// and only that tracking (not this copy) may answer the sender.
+    pub tracked: bool,
 }
 
 /// A message on its way, owned.
@@ -74,9 +80,9 @@ pub struct Message {
     pub msg_id: Uuid,
     pub from: ClientId,
     pub to: ClientId,
-    /// Stamped by the sender's node, ms since the Unix epoch.
-    pub ts: u64,
-    pub body: Box<RawValue>,
+    /// The `message` frame for the recipient, rendered once by the
+    /// sender's node and passed along as it is.
+    pub frame: Utf8Bytes,
     /// `None` for server-side sends (HTTP API): nobody to tell.
     pub origin: Option<Origin>,
     /// Already re-routed once by a node that found its recipient gone.
@@ -84,40 +90,47 @@ pub struct Message {
 }
 
 impl Message {
-    fn frame(&self) -> String {
-        encode_message(self.msg_id, &self.from, &self.to, &self.body, self.ts)
+    /// A new message, stamped now, its frame rendered.
+    pub fn new(
+        msg_id: Uuid,
+        from: ClientId,
+        to: ClientId,
+        body: &RawValue,
+        origin: Option<Origin>,
+    ) -> Self {
+        let frame = encode_message(msg_id, &from, &to, body, now_ms()).into();
+        Self {
+            msg_id,
+            from,
+            to,
+            frame,
+            origin,
+            forwarded: false,
+        }
     }
 
     fn envelope(&self) -> Bytes {
         let reply = self.origin.as_ref().map(|o| ReplyTo {
             node: o.node.clone(),
             session: o.session,
-            id: o.id.as_deref().map(Cow::Borrowed),
-            receipt: o.receipt,
         });
-        Bytes::from(
-            Envelope::new(Hop::Message(MessageHop {
-                msg_id: self.msg_id,
-                from: self.from.clone(),
-                to: self.to.clone(),
-                ts: self.ts,
-                body: &self.body,
-                forwarded: self.forwarded,
-                reply,
-            }))
-            .encode(),
-        )
+        Bytes::from(encode_message_hop(
+            self.msg_id,
+            &self.from,
+            &self.to,
+            self.forwarded,
+            reply.as_ref(),
+            &self.frame,
+        ))
     }
 
-    fn from_hop(hop: MessageHop<'_>) -> Self {
-        let origin = inbound::origin_of(&hop);
+    fn from_hop(hop: &MessageHop<'_>, frame: Utf8Bytes) -> Self {
         Self {
             msg_id: hop.msg_id,
-            from: hop.from,
-            to: hop.to,
-            ts: hop.ts,
-            body: hop.body.to_owned(),
-            origin,
+            from: hop.from.clone(),
+            to: hop.to.clone(),
+            frame,
+            origin: inbound::origin_of(hop),
             forwarded: hop.forwarded,
         }
     }
@@ -186,6 +199,7 @@ pub struct RouterParts {
     pub liveness: Arc<Liveness>,
     pub inflight: InFlight,
     pub cache: RouteCache,
+    pub outcomes: OutcomeQueue,
     pub metrics: Arc<Metrics>,
     pub tasks: TaskTracker,
 }
@@ -198,6 +212,7 @@ pub struct Router {
     liveness: Arc<Liveness>,
     inflight: InFlight,
     cache: RouteCache,
+    outcomes: OutcomeQueue,
     metrics: Arc<Metrics>,
     tasks: TaskTracker,
     /// Bounds the background work the router spawns (re-routes, deletes of
@@ -219,6 +234,7 @@ impl Router {
             liveness: parts.liveness,
             inflight: parts.inflight,
             cache: parts.cache,
+            outcomes: parts.outcomes,
             metrics: parts.metrics,
             tasks: parts.tasks,
             background: Arc::new(Semaphore::new(MAX_BACKGROUND)),
@@ -314,7 +330,7 @@ impl Router {
             Route::Local { session } => match self.sessions.get(&msg.to) {
                 Some(handle) => {
                     let item = Outbound::Message {
-                        frame: msg.frame().into(),
+                        frame: msg.frame,
                         origin: msg.origin.map(Box::new),
                     };
                     // A refused push means the recipient is closing: the

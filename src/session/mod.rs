@@ -83,6 +83,8 @@ pub fn socket_config(max_frame_bytes: usize) -> WebSocketConfig {
 }
 
 /// What the session owes the client for one frame it read.
+// Replies live inside the pending futures, which are boxed anyway.
+#[allow(clippy::large_enum_variant)]
 enum Reply {
     /// A pong or an error, ready to write.
     Ready(String),
@@ -270,22 +272,22 @@ impl<'a> Session<'a> {
             }
             Ok(ClientFrame::Send(send)) => {
                 let msg_id = Uuid::now_v7();
-                let msg = Message {
+                let origin = Origin {
+                    node: self.node.id.clone(),
+                    client: self.handle.client.clone(),
+                    session: self.handle.id,
                     msg_id,
-                    from: self.handle.client.clone(),
-                    to: send.to,
-                    ts: now_ms(),
-                    body: send.body.to_owned(),
-                    origin: Some(Origin {
-                        node: self.node.id.clone(),
-                        client: self.handle.client.clone(),
-                        session: self.handle.id,
-                        msg_id,
-                        id: send.id.map(Into::into),
-                        receipt: send.receipt,
-                    }),
-                    forwarded: false,
+                    id: send.id.map(Into::into),
+                    receipt: send.receipt,
+                    tracked: false,
                 };
+                let msg = Message::new(
+                    msg_id,
+                    self.handle.client.clone(),
+                    send.to,
+                    send.body,
+                    Some(origin),
+                );
                 let router = self.router;
                 self.pending.push_back(Box::pin(async move {
                     let route = router.locate(&msg.to).await;
@@ -430,7 +432,7 @@ async fn write<F: Into<Utf8Bytes>>(
 }
 
 /// Writes queued frames, then reports each message's outcome: `delivered`
-/// (when asked for) once the socket took it, `offline` if it did not.
+/// once the socket took it, `offline` if it did not.
 async fn write_outbound(
     ws: &mut Socket,
     router: &Router,
@@ -452,12 +454,15 @@ async fn write_outbound(
         })
         .collect();
     let written = write(ws, frames, timeout).await.is_ok();
+    let status = if written {
+        ReceiptStatus::Delivered
+    } else {
+        ReceiptStatus::Offline
+    };
+    // Every outcome is reported; the router decides who needs to hear it
+    // (a sender's node always, a sender here only if it asked).
     for origin in origins {
-        if !written {
-            router.answer(&origin, ReceiptStatus::Offline).await;
-        } else if origin.receipt {
-            router.answer(&origin, ReceiptStatus::Delivered).await;
-        }
+        router.answer(&origin, status).await;
     }
     if written { Ok(()) } else { Err(()) }
 }
