@@ -119,7 +119,7 @@ async fn restore(node: &Node) -> Result<(), PresenceError> {
             .unwrap_or_else(|p| p.into_inner())
             .pop_front();
         let Some((client, session)) = next else { break };
-        if let Err(e) = node.presence.remove(&client, session).await {
+        if let Err(e) = node.presence.remove(&client, &node.id, session).await {
             node.defer_removal(client, session);
             return Err(e);
         }

@@ -536,10 +536,23 @@ async fn ghost_records_are_swept_after_a_crash_and_after_a_restart() {
         } else {
             None
         };
-        eventually("the ghosts are swept", || async {
-            count("sb:presence:g*").await == 0
+        let swept = tokio::time::timeout(EVENT_TIMEOUT, async {
+            while count("sb:presence:g*").await != 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
         })
         .await;
+        if swept.is_err() {
+            let mut c = conn.clone();
+            let keys: Vec<String> = c.keys("sb:presence:g*").await.unwrap();
+            for key in &keys {
+                let record: std::collections::HashMap<String, String> = c.hgetall(key).await.unwrap();
+                eprintln!("left: {key} {record:?}");
+            }
+            let index: Vec<String> = c.smembers("sb:node:node-b:clients").await.unwrap();
+            let nodes: Vec<(String, f64)> = c.zrange_withscores("sb:nodes", 0, -1).await.unwrap();
+            panic!("ghosts left (restart={restart}); index {index:?}; nodes {nodes:?}");
+        }
         let indexed: Vec<String> = conn
             .clone()
             .smembers("sb:node:node-b:clients")

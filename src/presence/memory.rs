@@ -49,7 +49,12 @@ impl PresenceStore for MemoryPresence {
         Ok(self.records().get(client).cloned())
     }
 
-    async fn remove(&self, client: &ClientId, session: Uuid) -> Result<bool, PresenceError> {
+    async fn remove(
+        &self,
+        client: &ClientId,
+        _node: &NodeId,
+        session: Uuid,
+    ) -> Result<bool, PresenceError> {
         let mut records = self.records();
         match records.get(client) {
             Some(record) if record.session == session => {
@@ -144,10 +149,12 @@ mod tests {
         assert_eq!(prev, Some(record("a", s1)));
 
         // The older session's late disconnect leaves the newer record alone.
-        assert!(!store.remove(&alice, s1).await.unwrap());
+        let a = NodeId::parse("a").unwrap();
+        let b = NodeId::parse("b").unwrap();
+        assert!(!store.remove(&alice, &a, s1).await.unwrap());
         assert_eq!(store.lookup(&alice).await.unwrap(), Some(record("b", s2)));
 
-        assert!(store.remove(&alice, s2).await.unwrap());
+        assert!(store.remove(&alice, &b, s2).await.unwrap());
         assert_eq!(store.lookup(&alice).await.unwrap(), None);
     }
 }

@@ -51,10 +51,15 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     async fn lookup(&self, client: &ClientId) -> Result<Option<PresenceRecord>, PresenceError>;
 
-    /// Deletes the record of `client` only if it still names `session`;
-    /// answers whether it did. A late disconnect must never delete a newer
-    /// session's record.
-    async fn remove(&self, client: &ClientId, session: Uuid) -> Result<bool, PresenceError>;
+    /// Deletes the record of `client` only if it still names `session`
+    /// (registered by `node`); answers whether it did. A late disconnect
+    /// must never delete a newer session's record.
+    async fn remove(
+        &self,
+        client: &ClientId,
+        node: &NodeId,
+        session: Uuid,
+    ) -> Result<bool, PresenceError>;
 
     /// Writes this node's heartbeat entry `member`, expiring `ttl` from
     /// now by the store's clock, drops entries expired longer than

@@ -8,11 +8,15 @@
 //! single key, so it also stays within one slot on a Redis Cluster.
 //!
 //! Beside the records, each node has an index set
-//! `<prefix>node:<node id>:clients` of the clients it registered, so that
-//! the records a crashed node leaves behind can be found and swept without
-//! scanning every key. The index is kept next to, not inside, the atomic
-//! steps (it lives in another slot): it may name a client whose record is
-//! gone, which a sweep simply skips and drops.
+//! `<prefix>node:<node id>:clients` of the sessions it registered (members
+//! `<client id>|<session id>`), so that the records a crashed node leaves
+//! behind can be found and swept without scanning every key. The index is
+//! kept next to, not inside, the atomic steps (it lives in another slot),
+//! with two rules that keep it from ever missing a live record: a member is
+//! added only after its record is written (same pipeline, in order), and a
+//! member names one session, so removing one session's member can never
+//! unindex another session of the same client. A member whose record is
+//! gone or names another session is simply dropped by the next sweep.
 
 use std::time::Duration;
 
@@ -66,26 +70,23 @@ return {now, added, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
 /// How many re-registrations go to Redis in one pipeline.
 const REREGISTER_BATCH: usize = 512;
 
-/// Compare-and-delete; returns the node the deleted record named (for its
-/// index), or nil when the record names another session.
+/// Compare-and-delete: 1 if the record named the session and is gone.
 const REMOVE: &str = r"
-local r = redis.call('HMGET', KEYS[1], 'session', 'node')
-if r[1] == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return r[2]
+if redis.call('HGET', KEYS[1], 'session') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
 end
-return false
+return 0
 ";
 
-/// Sweep of one indexed client of a lost run. ARGV: node, ghosts before.
-/// 1: ghost deleted; 2: no record of this node (drop from the index);
-/// 0: a record of a later run of the node (keep).
+/// Sweep of one indexed session of a lost run. ARGV: node, session, ghosts
+/// before. 1: ghost deleted; 2: the record is gone or belongs to another
+/// session or node (drop the member); 0: a live record (keep).
 const SWEEP_ONE: &str = r"
-local r = redis.call('HMGET', KEYS[1], 'node', 'since')
-if r[1] ~= ARGV[1] then
+local r = redis.call('HMGET', KEYS[1], 'node', 'session', 'since')
+if r[1] ~= ARGV[1] or r[2] ~= ARGV[2] then
   return 2
 end
-if tonumber(r[2] or '0') < tonumber(ARGV[2]) then
+if tonumber(r[3] or '0') < tonumber(ARGV[3]) then
   redis.call('DEL', KEYS[1])
   return 1
 end
@@ -159,6 +160,32 @@ impl RedisPresence {
     fn index_key(&self, node: &str) -> String {
         format!("{}node:{}:clients", self.key_prefix, node)
     }
+
+    /// Runs a pipeline built by `build`; if Redis lost the scripts it uses
+    /// (a restart), loads them and runs it once more.
+    async fn pipelined<T: redis::FromRedisValue>(
+        &self,
+        scripts: &[&Script],
+        build: impl Fn(&mut redis::Pipeline),
+    ) -> redis::RedisResult<T> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        build(&mut pipe);
+        match pipe.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                for script in scripts {
+                    script.prepare_invoke().load_async(&mut conn).await?;
+                }
+                pipe.query_async(&mut conn).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// An index member: one session of one client.
+fn member(client: &ClientId, session: Uuid) -> String {
+    format!("{client}|{session}")
 }
 
 fn store_error(client: &ClientId, e: redis::RedisError) -> PresenceError {
@@ -213,24 +240,22 @@ impl PresenceStore for RedisPresence {
         client: &ClientId,
         record: &PresenceRecord,
     ) -> Result<Option<PresenceRecord>, PresenceError> {
-        let mut conn = self.conn.clone();
-        let mut index_conn = self.conn.clone();
         let mut invocation = self.register.key(self.key(client));
         invocation
             .arg(record.node.as_str())
             .arg(record.session.to_string())
             .arg(record.since);
-        let mut index = redis::cmd("SADD");
-        index
-            .arg(self.index_key(record.node.as_str()))
-            .arg(client.as_str());
-        // Both go out on the one multiplexed connection at once.
-        let (prev, indexed) = tokio::join!(
-            invocation.invoke_async::<(Option<String>, Option<String>, Option<String>)>(&mut conn),
-            index.query_async::<i64>(&mut index_conn),
-        );
-        let prev = prev.map_err(|e| store_error(client, e))?;
-        indexed.map_err(|e| store_error(client, e))?;
+        // One round trip; the index member goes in after the record.
+        let (prev,): ((Option<String>, Option<String>, Option<String>),) = self
+            .pipelined(&[&self.register], |pipe| {
+                pipe.invoke_script(&invocation);
+                pipe.cmd("SADD")
+                    .arg(self.index_key(record.node.as_str()))
+                    .arg(member(client, record.session))
+                    .ignore();
+            })
+            .await
+            .map_err(|e| store_error(client, e))?;
         // The previous record has been overwritten either way; a corrupt one
         // only means there is no older session we could close.
         match parse(client, [prev.0, prev.1, prev.2]) {
@@ -253,25 +278,27 @@ impl PresenceStore for RedisPresence {
         parse(client, [node, session, since])
     }
 
-    async fn remove(&self, client: &ClientId, session: Uuid) -> Result<bool, PresenceError> {
-        let mut conn = self.conn.clone();
-        let deleted_from: Option<String> = self
-            .remove
-            .key(self.key(client))
-            .arg(session.to_string())
-            .invoke_async(&mut conn)
+    async fn remove(
+        &self,
+        client: &ClientId,
+        node: &NodeId,
+        session: Uuid,
+    ) -> Result<bool, PresenceError> {
+        let mut invocation = self.remove.key(self.key(client));
+        invocation.arg(session.to_string());
+        // The member goes whether or not the record still named this
+        // session: either way the session's record is no more.
+        let (deleted,): (i64,) = self
+            .pipelined(&[&self.remove], |pipe| {
+                pipe.invoke_script(&invocation);
+                pipe.cmd("SREM")
+                    .arg(self.index_key(node.as_str()))
+                    .arg(member(client, session))
+                    .ignore();
+            })
             .await
             .map_err(|e| store_error(client, e))?;
-        let Some(node) = deleted_from else {
-            return Ok(false);
-        };
-        redis::cmd("SREM")
-            .arg(self.index_key(&node))
-            .arg(client.as_str())
-            .query_async::<i64>(&mut conn)
-            .await
-            .map_err(|e| store_error(client, e))?;
-        Ok(true)
+        Ok(deleted == 1)
     }
 
     async fn heartbeat(
@@ -326,7 +353,7 @@ impl PresenceStore for RedisPresence {
                     .arg(record.since);
                 pipe.cmd("SADD")
                     .arg(self.index_key(record.node.as_str()))
-                    .arg(client.as_str())
+                    .arg(member(client, record.session))
                     .ignore();
             }
             let replies: Vec<Vec<Option<String>>> =
@@ -384,11 +411,13 @@ impl PresenceStore for RedisPresence {
             if !members.is_empty() {
                 let mut pipe = redis::pipe();
                 for member in &members {
+                    let (client, session) = member.rsplit_once('|').unwrap_or((member, ""));
                     pipe.cmd("EVALSHA")
                         .arg(self.sweep_one.get_hash())
                         .arg(1)
-                        .arg(format!("{}presence:{member}", self.key_prefix))
+                        .arg(format!("{}presence:{client}", self.key_prefix))
                         .arg(node.as_str())
+                        .arg(session)
                         .arg(before_since);
                 }
                 let outcomes: Vec<i64> = pipe.query_async(&mut conn).await.map_err(unavailable)?;

@@ -77,7 +77,8 @@ impl Router {
                         origin: msg.origin.clone().map(Box::new),
                     };
                     if local.is_none_or(|s| s.outbox.push(item).is_err()) {
-                        router.forget_stale_record(msg.to.clone(), session);
+                        let node = router.node.clone();
+                        router.forget_stale_record(msg.to.clone(), node, session);
                         router.answer_offline(msg).await;
                     }
                 }

@@ -300,7 +300,7 @@ impl Router {
             // A crashed node's record, or a ghost of an earlier run: not
             // believed, and deleted (compared on its session) on the way.
             Belief::Dead => {
-                self.forget_stale_record(to.clone(), record.session);
+                self.forget_stale_record(to.clone(), record.node, record.session);
                 Route::Offline
             }
             Belief::Alive { .. } if record.node == self.node => Route::Local {
@@ -341,7 +341,7 @@ impl Router {
                     }
                 }
                 None => {
-                    self.forget_stale_record(msg.to, session);
+                    self.forget_stale_record(msg.to, self.node.clone(), session);
                     AckStatus::Offline
                 }
             },
@@ -396,14 +396,14 @@ impl Router {
     /// of this node's earlier run, or one that outlived its session here.
     /// Deleting it, compared on its session id, can only remove that stale
     /// record.
-    fn forget_stale_record(&self, client: ClientId, session: Uuid) {
+    fn forget_stale_record(&self, client: ClientId, node: NodeId, session: Uuid) {
         let Ok(permit) = self.background.clone().try_acquire_owned() else {
             return;
         };
         let presence = self.presence.clone();
         self.tasks.spawn(async move {
             let _permit = permit;
-            if let Err(e) = presence.remove(&client, session).await {
+            if let Err(e) = presence.remove(&client, &node, session).await {
                 tracing::debug!(%client, error = %e, "could not delete a stale presence record");
             }
         });

@@ -174,7 +174,11 @@ struct Session<'a> {
     router: &'a Router,
     handle: &'a SessionHandle,
     ws: &'a mut Socket,
+    /// Frames read whose answer waits on a lookup (and any read after
+    /// them, so that answers keep reading order).
     pending: FuturesOrdered<Pending<'a>>,
+    /// Answers ready to write, in reading order.
+    answers: Vec<Utf8Bytes>,
     sends: TokenBucket,
 }
 
@@ -186,10 +190,15 @@ impl<'a> Session<'a> {
             handle,
             ws,
             pending: FuturesOrdered::new(),
+            answers: Vec::new(),
             sends: TokenBucket::new(node.config.rate_limit, node.config.rate_burst),
         }
     }
 
+    /// Each turn waits for one event, gathers everything else that is
+    /// ready (answers whose lookups finished, frames queued by others),
+    /// and writes it all with a single flush: one system call for an ack
+    /// and the messages that arrived meanwhile, rather than one each.
     async fn serve(mut self) -> Ending {
         let write_timeout = self.node.config.write_timeout;
         loop {
@@ -198,60 +207,74 @@ impl<'a> Session<'a> {
                 // replaced or shut down should not keep reading.
                 biased;
 
-                () = self.handle.outbox.ready() => {
-                    let (batch, close) = self.handle.outbox.take();
-                    if close == Some(close::SLOW_CONSUMER) {
-                        answer_all(self.router, batch, ReceiptStatus::Offline).await;
-                        return Ending::SlowConsumer;
-                    }
-                    if write_outbound(self.ws, self.router, batch, write_timeout).await.is_err() {
-                        return Ending::SlowConsumer;
-                    }
-                    if let Some(code) = close {
-                        return self.drain_and_close(code).await;
-                    }
-                }
+                () = self.handle.outbox.ready() => {}
 
                 Some(reply) = self.pending.next(), if !self.pending.is_empty() => {
-                    let mut frames = vec![answer(self.node, reply).await];
-                    // Answer whatever else is ready before one flush.
-                    while let Some(Some(reply)) = self.pending.next().now_or_never() {
-                        frames.push(answer(self.node, reply).await);
-                    }
-                    if write(self.ws, frames, write_timeout).await.is_err() {
-                        return Ending::SlowConsumer;
-                    }
+                    let frame = answer(self.node, reply).await;
+                    self.answers.push(frame.into());
                 }
 
                 incoming = self.ws.next(), if self.pending.len() < MAX_IN_FLIGHT => {
-                    match incoming {
-                        Some(Ok(WsMessage::Text(text))) => self.read_text(text),
-                        Some(Ok(WsMessage::Binary(_))) => self.refuse(FrameError::new(
-                            ErrorCode::BadFrame,
-                            "binary frames are not part of the protocol; send JSON in text frames",
-                            None,
-                        )),
-                        // tungstenite answers pings itself.
-                        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
-                        Some(Ok(WsMessage::Close(_))) | None => return Ending::Gone,
-                        Some(Err(WsError::Capacity(e))) => {
-                            tracing::debug!(client = %self.handle.client, error = %e, "frame over the hard limit");
-                            self.node.metrics.error(ErrorCode::TooLarge);
-                            return self.drain_and_close(close::TOO_BIG).await;
-                        }
-                        Some(Err(e)) => {
-                            tracing::debug!(client = %self.handle.client, error = %e, "socket error");
-                            return Ending::Gone;
-                        }
+                    if let Some(ending) = self.receive(incoming).await {
+                        return ending;
                     }
                 }
+            }
+
+            while let Some(Some(reply)) = self.pending.next().now_or_never() {
+                let frame = answer(self.node, reply).await;
+                self.answers.push(frame.into());
+            }
+            let (batch, close) = self.handle.outbox.take();
+            if close == Some(close::SLOW_CONSUMER) {
+                answer_all(self.router, batch, ReceiptStatus::Offline).await;
+                return Ending::SlowConsumer;
+            }
+            let answers = std::mem::take(&mut self.answers);
+            if write_outbound(self.ws, self.router, answers, batch, write_timeout)
+                .await
+                .is_err()
+            {
+                return Ending::SlowConsumer;
+            }
+            if let Some(code) = close {
+                return self.drain_and_close(code).await;
             }
         }
     }
 
-    /// Handles one text frame: a send starts its lookup, anything else gets
-    /// its answer queued in order.
-    fn read_text(&mut self, text: Utf8Bytes) {
+    /// Handles what the socket produced; `Some` when the session ends.
+    async fn receive(
+        &mut self,
+        incoming: Option<Result<WsMessage, WsError>>,
+    ) -> Option<Ending> {
+        match incoming {
+            Some(Ok(WsMessage::Text(text))) => self.read_text(text).await,
+            Some(Ok(WsMessage::Binary(_))) => self.refuse(FrameError::new(
+                ErrorCode::BadFrame,
+                "binary frames are not part of the protocol; send JSON in text frames",
+                None,
+            )),
+            // tungstenite answers pings itself.
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
+            Some(Ok(WsMessage::Close(_))) | None => return Some(Ending::Gone),
+            Some(Err(WsError::Capacity(e))) => {
+                tracing::debug!(client = %self.handle.client, error = %e, "frame over the hard limit");
+                self.node.metrics.error(ErrorCode::TooLarge);
+                return Some(self.drain_and_close(close::TOO_BIG).await);
+            }
+            Some(Err(e)) => {
+                tracing::debug!(client = %self.handle.client, error = %e, "socket error");
+                return Some(Ending::Gone);
+            }
+        }
+        None
+    }
+
+    /// Handles one text frame. A send whose route is known at once (a
+    /// local recipient, a cached remote one) is dispatched right here;
+    /// otherwise it starts its lookup. Answers keep reading order.
+    async fn read_text(&mut self, text: Utf8Bytes) {
         let read_at = Instant::now();
         let max = self.node.config.max_frame_bytes;
         if text.len() > max {
@@ -288,30 +311,67 @@ impl<'a> Session<'a> {
                     send.body,
                     Some(origin),
                 );
-                let router = self.router;
-                self.pending.push_back(Box::pin(async move {
-                    let route = router.locate(&msg.to).await;
-                    Reply::Routed {
-                        msg,
-                        route,
-                        read_at,
+                let known = self.router.locate_fast(&msg.to);
+                match known {
+                    Some(route) if self.pending.is_empty() => {
+                        let reply = Reply::Routed {
+                            msg,
+                            route: Ok(route),
+                            read_at,
+                        };
+                        let frame = answer(self.node, reply).await;
+                        self.answers.push(frame.into());
                     }
-                }));
+                    Some(route) => self.queue(Reply::Routed {
+                        msg,
+                        route: Ok(route),
+                        read_at,
+                    }),
+                    None => {
+                        let router = self.router;
+                        self.pending.push_back(Box::pin(async move {
+                            let route = router.locate(&msg.to).await;
+                            Reply::Routed {
+                                msg,
+                                route,
+                                read_at,
+                            }
+                        }));
+                    }
+                }
             }
-            Ok(ClientFrame::Ping { id }) => {
-                let pong = encode_pong(id.as_deref());
-                self.pending
-                    .push_back(Box::pin(std::future::ready(Reply::Ready(pong))));
-            }
+            Ok(ClientFrame::Ping { id }) => self.queue(Reply::Ready(encode_pong(id.as_deref()))),
             Err(e) => self.refuse(e),
+        }
+    }
+
+    /// An answer known now, written after any still waiting on a lookup.
+    fn queue(&mut self, reply: Reply) {
+        match reply {
+            Reply::Ready(frame) if self.pending.is_empty() => self.answers.push(frame.into()),
+            reply => self.pending.push_back(Box::pin(std::future::ready(reply))),
         }
     }
 
     fn refuse(&mut self, error: FrameError) {
         self.node.metrics.error(error.code);
-        let frame = encode_error(&error);
-        self.pending
-            .push_back(Box::pin(std::future::ready(Reply::Ready(frame))));
+        self.queue(Reply::Ready(encode_error(&error)));
+    }
+
+    /// Before closing with `code`: answer every send already read, so each
+    /// gets its one ack.
+    async fn drain_and_close(&mut self, code: u16) -> Ending {
+        let mut frames = std::mem::take(&mut self.answers);
+        while let Some(reply) = self.pending.next().await {
+            frames.push(answer(self.node, reply).await.into());
+        }
+        if write(self.ws, frames, self.node.config.write_timeout)
+            .await
+            .is_err()
+        {
+            return Ending::SlowConsumer;
+        }
+        Ending::Close(code, close_reason(code))
     }
 }
 
@@ -343,24 +403,6 @@ async fn answer(node: &Node, reply: Reply) -> String {
     }
 }
 
-impl Session<'_> {
-    /// Before closing with `code`: answer every send already read, so each
-    /// gets its one ack.
-    async fn drain_and_close(mut self, code: u16) -> Ending {
-        let mut frames = Vec::with_capacity(self.pending.len());
-        while let Some(reply) = self.pending.next().await {
-            frames.push(answer(self.node, reply).await);
-        }
-        if write(self.ws, frames, self.node.config.write_timeout)
-            .await
-            .is_err()
-        {
-            return Ending::SlowConsumer;
-        }
-        Ending::Close(code, close_reason(code))
-    }
-}
-
 fn close_reason(code: u16) -> &'static str {
     match code {
         close::GOING_AWAY => "node shutting down",
@@ -383,7 +425,11 @@ async fn finish(node: &Node, handle: &SessionHandle, mut ws: Socket, ending: End
     };
     handle.outbox.close(code);
     node.sessions.remove(&handle.client, handle.id);
-    if let Err(e) = node.presence.remove(&handle.client, handle.id).await {
+    if let Err(e) = node
+        .presence
+        .remove(&handle.client, &node.id, handle.id)
+        .await
+    {
         tracing::debug!(client = %handle.client, error = %e,
             "presence record of a closed session not deleted yet; will retry");
         node.defer_removal(handle.client.clone(), handle.id);
@@ -393,7 +439,7 @@ async fn finish(node: &Node, handle: &SessionHandle, mut ws: Socket, ending: End
     let timeout = node.config.write_timeout;
     match ending {
         Ending::Close(code, reason) => {
-            let _ = write_outbound(&mut ws, &node.router, rest, timeout).await;
+            let _ = write_outbound(&mut ws, &node.router, Vec::new(), rest, timeout).await;
             let _ = close_socket(&mut ws, code, reason, timeout).await;
         }
         Ending::SlowConsumer => {
@@ -431,28 +477,28 @@ async fn write<F: Into<Utf8Bytes>>(
     }
 }
 
-/// Writes queued frames, then reports each message's outcome: `delivered`
-/// once the socket took it, `offline` if it did not.
+/// Writes answers and queued frames with one flush, then reports each
+/// queued message's outcome: `delivered` once the socket took it, `offline`
+/// if it did not.
 async fn write_outbound(
     ws: &mut Socket,
     router: &Router,
+    answers: Vec<Utf8Bytes>,
     batch: VecDeque<Outbound>,
     timeout: Duration,
 ) -> Result<(), ()> {
-    if batch.is_empty() {
+    if answers.is_empty() && batch.is_empty() {
         return Ok(());
     }
     let mut origins = Vec::new();
-    let frames: Vec<Utf8Bytes> = batch
-        .into_iter()
-        .map(|item| match item {
-            Outbound::Message { frame, origin } => {
-                origins.extend(origin);
-                frame
-            }
-            Outbound::Frame(frame) => frame,
-        })
-        .collect();
+    let mut frames = answers;
+    frames.extend(batch.into_iter().map(|item| match item {
+        Outbound::Message { frame, origin } => {
+            origins.extend(origin);
+            frame
+        }
+        Outbound::Frame(frame) => frame,
+    }));
     let written = write(ws, frames, timeout).await.is_ok();
     let status = if written {
         ReceiptStatus::Delivered
