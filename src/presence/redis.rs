@@ -13,8 +13,7 @@
 //! behind can be found and swept without scanning every key. The index is
 //! kept next to, not inside, the atomic steps (it lives in another slot),
 //! with two rules that keep it from ever missing a live record: a member is
-//! added only after its record is written (same pipeline, in order), and a
-//! member names one session, so removing one session's member can never
+//! added only after its record is written, and a member names one session, so removing one session's member can never
 //! unindex another session of the same client. A member whose record is
 //! gone or names another session is simply dropped by the next sweep.
 
@@ -142,7 +141,7 @@ impl RedisPresence {
             PresenceError::Unavailable(format!("cannot connect to Redis at {url}: {e}"))
         })?;
 
-        Ok(Self {
+        let presence = Self {
             conn,
             key_prefix: key_prefix.to_owned(),
             register: Script::new(REGISTER),
@@ -150,7 +149,28 @@ impl RedisPresence {
             remove: Script::new(REMOVE),
             heartbeat: Script::new(HEARTBEAT),
             sweep_one: Script::new(SWEEP_ONE),
-        })
+        };
+        // Loaded up front so that pipelines rarely meet NOSCRIPT (only after
+        // Redis restarts, when they load them again).
+        let mut conn = presence.conn.clone();
+        for script in presence.scripts() {
+            script
+                .prepare_invoke()
+                .load_async(&mut conn)
+                .await
+                .map_err(|e| PresenceError::Unavailable(format!("cannot load scripts: {e}")))?;
+        }
+        Ok(presence)
+    }
+
+    fn scripts(&self) -> [&Script; 5] {
+        [
+            &self.register,
+            &self.reregister,
+            &self.remove,
+            &self.heartbeat,
+            &self.sweep_one,
+        ]
     }
 
     fn key(&self, client: &ClientId) -> String {
@@ -240,20 +260,23 @@ impl PresenceStore for RedisPresence {
         client: &ClientId,
         record: &PresenceRecord,
     ) -> Result<Option<PresenceRecord>, PresenceError> {
-        let mut invocation = self.register.key(self.key(client));
-        invocation
+        let mut conn = self.conn.clone();
+        let prev: (Option<String>, Option<String>, Option<String>) = self
+            .register
+            .key(self.key(client))
             .arg(record.node.as_str())
             .arg(record.session.to_string())
-            .arg(record.since);
-        // One round trip; the index member goes in after the record.
-        let (prev,): ((Option<String>, Option<String>, Option<String>),) = self
-            .pipelined(&[&self.register], |pipe| {
-                pipe.invoke_script(&invocation);
-                pipe.cmd("SADD")
-                    .arg(self.index_key(record.node.as_str()))
-                    .arg(member(client, record.session))
-                    .ignore();
-            })
+            .arg(record.since)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| store_error(client, e))?;
+        // Only once the record is written: a member without its record
+        // could be dropped by a sweep running meanwhile, and the record
+        // then left unindexed.
+        redis::cmd("SADD")
+            .arg(self.index_key(record.node.as_str()))
+            .arg(member(client, record.session))
+            .query_async::<i64>(&mut conn)
             .await
             .map_err(|e| store_error(client, e))?;
         // The previous record has been overwritten either way; a corrupt one
