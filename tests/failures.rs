@@ -546,7 +546,8 @@ async fn ghost_records_are_swept_after_a_crash_and_after_a_restart() {
             let mut c = conn.clone();
             let keys: Vec<String> = c.keys("sb:presence:g*").await.unwrap();
             for key in &keys {
-                let record: std::collections::HashMap<String, String> = c.hgetall(key).await.unwrap();
+                let record: std::collections::HashMap<String, String> =
+                    c.hgetall(key).await.unwrap();
                 eprintln!("left: {key} {record:?}");
             }
             let index: Vec<String> = c.smembers("sb:node:node-b:clients").await.unwrap();

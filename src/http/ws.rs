@@ -90,7 +90,9 @@ fn upgrade(
                     Some(config),
                 )
                 .await;
-                session::run(session_node, ws, client).await;
+                // Boxed: the task itself then stays small, and the session's
+                // state is one allocation of its own size.
+                Box::pin(session::run(session_node, ws, client)).await;
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
         }

@@ -62,7 +62,7 @@ pub const MAX_IN_FLIGHT: usize = 64;
 /// 128 KiB per connection, which would dominate the cost of an idle
 /// session; frames larger than this are still read whole (the buffer grows
 /// for them).
-pub const READ_BUFFER_BYTES: usize = 2048;
+pub const READ_BUFFER_BYTES: usize = 512;
 
 /// Outgoing bytes gathered before tungstenite writes to the socket.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
@@ -119,25 +119,30 @@ pub async fn run(node: Arc<Node>, mut ws: Socket, client: ClientId) {
         outbox: Outbox::new(node.config.session_queue),
     });
 
-    if let Err(e) = open(&node, &handle).await {
+    // The rare, large steps (registration, welcome, clean-up) are boxed so
+    // that they do not size the task an idle session keeps in memory.
+    if let Err(e) = Box::pin(open(&node, &handle)).await {
         tracing::warn!(%client, error = %e, "session refused: presence not written");
         node.presence_ok
             .store(false, std::sync::atomic::Ordering::Relaxed);
         node.metrics.error(ErrorCode::Unavailable);
         // It was findable here from the moment it was registered locally:
         // what others queued for it meanwhile is answered, not dropped.
-        finish(&node, &handle, ws, Ending::Refused).await;
+        Box::pin(finish(&node, &handle, ws, Ending::Refused)).await;
         return;
     }
     node.metrics.session_opened();
     tracing::debug!(%client, session = %handle.id, "session open");
 
     let welcome = encode_welcome(&client, handle.id, &node.id);
-    let ending = match write(&mut ws, [welcome], node.config.write_timeout).await {
-        Ok(()) => Session::new(&node, &handle, &mut ws).serve().await,
+    let welcomed = Box::pin(write(&mut ws, [welcome], node.config.write_timeout)).await;
+    let ending = match welcomed {
+        // Boxed as well: rustc lays an awaited future out next to a copy of
+        // it, so an inline `serve` would make this future twice its size.
+        Ok(()) => Box::pin(Session::new(&node, &handle, &mut ws).serve()).await,
         Err(()) => Ending::Gone,
     };
-    finish(&node, &handle, ws, ending).await;
+    Box::pin(finish(&node, &handle, ws, ending)).await;
     node.metrics.session_closed();
     tracing::debug!(%client, session = %handle.id, "session closed");
 }
@@ -210,7 +215,7 @@ impl<'a> Session<'a> {
                 () = self.handle.outbox.ready() => {}
 
                 Some(reply) = self.pending.next(), if !self.pending.is_empty() => {
-                    let frame = answer(self.node, reply).await;
+                    let frame = Box::pin(answer(self.node, reply)).await;
                     self.answers.push(frame.into());
                 }
 
@@ -222,7 +227,7 @@ impl<'a> Session<'a> {
             }
 
             while let Some(Some(reply)) = self.pending.next().now_or_never() {
-                let frame = answer(self.node, reply).await;
+                let frame = Box::pin(answer(self.node, reply)).await;
                 self.answers.push(frame.into());
             }
             let (batch, close) = self.handle.outbox.take();
@@ -231,23 +236,25 @@ impl<'a> Session<'a> {
                 return Ending::SlowConsumer;
             }
             let answers = std::mem::take(&mut self.answers);
-            if write_outbound(self.ws, self.router, answers, batch, write_timeout)
-                .await
-                .is_err()
-            {
+            let written = Box::pin(write_outbound(
+                self.ws,
+                self.router,
+                answers,
+                batch,
+                write_timeout,
+            ))
+            .await;
+            if written.is_err() {
                 return Ending::SlowConsumer;
             }
             if let Some(code) = close {
-                return self.drain_and_close(code).await;
+                return Box::pin(self.drain_and_close(code)).await;
             }
         }
     }
 
     /// Handles what the socket produced; `Some` when the session ends.
-    async fn receive(
-        &mut self,
-        incoming: Option<Result<WsMessage, WsError>>,
-    ) -> Option<Ending> {
+    async fn receive(&mut self, incoming: Option<Result<WsMessage, WsError>>) -> Option<Ending> {
         match incoming {
             Some(Ok(WsMessage::Text(text))) => self.read_text(text).await,
             Some(Ok(WsMessage::Binary(_))) => self.refuse(FrameError::new(
@@ -261,7 +268,7 @@ impl<'a> Session<'a> {
             Some(Err(WsError::Capacity(e))) => {
                 tracing::debug!(client = %self.handle.client, error = %e, "frame over the hard limit");
                 self.node.metrics.error(ErrorCode::TooLarge);
-                return Some(self.drain_and_close(close::TOO_BIG).await);
+                return Some(Box::pin(self.drain_and_close(close::TOO_BIG)).await);
             }
             Some(Err(e)) => {
                 tracing::debug!(client = %self.handle.client, error = %e, "socket error");
@@ -319,7 +326,7 @@ impl<'a> Session<'a> {
                             route: Ok(route),
                             read_at,
                         };
-                        let frame = answer(self.node, reply).await;
+                        let frame = Box::pin(answer(self.node, reply)).await;
                         self.answers.push(frame.into());
                     }
                     Some(route) => self.queue(Reply::Routed {
@@ -363,7 +370,7 @@ impl<'a> Session<'a> {
     async fn drain_and_close(&mut self, code: u16) -> Ending {
         let mut frames = std::mem::take(&mut self.answers);
         while let Some(reply) = self.pending.next().await {
-            frames.push(answer(self.node, reply).await.into());
+            frames.push(Box::pin(answer(self.node, reply)).await.into());
         }
         if write(self.ws, frames, self.node.config.write_timeout)
             .await
@@ -376,6 +383,9 @@ impl<'a> Session<'a> {
 }
 
 /// Turns a reply into the frame that answers it, dispatching sends.
+///
+/// Callers box this future: it is the largest step of a session's turn,
+/// and inline it would grow every idle session's task by its size.
 async fn answer(node: &Node, reply: Reply) -> String {
     let (msg, route, read_at) = match reply {
         Reply::Ready(frame) => return frame,
