@@ -53,11 +53,12 @@ NATS_PID=$!; PIDS+=("$NATS_PID")
 wait_port "$RP"; wait_port "$NP"
 
 NODE_FLAGS=(--redis-url "redis://127.0.0.1:$RP" --nats-url "nats://127.0.0.1:$NP" --rate-limit 0 --log warn)
+# start_nodes [extra node flags...]
 start_nodes() {
     AP=$(free_port); BP=$(free_port)
-    "$BIN" serve --listen "127.0.0.1:$AP" --node-id bench-a "${NODE_FLAGS[@]}" >"$WORK/a.log" 2>&1 &
+    "$BIN" serve --listen "127.0.0.1:$AP" --node-id bench-a "${NODE_FLAGS[@]}" "$@" >"$WORK/a.log" 2>&1 &
     A_PID=$!; PIDS+=("$A_PID")
-    "$BIN" serve --listen "127.0.0.1:$BP" --node-id bench-b "${NODE_FLAGS[@]}" >"$WORK/b.log" 2>&1 &
+    "$BIN" serve --listen "127.0.0.1:$BP" --node-id bench-b "${NODE_FLAGS[@]}" "$@" >"$WORK/b.log" 2>&1 &
     B_PID=$!; PIDS+=("$B_PID")
     wait_port "$AP"; wait_port "$BP"
     URLS="ws://127.0.0.1:$AP,ws://127.0.0.1:$BP"
@@ -96,6 +97,14 @@ run offline-20k "${SERVERS[@]}" --mode offline --clients 200 --rate 20000 --dura
 run ramp "${SERVERS[@]}" --mode cross --clients 400 --rate 20000 --ramp --ramp-factor 1.2 --duration "$STEP"
 BEST=$(sed -n 's/^ramp|//p' "$RESULTS" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["best_rate"] or 10000)')
 run cross-half "${SERVERS[@]}" --mode cross --clients 400 --rate $((BEST / 2)) --duration "$DUR"
+
+# The patent's way, for comparison: a presence lookup for every send (the
+# route cache off).
+stop_nodes; start_nodes --route-cache 0
+SERVERS=(--url "$URLS" --pids "$REDIS_PID,$NATS_PID")
+run cross-25k-no-cache "${SERVERS[@]}" --mode cross --clients 200 --rate 25000 --duration "$DUR"
+stop_nodes; start_nodes
+SERVERS=(--url "$URLS" --pids "$REDIS_PID,$NATS_PID")
 
 # Connect rate, then idle memory on fresh nodes (one node holds them all).
 run connect connect --url "$URLS" --sessions 10000 --concurrency 256
@@ -138,13 +147,15 @@ def lat(s):
 w("## Traffic\n")
 w("| run | offered msgs/s | delivered msgs/s | loss | end-to-end p50 / p90 / p99 / p99.9 / max (ms) | ack p99 (ms) | server CPU µs per msg | server cores | generator cores | lookups per send |")
 w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-rows = ["floor-echo", "floor-nats", "cross-10k", "cross-25k", "local-25k", "mixed-20k", "offline-20k", "cross-half"]
+rows = ["floor-echo", "floor-nats", "cross-10k", "cross-25k", "cross-25k-no-cache", "local-25k", "mixed-20k", "offline-20k", "cross-half"]
 for label in rows:
     s = results.get(label)
     if not s:
         continue
     w(f"| {label} | {s['offered_rate']} | {s['delivered_rate']:.0f} | {s['loss']*100:.2f}% | {lat(s)} | {s['ack_latency']['p99_us']/1000:.2f} | {s['server_cpu_us_per_msg']:.1f} | {s['server_cores']:.2f} | {s['generator_cores']:.2f} | {s['lookups_per_send']:.3f} |")
-w("\nfloor-echo: a bare WebSocket echo server (`switchboard bench echo-server`), round trip; floor-nats: a")
+w("\ncross-25k-no-cache: the same as cross-25k with `--route-cache 0`, a presence lookup per send as in")
+w("the patent; compare its lookups per send and CPU with cross-25k.\n")
+w("floor-echo: a bare WebSocket echo server (`switchboard bench echo-server`), round trip; floor-nats: a")
 w("bare publish-to-subscriber relay through nats-server. Server CPU counts nodes + Redis + NATS (the echo")
 w("server alone, nats-server alone for the floors), per delivered message.\n")
 

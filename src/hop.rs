@@ -23,29 +23,30 @@ pub async fn run(router: Arc<Router>, metrics: Arc<Metrics>, mut inbox: Inbox) {
     while let Some(delivery) = inbox.next().await {
         let bytes = match delivery {
             Delivery::Envelope(bytes) => bytes,
-            Delivery::Bounced(msg_id) => {
-                router.bounced(msg_id);
+            Delivery::Bounced(tag) => {
+                router.bounced(tag);
                 continue;
             }
         };
         metrics.hop_received();
         match Envelope::decode(&bytes) {
-            Ok(envelope) => match envelope.hop {
-                Hop::Message(message) => {
-                    let frame = frame_of(&bytes, message.frame.get());
-                    match frame {
-                        Some(frame) => router.accept_hop(message, frame).await,
-                        None => metrics.hop_rejected(HopRejection::Malformed),
+            Ok(envelope) => {
+                for hop in envelope.into_hops() {
+                    match hop {
+                        Hop::Message(message) => match frame_of(&bytes, message.frame.get()) {
+                            Some(frame) => router.accept_hop(message, frame).await,
+                            None => metrics.hop_rejected(HopRejection::Malformed),
+                        },
+                        Hop::Outcomes(outcomes) => {
+                            for outcome in outcomes {
+                                router.accept_outcome(outcome);
+                            }
+                        }
+                        Hop::Replaced(replaced) => router.accept_replaced(replaced),
+                        Hop::Forwarded(forwarded) => router.accept_forwarded(forwarded),
                     }
                 }
-                Hop::Outcomes(outcomes) => {
-                    for outcome in outcomes {
-                        router.accept_outcome(outcome);
-                    }
-                }
-                Hop::Replaced(replaced) => router.accept_replaced(replaced),
-                Hop::Forwarded(forwarded) => router.accept_forwarded(forwarded),
-            },
+            }
             Err(e) => {
                 metrics.hop_rejected(match e {
                     EnvelopeError::Malformed(_) => HopRejection::Malformed,

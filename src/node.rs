@@ -21,7 +21,7 @@ use crate::liveness::{DEAD_ENTRY_RETENTION, Incarnation, Liveness};
 use crate::metrics::Metrics;
 use crate::presence::{MemoryPresence, PresenceStore, RedisPresence};
 use crate::protocol::{ClientId, NodeId, close};
-use crate::router::{InFlight, RouteCache, Router, RouterParts, outcomes};
+use crate::router::{InFlight, RouteCache, Router, RouterParts, courier};
 use crate::session::SessionRegistry;
 use crate::{hop, http, server, upkeep};
 
@@ -144,7 +144,7 @@ impl Node {
         let sessions = Arc::new(SessionRegistry::default());
         let metrics = Arc::new(Metrics::default());
         let tasks = TaskTracker::new();
-        let (outcome_queue, queued_outcomes) = outcomes::queue();
+        let (courier, parcels) = courier::courier();
         let router = Arc::new(Router::new(RouterParts {
             node: id.clone(),
             presence: presence.clone(),
@@ -153,7 +153,7 @@ impl Node {
             liveness: liveness.clone(),
             inflight: InFlight::new(MAX_IN_FLIGHT_HOPS, config.hop_timeout),
             cache: RouteCache::new(config.route_cache, ROUTE_CACHE_TTL),
-            outcomes: outcome_queue,
+            courier,
             metrics: metrics.clone(),
             tasks: tasks.clone(),
         }));
@@ -174,7 +174,7 @@ impl Node {
             deferred_removals: Mutex::new(VecDeque::new()),
         });
         let upkeep = tokio::spawn(upkeep::run(node.clone()));
-        let outcomes = tokio::spawn(outcomes::run(node.bus.clone(), queued_outcomes));
+        let outcomes = tokio::spawn(node.router.clone().run_courier(parcels));
 
         let inbox = tokio::spawn({
             let node = node.clone();

@@ -84,8 +84,9 @@ async fn remote_branch_publishes_on_the_recipient_nodes_subject() {
 
     let raw = within(hops.next()).await.unwrap();
     let envelope = Envelope::decode(&raw.payload).expect("a valid envelope");
-    let Hop::Message(hop) = envelope.hop else {
-        panic!("expected a message hop, got {:?}", envelope.hop)
+    let mut hops = envelope.into_hops();
+    let Some(Hop::Message(hop)) = hops.next() else {
+        panic!("expected a message hop")
     };
     assert_eq!(hop.msg_id, msg_id);
     assert_eq!((hop.from.as_str(), hop.to.as_str()), ("alice", "bob"));
@@ -225,9 +226,15 @@ fn hop_from_node_t(msg_id: uuid::Uuid, to: &str, forwarded: bool) -> String {
     )
 }
 
-async fn next_hop(sub: &mut async_nats::Subscriber) -> serde_json::Value {
+/// The hops of the next envelope on `sub` (one, or several packed).
+async fn next_hops(sub: &mut async_nats::Subscriber) -> Vec<serde_json::Value> {
     let raw = within(sub.next()).await.unwrap();
-    serde_json::from_slice(&raw.payload).unwrap()
+    let envelope: serde_json::Value = serde_json::from_slice(&raw.payload).unwrap();
+    match (envelope.get("hop"), envelope.get("hops")) {
+        (Some(hop), _) => vec![hop.clone()],
+        (None, Some(hops)) => hops.as_array().unwrap().clone(),
+        _ => panic!("no hop in {envelope}"),
+    }
 }
 
 /// A hop that reaches a node which no longer holds the recipient: the node
@@ -254,11 +261,12 @@ async fn a_moved_recipient_is_followed_to_its_new_node() {
     let mut forwarded = None;
     let mut receipt = None;
     while forwarded.is_none() || receipt.is_none() {
-        let hop = next_hop(&mut origin).await;
-        if let Some(f) = hop["hop"].get("forwarded") {
-            forwarded = Some(f.clone());
-        } else if let Some(r) = hop["hop"].get("outcomes") {
-            receipt = Some(r[0].clone());
+        for hop in next_hops(&mut origin).await {
+            if let Some(f) = hop.get("forwarded") {
+                forwarded = Some(f.clone());
+            } else if let Some(r) = hop.get("outcomes") {
+                receipt = Some(r[0].clone());
+            }
         }
     }
     let (forwarded, receipt) = (forwarded.unwrap(), receipt.unwrap());
@@ -288,8 +296,9 @@ async fn a_hop_for_a_recipient_gone_everywhere_is_answered_offline() {
         let msg_id = uuid::Uuid::now_v7();
         let hop = hop_from_node_t(msg_id, "ghost", forwarded);
         nats.publish("sb.node.node-b", hop.into()).await.unwrap();
-        let reply = next_hop(&mut origin).await;
-        let receipt = &reply["hop"]["outcomes"][0];
+        let hops = next_hops(&mut origin).await;
+        let reply = &hops[0];
+        let receipt = &reply["outcomes"][0];
         assert_eq!(receipt["msg_id"], msg_id.to_string(), "{reply}");
         assert_eq!(receipt["status"], "offline");
     }

@@ -74,7 +74,7 @@ impl Bus for MemoryBus {
             .hub
             .inbox(bounce.node)
             .ok_or_else(|| BusError::Unavailable(format!("no node {} here", bounce.node)))?;
-        deliver(&origin, bounce.node, Delivery::Bounced(bounce.msg_id))
+        deliver(&origin, bounce.node, Delivery::Bounced(bounce.tag))
     }
 
     async fn subscribe(&self, node: &NodeId) -> Result<Inbox, BusError> {
@@ -87,6 +87,14 @@ impl Bus for MemoryBus {
         Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async {
             rx.recv().await.map(|delivery| (delivery, rx))
         })))
+    }
+
+    fn connected(&self) -> bool {
+        true
+    }
+
+    fn max_envelope(&self) -> usize {
+        usize::MAX
     }
 
     async fn ping(&self) -> Result<(), BusError> {
@@ -130,14 +138,15 @@ mod tests {
         let mut inbox = a.subscribe(&node_a).await.unwrap();
         let nobody = NodeId::parse("nobody").unwrap();
         let msg_id = uuid::Uuid::now_v7();
+        let tag = super::super::BounceTag::Message(msg_id);
         let bounce = Bounce {
             node: &node_a,
-            msg_id,
+            tag: tag.clone(),
         };
         a.publish(&nobody, Bytes::new(), Some(bounce))
             .await
             .unwrap();
-        assert_eq!(inbox.next().await.unwrap(), Delivery::Bounced(msg_id));
+        assert_eq!(inbox.next().await.unwrap(), Delivery::Bounced(tag));
         assert!(a.publish(&nobody, Bytes::new(), None).await.is_err());
     }
 }

@@ -2,10 +2,10 @@
 //! addressed by its node id; a cross-node message is one publish to the
 //! recipient node's inbox.
 //!
-//! A message hop can carry a *bounce* address: if nobody at all is
-//! listening on the recipient node's inbox (the node crashed, or lost its
-//! bus connection), the bus hands the message id back to the sending node
-//! at once, instead of the message vanishing. The router sees only the
+//! A publish can carry a *bounce* address: if nobody at all is listening on
+//! the recipient node's inbox (the node crashed, or lost its bus
+//! connection), the bus hands the bounce tag back to the sending node at
+//! once, instead of the message vanishing. The router sees only the
 //! [`Bus`] trait; NATS is the clustered backend (its "no responders"
 //! status does the bouncing); the in-process hub serves the embedded
 //! default and several nodes inside one process.
@@ -30,19 +30,29 @@ pub use self::nats::NatsBus;
 pub enum Delivery {
     /// An envelope from another node.
     Envelope(Bytes),
-    /// A message this node sent (or is the origin of) reached nobody.
-    Bounced(Uuid),
+    /// Something this node sent (or is the origin of) reached nobody.
+    Bounced(BounceTag),
+}
+
+/// What came back when a publish reached nobody.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BounceTag {
+    /// One message, by id (a message re-routed by another node).
+    Message(Uuid),
+    /// A batch this node sent to node `to`, holding its tracked messages
+    /// with in-flight sequence numbers `first..=last`.
+    Batch { to: NodeId, first: u64, last: u64 },
 }
 
 /// The inbox of this node, in the order the bus delivered.
 pub type Inbox = Pin<Box<dyn Stream<Item = Delivery> + Send>>;
 
-/// Where to report a hop that reached nobody: the node tracking the
-/// message's outcome, and the message.
-#[derive(Debug, Clone, Copy)]
+/// Where to report a publish that reached nobody: the node tracking the
+/// outcome, and what to tell it.
+#[derive(Debug, Clone)]
 pub struct Bounce<'a> {
     pub node: &'a NodeId,
-    pub msg_id: Uuid,
+    pub tag: BounceTag,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +80,13 @@ pub trait Bus: Send + Sync + 'static {
     /// Starts receiving the envelopes addressed to `node`, and the bounces
     /// of hops `node` tracks. Returns once the subscription is live.
     async fn subscribe(&self, node: &NodeId) -> Result<Inbox, BusError>;
+
+    /// Whether a publish would be taken now. A disconnected bus refuses
+    /// publishes, so callers can answer `unavailable` before queueing.
+    fn connected(&self) -> bool;
+
+    /// The largest envelope the bus accepts, in bytes.
+    fn max_envelope(&self) -> usize;
 
     /// A real round trip to the backend, for `/readyz`.
     async fn ping(&self) -> Result<(), BusError>;

@@ -12,11 +12,13 @@
 //! a subject nobody serves: the server itself answers "no responders",
 //! after processing everything this connection sent before.
 //!
-//! The same server feature bounces message hops: a hop is published with a
-//! reply subject `<prefix>.bounce.<origin node>.<msg id>`, to which nobody
-//! ever replies; but when the recipient node's subject has no subscriber
-//! at all, the server sends a "no responders" status there, and the origin
-//! node learns at once that the message went nowhere.
+//! The same server feature bounces message hops: an envelope is published
+//! with a reply subject to which nobody ever replies,
+//! `<prefix>.bounce.<origin>.<msg id>` for a single message or
+//! `<prefix>.bounce.<origin>.<to>.<first>.<last>` for a batch of the
+//! origin's tracked messages; when the recipient node's subject has no
+//! subscriber at all, the server sends a "no responders" status there, and
+//! the origin node learns at once that the messages went nowhere.
 
 use std::time::Duration;
 
@@ -24,7 +26,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::{Bounce, Bus, BusError, Delivery, Inbox};
+use super::{Bounce, BounceTag, Bus, BusError, Delivery, Inbox};
 use crate::protocol::NodeId;
 
 /// Longest a publish may wait for room in the client's outgoing queue.
@@ -109,12 +111,15 @@ impl NatsBus {
     }
 
     fn bounce_subject(&self, bounce: &Bounce<'_>) -> String {
-        format!(
-            "{}.bounce.{}.{}",
-            self.subject_prefix,
-            bounce.node,
-            bounce.msg_id.simple()
-        )
+        let prefix = &self.subject_prefix;
+        match &bounce.tag {
+            BounceTag::Message(msg_id) => {
+                format!("{prefix}.bounce.{}.{}", bounce.node, msg_id.simple())
+            }
+            BounceTag::Batch { to, first, last } => {
+                format!("{prefix}.bounce.{}.{to}.{first}.{last}", bounce.node)
+            }
+        }
     }
 }
 
@@ -162,22 +167,31 @@ impl Bus for NatsBus {
             .await
             .map_err(failed)?
             .map(|message| Delivery::Envelope(message.payload));
+        let bounce_prefix = format!("{}.bounce.{}.", self.subject_prefix, node);
         let bounces = self
             .client
-            .subscribe(format!("{}.bounce.{}.*", self.subject_prefix, node))
+            .subscribe(format!("{bounce_prefix}>"))
             .await
             .map_err(failed)?
-            .filter_map(|message| async move {
-                if message.status != Some(async_nats::StatusCode::NO_RESPONDERS) {
-                    return None;
-                }
-                let id = message.subject.rsplit('.').next()?;
-                uuid::Uuid::try_parse(id).ok().map(Delivery::Bounced)
+            .filter_map(move |message| {
+                let tag = (message.status == Some(async_nats::StatusCode::NO_RESPONDERS))
+                    .then(|| message.subject.strip_prefix(bounce_prefix.as_str()))
+                    .flatten()
+                    .and_then(parse_bounce);
+                async move { tag.map(Delivery::Bounced) }
             });
         // Only once the server has the subscriptions may sessions be
         // welcomed here; otherwise a hop could arrive before them and vanish.
         self.round_trip().await?;
         Ok(Box::pin(futures_util::stream::select(envelopes, bounces)))
+    }
+
+    fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    fn max_envelope(&self) -> usize {
+        self.client.server_info().max_payload
     }
 
     async fn ping(&self) -> Result<(), BusError> {
@@ -186,5 +200,43 @@ impl Bus for NatsBus {
 
     fn backend(&self) -> &'static str {
         "nats"
+    }
+}
+
+/// The tag of a bounce subject's tail: `<msg id>` or `<to>.<first>.<last>`.
+fn parse_bounce(tail: &str) -> Option<BounceTag> {
+    let parts: Vec<&str> = tail.split('.').collect();
+    match parts.as_slice() {
+        [id] => uuid::Uuid::try_parse(id).ok().map(BounceTag::Message),
+        [to, first, last] => Some(BounceTag::Batch {
+            to: NodeId::parse(to).ok()?,
+            first: first.parse().ok()?,
+            last: last.parse().ok()?,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounce_tags_parse() {
+        let id = uuid::Uuid::now_v7();
+        assert_eq!(
+            parse_bounce(&id.simple().to_string()),
+            Some(BounceTag::Message(id))
+        );
+        assert_eq!(
+            parse_bounce("node-b.10.42"),
+            Some(BounceTag::Batch {
+                to: NodeId::parse("node-b").unwrap(),
+                first: 10,
+                last: 42
+            })
+        );
+        assert_eq!(parse_bounce("a.b"), None);
+        assert_eq!(parse_bounce("node-b.x.1"), None);
     }
 }

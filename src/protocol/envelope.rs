@@ -1,16 +1,22 @@
 //! The envelope nodes exchange over the bus (NATS subject
 //! `<prefix>.node.<node id>`).
 //!
-//! Wire form, one JSON object per bus message:
+//! Wire form, one JSON object per bus message, holding one hop (`hop`) or
+//! several (`hops`, in order):
 //!
 //! ```json
-//! {"v":1,"hop":{"message":{"msg_id":"…","from":"alice","to":"bob","forwarded":false,
-//!   "reply":{"node":"node-a","session":"…"},
-//!   "frame":{"type":"message","msg_id":"…","from":"alice","to":"bob","body":{"text":"hi"},"ts":1764220000000}}}}
-//! {"v":1,"hop":{"outcomes":[{"msg_id":"…","status":"delivered"},{"msg_id":"…","status":"offline"}]}}
+//! {"v":1,"hops":[
+//!   {"message":{"msg_id":"…","from":"alice","to":"bob","forwarded":false,
+//!     "reply":{"node":"node-a","session":"…"},
+//!     "frame":{"type":"message","msg_id":"…","from":"alice","to":"bob","body":{"text":"hi"},"ts":1764220000000}}},
+//!   {"outcomes":[{"msg_id":"…","status":"delivered"},{"msg_id":"…","status":"offline"}]}]}
 //! {"v":1,"hop":{"replaced":{"client":"alice","session":"…"}}}
 //! {"v":1,"hop":{"forwarded":{"msg_id":"…","node":"node-c"}}}
 //! ```
+//!
+//! A busy node packs everything it has for one node into one bus message
+//! (see `router::courier`): the bus then carries a few large messages
+//! rather than many small ones.
 //!
 //! A message hop carries the recipient's `message` frame already rendered
 //! by the sender's node, as a JSON value: the recipient's node writes those
@@ -34,8 +40,10 @@ pub const ENVELOPE_VERSION: u8 = 1;
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Envelope<'a> {
     pub v: u8,
-    #[serde(borrow)]
-    pub hop: Hop<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub hop: Option<Hop<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
+    pub hops: Vec<Hop<'a>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -126,8 +134,14 @@ impl<'a> Envelope<'a> {
     pub fn new(hop: Hop<'a>) -> Self {
         Self {
             v: ENVELOPE_VERSION,
-            hop,
+            hop: Some(hop),
+            hops: Vec::new(),
         }
+    }
+
+    /// The hops, in order.
+    pub fn into_hops(self) -> impl Iterator<Item = Hop<'a>> {
+        self.hop.into_iter().chain(self.hops)
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -137,6 +151,9 @@ impl<'a> Envelope<'a> {
     /// Decodes a bus message. Never panics, whatever the bytes.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, EnvelopeError> {
         match serde_json::from_slice::<Envelope<'a>>(bytes) {
+            Ok(env) if env.v == ENVELOPE_VERSION && env.hop.is_none() && env.hops.is_empty() => {
+                Err(EnvelopeError::Malformed("an envelope without a hop".into()))
+            }
             Ok(env) if env.v == ENVELOPE_VERSION => Ok(env),
             Ok(env) => Err(EnvelopeError::UnknownVersion(env.v.into())),
             Err(e) => {
@@ -157,10 +174,11 @@ impl<'a> Envelope<'a> {
     }
 }
 
-/// Encodes a message hop around an already rendered frame, which is
-/// spliced in as it is (it is the node's own output, valid JSON by
-/// construction). This is the per-message path, so it writes the envelope
-/// directly rather than through an intermediate value.
+/// Encodes a message hop (`{"message":{...}}`, to go in an envelope's
+/// `hops`) around an already rendered frame, which is spliced in as it is
+/// (it is the node's own output, valid JSON by construction). This is the
+/// per-message path, so it writes the JSON directly rather than through an
+/// intermediate value.
 pub fn encode_message_hop(
     msg_id: Uuid,
     from: &ClientId,
@@ -173,7 +191,7 @@ pub fn encode_message_hop(
     let mut out = String::with_capacity(frame.len() + 200);
     let _ = write!(
         out,
-        r#"{{"v":{ENVELOPE_VERSION},"hop":{{"message":{{"msg_id":"{msg_id}","from":"{from}","to":"{to}","forwarded":{forwarded},"#
+        r#"{{"message":{{"msg_id":"{msg_id}","from":"{from}","to":"{to}","forwarded":{forwarded},"#
     );
     if let Some(reply) = reply {
         let _ = write!(
@@ -184,8 +202,30 @@ pub fn encode_message_hop(
     }
     out.push_str(r#""frame":"#);
     out.push_str(frame);
-    out.push_str("}}}");
+    out.push_str("}}");
     out.into_bytes()
+}
+
+/// Encodes a hop value (as [`encode_message_hop`] does for messages).
+pub fn encode_hop(hop: &Hop<'_>) -> Vec<u8> {
+    serde_json::to_vec(hop).expect("hops always serialize")
+}
+
+/// Bytes an envelope adds around its hops.
+pub const ENVELOPE_OVERHEAD: usize = 32;
+
+/// An envelope around already encoded hops, in order.
+pub fn encode_envelope<'h>(hops: impl IntoIterator<Item = &'h [u8]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(format!(r#"{{"v":{ENVELOPE_VERSION},"hops":["#).as_bytes());
+    for (i, hop) in hops.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(hop);
+    }
+    out.extend_from_slice(b"]}");
+    out
 }
 
 #[cfg(test)]
@@ -207,9 +247,14 @@ mod tests {
             session: Uuid::new_v4(),
         };
         for reply in [Some(&reply), None] {
-            let bytes = encode_message_hop(msg_id, &alice, &bob, true, reply, &frame);
-            let back = Envelope::decode(&bytes).unwrap();
-            let Hop::Message(m) = back.hop else { panic!() };
+            let hop = encode_message_hop(msg_id, &alice, &bob, true, reply, &frame);
+            let outcomes = encode_hop(&Hop::Outcomes(vec![]));
+            let bytes = encode_envelope([hop.as_slice(), outcomes.as_slice()]);
+            let mut hops = Envelope::decode(&bytes).unwrap().into_hops();
+            let Some(Hop::Message(m)) = hops.next() else {
+                panic!()
+            };
+            assert!(matches!(hops.next(), Some(Hop::Outcomes(_))));
             assert_eq!(m.frame.get(), frame);
             assert_eq!(
                 (m.msg_id, m.from, m.to, m.forwarded),
@@ -232,7 +277,7 @@ mod tests {
             },
         ];
         let bytes = Envelope::new(Hop::Outcomes(outcomes.clone())).encode();
-        let Hop::Outcomes(back) = Envelope::decode(&bytes).unwrap().hop else {
+        let Some(Hop::Outcomes(back)) = Envelope::decode(&bytes).unwrap().hop else {
             panic!()
         };
         assert_eq!(back, outcomes);
@@ -246,6 +291,7 @@ mod tests {
             b"{}",
             b"[]",
             br#"{"v":1}"#,
+            br#"{"v":1,"hops":[]}"#,
             br#"{"v":1,"hop":{"message":{}}}"#,
             br#"{"v":1,"hop":{"teleport":{}}}"#,
             br#"{"v":1,"hop":{"replaced":{"client":"a b","session":"x"}}}"#,

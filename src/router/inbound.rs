@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use uuid::Uuid;
 
-use super::{Message, Origin, Route, Router};
+use super::{Message, Origin, Parcel, Route, Router};
+use crate::bus::BounceTag;
 use crate::presence::PresenceRecord;
 use crate::protocol::frames::encode_receipt;
 use crate::protocol::{
@@ -126,9 +126,10 @@ impl Router {
                 msg_id: origin.msg_id,
                 status,
             };
+            let parcel = Parcel::Outcome(outcome);
             if self
-                .outcomes
-                .send(origin.node.clone(), outcome)
+                .courier
+                .send(origin.node.clone(), parcel)
                 .await
                 .is_err()
             {
@@ -163,12 +164,17 @@ impl Router {
         }
     }
 
-    /// The bus found nobody listening for a message sent from here.
-    pub fn bounced(&self, msg_id: Uuid) {
-        if let Some((origin, recipient)) = self.inflight.complete(msg_id) {
-            self.cache.remove(&recipient);
-            self.metrics.hop_bounced();
-            self.report_to_sender(&origin, ReceiptStatus::Offline);
+    /// The bus found nobody listening for messages sent from here.
+    pub fn bounced(&self, tag: BounceTag) {
+        match tag {
+            BounceTag::Message(msg_id) => {
+                if let Some((origin, recipient)) = self.inflight.complete(msg_id) {
+                    self.cache.remove(&recipient);
+                    self.metrics.hop_bounced();
+                    self.report_to_sender(&origin, ReceiptStatus::Offline);
+                }
+            }
+            BounceTag::Batch { to, first, last } => self.lost_batch(&to, first, last),
         }
     }
 

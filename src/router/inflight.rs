@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -29,11 +30,14 @@ struct Entry {
     recipient: ClientId,
     node: NodeId,
     epoch: u64,
+    /// Order of insertion: the bus bounces batches as ranges of these.
+    seq: u64,
     deadline: Instant,
 }
 
 pub struct InFlight {
     entries: Mutex<HashMap<Uuid, Entry>>,
+    next_seq: AtomicU64,
     capacity: usize,
     timeout: Duration,
 }
@@ -46,6 +50,7 @@ impl InFlight {
     pub fn new(capacity: usize, timeout: Duration) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
+            next_seq: AtomicU64::new(1),
             capacity,
             timeout,
         }
@@ -56,18 +61,19 @@ impl InFlight {
     }
 
     /// Starts tracking a message for `recipient` published to `node` in
-    /// liveness `epoch`.
+    /// liveness `epoch`. Returns its sequence number.
     pub fn insert(
         &self,
         origin: Origin,
         recipient: ClientId,
         node: NodeId,
         epoch: u64,
-    ) -> Result<(), Full> {
+    ) -> Result<u64, Full> {
         let mut entries = self.entries();
         if entries.len() >= self.capacity {
             return Err(Full);
         }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let deadline = Instant::now() + self.timeout;
         entries.insert(
             origin.msg_id,
@@ -76,10 +82,11 @@ impl InFlight {
                 recipient,
                 node,
                 epoch,
+                seq,
                 deadline,
             },
         );
-        Ok(())
+        Ok(seq)
     }
 
     /// The outcome arrived (or the hop bounced): stop tracking. Returns
@@ -104,6 +111,22 @@ impl InFlight {
     /// `before_epoch`: their outcome will never come.
     pub fn lost(&self, node: &NodeId, before_epoch: u64) -> Vec<Origin> {
         self.take_where(|e| e.node == *node && e.epoch < before_epoch)
+    }
+
+    /// Removes and returns the messages of a batch sent to `node` that
+    /// reached nobody: sequence numbers `first..=last` (others in that
+    /// range went to other nodes, or moved, and stay).
+    pub fn lost_batch(&self, node: &NodeId, first: u64, last: u64) -> Vec<(Origin, ClientId)> {
+        let mut entries = self.entries();
+        let ids: Vec<Uuid> = entries
+            .iter()
+            .filter(|(_, e)| e.node == *node && (first..=last).contains(&e.seq))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.iter()
+            .filter_map(|id| entries.remove(id))
+            .map(|e| (e.origin, e.recipient))
+            .collect()
     }
 
     /// Removes and returns the messages whose outcome is overdue.
@@ -184,6 +207,20 @@ mod tests {
             .collect();
         assert_eq!(expired, vec![o2.msg_id]);
         assert!(flight.is_empty());
+    }
+
+    #[test]
+    fn a_bounced_batch_takes_only_its_node_and_range() {
+        let flight = InFlight::new(10, Duration::from_secs(60));
+        let (b, c) = (NodeId::parse("b").unwrap(), NodeId::parse("c").unwrap());
+        let bob = ClientId::parse("bob").unwrap();
+        let s1 = flight.insert(origin(), bob.clone(), b.clone(), 0).unwrap();
+        let s2 = flight.insert(origin(), bob.clone(), c.clone(), 0).unwrap();
+        let s3 = flight.insert(origin(), bob.clone(), b.clone(), 0).unwrap();
+        let _s4 = flight.insert(origin(), bob.clone(), b.clone(), 0).unwrap();
+        assert!(s1 < s2 && s2 < s3);
+        assert_eq!(flight.lost_batch(&b, s1, s3).len(), 2);
+        assert_eq!(flight.len(), 2, "c's and the one after the range stay");
     }
 
     #[test]

@@ -29,9 +29,9 @@
 //! when a recipient moved, and sends outcomes back.
 
 mod cache;
+pub mod courier;
 mod inbound;
 mod inflight;
-pub mod outcomes;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,11 +43,11 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::bus::{Bounce, Bus, BusError};
+use crate::bus::{Bounce, BounceTag, Bus, BusError};
 use crate::liveness::{Belief, Liveness, Lost};
 use crate::metrics::Metrics;
 use crate::presence::{PresenceError, PresenceStore};
-use crate::protocol::envelope::encode_message_hop;
+use crate::protocol::envelope::{ENVELOPE_OVERHEAD, encode_envelope, encode_message_hop};
 use crate::protocol::frames::encode_message;
 use crate::protocol::{
     AckStatus, ClientId, ErrorCode, MessageHop, NodeId, ReceiptStatus, ReplyTo, now_ms,
@@ -55,8 +55,8 @@ use crate::protocol::{
 use crate::session::{Outbound, SessionRegistry};
 
 pub use self::cache::{CachedRoute, RouteCache};
+pub use self::courier::{Courier, Parcel, Parcels};
 pub use self::inflight::InFlight;
-pub use self::outcomes::OutcomeQueue;
 
 /// Where a message's outcome is reported: the sending session.
 #[derive(Debug, Clone)]
@@ -109,19 +109,20 @@ impl Message {
         }
     }
 
-    fn envelope(&self) -> Bytes {
+    /// The message as a hop, to go into an envelope.
+    fn hop(&self) -> Vec<u8> {
         let reply = self.origin.as_ref().map(|o| ReplyTo {
             node: o.node.clone(),
             session: o.session,
         });
-        Bytes::from(encode_message_hop(
+        encode_message_hop(
             self.msg_id,
             &self.from,
             &self.to,
             self.forwarded,
             reply.as_ref(),
             &self.frame,
-        ))
+        )
     }
 
     fn from_hop(hop: &MessageHop<'_>, frame: Utf8Bytes) -> Self {
@@ -199,7 +200,7 @@ pub struct RouterParts {
     pub liveness: Arc<Liveness>,
     pub inflight: InFlight,
     pub cache: RouteCache,
-    pub outcomes: OutcomeQueue,
+    pub courier: Courier,
     pub metrics: Arc<Metrics>,
     pub tasks: TaskTracker,
 }
@@ -212,7 +213,7 @@ pub struct Router {
     liveness: Arc<Liveness>,
     inflight: InFlight,
     cache: RouteCache,
-    outcomes: OutcomeQueue,
+    courier: Courier,
     metrics: Arc<Metrics>,
     tasks: TaskTracker,
     /// Bounds the background work the router spawns (re-routes, deletes of
@@ -234,7 +235,7 @@ impl Router {
             liveness: parts.liveness,
             inflight: parts.inflight,
             cache: parts.cache,
-            outcomes: parts.outcomes,
+            courier: parts.courier,
             metrics: parts.metrics,
             tasks: parts.tasks,
             background: Arc::new(Semaphore::new(MAX_BACKGROUND)),
@@ -361,35 +362,57 @@ impl Router {
         self.dispatch(msg, route).await
     }
 
-    /// Publishes a message hop to `node`. A message with a sender session
-    /// is tracked until its outcome returns, and bounces back here if
-    /// nobody listens on `node`'s subject.
+    /// Sends a message hop to `node`. A message whose sender session is
+    /// here is tracked until its outcome returns; one re-routed for a
+    /// sender elsewhere bounces to that sender's node if nobody listens on
+    /// `node`'s subject.
     async fn publish_tracked(
         &self,
         msg: &Message,
         node: &NodeId,
         epoch: u64,
     ) -> Result<(), RouteError> {
-        let Some(origin) = &msg.origin else {
-            return Ok(self.bus.publish(node, msg.envelope(), None).await?);
-        };
-        // Tracked before publishing, so an outcome cannot overtake it.
-        if origin.node == self.node {
-            self.inflight
-                .insert(origin.clone(), msg.to.clone(), node.clone(), epoch)
-                .map_err(|_| {
-                    RouteError::Unavailable("too many messages in flight on this node".into())
-                })?;
+        // Refused before queueing, so the sender hears it now.
+        if !self.bus.connected() {
+            return Err(RouteError::Unavailable(
+                "the bus (NATS) is disconnected".into(),
+            ));
         }
-        let bounce = Bounce {
-            node: &origin.node,
-            msg_id: msg.msg_id,
+        let hop = msg.hop();
+        let limit = self.bus.max_envelope().saturating_sub(ENVELOPE_OVERHEAD);
+        if hop.len() > limit {
+            return Err(RouteError::TooLarge(format!(
+                "message of {} bytes exceeds the bus limit of {limit} bytes",
+                hop.len()
+            )));
+        }
+        let seq = match &msg.origin {
+            // Re-routing for another node's sender: sent on its own, so
+            // that a bounce can name the message to its origin node.
+            Some(origin) if origin.node != self.node => {
+                let bounce = Bounce {
+                    node: &origin.node,
+                    tag: BounceTag::Message(msg.msg_id),
+                };
+                let envelope = Bytes::from(encode_envelope([hop.as_slice()]));
+                return Ok(self.bus.publish(node, envelope, Some(bounce)).await?);
+            }
+            // Tracked before it leaves, so an outcome cannot overtake it.
+            Some(origin) => Some(
+                self.inflight
+                    .insert(origin.clone(), msg.to.clone(), node.clone(), epoch)
+                    .map_err(|_| {
+                        RouteError::Unavailable("too many messages in flight on this node".into())
+                    })?,
+            ),
+            None => None,
         };
-        let published = self.bus.publish(node, msg.envelope(), Some(bounce)).await;
-        if published.is_err() && origin.node == self.node {
+        let parcel = Parcel::Hop { json: hop, seq };
+        if self.courier.send(node.clone(), parcel).await.is_err() {
             self.inflight.complete(msg.msg_id);
+            return Err(RouteError::Unavailable("this node is shutting down".into()));
         }
-        Ok(published?)
+        Ok(())
     }
 
     /// A record that must not be believed: one naming a dead node, a ghost
