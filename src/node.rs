@@ -112,7 +112,7 @@ impl Node {
         presence: Arc<dyn PresenceStore>,
         bus: Arc<dyn Bus>,
     ) -> Result<RunningNode, StartError> {
-        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+        let listener = listen(config.listen).map_err(|e| {
             StartError(format!(
                 "cannot listen on {}: {e} (check --listen)",
                 config.listen
@@ -205,6 +205,23 @@ impl Node {
             outcomes,
         })
     }
+}
+
+/// Connections the kernel may hold completed but not yet accepted. Tokio's
+/// default (1024) overflows when thousands of clients reconnect at once
+/// (a node restart): overflowing connections wait a full second for the
+/// SYN retransmit. The kernel caps it at net.core.somaxconn.
+const LISTEN_BACKLOG: u32 = 16_384;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 impl Node {
