@@ -107,6 +107,7 @@ stop_nodes; start_nodes
 SERVERS=(--url "$URLS" --pids "$REDIS_PID,$NATS_PID")
 
 # Connect rate, then idle memory on fresh nodes (one node holds them all).
+"$BIN" bench connect --url "$URLS" --sessions 2000 --concurrency 256 >/dev/null 2>&1 # warm-up, not reported
 run connect connect --url "$URLS" --sessions 10000 --concurrency 256
 for k in "${IDLE[@]}"; do
     stop_nodes; start_nodes

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use serde_json::json;
-use support::traffic::{Ledger, Plan, run_client};
+use support::traffic::{Ledger, Plan, run_clients};
 use support::*;
 use switchboard::client::{Client, Identity};
 use switchboard::protocol::{AckStatus, ReceiptStatus, ServerFrame};
@@ -94,19 +94,20 @@ async fn chaos_loses_nothing_silently() {
     };
     let ledger = Ledger::default();
     let stop_at = Instant::now() + Duration::from_secs(30);
-    let clients: Vec<_> = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            tokio::spawn(run_client(
-                name.clone(),
-                plan.clone(),
-                ledger.clone(),
+    let traffic = {
+        let (names, plan, ledger) = (names.clone(), plan.clone(), ledger.clone());
+        tokio::spawn(async move {
+            run_clients(
+                &names,
+                &plan,
+                &ledger,
                 stop_at,
-                1000 + i as u64,
-            ))
+                1000,
+                Duration::from_secs(90),
+            )
+            .await
         })
-        .collect();
+    };
 
     // The victim sits on node-3; the prober on node-1, which stays up.
     let _victim = Client::connect(&urls[2], Identity::Name("victim".into()))
@@ -138,12 +139,7 @@ async fn chaos_loses_nothing_silently() {
     nodes[1].kill();
     nodes[1] = NodeProcess::start_on(ids[1], ports[1], &redis_url, &nats_url, &FLAGS).await;
 
-    for client in clients {
-        tokio::time::timeout(Duration::from_secs(90), client)
-            .await
-            .expect("a client did not finish")
-            .unwrap();
-    }
+    traffic.await.unwrap();
     let (first_offline, acks_offline) = probe.await.unwrap();
     let report = ledger.report();
     eprintln!("chaos report: {report:#?}");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use serde_json::json;
-use support::traffic::{Ledger, Plan, run_client};
+use support::traffic::{Ledger, Plan, run_clients};
 use support::*;
 use switchboard::client::{Client, ClientError, Event, Identity};
 use switchboard::protocol::{AckStatus, ErrorCode, ReceiptStatus, ServerFrame, close};
@@ -444,25 +444,7 @@ async fn churn_leaves_one_record_per_live_session_and_loses_nothing_silently() {
     };
     let ledger = Ledger::default();
     let stop_at = Instant::now() + Duration::from_secs(4);
-    let clients: Vec<_> = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            tokio::spawn(run_client(
-                name.clone(),
-                plan.clone(),
-                ledger.clone(),
-                stop_at,
-                i as u64 + 1,
-            ))
-        })
-        .collect();
-    for client in clients {
-        tokio::time::timeout(Duration::from_secs(60), client)
-            .await
-            .expect("client finished")
-            .unwrap();
-    }
+    run_clients(&names, &plan, &ledger, stop_at, 1, Duration::from_secs(60)).await;
     let report = ledger.report();
     eprintln!("churn: {report:#?}");
     assert!(report.sessions > 50, "enough churn: {report:?}");

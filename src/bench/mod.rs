@@ -198,6 +198,36 @@ pub async fn run(args: BenchArgs) -> i32 {
 /// A bench that could not run: the text says why.
 pub type BenchResult = Result<(), String>;
 
+/// Opens one session for `name` (a token when the nodes need one),
+/// waiting at most 10 s for its welcome.
+async fn open_session(
+    url: &str,
+    name: &str,
+    jwt_secret: Option<&str>,
+    options: &crate::client::ConnectOptions,
+) -> Result<crate::client::Client, String> {
+    use crate::client::{Client, Identity};
+    let identity = match jwt_secret {
+        Some(secret) => {
+            let client = crate::protocol::ClientId::parse(name)
+                .map_err(|e| format!("{name} is not a client id: {e}"))?;
+            Identity::Token(crate::auth::mint_hs256(
+                secret,
+                &client,
+                Duration::from_secs(24 * 3600),
+            ))
+        }
+        None => Identity::Name(name.to_owned()),
+    };
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        Client::connect_with(url, identity, options),
+    )
+    .await
+    .map_err(|_| format!("{name}: no welcome from {url} within 10 s"))?
+    .map_err(|e| format!("{name} cannot connect to {url}: {e}"))
+}
+
 /// The `http://host:port/metrics` address of a node given by its ws URL.
 fn metrics_url(ws_url: &str) -> String {
     let rest = ws_url

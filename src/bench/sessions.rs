@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{BenchResult, SessionArgs, metric, metrics_url};
-use crate::client::{Client, ConnectOptions, Identity};
+use crate::client::{Client, ConnectOptions};
 
 /// Opens `args.sessions` sessions spread over the nodes and source
 /// addresses, `args.concurrency` at a time. Returns them and the seconds
@@ -25,28 +25,12 @@ async fn open(args: &SessionArgs, read_buffer_bytes: usize) -> Result<(Vec<Clien
         let connects = (first..last).map(|i| {
             let url = &urls[i % urls.len()];
             let name = format!("bench-{run}-s{i}");
-            let identity = match &args.jwt_secret {
-                Some(secret) => Identity::Token(crate::auth::mint_hs256(
-                    secret,
-                    &crate::protocol::ClientId::parse(&name).expect("valid name"),
-                    Duration::from_secs(24 * 3600),
-                )),
-                None => Identity::Name(name),
-            };
             let options = ConnectOptions {
                 local_addr: Some(IpAddr::from([127, 0, 0, 2 + (i as u8 % sources)])),
                 read_buffer_bytes,
             };
-            async move {
-                tokio::time::timeout(
-                    Duration::from_secs(10),
-                    Client::connect_with(url, identity, &options),
-                )
-                .await
-                .map_err(|_| crate::client::ClientError::Connect("no welcome within 10 s".into()))
-                .and_then(|r| r)
-                .map_err(|e| format!("session {i} to {url}: {e}"))
-            }
+            let secret = args.jwt_secret.as_deref();
+            async move { super::open_session(url, &name, secret, &options).await }
         });
         for result in futures_util::future::join_all(connects).await {
             clients.push(result?);

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::report::{Latencies, Summary};
 use super::{BenchResult, Mode, TrafficArgs, sample_servers};
-use crate::client::{Client, ConnectOptions, Identity, RawEvent};
+use crate::client::{Client, ConnectOptions, RawEvent};
 
 /// The ramp's bar: p99 end-to-end latency at most this.
 const RAMP_P99: Duration = Duration::from_millis(50);
@@ -169,24 +169,11 @@ async fn connect_pairs(args: &TrafficArgs) -> Result<(Vec<(Client, String)>, f64
                 local_addr: Some(std::net::IpAddr::from([127, 0, 0, 2 + (i as u8 % sources)])),
                 read_buffer_bytes: 16 * 1024,
             };
-            let identity = match &args.jwt_secret {
-                Some(secret) => Identity::Token(crate::auth::mint_hs256(
-                    secret,
-                    &crate::protocol::ClientId::parse(me).expect("bench names are valid"),
-                    Duration::from_secs(24 * 3600),
-                )),
-                None => Identity::Name(me.clone()),
-            };
+            let secret = args.jwt_secret.as_deref();
             async move {
-                tokio::time::timeout(
-                    Duration::from_secs(10),
-                    Client::connect_with(url, identity, &options),
-                )
-                .await
-                .map_err(|_| crate::client::ClientError::Connect("no welcome within 10 s".into()))
-                .and_then(|r| r)
-                .map(|c| (c, to.clone()))
-                .map_err(|e| format!("{me} cannot connect to {url}: {e}"))
+                super::open_session(url, me, secret, &options)
+                    .await
+                    .map(|c| (c, to.clone()))
             }
         });
         for result in futures_util::future::join_all(connects).await {

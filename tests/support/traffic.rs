@@ -332,3 +332,34 @@ async fn close(
     ledger.book().unacked_at_close += unacked.len() as u64;
     SessionEnd::Voluntary
 }
+
+/// Runs one traffic client per name until `stop_at` and waits for all of
+/// them to finish (bounded by `limit`).
+pub async fn run_clients(
+    names: &[String],
+    plan: &Plan,
+    ledger: &Ledger,
+    stop_at: Instant,
+    seed: u64,
+    limit: Duration,
+) {
+    let clients: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            tokio::spawn(run_client(
+                name.clone(),
+                plan.clone(),
+                ledger.clone(),
+                stop_at,
+                seed + i as u64,
+            ))
+        })
+        .collect();
+    for client in clients {
+        tokio::time::timeout(limit, client)
+            .await
+            .expect("a traffic client did not finish in time")
+            .expect("a traffic client panicked");
+    }
+}
