@@ -20,6 +20,8 @@
 //! subscriber at all, the server sends a "no responders" status there, and
 //! the origin node learns at once that the messages went nowhere.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -41,6 +43,11 @@ pub struct NatsBus {
     subject_prefix: String,
     /// Where round-trip probes go; no one subscribes to it.
     probe_subject: String,
+    /// The server's max_payload, read once per connection: asking the
+    /// client for it clones its whole server info, too much per message.
+    max_payload: AtomicUsize,
+    /// Set on every (re)connect, when the server, and its limit, may change.
+    reconnected: Arc<AtomicBool>,
 }
 
 impl NatsBus {
@@ -52,6 +59,8 @@ impl NatsBus {
         name: &str,
     ) -> Result<Self, BusError> {
         let shown = urls.join(",");
+        let reconnected = Arc::new(AtomicBool::new(true));
+        let on_connect = reconnected.clone();
         let options = async_nats::ConnectOptions::new()
             .name(format!("switchboard {name}"))
             .connection_timeout(Duration::from_secs(2))
@@ -59,11 +68,17 @@ impl NatsBus {
             .reconnect_delay_callback(|attempts| {
                 Duration::from_millis(100 * attempts.clamp(1, 10) as u64)
             })
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!("NATS connected"),
-                    async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
-                    other => tracing::warn!(event = %other, "NATS event"),
+            .event_callback(move |event| {
+                let on_connect = on_connect.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            on_connect.store(true, Ordering::Relaxed);
+                            tracing::info!("NATS connected");
+                        }
+                        async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
+                        other => tracing::warn!(event = %other, "NATS event"),
+                    }
                 }
             });
         let client = tokio::time::timeout(CONNECT_TIMEOUT, options.connect(urls))
@@ -80,6 +95,8 @@ impl NatsBus {
             client,
             subject_prefix: subject_prefix.to_owned(),
             probe_subject: format!("{subject_prefix}.probe.{}", uuid::Uuid::new_v4().simple()),
+            max_payload: AtomicUsize::new(0),
+            reconnected,
         })
     }
 
@@ -134,7 +151,7 @@ impl Bus for NatsBus {
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(BusError::Unavailable("NATS is disconnected".into()));
         }
-        let limit = self.client.server_info().max_payload;
+        let limit = self.max_envelope();
         if envelope.len() > limit {
             return Err(BusError::TooLarge {
                 size: envelope.len(),
@@ -191,7 +208,11 @@ impl Bus for NatsBus {
     }
 
     fn max_envelope(&self) -> usize {
-        self.client.server_info().max_payload
+        if self.reconnected.swap(false, Ordering::Relaxed) {
+            let limit = self.client.server_info().max_payload;
+            self.max_payload.store(limit, Ordering::Relaxed);
+        }
+        self.max_payload.load(Ordering::Relaxed)
     }
 
     async fn ping(&self) -> Result<(), BusError> {
