@@ -1,13 +1,17 @@
-//! Who is connecting: HS256 JWTs when a secret is configured, a
-//! self-chosen `?client_id=` when authentication is off (development only).
+//! Who is connecting: a JWT (HS256 with a shared secret, or RS256/EdDSA
+//! with the issuer's public key) when authentication is on, a self-chosen
+//! `?client_id=` when it is off (development only).
 
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{JwtConfig, JwtKey};
 use crate::protocol::{ClientId, InvalidId};
+use crate::redact::Secret;
 
 /// Clock skew tolerated on `exp`, in seconds.
 pub const LEEWAY_SECS: u64 = 30;
@@ -28,23 +32,58 @@ struct Claims {
     exp: u64,
 }
 
-/// Checks client tokens: HS256 only, `exp` required.
+/// Checks client tokens: one algorithm, the one the configured key is for
+/// (a token naming any other, `none` included, is refused before its
+/// signature is looked at), `exp` required, `aud` and `iss` when configured.
 pub struct JwtVerifier {
     key: DecodingKey,
     validation: Validation,
 }
 
 impl JwtVerifier {
-    pub fn hs256(secret: &str) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
+    /// Reads the key (a public key file, if so configured). Fails with a
+    /// sentence for the operator.
+    pub fn new(config: &JwtConfig) -> Result<Self, String> {
+        let (key, algorithm) = match &config.key {
+            JwtKey::Secret(secret) => (
+                DecodingKey::from_secret(secret.expose().as_bytes()),
+                Algorithm::HS256,
+            ),
+            JwtKey::PublicKeyFile(path) => public_key(path)?,
+        };
+        let mut validation = Validation::new(algorithm);
         validation.leeway = LEEWAY_SECS;
-        // Audience checks are opt-in; without this, any token carrying an
-        // `aud` claim would be refused for want of an expected audience.
-        validation.validate_aud = false;
-        Self {
-            key: DecodingKey::from_secret(secret.as_bytes()),
-            validation,
+        let mut required = vec!["exp"];
+        match &config.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            // Otherwise jsonwebtoken would refuse any token that carries an
+            // `aud`, for want of one to compare it with.
+            None => validation.validate_aud = false,
         }
+        if let Some(issuer) = &config.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
+        Ok(Self { key, validation })
+    }
+
+    /// An HS256 verifier with no audience or issuer check.
+    pub fn hs256(secret: &str) -> Self {
+        Self::new(&JwtConfig {
+            key: JwtKey::Secret(Secret::new(secret)),
+            audience: None,
+            issuer: None,
+        })
+        .expect("a secret needs no file")
+    }
+
+    /// The algorithm tokens must be signed with.
+    pub fn algorithm(&self) -> Algorithm {
+        self.validation.algorithms[0]
     }
 
     /// The client id a valid token speaks for.
@@ -54,9 +93,13 @@ impl JwtVerifier {
                 let why = match e.kind() {
                     ErrorKind::ExpiredSignature => "token expired".to_owned(),
                     ErrorKind::InvalidSignature => "token signature does not verify".to_owned(),
-                    ErrorKind::InvalidAlgorithm => {
-                        "token algorithm not accepted; this node takes HS256".to_owned()
-                    }
+                    ErrorKind::InvalidAlgorithm => format!(
+                        "token algorithm not accepted; this node takes {:?}",
+                        self.algorithm()
+                    ),
+                    ErrorKind::InvalidAudience => "token audience (aud) not accepted".to_owned(),
+                    ErrorKind::InvalidIssuer => "token issuer (iss) not accepted".to_owned(),
+                    ErrorKind::ImmatureSignature => "token not valid yet (nbf)".to_owned(),
                     ErrorKind::MissingRequiredClaim(claim) => format!("token lacks \"{claim}\""),
                     _ => format!("token is not a valid JWT: {e}"),
                 };
@@ -65,6 +108,32 @@ impl JwtVerifier {
         ClientId::parse(&data.claims.sub)
             .map_err(|InvalidId(why)| AuthError::BadClientId(format!("token subject: {why}")))
     }
+}
+
+/// A PEM public key and the one algorithm it is used with: RS256 for RSA,
+/// EdDSA for Ed25519.
+fn public_key(path: &Path) -> Result<(DecodingKey, Algorithm), String> {
+    let shown = path.display();
+    let pem =
+        std::fs::read(path).map_err(|e| format!("cannot read --jwt-public-key {shown}: {e}"))?;
+    // jsonwebtoken would take a private key too; a signing key has no
+    // business on the nodes, so its presence is an operator error.
+    if String::from_utf8_lossy(&pem).contains("PRIVATE KEY") {
+        return Err(format!(
+            "--jwt-public-key {shown} holds a private key; give the nodes only the public half \
+             (openssl pkey -in {shown} -pubout)"
+        ));
+    }
+    if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+        return Ok((key, Algorithm::RS256));
+    }
+    if let Ok(key) = DecodingKey::from_ed_pem(&pem) {
+        return Ok((key, Algorithm::EdDSA));
+    }
+    Err(format!(
+        "--jwt-public-key {shown} holds no RSA or Ed25519 public key in PEM form \
+         (-----BEGIN PUBLIC KEY-----); export the token issuer's public key, not its private key"
+    ))
 }
 
 /// Signs an HS256 token for `client` valid for `ttl`: what an application
@@ -99,6 +168,114 @@ mod tests {
         assert_eq!(JwtVerifier::hs256("s3cret").verify(&token).unwrap(), alice);
         let err = JwtVerifier::hs256("other").verify(&token).unwrap_err();
         assert!(err.to_string().contains("signature"), "{err}");
+    }
+
+    fn sign(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"s"),
+        )
+        .unwrap()
+    }
+
+    fn in_an_hour() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600
+    }
+
+    fn refusal(verifier: &JwtVerifier, token: &str) -> String {
+        match verifier.verify(token) {
+            Err(AuthError::Unauthorized(why)) => why,
+            other => panic!("expected 401, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn audience_and_issuer_are_checked_when_configured() {
+        let verifier = JwtVerifier::new(&JwtConfig {
+            key: JwtKey::Secret(Secret::new("s")),
+            audience: Some("chat".into()),
+            issuer: Some("https://id.example".into()),
+        })
+        .unwrap();
+        let exp = in_an_hour();
+        let good = serde_json::json!({"sub": "bob", "exp": exp, "aud": "chat", "iss": "https://id.example"});
+        assert_eq!(verifier.verify(&sign(good)).unwrap().as_str(), "bob");
+        let why = refusal(
+            &verifier,
+            &sign(serde_json::json!({"sub": "bob", "exp": exp, "iss": "https://id.example"})),
+        );
+        assert!(why.contains("aud"), "{why}");
+        let why = refusal(
+            &verifier,
+            &sign(
+                serde_json::json!({"sub": "bob", "exp": exp, "aud": "other", "iss": "https://id.example"}),
+            ),
+        );
+        assert!(why.contains("audience"), "{why}");
+        let why = refusal(
+            &verifier,
+            &sign(
+                serde_json::json!({"sub": "bob", "exp": exp, "aud": "chat", "iss": "https://evil.example"}),
+            ),
+        );
+        assert!(why.contains("issuer"), "{why}");
+        // Without the settings, the claims are not looked at.
+        let plain = JwtVerifier::hs256("s");
+        let any = serde_json::json!({"sub": "bob", "exp": exp, "aud": "other", "iss": "x"});
+        assert!(plain.verify(&sign(any)).is_ok());
+    }
+
+    #[test]
+    fn exp_is_required_and_alg_none_is_refused() {
+        let verifier = JwtVerifier::hs256("s");
+        let why = refusal(&verifier, &sign(serde_json::json!({"sub": "bob"})));
+        assert!(why.contains("exp"), "{why}");
+        // {"alg":"none","typ":"JWT"} . {"sub":"bob","exp":4102444800} . (no signature)
+        let unsigned =
+            "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJib2IiLCJleHAiOjQxMDI0NDQ4MDB9.";
+        refusal(&verifier, unsigned);
+    }
+
+    #[test]
+    fn a_public_key_file_must_hold_a_public_key() {
+        let dir = std::env::temp_dir().join(format!("sb-auth-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = |path: &Path| JwtConfig {
+            key: JwtKey::PublicKeyFile(path.to_owned()),
+            audience: None,
+            issuer: None,
+        };
+        let missing = JwtVerifier::new(&config(&dir.join("missing.pem")))
+            .err()
+            .unwrap();
+        assert!(missing.contains("cannot read"), "{missing}");
+        let junk = dir.join("junk.pem");
+        std::fs::write(
+            &junk,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let wrong = JwtVerifier::new(&config(&junk)).err().unwrap();
+        assert!(wrong.contains("private key"), "{wrong}");
+        let junk = dir.join("junk-public.pem");
+        std::fs::write(
+            &junk,
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
+        let wrong = JwtVerifier::new(&config(&junk)).err().unwrap();
+        assert!(wrong.contains("no RSA or Ed25519 public key"), "{wrong}");
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let public = dir.join("ed25519.pem");
+        std::fs::write(&public, key.public_key_pem()).unwrap();
+        let verifier = JwtVerifier::new(&config(&public)).unwrap();
+        assert_eq!(verifier.algorithm(), Algorithm::EdDSA);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

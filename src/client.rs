@@ -19,6 +19,7 @@
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
@@ -27,7 +28,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
 use crate::protocol::ServerFrame;
@@ -57,6 +58,8 @@ pub struct ConnectOptions {
     pub local_addr: Option<IpAddr>,
     /// Initial size of the socket's read buffer.
     pub read_buffer_bytes: usize,
+    /// TLS settings for `wss://` URLs. Default: trust the system's roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ConnectOptions {
@@ -64,6 +67,7 @@ impl Default for ConnectOptions {
         Self {
             local_addr: None,
             read_buffer_bytes: 16 * 1024,
+            tls: None,
         }
     }
 }
@@ -208,14 +212,28 @@ impl Client {
         let request = session_url(base, &identity)
             .into_client_request()
             .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let secure = request.uri().scheme_str() == Some("wss");
         let host = request.uri().host().unwrap_or("127.0.0.1").to_owned();
-        let port = request.uri().port_u16().unwrap_or(80);
+        let port = request
+            .uri()
+            .port_u16()
+            .unwrap_or(if secure { 443 } else { 80 });
         let stream = open_tcp(&host, port, options.local_addr).await?;
         let config = WebSocketConfig::default().read_buffer_size(options.read_buffer_bytes);
-        let (ws, _) = tokio_tungstenite::client_async_with_config(
+        let connector = if secure {
+            let tls = match &options.tls {
+                Some(tls) => tls.clone(),
+                None => crate::tls::client_config(None).map_err(ClientError::Connect)?,
+            };
+            Connector::Rustls(tls)
+        } else {
+            Connector::Plain
+        };
+        let (ws, _) = tokio_tungstenite::client_async_tls_with_config(
             request,
-            MaybeTlsStream::Plain(stream),
+            stream,
             Some(config),
+            Some(connector),
         )
         .await
         .map_err(|e| match e {

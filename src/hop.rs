@@ -17,8 +17,10 @@ use crate::metrics::{HopRejection, Metrics};
 use crate::protocol::{Envelope, EnvelopeError, Hop};
 use crate::router::Router;
 
-/// Runs until the bus closes the inbox.
-pub async fn run(router: Arc<Router>, metrics: Arc<Metrics>, mut inbox: Inbox) {
+/// Runs until the bus closes the inbox. `max_frame` is the largest message
+/// frame a client of any node can cause (see
+/// [`max_message_frame`](crate::protocol::frames::max_message_frame)).
+pub async fn run(router: Arc<Router>, metrics: Arc<Metrics>, mut inbox: Inbox, max_frame: usize) {
     let mut complaints = Throttle::new(Duration::from_secs(1));
     while let Some(delivery) = inbox.next().await {
         let bytes = match delivery {
@@ -33,10 +35,30 @@ pub async fn run(router: Arc<Router>, metrics: Arc<Metrics>, mut inbox: Inbox) {
             Ok(envelope) => {
                 for hop in envelope.into_hops() {
                     match hop {
-                        Hop::Message(message) => match frame_of(&bytes, message.frame.get()) {
-                            Some(frame) => router.accept_hop(message, frame).await,
-                            None => metrics.hop_rejected(HopRejection::Malformed),
-                        },
+                        Hop::Message(message) => {
+                            let frame = message.frame.get();
+                            let verdict = if frame.len() > max_frame {
+                                Err(HopRejection::Oversized)
+                            } else if !message.frame_matches() {
+                                Err(HopRejection::Mismatched)
+                            } else {
+                                frame_of(&bytes, frame).ok_or(HopRejection::Malformed)
+                            };
+                            match verdict {
+                                Ok(frame) => router.accept_hop(message, frame).await,
+                                Err(why) => {
+                                    metrics.hop_rejected(why);
+                                    if let Some(skipped) = complaints.ready() {
+                                        tracing::warn!(reason = ?why, msg_id = %message.msg_id,
+                                            to = %message.to, bytes = frame.len(), skipped,
+                                            "refused a message hop; its sender is told offline");
+                                    }
+                                    // Not delivered: the sender hears it now,
+                                    // not at the hop timeout.
+                                    router.refuse_hop(&message).await;
+                                }
+                            }
+                        }
                         Hop::Outcomes(outcomes) => {
                             for outcome in outcomes {
                                 router.accept_outcome(outcome);

@@ -17,6 +17,9 @@
 //!   [`metrics`] counts.
 //! - [`liveness`] and [`upkeep`]: heartbeats, dead-node detection and
 //!   recovery after presence outages.
+//! - Defences: [`rate`] (per-session and API limits), [`tls`], and
+//!   [`redact`] (credentials kept out of logs); docs/security.md has the
+//!   whole picture.
 
 pub mod auth;
 pub mod bench;
@@ -32,7 +35,10 @@ pub mod node;
 pub mod presence;
 pub mod process;
 pub mod protocol;
+pub mod rate;
+pub mod redact;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod upkeep;

@@ -15,11 +15,59 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-/// Why an envelope from the bus was not used.
+/// Why an envelope (or one hop in it) from the bus was not used.
 #[derive(Debug, Clone, Copy)]
 pub enum HopRejection {
     Malformed,
     UnknownVersion,
+    /// A message frame larger than any client could have sent.
+    Oversized,
+    /// A message frame that does not match its hop (another recipient,
+    /// another sender, not a message): never written to a socket.
+    Mismatched,
+}
+
+impl HopRejection {
+    const ALL: [(Self, &'static str); 4] = [
+        (Self::Malformed, "malformed"),
+        (Self::UnknownVersion, "unknown_version"),
+        (Self::Oversized, "oversized"),
+        (Self::Mismatched, "mismatched"),
+    ];
+}
+
+/// Why a WebSocket upgrade was refused.
+#[derive(Debug, Clone, Copy)]
+pub enum UpgradeRefusal {
+    /// 401: no token, or a token that does not verify.
+    Unauthorized,
+    /// 400: not a WebSocket handshake, or an invalid client id.
+    BadRequest,
+    /// 403: a page from an origin not in --allowed-origins.
+    Origin,
+    /// 503: --max-sessions reached.
+    Capacity,
+    /// 503: shutting down, or presence unreachable.
+    Unavailable,
+}
+
+impl UpgradeRefusal {
+    const ALL: [(Self, &'static str); 5] = [
+        (Self::Unauthorized, "unauthorized"),
+        (Self::BadRequest, "bad_request"),
+        (Self::Origin, "origin"),
+        (Self::Capacity, "capacity"),
+        (Self::Unavailable, "unavailable"),
+    ];
+}
+
+/// Why the node closed a session on its own initiative (1008).
+#[derive(Debug, Clone, Copy)]
+pub enum PolicyClose {
+    /// No frame and no pong for the idle timeout.
+    Idle,
+    /// Over its rate limit for the whole abuse window.
+    RateAbuse,
 }
 
 #[derive(Default)]
@@ -29,7 +77,10 @@ pub struct Metrics {
     sends: [AtomicU64; 3],
     errors: [AtomicU64; 7],
     hops_received: AtomicU64,
-    hops_rejected: [AtomicU64; 2],
+    hops_rejected: [AtomicU64; HopRejection::ALL.len()],
+    hops_absent: AtomicU64,
+    upgrades_refused: [AtomicU64; UpgradeRefusal::ALL.len()],
+    policy_closes: [AtomicU64; 2],
     hops_forwarded: AtomicU64,
     receipts_offline: AtomicU64,
     receipts_undeliverable: AtomicU64,
@@ -71,6 +122,20 @@ impl Metrics {
 
     pub fn hop_rejected(&self, why: HopRejection) {
         self.hops_rejected[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A message hop for a client this node does not hold (it left, or
+    /// the sender's node had a stale route): re-routed or answered offline.
+    pub fn hop_recipient_absent(&self) {
+        self.hops_absent.fetch_add(1, Relaxed);
+    }
+
+    pub fn upgrade_refused(&self, why: UpgradeRefusal) {
+        self.upgrades_refused[why as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn policy_closed(&self, why: PolicyClose) {
+        self.policy_closes[why as usize].fetch_add(1, Relaxed);
     }
 
     pub fn hop_forwarded(&self) {
@@ -182,14 +247,48 @@ impl Metrics {
             "counter",
             "Envelopes from the bus that could not be used, by reason.",
         );
-        for (i, reason) in ["malformed", "unknown_version"].iter().enumerate() {
+        for (why, reason) in HopRejection::ALL {
             let _ = writeln!(
                 out,
                 "{name}{{reason=\"{reason}\"}} {}",
-                self.hops_rejected[i].load(Relaxed)
+                self.hops_rejected[why as usize].load(Relaxed)
+            );
+        }
+        let name = family(
+            &mut out,
+            "switchboard_upgrades_refused_total",
+            "counter",
+            "WebSocket upgrades refused, by reason.",
+        );
+        for (why, reason) in UpgradeRefusal::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{reason=\"{reason}\"}} {}",
+                self.upgrades_refused[why as usize].load(Relaxed)
+            );
+        }
+        let name = family(
+            &mut out,
+            "switchboard_sessions_policy_closed_total",
+            "counter",
+            "Sessions the node closed with 1008, by reason.",
+        );
+        for (why, reason) in [
+            (PolicyClose::Idle, "idle"),
+            (PolicyClose::RateAbuse, "rate_abuse"),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name}{{reason=\"{reason}\"}} {}",
+                self.policy_closes[why as usize].load(Relaxed)
             );
         }
         for (name, help, value) in [
+            (
+                "switchboard_hops_recipient_absent_total",
+                "Message hops for a client not on this node: re-routed once or answered offline.",
+                &self.hops_absent,
+            ),
             (
                 "switchboard_hops_forwarded_total",
                 "Messages re-routed once because their recipient had moved.",

@@ -20,10 +20,11 @@ use crate::config::{Backends, Config};
 use crate::liveness::{DEAD_ENTRY_RETENTION, Incarnation, Liveness};
 use crate::metrics::Metrics;
 use crate::presence::{MemoryPresence, PresenceStore, RedisPresence};
+use crate::protocol::frames::max_message_frame;
 use crate::protocol::{ClientId, NodeId, close};
 use crate::router::{InFlight, RouteCache, Router, RouterParts, courier};
-use crate::session::SessionRegistry;
-use crate::{hop, http, server, upkeep};
+use crate::session::{SessionRegistry, Slots};
+use crate::{hop, http, server, tls, upkeep};
 
 /// How long shutdown waits for sessions to close before exiting anyway.
 /// Together with the HTTP drain it keeps a stop well under 10 s.
@@ -49,6 +50,8 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     /// `None` when authentication is off.
     pub auth: Option<JwtVerifier>,
+    /// The `--max-sessions` cap.
+    pub slots: Slots,
     /// Session tasks and other work that shutdown waits for.
     pub tasks: TaskTracker,
     /// Cancelled when the node begins to shut down.
@@ -88,17 +91,13 @@ impl Node {
                 Arc::new(MemoryPresence::new()),
                 Arc::new(MemoryHub::new().bus()),
             ),
-            Backends::Clustered {
-                redis_url,
-                nats_urls,
-            } => {
-                let presence = RedisPresence::connect(redis_url, &config.key_prefix)
+            Backends::Clustered { redis, nats } => {
+                let presence = RedisPresence::connect(redis, &config.key_prefix)
                     .await
                     .map_err(|e| StartError(format!("{e} (check --redis-url)")))?;
-                let bus =
-                    NatsBus::connect(nats_urls, &config.subject_prefix, config.node_id.as_str())
-                        .await
-                        .map_err(|e| StartError(format!("{e} (check --nats-url)")))?;
+                let bus = NatsBus::connect(nats, &config.subject_prefix, config.node_id.as_str())
+                    .await
+                    .map_err(|e| StartError(format!("{e} (check --nats-url)")))?;
                 (Arc::new(presence), Arc::new(bus))
             }
         };
@@ -112,6 +111,24 @@ impl Node {
         presence: Arc<dyn PresenceStore>,
         bus: Arc<dyn Bus>,
     ) -> Result<RunningNode, StartError> {
+        // Keys and certificates first: a typo in a path should stop the
+        // node before it touches the backends.
+        let auth = config
+            .jwt
+            .as_ref()
+            .map(JwtVerifier::new)
+            .transpose()
+            .map_err(StartError)?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(tls::acceptor)
+            .transpose()
+            .map_err(StartError)?;
+        let max_sessions = config
+            .limits
+            .max_sessions
+            .unwrap_or_else(default_max_sessions);
         let listener = listen(config.listen).map_err(|e| {
             StartError(format!(
                 "cannot listen on {}: {e} (check --listen)",
@@ -159,7 +176,8 @@ impl Node {
         }));
         let node = Arc::new(Node {
             id,
-            auth: config.jwt_secret.as_deref().map(JwtVerifier::hs256),
+            auth,
+            slots: Slots::new(max_sessions),
             config,
             presence,
             bus,
@@ -179,13 +197,16 @@ impl Node {
         let inbox = tokio::spawn({
             let node = node.clone();
             async move {
-                hop::run(node.router.clone(), node.metrics.clone(), inbox).await;
+                let max_frame = max_message_frame(node.config.limits.max_frame_bytes);
+                hop::run(node.router.clone(), node.metrics.clone(), inbox, max_frame).await;
                 node.inbox_closed.store(true, Ordering::Relaxed);
             }
         });
         let server = tokio::spawn(server::serve(
             listener,
             http::routes(node.clone()),
+            tls,
+            node.config.limits.handshake_timeout,
             node.shutdown.clone(),
         ));
         tracing::info!(
@@ -193,7 +214,9 @@ impl Node {
             %addr,
             presence = node.presence.backend(),
             bus = node.bus.backend(),
-            auth = if node.auth.is_some() { "jwt" } else { "off" },
+            auth = node.auth.as_ref().map_or("off".to_owned(), |a| format!("{:?}", a.algorithm())),
+            tls = node.config.tls.is_some(),
+            max_sessions,
             "node started"
         );
         Ok(RunningNode {
@@ -205,6 +228,18 @@ impl Node {
             outcomes,
         })
     }
+}
+
+/// File descriptors kept for everything but sessions (backends, HTTP
+/// requests, the listener) when --max-sessions is derived.
+const RESERVED_FDS: usize = 256;
+
+/// Without --max-sessions: as many as the file-descriptor limit allows,
+/// less a reserve, so that the node refuses with 503 before accept(2)
+/// starts failing.
+fn default_max_sessions() -> usize {
+    let limit = crate::process::open_files_limit().unwrap_or(1024) as usize;
+    limit.saturating_sub(RESERVED_FDS).max(16)
 }
 
 /// Connections the kernel may hold completed but not yet accepted. Tokio's

@@ -41,6 +41,16 @@ fn page_size() -> u64 {
     if size > 0 { size as u64 } else { 4096 }
 }
 
+/// The soft limit on open files in force.
+pub fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid pointer to a local struct.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit.rlim_cur)
+}
+
 /// Raises the soft limit on open files to the hard limit: every session is
 /// a file descriptor, and distributions default the soft limit to 1024.
 /// Returns the limit now in force.

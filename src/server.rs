@@ -3,16 +3,20 @@
 //!
 //! warp's own server would do, but owning the loop lets the node set
 //! TCP_NODELAY (small chat frames must not wait for Nagle), survive
-//! accept errors such as running out of file descriptors, and drain plain
-//! HTTP connections on shutdown. Upgraded WebSocket connections leave
-//! hyper's hands at the upgrade; the session loop closes those.
+//! accept errors such as running out of file descriptors, terminate TLS,
+//! time out slow handshakes, and drain plain HTTP connections on shutdown.
+//! Upgraded WebSocket connections leave hyper's hands at the upgrade; the
+//! session loop closes those.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use warp::filters::BoxedFilter;
@@ -24,9 +28,15 @@ const HTTP_DRAIN: Duration = Duration::from_secs(2);
 /// does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Accepts until `shutdown`. With `tls`, every connection first completes
+/// a TLS handshake. `handshake_timeout` bounds the TLS handshake and the
+/// wait for each request's headers, so that connections which open and
+/// then dawdle (slowloris) cannot pile up.
 pub async fn serve(
     listener: TcpListener,
     routes: BoxedFilter<(Response,)>,
+    tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
     shutdown: CancellationToken,
 ) {
     let connections = TaskTracker::new();
@@ -43,26 +53,50 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(warp::service(routes.clone()));
+        let routes = routes.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            let conn = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                () = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
+            let Some(tls) = tls else {
+                return http(stream, peer, routes, handshake_timeout, shutdown).await;
             };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => http(stream, peer, routes, handshake_timeout, shutdown).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
     drop(listener);
     connections.close();
     let _ = tokio::time::timeout(HTTP_DRAIN, connections.wait()).await;
+}
+
+/// Serves HTTP/1.1, upgrades included, on one connection.
+async fn http<I>(
+    io: I,
+    peer: SocketAddr,
+    routes: BoxedFilter<(Response,)>,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(warp::service(routes));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+    }
 }

@@ -1,4 +1,5 @@
-//! Who may connect: HS256 JWTs when a secret is set, `?client_id=` only
+//! Who may connect: JWTs (HS256 with a secret, RS256 or EdDSA with a
+//! public key; audience and issuer when configured), `?client_id=` only
 //! with authentication off.
 
 mod support;
@@ -195,4 +196,144 @@ async fn plain_http_on_the_websocket_endpoint_is_told_what_to_do() {
     )
     .await;
     assert_eq!(status, 426);
+}
+
+fn signed_with(claims: &serde_json::Value, alg: Algorithm, key: &EncodingKey) -> String {
+    jsonwebtoken::encode(&Header::new(alg), claims, key).unwrap()
+}
+
+async fn connects_as(node: &switchboard::node::RunningNode, token: String) -> String {
+    within(Client::connect(&ws_url(node), Identity::Token(token)))
+        .await
+        .unwrap_or_else(|e| panic!("token refused: {e}"))
+        .welcome()
+        .client_id
+        .clone()
+}
+
+const RS256_PUBLIC: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/rs256-public.pem"
+);
+const RS256_PRIVATE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/rs256-private.pem"
+);
+
+#[tokio::test]
+async fn an_rsa_public_key_takes_rs256_tokens_and_nothing_else() {
+    let node = embedded_node(&["--jwt-public-key", RS256_PUBLIC]).await;
+    let private = EncodingKey::from_rsa_pem(&std::fs::read(RS256_PRIVATE).unwrap()).unwrap();
+    let claims = json!({"sub": "carol", "exp": in_an_hour()});
+    assert_eq!(
+        connects_as(&node, signed_with(&claims, Algorithm::RS256, &private)).await,
+        "carol"
+    );
+
+    // The classic confusion attack: HS256 "signed" with the public key as
+    // the HMAC secret. The node takes RS256 only, so it never tries.
+    let public_pem = std::fs::read(RS256_PUBLIC).unwrap();
+    let forged = signed_with(
+        &claims,
+        Algorithm::HS256,
+        &EncodingKey::from_secret(&public_pem),
+    );
+    let (status, body) = refused(&node, Identity::Token(forged)).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("RS256"), "{body}");
+    // Another RSA algorithm with the right key is still another algorithm.
+    let ps256 = signed_with(&claims, Algorithm::PS256, &private);
+    assert_eq!(refused(&node, Identity::Token(ps256)).await.0, 401);
+}
+
+#[tokio::test]
+async fn an_ed25519_public_key_takes_eddsa_tokens() {
+    let pki = certs::Pki::new();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let public = pki.file("ed25519-public.pem", key.public_key_pem());
+    let node = embedded_node(&["--jwt-public-key", &certs::display(&public)]).await;
+    let private = EncodingKey::from_ed_pem(key.serialize_pem().as_bytes()).unwrap();
+    let claims = json!({"sub": "dave", "exp": in_an_hour()});
+    assert_eq!(
+        connects_as(&node, signed_with(&claims, Algorithm::EdDSA, &private)).await,
+        "dave"
+    );
+
+    // Signed by another Ed25519 key: refused.
+    let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let other = EncodingKey::from_ed_pem(other.serialize_pem().as_bytes()).unwrap();
+    let (status, body) = refused(
+        &node,
+        Identity::Token(signed_with(&claims, Algorithm::EdDSA, &other)),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(body.contains("signature"), "{body}");
+}
+
+#[tokio::test]
+async fn a_public_key_file_that_is_not_one_stops_the_node_with_the_reason() {
+    let result = switchboard::node::Node::start(config(&["--jwt-public-key", RS256_PRIVATE])).await;
+    let Err(e) = result else {
+        panic!("a private key was taken as the public key")
+    };
+    assert!(e.to_string().contains("--jwt-public-key"), "{e}");
+    let result =
+        switchboard::node::Node::start(config(&["--jwt-public-key", "/nonexistent.pem"])).await;
+    let Err(e) = result else {
+        panic!("a missing file was accepted")
+    };
+    assert!(e.to_string().contains("cannot read"), "{e}");
+}
+
+#[tokio::test]
+async fn audience_and_issuer_are_enforced_when_configured() {
+    let node = embedded_node(&[
+        "--jwt-secret",
+        SECRET,
+        "--jwt-audience",
+        "chat",
+        "--jwt-issuer",
+        "https://id.example",
+    ])
+    .await;
+    let exp = in_an_hour();
+    let good = json!({"sub": "erin", "exp": exp, "aud": "chat", "iss": "https://id.example"});
+    assert_eq!(
+        connects_as(&node, token(good, Algorithm::HS256, SECRET)).await,
+        "erin"
+    );
+    for (claims, why) in [
+        (
+            json!({"sub": "erin", "exp": exp, "iss": "https://id.example"}),
+            "aud",
+        ),
+        (
+            json!({"sub": "erin", "exp": exp, "aud": "billing", "iss": "https://id.example"}),
+            "audience",
+        ),
+        (json!({"sub": "erin", "exp": exp, "aud": "chat"}), "iss"),
+        (
+            json!({"sub": "erin", "exp": exp, "aud": "chat", "iss": "https://evil.example"}),
+            "issuer",
+        ),
+    ] {
+        let (status, body) = refused(
+            &node,
+            Identity::Token(token(claims.clone(), Algorithm::HS256, SECRET)),
+        )
+        .await;
+        assert_eq!(status, 401, "{claims}");
+        assert!(body.contains(why), "{claims}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn an_unsigned_token_is_refused() {
+    let node = embedded_node(&["--jwt-secret", SECRET]).await;
+    // {"alg":"none","typ":"JWT"} . {"sub":"mallory","exp":4102444800} . (no signature)
+    let unsigned =
+        "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJtYWxsb3J5IiwiZXhwIjo0MTAyNDQ0ODAwfQ.";
+    let (status, _) = refused(&node, Identity::Token(unsigned.into())).await;
+    assert_eq!(status, 401);
 }

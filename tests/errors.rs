@@ -206,7 +206,19 @@ async fn sends_over_the_rate_limit_get_rate_limited() {
     }
     // At one token a second, ten sends written back to back cannot all pass.
     assert!(limited > 0);
-    still_open(&mut alice).await;
+    // Every frame counts against the rate, pings too: the ping is answered
+    // with a pong or refused with its id, and either way the session is open.
+    alice.ping(Some("alive")).await.unwrap();
+    match next_frame(&mut alice).await {
+        ServerFrame::Pong { id } => assert_eq!(id.as_deref(), Some("alive")),
+        ServerFrame::Error { code, id, .. } => {
+            assert_eq!(
+                (code, id.as_deref()),
+                (ErrorCode::RateLimited, Some("alive"))
+            )
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]

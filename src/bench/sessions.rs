@@ -28,6 +28,7 @@ async fn open(args: &SessionArgs, read_buffer_bytes: usize) -> Result<(Vec<Clien
             let options = ConnectOptions {
                 local_addr: Some(IpAddr::from([127, 0, 0, 2 + (i as u8 % sources)])),
                 read_buffer_bytes,
+                ..ConnectOptions::default()
             };
             let secret = args.jwt_secret.as_deref();
             async move { super::open_session(url, &name, secret, &options).await }

@@ -167,7 +167,7 @@ async fn connect_pairs(args: &TrafficArgs) -> Result<(Vec<(Client, String)>, f64
         let connects = chunk.iter().enumerate().map(|(i, (url, me, to))| {
             let options = ConnectOptions {
                 local_addr: Some(std::net::IpAddr::from([127, 0, 0, 2 + (i as u8 % sources)])),
-                read_buffer_bytes: 16 * 1024,
+                ..ConnectOptions::default()
             };
             let secret = args.jwt_secret.as_deref();
             async move {

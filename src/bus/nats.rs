@@ -29,6 +29,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{Bounce, BounceTag, Bus, BusError, Delivery, Inbox};
+use crate::config::{NatsAuth, NatsTarget};
 use crate::protocol::NodeId;
 
 /// Longest a publish may wait for room in the client's outgoing queue.
@@ -37,6 +38,41 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_millis(500);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a round trip to the server may take (`/readyz`, startup).
 pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Adds the node's credentials. Files are read now, so that a wrong path
+/// fails at startup with its name.
+async fn with_auth(
+    options: async_nats::ConnectOptions,
+    auth: &NatsAuth,
+) -> Result<async_nats::ConnectOptions, BusError> {
+    let unreadable = |flag: &str, path: &std::path::Path, e: std::io::Error| {
+        BusError::Unavailable(format!("cannot use {flag} {}: {e}", path.display()))
+    };
+    Ok(match auth {
+        NatsAuth::None => options,
+        NatsAuth::UserPassword { user, password } => {
+            options.user_and_password(user.clone(), password.expose().to_owned())
+        }
+        NatsAuth::Token(token) => options.token(token.expose().to_owned()),
+        NatsAuth::CredsFile(path) => options
+            .credentials_file(path)
+            .await
+            .map_err(|e| unreadable("--nats-creds", path, e))?,
+        NatsAuth::NkeyFile(path) => {
+            let seed = tokio::fs::read_to_string(path)
+                .await
+                .map_err(|e| unreadable("--nats-nkey", path, e))?;
+            let seed = seed.trim();
+            if !seed.starts_with("SU") {
+                return Err(BusError::Unavailable(format!(
+                    "--nats-nkey {}: expected a user nkey seed (SU...), as `nk -gen user` prints",
+                    path.display()
+                )));
+            }
+            options.nkey(seed.to_owned())
+        }
+    })
+}
 
 pub struct NatsBus {
     client: async_nats::Client,
@@ -54,14 +90,16 @@ impl NatsBus {
     /// Connects to one or more NATS servers (the client fails over between
     /// them). `name` shows up in the server's connection list.
     pub async fn connect(
-        urls: &[String],
+        target: &NatsTarget,
         subject_prefix: &str,
         name: &str,
     ) -> Result<Self, BusError> {
+        let urls = &target.urls;
         let shown = urls.join(",");
         let reconnected = Arc::new(AtomicBool::new(true));
         let on_connect = reconnected.clone();
-        let options = async_nats::ConnectOptions::new()
+        let options = with_auth(async_nats::ConnectOptions::new(), &target.auth)
+            .await?
             .name(format!("switchboard {name}"))
             .connection_timeout(Duration::from_secs(2))
             // Back quickly after a NATS restart: 100 ms, 200 ms, ... 1 s.

@@ -2,7 +2,7 @@
 //! `GET /api/v1/presence/<client id>`, both behind the API key.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -18,15 +18,22 @@ use warp::reply::Response;
 use super::{error_response, json_response, refuse, with};
 use crate::node::Node;
 use crate::presence::PresenceError;
-use crate::protocol::ClientId;
+use crate::protocol::{ClientId, ErrorCode};
+use crate::rate::TokenBucket;
 use crate::router::{Message, RouteError};
 
 pub fn routes(node: Arc<Node>) -> BoxedFilter<(Response,)> {
+    let limits = &node.config.limits;
+    let bucket = Arc::new(Mutex::new(TokenBucket::new(
+        limits.api_rate_limit,
+        limits.api_rate_burst,
+    )));
     let send = warp::path!("api" / "v1" / "messages")
         .and(warp::post())
         .and(api_key(node.clone()))
+        .and(within_rate(node.clone(), bucket.clone()))
         .and(warp::body::content_length_limit(
-            node.config.max_frame_bytes as u64,
+            limits.max_frame_bytes as u64,
         ))
         .and(warp::body::bytes())
         .and(with(node.clone()))
@@ -35,6 +42,7 @@ pub fn routes(node: Arc<Node>) -> BoxedFilter<(Response,)> {
     let presence = warp::path!("api" / "v1" / "presence" / String)
         .and(warp::get())
         .and(api_key(node.clone()))
+        .and(within_rate(node.clone(), bucket))
         .and(with(node))
         .then(presence);
 
@@ -56,7 +64,12 @@ fn api_key(node: Arc<Node>) -> impl Filter<Extract = (), Error = warp::Rejection
                 };
                 let presented = header.as_deref().and_then(|h| h.strip_prefix("Bearer "));
                 match presented {
-                    Some(key) if constant_time_eq(key.trim().as_bytes(), expected.as_bytes()) => {
+                    Some(key)
+                        if constant_time_eq(
+                            key.trim().as_bytes(),
+                            expected.expose().as_bytes(),
+                        ) =>
+                    {
                         Ok(())
                     }
                     Some(_) => Err(refuse(
@@ -75,13 +88,47 @@ fn api_key(node: Arc<Node>) -> impl Filter<Extract = (), Error = warp::Rejection
         .untuple_one()
 }
 
-/// Compares without an early exit, so response timing does not reveal how
-/// much of a guessed key was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// Lets a request through while the node-wide API budget lasts; beyond it,
+/// 429. Checked after the key, so that callers without one cannot use up
+/// the budget of those with one.
+fn within_rate(
+    node: Arc<Node>,
+    bucket: Arc<Mutex<TokenBucket>>,
+) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::any()
+        .and_then(move || {
+            let allowed = bucket.lock().unwrap_or_else(|p| p.into_inner()).allow();
+            let node = node.clone();
+            async move {
+                if allowed {
+                    return Ok(());
+                }
+                node.metrics.error(ErrorCode::RateLimited);
+                Err(refuse(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "the API takes {} requests per second on this node (--api-rate-limit); \
+                         retry in a second",
+                        node.config.limits.api_rate_limit
+                    ),
+                ))
+            }
+        })
+        .untuple_one()
+}
+
+/// Compares in time that depends only on the length of what was presented,
+/// never on how much of it was right nor on the key's own length.
+fn constant_time_eq(presented: &[u8], key: &[u8]) -> bool {
+    if key.is_empty() {
+        return presented.is_empty();
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let mut diff = presented.len() ^ key.len();
+    for (i, byte) in presented.iter().enumerate() {
+        diff |= usize::from(byte ^ key[i % key.len()]);
+    }
+    diff == 0
 }
 
 #[derive(Deserialize)]
@@ -177,5 +224,7 @@ mod tests {
         assert!(!constant_time_eq(b"key", b"kez"));
         assert!(!constant_time_eq(b"key", b"keys"));
         assert!(!constant_time_eq(b"", b"k"));
+        assert!(!constant_time_eq(b"keykey", b"key"));
+        assert!(!constant_time_eq(b"k", b""));
     }
 }

@@ -3,7 +3,10 @@
 //! form `{"error": <code>, "message": <what to fix>}`.
 
 mod api;
+mod origin;
 mod ws;
+
+pub use self::origin::AllowedOrigins;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -137,7 +140,14 @@ pub(crate) fn refuse(
 async fn rejection_response(rejection: warp::Rejection) -> Result<Response, Infallible> {
     use warp::reject::{LengthRequired, MethodNotAllowed, PayloadTooLarge};
     let response = if let Some(refusal) = rejection.find::<Refusal>() {
-        error_response(refusal.status, refusal.code, &refusal.message)
+        let mut response = error_response(refusal.status, refusal.code, &refusal.message);
+        if refusal.status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(
+                warp::http::header::RETRY_AFTER,
+                warp::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     } else if rejection.is_not_found() {
         error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
     } else if rejection.find::<PayloadTooLarge>().is_some() {

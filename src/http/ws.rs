@@ -1,4 +1,5 @@
-//! `GET /ws`: authenticate, then upgrade to a WebSocket session.
+//! `GET /ws`: check the handshake, the page's origin, the client's token
+//! and the node's capacity, then upgrade to a WebSocket session.
 //!
 //! The handshake is done here rather than with `warp::ws()` because warp
 //! builds every socket with tungstenite's default 128 KiB read buffer and
@@ -21,8 +22,10 @@ use warp::reply::Response;
 
 use super::error_response;
 use crate::auth::AuthError;
+use crate::metrics::UpgradeRefusal;
 use crate::node::Node;
 use crate::protocol::ClientId;
+use crate::redact;
 use crate::session;
 
 pub fn route(node: Arc<Node>) -> BoxedFilter<(Response,)> {
@@ -43,45 +46,103 @@ fn upgrade(
     query: &str,
     on_upgrade: Option<OnUpgrade>,
 ) -> Response {
-    let key = match handshake_key(headers) {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
-    let client = match identify(node, headers, query) {
-        Ok(client) => client,
-        Err(AuthError::Unauthorized(why)) => {
-            return error_response(StatusCode::UNAUTHORIZED, "unauthorized", &why);
+    match admit(node, headers, query, on_upgrade) {
+        Ok(response) => response,
+        Err((why, response)) => {
+            node.metrics.upgrade_refused(why);
+            // The query may carry a token: only its redacted form is logged.
+            tracing::debug!(status = response.status().as_u16(), reason = ?why,
+                query = %redact::query(query), "WebSocket upgrade refused");
+            response
         }
-        Err(AuthError::BadClientId(why)) => {
-            return error_response(StatusCode::BAD_REQUEST, "invalid_client_id", &why);
-        }
+    }
+}
+
+type Refused = (UpgradeRefusal, Response);
+
+/// Runs the checks in order of cost (a token's signature last but one, the
+/// presence store's health last) and starts the session.
+// A refusal is the cold path; boxing it would buy nothing.
+#[allow(clippy::result_large_err)]
+fn admit(
+    node: &Arc<Node>,
+    headers: &HeaderMap,
+    query: &str,
+    on_upgrade: Option<OnUpgrade>,
+) -> Result<Response, Refused> {
+    let key = handshake_key(headers).map_err(|r| (UpgradeRefusal::BadRequest, r))?;
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or(""));
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if !node.config.allowed_origins.allows(origin, host) {
+        return Err((
+            UpgradeRefusal::Origin,
+            error_response(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "pages from this origin may not open sessions here (see --allowed-origins)",
+            ),
+        ));
+    }
+    let client = identify(node, headers, query).map_err(|e| match e {
+        AuthError::Unauthorized(why) => (
+            UpgradeRefusal::Unauthorized,
+            error_response(StatusCode::UNAUTHORIZED, "unauthorized", &why),
+        ),
+        AuthError::BadClientId(why) => (
+            UpgradeRefusal::BadRequest,
+            error_response(StatusCode::BAD_REQUEST, "invalid_client_id", &why),
+        ),
+    })?;
+    let unavailable = |code, message| {
+        (
+            UpgradeRefusal::Unavailable,
+            error_response(StatusCode::SERVICE_UNAVAILABLE, code, message),
+        )
     };
     if node.shutdown.is_cancelled() {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return Err(unavailable(
             "shutting_down",
             "this node is shutting down; connect to another",
-        );
+        ));
     }
     // A session is only reachable once its presence record is written.
     if !node.presence_ok.load(std::sync::atomic::Ordering::Relaxed) {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return Err(unavailable(
             "unavailable",
             "this node cannot reach its presence store; retry shortly or connect to another",
-        );
+        ));
     }
     let Some(on_upgrade) = on_upgrade else {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "bad_handshake",
-            "this connection cannot be upgraded (WebSocket needs HTTP/1.1)",
-        );
+        return Err((
+            UpgradeRefusal::BadRequest,
+            error_response(
+                StatusCode::BAD_REQUEST,
+                "bad_handshake",
+                "this connection cannot be upgraded (WebSocket needs HTTP/1.1)",
+            ),
+        ));
+    };
+    let Some(slot) = node.slots.take() else {
+        return Err((
+            UpgradeRefusal::Capacity,
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "at_capacity",
+                &format!(
+                    "this node holds its maximum of {} sessions; connect to another",
+                    node.slots.max()
+                ),
+            ),
+        ));
     };
 
-    let config = session::socket_config(node.config.max_frame_bytes);
+    let config = session::socket_config(node.config.limits.max_frame_bytes);
     let session_node = node.clone();
     node.tasks.spawn(async move {
+        // Held until the session ends, however it ends.
+        let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
@@ -108,7 +169,7 @@ fn upgrade(
         HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
             .expect("base64 is a valid header value"),
     );
-    response
+    Ok(response)
 }
 
 /// Checks the RFC 6455 handshake headers and returns the client's key.

@@ -25,6 +25,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use uuid::Uuid;
 
 use super::{PresenceError, PresenceRecord, PresenceStore};
+use crate::config::RedisTarget;
 use crate::liveness::HeartbeatReport;
 use crate::protocol::{ClientId, NodeId};
 
@@ -108,20 +109,39 @@ pub struct RedisPresence {
 }
 
 impl RedisPresence {
-    /// Connects to `url` (`redis://host:port/db`). Fails with a message that
-    /// names the URL when the server cannot be reached within
+    /// Connects to the target's URL: `redis://[user:password@]host:port/db`,
+    /// or `rediss://` for TLS (verified against the system's roots, or the
+    /// target's CA file). Fails with a message that names the URL, password
+    /// redacted, when the server cannot be reached within
     /// [`STARTUP_TIMEOUT`].
-    pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, PresenceError> {
+    pub async fn connect(target: &RedisTarget, key_prefix: &str) -> Result<Self, PresenceError> {
+        let url = target.shown();
         let invalid = |e: redis::RedisError| {
             PresenceError::Unavailable(format!("invalid Redis URL {url:?}: {e}"))
         };
         // The redis crate leaves Nagle's algorithm on; with several lookups
         // in flight on the one multiplexed connection it would hold requests
         // back for the server's delayed ACK (up to 40 ms).
-        let info = redis::IntoConnectionInfo::into_connection_info(url)
+        let info = redis::IntoConnectionInfo::into_connection_info(target.url.expose())
             .map_err(invalid)?
             .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info).map_err(invalid)?;
+        crate::tls::install_default_provider();
+        let client = match &target.ca_file {
+            Some(ca_file) => {
+                let root_cert = std::fs::read(ca_file).map_err(|e| {
+                    PresenceError::Unavailable(format!(
+                        "cannot read --redis-ca {}: {e}",
+                        ca_file.display()
+                    ))
+                })?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                };
+                redis::Client::build_with_tls(info, certificates).map_err(invalid)?
+            }
+            None => redis::Client::open(info).map_err(invalid)?,
+        };
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(CONNECT_TIMEOUT))

@@ -81,6 +81,27 @@ pub struct MessageHop<'a> {
     pub frame: &'a RawValue,
 }
 
+impl MessageHop<'_> {
+    /// Whether `frame` really is the message this hop says it carries: a
+    /// `message` frame with the hop's `msg_id`, `from` and `to`. A node
+    /// writes the frame to the recipient's socket without parsing it, so
+    /// without this check a faulty or hostile peer could hand a client a
+    /// frame addressed to someone else, or one that is not a message at
+    /// all. Every node renders the frame in one fixed form
+    /// ([`encode_message`](super::frames::encode_message)), so comparing
+    /// its start is enough, and costs no parse.
+    pub fn frame_matches(&self) -> bool {
+        let frame = self.frame.get();
+        let mut expected = String::with_capacity(64 + 2 * 128);
+        let _ = write!(
+            expected,
+            r#"{{"type":"message","msg_id":"{}","from":"{}","to":"{}","body":"#,
+            self.msg_id, self.from, self.to
+        );
+        frame.starts_with(&expected) && frame.ends_with('}')
+    }
+}
+
 /// The sender's session, whose node tracks the message's outcome.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReplyTo {
@@ -262,6 +283,59 @@ mod tests {
             );
             assert_eq!(m.reply.map(|r| r.session), reply.map(|r| r.session));
         }
+    }
+
+    #[test]
+    fn a_frame_must_match_its_hop() {
+        let body = RawValue::from_string(r#"{"text":"hi"}"#.into()).unwrap();
+        let id = |s: &str| ClientId::parse(s).unwrap();
+        let msg_id = Uuid::now_v7();
+        let hop_with = |frame: &str| {
+            let bytes = encode_envelope([encode_message_hop(
+                msg_id,
+                &id("alice"),
+                &id("bob"),
+                false,
+                None,
+                frame,
+            )
+            .as_slice()]);
+            let Some(Hop::Message(m)) = Envelope::decode(&bytes).unwrap().into_hops().next() else {
+                panic!()
+            };
+            m.frame_matches()
+        };
+        assert!(hop_with(&encode_message(
+            msg_id,
+            &id("alice"),
+            &id("bob"),
+            &body,
+            7
+        )));
+        // Addressed to someone else, from someone else, another message, not a message.
+        assert!(!hop_with(&encode_message(
+            msg_id,
+            &id("alice"),
+            &id("carol"),
+            &body,
+            7
+        )));
+        assert!(!hop_with(&encode_message(
+            msg_id,
+            &id("mallory"),
+            &id("bob"),
+            &body,
+            7
+        )));
+        assert!(!hop_with(&encode_message(
+            Uuid::now_v7(),
+            &id("alice"),
+            &id("bob"),
+            &body,
+            7
+        )));
+        assert!(!hop_with(r#"{"type":"welcome","client_id":"bob"}"#));
+        assert!(!hop_with(r#""just a string""#));
     }
 
     #[test]

@@ -23,6 +23,16 @@ pub const MAX_FRAME_ID_BYTES: usize = 128;
 /// forward bodies that crash recipients' recursive JSON parsers.
 pub const MAX_BODY_DEPTH: usize = 64;
 
+/// The most a `message` frame adds around its body: the type, a msg_id, two
+/// client ids of up to 128 bytes and a timestamp, with room to spare.
+pub const MESSAGE_FRAME_OVERHEAD: usize = 512;
+
+/// The largest `message` frame a node with this `--max-frame-bytes` can
+/// produce: its body came in a client frame (or API request) no larger.
+pub fn max_message_frame(max_frame_bytes: usize) -> usize {
+    max_frame_bytes + MESSAGE_FRAME_OVERHEAD
+}
+
 /// The error codes of the protocol's `error` frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -34,7 +34,16 @@ impl Router {
                 }
             }
         }
+        self.metrics.hop_recipient_absent();
         self.reroute(Message::from_hop(&hop, frame)).await;
+    }
+
+    /// A message hop this node will not deliver (see `hop::run`): its
+    /// sender is told `offline`.
+    pub async fn refuse_hop(&self, hop: &MessageHop<'_>) {
+        if let Some(origin) = origin_of(hop) {
+            self.answer(&origin, ReceiptStatus::Offline).await;
+        }
     }
 
     /// The recipient is not (or no longer) here. Look it up again and

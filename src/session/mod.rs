@@ -16,12 +16,15 @@
 //!
 //! Every socket write is bounded by the configured write timeout: a client
 //! that stops reading is closed as a slow consumer (4008) instead of
-//! stalling its session forever.
+//! stalling its session forever. The loop also pings the client, closes it
+//! when it has gone silent (1008), and closes it when it keeps sending
+//! faster than its rate limit (1008).
 
 mod outbox;
-mod rate;
 mod registry;
+mod slots;
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -38,17 +41,19 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 use uuid::Uuid;
 
+use crate::metrics::PolicyClose;
 use crate::node::Node;
 use crate::presence::{PresenceError, PresenceRecord};
 use crate::protocol::frames::{encode_ack, encode_error, encode_pong, encode_welcome};
 use crate::protocol::{
     ClientFrame, ClientId, ErrorCode, FrameError, ReceiptStatus, close, now_ms, parse_client_frame,
 };
+use crate::rate::{Limiter, Verdict};
 use crate::router::{Message, Origin, Route, RouteError, Router};
 
 pub use self::outbox::{Outbound, Outbox, Refused};
-use self::rate::TokenBucket;
 pub use self::registry::{SessionHandle, SessionRegistry};
+pub use self::slots::{Slot, Slots};
 
 /// The socket type of a session: a WebSocket over hyper's upgraded
 /// connection.
@@ -116,7 +121,7 @@ pub async fn run(node: Arc<Node>, mut ws: Socket, client: ClientId) {
         id: Uuid::new_v4(),
         client: client.clone(),
         since: now_ms(),
-        outbox: Outbox::new(node.config.session_queue),
+        outbox: Outbox::new(node.config.limits.session_queue),
     });
 
     // The rare, large steps (registration, welcome, clean-up) are boxed so
@@ -135,7 +140,7 @@ pub async fn run(node: Arc<Node>, mut ws: Socket, client: ClientId) {
     tracing::debug!(%client, session = %handle.id, "session open");
 
     let welcome = encode_welcome(&client, handle.id, &node.id);
-    let welcomed = Box::pin(write(&mut ws, [welcome], node.config.write_timeout)).await;
+    let welcomed = Box::pin(write(&mut ws, [welcome], node.config.limits.write_timeout)).await;
     let ending = match welcomed {
         // Boxed as well: rustc lays an awaited future out next to a copy of
         // it, so an inline `serve` would make this future twice its size.
@@ -184,11 +189,16 @@ struct Session<'a> {
     pending: FuturesOrdered<Pending<'a>>,
     /// Answers ready to write, in reading order.
     answers: Vec<Utf8Bytes>,
-    sends: TokenBucket,
+    limiter: Limiter,
+    /// When the client last sent anything, a pong included.
+    last_heard: Instant,
+    /// When the next keepalive ping is due.
+    next_ping: Instant,
 }
 
 impl<'a> Session<'a> {
     fn new(node: &'a Node, handle: &'a SessionHandle, ws: &'a mut Socket) -> Self {
+        let limits = &node.config.limits;
         Self {
             node,
             router: &node.router,
@@ -196,7 +206,9 @@ impl<'a> Session<'a> {
             ws,
             pending: FuturesOrdered::new(),
             answers: Vec::new(),
-            sends: TokenBucket::new(node.config.rate_limit, node.config.rate_burst),
+            limiter: Limiter::new(limits.rate_limit, limits.rate_burst, limits.rate_abuse),
+            last_heard: Instant::now(),
+            next_ping: Instant::now() + limits.ping_interval,
         }
     }
 
@@ -205,7 +217,10 @@ impl<'a> Session<'a> {
     /// and writes it all with a single flush: one system call for an ack
     /// and the messages that arrived meanwhile, rather than one each.
     async fn serve(mut self) -> Ending {
-        let write_timeout = self.node.config.write_timeout;
+        let write_timeout = self.node.config.limits.write_timeout;
+        // One timer per session serves both the pings and the idle check.
+        let keepalive = tokio::time::sleep_until(self.next_ping.into());
+        tokio::pin!(keepalive);
         loop {
             tokio::select! {
                 // Close requests and queued frames first: a session being
@@ -222,6 +237,13 @@ impl<'a> Session<'a> {
                 incoming = self.ws.next(), if self.pending.len() < MAX_IN_FLIGHT => {
                     if let Some(ending) = self.receive(incoming).await {
                         return ending;
+                    }
+                }
+
+                () = &mut keepalive => {
+                    match self.keepalive().await {
+                        Ok(deadline) => keepalive.as_mut().reset(deadline.into()),
+                        Err(ending) => return ending,
                     }
                 }
             }
@@ -248,15 +270,62 @@ impl<'a> Session<'a> {
                 return Ending::SlowConsumer;
             }
             if let Some(code) = close {
-                return Box::pin(self.drain_and_close(code)).await;
+                return Box::pin(self.drain_and_close(code, close_reason(code))).await;
             }
         }
     }
 
+    /// The keepalive timer fired: close a session that has gone silent,
+    /// ping one that is due. Returns when the timer should fire next.
+    async fn keepalive(&mut self) -> Result<Instant, Ending> {
+        let limits = &self.node.config.limits;
+        let now = Instant::now();
+        let silent_until = self.last_heard + limits.idle_timeout;
+        if now >= silent_until {
+            tracing::debug!(client = %self.handle.client, "no answer to pings; closing");
+            self.node.metrics.policy_closed(PolicyClose::Idle);
+            return Err(
+                Box::pin(self.drain_and_close(close::POLICY, "idle: no answer to pings")).await,
+            );
+        }
+        if now >= self.next_ping {
+            let ping = async {
+                self.ws.feed(WsMessage::Ping(Default::default())).await?;
+                self.ws.flush().await
+            };
+            if !matches!(
+                tokio::time::timeout(limits.write_timeout, ping).await,
+                Ok(Ok(()))
+            ) {
+                return Err(Ending::SlowConsumer);
+            }
+            self.next_ping = now + limits.ping_interval;
+        }
+        Ok(self.next_ping.min(silent_until))
+    }
+
     /// Handles what the socket produced; `Some` when the session ends.
     async fn receive(&mut self, incoming: Option<Result<WsMessage, WsError>>) -> Option<Ending> {
+        let now = Instant::now();
+        if let Some(Ok(_)) = &incoming {
+            self.last_heard = now;
+        }
+        // Every data frame and every ping the client sends costs the node
+        // work, so each one counts against its rate.
+        let verdict = match &incoming {
+            Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_) | WsMessage::Ping(_))) => {
+                self.limiter.check(now)
+            }
+            _ => Verdict::Allow,
+        };
+        if verdict == Verdict::Abuse {
+            tracing::debug!(client = %self.handle.client, "sustained rate abuse; closing");
+            self.node.metrics.policy_closed(PolicyClose::RateAbuse);
+            return Some(Box::pin(self.drain_and_close(close::POLICY, "rate limit abuse")).await);
+        }
         match incoming {
-            Some(Ok(WsMessage::Text(text))) => self.read_text(text).await,
+            Some(Ok(WsMessage::Text(text))) => self.read_text(text, now, verdict).await,
+            Some(Ok(WsMessage::Binary(_))) if verdict == Verdict::Refuse => self.rate_limited(None),
             Some(Ok(WsMessage::Binary(_))) => self.refuse(FrameError::new(
                 ErrorCode::BadFrame,
                 "binary frames are not part of the protocol; send JSON in text frames",
@@ -268,7 +337,10 @@ impl<'a> Session<'a> {
             Some(Err(WsError::Capacity(e))) => {
                 tracing::debug!(client = %self.handle.client, error = %e, "frame over the hard limit");
                 self.node.metrics.error(ErrorCode::TooLarge);
-                return Some(Box::pin(self.drain_and_close(close::TOO_BIG)).await);
+                return Some(
+                    Box::pin(self.drain_and_close(close::TOO_BIG, close_reason(close::TOO_BIG)))
+                        .await,
+                );
             }
             Some(Err(e)) => {
                 tracing::debug!(client = %self.handle.client, error = %e, "socket error");
@@ -281,9 +353,8 @@ impl<'a> Session<'a> {
     /// Handles one text frame. A send whose route is known at once (a
     /// local recipient, a cached remote one) is dispatched right here;
     /// otherwise it starts its lookup. Answers keep reading order.
-    async fn read_text(&mut self, text: Utf8Bytes) {
-        let read_at = Instant::now();
-        let max = self.node.config.max_frame_bytes;
+    async fn read_text(&mut self, text: Utf8Bytes, read_at: Instant, verdict: Verdict) {
+        let max = self.node.config.limits.max_frame_bytes;
         if text.len() > max {
             return self.refuse(FrameError::new(
                 ErrorCode::TooLarge,
@@ -291,15 +362,16 @@ impl<'a> Session<'a> {
                 None,
             ));
         }
+        if verdict == Verdict::Refuse {
+            // Parsed only to echo the refused frame's id.
+            let id = match parse_client_frame(&text) {
+                Ok(ClientFrame::Send(send)) => send.id.map(Cow::into_owned),
+                Ok(ClientFrame::Ping { id }) => id.map(Cow::into_owned),
+                Err(e) => e.id,
+            };
+            return self.rate_limited(id.as_deref());
+        }
         match parse_client_frame(&text) {
-            Ok(ClientFrame::Send(send)) if !self.sends.allow() => {
-                let limit = self.node.config.rate_limit;
-                self.refuse(FrameError::new(
-                    ErrorCode::RateLimited,
-                    format!("more than {limit} sends per second; this send was dropped"),
-                    send.id.as_deref(),
-                ));
-            }
             Ok(ClientFrame::Send(send)) => {
                 let msg_id = Uuid::now_v7();
                 let origin = Origin {
@@ -365,20 +437,29 @@ impl<'a> Session<'a> {
         self.queue(Reply::Ready(encode_error(&error)));
     }
 
+    fn rate_limited(&mut self, id: Option<&str>) {
+        let limit = self.node.config.limits.rate_limit;
+        self.refuse(FrameError::new(
+            ErrorCode::RateLimited,
+            format!("more than {limit} frames per second; this frame was dropped"),
+            id,
+        ));
+    }
+
     /// Before closing with `code`: answer every send already read, so each
     /// gets its one ack.
-    async fn drain_and_close(&mut self, code: u16) -> Ending {
+    async fn drain_and_close(&mut self, code: u16, reason: &'static str) -> Ending {
         let mut frames = std::mem::take(&mut self.answers);
         while let Some(reply) = self.pending.next().await {
             frames.push(Box::pin(answer(self.node, reply)).await.into());
         }
-        if write(self.ws, frames, self.node.config.write_timeout)
+        if write(self.ws, frames, self.node.config.limits.write_timeout)
             .await
             .is_err()
         {
             return Ending::SlowConsumer;
         }
-        Ending::Close(code, close_reason(code))
+        Ending::Close(code, reason)
     }
 }
 
@@ -446,7 +527,7 @@ async fn finish(node: &Node, handle: &SessionHandle, mut ws: Socket, ending: End
     }
 
     let (rest, _) = handle.outbox.take();
-    let timeout = node.config.write_timeout;
+    let timeout = node.config.limits.write_timeout;
     match ending {
         Ending::Close(code, reason) => {
             let _ = write_outbound(&mut ws, &node.router, Vec::new(), rest, timeout).await;

@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod traffic;
 
 use std::io::{BufRead, BufReader};
@@ -98,12 +99,47 @@ impl Redis {
     /// Starts on `port` (to restart a stopped server where nodes expect it),
     /// or on a free port.
     pub fn start_on(port: Option<u16>) -> Self {
+        Self::launch(port, |port| vec!["--port".into(), port.to_string()])
+    }
+
+    /// Starts with extra redis-server arguments (`--requirepass`, say).
+    pub fn start_args(extra: &[&str]) -> Self {
+        Self::launch(None, |port| {
+            let mut args = vec!["--port".into(), port.to_string()];
+            args.extend(extra.iter().map(|a| a.to_string()));
+            args
+        })
+    }
+
+    /// Starts serving TLS only, with the certificate of `pki`.
+    pub fn start_tls(pki: &certs::Pki) -> Self {
+        Self::launch(None, |port| {
+            let path = |p: &std::path::Path| p.display().to_string();
+            vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                path(&pki.server_cert),
+                "--tls-key-file".into(),
+                path(&pki.server_key),
+                "--tls-ca-cert-file".into(),
+                path(&pki.ca_cert),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ]
+        })
+    }
+
+    fn launch(port: Option<u16>, args: impl Fn(u16) -> Vec<String>) -> Self {
         let binary = find_binary("redis-server");
         for _ in 0..5 {
             let port = port.unwrap_or_else(free_port);
             let mut child = spawn(
                 Command::new(&binary)
-                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args(args(port))
+                    .args(["--bind", "127.0.0.1"])
                     .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null()),
@@ -164,11 +200,21 @@ impl Nats {
     /// Starts on `port` (to restart a stopped server where nodes expect
     /// it), or on a port the server picks.
     pub fn start_on(port: Option<u16>) -> Self {
+        Self::launch(port, &[])
+    }
+
+    /// Starts with extra nats-server arguments (`--user`, `-c FILE`, ...).
+    pub fn start_args(extra: &[&str]) -> Self {
+        Self::launch(None, extra)
+    }
+
+    fn launch(port: Option<u16>, extra: &[&str]) -> Self {
         let binary = find_binary("nats-server");
         // -p -1 lets the server pick a free port; it prints which.
         let port_arg = port.map_or("-1".to_owned(), |p| p.to_string());
         let mut child = spawn(
             Command::new(binary)
+                .args(extra)
                 .args(["-a", "127.0.0.1", "-p", &port_arg])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped()),
@@ -480,4 +526,54 @@ pub async fn http(
 /// Parses a JSON HTTP body.
 pub fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"))
+}
+
+/// A WebSocket handshake by hand: sends `GET <path>` with the upgrade
+/// headers plus `headers`, and returns the status and (for refusals) the
+/// body. With 101, the open stream is returned too, positioned after the
+/// response headers.
+pub async fn raw_upgrade(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Byte by byte up to the blank line: nothing after it may be consumed.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = within(stream.read_u8()).await.expect("response headers");
+        head.push(byte);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    within(stream.read_exact(&mut body)).await.unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned(), stream)
+}
+
+/// A metric's value as /metrics shows it (`name` includes any labels,
+/// exactly as rendered).
+pub async fn metric(node: &RunningNode, name: &str) -> f64 {
+    let (_, text) = http(node, "GET", "/metrics", &[], None).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
 }

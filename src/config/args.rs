@@ -1,0 +1,186 @@
+//! The flags of `switchboard serve`, each with an environment twin. Their
+//! doc comments are the `--help` text; docs/security.md and the README
+//! list the same defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Flags of `switchboard serve` (also accepted by a bare `switchboard`).
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on for WebSocket and HTTP.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// This node's id (1-64 of A-Z a-z 0-9 _ -). Default: the host name
+    /// plus a short random suffix.
+    #[arg(long, env = "SWITCHBOARD_NODE_ID")]
+    pub node_id: Option<String>,
+
+    // ---- Backends -------------------------------------------------------
+    /// Redis URL for the shared presence registry: redis://[:password@]host:port[/db],
+    /// or rediss:// for TLS. Needs --nats-url too; leave both unset to run
+    /// one node on its own.
+    #[arg(long, env = "SWITCHBOARD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// PEM file of the certificate authority that signed Redis's TLS
+    /// certificate, for rediss:// URLs. Default: the system's trusted roots.
+    #[arg(long, env = "SWITCHBOARD_REDIS_CA", value_name = "FILE")]
+    pub redis_ca: Option<PathBuf>,
+
+    /// NATS server URL(s) for node-to-node hops, comma-separated,
+    /// e.g. nats://127.0.0.1:4222, or nats://user:password@host:4222.
+    /// Needs --redis-url too.
+    #[arg(long, env = "SWITCHBOARD_NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
+
+    /// NATS credentials file (user JWT and nkey seed, as made by nsc) for
+    /// servers in operator mode.
+    #[arg(long, env = "SWITCHBOARD_NATS_CREDS", value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+
+    /// File holding this node's NATS nkey seed (SU...), for servers that
+    /// list the node's public nkey in their authorization block.
+    #[arg(long, env = "SWITCHBOARD_NATS_NKEY", value_name = "FILE")]
+    pub nats_nkey: Option<PathBuf>,
+
+    /// Prefix of every Redis key this node writes.
+    #[arg(long, env = "SWITCHBOARD_KEY_PREFIX", default_value = "sb:")]
+    pub key_prefix: String,
+
+    /// Prefix of the NATS subjects nodes listen on (<prefix>.node.<node id>).
+    #[arg(long, env = "SWITCHBOARD_SUBJECT_PREFIX", default_value = "sb")]
+    pub subject_prefix: String,
+
+    // ---- Who may connect ------------------------------------------------
+    /// HS256 secret for client JWTs. Without it (and without
+    /// --jwt-public-key), authentication is off and clients name themselves
+    /// with ?client_id= (development only).
+    #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key for client JWTs instead of a shared secret: an RSA
+    /// key means RS256 tokens, an Ed25519 key EdDSA tokens.
+    #[arg(long, env = "SWITCHBOARD_JWT_PUBLIC_KEY", value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Required `aud` claim of client JWTs. Default: not checked.
+    #[arg(long, env = "SWITCHBOARD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Required `iss` claim of client JWTs. Default: not checked.
+    #[arg(long, env = "SWITCHBOARD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Bearer key for the HTTP API (/api/v1/...). Without it the API answers 403.
+    #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Browser origins allowed to open WebSocket sessions, comma-separated
+    /// (e.g. https://chat.example.com), or * for any. Default: only pages
+    /// served by this node itself. Requests without an Origin header
+    /// (non-browser clients) are always allowed.
+    #[arg(long, env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Allow authentication off on a non-loopback address. Anyone who can
+    /// reach the port can then speak as any client.
+    #[arg(long, env = "SWITCHBOARD_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+
+    /// PEM certificate chain: serve HTTPS and wss:// natively. Needs --tls-key.
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    // ---- Limits ---------------------------------------------------------
+    /// Largest client frame accepted, in bytes. Larger frames get a
+    /// too_large error; frames over four times this close the session (1009).
+    #[arg(long, env = "SWITCHBOARD_MAX_FRAME_BYTES", default_value_t = 65_536)]
+    pub max_frame_bytes: usize,
+
+    /// Most WebSocket sessions this node holds; upgrades beyond it get 503.
+    /// 0: the file-descriptor limit less 256 kept for everything else.
+    #[arg(long, env = "SWITCHBOARD_MAX_SESSIONS", default_value_t = 0)]
+    pub max_sessions: usize,
+
+    /// Frames that may wait for one session's socket. A session whose queue
+    /// fills up is closed with 4008 (slow consumer).
+    #[arg(long, env = "SWITCHBOARD_SESSION_QUEUE", default_value_t = 1024)]
+    pub session_queue: usize,
+
+    /// Longest a write to one client socket may take, in milliseconds,
+    /// before the session is closed with 4008 (slow consumer).
+    #[arg(long, env = "SWITCHBOARD_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub write_timeout_ms: u64,
+
+    /// Longest a new connection may take to finish its TLS handshake and
+    /// send its request headers, in milliseconds.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HANDSHAKE_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub handshake_timeout_ms: u64,
+
+    /// How often the node pings each session, in milliseconds.
+    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL_MS", default_value_t = 20_000)]
+    pub ping_interval_ms: u64,
+
+    /// A session the node has heard nothing from (no frame, no pong) for
+    /// this long is closed with 1008, in milliseconds.
+    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+
+    /// Frames per second one session may send on average; frames beyond it
+    /// are refused with rate_limited. 0 turns the limit off.
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT", default_value_t = 100)]
+    pub rate_limit: u32,
+
+    /// Frames one session may send in a burst above the rate.
+    #[arg(long, env = "SWITCHBOARD_RATE_BURST", default_value_t = 200)]
+    pub rate_burst: u32,
+
+    /// A session refused for its rate without a break of a second or more
+    /// for this long is closed with 1008, in milliseconds. 0: never closed.
+    #[arg(long, env = "SWITCHBOARD_RATE_ABUSE_MS", default_value_t = 10_000)]
+    pub rate_abuse_ms: u64,
+
+    /// Requests per second the HTTP send API takes, for the whole node;
+    /// beyond it callers get 429. 0 turns the limit off.
+    #[arg(long, env = "SWITCHBOARD_API_RATE_LIMIT", default_value_t = 1000)]
+    pub api_rate_limit: u32,
+
+    /// Requests the HTTP send API takes in a burst above its rate.
+    #[arg(long, env = "SWITCHBOARD_API_RATE_BURST", default_value_t = 2000)]
+    pub api_rate_burst: u32,
+
+    // ---- Cluster tuning -------------------------------------------------
+    /// How long a node's heartbeat lasts, in milliseconds. A node that
+    /// stops heartbeating (crashed, or cut off from presence) is believed
+    /// dead after at most this plus a third of it: its presence records are
+    /// no longer believed and its in-flight messages are answered offline.
+    #[arg(long, env = "SWITCHBOARD_NODE_TTL_MS", default_value_t = 3000)]
+    pub node_ttl_ms: u64,
+
+    /// Longest a cross-node message waits for its outcome from the
+    /// recipient's node before its sender is told offline, in milliseconds.
+    /// A last resort: lost nodes and bounced messages are answered sooner.
+    #[arg(long, env = "SWITCHBOARD_HOP_TIMEOUT_MS", default_value_t = 20_000)]
+    pub hop_timeout_ms: u64,
+
+    /// Remote routes this node remembers (client -> node), sparing a
+    /// presence lookup per message. 0 turns the route cache off.
+    #[arg(long, env = "SWITCHBOARD_ROUTE_CACHE", default_value_t = 100_000)]
+    pub route_cache: usize,
+
+    /// Log filter, e.g. info or switchboard=debug.
+    #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
+    pub log: String,
+}

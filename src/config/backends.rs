@@ -1,0 +1,192 @@
+//! Which presence store and bus the node uses, and the credentials it
+//! presents to them.
+
+use std::path::PathBuf;
+
+use percent_encoding::percent_decode_str;
+
+use super::{ConfigError, ServeArgs, non_empty};
+use crate::redact::{self, Secret};
+
+/// Which presence store and bus the node uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backends {
+    /// One node on its own: in-memory presence, in-process routing.
+    Embedded,
+    /// A cluster member: Redis presence, NATS hops.
+    Clustered {
+        redis: RedisTarget,
+        nats: NatsTarget,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    /// The URL as given, password included: the redis crate reads AUTH
+    /// credentials (`redis://user:password@host`) and TLS (`rediss://`)
+    /// from it. Show it only through [`RedisTarget::shown`].
+    pub url: Secret,
+    /// Trust anchor for a `rediss://` server with a private CA.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl RedisTarget {
+    /// The URL fit for logs and error messages.
+    pub fn shown(&self) -> String {
+        redact::url(self.url.expose())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsTarget {
+    /// Server URLs without credentials: async-nats ignores user info in
+    /// URLs, so it is taken out here and passed as [`NatsAuth`].
+    pub urls: Vec<String>,
+    pub auth: NatsAuth,
+}
+
+/// How the node proves itself to NATS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatsAuth {
+    None,
+    /// From `nats://user:password@host`.
+    UserPassword {
+        user: String,
+        password: Secret,
+    },
+    /// From `nats://token@host`.
+    Token(Secret),
+    /// `--nats-creds`: a user JWT and its nkey seed.
+    CredsFile(PathBuf),
+    /// `--nats-nkey`: a file holding an nkey seed.
+    NkeyFile(PathBuf),
+}
+
+impl Backends {
+    pub(super) fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let redis = non_empty(args.redis_url.clone());
+        let nats = non_empty(args.nats_url.clone());
+        match (redis, nats) {
+            (None, None) => {
+                if args.nats_creds.is_some() || args.nats_nkey.is_some() || args.redis_ca.is_some()
+                {
+                    return Err(ConfigError(
+                        "--nats-creds, --nats-nkey and --redis-ca only apply to a clustered node: \
+                         set --redis-url and --nats-url too"
+                            .into(),
+                    ));
+                }
+                Ok(Self::Embedded)
+            }
+            (Some(redis_url), Some(nats_urls)) => Ok(Self::Clustered {
+                redis: RedisTarget {
+                    url: Secret::new(redis_url),
+                    ca_file: args.redis_ca.clone(),
+                },
+                nats: nats_target(&nats_urls, args)?,
+            }),
+            (Some(_), None) => Err(ConfigError(
+                "--redis-url is set but --nats-url is not: a clustered node needs both \
+                 (set SWITCHBOARD_NATS_URL), or neither for a single embedded node"
+                    .into(),
+            )),
+            (None, Some(_)) => Err(ConfigError(
+                "--nats-url is set but --redis-url is not: a clustered node needs both \
+                 (set SWITCHBOARD_REDIS_URL), or neither for a single embedded node"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// Splits the URL list and lifts credentials out of the URLs. All URLs
+/// must carry the same credentials (the client presents one identity to
+/// whichever server it reaches), and at most one way of authenticating may
+/// be given.
+fn nats_target(list: &str, args: &ServeArgs) -> Result<NatsTarget, ConfigError> {
+    let mut urls = Vec::new();
+    let mut from_urls: Option<NatsAuth> = None;
+    for raw in list.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let (url, auth) = split_credentials(raw);
+        if let Some(seen) = &from_urls
+            && *seen != auth
+        {
+            return Err(ConfigError(
+                "--nats-url: the URLs carry different credentials; a node presents one identity \
+                 to every server, so give them all the same user and password (or none)"
+                    .into(),
+            ));
+        }
+        from_urls = Some(auth);
+        urls.push(url);
+    }
+    let from_urls = from_urls.unwrap_or(NatsAuth::None);
+    let from_files = match (&args.nats_creds, &args.nats_nkey) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError(
+                "--nats-creds and --nats-nkey are both set: use the one your NATS server expects"
+                    .into(),
+            ));
+        }
+        (Some(creds), None) => NatsAuth::CredsFile(creds.clone()),
+        (None, Some(nkey)) => NatsAuth::NkeyFile(nkey.clone()),
+        (None, None) => NatsAuth::None,
+    };
+    let auth = match (from_urls, from_files) {
+        (NatsAuth::None, auth) | (auth, NatsAuth::None) => auth,
+        _ => {
+            return Err(ConfigError(
+                "--nats-url carries a user and password and --nats-creds/--nats-nkey is set \
+                 too: use one way of authenticating to NATS"
+                    .into(),
+            ));
+        }
+    };
+    Ok(NatsTarget { urls, auth })
+}
+
+/// `nats://user:pass@host:4222` into `nats://host:4222` and the credentials.
+fn split_credentials(url: &str) -> (String, NatsAuth) {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return (url.to_owned(), NatsAuth::None);
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return (url.to_owned(), NatsAuth::None);
+    };
+    let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let auth = match rest[..at].split_once(':') {
+        Some((user, password)) => NatsAuth::UserPassword {
+            user: decode(user),
+            password: Secret::new(decode(password)),
+        },
+        None => NatsAuth::Token(Secret::new(decode(&rest[..at]))),
+    };
+    (format!("{}{}", &url[..scheme_end], &rest[at + 1..]), auth)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_lifted_out_of_nats_urls() {
+        let (url, auth) = split_credentials("nats://node%40a:p%3Ass@127.0.0.1:4222");
+        assert_eq!(url, "nats://127.0.0.1:4222");
+        assert_eq!(
+            auth,
+            NatsAuth::UserPassword {
+                user: "node@a".into(),
+                password: Secret::new("p:ss")
+            }
+        );
+        let (url, auth) = split_credentials("tls://tok@nats:4222");
+        assert_eq!(url, "tls://nats:4222");
+        assert_eq!(auth, NatsAuth::Token(Secret::new("tok")));
+        assert_eq!(
+            split_credentials("nats://nats:4222"),
+            ("nats://nats:4222".into(), NatsAuth::None)
+        );
+    }
+}
