@@ -172,6 +172,21 @@ fn help_shows_every_flag_with_its_environment_twin() {
         ("--key-prefix", "SWITCHBOARD_KEY_PREFIX"),
         ("--subject-prefix", "SWITCHBOARD_SUBJECT_PREFIX"),
         ("--max-frame-bytes", "SWITCHBOARD_MAX_FRAME_BYTES"),
+        ("--jwt-public-key", "SWITCHBOARD_JWT_PUBLIC_KEY"),
+        ("--jwt-audience", "SWITCHBOARD_JWT_AUDIENCE"),
+        ("--jwt-issuer", "SWITCHBOARD_JWT_ISSUER"),
+        ("--allowed-origins", "SWITCHBOARD_ALLOWED_ORIGINS"),
+        ("--tls-cert", "SWITCHBOARD_TLS_CERT"),
+        ("--tls-key", "SWITCHBOARD_TLS_KEY"),
+        ("--nats-creds", "SWITCHBOARD_NATS_CREDS"),
+        ("--nats-nkey", "SWITCHBOARD_NATS_NKEY"),
+        ("--redis-ca", "SWITCHBOARD_REDIS_CA"),
+        ("--max-sessions", "SWITCHBOARD_MAX_SESSIONS"),
+        ("--handshake-timeout-ms", "SWITCHBOARD_HANDSHAKE_TIMEOUT_MS"),
+        ("--ping-interval-ms", "SWITCHBOARD_PING_INTERVAL_MS"),
+        ("--idle-timeout-ms", "SWITCHBOARD_IDLE_TIMEOUT_MS"),
+        ("--rate-abuse-ms", "SWITCHBOARD_RATE_ABUSE_MS"),
+        ("--api-rate-limit", "SWITCHBOARD_API_RATE_LIMIT"),
     ] {
         assert!(
             help.contains(flag) && help.contains(env),
@@ -221,5 +236,92 @@ fn unreachable_backends_are_clear_errors_not_hangs() {
         assert_eq!(output.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains(named) && stderr.contains(&dead), "{stderr}");
         assert!(took < Duration::from_secs(10), "took {took:?}");
+    }
+}
+
+/// Everything secret a node handles, against everything it logs at the
+/// most verbose level: tokens (valid and not, in the query and in the
+/// header), the API key (right and wrong), the JWT secret and the
+/// backends' passwords.
+#[tokio::test]
+async fn secrets_never_reach_the_logs() {
+    const SECRET: &str = "jwt-secret-hunter2";
+    const API_KEY: &str = "api-key-hunter2";
+    let redis = Redis::start_args(&["--requirepass", "redis-pass-hunter2"]);
+    let nats = Nats::start_args(&["--user", "node", "--pass", "nats-pass-hunter2"]);
+    let redis_url = format!("redis://:redis-pass-hunter2@127.0.0.1:{}", redis.port);
+    let nats_url = format!("nats://node:nats-pass-hunter2@127.0.0.1:{}", nats.port);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let log_path = std::env::temp_dir().join(format!("switchboard-log-{}", uuid::Uuid::new_v4()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut node = Running(
+        Command::new(BINARY)
+            .args([
+                "--listen",
+                &listen,
+                "--redis-url",
+                &redis_url,
+                "--nats-url",
+                &nats_url,
+            ])
+            .args(["--jwt-secret", SECRET, "--api-key", API_KEY])
+            .env_clear()
+            .env("SWITCHBOARD_LOG", "trace")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    eventually("the node answers", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+
+    let alice = switchboard::protocol::ClientId::parse("alice").unwrap();
+    let valid = switchboard::auth::mint_hs256(SECRET, &alice, Duration::from_secs(60));
+    let forged = switchboard::auth::mint_hs256("wrong-secret", &alice, Duration::from_secs(60));
+    let url = format!("ws://{listen}");
+    let client = within(Client::connect(&url, Identity::Token(valid.clone())))
+        .await
+        .unwrap();
+    client.close().await.unwrap();
+    assert!(
+        within(Client::connect(&url, Identity::Token(forged.clone())))
+            .await
+            .is_err()
+    );
+    let addr = listen.parse().unwrap();
+    let bearer = format!("Bearer {forged}");
+    let (status, ..) = raw_upgrade(addr, "/ws", &[("Authorization", &bearer)]).await;
+    assert_eq!(status, 401);
+    for key in [API_KEY, "api-key-wrong-hunter2"] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request = format!(
+            "GET /api/v1/presence/alice HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        within(stream.read_to_end(&mut response)).await.unwrap();
+    }
+
+    // SAFETY: plain kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(node.0.id() as i32, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no exit within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    std::fs::remove_file(&log_path).unwrap();
+    assert!(
+        logs.contains("token=[redacted]"),
+        "the refusal was logged:\n{logs}"
+    );
+    for secret in [valid.as_str(), forged.as_str(), SECRET, API_KEY, "hunter2"] {
+        assert!(!logs.contains(secret), "{secret:?} is in the logs:\n{logs}");
     }
 }

@@ -178,7 +178,17 @@ impl RedisPresence {
                 .prepare_invoke()
                 .load_async(&mut conn)
                 .await
-                .map_err(|e| PresenceError::Unavailable(format!("cannot load scripts: {e}")))?;
+                .map_err(|e| {
+                    let hint = match e.code() {
+                        Some("NOAUTH" | "WRONGPASS") => {
+                            " (give the password in the URL: redis://[user]:password@host)"
+                        }
+                        _ => "",
+                    };
+                    PresenceError::Unavailable(format!(
+                        "Redis at {url} refused the presence scripts: {e}{hint}"
+                    ))
+                })?;
         }
         Ok(presence)
     }
