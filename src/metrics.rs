@@ -22,8 +22,10 @@ pub enum HopRejection {
     UnknownVersion,
     /// A message frame larger than any client could have sent.
     Oversized,
-    /// A message frame that does not match its hop (another recipient,
-    /// another sender, not a message): never written to a socket.
+    /// A message frame that is not exactly the one its hop names, in the
+    /// form every node writes (another recipient or sender, not a message,
+    /// extra keys, a body a client could not read): never written to a
+    /// socket.
     Mismatched,
 }
 

@@ -91,6 +91,22 @@ async fn hostile_envelopes_are_counted_answered_and_never_delivered() {
         (impostor, ReceiptStatus::Offline)
     );
 
+    // The right start, then a body bob's parser cannot read and a second
+    // "type" key: not the form any node writes.
+    for rest in [r#"[1e400],"ts":1}"#, r#"1,"type":"error","ts":1}"#] {
+        let tampered = Uuid::now_v7();
+        let frame = format!(
+            r#"{{"type":"message","msg_id":"{tampered}","from":"alice","to":"bob","body":{rest}"#
+        );
+        nats.publish(subject, hop(tampered, "alice", "bob", &frame).into())
+            .await
+            .unwrap();
+        assert_eq!(
+            next_outcome(&mut watcher).await,
+            (tampered, ReceiptStatus::Offline)
+        );
+    }
+
     // A body far larger than any client of node-b could have sent.
     let oversized = Uuid::now_v7();
     let big = RawValue::from_string(format!("\"{}\"", "x".repeat(70_000))).unwrap();
@@ -132,7 +148,7 @@ async fn hostile_envelopes_are_counted_answered_and_never_delivered() {
     let rejected = |reason: &str| format!("switchboard_hops_rejected_total{{reason=\"{reason}\"}}");
     assert_eq!(metric(b, &rejected("malformed")).await, 3.0);
     assert_eq!(metric(b, &rejected("unknown_version")).await, 1.0);
-    assert_eq!(metric(b, &rejected("mismatched")).await, 2.0);
+    assert_eq!(metric(b, &rejected("mismatched")).await, 4.0);
     assert_eq!(metric(b, &rejected("oversized")).await, 1.0);
     assert_eq!(
         metric(b, "switchboard_hops_recipient_absent_total").await,

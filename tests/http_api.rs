@@ -202,9 +202,22 @@ async fn api_send_refuses_bad_requests_clearly() {
     let auth = format!("Bearer {KEY}");
     let headers = [("Authorization", auth.as_str())];
     let big = format!(r#"{{"from":"s","to":"b","body":"{}"}}"#, "x".repeat(2000));
+    let deep = format!(
+        r#"{{"from":"s","to":"b","body":{}{}}}"#,
+        "[".repeat(65),
+        "]".repeat(65)
+    );
     for (body, status, error) in [
         ("not json", 400, "bad_request"),
         (r#"{"from":"s","to":"b"}"#, 400, "bad_request"),
+        // Bodies obey the same rules as a client's: numbers a double can
+        // hold, at most 64 levels of nesting.
+        (
+            r#"{"from":"s","to":"b","body":[1e400]}"#,
+            400,
+            "bad_request",
+        ),
+        (deep.as_str(), 400, "bad_request"),
         (r#"{"from":"s s","to":"b","body":1}"#, 400, "invalid_sender"),
         (
             r#"{"from":"s","to":"b/c","body":1}"#,

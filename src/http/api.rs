@@ -18,6 +18,7 @@ use warp::reply::Response;
 use super::{error_response, json_response, refuse, with};
 use crate::node::Node;
 use crate::presence::PresenceError;
+use crate::protocol::frames::check_body;
 use crate::protocol::{ClientId, ErrorCode};
 use crate::rate::TokenBucket;
 use crate::router::{Message, RouteError};
@@ -153,6 +154,9 @@ async fn send_message(raw: Bytes, node: Arc<Node>) -> Response {
             );
         }
     };
+    if let Err(why) = check_body(request.body) {
+        return error_response(StatusCode::BAD_REQUEST, "bad_request", &why);
+    }
     let from = match ClientId::parse(&request.from) {
         Ok(from) => from,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid_sender", &e.0),

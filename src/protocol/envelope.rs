@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use super::frames::ReceiptStatus;
+use super::frames::{ReceiptStatus, check_body_text};
 use super::ids::{ClientId, NodeId};
 
 /// The envelope version this node writes and understands.
@@ -82,23 +82,42 @@ pub struct MessageHop<'a> {
 }
 
 impl MessageHop<'_> {
-    /// Whether `frame` really is the message this hop says it carries: a
-    /// `message` frame with the hop's `msg_id`, `from` and `to`. A node
-    /// writes the frame to the recipient's socket without parsing it, so
-    /// without this check a faulty or hostile peer could hand a client a
-    /// frame addressed to someone else, or one that is not a message at
-    /// all. Every node renders the frame in one fixed form
-    /// ([`encode_message`](super::frames::encode_message)), so comparing
-    /// its start is enough, and costs no parse.
+    /// Whether `frame` really is the message this hop says it carries. A
+    /// node writes the frame to the recipient's socket without re-encoding
+    /// it, so without this check a faulty or hostile peer could hand a
+    /// client a frame addressed to someone else, one that is not a message
+    /// at all, or one whose body the client's parser cannot read.
+    ///
+    /// Every node renders the frame in one fixed form
+    /// ([`encode_message`](super::frames::encode_message)): this prefix
+    /// with the hop's `msg_id`, `from` and `to`, then the body, then
+    /// `,"ts":<digits>}`. The check compares the prefix and the tail and
+    /// walks the body between them once, without building it, under the
+    /// same rules a sender's body met
+    /// ([`check_body`](super::frames::check_body)). Being exact about the
+    /// form also rules out a repeated `"type"` or `"to"` key after the
+    /// body.
     pub fn frame_matches(&self) -> bool {
         let frame = self.frame.get();
-        let mut expected = String::with_capacity(64 + 2 * 128);
+        let mut prefix = String::with_capacity(64 + 2 * 128);
         let _ = write!(
-            expected,
+            prefix,
             r#"{{"type":"message","msg_id":"{}","from":"{}","to":"{}","body":"#,
             self.msg_id, self.from, self.to
         );
-        frame.starts_with(&expected) && frame.ends_with('}')
+        let Some(rest) = frame.strip_prefix(prefix.as_str()) else {
+            return false;
+        };
+        // The last `,"ts":` is the frame's own: anything after the real one
+        // would have to be digits and `}`, which no body ends with.
+        let Some(ts_at) = rest.rfind(r#","ts":"#) else {
+            return false;
+        };
+        let (body, tail) = rest.split_at(ts_at);
+        let Some(ts) = tail[r#","ts":"#.len()..].strip_suffix('}') else {
+            return false;
+        };
+        !ts.is_empty() && ts.bytes().all(|b| b.is_ascii_digit()) && check_body_text(body).is_ok()
     }
 }
 
@@ -300,7 +319,11 @@ mod tests {
                 frame,
             )
             .as_slice()]);
-            let Some(Hop::Message(m)) = Envelope::decode(&bytes).unwrap().into_hops().next() else {
+            // A frame that is not JSON at all fails the envelope first.
+            let Ok(envelope) = Envelope::decode(&bytes) else {
+                return false;
+            };
+            let Some(Hop::Message(m)) = envelope.into_hops().next() else {
                 panic!()
             };
             m.frame_matches()
@@ -336,6 +359,26 @@ mod tests {
         )));
         assert!(!hop_with(r#"{"type":"welcome","client_id":"bob"}"#));
         assert!(!hop_with(r#""just a string""#));
+
+        // The right start, but not the fixed form, or a body that the
+        // recipient could not read.
+        let start =
+            format!(r#"{{"type":"message","msg_id":"{msg_id}","from":"alice","to":"bob","body":"#);
+        for (rest, ok) in [
+            (r#"{"a":1},"ts":7}"#, true),
+            // A body that itself ends like the tail.
+            (r#"{"a":1,"ts":5},"ts":7}"#, true),
+            (r#"",\"ts\":5}","ts":7}"#, true),
+            (r#"{"a":1,"ts":5}"#, false),
+            (r#"1,"to":"carol","ts":7}"#, false),
+            (r#"1,"type":"error","ts":7}"#, false),
+            (r#"1,"ts":-7}"#, false),
+            (r#"1,"ts":}"#, false),
+            (r#"1}"#, false),
+            (r#"[1e400],"ts":7}"#, false),
+        ] {
+            assert_eq!(hop_with(&format!("{start}{rest}")), ok, "{rest}");
+        }
     }
 
     #[test]

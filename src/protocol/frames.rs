@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -234,11 +235,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
                 FrameError::new(ErrorCode::InvalidRecipient, e.to_string(), id.as_deref())
             })?;
             let body = raw.body.ok_or_else(|| bad("a send needs \"body\""))?;
-            if nesting_depth(body.get()) > MAX_BODY_DEPTH {
-                return Err(bad(&format!(
-                    "\"body\" nests deeper than {MAX_BODY_DEPTH} levels"
-                )));
-            }
+            check_body(body).map_err(|why| bad(&why))?;
             let receipt = match raw.receipt.map(RawValue::get) {
                 None | Some("false") => false,
                 Some("true") => true,
@@ -260,31 +257,92 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
     }
 }
 
-/// How deeply arrays and objects nest in a JSON text known to be valid.
-pub fn nesting_depth(json: &str) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for b in json.bytes() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
+/// Checks a message body before the node passes it on, byte for byte, to
+/// its recipient: it may nest at most [`MAX_BODY_DEPTH`] levels, and every
+/// number in it must fit an IEEE 754 double. JSON's grammar allows
+/// `1e400`, and the frame decoder lets it through, but most recipients'
+/// parsers (serde_json, Go's encoding/json) refuse such a frame outright;
+/// one sender could make every message frame it sends unreadable to them.
+/// The body is walked without being built: nothing is allocated but for
+/// strings with escapes.
+pub fn check_body(body: &RawValue) -> Result<(), String> {
+    check_body_text(body.get()).map_err(|e| format!("\"body\" is not usable: {e}"))
+}
+
+/// [`check_body`] for text not yet known to be JSON: it must be exactly
+/// one JSON value, obeying the body's rules.
+pub(crate) fn check_body_text(text: &str) -> Result<(), serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    BodyCheck { depth: 0 }.deserialize(&mut deserializer)?;
+    deserializer.end()
+}
+
+/// One value of a body being checked, `depth` containers deep.
+struct BodyCheck {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for BodyCheck {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        // deserialize_any parses each number, which is what catches the
+        // out-of-range ones (RawValue and IgnoredAny only check syntax).
+        deserializer.deserialize_any(self)
     }
-    deepest
+}
+
+impl<'de> Visitor<'de> for BodyCheck {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = self.deeper::<A::Error>()?;
+        while seq.next_element_seed(BodyCheck { depth: inner })?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.deeper::<A::Error>()?;
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value_seed(BodyCheck { depth: inner })?;
+        }
+        Ok(())
+    }
+}
+
+impl BodyCheck {
+    /// The depth of a container's contents, if that is still allowed.
+    fn deeper<E: de::Error>(&self) -> Result<usize, E> {
+        if self.depth >= MAX_BODY_DEPTH {
+            return Err(E::custom(format_args!(
+                "nests deeper than {MAX_BODY_DEPTH} levels"
+            )));
+        }
+        Ok(self.depth + 1)
+    }
 }
 
 /// Server frames as they are written: borrowed parts, serialized once.
@@ -546,10 +604,25 @@ mod tests {
     }
 
     #[test]
-    fn nesting_depth_ignores_brackets_in_strings() {
-        assert_eq!(nesting_depth(r#"1"#), 0);
-        assert_eq!(nesting_depth(r#"{"a":[1,{"b":"[[[\"]]"}]}"#), 3);
-        assert_eq!(nesting_depth(r#""{[\\""#), 0);
+    fn body_checks_count_containers_not_brackets_in_strings() {
+        let check = |json: &str| check_body(&RawValue::from_string(json.to_owned()).unwrap());
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(check(&nested(MAX_BODY_DEPTH)).is_ok());
+        let e = check(&nested(MAX_BODY_DEPTH + 1)).unwrap_err();
+        assert!(e.contains("nests deeper"), "{e}");
+        let in_objects = format!(
+            "{}1{}",
+            r#"{"a":"#.repeat(MAX_BODY_DEPTH),
+            "}".repeat(MAX_BODY_DEPTH)
+        );
+        assert!(check(&in_objects).is_ok());
+        assert!(check(&format!(r#"{{"s":"{}"}}"#, "[".repeat(500))).is_ok());
+        assert!(
+            check(r#"[1, -2, 3.5e300, 18446744073709551616, "\u00e9", null, true, {}]"#).is_ok()
+        );
+        let e = check("[1e400]").unwrap_err();
+        assert!(e.contains("number out of range"), "{e}");
+        assert!(check("-1e400").is_err());
     }
 
     #[test]
