@@ -1,6 +1,7 @@
 //! The deployment files at the top of the repository agree with the code:
-//! compose.yaml passes only flags and variables the binary knows, and
-//! nats.conf is a configuration nats-server accepts.
+//! compose.yaml passes only flags and variables the binary knows, the
+//! README's configuration table lists every flag, and nats.conf is a
+//! configuration nats-server accepts, its authorization example included.
 
 mod support;
 
@@ -30,6 +31,29 @@ fn serve_flags() -> (BTreeSet<String>, BTreeSet<String>) {
         }
     }
     (flags, envs)
+}
+
+/// Operators read the README's table, not `--help`: a flag missing there
+/// is a setting nobody knows to change.
+#[test]
+fn the_readme_lists_every_flag() {
+    let readme = repo_file("README.md");
+    let table: String = readme
+        .lines()
+        .skip_while(|line| !line.starts_with("## Configuration"))
+        .take_while(|line| !line.starts_with("## HTTP"))
+        .filter(|line| line.starts_with("| `--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (flags, _) = serve_flags();
+    let missing: Vec<_> = flags
+        .iter()
+        .filter(|flag| *flag != "--help" && !table.contains(&format!("`{flag}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README's configuration table lacks {missing:?}"
+    );
 }
 
 #[test]
@@ -109,4 +133,67 @@ fn nats_conf_is_accepted_by_nats_server() {
     for setting in ["port: 4222", "max_payload", "# cluster {"] {
         assert!(text.contains(setting), "nats.conf lacks {setting}");
     }
+}
+
+/// The commented authorization example in nats.conf, uncommented, with
+/// the rest of the file: a real nats-server runs it, nodes get in with the
+/// credentials the comments name and can route, and a client without them
+/// is refused.
+#[tokio::test]
+async fn the_nats_conf_authorization_example_works_as_documented() {
+    let text = repo_file("nats.conf");
+    let start = text
+        .find("# BEGIN node authorization")
+        .expect("the example");
+    let end = text.find("# END node authorization").expect("its end");
+    let example: String = text[start..end]
+        .lines()
+        .skip(1)
+        .map(|line| line.strip_prefix("# ").unwrap_or(line).to_owned() + "\n")
+        .collect();
+    // Only the authorization part: the ports come from the harness.
+    let dir = support::certs::temp_dir("nats-auth");
+    let conf = dir.join("nats.conf");
+    std::fs::write(&conf, &example).unwrap();
+    let nats = support::Nats::start_args(&["-c", &support::certs::display(&conf)]);
+    let redis = support::Redis::start();
+    let url = format!("nats://switchboard:change-me@127.0.0.1:{}", nats.port);
+    let r = redis.url();
+    let node = |id: &'static str| {
+        let (r, url) = (r.clone(), url.clone());
+        async move {
+            switchboard::node::Node::start(support::config(&[
+                "--node-id",
+                id,
+                "--redis-url",
+                &r,
+                "--nats-url",
+                &url,
+            ]))
+            .await
+        }
+    };
+    let a = node("node-a")
+        .await
+        .expect("the documented credentials get in");
+    let b = node("node-b").await.unwrap();
+    let mut alice = support::connect(&a, "alice").await;
+    let mut bob = support::connect(&b, "bob").await;
+    alice
+        .send("bob", &serde_json::json!("hi"), None, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        support::ack_status(&mut alice).await,
+        switchboard::protocol::AckStatus::Remote
+    );
+    assert!(matches!(
+        support::next_frame(&mut bob).await,
+        switchboard::protocol::ServerFrame::Message { .. }
+    ));
+    assert!(
+        async_nats::connect(nats.url()).await.is_err(),
+        "anonymous clients are refused"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }
