@@ -198,6 +198,30 @@ async fn plain_http_on_the_websocket_endpoint_is_told_what_to_do() {
     assert_eq!(status, 426);
 }
 
+/// Issuers' and nodes' clocks differ a little: a token that expired a few
+/// seconds ago by the node's clock is still taken, one well past the
+/// leeway is not.
+#[tokio::test]
+async fn clock_skew_within_the_leeway_is_forgiven() {
+    use switchboard::auth::LEEWAY_SECS;
+    let node = embedded_node(&["--jwt-secret", SECRET]).await;
+    let now = switchboard::protocol::now_ms() / 1000;
+    let just_expired = token(
+        json!({"sub": "alice", "exp": now - LEEWAY_SECS / 3}),
+        Algorithm::HS256,
+        SECRET,
+    );
+    assert_eq!(connects_as(&node, just_expired).await, "alice");
+    let long_expired = token(
+        json!({"sub": "alice", "exp": now - 3 * LEEWAY_SECS}),
+        Algorithm::HS256,
+        SECRET,
+    );
+    let (status, body) = refused(&node, Identity::Token(long_expired)).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("expired"), "{body}");
+}
+
 fn signed_with(claims: &serde_json::Value, alg: Algorithm, key: &EncodingKey) -> String {
     jsonwebtoken::encode(&Header::new(alg), claims, key).unwrap()
 }

@@ -203,7 +203,14 @@ async fn connections_that_dawdle_over_the_handshake_are_dropped() {
     slow.write_all(b"GET /ws?client_id=x HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    for stream in [&mut silent, &mut slow] {
+    // And one finishes a request, then keeps the connection idle.
+    let mut idle = tokio::net::TcpStream::connect(node.local_addr())
+        .await
+        .unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    for stream in [&mut silent, &mut slow, &mut idle] {
         let mut rest = Vec::new();
         // EOF (or a reset) is the node hanging up; a hang is a failure.
         let _ = within(stream.read_to_end(&mut rest)).await;
