@@ -52,7 +52,8 @@ REDIS_PID=$!; PIDS+=("$REDIS_PID")
 NATS_PID=$!; PIDS+=("$NATS_PID")
 wait_port "$RP"; wait_port "$NP"
 
-NODE_FLAGS=(--redis-url "redis://127.0.0.1:$RP" --nats-url "nats://127.0.0.1:$NP" --rate-limit 0 --log warn)
+# --max-sessions high: the idle-memory runs fill a node up to the fd limit.
+NODE_FLAGS=(--redis-url "redis://127.0.0.1:$RP" --nats-url "nats://127.0.0.1:$NP" --rate-limit 0 --max-sessions 1000000 --log warn)
 # start_nodes [extra node flags...]
 start_nodes() {
     AP=$(free_port); BP=$(free_port)
@@ -139,7 +140,7 @@ w("the load generator, two nodes, redis-server and nats-server share the same co
 w("figure includes the generator's own cost competing for CPU.\n")
 w(f"- CPU: {cpu}, {sh('nproc')} cores; memory {int(mem)//1024//1024} GiB; kernel {platform.release()}")
 w(f"- {sh('rustc', '--version')}; {sh(redis_bin, '--version').split(' sha=')[0]}; nats-server {sh(nats_bin, '--version')}")
-w("- Nodes: `switchboard serve --rate-limit 0 --log warn`, release build, default settings otherwise.\n")
+w("- Nodes: `switchboard serve --rate-limit 0 --max-sessions 1000000 --log warn`, release build, default settings otherwise.\n")
 
 def lat(s):
     l = s["latency"]
