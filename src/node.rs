@@ -16,10 +16,10 @@ use uuid::Uuid;
 
 use crate::auth::JwtVerifier;
 use crate::bus::{Bus, MemoryHub, NatsBus};
-use crate::config::{Backends, Config};
+use crate::config::{Backends, Config, PresenceTarget};
 use crate::liveness::{DEAD_ENTRY_RETENTION, Incarnation, Liveness};
 use crate::metrics::Metrics;
-use crate::presence::{MemoryPresence, PresenceStore, RedisPresence};
+use crate::presence::{MemcachedPresence, MemoryPresence, PresenceStore, RedisPresence};
 use crate::protocol::frames::max_message_frame;
 use crate::protocol::{ClientId, NodeId, close};
 use crate::router::{InFlight, RouteCache, Router, RouterParts, courier};
@@ -91,14 +91,23 @@ impl Node {
                 Arc::new(MemoryPresence::new()),
                 Arc::new(MemoryHub::new().bus()),
             ),
-            Backends::Clustered { redis, nats } => {
-                let presence = RedisPresence::connect(redis, &config.key_prefix)
-                    .await
-                    .map_err(|e| StartError(format!("{e} (check --redis-url)")))?;
+            Backends::Clustered { presence, nats } => {
+                let presence: Arc<dyn PresenceStore> = match presence {
+                    PresenceTarget::Redis(redis) => Arc::new(
+                        RedisPresence::connect(redis, &config.key_prefix)
+                            .await
+                            .map_err(|e| StartError(format!("{e} (check {})", presence.flag())))?,
+                    ),
+                    PresenceTarget::Memcached(memcached) => Arc::new(
+                        MemcachedPresence::connect(memcached, &config.key_prefix)
+                            .await
+                            .map_err(|e| StartError(format!("{e} (check --memcached-url)")))?,
+                    ),
+                };
                 let bus = NatsBus::connect(nats, &config.subject_prefix, config.node_id.as_str())
                     .await
                     .map_err(|e| StartError(format!("{e} (check --nats-url)")))?;
-                (Arc::new(presence), Arc::new(bus))
+                (presence, Arc::new(bus))
             }
         };
         Self::start_with(config, presence, bus).await

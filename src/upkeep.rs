@@ -14,6 +14,10 @@
 //!
 //! The same heartbeat tells whether presence can be written at all; while
 //! it cannot, the node refuses new sessions (see `presence_ok`).
+//!
+//! Stores whose records expire or may be evicted (memcached) also get every
+//! live session's record written back periodically, in a task of its own
+//! so that a long refresh never delays a heartbeat.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -36,6 +40,9 @@ pub async fn run(node: Arc<Node>) {
     // Ghosts of this node's earlier runs, whichever they were.
     let me = node.liveness.me().clone();
     sweep(&node, me.node, None, me.started_ms);
+    if let Some(every) = node.presence.refresh_interval() {
+        tokio::spawn(refresh(node.clone(), every));
+    }
     let mut lost_presence = false;
     loop {
         tokio::select! {
@@ -60,7 +67,7 @@ pub async fn run(node: Arc<Node>) {
                     );
                     // The others have had no turn to beat yet.
                     node.liveness.grace();
-                    lost_presence = restore(&node).await.is_err();
+                    lost_presence = restore(&node, false).await.is_err();
                 }
                 for lost in node.liveness.refresh(&report) {
                     node.router.lost(&lost);
@@ -108,9 +115,29 @@ fn sweep(
     });
 }
 
+/// Writes every live session's record back every `every`, while the store
+/// is reachable (the heartbeat restores everything when it comes back).
+async fn refresh(node: Arc<Node>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = node.shutdown.cancelled() => return,
+        }
+        if node.presence_ok.load(Ordering::Relaxed)
+            && let Err(e) = restore(&node, true).await
+        {
+            tracing::warn!(error = %e, "refreshing presence records failed; retrying next round");
+        }
+    }
+}
+
 /// Brings the store back in line with this node: deferred deletes first,
-/// then every live session's record.
-async fn restore(node: &Node) -> Result<(), PresenceError> {
+/// then every live session's record. A routine refresh logs only what it
+/// changed.
+async fn restore(node: &Node, routine: bool) -> Result<(), PresenceError> {
     let started = Instant::now();
     loop {
         let next = node
@@ -152,11 +179,20 @@ async fn restore(node: &Node) -> Result<(), PresenceError> {
             replaced += 1;
         }
     }
-    tracing::info!(
-        sessions = entries.len(),
-        replaced,
-        took_ms = started.elapsed().as_millis() as u64,
-        "re-registered live sessions"
-    );
+    let took_ms = started.elapsed().as_millis() as u64;
+    if routine && replaced == 0 {
+        tracing::debug!(
+            sessions = entries.len(),
+            took_ms,
+            "refreshed presence records"
+        );
+    } else {
+        tracing::info!(
+            sessions = entries.len(),
+            replaced,
+            took_ms,
+            "re-registered live sessions"
+        );
+    }
     Ok(())
 }

@@ -26,6 +26,19 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// Redis Cluster for the presence registry instead of one server: the
+    /// URLs of some of its nodes, comma-separated (any one that answers is
+    /// enough to learn the rest), e.g. redis://10.0.0.1:7000,redis://10.0.0.2:7000.
+    /// Needs --nats-url too.
+    #[arg(long, env = "SWITCHBOARD_REDIS_CLUSTER", hide_env_values = true)]
+    pub redis_cluster: Option<String>,
+
+    /// memcached for the presence registry instead of Redis: host:port of
+    /// one or several servers, comma-separated (keys are spread over them
+    /// by consistent hashing). Needs --nats-url too.
+    #[arg(long, env = "SWITCHBOARD_MEMCACHED_URL")]
+    pub memcached_url: Option<String>,
+
     /// PEM file of the certificate authority that signed Redis's TLS
     /// certificate, for rediss:// URLs. Default: the system's trusted roots.
     #[arg(long, env = "SWITCHBOARD_REDIS_CA", value_name = "FILE")]

@@ -13,28 +13,58 @@ use crate::redact::{self, Secret};
 pub enum Backends {
     /// One node on its own: in-memory presence, in-process routing.
     Embedded,
-    /// A cluster member: Redis presence, NATS hops.
+    /// A cluster member: shared presence, NATS hops.
     Clustered {
-        redis: RedisTarget,
+        presence: PresenceTarget,
         nats: NatsTarget,
     },
 }
 
+/// The shared presence store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PresenceTarget {
+    /// `--redis-url` (one server) or `--redis-cluster` (seeds).
+    Redis(RedisTarget),
+    /// `--memcached-url`: one or several servers.
+    Memcached(MemcachedTarget),
+}
+
+impl PresenceTarget {
+    /// The flag that chose this store, for error messages.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            Self::Redis(RedisTarget { cluster: false, .. }) => "--redis-url",
+            Self::Redis(RedisTarget { cluster: true, .. }) => "--redis-cluster",
+            Self::Memcached(_) => "--memcached-url",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisTarget {
-    /// The URL as given, password included: the redis crate reads AUTH
+    /// The URLs as given, passwords included: the redis crate reads AUTH
     /// credentials (`redis://user:password@host`) and TLS (`rediss://`)
-    /// from it. Show it only through [`RedisTarget::shown`].
-    pub url: Secret,
+    /// from them. One for a single server; a cluster's seeds otherwise.
+    /// Show them only through [`RedisTarget::shown`].
+    pub urls: Vec<Secret>,
+    /// A Redis Cluster (`--redis-cluster`), not a single server.
+    pub cluster: bool,
     /// Trust anchor for a `rediss://` server with a private CA.
     pub ca_file: Option<PathBuf>,
 }
 
 impl RedisTarget {
-    /// The URL fit for logs and error messages.
+    /// The URLs fit for logs and error messages.
     pub fn shown(&self) -> String {
-        redact::url(self.url.expose())
+        let urls: Vec<String> = self.urls.iter().map(|u| redact::url(u.expose())).collect();
+        urls.join(",")
     }
+}
+
+/// memcached servers, as `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemcachedTarget {
+    pub servers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,38 +94,127 @@ pub enum NatsAuth {
 
 impl Backends {
     pub(super) fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
-        let redis = non_empty(args.redis_url.clone());
+        let presence = presence_target(args)?;
         let nats = non_empty(args.nats_url.clone());
-        match (redis, nats) {
+        match (presence, nats) {
             (None, None) => {
                 if args.nats_creds.is_some() || args.nats_nkey.is_some() || args.redis_ca.is_some()
                 {
                     return Err(ConfigError(
                         "--nats-creds, --nats-nkey and --redis-ca only apply to a clustered node: \
-                         set --redis-url and --nats-url too"
+                         set a presence store (--redis-url, --redis-cluster or --memcached-url) \
+                         and --nats-url too"
                             .into(),
                     ));
                 }
                 Ok(Self::Embedded)
             }
-            (Some(redis_url), Some(nats_urls)) => Ok(Self::Clustered {
-                redis: RedisTarget {
-                    url: Secret::new(redis_url),
-                    ca_file: args.redis_ca.clone(),
-                },
+            (Some(presence), Some(nats_urls)) => Ok(Self::Clustered {
+                presence,
                 nats: nats_target(&nats_urls, args)?,
             }),
-            (Some(_), None) => Err(ConfigError(
-                "--redis-url is set but --nats-url is not: a clustered node needs both \
-                 (set SWITCHBOARD_NATS_URL), or neither for a single embedded node"
-                    .into(),
-            )),
+            (Some(presence), None) => Err(ConfigError(format!(
+                "{} is set but --nats-url is not: a clustered node needs both \
+                 (set SWITCHBOARD_NATS_URL), or neither for a single embedded node",
+                presence.flag()
+            ))),
             (None, Some(_)) => Err(ConfigError(
-                "--nats-url is set but --redis-url is not: a clustered node needs both \
-                 (set SWITCHBOARD_REDIS_URL), or neither for a single embedded node"
+                "--nats-url is set but no presence store is: a clustered node needs \
+                 --redis-url, --redis-cluster or --memcached-url too (or SWITCHBOARD_REDIS_URL), \
+                 or neither for a single embedded node"
                     .into(),
             )),
         }
+    }
+}
+
+/// The one presence store named by `--redis-url`, `--redis-cluster` or
+/// `--memcached-url`, if any.
+fn presence_target(args: &ServeArgs) -> Result<Option<PresenceTarget>, ConfigError> {
+    let list = |value: &Option<String>| -> Vec<String> {
+        non_empty(value.clone())
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let redis = list(&args.redis_url);
+    let cluster = list(&args.redis_cluster);
+    let memcached = list(&args.memcached_url);
+    let given = [
+        !redis.is_empty(),
+        !cluster.is_empty(),
+        !memcached.is_empty(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(ConfigError(
+            "more than one presence store is set: use one of --redis-url, --redis-cluster \
+             and --memcached-url"
+                .into(),
+        ));
+    }
+    if args.redis_ca.is_some() && !memcached.is_empty() {
+        return Err(ConfigError(
+            "--redis-ca applies to Redis, not to --memcached-url".into(),
+        ));
+    }
+    let redis_target = |urls: Vec<String>, cluster: bool| {
+        PresenceTarget::Redis(RedisTarget {
+            urls: urls.into_iter().map(Secret::new).collect(),
+            cluster,
+            ca_file: args.redis_ca.clone(),
+        })
+    };
+    if redis.len() > 1 {
+        return Err(ConfigError(
+            "--redis-url takes one server; for a Redis Cluster, give its nodes to \
+             --redis-cluster instead"
+                .into(),
+        ));
+    }
+    if !redis.is_empty() {
+        return Ok(Some(redis_target(redis, false)));
+    }
+    if !cluster.is_empty() {
+        return Ok(Some(redis_target(cluster, true)));
+    }
+    if memcached.is_empty() {
+        return Ok(None);
+    }
+    let servers = memcached
+        .iter()
+        .map(|url| memcached_server(url))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(PresenceTarget::Memcached(MemcachedTarget { servers })))
+}
+
+/// `memcache://host:port`, `memcached://host:port` or `host:port` (port
+/// 11211 when left out) into `host:port`.
+fn memcached_server(url: &str) -> Result<String, ConfigError> {
+    let rest = url
+        .strip_prefix("memcache://")
+        .or_else(|| url.strip_prefix("memcached://"))
+        .unwrap_or(url);
+    let rest = rest.trim_end_matches('/');
+    let bad = || {
+        ConfigError(format!(
+            "--memcached-url {url:?} is not a memcached server: give host:port \
+             (or memcache://host:port), several comma-separated"
+        ))
+    };
+    if rest.is_empty() || rest.contains(['/', '@', '?', ' ']) || rest.contains("://") {
+        return Err(bad());
+    }
+    match rest.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(rest.to_owned())
+        }
+        Some(_) => Err(bad()),
+        None => Ok(format!("{rest}:11211")),
     }
 }
 

@@ -17,7 +17,9 @@ use crate::protocol::NodeId;
 use crate::redact::Secret;
 
 pub use self::args::ServeArgs;
-pub use self::backends::{Backends, NatsAuth, NatsTarget, RedisTarget};
+pub use self::backends::{
+    Backends, MemcachedTarget, NatsAuth, NatsTarget, PresenceTarget, RedisTarget,
+};
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -338,13 +340,72 @@ mod tests {
             "nats://a, nats://b",
         ])
         .unwrap();
-        let Backends::Clustered { redis, nats } = c.backends else {
-            panic!("clustered expected");
+        let Backends::Clustered {
+            presence: PresenceTarget::Redis(redis),
+            nats,
+        } = c.backends
+        else {
+            panic!("clustered on Redis expected");
         };
-        assert_eq!(redis.url.expose(), "redis://:pw@x");
+        assert_eq!(redis.urls[0].expose(), "redis://:pw@x");
         assert_eq!(redis.shown(), "redis://:[redacted]@x");
+        assert!(!redis.cluster);
         assert_eq!(nats.urls, ["nats://a", "nats://b"]);
         assert_eq!(nats.auth, NatsAuth::None);
+        let e = config(&["--memcached-url", "m:11211"]).unwrap_err();
+        assert!(e.0.contains("--memcached-url is set but --nats-url"), "{e}");
+    }
+
+    #[test]
+    fn one_presence_store_of_three() {
+        let with = |flags: &[&str]| {
+            let mut all = flags.to_vec();
+            all.extend_from_slice(&["--nats-url", "nats://n"]);
+            config(&all).map(|c| match c.backends {
+                Backends::Clustered { presence, .. } => presence,
+                Backends::Embedded => panic!("clustered expected"),
+            })
+        };
+        let Ok(PresenceTarget::Redis(cluster)) =
+            with(&["--redis-cluster", "redis://a:7000, redis://:pw@b:7001"])
+        else {
+            panic!("a Redis Cluster")
+        };
+        assert!(cluster.cluster);
+        assert_eq!(cluster.shown(), "redis://a:7000,redis://:[redacted]@b:7001");
+        assert_eq!(
+            with(&["--memcached-url", "memcache://m1:11311,m2, 10.0.0.3:11211"]).unwrap(),
+            PresenceTarget::Memcached(MemcachedTarget {
+                servers: vec![
+                    "m1:11311".into(),
+                    "m2:11211".into(),
+                    "10.0.0.3:11211".into()
+                ]
+            })
+        );
+        for (flags, says) in [
+            (
+                &["--redis-url", "redis://a", "--memcached-url", "m"][..],
+                "one of",
+            ),
+            (
+                &["--redis-url", "redis://a", "--redis-cluster", "redis://b"],
+                "one of",
+            ),
+            (&["--redis-url", "redis://a,redis://b"], "--redis-cluster"),
+            (
+                &["--memcached-url", "redis://m:6379"],
+                "not a memcached server",
+            ),
+            (&["--memcached-url", "m:port"], "not a memcached server"),
+            (
+                &["--memcached-url", "m", "--redis-ca", "ca.pem"],
+                "--redis-ca",
+            ),
+        ] {
+            let e = with(flags).unwrap_err();
+            assert!(e.0.contains(says), "{flags:?}: {e}");
+        }
     }
 
     #[test]

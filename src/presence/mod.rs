@@ -2,8 +2,10 @@
 //!
 //! Every node of a cluster shares one registry; it is how a node finds out
 //! where a recipient is. The router and the session loop see only the
-//! [`PresenceStore`] trait; each backend lives in its own file.
+//! [`PresenceStore`] trait; each backend lives in its own module: memory
+//! (one node on its own), Redis (one server or a cluster), memcached.
 
+mod memcached;
 mod memory;
 mod redis;
 
@@ -15,6 +17,7 @@ use uuid::Uuid;
 use crate::liveness::HeartbeatReport;
 use crate::protocol::{ClientId, NodeId};
 
+pub use self::memcached::MemcachedPresence;
 pub use self::memory::MemoryPresence;
 pub use self::redis::RedisPresence;
 
@@ -95,6 +98,13 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     /// A real round trip to the backend, for `/readyz`.
     async fn ping(&self) -> Result<(), PresenceError>;
+
+    /// How often a node must write its live sessions' records back
+    /// ([`reregister`](Self::reregister)), for stores whose records expire
+    /// or may be evicted (memcached). `None`: records last until removed.
+    fn refresh_interval(&self) -> Option<Duration> {
+        None
+    }
 
     /// Short name for logs and `/readyz` ("memory", "redis").
     fn backend(&self) -> &'static str;

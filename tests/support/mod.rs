@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod backends;
 pub mod certs;
 pub mod traffic;
 

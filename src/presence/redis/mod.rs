@@ -1,11 +1,13 @@
-//! Presence in Redis: one hash per client, `<prefix>presence:<client id>`,
-//! with the fields `node`, `session` and `since` (docs/protocol.md).
+//! Presence in Redis, on one server or a Redis Cluster: one hash per
+//! client, `<prefix>presence:<client id>`, with the fields `node`,
+//! `session` and `since` (docs/protocol.md).
 //!
-//! Both writes are Lua scripts so that each is one atomic step on the
-//! server: `register` reads the previous record and writes the new one
-//! without a window for another node in between, and `remove` deletes only
-//! while the record still names the closing session. Each script touches a
-//! single key, so it also stays within one slot on a Redis Cluster.
+//! Both writes are Lua scripts ([`scripts`]) so that each is one atomic
+//! step on the server: `register` reads the previous record and writes the
+//! new one without a window for another node in between, and `remove`
+//! deletes only while the record still names the closing session. Every
+//! script and command touches a single key, so on a cluster each goes to
+//! the master owning that key's slot ([`connect`]).
 //!
 //! Beside the records, each node has an index set
 //! `<prefix>node:<node id>:clients` of the sessions it registered (members
@@ -13,93 +15,35 @@
 //! behind can be found and swept without scanning every key. The index is
 //! kept next to, not inside, the atomic steps (it lives in another slot),
 //! with two rules that keep it from ever missing a live record: a member is
-//! added only after its record is written, and a member names one session, so removing one session's member can never
-//! unindex another session of the same client. A member whose record is
+//! added only after its record is written, and a member names one session,
+//! so removing one session's member can never unindex another session of
+//! the same client. A member whose record is
 //! gone or names another session is simply dropped by the next sweep.
+
+mod connect;
+mod scripts;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
 use uuid::Uuid;
 
+use self::connect::Conn;
 use super::{PresenceError, PresenceRecord, PresenceStore};
 use crate::config::RedisTarget;
 use crate::liveness::HeartbeatReport;
 use crate::protocol::{ClientId, NodeId};
 
-/// How long one command may take before the caller hears `unavailable`.
-/// The redis crate's default is 500 ms; a presence lookup sits on the path
-/// of every send, so a slow Redis must surface as an error promptly rather
-/// than stall sessions.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1000);
-/// How long one connection attempt may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
-/// How long startup waits for Redis before giving up with an error.
-pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
-
-const REGISTER: &str = r"
-local prev = redis.call('HMGET', KEYS[1], 'node', 'session', 'since')
-redis.call('HSET', KEYS[1], 'node', ARGV[1], 'session', ARGV[2], 'since', ARGV[3])
-return prev
-";
-
-/// Re-registration after data loss: write the record only if the client
-/// has none, or one of this same session; otherwise return the other one.
-const REREGISTER: &str = r"
-local cur = redis.call('HMGET', KEYS[1], 'node', 'session', 'since')
-if cur[1] and cur[2] and cur[3] and cur[2] ~= ARGV[2] then
-  return cur
-end
-redis.call('HSET', KEYS[1], 'node', ARGV[1], 'session', ARGV[2], 'since', ARGV[3])
-return {}
-";
-
-/// The heartbeat: one sorted set of incarnation -> expiry, stamped with
-/// Redis' own clock so node clocks need not agree. Touches one key only
-/// (a Redis Cluster slot rule). ARGV: member, ttl ms, retention ms.
-const HEARTBEAT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
-return {now, added, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
-";
-
-/// How many re-registrations go to Redis in one pipeline.
+/// How many re-registrations go to Redis in one batch.
 const REREGISTER_BATCH: usize = 512;
-
-/// Compare-and-delete: 1 if the record named the session and is gone.
-const REMOVE: &str = r"
-if redis.call('HGET', KEYS[1], 'session') == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-";
-
-/// Sweep of one indexed session of a lost run. ARGV: node, session, ghosts
-/// before. 1: ghost deleted; 2: the record is gone or belongs to another
-/// session or node (drop the member); 0: a live record (keep).
-const SWEEP_ONE: &str = r"
-local r = redis.call('HMGET', KEYS[1], 'node', 'session', 'since')
-if r[1] ~= ARGV[1] or r[2] ~= ARGV[2] then
-  return 2
-end
-if tonumber(r[3] or '0') < tonumber(ARGV[3]) then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-";
-
 /// Index members examined per round of a sweep.
 const SWEEP_BATCH: usize = 512;
 /// How long one node holds the right to sweep a lost run.
 const SWEEP_LOCK_MS: u64 = 60_000;
 
 pub struct RedisPresence {
-    conn: ConnectionManager,
+    conn: Conn,
     key_prefix: String,
     register: Script,
     reregister: Script,
@@ -109,66 +53,24 @@ pub struct RedisPresence {
 }
 
 impl RedisPresence {
-    /// Connects to the target's URL: `redis://[user:password@]host:port/db`,
-    /// or `rediss://` for TLS (verified against the system's roots, or the
-    /// target's CA file). Fails with a message that names the URL, password
-    /// redacted, when the server cannot be reached within
-    /// [`STARTUP_TIMEOUT`].
+    /// Connects to the target: `redis://[user:password@]host:port/db`, or
+    /// `rediss://` for TLS (verified against the system's roots, or the
+    /// target's CA file); on a cluster, any of its masters or replicas as
+    /// seeds. Fails with a message that names the URL, password redacted,
+    /// when Redis cannot be reached within
+    /// [`STARTUP_TIMEOUT`](connect::STARTUP_TIMEOUT) or refuses
+    /// the scripts.
     pub async fn connect(target: &RedisTarget, key_prefix: &str) -> Result<Self, PresenceError> {
         let url = target.shown();
-        let invalid = |e: redis::RedisError| {
-            PresenceError::Unavailable(format!("invalid Redis URL {url:?}: {e}"))
-        };
-        // The redis crate leaves Nagle's algorithm on; with several lookups
-        // in flight on the one multiplexed connection it would hold requests
-        // back for the server's delayed ACK (up to 40 ms).
-        let info = redis::IntoConnectionInfo::into_connection_info(target.url.expose())
-            .map_err(invalid)?
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        crate::tls::install_default_provider();
-        let client = match &target.ca_file {
-            Some(ca_file) => {
-                let root_cert = std::fs::read(ca_file).map_err(|e| {
-                    PresenceError::Unavailable(format!(
-                        "cannot read --redis-ca {}: {e}",
-                        ca_file.display()
-                    ))
-                })?;
-                let certificates = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_cert),
-                };
-                redis::Client::build_with_tls(info, certificates).map_err(invalid)?
-            }
-            None => redis::Client::open(info).map_err(invalid)?,
-        };
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = tokio::time::timeout(
-            STARTUP_TIMEOUT,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| {
-            PresenceError::Unavailable(format!(
-                "no answer from Redis at {url} within {STARTUP_TIMEOUT:?}"
-            ))
-        })?
-        .map_err(|e| {
-            PresenceError::Unavailable(format!("cannot connect to Redis at {url}: {e}"))
-        })?;
-
+        let conn = Conn::open(target).await?;
         let presence = Self {
             conn,
             key_prefix: key_prefix.to_owned(),
-            register: Script::new(REGISTER),
-            reregister: Script::new(REREGISTER),
-            remove: Script::new(REMOVE),
-            heartbeat: Script::new(HEARTBEAT),
-            sweep_one: Script::new(SWEEP_ONE),
+            register: Script::new(scripts::REGISTER),
+            reregister: Script::new(scripts::REREGISTER),
+            remove: Script::new(scripts::REMOVE),
+            heartbeat: Script::new(scripts::HEARTBEAT),
+            sweep_one: Script::new(scripts::SWEEP_ONE),
         };
         // Loaded up front so that pipelines rarely meet NOSCRIPT (only after
         // Redis restarts, when they load them again).
@@ -211,25 +113,14 @@ impl RedisPresence {
         format!("{}node:{}:clients", self.key_prefix, node)
     }
 
-    /// Runs a pipeline built by `build`; if Redis lost the scripts it uses
-    /// (a restart), loads them and runs it once more.
-    async fn pipelined<T: redis::FromRedisValue>(
-        &self,
-        scripts: &[&Script],
-        build: impl Fn(&mut redis::Pipeline),
-    ) -> redis::RedisResult<T> {
-        let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        build(&mut pipe);
-        match pipe.query_async(&mut conn).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                for script in scripts {
-                    script.prepare_invoke().load_async(&mut conn).await?;
-                }
-                pipe.query_async(&mut conn).await
-            }
-            other => other,
-        }
+    /// Loads a script (on every master of a cluster), for batches that
+    /// call it by hash: a restarted or failed-over Redis has none.
+    async fn load(&self, script: &Script) -> redis::RedisResult<()> {
+        script
+            .prepare_invoke()
+            .load_async(&mut self.conn.clone())
+            .await
+            .map(drop)
     }
 }
 
@@ -337,20 +228,22 @@ impl PresenceStore for RedisPresence {
         node: &NodeId,
         session: Uuid,
     ) -> Result<bool, PresenceError> {
+        let (mut conn, mut index_conn) = (self.conn.clone(), self.conn.clone());
         let mut invocation = self.remove.key(self.key(client));
         invocation.arg(session.to_string());
+        let mut unindex = redis::cmd("SREM");
+        unindex
+            .arg(self.index_key(node.as_str()))
+            .arg(member(client, session));
         // The member goes whether or not the record still named this
-        // session: either way the session's record is no more.
-        let (deleted,): (i64,) = self
-            .pipelined(&[&self.remove], |pipe| {
-                pipe.invoke_script(&invocation);
-                pipe.cmd("SREM")
-                    .arg(self.index_key(node.as_str()))
-                    .arg(member(client, session))
-                    .ignore();
-            })
-            .await
-            .map_err(|e| store_error(client, e))?;
+        // session: either way the session's record is no more. Two keys in
+        // two slots, so two commands (sent together).
+        let (deleted, unindexed) = tokio::join!(
+            invocation.invoke_async::<i64>(&mut conn),
+            unindex.query_async::<i64>(&mut index_conn),
+        );
+        let deleted = deleted.map_err(|e| store_error(client, e))?;
+        unindexed.map_err(|e| store_error(client, e))?;
         Ok(deleted == 1)
     }
 
@@ -384,38 +277,33 @@ impl PresenceStore for RedisPresence {
         &self,
         entries: &[(ClientId, PresenceRecord)],
     ) -> Result<Vec<Option<PresenceRecord>>, PresenceError> {
-        let mut conn = self.conn.clone();
         let unavailable = |e: redis::RedisError| PresenceError::Unavailable(e.to_string());
-        // Pipelined EVALSHA needs the script loaded first (a restarted Redis
-        // has no scripts).
-        self.reregister
-            .prepare_invoke()
-            .load_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        // Batched EVALSHA needs the script loaded first (a restarted or
+        // failed-over Redis has no scripts).
+        self.load(&self.reregister).await.map_err(unavailable)?;
         let mut results = Vec::with_capacity(entries.len());
         for batch in entries.chunks(REREGISTER_BATCH) {
-            let mut pipe = redis::pipe();
+            let mut commands = Vec::with_capacity(2 * batch.len());
             for (client, record) in batch {
-                pipe.cmd("EVALSHA")
+                let mut write = redis::cmd("EVALSHA");
+                write
                     .arg(self.reregister.get_hash())
                     .arg(1)
                     .arg(self.key(client))
                     .arg(record.node.as_str())
                     .arg(record.session.to_string())
                     .arg(record.since);
-                pipe.cmd("SADD")
+                let mut index = redis::cmd("SADD");
+                index
                     .arg(self.index_key(record.node.as_str()))
-                    .arg(member(client, record.session))
-                    .ignore();
+                    .arg(member(client, record.session));
+                commands.extend([write, index]);
             }
-            let replies: Vec<Vec<Option<String>>> =
-                pipe.query_async(&mut conn).await.map_err(unavailable)?;
-            for ((client, _), reply) in batch.iter().zip(replies) {
-                results.push(match <[Option<String>; 3]>::try_from(reply) {
-                    Ok(fields) => parse(client, fields).unwrap_or(None),
-                    Err(_) => None,
-                });
+            let replies = self.conn.batch(commands).await.map_err(unavailable)?;
+            for ((client, _), reply) in batch.iter().zip(replies.chunks_exact(2)) {
+                let fields: Option<[Option<String>; 3]> =
+                    redis::from_redis_value_ref(&reply[0]).ok();
+                results.push(fields.and_then(|fields| parse(client, fields).unwrap_or(None)));
             }
         }
         Ok(results)
@@ -444,11 +332,7 @@ impl PresenceStore for RedisPresence {
                 return Ok(0);
             }
         }
-        self.sweep_one
-            .prepare_invoke()
-            .load_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        self.load(&self.sweep_one).await.map_err(unavailable)?;
         let index = self.index_key(node.as_str());
         let mut cursor = 0u64;
         let mut deleted = 0;
@@ -462,18 +346,27 @@ impl PresenceStore for RedisPresence {
                 .await
                 .map_err(unavailable)?;
             if !members.is_empty() {
-                let mut pipe = redis::pipe();
-                for member in &members {
-                    let (client, session) = member.rsplit_once('|').unwrap_or((member, ""));
-                    pipe.cmd("EVALSHA")
-                        .arg(self.sweep_one.get_hash())
-                        .arg(1)
-                        .arg(format!("{}presence:{client}", self.key_prefix))
-                        .arg(node.as_str())
-                        .arg(session)
-                        .arg(before_since);
-                }
-                let outcomes: Vec<i64> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+                let commands = members
+                    .iter()
+                    .map(|member| {
+                        let (client, session) = member.rsplit_once('|').unwrap_or((member, ""));
+                        let mut sweep = redis::cmd("EVALSHA");
+                        sweep
+                            .arg(self.sweep_one.get_hash())
+                            .arg(1)
+                            .arg(format!("{}presence:{client}", self.key_prefix))
+                            .arg(node.as_str())
+                            .arg(session)
+                            .arg(before_since);
+                        sweep
+                    })
+                    .collect();
+                let outcomes: Vec<i64> = self
+                    .conn
+                    .batch(commands)
+                    .await
+                    .and_then(|replies| Ok(redis::from_redis_value(Value::Array(replies))?))
+                    .map_err(unavailable)?;
                 let done: Vec<&String> = members
                     .iter()
                     .zip(&outcomes)

@@ -1,0 +1,499 @@
+//! Presence in memcached: one item per client, `<prefix>presence:<client
+//! id>`, holding `<node> <session> <since>`, on one of several servers
+//! chosen by consistent hashing ([`ring`]).
+//!
+//! memcached has no scripts, so the atomic steps Redis does in Lua are done
+//! here with CAS, its compare-and-swap: read the item with its CAS value,
+//! then write or delete it only if that value still holds, and start over
+//! when another node got there first. A new record is written with "add",
+//! which fails if the item appeared in between.
+//!
+//! memcached may also *evict* items when it runs out of memory, and forgets
+//! everything when it restarts. A lost record makes its client look
+//! offline: senders are told `offline`, nothing is lost silently, but
+//! messages are refused that could have been delivered. The node limits
+//! that in three ways (docs/operations.md):
+//!
+//! - records carry a TTL ([`MemcachedPresence::record_ttl`]), and each node
+//!   writes its live sessions' records back well within it
+//!   ([`PresenceStore::refresh_interval`]): an evicted record is back
+//!   within one refresh, and a crashed node's records are gone within one
+//!   TTL (they are disbelieved at once by the heartbeat logic anyway);
+//! - the heartbeat item lives like any other: when it is missing (server
+//!   restarted, or evicted), every node re-registers at once;
+//! - memcached evicts least recently used items first, and records of
+//!   active clients are read on every send to them.
+//!
+//! There is no index of a node's records (memcached cannot list keys), so
+//! [`sweep`](PresenceStore::sweep) leaves ghosts to the TTL.
+
+mod conn;
+mod ring;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::future::try_join_all;
+use uuid::Uuid;
+
+use self::conn::{Meta, Reply, Server, SetMode};
+use self::ring::Ring;
+use super::{PresenceError, PresenceRecord, PresenceStore};
+use crate::config::MemcachedTarget;
+use crate::liveness::HeartbeatReport;
+use crate::protocol::{ClientId, NodeId, now_ms};
+
+/// Lifetime of a presence record; nodes refresh theirs every third of it.
+pub const RECORD_TTL: Duration = Duration::from_secs(180);
+/// Attempts at one compare-and-swap before the caller hears
+/// `unavailable`. Between attempts a contender backs off for a random,
+/// growing while (see [`back_off`]), so that many nodes writing one client
+/// at once take turns instead of failing each other forever.
+const CAS_ATTEMPTS: u32 = 32;
+/// Records read or written in one pipelined exchange.
+const BATCH: usize = 256;
+
+pub struct MemcachedPresence {
+    servers: Vec<Server>,
+    ring: Ring,
+    key_prefix: String,
+    record_ttl: Duration,
+}
+
+impl MemcachedPresence {
+    /// Connects to every server of `target`: each must answer, so that a
+    /// typo in the list stops the node at startup instead of making some
+    /// clients unreachable.
+    pub async fn connect(
+        target: &MemcachedTarget,
+        key_prefix: &str,
+    ) -> Result<Self, PresenceError> {
+        Self::connect_with_ttl(target, key_prefix, RECORD_TTL).await
+    }
+
+    /// [`connect`](Self::connect) with another record TTL (whole seconds,
+    /// at least 3): for tests of expiry.
+    pub async fn connect_with_ttl(
+        target: &MemcachedTarget,
+        key_prefix: &str,
+        record_ttl: Duration,
+    ) -> Result<Self, PresenceError> {
+        let store = Self {
+            servers: target.servers.iter().cloned().map(Server::new).collect(),
+            ring: Ring::new(&target.servers),
+            key_prefix: key_prefix.to_owned(),
+            record_ttl: record_ttl.max(Duration::from_secs(3)),
+        };
+        store.ping().await?;
+        Ok(store)
+    }
+
+    pub fn record_ttl(&self) -> Duration {
+        self.record_ttl
+    }
+
+    fn ttl_secs(&self) -> u32 {
+        self.record_ttl.as_secs() as u32
+    }
+
+    fn key(&self, client: &ClientId) -> String {
+        format!("{}presence:{}", self.key_prefix, client)
+    }
+
+    fn server(&self, key: &str) -> &Server {
+        &self.servers[self.ring.server_for(key)]
+    }
+
+    async fn one(&self, key: &str, request: Meta) -> Result<Reply, PresenceError> {
+        let mut replies = self
+            .server(key)
+            .exchange(std::slice::from_ref(&request))
+            .await
+            .map_err(PresenceError::Unavailable)?;
+        replies
+            .pop()
+            .ok_or_else(|| PresenceError::Unavailable("memcached sent no reply".into()))
+    }
+
+    /// Reads a record and the CAS value to change it with.
+    async fn read(
+        &self,
+        client: &ClientId,
+    ) -> Result<Option<(PresenceRecord, u64)>, PresenceError> {
+        let key = self.key(client);
+        match self.one(&key, Meta::Get { key: key.clone() }).await? {
+            Reply::Value { value, cas } => Ok(Some((parse(client, &value)?, cas))),
+            Reply::Miss => Ok(None),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Writes `record` if the item is still as read (`cas`, or absent).
+    async fn write_if_unchanged(
+        &self,
+        client: &ClientId,
+        record: &PresenceRecord,
+        cas: Option<u64>,
+    ) -> Result<bool, PresenceError> {
+        let key = self.key(client);
+        let request = Meta::Set {
+            key: key.clone(),
+            value: render(record),
+            ttl_secs: self.ttl_secs(),
+            mode: cas.map_or(SetMode::Add, SetMode::Cas),
+        };
+        match self.one(&key, request).await? {
+            Reply::Done => Ok(true),
+            Reply::NotStored | Reply::Exists | Reply::NotFound => Ok(false),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Re-registers one client, CAS-looped: see [`PresenceStore::reregister`].
+    async fn reregister_one(
+        &self,
+        client: &ClientId,
+        record: &PresenceRecord,
+    ) -> Result<Option<PresenceRecord>, PresenceError> {
+        for attempt in 0..CAS_ATTEMPTS {
+            back_off(attempt).await;
+            let current = match self.read(client).await {
+                Err(PresenceError::Corrupt { .. }) => None,
+                other => other?,
+            };
+            let cas = match current {
+                Some((other, _)) if other.session != record.session => return Ok(Some(other)),
+                Some((_, cas)) => Some(cas),
+                None => None,
+            };
+            if self.write_if_unchanged(client, record, cas).await? {
+                return Ok(None);
+            }
+        }
+        Err(contended(client))
+    }
+
+    /// Re-registers a batch whose keys all live on `server`: reads all in
+    /// one exchange, writes all in another, and falls back to the one-by-one
+    /// CAS loop for the few that changed in between.
+    async fn reregister_batch(
+        &self,
+        server: &Server,
+        entries: &[&(ClientId, PresenceRecord)],
+    ) -> Result<Vec<Option<PresenceRecord>>, PresenceError> {
+        let reads: Vec<Meta> = entries
+            .iter()
+            .map(|(client, _)| Meta::Get {
+                key: self.key(client),
+            })
+            .collect();
+        let current = server
+            .exchange(&reads)
+            .await
+            .map_err(PresenceError::Unavailable)?;
+        let mut results: Vec<Option<PresenceRecord>> = vec![None; entries.len()];
+        let mut writes = Vec::new();
+        let mut written = Vec::new();
+        for (i, ((client, record), reply)) in entries.iter().zip(current).enumerate() {
+            let cas = match reply {
+                Reply::Value { value, cas } => match parse(client, &value) {
+                    Ok(other) if other.session != record.session => {
+                        results[i] = Some(other);
+                        continue;
+                    }
+                    Ok(_) => Some(cas),
+                    // Overwrite a corrupt record, as Redis' script does.
+                    Err(_) => Some(cas),
+                },
+                Reply::Miss => None,
+                other => return Err(unexpected(&other)),
+            };
+            writes.push(Meta::Set {
+                key: self.key(client),
+                value: render(record),
+                ttl_secs: self.ttl_secs(),
+                mode: cas.map_or(SetMode::Add, SetMode::Cas),
+            });
+            written.push(i);
+        }
+        if writes.is_empty() {
+            return Ok(results);
+        }
+        let stored = server
+            .exchange(&writes)
+            .await
+            .map_err(PresenceError::Unavailable)?;
+        for (i, reply) in written.into_iter().zip(stored) {
+            match reply {
+                Reply::Done => {}
+                Reply::NotStored | Reply::Exists | Reply::NotFound => {
+                    let (client, record) = entries[i];
+                    results[i] = self.reregister_one(client, record).await?;
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
+        Ok(results)
+    }
+
+    /// The heartbeat list, `<member> <expiry ms>` per line, with its CAS.
+    async fn read_beats(
+        &self,
+        key: &str,
+    ) -> Result<(Vec<(String, u64)>, Option<u64>), PresenceError> {
+        match self
+            .one(
+                key,
+                Meta::Get {
+                    key: key.to_owned(),
+                },
+            )
+            .await?
+        {
+            Reply::Value { value, cas } => {
+                let beats = value
+                    .lines()
+                    .filter_map(|line| {
+                        let (member, expiry) = line.split_once(' ')?;
+                        Some((member.to_owned(), expiry.parse().ok()?))
+                    })
+                    .collect();
+                Ok((beats, Some(cas)))
+            }
+            Reply::Miss => Ok((Vec::new(), None)),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// Waits a random time below 0.2 ms × 2^attempt (at most 12.8 ms) after
+/// the `attempt`th lost compare-and-swap.
+async fn back_off(attempt: u32) {
+    if attempt == 0 {
+        return;
+    }
+    let ceiling_us = 200u64 << attempt.min(6);
+    let jitter = (Uuid::new_v4().as_u128() as u64) % ceiling_us;
+    tokio::time::sleep(Duration::from_micros(jitter)).await;
+}
+
+fn render(record: &PresenceRecord) -> String {
+    format!("{} {} {}", record.node, record.session, record.since)
+}
+
+fn parse(client: &ClientId, value: &str) -> Result<PresenceRecord, PresenceError> {
+    let corrupt = |why: String| PresenceError::Corrupt {
+        client: client.to_string(),
+        why,
+    };
+    let mut fields = value.split(' ');
+    let (Some(node), Some(session), Some(since), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return Err(corrupt(format!(
+            "not \"<node> <session> <since>\": {value:?}"
+        )));
+    };
+    Ok(PresenceRecord {
+        node: NodeId::parse(node).map_err(|e| corrupt(e.to_string()))?,
+        session: session
+            .parse()
+            .map_err(|e| corrupt(format!("session {session:?}: {e}")))?,
+        since: since
+            .parse()
+            .map_err(|e| corrupt(format!("since {since:?}: {e}")))?,
+    })
+}
+
+fn unexpected(reply: &Reply) -> PresenceError {
+    PresenceError::Unavailable(format!("memcached answered {reply:?} out of turn"))
+}
+
+fn contended(client: &ClientId) -> PresenceError {
+    PresenceError::Unavailable(format!(
+        "the presence record of {client} kept changing ({CAS_ATTEMPTS} CAS attempts)"
+    ))
+}
+
+#[async_trait]
+impl PresenceStore for MemcachedPresence {
+    async fn register(
+        &self,
+        client: &ClientId,
+        record: &PresenceRecord,
+    ) -> Result<Option<PresenceRecord>, PresenceError> {
+        for attempt in 0..CAS_ATTEMPTS {
+            back_off(attempt).await;
+            let (previous, cas) = match self.read(client).await {
+                Ok(Some((previous, cas))) => (Some(previous), Some(cas)),
+                Ok(None) => (None, None),
+                Err(PresenceError::Corrupt { why, .. }) => {
+                    // Overwritten either way; there is no older session to
+                    // close. Deleted, so that the next round adds afresh.
+                    tracing::warn!(%client, %why, "replacing a corrupt presence record");
+                    let key = self.key(client);
+                    self.one(
+                        &key,
+                        Meta::Delete {
+                            key: key.clone(),
+                            cas: None,
+                        },
+                    )
+                    .await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if self.write_if_unchanged(client, record, cas).await? {
+                return Ok(previous);
+            }
+        }
+        Err(contended(client))
+    }
+
+    async fn lookup(&self, client: &ClientId) -> Result<Option<PresenceRecord>, PresenceError> {
+        Ok(self.read(client).await?.map(|(record, _)| record))
+    }
+
+    async fn remove(
+        &self,
+        client: &ClientId,
+        _node: &NodeId,
+        session: Uuid,
+    ) -> Result<bool, PresenceError> {
+        let key = self.key(client);
+        for attempt in 0..CAS_ATTEMPTS {
+            back_off(attempt).await;
+            let cas = match self.read(client).await? {
+                Some((current, cas)) if current.session == session => cas,
+                _ => return Ok(false),
+            };
+            let delete = Meta::Delete {
+                key: key.clone(),
+                cas: Some(cas),
+            };
+            match self.one(&key, delete).await? {
+                Reply::Done => return Ok(true),
+                // Gone meanwhile: not ours to report as deleted.
+                Reply::NotFound => return Ok(false),
+                // Rewritten meanwhile (a refresh of the same session, or a
+                // newer session): look again.
+                Reply::Exists => continue,
+                other => return Err(unexpected(&other)),
+            }
+        }
+        Err(contended(client))
+    }
+
+    /// The heartbeat list is one item, changed by CAS. memcached has no
+    /// clock to share, so expiries are in this node's clock: node clocks
+    /// must agree to well within the node TTL (NTP does).
+    async fn heartbeat(
+        &self,
+        member: &str,
+        ttl: Duration,
+        retention: Duration,
+    ) -> Result<HeartbeatReport, PresenceError> {
+        let key = format!("{}nodes", self.key_prefix);
+        for attempt in 0..CAS_ATTEMPTS {
+            back_off(attempt).await;
+            let (mut beats, cas) = self.read_beats(&key).await?;
+            let now = now_ms();
+            let own_was_missing = !beats.iter().any(|(m, _)| m == member);
+            let retention_ms = retention.as_millis() as u64;
+            beats.retain(|(m, expiry)| m != member && expiry + retention_ms > now);
+            beats.push((member.to_owned(), now + ttl.as_millis() as u64));
+            let value: String = beats.iter().map(|(m, e)| format!("{m} {e}\n")).collect();
+            let write = Meta::Set {
+                key: key.clone(),
+                value,
+                ttl_secs: 0,
+                mode: cas.map_or(SetMode::Add, SetMode::Cas),
+            };
+            match self.one(&key, write).await? {
+                Reply::Done => {
+                    return Ok(HeartbeatReport {
+                        server_now_ms: now,
+                        members: beats,
+                        own_was_missing,
+                    });
+                }
+                Reply::NotStored | Reply::Exists | Reply::NotFound => continue,
+                other => return Err(unexpected(&other)),
+            }
+        }
+        Err(PresenceError::Unavailable(
+            "the heartbeat list kept changing".into(),
+        ))
+    }
+
+    async fn reregister(
+        &self,
+        entries: &[(ClientId, PresenceRecord)],
+    ) -> Result<Vec<Option<PresenceRecord>>, PresenceError> {
+        // Per server, in batches; servers and batches run concurrently
+        // (each batch takes one pooled connection).
+        let mut by_server: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, (client, _)) in entries.iter().enumerate() {
+            by_server
+                .entry(self.ring.server_for(&self.key(client)))
+                .or_default()
+                .push(i);
+        }
+        let batches: Vec<(usize, Vec<usize>)> = by_server
+            .into_iter()
+            .flat_map(|(server, indexes)| {
+                indexes
+                    .chunks(BATCH)
+                    .map(|chunk| (server, chunk.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let done = try_join_all(batches.iter().map(|(server, indexes)| async move {
+            let batch: Vec<&(ClientId, PresenceRecord)> =
+                indexes.iter().map(|i| &entries[*i]).collect();
+            self.reregister_batch(&self.servers[*server], &batch).await
+        }))
+        .await?;
+        let mut results = vec![None; entries.len()];
+        for ((_, indexes), outcomes) in batches.iter().zip(done) {
+            for (i, outcome) in indexes.iter().zip(outcomes) {
+                results[*i] = outcome;
+            }
+        }
+        Ok(results)
+    }
+
+    /// Nothing to sweep by: records of lost runs expire within
+    /// [`RECORD_TTL`], and are disbelieved until then.
+    async fn sweep(
+        &self,
+        _node: &NodeId,
+        _lost_run: Option<u64>,
+        _before_since: u64,
+    ) -> Result<usize, PresenceError> {
+        Ok(0)
+    }
+
+    async fn ping(&self) -> Result<(), PresenceError> {
+        try_join_all(self.servers.iter().map(|server| async move {
+            match server.exchange(&[Meta::Noop]).await {
+                Ok(replies) if replies == [Reply::Noop] => Ok(()),
+                Ok(replies) => Err(format!("memcached at {} answered {replies:?}", server.addr)),
+                Err(e) => Err(e),
+            }
+        }))
+        .await
+        .map(drop)
+        .map_err(PresenceError::Unavailable)
+    }
+
+    fn refresh_interval(&self) -> Option<Duration> {
+        Some(self.record_ttl / 3)
+    }
+
+    fn backend(&self) -> &'static str {
+        "memcached"
+    }
+}

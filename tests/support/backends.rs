@@ -1,0 +1,254 @@
+//! The scaled-out backing services, built from real server processes on
+//! free loopback ports: a Redis Cluster (three masters, three replicas) and
+//! memcached. Like the single servers, each stops when its handle drops.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{EVENT_TIMEOUT, certs, find_binary, free_port, spawn, wait_for_port};
+
+/// One redis-server of a cluster.
+struct ClusterMember {
+    child: Option<Child>,
+    port: u16,
+}
+
+/// A Redis Cluster of three masters, each with one replica, made the way an
+/// operator would: `cluster-enabled yes` servers joined by
+/// `redis-cli --cluster create`.
+pub struct RedisCluster {
+    members: Vec<ClusterMember>,
+    dir: PathBuf,
+}
+
+/// How long a master may be unreachable before its replica takes over.
+/// Short, so that the failover test is quick.
+const NODE_TIMEOUT_MS: u64 = 1000;
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let binary = find_binary("redis-server");
+        let dir = certs::temp_dir("redis-cluster");
+        let members = (0..6)
+            .map(|_| {
+                for _ in 0..5 {
+                    let (port, bus) = (free_port(), free_port());
+                    let mut child = spawn(
+                        Command::new(&binary)
+                            .args(["--port", &port.to_string()])
+                            .args(["--cluster-port", &bus.to_string()])
+                            .args(["--cluster-enabled", "yes"])
+                            .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                            .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+                            .args(["--dir", &certs::display(&dir)])
+                            .args(["--bind", "127.0.0.1", "--protected-mode", "no"])
+                            .args(["--save", "", "--appendonly", "no"])
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null()),
+                    );
+                    if wait_for_port(port, &mut child, "redis-server (cluster)") {
+                        return ClusterMember {
+                            child: Some(child),
+                            port,
+                        };
+                    }
+                }
+                panic!("redis-server (cluster) would not start");
+            })
+            .collect();
+        let cluster = Self { members, dir };
+        let addresses: Vec<String> = cluster
+            .members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.port))
+            .collect();
+        let created = Command::new(find_binary("redis-cli"))
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    /// Seed URLs, comma-separated, as `--redis-cluster` takes them.
+    pub fn seeds(&self) -> String {
+        self.members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| format!("redis://127.0.0.1:{}", m.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        let out = Command::new(find_binary("redis-cli"))
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until every running member reports the cluster healthy and
+    /// agrees on three masters that serve all slots.
+    pub fn wait_until_ok(&self) {
+        let deadline = Instant::now() + 3 * EVENT_TIMEOUT;
+        loop {
+            let healthy = self.members.iter().filter(|m| m.child.is_some()).all(|m| {
+                let info = self.cli(m.port, &["cluster", "info"]);
+                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+            });
+            if healthy && self.masters().len() == 3 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Redis Cluster did not become healthy"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Ports of the running masters.
+    pub fn masters(&self) -> Vec<u16> {
+        let Some(alive) = self.members.iter().find(|m| m.child.is_some()) else {
+            return Vec::new();
+        };
+        let nodes = self.cli(alive.port, &["cluster", "nodes"]);
+        nodes
+            .lines()
+            .filter(|line| line.contains("master") && !line.contains("fail"))
+            .filter_map(|line| {
+                let address = line.split(' ').nth(1)?;
+                address.split(['@', ':']).nth(1)?.parse().ok()
+            })
+            .filter(|port| {
+                self.members
+                    .iter()
+                    .any(|m| m.port == *port && m.child.is_some())
+            })
+            .collect()
+    }
+
+    /// The master serving `key`'s slot.
+    pub fn master_of(&self, key: &str) -> u16 {
+        let slot: u16 = self
+            .cli(self.members[0].port, &["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .expect("a slot");
+        let nodes = self.cli(self.members[0].port, &["cluster", "nodes"]);
+        for line in nodes
+            .lines()
+            .filter(|l| l.contains("master") && !l.contains("fail"))
+        {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let port: u16 = fields[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
+            for range in &fields[8..] {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>())
+                    && (lo..=hi).contains(&slot)
+                {
+                    return port;
+                }
+            }
+        }
+        panic!("no master serves slot {slot}");
+    }
+
+    /// Kills the master on `port` (SIGKILL, no goodbye) and waits until its
+    /// replica has taken over its slots.
+    pub fn kill_and_fail_over(&mut self, port: u16) {
+        let member = self
+            .members
+            .iter_mut()
+            .find(|m| m.port == port)
+            .expect("a member on that port");
+        let mut child = member.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+        self.wait_until_ok();
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for member in &mut self.members {
+            if let Some(mut child) = member.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A memcached child process.
+pub struct Memcached {
+    child: Child,
+    pub port: u16,
+}
+
+impl Memcached {
+    pub fn start() -> Self {
+        Self::start_on(None)
+    }
+
+    /// Starts on `port` (to restart a server where nodes expect it), or on
+    /// a free port.
+    pub fn start_on(port: Option<u16>) -> Self {
+        let binary = find_binary("memcached");
+        for _ in 0..5 {
+            let port = port.unwrap_or_else(free_port);
+            let mut command = Command::new(&binary);
+            command
+                .args([
+                    "-l",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "0",
+                    "-m",
+                    "64",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            // memcached refuses to run as root without a user to drop to.
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                command.args(["-u", "nobody"]);
+            }
+            let mut child = spawn(&mut command);
+            if wait_for_port(port, &mut child, "memcached") {
+                return Self { child, port };
+            }
+        }
+        panic!("memcached would not start");
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
