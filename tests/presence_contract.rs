@@ -313,10 +313,9 @@ async fn memcached_one_server() {
     let memcached = Memcached::start();
     let target = MemcachedTarget {
         servers: vec![memcached.address()],
+        record_ttl: MEMCACHED_TTL,
     };
-    let store = MemcachedPresence::connect_with_ttl(&target, "sb:", MEMCACHED_TTL)
-        .await
-        .unwrap();
+    let store = MemcachedPresence::connect(&target, "sb:").await.unwrap();
     contract(Arc::new(store), MEMCACHED_TTL).await;
 }
 
@@ -325,9 +324,8 @@ async fn memcached_three_servers() {
     let servers = [Memcached::start(), Memcached::start(), Memcached::start()];
     let target = MemcachedTarget {
         servers: servers.iter().map(Memcached::address).collect(),
+        record_ttl: MEMCACHED_TTL,
     };
-    let store = MemcachedPresence::connect_with_ttl(&target, "sb:", MEMCACHED_TTL)
-        .await
-        .unwrap();
+    let store = MemcachedPresence::connect(&target, "sb:").await.unwrap();
     contract(Arc::new(store), MEMCACHED_TTL).await;
 }

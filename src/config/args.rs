@@ -39,6 +39,13 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_MEMCACHED_URL")]
     pub memcached_url: Option<String>,
 
+    /// Lifetime of a presence record in memcached, in seconds. Nodes write
+    /// their live sessions' records back every third of it, so a record
+    /// memcached evicted is back within that; a crashed node's records are
+    /// gone within it.
+    #[arg(long, env = "SWITCHBOARD_MEMCACHED_TTL_SECS", default_value_t = 180)]
+    pub memcached_ttl_secs: u32,
+
     /// PEM file of the certificate authority that signed Redis's TLS
     /// certificate, for rediss:// URLs. Default: the system's trusted roots.
     #[arg(long, env = "SWITCHBOARD_REDIS_CA", value_name = "FILE")]

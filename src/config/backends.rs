@@ -2,10 +2,11 @@
 //! presents to them.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
 
-use super::{ConfigError, ServeArgs, non_empty};
+use super::{ConfigError, ServeArgs, in_range, non_empty};
 use crate::redact::{self, Secret};
 
 /// Which presence store and bus the node uses.
@@ -61,10 +62,11 @@ impl RedisTarget {
     }
 }
 
-/// memcached servers, as `host:port`.
+/// memcached servers, as `host:port`, and how long records live there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemcachedTarget {
     pub servers: Vec<String>,
+    pub record_ttl: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,7 +191,16 @@ fn presence_target(args: &ServeArgs) -> Result<Option<PresenceTarget>, ConfigErr
         .iter()
         .map(|url| memcached_server(url))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(PresenceTarget::Memcached(MemcachedTarget { servers })))
+    // memcached reads TTLs over 30 days as absolute times.
+    let ttl = in_range(
+        "--memcached-ttl-secs",
+        args.memcached_ttl_secs,
+        3..=30 * 24 * 3600,
+    )?;
+    Ok(Some(PresenceTarget::Memcached(MemcachedTarget {
+        servers,
+        record_ttl: Duration::from_secs(ttl.into()),
+    })))
 }
 
 /// `memcache://host:port`, `memcached://host:port` or `host:port` (port

@@ -380,7 +380,8 @@ mod tests {
                     "m1:11311".into(),
                     "m2:11211".into(),
                     "10.0.0.3:11211".into()
-                ]
+                ],
+                record_ttl: Duration::from_secs(180),
             })
         );
         for (flags, says) in [

@@ -44,6 +44,10 @@ impl RedisCluster {
                             .args(["--dir", &certs::display(&dir)])
                             .args(["--bind", "127.0.0.1", "--protected-mode", "no"])
                             .args(["--save", "", "--appendonly", "no"])
+                            // Replicas sync at once (the default waits 5 s
+                            // for more replicas); a replica that never
+                            // synced cannot take over.
+                            .args(["--repl-diskless-sync-delay", "0"])
                             .stdout(Stdio::null())
                             .stderr(Stdio::null()),
                     );
@@ -75,7 +79,28 @@ impl RedisCluster {
             String::from_utf8_lossy(&created.stdout)
         );
         cluster.wait_until_ok();
+        cluster.wait_until_replicas_synced();
         cluster
+    }
+
+    fn wait_until_replicas_synced(&self) {
+        let deadline = Instant::now() + 3 * EVENT_TIMEOUT;
+        loop {
+            let synced = self
+                .members
+                .iter()
+                .map(|m| self.cli(m.port, &["info", "replication"]))
+                .filter(|info| info.contains("master_link_status:up"))
+                .count();
+            if synced == 3 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster's replicas did not sync"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Seed URLs, comma-separated, as `--redis-cluster` takes them.

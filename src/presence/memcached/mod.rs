@@ -14,7 +14,7 @@
 //! messages are refused that could have been delivered. The node limits
 //! that in three ways (docs/operations.md):
 //!
-//! - records carry a TTL ([`MemcachedPresence::record_ttl`]), and each node
+//! - records carry a TTL (`--memcached-ttl-secs`, 180 s), and each node
 //!   writes its live sessions' records back well within it
 //!   ([`PresenceStore::refresh_interval`]): an evicted record is back
 //!   within one refresh, and a crashed node's records are gone within one
@@ -44,8 +44,6 @@ use crate::config::MemcachedTarget;
 use crate::liveness::HeartbeatReport;
 use crate::protocol::{ClientId, NodeId, now_ms};
 
-/// Lifetime of a presence record; nodes refresh theirs every third of it.
-pub const RECORD_TTL: Duration = Duration::from_secs(180);
 /// Attempts at one compare-and-swap before the caller hears
 /// `unavailable`. Between attempts a contender backs off for a random,
 /// growing while (see [`back_off`]), so that many nodes writing one client
@@ -69,21 +67,11 @@ impl MemcachedPresence {
         target: &MemcachedTarget,
         key_prefix: &str,
     ) -> Result<Self, PresenceError> {
-        Self::connect_with_ttl(target, key_prefix, RECORD_TTL).await
-    }
-
-    /// [`connect`](Self::connect) with another record TTL (whole seconds,
-    /// at least 3): for tests of expiry.
-    pub async fn connect_with_ttl(
-        target: &MemcachedTarget,
-        key_prefix: &str,
-        record_ttl: Duration,
-    ) -> Result<Self, PresenceError> {
         let store = Self {
             servers: target.servers.iter().cloned().map(Server::new).collect(),
             ring: Ring::new(&target.servers),
             key_prefix: key_prefix.to_owned(),
-            record_ttl: record_ttl.max(Duration::from_secs(3)),
+            record_ttl: target.record_ttl.max(Duration::from_secs(3)),
         };
         store.ping().await?;
         Ok(store)
@@ -465,8 +453,8 @@ impl PresenceStore for MemcachedPresence {
         Ok(results)
     }
 
-    /// Nothing to sweep by: records of lost runs expire within
-    /// [`RECORD_TTL`], and are disbelieved until then.
+    /// Nothing to sweep by: records of lost runs expire within the record
+    /// TTL, and are disbelieved until then.
     async fn sweep(
         &self,
         _node: &NodeId,

@@ -399,7 +399,10 @@ impl PresenceStore for RedisPresence {
     }
 
     fn backend(&self) -> &'static str {
-        "redis"
+        match self.conn {
+            Conn::Single(_) => "redis",
+            Conn::Cluster(_) => "redis-cluster",
+        }
     }
 }
 
