@@ -130,8 +130,22 @@ fn nats_conf_is_accepted_by_nats_server() {
         String::from_utf8_lossy(&output.stderr)
     );
     let text = repo_file("nats.conf");
-    for setting in ["port: 4222", "max_payload", "# cluster {"] {
+    for setting in ["port: 4222", "max_payload", "\ncluster {"] {
         assert!(text.contains(setting), "nats.conf lacks {setting}");
+    }
+    // The documented way to start the second and third clustered servers
+    // from the same file is accepted too (tests/scaled_backends.rs runs
+    // all three).
+    for line in text.lines().filter(|l| l.contains("nats-server -c nats.conf -p")) {
+        let args: Vec<&str> = line.trim_start_matches('#').split_whitespace().skip(3).collect();
+        let output = Command::new(support::find_binary("nats-server"))
+            .arg("-c")
+            .arg(&conf)
+            .args(&args)
+            .arg("-t")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{line}: {output:?}");
     }
 }
 

@@ -1,5 +1,6 @@
 //! Nodes on scaled-out backing services, end to end: a Redis Cluster that
-//! loses a master, and memcached that loses records.
+//! loses a master, memcached that loses records, and a NATS cluster that
+//! loses the server a node is connected to.
 
 mod support;
 
@@ -8,16 +9,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::backends::{Memcached, RedisCluster};
+use support::backends::{Memcached, NatsCluster, RedisCluster};
 use support::traffic::{Ledger, Plan, run_clients};
 use support::*;
 use switchboard::client::Client;
 use switchboard::node::{Node, RunningNode};
-use switchboard::protocol::{AckStatus, ServerFrame};
+use switchboard::protocol::{AckStatus, ErrorCode, ServerFrame};
 
 async fn node_on(id: &str, presence: &[&str], nats: &Nats, extra: &[&str]) -> RunningNode {
-    let nats_url = nats.url();
-    let mut flags = vec!["--node-id", id, "--nats-url", &nats_url];
+    node_with(id, presence, &nats.url(), extra).await
+}
+
+async fn node_with(id: &str, presence: &[&str], nats_urls: &str, extra: &[&str]) -> RunningNode {
+    let mut flags = vec!["--node-id", id, "--nats-url", nats_urls];
     flags.extend_from_slice(presence);
     flags.extend_from_slice(extra);
     init_logs();
@@ -195,4 +199,126 @@ async fn memcached_nodes_route_and_recover_lost_records() {
     send_until(&mut bob, &mut alice, AckStatus::Remote).await;
     send_until(&mut carol, &mut bob, AckStatus::Local).await;
     drop((second, third));
+}
+
+/// Two nodes on a cluster of three NATS servers (node-a on the first or
+/// second, node-b on the third); the server node-a is connected to is
+/// stopped mid-traffic. node-a reconnects to another server and cross-node
+/// traffic resumes; every send in the gap is answered (an ack, or
+/// `unavailable`), and the churning clients' ledger shows nothing acked
+/// was lost silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_stopping_under_a_node_is_a_short_answered_gap() {
+    let mut nats = NatsCluster::start();
+    let redis = Redis::start();
+    let redis_url = redis.url();
+    let presence = ["--redis-url", redis_url.as_str()];
+    let flags = ["--rate-limit", "0", "--hop-timeout-ms", "15000"];
+    let a_urls = format!("{},{}", nats.url(0), nats.url(1));
+    let a = node_with("node-a", &presence, &a_urls, &flags).await;
+    let b = node_with("node-b", &presence, &nats.url(2), &flags).await;
+    let mut alice = connect(&a, "alice").await;
+    let mut bob = connect(&b, "bob").await;
+    send_until(&mut alice, &mut bob, AckStatus::Remote).await;
+    let a_server = nats
+        .serving("switchboard node-a")
+        .expect("node-a is connected");
+    assert_ne!(nats.serving("switchboard node-b"), Some(a_server));
+
+    // Background churn, for the no-silent-loss ledger.
+    let names: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+    let plan = Plan {
+        nodes: Arc::new(Mutex::new(vec![ws_url(&a), ws_url(&b)])),
+        names: Arc::new(names.clone()),
+        sends_per_session: (1, 12),
+        pace: Duration::from_millis(10),
+        drain: Duration::from_secs(20),
+    };
+    let ledger = Ledger::default();
+    let stop_at = Instant::now() + Duration::from_secs(6);
+    let traffic = {
+        let (plan, ledger) = (plan.clone(), ledger.clone());
+        tokio::spawn(async move {
+            run_clients(&names, &plan, &ledger, stop_at, 11, Duration::from_secs(60)).await
+        })
+    };
+
+    // bob notes when each probe arrives.
+    let arrivals = Arc::new(Mutex::new(Vec::<(u64, Instant)>::new()));
+    let reader = {
+        let arrivals = arrivals.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(frame)) = bob.next_frame().await {
+                if let ServerFrame::Message { body, .. } = frame
+                    && let Some(n) = body.as_u64()
+                {
+                    arrivals.lock().unwrap().push((n, Instant::now()));
+                }
+            }
+        })
+    };
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stopped_at = Instant::now();
+    nats.stop(a_server);
+    // alice probes every 10 ms; each probe must be answered.
+    let (mut remote, mut unavailable, mut offline) = (0, 0, 0);
+    let mut first_after_stop = None;
+    for n in 0..600u64 {
+        alice
+            .send("bob", &json!(n), Some("p"), false)
+            .await
+            .unwrap();
+        let answer = loop {
+            match next_frame(&mut alice).await {
+                ServerFrame::Ack { status, .. } => break Ok(status),
+                ServerFrame::Error { code, .. } => break Err(code),
+                _ => {}
+            }
+        };
+        match answer {
+            Ok(AckStatus::Remote) => {
+                remote += 1;
+                first_after_stop.get_or_insert(n);
+            }
+            Ok(AckStatus::Offline) => offline += 1,
+            Ok(AckStatus::Local) => panic!("bob is not on node-a"),
+            Err(ErrorCode::Unavailable) => unavailable += 1,
+            Err(code) => panic!("probe {n}: {code:?}"),
+        }
+        if remote >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first = first_after_stop.expect("cross-node traffic resumed");
+    let resumed = eventually_arrived(&arrivals, first).await;
+    eprintln!(
+        "NATS failover: probes after the stop: {unavailable} unavailable, {offline} offline, \
+         then remote again; first delivery {:?} after the stop",
+        resumed - stopped_at
+    );
+    assert_ne!(nats.serving("switchboard node-a"), Some(a_server));
+
+    traffic.await.unwrap();
+    let report = ledger.report();
+    eprintln!("NATS failover churn: {report:#?}");
+    assert!(report.acked_remote > 0, "{report:?}");
+    assert_eq!(report.unaccounted, 0, "{report:#?}");
+    assert_eq!(report.false_deliveries, 0);
+    assert_eq!(report.duplicates, 0);
+    assert_eq!(report.unacked_at_close, 0);
+    reader.abort();
+}
+
+/// When probe `n` reached bob.
+async fn eventually_arrived(arrivals: &Mutex<Vec<(u64, Instant)>>, n: u64) -> Instant {
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    loop {
+        if let Some((_, at)) = arrivals.lock().unwrap().iter().find(|(m, _)| *m == n) {
+            return *at;
+        }
+        assert!(Instant::now() < deadline, "probe {n} never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -277,3 +277,87 @@ impl Drop for Memcached {
         let _ = self.child.wait();
     }
 }
+
+/// Three nats-server processes clustered with the repository's nats.conf
+/// and the overrides it documents (ports, route port, name), on free
+/// loopback ports.
+pub struct NatsCluster {
+    pub servers: Vec<Option<super::Nats>>,
+    monitors: Vec<u16>,
+}
+
+impl NatsCluster {
+    pub fn start() -> Self {
+        let binary = find_binary("nats-server");
+        let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("nats.conf");
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let route_list = routes
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut servers = Vec::new();
+        let mut monitors = Vec::new();
+        for (i, route) in routes.iter().enumerate() {
+            let (port, monitor) = (free_port(), free_port());
+            let mut child = spawn(
+                Command::new(&binary)
+                    .args(["-c", &certs::display(&conf)])
+                    .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+                    .args(["-m", &monitor.to_string()])
+                    .args(["--cluster", &format!("nats://127.0.0.1:{route}")])
+                    .args(["--routes", &route_list])
+                    .args(["-n", &format!("switchboard-nats-{}", i + 1)])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            );
+            assert!(
+                wait_for_port(port, &mut child, "nats-server (cluster)"),
+                "nats-server {i} would not start"
+            );
+            servers.push(Some(super::Nats { child, port }));
+            monitors.push(monitor);
+        }
+        let cluster = Self { servers, monitors };
+        // Fully meshed: every server routes to the other two.
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        while !(0..3).all(|i| cluster.monitor(i, "/routez").contains("\"num_routes\": 2")) {
+            assert!(
+                Instant::now() < deadline,
+                "the NATS servers did not cluster"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    pub fn url(&self, i: usize) -> String {
+        self.servers[i].as_ref().expect("running").url()
+    }
+
+    /// A monitoring endpoint's JSON of server `i`, as text.
+    pub fn monitor(&self, i: usize, path: &str) -> String {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.monitors[i])) else {
+            return String::new();
+        };
+        let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+    }
+
+    /// Which running server holds a client connection named `name`.
+    pub fn serving(&self, name: &str) -> Option<usize> {
+        (0..3).find(|i| {
+            self.servers[*i].is_some()
+                && self.monitor(*i, "/connz").contains(&format!("\"{name}\""))
+        })
+    }
+
+    pub fn stop(&mut self, i: usize) {
+        if let Some(server) = self.servers[i].take() {
+            server.stop();
+        }
+    }
+}
