@@ -8,8 +8,8 @@
 #   QUICK=1 scripts/bench.sh    # short windows, for trying the script
 #   OUT=/tmp/b.md scripts/bench.sh
 #
-# Needs: redis-server, nats-server (scripts/install-deps.sh), python3 (to
-# assemble the report).
+# Needs: redis-server, nats-server, memcached (scripts/install-deps.sh),
+# python3 (to assemble the report).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -115,6 +115,20 @@ for k in "${IDLE[@]}"; do
     run "idle-$k" idle --url "ws://127.0.0.1:$AP" --sessions "$k" --concurrency 256 --sources 8
 done
 
+# Cluster-wide re-registration of 50,000 sessions (four nodes at once),
+# straight against Redis and against three memcached servers.
+run reregister-redis reregister --redis-url "redis://127.0.0.1:$RP" --sessions 50000 --nodes 4
+if command -v memcached >/dev/null; then
+    MEMCACHED_USER=(); [ "$(id -u)" = 0 ] && MEMCACHED_USER=(-u nobody)
+    MC=()
+    for _ in 1 2 3; do
+        MP=$(free_port)
+        memcached -l 127.0.0.1 -p "$MP" -U 0 -m 256 "${MEMCACHED_USER[@]}" >"$WORK/memcached-$MP.log" 2>&1 &
+        PIDS+=("$!"); wait_port "$MP"; MC+=("127.0.0.1:$MP")
+    done
+    run reregister-memcached reregister --memcached-url "$(IFS=,; echo "${MC[*]}")" --sessions 50000 --nodes 4
+fi
+
 python3 - "$RESULTS" "$COMMANDS" "$OUT" "$REDIS_SERVER" "$NATS_SERVER" <<'PY'
 import json, platform, subprocess, sys, datetime
 results_path, commands_path, out, redis_bin, nats_bin = sys.argv[1:6]
@@ -180,6 +194,16 @@ for label, s in results.items():
     if label.startswith("idle-"):
         for n in s["nodes"]:
             w(f"- Idle sessions: {n['sessions']:.0f} on one node, RSS {n['rss_before']/1048576:.1f} MiB -> {n['rss_after']/1048576:.1f} MiB: **{n['bytes_per_session']/1024:.2f} KiB per idle session**.")
+rereg = [(label, s) for label, s in results.items() if label.startswith("reregister-")]
+if rereg:
+    w("\n## Presence re-registration\n")
+    w("What the nodes do after the presence store lost its data: write back every live session's record")
+    w("without overwriting a newer session's (batched and pipelined; `switchboard bench reregister`).\n")
+    w("| store | sessions | nodes at once | into an empty store (s) | over present records (s) | removing them one by one (s) |")
+    w("| --- | --- | --- | --- | --- | --- |")
+    for label, s in rereg:
+        w(f"| {s['backend']} | {s['sessions']} | {s['nodes']} | {s['into_empty_s']:.3f} | {s['refresh_s']:.3f} | {s['remove_s']:.3f} |")
+    w("")
 import resource
 hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 if hard != resource.RLIM_INFINITY and hard < 60000:

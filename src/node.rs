@@ -16,10 +16,10 @@ use uuid::Uuid;
 
 use crate::auth::JwtVerifier;
 use crate::bus::{Bus, MemoryHub, NatsBus};
-use crate::config::{Backends, Config, PresenceTarget};
+use crate::config::{Backends, Config};
 use crate::liveness::{DEAD_ENTRY_RETENTION, Incarnation, Liveness};
 use crate::metrics::Metrics;
-use crate::presence::{MemcachedPresence, MemoryPresence, PresenceStore, RedisPresence};
+use crate::presence::{self, MemoryPresence, PresenceStore};
 use crate::protocol::frames::max_message_frame;
 use crate::protocol::{ClientId, NodeId, close};
 use crate::router::{InFlight, RouteCache, Router, RouterParts, courier};
@@ -92,18 +92,9 @@ impl Node {
                 Arc::new(MemoryHub::new().bus()),
             ),
             Backends::Clustered { presence, nats } => {
-                let presence: Arc<dyn PresenceStore> = match presence {
-                    PresenceTarget::Redis(redis) => Arc::new(
-                        RedisPresence::connect(redis, &config.key_prefix)
-                            .await
-                            .map_err(|e| StartError(format!("{e} (check {})", presence.flag())))?,
-                    ),
-                    PresenceTarget::Memcached(memcached) => Arc::new(
-                        MemcachedPresence::connect(memcached, &config.key_prefix)
-                            .await
-                            .map_err(|e| StartError(format!("{e} (check --memcached-url)")))?,
-                    ),
-                };
+                let presence = presence::connect(presence, &config.key_prefix)
+                    .await
+                    .map_err(|e| StartError(e.to_string()))?;
                 let bus = NatsBus::connect(nats, &config.subject_prefix, config.node_id.as_str())
                     .await
                     .map_err(|e| StartError(format!("{e} (check --nats-url)")))?;

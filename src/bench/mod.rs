@@ -7,6 +7,8 @@
 //! - `switchboard bench connect --sessions N`: connect plus presence
 //!   registration rate.
 //! - `switchboard bench idle --sessions K`: node memory per idle session.
+//! - `switchboard bench reregister --sessions 50000 --redis-url …`: how
+//!   long the nodes take to write back all their presence records.
 //! - `switchboard bench nats-floor` and `switchboard bench echo-server`:
 //!   the floors Switchboard is compared with (a bare NATS relay, a bare
 //!   WebSocket echo), measured the same way.
@@ -18,6 +20,7 @@
 //! loop is bounded in count and time.
 
 mod floor;
+mod presence;
 mod report;
 mod sessions;
 mod traffic;
@@ -49,6 +52,9 @@ pub enum BenchCommand {
     /// A bare WebSocket echo server, the floor for the WebSocket side
     /// (drive it with `switchboard bench --mode echo`).
     EchoServer(EchoServerArgs),
+    /// Time the cluster-wide re-registration of N sessions' presence
+    /// records, straight against a store (after it lost its data).
+    Reregister(presence::ReregisterArgs),
 }
 
 /// Where the servers are and how to report.
@@ -185,6 +191,7 @@ pub async fn run(args: BenchArgs) -> i32 {
         Some(BenchCommand::Idle(a)) => sessions::idle(a).await,
         Some(BenchCommand::NatsFloor(a)) => floor::nats(a).await,
         Some(BenchCommand::EchoServer(a)) => return floor::echo_server(a).await,
+        Some(BenchCommand::Reregister(a)) => presence::reregister(a).await,
     };
     match result {
         Ok(()) => 0,

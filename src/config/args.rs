@@ -20,36 +20,8 @@ pub struct ServeArgs {
     pub node_id: Option<String>,
 
     // ---- Backends -------------------------------------------------------
-    /// Redis URL for the shared presence registry: redis://[:password@]host:port[/db],
-    /// or rediss:// for TLS. Needs --nats-url too; leave both unset to run
-    /// one node on its own.
-    #[arg(long, env = "SWITCHBOARD_REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
-
-    /// Redis Cluster for the presence registry instead of one server: the
-    /// URLs of some of its nodes, comma-separated (any one that answers is
-    /// enough to learn the rest), e.g. redis://10.0.0.1:7000,redis://10.0.0.2:7000.
-    /// Needs --nats-url too.
-    #[arg(long, env = "SWITCHBOARD_REDIS_CLUSTER", hide_env_values = true)]
-    pub redis_cluster: Option<String>,
-
-    /// memcached for the presence registry instead of Redis: host:port of
-    /// one or several servers, comma-separated (keys are spread over them
-    /// by consistent hashing). Needs --nats-url too.
-    #[arg(long, env = "SWITCHBOARD_MEMCACHED_URL")]
-    pub memcached_url: Option<String>,
-
-    /// Lifetime of a presence record in memcached, in seconds. Nodes write
-    /// their live sessions' records back every third of it, so a record
-    /// memcached evicted is back within that; a crashed node's records are
-    /// gone within it.
-    #[arg(long, env = "SWITCHBOARD_MEMCACHED_TTL_SECS", default_value_t = 180)]
-    pub memcached_ttl_secs: u32,
-
-    /// PEM file of the certificate authority that signed Redis's TLS
-    /// certificate, for rediss:// URLs. Default: the system's trusted roots.
-    #[arg(long, env = "SWITCHBOARD_REDIS_CA", value_name = "FILE")]
-    pub redis_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub presence: PresenceArgs,
 
     /// NATS server URL(s) for node-to-node hops, comma-separated,
     /// e.g. nats://127.0.0.1:4222, or nats://user:password@host:4222.
@@ -203,4 +175,40 @@ pub struct ServeArgs {
     /// Log filter, e.g. info or switchboard=debug.
     #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// Which shared presence store a node (or `switchboard bench reregister`)
+/// uses: at most one of the three.
+#[derive(Debug, Clone, Args)]
+pub struct PresenceArgs {
+    /// Redis URL for the shared presence registry: redis://[:password@]host:port[/db],
+    /// or rediss:// for TLS. Needs --nats-url too; leave both unset to run
+    /// one node on its own.
+    #[arg(long, env = "SWITCHBOARD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Redis Cluster for the presence registry instead of one server: the
+    /// URLs of some of its nodes, comma-separated (any one that answers is
+    /// enough to learn the rest), e.g. redis://10.0.0.1:7000,redis://10.0.0.2:7000.
+    /// Needs --nats-url too.
+    #[arg(long, env = "SWITCHBOARD_REDIS_CLUSTER", hide_env_values = true)]
+    pub redis_cluster: Option<String>,
+
+    /// memcached for the presence registry instead of Redis: host:port of
+    /// one or several servers, comma-separated (keys are spread over them
+    /// by consistent hashing). Needs --nats-url too.
+    #[arg(long, env = "SWITCHBOARD_MEMCACHED_URL")]
+    pub memcached_url: Option<String>,
+
+    /// Lifetime of a presence record in memcached, in seconds. Nodes write
+    /// their live sessions' records back every third of it, so a record
+    /// memcached evicted is back within that; a crashed node's records are
+    /// gone within it.
+    #[arg(long, env = "SWITCHBOARD_MEMCACHED_TTL_SECS", default_value_t = 180)]
+    pub memcached_ttl_secs: u32,
+
+    /// PEM file of the certificate authority that signed Redis's TLS
+    /// certificate, for rediss:// URLs. Default: the system's trusted roots.
+    #[arg(long, env = "SWITCHBOARD_REDIS_CA", value_name = "FILE")]
+    pub redis_ca: Option<PathBuf>,
 }

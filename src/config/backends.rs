@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
 
-use super::{ConfigError, ServeArgs, in_range, non_empty};
+use super::{ConfigError, PresenceArgs, ServeArgs, in_range, non_empty};
 use crate::redact::{self, Secret};
 
 /// Which presence store and bus the node uses.
@@ -96,11 +96,13 @@ pub enum NatsAuth {
 
 impl Backends {
     pub(super) fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
-        let presence = presence_target(args)?;
+        let presence = args.presence.target()?;
         let nats = non_empty(args.nats_url.clone());
         match (presence, nats) {
             (None, None) => {
-                if args.nats_creds.is_some() || args.nats_nkey.is_some() || args.redis_ca.is_some()
+                if args.nats_creds.is_some()
+                    || args.nats_nkey.is_some()
+                    || args.presence.redis_ca.is_some()
                 {
                     return Err(ConfigError(
                         "--nats-creds, --nats-nkey and --redis-ca only apply to a clustered node: \
@@ -130,77 +132,80 @@ impl Backends {
     }
 }
 
-/// The one presence store named by `--redis-url`, `--redis-cluster` or
-/// `--memcached-url`, if any.
-fn presence_target(args: &ServeArgs) -> Result<Option<PresenceTarget>, ConfigError> {
-    let list = |value: &Option<String>| -> Vec<String> {
-        non_empty(value.clone())
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|u| !u.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let redis = list(&args.redis_url);
-    let cluster = list(&args.redis_cluster);
-    let memcached = list(&args.memcached_url);
-    let given = [
-        !redis.is_empty(),
-        !cluster.is_empty(),
-        !memcached.is_empty(),
-    ];
-    if given.iter().filter(|g| **g).count() > 1 {
-        return Err(ConfigError(
-            "more than one presence store is set: use one of --redis-url, --redis-cluster \
+impl PresenceArgs {
+    /// The one presence store named by `--redis-url`, `--redis-cluster` or
+    /// `--memcached-url`, if any.
+    pub fn target(&self) -> Result<Option<PresenceTarget>, ConfigError> {
+        let args = self;
+        let list = |value: &Option<String>| -> Vec<String> {
+            non_empty(value.clone())
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|u| !u.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let redis = list(&args.redis_url);
+        let cluster = list(&args.redis_cluster);
+        let memcached = list(&args.memcached_url);
+        let given = [
+            !redis.is_empty(),
+            !cluster.is_empty(),
+            !memcached.is_empty(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(ConfigError(
+                "more than one presence store is set: use one of --redis-url, --redis-cluster \
              and --memcached-url"
-                .into(),
-        ));
-    }
-    if args.redis_ca.is_some() && !memcached.is_empty() {
-        return Err(ConfigError(
-            "--redis-ca applies to Redis, not to --memcached-url".into(),
-        ));
-    }
-    let redis_target = |urls: Vec<String>, cluster: bool| {
-        PresenceTarget::Redis(RedisTarget {
-            urls: urls.into_iter().map(Secret::new).collect(),
-            cluster,
-            ca_file: args.redis_ca.clone(),
-        })
-    };
-    if redis.len() > 1 {
-        return Err(ConfigError(
-            "--redis-url takes one server; for a Redis Cluster, give its nodes to \
+                    .into(),
+            ));
+        }
+        if args.redis_ca.is_some() && !memcached.is_empty() {
+            return Err(ConfigError(
+                "--redis-ca applies to Redis, not to --memcached-url".into(),
+            ));
+        }
+        let redis_target = |urls: Vec<String>, cluster: bool| {
+            PresenceTarget::Redis(RedisTarget {
+                urls: urls.into_iter().map(Secret::new).collect(),
+                cluster,
+                ca_file: args.redis_ca.clone(),
+            })
+        };
+        if redis.len() > 1 {
+            return Err(ConfigError(
+                "--redis-url takes one server; for a Redis Cluster, give its nodes to \
              --redis-cluster instead"
-                .into(),
-        ));
+                    .into(),
+            ));
+        }
+        if !redis.is_empty() {
+            return Ok(Some(redis_target(redis, false)));
+        }
+        if !cluster.is_empty() {
+            return Ok(Some(redis_target(cluster, true)));
+        }
+        if memcached.is_empty() {
+            return Ok(None);
+        }
+        let servers = memcached
+            .iter()
+            .map(|url| memcached_server(url))
+            .collect::<Result<Vec<_>, _>>()?;
+        // memcached reads TTLs over 30 days as absolute times.
+        let ttl = in_range(
+            "--memcached-ttl-secs",
+            args.memcached_ttl_secs,
+            3..=30 * 24 * 3600,
+        )?;
+        Ok(Some(PresenceTarget::Memcached(MemcachedTarget {
+            servers,
+            record_ttl: Duration::from_secs(ttl.into()),
+        })))
     }
-    if !redis.is_empty() {
-        return Ok(Some(redis_target(redis, false)));
-    }
-    if !cluster.is_empty() {
-        return Ok(Some(redis_target(cluster, true)));
-    }
-    if memcached.is_empty() {
-        return Ok(None);
-    }
-    let servers = memcached
-        .iter()
-        .map(|url| memcached_server(url))
-        .collect::<Result<Vec<_>, _>>()?;
-    // memcached reads TTLs over 30 days as absolute times.
-    let ttl = in_range(
-        "--memcached-ttl-secs",
-        args.memcached_ttl_secs,
-        3..=30 * 24 * 3600,
-    )?;
-    Ok(Some(PresenceTarget::Memcached(MemcachedTarget {
-        servers,
-        record_ttl: Duration::from_secs(ttl.into()),
-    })))
 }
 
 /// `memcache://host:port`, `memcached://host:port` or `host:port` (port

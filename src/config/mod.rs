@@ -16,7 +16,7 @@ use crate::http::AllowedOrigins;
 use crate::protocol::NodeId;
 use crate::redact::Secret;
 
-pub use self::args::ServeArgs;
+pub use self::args::{PresenceArgs, ServeArgs};
 pub use self::backends::{
     Backends, MemcachedTarget, NatsAuth, NatsTarget, PresenceTarget, RedisTarget,
 };

@@ -9,17 +9,45 @@ mod memcached;
 mod memory;
 mod redis;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use crate::config::PresenceTarget;
 use crate::liveness::HeartbeatReport;
 use crate::protocol::{ClientId, NodeId};
 
 pub use self::memcached::MemcachedPresence;
 pub use self::memory::MemoryPresence;
 pub use self::redis::RedisPresence;
+
+/// Connects the shared store `target` names, with every key under
+/// `key_prefix`. Errors say which flag to check.
+pub async fn connect(
+    target: &PresenceTarget,
+    key_prefix: &str,
+) -> Result<Arc<dyn PresenceStore>, PresenceError> {
+    let checked = |e: PresenceError| match e {
+        PresenceError::Unavailable(why) => {
+            PresenceError::Unavailable(format!("{why} (check {})", target.flag()))
+        }
+        other => other,
+    };
+    Ok(match target {
+        PresenceTarget::Redis(redis) => Arc::new(
+            RedisPresence::connect(redis, key_prefix)
+                .await
+                .map_err(checked)?,
+        ),
+        PresenceTarget::Memcached(memcached) => Arc::new(
+            MemcachedPresence::connect(memcached, key_prefix)
+                .await
+                .map_err(checked)?,
+        ),
+    })
+}
 
 /// Where a client's current session lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
