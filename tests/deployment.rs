@@ -136,8 +136,15 @@ fn nats_conf_is_accepted_by_nats_server() {
     // The documented way to start the second and third clustered servers
     // from the same file is accepted too (tests/scaled_backends.rs runs
     // all three).
-    for line in text.lines().filter(|l| l.contains("nats-server -c nats.conf -p")) {
-        let args: Vec<&str> = line.trim_start_matches('#').split_whitespace().skip(3).collect();
+    for line in text
+        .lines()
+        .filter(|l| l.contains("nats-server -c nats.conf -p"))
+    {
+        let args: Vec<&str> = line
+            .trim_start_matches('#')
+            .split_whitespace()
+            .skip(3)
+            .collect();
         let output = Command::new(support::find_binary("nats-server"))
             .arg("-c")
             .arg(&conf)
