@@ -10,6 +10,8 @@ missing=()
 have redis-server || missing+=(redis-server)
 have nats-server || missing+=(nats-server)
 have memcached || missing+=(memcached)
+# The Redis Cluster tests build their cluster with redis-cli.
+have redis-cli || missing+=(redis-tools)
 
 if [ ${#missing[@]} -eq 0 ]; then
     echo "install-deps: redis-server, nats-server and memcached are present"

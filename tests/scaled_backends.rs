@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +15,8 @@ use support::traffic::{Ledger, Plan, run_clients};
 use support::*;
 use switchboard::client::Client;
 use switchboard::node::{Node, RunningNode};
-use switchboard::protocol::{AckStatus, ErrorCode, ServerFrame};
+use switchboard::protocol::{AckStatus, ErrorCode, ReceiptStatus, ServerFrame};
+use uuid::Uuid;
 
 async fn node_on(id: &str, presence: &[&str], nats: &Nats, extra: &[&str]) -> RunningNode {
     node_with(id, presence, &nats.url(), extra).await
@@ -261,41 +263,68 @@ async fn a_nats_server_stopping_under_a_node_is_a_short_answered_gap() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stopped_at = Instant::now();
     nats.stop(a_server);
-    // alice probes every 10 ms; each probe must be answered.
-    let (mut remote, mut unavailable, mut offline) = (0, 0, 0);
-    let mut first_after_stop = None;
+    // alice probes every 10 ms with receipts on. A probe published just
+    // before node-a noticed the stop is acked `remote` and lost with the
+    // server; its receipt must then say `offline`.
+    let (mut unavailable, mut offline, mut lost) = (0, 0, 0);
+    let mut remote: Vec<(u64, Uuid)> = Vec::new();
+    let mut receipts: HashMap<Uuid, ReceiptStatus> = HashMap::new();
+    let mut resumed = None;
     for n in 0..600u64 {
-        alice
-            .send("bob", &json!(n), Some("p"), false)
-            .await
-            .unwrap();
+        alice.send("bob", &json!(n), Some("p"), true).await.unwrap();
         let answer = loop {
             match next_frame(&mut alice).await {
-                ServerFrame::Ack { status, .. } => break Ok(status),
+                ServerFrame::Ack { status, msg_id, .. } => break Ok((status, msg_id)),
                 ServerFrame::Error { code, .. } => break Err(code),
+                ServerFrame::Receipt { msg_id, status, .. } => {
+                    receipts.insert(msg_id, status);
+                }
                 _ => {}
             }
         };
         match answer {
-            Ok(AckStatus::Remote) => {
-                remote += 1;
-                first_after_stop.get_or_insert(n);
-            }
-            Ok(AckStatus::Offline) => offline += 1,
-            Ok(AckStatus::Local) => panic!("bob is not on node-a"),
+            Ok((AckStatus::Remote, msg_id)) => remote.push((n, msg_id)),
+            Ok((AckStatus::Offline, _)) => offline += 1,
+            Ok((AckStatus::Local, _)) => panic!("bob is not on node-a"),
             Err(ErrorCode::Unavailable) => unavailable += 1,
             Err(code) => panic!("probe {n}: {code:?}"),
         }
-        if remote >= 20 {
+        if resumed.is_none() {
+            resumed = arrivals.lock().unwrap().first().map(|(_, at)| *at);
+        }
+        if resumed.is_some() && remote.len() >= 20 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let first = first_after_stop.expect("cross-node traffic resumed");
-    let resumed = eventually_arrived(&arrivals, first).await;
+    let resumed = resumed.expect("cross-node traffic resumed");
+    // Every probe acked `remote` ends with a receipt: `delivered` for
+    // those bob got, `offline` for any lost (at the latest after the
+    // 15 s hop timeout).
+    let deadline = Instant::now() + Duration::from_secs(15) + EVENT_TIMEOUT;
+    while remote.iter().any(|(_, id)| !receipts.contains_key(id)) {
+        assert!(
+            Instant::now() < deadline,
+            "a probe acked remote never got its receipt"
+        );
+        if let Ok(Some(ServerFrame::Receipt { msg_id, status, .. })) =
+            tokio::time::timeout(Duration::from_millis(500), alice.next_frame())
+                .await
+                .unwrap_or(Ok(None))
+        {
+            receipts.insert(msg_id, status);
+        }
+    }
+    let arrived: HashSet<u64> = arrivals.lock().unwrap().iter().map(|(n, _)| *n).collect();
+    for (n, id) in &remote {
+        match receipts[id] {
+            ReceiptStatus::Delivered => assert!(arrived.contains(n), "probe {n}: false delivery"),
+            ReceiptStatus::Offline => lost += 1,
+        }
+    }
     eprintln!(
         "NATS failover: probes after the stop: {unavailable} unavailable, {offline} offline, \
-         then remote again; first delivery {:?} after the stop",
+         {lost} acked remote then answered offline; first delivery {:?} after the stop",
         resumed - stopped_at
     );
     assert_ne!(nats.serving("switchboard node-a"), Some(a_server));
@@ -309,16 +338,4 @@ async fn a_nats_server_stopping_under_a_node_is_a_short_answered_gap() {
     assert_eq!(report.duplicates, 0);
     assert_eq!(report.unacked_at_close, 0);
     reader.abort();
-}
-
-/// When probe `n` reached bob.
-async fn eventually_arrived(arrivals: &Mutex<Vec<(u64, Instant)>>, n: u64) -> Instant {
-    let deadline = Instant::now() + EVENT_TIMEOUT;
-    loop {
-        if let Some((_, at)) = arrivals.lock().unwrap().iter().find(|(m, _)| *m == n) {
-            return *at;
-        }
-        assert!(Instant::now() < deadline, "probe {n} never arrived");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
