@@ -2,25 +2,42 @@
 //! `docs/protocol.md` with typed frames.
 //!
 //! ```no_run
-//! use switchboard::client::{Client, Identity};
+//! use futures_util::StreamExt;
+//! use switchboard::client::{Client, Event, Identity};
 //! use switchboard::protocol::ServerFrame;
 //!
 //! # async fn demo() -> Result<(), switchboard::client::ClientError> {
+//! // With authentication on: Identity::Token(token) instead.
 //! let mut alice = Client::connect("ws://127.0.0.1:8080", Identity::Name("alice".into())).await?;
 //! println!("alice is on node {}", alice.welcome().node);
 //!
-//! alice.send("bob", &serde_json::json!({"text": "hi"}), Some("c-1"), true).await?;
 //! // The ack says which branch the node took: local, remote or offline.
-//! if let Some(ServerFrame::Ack { status, .. }) = alice.next_frame().await? {
-//!     println!("routed {status:?}");
+//! let ack = alice.send_for_ack("bob", &serde_json::json!({"text": "hi"}), true).await?;
+//! println!("message {} routed {:?}", ack.msg_id, ack.status);
+//!
+//! // Then everything that arrives, typed, until the session closes.
+//! let mut events = alice.events();
+//! while let Some(event) = events.next().await {
+//!     match event? {
+//!         Event::Frame(ServerFrame::Message { from, body, .. }) => println!("{from}: {body}"),
+//!         Event::Frame(ServerFrame::Receipt { msg_id, status, .. }) => {
+//!             println!("{msg_id}: {status:?}")
+//!         }
+//!         Event::Frame(_) => {}
+//!         Event::Closed { code, reason } => println!("closed {code:?} {reason}"),
+//!     }
 //! }
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The tests, `switchboard chat` and the load generator all use it.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use futures_util::stream::BoxStream;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::net::{TcpSocket, TcpStream};
@@ -31,7 +48,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
-use crate::protocol::ServerFrame;
+use crate::protocol::{AckStatus, ErrorCode, ServerFrame};
 
 /// How a client proves who it is.
 #[derive(Debug, Clone)]
@@ -104,6 +121,9 @@ pub enum ClientError {
     Protocol(String),
     #[error("session closed (code {code:?}): {reason}")]
     Closed { code: Option<u16>, reason: String },
+    /// The node refused a frame with an `error` frame.
+    #[error("refused: {code}: {message}")]
+    Rejected { code: ErrorCode, message: String },
 }
 
 type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -111,6 +131,16 @@ type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub struct Client {
     ws: Stream,
     welcome: Welcome,
+    /// Frames read while waiting for an ack, kept for `next_*` in order.
+    held: VecDeque<RawEvent>,
+    next_ack_id: u64,
+}
+
+/// The node's answer to a send: which branch it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub msg_id: Uuid,
+    pub status: AckStatus,
 }
 
 #[derive(Serialize)]
@@ -254,6 +284,8 @@ impl Client {
                 session_id: Uuid::nil(),
                 node: String::new(),
             },
+            held: VecDeque::new(),
+            next_ack_id: 0,
         };
         match client.next_event().await? {
             Event::Frame(ServerFrame::Welcome {
@@ -299,6 +331,62 @@ impl Client {
         self.send_raw(frame).await
     }
 
+    /// Sends `body` to `to` and waits for the node's answer: the [`Ack`],
+    /// or [`ClientError::Rejected`] with the error frame's code. Frames that
+    /// arrive meanwhile (messages, receipts) are kept for
+    /// [`next_event`](Self::next_event), in order. With `receipt`, a
+    /// `delivered` receipt follows when the recipient got it.
+    pub async fn send_for_ack<B: Serialize>(
+        &mut self,
+        to: &str,
+        body: &B,
+        receipt: bool,
+    ) -> Result<Ack, ClientError> {
+        self.next_ack_id += 1;
+        let id = format!("ack-{}", self.next_ack_id);
+        self.send(to, body, Some(&id), receipt).await?;
+        loop {
+            let raw = self.read_raw().await;
+            let text = match &raw {
+                RawEvent::Text(text) => text.clone(),
+                RawEvent::Closed { code, reason } => {
+                    let error = ClientError::Closed {
+                        code: *code,
+                        reason: reason.clone(),
+                    };
+                    self.held.push_back(raw);
+                    return Err(error);
+                }
+            };
+            match serde_json::from_str::<ServerFrame>(&text) {
+                Ok(ServerFrame::Ack {
+                    id: Some(got),
+                    msg_id,
+                    status,
+                }) if got == id => return Ok(Ack { msg_id, status }),
+                Ok(ServerFrame::Error {
+                    id: Some(got),
+                    code,
+                    message,
+                }) if got == id => return Err(ClientError::Rejected { code, message }),
+                _ => self.held.push_back(raw),
+            }
+        }
+    }
+
+    /// Everything that arrives, as a stream that ends after the close.
+    pub fn events(&mut self) -> BoxStream<'_, Result<Event, ClientError>> {
+        futures_util::stream::unfold((self, false), |(client, done)| async move {
+            if done {
+                return None;
+            }
+            let event = client.next_event().await;
+            let last = !matches!(event, Ok(Event::Frame(_)));
+            Some((event, (client, last)))
+        })
+        .boxed()
+    }
+
     /// Sends a `ping` frame; the node answers with a `pong`.
     pub async fn ping(&mut self, id: Option<&str>) -> Result<(), ClientError> {
         let frame = match id {
@@ -334,6 +422,14 @@ impl Client {
 
     /// The next text frame, unparsed, or the close.
     pub async fn next_raw(&mut self) -> RawEvent {
+        match self.held.pop_front() {
+            Some(held) => held,
+            None => self.read_raw().await,
+        }
+    }
+
+    /// The next text frame or close from the socket itself.
+    async fn read_raw(&mut self) -> RawEvent {
         loop {
             match self.ws.next().await {
                 Some(Ok(WsMessage::Text(text))) => return RawEvent::Text(text),
