@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite runs against, from Debian packages, when
-# missing: redis-server, nats-server (Debian puts it in /usr/sbin) and
-# memcached. Safe to run again: it installs nothing that is already there.
+# missing: redis-server (with redis-cli), nats-server (Debian puts it in
+# /usr/sbin), memcached, and chromium with chromium-driver for the chat
+# page's browser test. Safe to run again: it installs nothing that is
+# already there.
 set -euo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
@@ -12,9 +14,12 @@ have nats-server || missing+=(nats-server)
 have memcached || missing+=(memcached)
 # The Redis Cluster tests build their cluster with redis-cli.
 have redis-cli || missing+=(redis-tools)
+# The chat page's browser test drives headless Chromium over WebDriver.
+have chromium || missing+=(chromium)
+have chromedriver || missing+=(chromium-driver)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "install-deps: redis-server, nats-server and memcached are present"
+    echo "install-deps: redis-server, nats-server, memcached and chromium are present"
     exit 0
 fi
 

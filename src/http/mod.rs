@@ -1,9 +1,10 @@
 //! The HTTP surface of a node (docs/protocol.md, "HTTP"): health, metrics,
-//! the WebSocket endpoint and the API. Every error answer is JSON of the
+//! the WebSocket endpoint, the API and the chat page. Every error answer is JSON of the
 //! form `{"error": <code>, "message": <what to fix>}`.
 
 mod api;
 mod origin;
+mod page;
 mod ws;
 
 pub use self::origin::AllowedOrigins;
@@ -51,6 +52,8 @@ pub fn routes(node: Arc<Node>) -> BoxedFilter<(Response,)> {
         .or(metrics)
         .unify()
         .or(ws::route(node.clone()))
+        .unify()
+        .or(page::routes(&node.id, node.auth.is_some()))
         .unify()
         .or(api::routes(node))
         .unify()

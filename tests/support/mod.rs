@@ -291,7 +291,11 @@ struct Flags {
 /// A node configuration from command-line flags, exactly as an operator
 /// would give them.
 pub fn config(flags: &[&str]) -> Config {
-    let mut argv = vec!["switchboard", "--listen", "127.0.0.1:0"];
+    let mut argv = vec!["switchboard"];
+    // A free loopback port, unless the test names the address.
+    if !flags.contains(&"--listen") {
+        argv.extend_from_slice(&["--listen", "127.0.0.1:0"]);
+    }
     argv.extend_from_slice(flags);
     Config::try_from(Flags::try_parse_from(argv).expect("flags parse").args).expect("valid config")
 }

@@ -1,0 +1,214 @@
+// The chat page: one WebSocket session to the node that served this page,
+// speaking the wire protocol of docs/protocol.md. Every outcome the node
+// reports (ack branch, receipt) is shown on the message it belongs to.
+// No framework and no build step; user text only ever goes through
+// textContent.
+"use strict";
+
+(function () {
+  const body = document.body;
+  const auth = body.dataset.auth; // "token" or "name"
+  const $ = (id) => document.getElementById(id);
+  const log = $("log");
+  const statusPill = $("status");
+
+  let ws = null;
+  let wanted = false;      // the user wants to be connected
+  let welcomed = false;    // the current socket got its welcome
+  let attempt = 0;         // reconnect attempts since the last welcome
+  let retryTimer = null;
+  let nextId = 1;
+  const byId = new Map();    // frame id -> log entry, until acked
+  const byMsgId = new Map(); // msg_id -> log entry, for receipts
+
+  $("page-node").textContent = body.dataset.node;
+  $(auth === "token" ? "name-field" : "token-field").hidden = true;
+
+  function setStatus(text, kind) {
+    statusPill.textContent = text;
+    statusPill.className = "pill " + kind;
+  }
+
+  function line(kind, text) {
+    const li = document.createElement("li");
+    li.className = kind;
+    li.textContent = text;
+    log.appendChild(li);
+    log.scrollTop = log.scrollHeight;
+    return li;
+  }
+
+  // A chat entry: "who" line, the text, and outcome badges.
+  function entry(kind, who, text) {
+    const li = document.createElement("li");
+    li.className = kind;
+    const head = document.createElement("span");
+    head.className = "who-line";
+    head.textContent = who + ": ";
+    const words = document.createElement("span");
+    words.className = "text";
+    words.textContent = text;
+    li.append(head, words);
+    log.appendChild(li);
+    log.scrollTop = log.scrollHeight;
+    return li;
+  }
+
+  function badge(li, text, kind) {
+    const b = document.createElement("span");
+    b.className = "outcome " + kind;
+    b.textContent = text;
+    li.appendChild(b);
+  }
+
+  function bodyText(value) {
+    if (value && typeof value === "object" && typeof value.text === "string") return value.text;
+    return JSON.stringify(value);
+  }
+
+  function socketUrl() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const query = auth === "token"
+      ? "token=" + encodeURIComponent($("token").value.trim())
+      : "client_id=" + encodeURIComponent($("name").value.trim());
+    return scheme + "//" + location.host + "/ws?" + query;
+  }
+
+  function connect() {
+    clearTimeout(retryTimer);
+    welcomed = false;
+    setStatus("connecting", "idle");
+    ws = new WebSocket(socketUrl());
+    ws.onmessage = (event) => handle(JSON.parse(event.data));
+    ws.onclose = (event) => closed(event);
+  }
+
+  function handle(frame) {
+    switch (frame.type) {
+      case "welcome": {
+        welcomed = true;
+        attempt = 0;
+        setStatus("connected", "open");
+        $("login").hidden = true;
+        $("chat").hidden = false;
+        const who = $("who");
+        who.textContent = "";
+        const name = document.createElement("strong");
+        name.id = "me";
+        name.textContent = frame.client_id;
+        const node = document.createElement("strong");
+        node.id = "my-node";
+        node.textContent = frame.node;
+        who.append("You are ", name, " on node ", node, ".");
+        line("system", "connected as " + frame.client_id + " to " + frame.node);
+        $("to").focus();
+        break;
+      }
+      case "ack": {
+        const li = byId.get(frame.id);
+        if (!li) break;
+        byId.delete(frame.id);
+        li.querySelector(".pending")?.remove();
+        badge(li, frame.status, frame.status);
+        // An offline message goes no further: no receipt will come.
+        if (frame.status !== "offline") byMsgId.set(frame.msg_id, li);
+        break;
+      }
+      case "receipt": {
+        const li = byMsgId.get(frame.msg_id);
+        if (!li) break;
+        byMsgId.delete(frame.msg_id);
+        badge(li, frame.status, frame.status);
+        break;
+      }
+      case "message":
+        entry("in", frame.from, bodyText(frame.body));
+        break;
+      case "error": {
+        const li = frame.id && byId.get(frame.id);
+        if (li) {
+          byId.delete(frame.id);
+          li.querySelector(".pending")?.remove();
+          badge(li, "error: " + frame.code, "offline");
+        }
+        line("error", "error " + frame.code + ": " + frame.message);
+        break;
+      }
+    }
+  }
+
+  function closed(event) {
+    ws = null;
+    // What was on its way and never answered: say so, do not pretend.
+    for (const li of byId.values()) {
+      li.querySelector(".pending")?.remove();
+      badge(li, "unknown: disconnected", "offline");
+    }
+    byId.clear();
+    for (const li of byMsgId.values()) badge(li, "no receipt: disconnected", "idle");
+    byMsgId.clear();
+    const why = event.reason ? " (" + event.code + " " + event.reason + ")" : " (" + event.code + ")";
+    if (!wanted) {
+      setStatus("not connected", "idle");
+      line("system", "disconnected" + why);
+      return;
+    }
+    if (event.code === 4001) {
+      wanted = false;
+      setStatus("replaced", "closed");
+      line("error", "another session of yours took over; not reconnecting");
+      showLogin();
+      return;
+    }
+    if (!welcomed && attempt === 0) {
+      line("error", "could not connect" + why + ": check the " + (auth === "token" ? "token" : "name"));
+    } else if (welcomed) {
+      line("error", "connection lost" + why);
+    }
+    // Exponential backoff with jitter: 1 s, 2 s, 4 s ... up to 30 s.
+    const delay = Math.min(30000, 1000 * 2 ** attempt) * (0.75 + Math.random() / 2);
+    attempt += 1;
+    setStatus("reconnecting in " + Math.round(delay / 1000) + " s", "retry");
+    retryTimer = setTimeout(connect, delay);
+  }
+
+  function showLogin() {
+    $("chat").hidden = true;
+    $("login").hidden = false;
+  }
+
+  $("connect-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    wanted = true;
+    attempt = 0;
+    connect();
+  });
+
+  $("disconnect").addEventListener("click", () => {
+    wanted = false;
+    clearTimeout(retryTimer);
+    if (ws) ws.close(1000);
+    showLogin();
+  });
+
+  $("send-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const to = $("to").value.trim();
+    const text = $("text").value;
+    if (!to || !text) return;
+    const li = entry("out", "you → " + to, text);
+    if (!ws || ws.readyState !== WebSocket.OPEN || !welcomed) {
+      badge(li, "not sent: not connected", "offline");
+      return;
+    }
+    const id = "m" + nextId++;
+    const pending = document.createElement("span");
+    pending.className = "outcome pending";
+    pending.textContent = "sending";
+    li.appendChild(pending);
+    byId.set(id, li);
+    ws.send(JSON.stringify({ type: "send", to, body: { text }, id, receipt: true }));
+    $("text").value = "";
+    $("text").focus();
+  });
+})();
