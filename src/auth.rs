@@ -139,15 +139,37 @@ fn public_key(path: &Path) -> Result<(DecodingKey, Algorithm), String> {
 /// Signs an HS256 token for `client` valid for `ttl`: what an application
 /// backend does for its users, and what `switchboard token` prints.
 pub fn mint_hs256(secret: &str, client: &ClientId, ttl: Duration) -> String {
+    mint_hs256_for(secret, client, ttl, None, None)
+}
+
+/// [`mint_hs256`] with `aud` and `iss` claims, for nodes that check them.
+pub fn mint_hs256_for(
+    secret: &str,
+    client: &ClientId,
+    ttl: Duration,
+    audience: Option<&str>,
+    issuer: Option<&str>,
+) -> String {
+    #[derive(Serialize)]
+    struct Minted<'a> {
+        sub: String,
+        exp: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        aud: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        iss: Option<&'a str>,
+    }
     let exp = SystemTime::now()
         .checked_add(ttl)
         .unwrap_or_else(SystemTime::now)
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let claims = Claims {
+    let claims = Minted {
         sub: client.to_string(),
         exp,
+        aud: audience,
+        iss: issuer,
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),

@@ -4,7 +4,9 @@
 use clap::{Parser, Subcommand};
 
 use crate::bench::BenchArgs;
+use crate::chat::ChatArgs;
 use crate::config::ServeArgs;
+use crate::token::TokenArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +32,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load generator and benchmarks (see BENCHMARKS.md).
     Bench(BenchArgs),
+    /// Chat from the terminal: `@bob hello` sends, what arrives is printed.
+    Chat(ChatArgs),
+    /// Print an HS256 token for a client id, signed with the nodes' secret.
+    Token(TokenArgs),
 }
 
 impl Cli {

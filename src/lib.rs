@@ -24,6 +24,7 @@
 pub mod auth;
 pub mod bench;
 pub mod bus;
+pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -41,4 +42,5 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod token;
 pub mod upkeep;

@@ -15,6 +15,37 @@ fn main() -> ExitCode {
     match Cli::parse().into_command() {
         Command::Serve(args) => serve(args),
         Command::Bench(args) => bench(args),
+        Command::Chat(args) => chat(args),
+        Command::Token(args) => match switchboard::token::mint(&args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("switchboard token: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn chat(args: switchboard::chat::ChatArgs) -> ExitCode {
+    // One thread is plenty for one session, and keeps Ctrl-C prompt.
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => {
+            let code = runtime.block_on(switchboard::chat::run(args));
+            // Reading stdin blocks a thread the runtime would otherwise
+            // wait for on drop; after Ctrl-C, stdin may never end.
+            runtime.shutdown_background();
+            ExitCode::from(code as u8)
+        }
+        Err(e) => {
+            eprintln!("switchboard: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,0 +1,244 @@
+//! `switchboard chat`: a line-based terminal client, for trying a node
+//! without writing one.
+//!
+//! ```text
+//! $ switchboard chat --url ws://127.0.0.1:8080 --as alice
+//! connected: you are alice on node-a; type @<client id> <message>, Ctrl-D to quit
+//! @bob hello
+//! [1] -> bob: remote
+//! [1] -> bob: delivered
+//! bob: hi alice
+//! ```
+//!
+//! A line `@bob hello` sends `{"text":"hello"}` to bob with a receipt asked
+//! for; a line without `@` goes to whoever was written to last. What the
+//! node says comes out as it arrives: the branch each message took, its
+//! receipt, incoming messages, errors. Ctrl-D or Ctrl-C closes the session
+//! normally (after the outstanding acks, for at most two seconds).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::signal::unix::{SignalKind, signal};
+use uuid::Uuid;
+
+use crate::client::{Client, Event, Identity};
+use crate::protocol::{AckStatus, ReceiptStatus, ServerFrame};
+
+#[derive(Debug, Clone, Args)]
+pub struct ChatArgs {
+    /// The node to connect to.
+    #[arg(long, default_value = "ws://127.0.0.1:8080")]
+    pub url: String,
+
+    /// Your client id, on a node with authentication off.
+    #[arg(long = "as", value_name = "CLIENT_ID", conflicts_with = "token")]
+    pub name: Option<String>,
+
+    /// A token (`switchboard token <client id>`), on a node that requires one.
+    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// How long a closing client waits for the acks of what it sent.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs the chat until the user quits or the node closes the session;
+/// returns the process exit code.
+pub async fn run(args: ChatArgs) -> i32 {
+    let identity = match (args.name, args.token) {
+        (Some(name), None) => Identity::Name(name),
+        (None, Some(token)) => Identity::Token(token),
+        _ => {
+            eprintln!("switchboard chat: say who you are: --as <client id>, or --token <token>");
+            return 2;
+        }
+    };
+    // Listening from the start: a Ctrl-C before the first poll of a lazily
+    // registered handler would kill the process without a clean close.
+    let mut interrupted = match signal(SignalKind::interrupt()) {
+        Ok(interrupted) => interrupted,
+        Err(e) => {
+            eprintln!("switchboard chat: cannot listen for Ctrl-C: {e}");
+            return 1;
+        }
+    };
+    let mut client = match Client::connect(&args.url, identity).await {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("switchboard chat: {e}");
+            return 1;
+        }
+    };
+    let mut out = Output::new();
+    let welcome = client.welcome().clone();
+    out.say(&format!(
+        "connected: you are {} on {}; type @<client id> <message>, Ctrl-D to quit",
+        welcome.client_id, welcome.node
+    ))
+    .await;
+
+    let mut chat = Chat::default();
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => {
+                    if line.trim() == "/quit" {
+                        break;
+                    }
+                    if let Err(e) = chat.typed(&line, &mut client, &mut out).await {
+                        out.say(&format!("disconnected: {e}")).await;
+                        return 1;
+                    }
+                }
+                // Ctrl-D, or the input ended.
+                Ok(None) | Err(_) => break,
+            },
+            event = client.next_event() => match event {
+                Ok(Event::Frame(frame)) => chat.heard(frame, &mut out).await,
+                Ok(Event::Closed { code, reason }) => {
+                    out.say(&format!("disconnected by the node: {} {reason}", code.map_or("-".into(), |c| c.to_string()))).await;
+                    return 1;
+                }
+                Err(e) => {
+                    out.say(&format!("disconnected: {e}")).await;
+                    return 1;
+                }
+            },
+            _ = interrupted.recv() => break,
+        }
+    }
+
+    // Leaving: collect the acks still owed, then close normally.
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while !chat.unacked.is_empty() {
+            match client.next_event().await {
+                Ok(Event::Frame(frame)) => chat.heard(frame, &mut out).await,
+                _ => break,
+            }
+        }
+    })
+    .await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, client.close()).await;
+    out.say("bye").await;
+    0
+}
+
+/// What was sent and not yet settled.
+#[derive(Default)]
+struct Chat {
+    next_id: u64,
+    last_to: Option<String>,
+    /// Frame id -> recipient, until the ack.
+    unacked: HashMap<String, String>,
+    /// msg_id -> (frame id, recipient), until the receipt.
+    awaiting_receipt: HashMap<Uuid, (String, String)>,
+}
+
+impl Chat {
+    async fn typed(
+        &mut self,
+        line: &str,
+        client: &mut Client,
+        out: &mut Output,
+    ) -> Result<(), crate::client::ClientError> {
+        let line = line.trim();
+        if line.is_empty() {
+            return Ok(());
+        }
+        let (to, text) = match line.strip_prefix('@') {
+            Some(rest) => match rest.split_once(char::is_whitespace) {
+                Some((to, text)) if !text.trim().is_empty() => (to.to_owned(), text.trim()),
+                _ => {
+                    out.note("write @<client id> <message>").await;
+                    return Ok(());
+                }
+            },
+            None => match &self.last_to {
+                Some(to) => (to.clone(), line),
+                None => {
+                    out.note("write @<client id> <message> (later lines go to the same client)")
+                        .await;
+                    return Ok(());
+                }
+            },
+        };
+        self.next_id += 1;
+        let id = self.next_id.to_string();
+        client
+            .send(&to, &serde_json::json!({ "text": text }), Some(&id), true)
+            .await?;
+        self.unacked.insert(id, to.clone());
+        self.last_to = Some(to);
+        Ok(())
+    }
+
+    async fn heard(&mut self, frame: ServerFrame, out: &mut Output) {
+        match frame {
+            ServerFrame::Ack { id, msg_id, status } => {
+                let id = id.unwrap_or_default();
+                let to = self.unacked.remove(&id).unwrap_or_default();
+                out.say(&format!("[{id}] -> {to}: {}", status.as_str()))
+                    .await;
+                if status != AckStatus::Offline {
+                    self.awaiting_receipt.insert(msg_id, (id, to));
+                }
+            }
+            ServerFrame::Receipt { msg_id, status, .. } => {
+                if let Some((id, to)) = self.awaiting_receipt.remove(&msg_id) {
+                    let status = match status {
+                        ReceiptStatus::Delivered => "delivered",
+                        ReceiptStatus::Offline => "offline",
+                    };
+                    out.say(&format!("[{id}] -> {to}: {status}")).await;
+                }
+            }
+            ServerFrame::Message { from, body, .. } => {
+                let text = match body.get("text").and_then(|t| t.as_str()) {
+                    Some(text) => text.to_owned(),
+                    None => body.to_string(),
+                };
+                out.say(&format!("{from}: {text}")).await;
+            }
+            ServerFrame::Error {
+                code, message, id, ..
+            } => {
+                let at = id
+                    .inspect(|id| {
+                        self.unacked.remove(id);
+                    })
+                    .map(|id| format!("[{id}] "))
+                    .unwrap_or_default();
+                out.say(&format!("{at}error {}: {message}", code.as_str()))
+                    .await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Lines for the user: what happened on stdout, hints on stderr; each
+/// flushed at once, so a reader at the other end of a pipe sees it.
+struct Output {
+    stdout: tokio::io::Stdout,
+}
+
+impl Output {
+    fn new() -> Self {
+        Self {
+            stdout: tokio::io::stdout(),
+        }
+    }
+
+    async fn say(&mut self, line: &str) {
+        let _ = self.stdout.write_all(format!("{line}\n").as_bytes()).await;
+        let _ = self.stdout.flush().await;
+    }
+
+    async fn note(&mut self, line: &str) {
+        eprintln!("{line}");
+    }
+}
