@@ -207,3 +207,38 @@ async fn two_people_chat_across_two_nodes_in_the_browser() {
     alice.close().await.unwrap();
     bob.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_required_the_page_asks_for_one() {
+    let node = embedded_node(&["--jwt-secret", "page-secret"]).await;
+    let driver = Driver::start();
+    let page = driver.browser().await;
+    page.goto(&http_url(&node, "/")).await.unwrap();
+    let name_field = page.find(Locator::Id("name-field")).await.unwrap();
+    assert!(!name_field.is_displayed().await.unwrap(), "no name field");
+
+    // A wrong token: the page says it could not connect.
+    let token_field = page.find(Locator::Id("token")).await.unwrap();
+    token_field.send_keys("not-a-token").await.unwrap();
+    page.find(Locator::Id("connect"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    shows(&page, "#status", &["reconnecting"]).await;
+
+    // A right one (what `switchboard token carol` prints).
+    let client = switchboard::protocol::ClientId::parse("carol").unwrap();
+    let token = switchboard::auth::mint_hs256("page-secret", &client, Duration::from_secs(600));
+    token_field.clear().await.unwrap();
+    token_field.send_keys(&token).await.unwrap();
+    page.find(Locator::Id("connect"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    shows(&page, "#who", &["You are carol"]).await;
+    page.close().await.unwrap();
+}

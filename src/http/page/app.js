@@ -76,6 +76,12 @@
 
   function connect() {
     clearTimeout(retryTimer);
+    if (ws) {
+      // A socket from an earlier attempt must not schedule retries.
+      ws.onclose = null;
+      ws.onmessage = null;
+      ws.close(1000);
+    }
     welcomed = false;
     setStatus("connecting", "idle");
     ws = new WebSocket(socketUrl());
