@@ -102,39 +102,33 @@ async fn shows(page: &Browser, css: &str, needles: &[&str]) -> String {
     }
 }
 
-async fn sign_in(page: &Browser, url: &str, name: &str) {
-    page.goto(url).await.unwrap();
-    page.find(Locator::Id("name"))
-        .await
-        .unwrap()
-        .send_keys(name)
-        .await
-        .unwrap();
-    page.find(Locator::Id("connect"))
+/// Replaces the text of the field with id `id`.
+async fn fill(page: &Browser, id: &str, text: &str) {
+    let field = page.find(Locator::Id(id)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+async fn click(page: &Browser, id: &str) {
+    page.find(Locator::Id(id))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
+}
+
+async fn sign_in(page: &Browser, url: &str, name: &str) {
+    page.goto(url).await.unwrap();
+    fill(page, "name", name).await;
+    click(page, "connect").await;
     shows(page, "#me", &[name]).await;
 }
 
 async fn send(page: &Browser, to: &str, text: &str) {
-    let field = page.find(Locator::Id("to")).await.unwrap();
-    field.clear().await.unwrap();
-    field.send_keys(to).await.unwrap();
-    page.find(Locator::Id("text"))
-        .await
-        .unwrap()
-        .send_keys(text)
-        .await
-        .unwrap();
-    page.find(Locator::Id("send"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(page, "to", to).await;
+    fill(page, "text", text).await;
+    click(page, "send").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,28 +211,17 @@ async fn with_tokens_required_the_page_asks_for_one() {
     let name_field = page.find(Locator::Id("name-field")).await.unwrap();
     assert!(!name_field.is_displayed().await.unwrap(), "no name field");
 
-    // A wrong token: the page says it could not connect.
-    let token_field = page.find(Locator::Id("token")).await.unwrap();
-    token_field.send_keys("not-a-token").await.unwrap();
-    page.find(Locator::Id("connect"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    // A wrong token: the page says it could not connect, and retries.
+    fill(&page, "token", "not-a-token").await;
+    click(&page, "connect").await;
     shows(&page, "#status", &["reconnecting"]).await;
+    shows(&page, "#log", &["could not connect", "check the token"]).await;
 
     // A right one (what `switchboard token carol` prints).
     let client = switchboard::protocol::ClientId::parse("carol").unwrap();
     let token = switchboard::auth::mint_hs256("page-secret", &client, Duration::from_secs(600));
-    token_field.clear().await.unwrap();
-    token_field.send_keys(&token).await.unwrap();
-    page.find(Locator::Id("connect"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(&page, "token", &token).await;
+    click(&page, "connect").await;
     shows(&page, "#who", &["You are carol"]).await;
     page.close().await.unwrap();
 }

@@ -18,6 +18,7 @@
   let attempt = 0;         // reconnect attempts since the last welcome
   let retryTimer = null;
   let nextId = 1;
+  let target = null;       // the URL the user asked for; retries reuse it
   const byId = new Map();    // frame id -> log entry, until acked
   const byMsgId = new Map(); // msg_id -> log entry, for receipts
 
@@ -84,7 +85,7 @@
     }
     welcomed = false;
     setStatus("connecting", "idle");
-    ws = new WebSocket(socketUrl());
+    ws = new WebSocket(target);
     ws.onmessage = (event) => handle(JSON.parse(event.data));
     ws.onclose = (event) => closed(event);
   }
@@ -98,6 +99,7 @@
         $("login").hidden = true;
         $("chat").hidden = false;
         const who = $("who");
+        who.hidden = false;
         who.textContent = "";
         const name = document.createElement("strong");
         name.id = "me";
@@ -180,6 +182,7 @@
 
   function showLogin() {
     $("chat").hidden = true;
+    $("who").hidden = true;
     $("login").hidden = false;
   }
 
@@ -187,6 +190,8 @@
     event.preventDefault();
     wanted = true;
     attempt = 0;
+    // Retries use what was submitted, not what is being typed meanwhile.
+    target = socketUrl();
     connect();
   });
 
