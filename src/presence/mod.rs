@@ -58,6 +58,31 @@ pub struct PresenceRecord {
     pub since: u64,
 }
 
+impl PresenceRecord {
+    /// A record from its three fields as a store holds them in text;
+    /// anything unreadable is [`PresenceError::Corrupt`].
+    pub fn from_fields(
+        client: &ClientId,
+        node: &str,
+        session: &str,
+        since: &str,
+    ) -> Result<Self, PresenceError> {
+        let corrupt = |why: String| PresenceError::Corrupt {
+            client: client.to_string(),
+            why,
+        };
+        Ok(Self {
+            node: NodeId::parse(node).map_err(|e| corrupt(e.to_string()))?,
+            session: session
+                .parse()
+                .map_err(|e| corrupt(format!("session {session:?}: {e}")))?,
+            since: since
+                .parse()
+                .map_err(|e| corrupt(format!("since {since:?}: {e}")))?,
+        })
+    }
+}
+
 /// A presence operation that did not complete. Callers answer the client
 /// with `unavailable` (the store could not be reached) or `internal` (the
 /// store answered with something that is not a presence record).

@@ -93,6 +93,19 @@ pub struct Report {
     pub unaccounted_examples: Vec<String>,
 }
 
+impl Report {
+    /// The promise every failure test checks: each message acked `local`
+    /// or `remote` was received or answered `offline`, no `delivered`
+    /// receipt lied, nothing arrived twice, and every send a client read
+    /// was acked before it closed.
+    pub fn assert_no_silent_loss(&self) {
+        assert_eq!(self.unaccounted, 0, "{self:#?}");
+        assert_eq!(self.false_deliveries, 0, "{self:#?}");
+        assert_eq!(self.duplicates, 0, "{self:#?}");
+        assert_eq!(self.unacked_at_close, 0, "{self:#?}");
+    }
+}
+
 impl Ledger {
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
         self.0.lock().unwrap()
@@ -331,6 +344,28 @@ async fn close(
     // their recipient got them, they count as unaccounted.
     ledger.book().unacked_at_close += unacked.len() as u64;
     SessionEnd::Voluntary
+}
+
+/// [`run_clients`] in the background, while the test breaks things.
+pub fn spawn_clients(
+    names: &[String],
+    plan: &Plan,
+    ledger: &Ledger,
+    stop_at: Instant,
+    seed: u64,
+) -> tokio::task::JoinHandle<()> {
+    let (names, plan, ledger) = (names.to_vec(), plan.clone(), ledger.clone());
+    tokio::spawn(async move {
+        run_clients(
+            &names,
+            &plan,
+            &ledger,
+            stop_at,
+            seed,
+            Duration::from_secs(60),
+        )
+        .await
+    })
 }
 
 /// Runs one traffic client per name until `stop_at` and waits for all of

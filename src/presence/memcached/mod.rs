@@ -271,27 +271,16 @@ fn render(record: &PresenceRecord) -> String {
 }
 
 fn parse(client: &ClientId, value: &str) -> Result<PresenceRecord, PresenceError> {
-    let corrupt = |why: String| PresenceError::Corrupt {
-        client: client.to_string(),
-        why,
-    };
     let mut fields = value.split(' ');
-    let (Some(node), Some(session), Some(since), None) =
-        (fields.next(), fields.next(), fields.next(), fields.next())
-    else {
-        return Err(corrupt(format!(
-            "not \"<node> <session> <since>\": {value:?}"
-        )));
-    };
-    Ok(PresenceRecord {
-        node: NodeId::parse(node).map_err(|e| corrupt(e.to_string()))?,
-        session: session
-            .parse()
-            .map_err(|e| corrupt(format!("session {session:?}: {e}")))?,
-        since: since
-            .parse()
-            .map_err(|e| corrupt(format!("since {since:?}: {e}")))?,
-    })
+    match (fields.next(), fields.next(), fields.next(), fields.next()) {
+        (Some(node), Some(session), Some(since), None) => {
+            PresenceRecord::from_fields(client, node, session, since)
+        }
+        _ => Err(PresenceError::Corrupt {
+            client: client.to_string(),
+            why: format!("not \"<node> <session> <since>\": {value:?}"),
+        }),
+    }
 }
 
 fn unexpected(reply: &Reply) -> PresenceError {

@@ -156,15 +156,9 @@ fn parse(
     };
     match fields {
         [None, None, None] => Ok(None),
-        [Some(node), Some(session), Some(since)] => Ok(Some(PresenceRecord {
-            node: NodeId::parse(&node).map_err(|e| corrupt(e.to_string()))?,
-            session: session
-                .parse()
-                .map_err(|e| corrupt(format!("session {session:?}: {e}")))?,
-            since: since
-                .parse()
-                .map_err(|e| corrupt(format!("since {since:?}: {e}")))?,
-        })),
+        [Some(node), Some(session), Some(since)] => {
+            PresenceRecord::from_fields(client, &node, &session, &since).map(Some)
+        }
         partial => Err(corrupt(format!(
             "missing fields: {:?}",
             ["node", "session", "since"]
