@@ -7,7 +7,9 @@
 //! 3. after the store was unreachable, or came back without this node's
 //!    heartbeat (it restarted empty, or failed over): delete the records of
 //!    sessions that closed meanwhile, and write every live session's record
-//!    back without overwriting a newer session's;
+//!    back without overwriting a newer session's (in a task beside the
+//!    loop, so that heartbeats go on meanwhile; retried until one succeeds
+//!    that started after the last sign of loss);
 //! 4. sweep the ghost records a dead or restarted node left behind (and,
 //!    once at startup, those of this node's own previous run), so that the
 //!    store ends up holding one record per live session.
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::liveness::DEAD_ENTRY_RETENTION;
@@ -43,11 +46,26 @@ pub async fn run(node: Arc<Node>) {
     if let Some(every) = node.presence.refresh_interval() {
         tokio::spawn(refresh(node.clone(), every));
     }
+    // Set while this node's records may be missing from the store, until a
+    // restore started after the last sign of loss has finished.
     let mut lost_presence = false;
+    // Signs of loss so far (a failed beat, a beat that found the store
+    // without this node); a restore only clears what it started after.
+    let mut losses: u64 = 0;
+    // A restore runs beside the loop: re-registering a large node can take
+    // longer than the node TTL, and a heartbeat delayed that long would
+    // make every other node think this one dead.
+    let mut restoring: Option<(u64, JoinHandle<bool>)> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = node.shutdown.cancelled() => return,
+        }
+        if let Some((started_at, task)) = restoring.take_if(|(_, task)| task.is_finished()) {
+            let restored = task.await.unwrap_or(false);
+            if restored && started_at == losses {
+                lost_presence = false;
+            }
         }
         // Never longer than a period: a hung store must not stall the loop
         // that notices it.
@@ -60,14 +78,20 @@ pub async fn run(node: Arc<Node>) {
         match beat {
             Ok(report) => {
                 node.presence_ok.store(true, Ordering::Relaxed);
-                if lost_presence || report.own_was_missing {
+                if report.own_was_missing {
+                    losses += 1;
+                    lost_presence = true;
+                }
+                if lost_presence && restoring.is_none() {
                     tracing::info!(
                         store_lost_data = report.own_was_missing,
                         "presence store is back; restoring this node's records"
                     );
                     // The others have had no turn to beat yet.
                     node.liveness.grace();
-                    lost_presence = restore(&node, false).await.is_err();
+                    let node = node.clone();
+                    let task = tokio::spawn(async move { restore(&node, false).await.is_ok() });
+                    restoring = Some((losses, task));
                 }
                 for lost in node.liveness.refresh(&report) {
                     node.router.lost(&lost);
@@ -81,6 +105,7 @@ pub async fn run(node: Arc<Node>) {
                 if !lost_presence {
                     tracing::warn!(error = %e, "presence store unreachable; refusing new sessions");
                 }
+                losses += 1;
                 lost_presence = true;
                 node.presence_ok.store(false, Ordering::Relaxed);
             }

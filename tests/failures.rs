@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,15 @@ use redis::AsyncCommands;
 use serde_json::json;
 use support::traffic::{Ledger, Plan, run_clients};
 use support::*;
+use switchboard::bus::MemoryHub;
 use switchboard::client::{Client, ClientError, Event, Identity};
-use switchboard::protocol::{AckStatus, ErrorCode, ReceiptStatus, ServerFrame, close};
+use switchboard::liveness::HeartbeatReport;
+use switchboard::node::Node;
+use switchboard::presence::{MemoryPresence, PresenceError, PresenceRecord, PresenceStore};
+use switchboard::protocol::{
+    AckStatus, ClientId, ErrorCode, NodeId, ReceiptStatus, ServerFrame, close,
+};
+use uuid::Uuid;
 
 /// A short node TTL keeps these tests quick; the bounds scale with it.
 const TTL: &str = "1000";
@@ -580,4 +588,117 @@ async fn messages_for_a_session_that_fails_to_register_are_answered_offline() {
         }
     ));
     redis.thaw();
+}
+
+/// The in-memory store with one twist: after `forget()`, node `a`'s next
+/// heartbeat reports it missing (what a store that lost its data says),
+/// and re-registration takes `delay`, as it does for a very large node.
+struct SlowRestore {
+    inner: MemoryPresence,
+    delay: Duration,
+    forget: AtomicBool,
+    restores: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl PresenceStore for SlowRestore {
+    async fn register(
+        &self,
+        client: &ClientId,
+        record: &PresenceRecord,
+    ) -> Result<Option<PresenceRecord>, PresenceError> {
+        self.inner.register(client, record).await
+    }
+    async fn lookup(&self, client: &ClientId) -> Result<Option<PresenceRecord>, PresenceError> {
+        self.inner.lookup(client).await
+    }
+    async fn remove(
+        &self,
+        client: &ClientId,
+        node: &NodeId,
+        session: Uuid,
+    ) -> Result<bool, PresenceError> {
+        self.inner.remove(client, node, session).await
+    }
+    async fn heartbeat(
+        &self,
+        member: &str,
+        ttl: Duration,
+        retention: Duration,
+    ) -> Result<HeartbeatReport, PresenceError> {
+        let mut report = self.inner.heartbeat(member, ttl, retention).await?;
+        if member.starts_with("a|") && self.forget.swap(false, Ordering::SeqCst) {
+            report.own_was_missing = true;
+        }
+        Ok(report)
+    }
+    async fn reregister(
+        &self,
+        entries: &[(ClientId, PresenceRecord)],
+    ) -> Result<Vec<Option<PresenceRecord>>, PresenceError> {
+        tokio::time::sleep(self.delay).await;
+        let done = self.inner.reregister(entries).await;
+        self.restores.fetch_add(1, Ordering::SeqCst);
+        done
+    }
+    async fn sweep(
+        &self,
+        node: &NodeId,
+        lost_run: Option<u64>,
+        before_since: u64,
+    ) -> Result<usize, PresenceError> {
+        self.inner.sweep(node, lost_run, before_since).await
+    }
+    async fn ping(&self) -> Result<(), PresenceError> {
+        Ok(())
+    }
+    fn backend(&self) -> &'static str {
+        "slow-restore"
+    }
+}
+
+/// A node re-registering after the store lost its data keeps
+/// heartbeating meanwhile: however long the restore takes (here three
+/// node TTLs), the other nodes go on believing it alive and routing to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_restore_does_not_stop_the_heartbeat() {
+    let store = Arc::new(SlowRestore {
+        inner: MemoryPresence::new(),
+        delay: Duration::from_secs(3),
+        forget: AtomicBool::new(false),
+        restores: AtomicUsize::new(0),
+    });
+    let hub = MemoryHub::new();
+    let flags = ["--node-ttl-ms", TTL];
+    let start = |id: &'static str| {
+        let mut all = vec!["--node-id", id];
+        all.extend_from_slice(&flags);
+        Node::start_with(config(&all), store.clone(), Arc::new(hub.bus()))
+    };
+    let a = start("a").await.unwrap();
+    let b = start("b").await.unwrap();
+    let mut alice = connect(&a, "alice").await;
+    let mut bob = connect(&b, "bob").await;
+
+    store.forget.store(true, Ordering::SeqCst);
+    eventually("node a started restoring", || async {
+        !store.forget.load(Ordering::SeqCst)
+    })
+    .await;
+    // Well past a TTL into the restore: node a must still be alive to b.
+    tokio::time::sleep(Duration::from_millis(2 * 1000)).await;
+    assert_eq!(store.restores.load(Ordering::SeqCst), 0, "still restoring");
+    let ack = bob
+        .send_for_ack("alice", &json!("still there?"), true)
+        .await
+        .unwrap();
+    assert_eq!(ack.status, AckStatus::Remote);
+    match next_frame(&mut alice).await {
+        ServerFrame::Message { body, .. } => assert_eq!(body, json!("still there?")),
+        other => panic!("alice got {other:?}"),
+    }
+    eventually("the restore finished", || async {
+        store.restores.load(Ordering::SeqCst) == 1
+    })
+    .await;
 }
