@@ -11,7 +11,7 @@ use support::certs::{Pki, display, temp_dir};
 use support::*;
 use switchboard::client::{Client, ConnectOptions, Identity};
 use switchboard::node::Node;
-use switchboard::protocol::{AckStatus, ServerFrame};
+use switchboard::protocol::AckStatus;
 
 /// Starts a node that must fail, and returns its error.
 async fn start_error(flags: &[&str]) -> String {
@@ -29,15 +29,7 @@ async fn cross_node_message(
 ) {
     let mut alice = connect(a, "alice").await;
     let mut bob = connect(b, "bob").await;
-    alice
-        .send("bob", &json!("over NATS"), None, false)
-        .await
-        .unwrap();
-    assert_eq!(ack_status(&mut alice).await, AckStatus::Remote);
-    assert!(matches!(
-        next_frame(&mut bob).await,
-        ServerFrame::Message { .. }
-    ));
+    deliver(&mut alice, &mut bob, AckStatus::Remote).await;
 }
 
 #[tokio::test]
@@ -341,15 +333,7 @@ async fn the_node_serves_wss_with_its_own_certificate() {
     let connect_as = |name: &str| Client::connect_with(&url, Identity::Name(name.into()), &options);
     let mut alice = within(connect_as("alice")).await.expect("wss connects");
     let mut bob = within(connect_as("bob")).await.unwrap();
-    alice
-        .send("bob", &json!("sealed"), None, false)
-        .await
-        .unwrap();
-    assert_eq!(ack_status(&mut alice).await, AckStatus::Local);
-    assert!(matches!(
-        next_frame(&mut bob).await,
-        ServerFrame::Message { .. }
-    ));
+    deliver(&mut alice, &mut bob, AckStatus::Local).await;
 
     // A client that does not trust the CA refuses the node; plain ws://
     // to the TLS port gets no session.

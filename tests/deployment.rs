@@ -200,18 +200,12 @@ async fn the_nats_conf_authorization_example_works_as_documented() {
     let b = node("node-b").await.unwrap();
     let mut alice = support::connect(&a, "alice").await;
     let mut bob = support::connect(&b, "bob").await;
-    alice
-        .send("bob", &serde_json::json!("hi"), None, false)
-        .await
-        .unwrap();
-    assert_eq!(
-        support::ack_status(&mut alice).await,
-        switchboard::protocol::AckStatus::Remote
-    );
-    assert!(matches!(
-        support::next_frame(&mut bob).await,
-        switchboard::protocol::ServerFrame::Message { .. }
-    ));
+    support::deliver(
+        &mut alice,
+        &mut bob,
+        switchboard::protocol::AckStatus::Remote,
+    )
+    .await;
     assert!(
         async_nats::connect(nats.url()).await.is_err(),
         "anonymous clients are refused"

@@ -3,8 +3,8 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
@@ -443,13 +443,11 @@ async fn churn_leaves_one_record_per_live_session_and_loses_nothing_silently() {
     let a = clustered_node("node-a", &redis, &nats, &flags).await;
     let b = clustered_node("node-b", &redis, &nats, &flags).await;
     let names: Vec<String> = (0..16).map(|i| format!("c{i}")).collect();
-    let plan = Plan {
-        nodes: Arc::new(Mutex::new(vec![ws_url(&a), ws_url(&b)])),
-        names: Arc::new(names.clone()),
-        sends_per_session: (1, 12),
-        pace: Duration::from_millis(5),
-        drain: Duration::from_secs(20),
-    };
+    let plan = Plan::churn(
+        vec![ws_url(&a), ws_url(&b)],
+        &names,
+        Duration::from_millis(5),
+    );
     let ledger = Ledger::default();
     let stop_at = Instant::now() + Duration::from_secs(4);
     run_clients(&names, &plan, &ledger, stop_at, 1, Duration::from_secs(60)).await;

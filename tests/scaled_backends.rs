@@ -83,13 +83,11 @@ async fn a_redis_cluster_master_failover_loses_nothing_silently() {
     let b = node_on("node-b", &presence, &nats, &flags).await;
 
     let names: Vec<String> = (0..16).map(|i| format!("c{i}")).collect();
-    let plan = Plan {
-        nodes: Arc::new(Mutex::new(vec![ws_url(&a), ws_url(&b)])),
-        names: Arc::new(names.clone()),
-        sends_per_session: (1, 12),
-        pace: Duration::from_millis(5),
-        drain: Duration::from_secs(20),
-    };
+    let plan = Plan::churn(
+        vec![ws_url(&a), ws_url(&b)],
+        &names,
+        Duration::from_millis(5),
+    );
     let ledger = Ledger::default();
     let stop_at = Instant::now() + Duration::from_secs(8);
     let traffic = spawn_clients(&names, &plan, &ledger, stop_at, 7);
@@ -221,13 +219,11 @@ async fn a_nats_server_stopping_under_a_node_is_a_short_answered_gap() {
 
     // Background churn, for the no-silent-loss ledger.
     let names: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
-    let plan = Plan {
-        nodes: Arc::new(Mutex::new(vec![ws_url(&a), ws_url(&b)])),
-        names: Arc::new(names.clone()),
-        sends_per_session: (1, 12),
-        pace: Duration::from_millis(10),
-        drain: Duration::from_secs(20),
-    };
+    let plan = Plan::churn(
+        vec![ws_url(&a), ws_url(&b)],
+        &names,
+        Duration::from_millis(10),
+    );
     let ledger = Ledger::default();
     let stop_at = Instant::now() + Duration::from_secs(6);
     let traffic = spawn_clients(&names, &plan, &ledger, stop_at, 11);

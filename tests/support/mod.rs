@@ -428,6 +428,20 @@ pub fn http_url(node: &RunningNode, path: &str) -> String {
     format!("http://{}{path}", node.local_addr())
 }
 
+/// `from` sends one message to `to`: the ack must name `branch`, and `to`
+/// must receive it next.
+pub async fn deliver(from: &mut Client, to: &mut Client, branch: switchboard::protocol::AckStatus) {
+    let recipient = to.welcome().client_id.clone();
+    from.send(&recipient, &serde_json::json!("delivered?"), None, false)
+        .await
+        .unwrap();
+    assert_eq!(ack_status(from).await, branch);
+    match next_frame(to).await {
+        ServerFrame::Message { body, .. } => assert_eq!(body, "delivered?"),
+        other => panic!("{recipient} got {other:?} instead of the message"),
+    }
+}
+
 /// Connects `name` to `node` (authentication off).
 pub async fn connect(node: &RunningNode, name: &str) -> Client {
     within(Client::connect(&ws_url(node), Identity::Name(name.into())))

@@ -183,6 +183,20 @@ pub struct Plan {
     pub drain: Duration,
 }
 
+impl Plan {
+    /// Churn over `nodes`: sessions of 1 to 12 sends, `pace` apart, that
+    /// wait up to 20 s for their receipts before leaving.
+    pub fn churn(nodes: Vec<String>, names: &[String], pace: Duration) -> Self {
+        Self {
+            nodes: Arc::new(Mutex::new(nodes)),
+            names: Arc::new(names.to_vec()),
+            sends_per_session: (1, 12),
+            pace,
+            drain: Duration::from_secs(20),
+        }
+    }
+}
+
 enum SessionEnd {
     /// Closed by this client after its receipts came in.
     Voluntary,
