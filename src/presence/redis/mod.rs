@@ -280,7 +280,8 @@ impl PresenceStore for RedisPresence {
         self.load(&self.reregister).await.map_err(unavailable)?;
         let mut results = Vec::with_capacity(entries.len());
         for batch in entries.chunks(REREGISTER_BATCH) {
-            let mut commands = Vec::with_capacity(2 * batch.len());
+            let mut writes = Vec::with_capacity(batch.len());
+            let mut members = Vec::with_capacity(batch.len());
             for (client, record) in batch {
                 let mut write = redis::cmd("EVALSHA");
                 write
@@ -290,16 +291,20 @@ impl PresenceStore for RedisPresence {
                     .arg(record.node.as_str())
                     .arg(record.session.to_string())
                     .arg(record.since);
+                writes.push(write);
                 let mut index = redis::cmd("SADD");
                 index
                     .arg(self.index_key(record.node.as_str()))
                     .arg(member(client, record.session));
-                commands.extend([write, index]);
+                members.push(index);
             }
-            let replies = self.conn.batch(commands).await.map_err(unavailable)?;
-            for ((client, _), reply) in batch.iter().zip(replies.chunks_exact(2)) {
-                let fields: Option<[Option<String>; 3]> =
-                    redis::from_redis_value_ref(&reply[0]).ok();
+            // Records first, then their index members (as in `register`):
+            // on a cluster a batch runs concurrently, so the two go as two
+            // batches to keep that order.
+            let replies = self.conn.batch(writes).await.map_err(unavailable)?;
+            self.conn.batch(members).await.map_err(unavailable)?;
+            for ((client, _), reply) in batch.iter().zip(&replies) {
+                let fields: Option<[Option<String>; 3]> = redis::from_redis_value_ref(reply).ok();
                 results.push(fields.and_then(|fields| parse(client, fields).unwrap_or(None)));
             }
         }
