@@ -329,3 +329,52 @@ async fn memcached_three_servers() {
     let store = MemcachedPresence::connect(&target, "sb:").await.unwrap();
     contract(Arc::new(store), MEMCACHED_TTL).await;
 }
+
+/// A call abandoned half-way (its caller timed out, or its session closed)
+/// may leave its reply unread on the connection; the next caller must
+/// never read it as its own. Every abandoned exchange's connection is
+/// closed, so lookups after hundreds of abandoned ones still see exactly
+/// their own record.
+#[tokio::test]
+async fn memcached_abandoned_calls_never_answer_the_next_caller() {
+    let memcached = Memcached::start();
+    let target = MemcachedTarget {
+        servers: vec![memcached.address()],
+        record_ttl: Duration::from_secs(60),
+    };
+    let store = MemcachedPresence::connect(&target, "sb:").await.unwrap();
+    let (alice, bob) = (client("cancel", "alice"), client("cancel", "bob"));
+    let (a, b) = (record("node-a", 1), record("node-b", 2));
+    store.register(&alice, &a).await.unwrap();
+    store.register(&bob, &b).await.unwrap();
+    let mut abandoned = 0;
+    for i in 0..300 {
+        // Cut off at varying points: after the write, waiting for the
+        // reply, or part-way through reading it.
+        if abandon_after(store.lookup(&alice), i % 8).await {
+            abandoned += 1;
+        }
+        assert_eq!(
+            store.lookup(&bob).await.unwrap().as_ref(),
+            Some(&b),
+            "after {i}"
+        );
+    }
+    assert!(abandoned >= 10, "only {abandoned} calls were cut off");
+}
+
+/// Polls `future` up to `polls + 1` times, yielding in between, and drops
+/// it if it has not finished: true when it was abandoned.
+async fn abandon_after<F: std::future::Future>(future: F, polls: usize) -> bool {
+    let mut future = std::pin::pin!(future);
+    for _ in 0..=polls {
+        let ready =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx).is_ready()))
+                .await;
+        if ready {
+            return false;
+        }
+        tokio::task::yield_now().await;
+    }
+    true
+}
