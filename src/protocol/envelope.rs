@@ -98,14 +98,23 @@ impl MessageHop<'_> {
     /// form also rules out a repeated `"type"` or `"to"` key after the
     /// body.
     pub fn frame_matches(&self) -> bool {
-        let frame = self.frame.get();
-        let mut prefix = String::with_capacity(64 + 2 * 128);
-        let _ = write!(
-            prefix,
-            r#"{{"type":"message","msg_id":"{}","from":"{}","to":"{}","body":"#,
-            self.msg_id, self.from, self.to
-        );
-        let Some(rest) = frame.strip_prefix(prefix.as_str()) else {
+        // Compared piece by piece, so that no copy of the expected start is
+        // built for every message received. Ids need no JSON escaping.
+        let mut msg_id = Uuid::encode_buffer();
+        let msg_id: &str = self.msg_id.hyphenated().encode_lower(&mut msg_id);
+        let pieces = [
+            r#"{"type":"message","msg_id":""#,
+            msg_id,
+            r#"","from":""#,
+            self.from.as_str(),
+            r#"","to":""#,
+            self.to.as_str(),
+            r#"","body":"#,
+        ];
+        let Some(rest) = pieces
+            .iter()
+            .try_fold(self.frame.get(), |rest, piece| rest.strip_prefix(piece))
+        else {
             return false;
         };
         // The last `,"ts":` is the frame's own: anything after the real one
