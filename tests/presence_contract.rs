@@ -378,3 +378,78 @@ async fn abandon_after<F: std::future::Future>(future: F, polls: usize) -> bool 
     }
     true
 }
+
+/// Writes `value` at `key` behind the store's back.
+fn memcached_set(memcached: &Memcached, key: &str, value: &str) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(memcached.address()).unwrap();
+    write!(stream, "ms {key} {} T60\r\n{value}\r\n", value.len()).unwrap();
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply).unwrap();
+    assert!(reply.starts_with("HD"), "{reply}");
+}
+
+/// A record that is not one (someone else wrote the key) is replaced by a
+/// register or a re-registration, as Redis' scripts replace it, rather
+/// than blocking them.
+#[tokio::test]
+async fn memcached_replaces_corrupt_records() {
+    let memcached = Memcached::start();
+    let target = MemcachedTarget {
+        servers: vec![memcached.address()],
+        record_ttl: Duration::from_secs(60),
+    };
+    let store = MemcachedPresence::connect(&target, "sb:").await.unwrap();
+    let (alice, bob) = (client("corrupt", "alice"), client("corrupt", "bob"));
+    memcached_set(&memcached, &format!("sb:presence:{alice}"), "not a record");
+    memcached_set(&memcached, &format!("sb:presence:{bob}"), "not a record");
+    assert!(
+        store.lookup(&alice).await.is_err(),
+        "a corrupt record is an error"
+    );
+
+    let mine = record("node-a", 1);
+    assert_eq!(store.register(&alice, &mine).await.unwrap(), None);
+    assert_eq!(store.lookup(&alice).await.unwrap(), Some(mine));
+
+    // One at a time (not the batch path): the CAS loop of a single entry.
+    let theirs = record("node-b", 2);
+    let replaced = store
+        .reregister(std::slice::from_ref(&(bob.clone(), theirs.clone())))
+        .await
+        .unwrap();
+    assert_eq!(replaced, vec![None]);
+    assert_eq!(store.lookup(&bob).await.unwrap(), Some(theirs));
+}
+
+/// A hung memcached is an error within about a second per call, however
+/// many calls queue for its connections: waiting for one of the pool's
+/// connections counts against the same bound as the exchange itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_memcached_answers_every_caller_in_bounded_time() {
+    let memcached = Memcached::start();
+    let target = MemcachedTarget {
+        servers: vec![memcached.address()],
+        record_ttl: Duration::from_secs(60),
+    };
+    let store = Arc::new(MemcachedPresence::connect(&target, "sb:").await.unwrap());
+    memcached.freeze();
+    let started = Instant::now();
+    // Ten times the pool: without the bound, the last caller would wait
+    // for ten rounds of timeouts ahead of it (about 10 s).
+    let calls: Vec<_> = (0..160)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.lookup(&client("hung", &format!("c{i}"))).await })
+        })
+        .collect();
+    for call in calls {
+        assert!(matches!(
+            call.await.unwrap(),
+            Err(switchboard::presence::PresenceError::Unavailable(_))
+        ));
+    }
+    let took = started.elapsed();
+    memcached.thaw();
+    assert!(took < Duration::from_secs(6), "callers waited {took:?}");
+}

@@ -264,6 +264,15 @@ impl Memcached {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// SIGSTOP: the server keeps its sockets but answers nothing.
+    pub fn freeze(&self) {
+        super::signal(&self.child, libc::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        super::signal(&self.child, libc::SIGCONT);
+    }
+
     pub fn stop(mut self) -> u16 {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -42,8 +42,8 @@ pub enum Meta {
         ttl_secs: u32,
         mode: SetMode,
     },
-    /// `md <key> [C<cas>]`.
-    Delete { key: String, cas: Option<u64> },
+    /// `md <key> C<cas>`: delete only if the CAS still matches.
+    Delete { key: String, cas: u64 },
     /// `mn`: answered `MN`.
     Noop,
 }
@@ -92,10 +92,17 @@ impl Server {
     /// Sends `requests` on one connection and reads their replies, all
     /// within [`RESPONSE_TIMEOUT`].
     pub async fn exchange(&self, requests: &[Meta]) -> Result<Vec<Reply>, String> {
-        let _permit = self
-            .in_use
-            .acquire()
+        // Waiting for a connection counts against the same bound: with the
+        // server hung, every exchange ahead would otherwise add its own
+        // timeout to this caller's wait.
+        let _permit = tokio::time::timeout(RESPONSE_TIMEOUT, self.in_use.acquire())
             .await
+            .map_err(|_| {
+                format!(
+                    "memcached at {}: all {POOL_SIZE} connections busy for {RESPONSE_TIMEOUT:?}",
+                    self.addr
+                )
+            })?
             .map_err(|_| "memcached pool closed".to_owned())?;
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut conn = match pooled {
@@ -174,11 +181,7 @@ fn encode(request: &Meta, out: &mut Vec<u8>) {
             };
             write!(out, "\r\n{value}\r\n")
         }
-        Meta::Delete { key, cas: None } => write!(out, "md {key}\r\n"),
-        Meta::Delete {
-            key,
-            cas: Some(cas),
-        } => write!(out, "md {key} C{cas}\r\n"),
+        Meta::Delete { key, cas } => write!(out, "md {key} C{cas}\r\n"),
         Meta::Noop => write!(out, "mn\r\n"),
     };
 }
@@ -239,7 +242,7 @@ mod tests {
             },
             Meta::Delete {
                 key: "k".into(),
-                cas: Some(9),
+                cas: 9,
             },
             Meta::Noop,
         ] {

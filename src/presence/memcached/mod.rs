@@ -109,9 +109,22 @@ impl MemcachedPresence {
         &self,
         client: &ClientId,
     ) -> Result<Option<(PresenceRecord, u64)>, PresenceError> {
+        match self.read_item(client).await? {
+            Some((record, cas)) => Ok(Some((record?, cas))),
+            None => Ok(None),
+        }
+    }
+
+    /// The item as it is: its record (or why it is not one) and its CAS
+    /// value, so that writers can replace even a corrupt record, as Redis'
+    /// scripts do.
+    async fn read_item(
+        &self,
+        client: &ClientId,
+    ) -> Result<Option<(Result<PresenceRecord, PresenceError>, u64)>, PresenceError> {
         let key = self.key(client);
         match self.one(&key, Meta::Get { key: key.clone() }).await? {
-            Reply::Value { value, cas } => Ok(Some((parse(client, &value)?, cas))),
+            Reply::Value { value, cas } => Ok(Some((parse(client, &value), cas))),
             Reply::Miss => Ok(None),
             other => Err(unexpected(&other)),
         }
@@ -146,12 +159,11 @@ impl MemcachedPresence {
     ) -> Result<Option<PresenceRecord>, PresenceError> {
         for attempt in 0..CAS_ATTEMPTS {
             back_off(attempt).await;
-            let current = match self.read(client).await {
-                Err(PresenceError::Corrupt { .. }) => None,
-                other => other?,
-            };
-            let cas = match current {
-                Some((other, _)) if other.session != record.session => return Ok(Some(other)),
+            let cas = match self.read_item(client).await? {
+                Some((Ok(other), _)) if other.session != record.session => {
+                    return Ok(Some(other));
+                }
+                // The same session, or a corrupt record: overwritten.
                 Some((_, cas)) => Some(cas),
                 None => None,
             };
@@ -302,25 +314,15 @@ impl PresenceStore for MemcachedPresence {
     ) -> Result<Option<PresenceRecord>, PresenceError> {
         for attempt in 0..CAS_ATTEMPTS {
             back_off(attempt).await;
-            let (previous, cas) = match self.read(client).await {
-                Ok(Some((previous, cas))) => (Some(previous), Some(cas)),
-                Ok(None) => (None, None),
-                Err(PresenceError::Corrupt { why, .. }) => {
-                    // Overwritten either way; there is no older session to
-                    // close. Deleted, so that the next round adds afresh.
-                    tracing::warn!(%client, %why, "replacing a corrupt presence record");
-                    let key = self.key(client);
-                    self.one(
-                        &key,
-                        Meta::Delete {
-                            key: key.clone(),
-                            cas: None,
-                        },
-                    )
-                    .await?;
-                    continue;
+            let (previous, cas) = match self.read_item(client).await? {
+                Some((Ok(previous), cas)) => (Some(previous), Some(cas)),
+                // Overwritten either way; there is no older session to
+                // close.
+                Some((Err(e), cas)) => {
+                    tracing::warn!(%client, error = %e, "replacing a corrupt presence record");
+                    (None, Some(cas))
                 }
-                Err(e) => return Err(e),
+                None => (None, None),
             };
             if self.write_if_unchanged(client, record, cas).await? {
                 return Ok(previous);
@@ -348,7 +350,7 @@ impl PresenceStore for MemcachedPresence {
             };
             let delete = Meta::Delete {
                 key: key.clone(),
-                cas: Some(cas),
+                cas,
             };
             match self.one(&key, delete).await? {
                 Reply::Done => return Ok(true),
