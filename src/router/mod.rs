@@ -65,8 +65,10 @@ pub struct Origin {
     pub client: ClientId,
     pub session: Uuid,
     pub msg_id: Uuid,
-    /// The `id` of the sender's `send` frame, echoed in receipts.
-    pub id: Option<Box<str>>,
+    /// The `id` of the sender's `send` frame, echoed in the ack and in
+    /// receipts. Shared, since both the ack and the in-flight entry keep a
+    /// copy of the origin.
+    pub id: Option<Arc<str>>,
     /// The sender asked for a `delivered` receipt.
     pub receipt: bool,
     /// The message went over the bus: its origin node tracks it in flight,
