@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use serde_json::json;
-use support::traffic::{Ledger, Plan, run_clients};
+use support::traffic::{Ledger, Plan, spawn_clients};
 use support::*;
 use switchboard::client::{Client, Identity};
 use switchboard::protocol::{AckStatus, ReceiptStatus, ServerFrame};
@@ -94,20 +94,14 @@ async fn chaos_loses_nothing_silently() {
     };
     let ledger = Ledger::default();
     let stop_at = Instant::now() + Duration::from_secs(30);
-    let traffic = {
-        let (names, plan, ledger) = (names.clone(), plan.clone(), ledger.clone());
-        tokio::spawn(async move {
-            run_clients(
-                &names,
-                &plan,
-                &ledger,
-                stop_at,
-                1000,
-                Duration::from_secs(90),
-            )
-            .await
-        })
-    };
+    let traffic = spawn_clients(
+        &names,
+        &plan,
+        &ledger,
+        stop_at,
+        1000,
+        Duration::from_secs(90),
+    );
 
     // The victim sits on node-3; the prober on node-1, which stays up.
     let _victim = Client::connect(&urls[2], Identity::Name("victim".into()))

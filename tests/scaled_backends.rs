@@ -90,7 +90,7 @@ async fn a_redis_cluster_master_failover_loses_nothing_silently() {
     );
     let ledger = Ledger::default();
     let stop_at = Instant::now() + Duration::from_secs(8);
-    let traffic = spawn_clients(&names, &plan, &ledger, stop_at, 7);
+    let traffic = spawn_clients(&names, &plan, &ledger, stop_at, 7, Duration::from_secs(60));
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     // The master holding the heartbeat list: the hardest one to lose.
@@ -226,7 +226,7 @@ async fn a_nats_server_stopping_under_a_node_is_a_short_answered_gap() {
     );
     let ledger = Ledger::default();
     let stop_at = Instant::now() + Duration::from_secs(6);
-    let traffic = spawn_clients(&names, &plan, &ledger, stop_at, 11);
+    let traffic = spawn_clients(&names, &plan, &ledger, stop_at, 11, Duration::from_secs(60));
 
     // bob notes when each probe arrives.
     let arrivals = Arc::new(Mutex::new(Vec::<(u64, Instant)>::new()));

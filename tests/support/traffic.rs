@@ -367,19 +367,10 @@ pub fn spawn_clients(
     ledger: &Ledger,
     stop_at: Instant,
     seed: u64,
+    limit: Duration,
 ) -> tokio::task::JoinHandle<()> {
     let (names, plan, ledger) = (names.to_vec(), plan.clone(), ledger.clone());
-    tokio::spawn(async move {
-        run_clients(
-            &names,
-            &plan,
-            &ledger,
-            stop_at,
-            seed,
-            Duration::from_secs(60),
-        )
-        .await
-    })
+    tokio::spawn(async move { run_clients(&names, &plan, &ledger, stop_at, seed, limit).await })
 }
 
 /// Runs one traffic client per name until `stop_at` and waits for all of
