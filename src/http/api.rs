@@ -54,39 +54,39 @@ pub fn routes(node: Arc<Node>) -> BoxedFilter<(Response,)> {
 fn api_key(node: Arc<Node>) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("authorization")
         .and_then(move |header: Option<String>| {
-            let expected = node.config.api_key.clone();
-            async move {
-                let Some(expected) = expected else {
-                    return Err(refuse(
-                        StatusCode::FORBIDDEN,
-                        "api_disabled",
-                        "the HTTP API is off on this node: start it with --api-key",
-                    ));
-                };
-                let presented = header.as_deref().and_then(|h| h.strip_prefix("Bearer "));
-                match presented {
-                    Some(key)
-                        if constant_time_eq(
-                            key.trim().as_bytes(),
-                            expected.expose().as_bytes(),
-                        ) =>
-                    {
-                        Ok(())
-                    }
-                    Some(_) => Err(refuse(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthorized",
-                        "wrong API key",
-                    )),
-                    None => Err(refuse(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthorized",
-                        "missing API key: send Authorization: Bearer <api key>",
-                    )),
-                }
-            }
+            // Decided here, so that the key is not copied for each request.
+            let verdict = check_api_key(node.config.api_key.as_ref(), header.as_deref());
+            std::future::ready(verdict)
         })
         .untuple_one()
+}
+
+fn check_api_key(
+    expected: Option<&crate::redact::Secret>,
+    header: Option<&str>,
+) -> Result<(), warp::Rejection> {
+    let Some(expected) = expected else {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "api_disabled",
+            "the HTTP API is off on this node: start it with --api-key",
+        ));
+    };
+    match header.and_then(|h| h.strip_prefix("Bearer ")) {
+        Some(key) if constant_time_eq(key.trim().as_bytes(), expected.expose().as_bytes()) => {
+            Ok(())
+        }
+        Some(_) => Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong API key",
+        )),
+        None => Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing API key: send Authorization: Bearer <api key>",
+        )),
+    }
 }
 
 /// Lets a request through while the node-wide API budget lasts; beyond it,
