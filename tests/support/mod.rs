@@ -84,6 +84,28 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str) -> bool {
 fn signal(child: &Child, signal: i32) {
     // SAFETY: kill(2) on our own child process.
     assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    // kill(2) only queues the signal: wait until every thread of the
+    // server has really stopped (or runs again), or a request sent right
+    // after a freeze may still be answered.
+    let stopped = signal == libc::SIGSTOP;
+    let tasks = format!("/proc/{}/task", child.id());
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let states: Vec<bool> = std::fs::read_dir(&tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+            // The state follows the parenthesised command name.
+            .filter_map(|stat| stat.rsplit(") ").next()?.chars().next())
+            .map(|state| state == 'T' || state == 't')
+            .collect();
+        if !states.is_empty() && states.iter().all(|s| *s == stopped) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "signal {signal} did not take effect");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// A redis-server child process.
