@@ -136,10 +136,16 @@ fn nats_conf_is_accepted_by_nats_server() {
     // The documented way to start the second and third clustered servers
     // from the same file is accepted too (tests/scaled_backends.rs runs
     // all three).
-    for line in text
+    let overrides: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("nats-server -c nats.conf -p"))
-    {
+        .collect();
+    assert_eq!(
+        overrides.len(),
+        2,
+        "nats.conf shows how to start servers 2 and 3"
+    );
+    for line in overrides {
         let args: Vec<&str> = line
             .trim_start_matches('#')
             .split_whitespace()

@@ -103,7 +103,10 @@ fn signal(child: &Child, signal: i32) {
         if !states.is_empty() && states.iter().all(|s| *s == stopped) {
             return;
         }
-        assert!(Instant::now() < deadline, "signal {signal} did not take effect");
+        assert!(
+            Instant::now() < deadline,
+            "signal {signal} did not take effect"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
 }
