@@ -48,6 +48,16 @@ pub enum Meta {
     Noop,
 }
 
+impl Meta {
+    /// The key a request is about (for choosing its server); none for `mn`.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::Get { key } | Self::Set { key, .. } | Self::Delete { key, .. } => Some(key),
+            Self::Noop => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetMode {
     Add,

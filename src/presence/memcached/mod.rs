@@ -93,9 +93,10 @@ impl MemcachedPresence {
         &self.servers[self.ring.server_for(key)]
     }
 
-    async fn one(&self, key: &str, request: Meta) -> Result<Reply, PresenceError> {
-        let mut replies = self
-            .server(key)
+    /// One request, to the server that holds its key.
+    async fn one(&self, request: Meta) -> Result<Reply, PresenceError> {
+        let server = self.server(request.key().unwrap_or_default());
+        let mut replies = server
             .exchange(std::slice::from_ref(&request))
             .await
             .map_err(PresenceError::Unavailable)?;
@@ -123,7 +124,7 @@ impl MemcachedPresence {
         client: &ClientId,
     ) -> Result<Option<(Result<PresenceRecord, PresenceError>, u64)>, PresenceError> {
         let key = self.key(client);
-        match self.one(&key, Meta::Get { key: key.clone() }).await? {
+        match self.one(Meta::Get { key }).await? {
             Reply::Value { value, cas } => Ok(Some((parse(client, &value), cas))),
             Reply::Miss => Ok(None),
             other => Err(unexpected(&other)),
@@ -137,14 +138,13 @@ impl MemcachedPresence {
         record: &PresenceRecord,
         cas: Option<u64>,
     ) -> Result<bool, PresenceError> {
-        let key = self.key(client);
         let request = Meta::Set {
-            key: key.clone(),
+            key: self.key(client),
             value: render(record),
             ttl_secs: self.ttl_secs(),
             mode: cas.map_or(SetMode::Add, SetMode::Cas),
         };
-        match self.one(&key, request).await? {
+        match self.one(request).await? {
             Reply::Done => Ok(true),
             Reply::NotStored | Reply::Exists | Reply::NotFound => Ok(false),
             other => Err(unexpected(&other)),
@@ -243,12 +243,9 @@ impl MemcachedPresence {
         key: &str,
     ) -> Result<(Vec<(String, u64)>, Option<u64>), PresenceError> {
         match self
-            .one(
-                key,
-                Meta::Get {
-                    key: key.to_owned(),
-                },
-            )
+            .one(Meta::Get {
+                key: key.to_owned(),
+            })
             .await?
         {
             Reply::Value { value, cas } => {
@@ -352,7 +349,7 @@ impl PresenceStore for MemcachedPresence {
                 key: key.clone(),
                 cas,
             };
-            match self.one(&key, delete).await? {
+            match self.one(delete).await? {
                 Reply::Done => return Ok(true),
                 // Gone meanwhile: not ours to report as deleted.
                 Reply::NotFound => return Ok(false),
@@ -390,7 +387,7 @@ impl PresenceStore for MemcachedPresence {
                 ttl_secs: 0,
                 mode: cas.map_or(SetMode::Add, SetMode::Cas),
             };
-            match self.one(&key, write).await? {
+            match self.one(write).await? {
                 Reply::Done => {
                     return Ok(HeartbeatReport {
                         server_now_ms: now,
