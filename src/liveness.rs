@@ -18,8 +18,13 @@
 //!   before it accepts sessions and so should be in any view refreshed well
 //!   after its records were written.
 //!
-//! A view older than the TTL (the store unreachable) disbelieves nobody: a
-//! stale view must not declare the whole cluster dead.
+//! Only the store's own word makes a node dead: its heartbeat expired by
+//! the store's clock at this node's last heartbeat. A view that is older
+//! than the TTL, or predates a heartbeat that failed, or was taken in the
+//! grace period after an outage, disbelieves nobody: when this node could
+//! not reach the store, neither perhaps could the others, and they need a
+//! turn to beat again before a missed heartbeat means anything. (A record
+//! deleted on a stale verdict would be a live session's.)
 //!
 //! The view also says when a node's in-flight hops are lost for good: when
 //! it dies or restarts, every message published to it that has no outcome
@@ -27,7 +32,9 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::protocol::{NodeId, now_ms};
 
@@ -121,27 +128,57 @@ struct NodeState {
     epoch: u64,
 }
 
+/// What the last heartbeat that reached the store showed.
 struct View {
+    /// The store's clock at that heartbeat.
     server_now_ms: u64,
     refreshed_at: Instant,
     nodes: HashMap<NodeId, NodeState>,
 }
 
-impl View {
-    /// The store's clock now, estimated from the last refresh.
-    fn server_now(&self) -> u64 {
-        self.server_now_ms + self.refreshed_at.elapsed().as_millis() as u64
-    }
+/// The view, and how far to trust it.
+#[derive(Default)]
+struct State {
+    view: Option<View>,
+    /// Set when a heartbeat failed, until the next one that reaches the
+    /// store: meanwhile the view predates an outage the others went through
+    /// too, and missed heartbeats prove nothing.
+    unreachable: bool,
+    /// Until then, nobody is declared dead for a missed heartbeat: set by
+    /// the first heartbeat after this node lost the store, when the others
+    /// have not had their turn to beat again yet.
+    grace_until: Option<Instant>,
+    /// This node's own heartbeat expiry at the last refresh, in the
+    /// store's clock.
+    own_expires_ms: Option<u64>,
+    /// Heartbeats to go until this node writes its records back once more
+    /// after its own heartbeat had lapsed (see [`Liveness::refresh`]).
+    settle_in: u8,
+}
+
+/// After this node's heartbeat lapsed, the others may delete its records
+/// until their views catch up with its return: a refresh, which takes up
+/// to a period to start and another to finish. Its records are written
+/// back once more after this many of its own heartbeats.
+const SETTLE_BEATS: u8 = 2;
+
+/// What one heartbeat told this node.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Refresh {
+    /// Nodes whose in-flight hops are lost: those that died, and those
+    /// that restarted.
+    pub lost: Vec<Lost>,
+    /// This node's records may be missing from the store: it lost its
+    /// data, or this node could not reach it, or this node's own heartbeat
+    /// had expired (so others may have swept its records). Every live
+    /// session's record is to be written back.
+    pub restore: bool,
 }
 
 pub struct Liveness {
     me: Incarnation,
     ttl: Duration,
-    view: RwLock<Option<View>>,
-    /// Until then, nobody is declared dead for a missed heartbeat: set
-    /// after this node itself lost the store for a while, when the others
-    /// have not had their turn to heartbeat again yet.
-    grace_until: RwLock<Option<Instant>>,
+    state: RwLock<State>,
 }
 
 impl Liveness {
@@ -149,24 +186,12 @@ impl Liveness {
         Self {
             me,
             ttl,
-            view: RwLock::new(None),
-            grace_until: RwLock::new(None),
+            state: RwLock::new(State::default()),
         }
     }
 
-    /// After an outage of the store: for one TTL, missed heartbeats do not
-    /// count, so that nodes get their turn to beat again before anyone
-    /// writes them off.
-    pub fn grace(&self) {
-        *self.grace_until.write().unwrap_or_else(|p| p.into_inner()) =
-            Some(Instant::now() + self.ttl);
-    }
-
-    fn in_grace(&self) -> bool {
-        self.grace_until
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|until| Instant::now() < until)
+    fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn me(&self) -> &Incarnation {
@@ -177,7 +202,25 @@ impl Liveness {
         self.ttl
     }
 
+    /// A heartbeat did not reach the store. Until one does, the view is
+    /// not trusted to declare anyone dead.
+    pub fn unreachable(&self) {
+        self.state
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .unreachable = true;
+    }
+
     /// Should a record naming `node`, written at `since`, be believed?
+    ///
+    /// `Dead` is only ever answered on the store's own word: the last
+    /// heartbeat that reached it, recent and taken after any outage this
+    /// node saw, found `node`'s heartbeat expired by the store's clock (or
+    /// `node` restarted after `since`). A view that predates an outage, or
+    /// is older than the TTL, or was taken during the grace after one,
+    /// declares nobody dead for missed heartbeats: the others may simply
+    /// not have had their turn to beat again, and a record deleted on such
+    /// a verdict would be a live session's.
     pub fn judge(&self, node: &NodeId, since: u64) -> Belief {
         if *node == self.me.node {
             // Written by an earlier run of this node: a ghost.
@@ -187,18 +230,19 @@ impl Liveness {
                 Belief::Alive { epoch: 0 }
             };
         }
-        let view = self.view.read().unwrap_or_else(|p| p.into_inner());
-        let Some(view) = view.as_ref() else {
+        let state = self.state();
+        let Some(view) = state.view.as_ref() else {
             return Belief::Alive { epoch: 0 };
         };
-        // A stale view (the store unreachable), or one taken right after an
-        // outage, must not write the cluster off for missed heartbeats.
-        let trusted = view.refreshed_at.elapsed() <= self.ttl && !self.in_grace();
+        let now = Instant::now();
+        let trusted = !state.unreachable
+            && now.duration_since(view.refreshed_at) <= self.ttl
+            && state.grace_until.is_none_or(|until| now >= until);
         let ttl_ms = self.ttl.as_millis() as u64;
         match view.nodes.get(node) {
             // A ghost of an earlier run is a ghost whatever the view's age.
             Some(state) if since < state.started_ms => Belief::Dead,
-            Some(state) if trusted && state.expires_ms < view.server_now() => Belief::Dead,
+            Some(state) if trusted && state.expires_ms < view.server_now_ms => Belief::Dead,
             Some(state) => Belief::Alive { epoch: state.epoch },
             None if trusted && since.saturating_add(2 * ttl_ms) < view.server_now_ms => {
                 Belief::Dead
@@ -209,18 +253,24 @@ impl Liveness {
 
     /// The current epoch of `node` (0 if unknown).
     pub fn epoch(&self, node: &NodeId) -> u64 {
-        let view = self.view.read().unwrap_or_else(|p| p.into_inner());
-        view.as_ref()
+        self.state()
+            .view
+            .as_ref()
             .and_then(|v| v.nodes.get(node))
             .map_or(0, |s| s.epoch)
     }
 
-    /// Takes in a heartbeat report; returns the nodes whose in-flight hops
-    /// are lost: those that died, and those that restarted.
-    pub fn refresh(&self, report: &HeartbeatReport) -> Vec<Lost> {
-        // Newest incarnation per node, and its expiry.
+    /// Takes in a heartbeat that reached the store.
+    pub fn refresh(&self, report: &HeartbeatReport) -> Refresh {
+        // Newest incarnation per node, and its expiry; this node's own.
         let mut newest: HashMap<NodeId, (Incarnation, u64)> = HashMap::new();
+        let mut own_expires_ms = None;
+        let me = self.me.member();
         for (member, expires_ms) in &report.members {
+            if *member == me {
+                own_expires_ms = Some(*expires_ms);
+                continue;
+            }
             let Some(inc) = Incarnation::parse(member) else {
                 continue;
             };
@@ -235,10 +285,38 @@ impl Liveness {
             }
         }
 
-        let grace = self.in_grace();
-        let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
-        let old = view.take();
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         let now = report.server_now_ms;
+        // Had this node's own heartbeat expired before this one (a stall
+        // longer than the TTL, say)? Then the others saw it dead, and may
+        // have swept its records.
+        let expired_meanwhile = state.own_expires_ms.is_some_and(|e| e < now);
+        // The others saw it dead until their next heartbeat and may delete
+        // records it writes back now; it writes them back again once their
+        // views must have caught up.
+        let settled = match state.settle_in {
+            0 => false,
+            n => {
+                state.settle_in = n - 1;
+                n == 1
+            }
+        };
+        if expired_meanwhile {
+            state.settle_in = SETTLE_BEATS;
+        }
+        let restore = report.own_was_missing || state.unreachable || expired_meanwhile || settled;
+        if restore && state.view.is_some() {
+            // The others need a turn to beat again before anyone is
+            // written off for a missed heartbeat.
+            state.grace_until = Some(Instant::now() + self.ttl);
+        }
+        state.unreachable = false;
+        state.own_expires_ms = own_expires_ms;
+        let grace = state
+            .grace_until
+            .is_some_and(|until| Instant::now() < until);
+
+        let old = state.view.take();
         let old_now = old.as_ref().map_or(0, |v| v.server_now_ms);
         let mut lost = Vec::new();
         let mut nodes = HashMap::with_capacity(newest.len());
@@ -285,22 +363,20 @@ impl Liveness {
         }
         // A node whose entry vanished (retention, or the store lost its
         // data) keeps no state; hops to it are covered by the hop timeout.
-        *view = Some(View {
+        state.view = Some(View {
             server_now_ms: now,
             refreshed_at: Instant::now(),
             nodes,
         });
-        lost
+        Refresh { lost, restore }
     }
 
     /// Nodes this view believes alive, for logs and tests.
     pub fn alive_nodes(&self) -> Vec<NodeId> {
-        let view = self.view.read().unwrap_or_else(|p| p.into_inner());
-        view.as_ref().map_or_else(Vec::new, |v| {
-            let now = v.server_now();
+        self.state().view.as_ref().map_or_else(Vec::new, |v| {
             v.nodes
                 .iter()
-                .filter(|(_, s)| s.expires_ms >= now)
+                .filter(|(_, s)| s.expires_ms >= v.server_now_ms)
                 .map(|(n, _)| n.clone())
                 .collect()
         })
@@ -346,10 +422,14 @@ mod tests {
     fn a_node_whose_heartbeat_expired_is_dead_and_its_hops_lost() {
         let live = Liveness::new(inc("me", 0), TTL);
         let b = inc("b", 1000);
-        assert!(live.refresh(&report(10_000, &[(&b, 12_000)])).is_empty());
+        assert!(
+            live.refresh(&report(10_000, &[(&b, 12_000)]))
+                .lost
+                .is_empty()
+        );
         assert_eq!(live.judge(&node("b"), 5000), Belief::Alive { epoch: 0 });
 
-        let lost = live.refresh(&report(13_000, &[(&b, 12_000)]));
+        let lost = live.refresh(&report(13_000, &[(&b, 12_000)])).lost;
         assert_eq!(
             lost,
             vec![Lost {
@@ -364,7 +444,7 @@ mod tests {
         assert_eq!(live.judge(&node("b"), 5000), Belief::Dead);
         // Still dead at the next refresh: in-flight hops are still lost, but
         // the sweep was asked for once.
-        let again = live.refresh(&report(14_000, &[(&b, 12_000)]));
+        let again = live.refresh(&report(14_000, &[(&b, 12_000)])).lost;
         assert_eq!(again[0].sweep, None);
     }
 
@@ -373,10 +453,12 @@ mod tests {
         let live = Liveness::new(inc("me", 0), TTL);
         live.refresh(&report(10_000, &[(&inc("b", 1000), 12_000)]));
         // b restarts at 11_000; both entries are in the store for a while.
-        let lost = live.refresh(&report(
-            11_500,
-            &[(&inc("b", 1000), 12_000), (&inc("b", 11_000), 14_500)],
-        ));
+        let lost = live
+            .refresh(&report(
+                11_500,
+                &[(&inc("b", 1000), 12_000), (&inc("b", 11_000), 14_500)],
+            ))
+            .lost;
         assert_eq!(
             lost,
             vec![Lost {
@@ -412,18 +494,79 @@ mod tests {
         assert_eq!(live.judge(&node("me"), 6000), Belief::Alive { epoch: 0 });
     }
 
-    #[test]
-    fn after_an_outage_missed_heartbeats_do_not_count_for_a_while() {
+    #[tokio::test(start_paused = true)]
+    async fn after_an_outage_missed_heartbeats_do_not_count_for_a_while() {
         let live = Liveness::new(inc("me", 0), TTL);
-        live.grace();
         let b = inc("b", 1000);
-        assert!(live.refresh(&report(20_000, &[(&b, 12_000)])).is_empty());
+        live.refresh(&report(10_000, &[(&b, 12_000)]));
+        live.unreachable();
+        let back = live.refresh(&report(20_000, &[(&b, 12_000)]));
+        assert!(
+            back.restore,
+            "an outage means this node's records may be gone"
+        );
+        assert!(back.lost.is_empty(), "nobody is written off in the grace");
         assert_eq!(live.judge(&node("b"), 5000), Belief::Alive { epoch: 0 });
         assert_eq!(
             live.judge(&node("b"), 500),
             Belief::Dead,
             "ghosts stay ghosts"
         );
+        // After a TTL of grace, the store's word counts again.
+        tokio::time::advance(TTL).await;
+        live.refresh(&report(23_000, &[(&b, 12_000)]));
+        assert_eq!(live.judge(&node("b"), 5000), Belief::Dead);
+    }
+
+    /// Issue 11: a view taken before an outage must not write off a node
+    /// whose heartbeat lapsed only because the store was away, even before
+    /// this node's first heartbeat after it (with a TTL-old view, the
+    /// estimate of the store's clock said "expired").
+    #[tokio::test(start_paused = true)]
+    async fn a_view_that_predates_an_outage_declares_nobody_dead() {
+        let live = Liveness::new(inc("me", 0), TTL);
+        let b = inc("b", 1000);
+        live.refresh(&report(10_000, &[(&b, 12_100)]));
+        // The store goes away; this node's heartbeats fail for 1.5 s.
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        live.unreachable();
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        // b's beat lapsed 2.1 s after the view, and the view is 2.5 s old
+        // (under the TTL): b's freshly restored records must stand.
+        assert_eq!(live.judge(&node("b"), 5000), Belief::Alive { epoch: 0 });
+        assert_eq!(live.judge(&node("gone"), 1), Belief::Alive { epoch: 0 });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_the_stores_clock_makes_a_node_dead() {
+        let live = Liveness::new(inc("me", 0), TTL);
+        let b = inc("b", 1000);
+        live.refresh(&report(10_000, &[(&b, 10_500)]));
+        // Half a second later b's beat has lapsed by any estimate of the
+        // store's clock, but the store has not said so yet.
+        tokio::time::advance(Duration::from_millis(900)).await;
+        assert_eq!(live.judge(&node("b"), 5000), Belief::Alive { epoch: 0 });
+        live.refresh(&report(11_000, &[(&b, 10_500)]));
+        assert_eq!(live.judge(&node("b"), 5000), Belief::Dead);
+        // A view older than the TTL proves nothing any more.
+        tokio::time::advance(TTL + Duration::from_millis(1)).await;
+        assert_eq!(live.judge(&node("b"), 5000), Belief::Alive { epoch: 1 });
+    }
+
+    #[test]
+    fn a_node_whose_own_heartbeat_lapsed_restores_its_records() {
+        let me = inc("me", 0);
+        let live = Liveness::new(me.clone(), TTL);
+        assert!(!live.refresh(&report(10_000, &[(&me, 13_000)])).restore);
+        assert!(!live.refresh(&report(12_000, &[(&me, 15_000)])).restore);
+        // Stalled for longer than the TTL: the others saw this node dead.
+        let late = live.refresh(&report(15_500, &[(&me, 18_500)]));
+        assert!(late.restore);
+        // Others may delete what it wrote back until their views catch up:
+        // it writes its records back once more two heartbeats later.
+        assert!(!live.refresh(&report(16_500, &[(&me, 19_500)])).restore);
+        assert!(live.refresh(&report(17_500, &[(&me, 20_500)])).restore);
+        assert!(!live.refresh(&report(18_500, &[(&me, 21_500)])).restore);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //!    in-flight messages to nodes that died or restarted are answered
 //!    `offline` ([`Router::lost`](crate::router::Router::lost));
 //! 2. answer `offline` for in-flight messages whose outcome is overdue;
-//! 3. after the store was unreachable, or came back without this node's
-//!    heartbeat (it restarted empty, or failed over): delete the records of
+//! 3. after the store was unreachable, came back without this node's
+//!    heartbeat (it restarted empty, or failed over), or had seen this
+//!    node's heartbeat lapse (a stall longer than the TTL, during which
+//!    others may have swept its records): delete the records of
 //!    sessions that closed meanwhile, and write every live session's record
 //!    back without overwriting a newer session's (in a task beside the
 //!    loop, so that heartbeats go on meanwhile; retried until one succeeds
@@ -17,9 +19,11 @@
 //! The same heartbeat tells whether presence can be written at all; while
 //! it cannot, the node refuses new sessions (see `presence_ok`).
 //!
-//! Stores whose records expire or may be evicted (memcached) also get every
-//! live session's record written back periodically, in a task of its own
-//! so that a long refresh never delays a heartbeat.
+//! Shared stores also get every live session's record written back every
+//! `--presence-refresh-ms` (sooner for memcached, whose records expire), in
+//! a task of its own so that a long refresh never delays a heartbeat: a
+//! record that vanished while its session lives (evicted, lost in a
+//! failover, deleted by mistake) is back within that time.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -43,7 +47,7 @@ pub async fn run(node: Arc<Node>) {
     // Ghosts of this node's earlier runs, whichever they were.
     let me = node.liveness.me().clone();
     sweep(&node, me.node, None, me.started_ms);
-    if let Some(every) = node.presence.refresh_interval() {
+    if let Some(every) = node.presence.refresh_interval(node.config.presence_refresh) {
         tokio::spawn(refresh(node.clone(), every));
     }
     // Set while this node's records may be missing from the store, until a
@@ -78,7 +82,8 @@ pub async fn run(node: Arc<Node>) {
         match beat {
             Ok(report) => {
                 node.presence_ok.store(true, Ordering::Relaxed);
-                if report.own_was_missing {
+                let refresh = node.liveness.refresh(&report);
+                if refresh.restore {
                     losses += 1;
                     lost_presence = true;
                 }
@@ -87,13 +92,11 @@ pub async fn run(node: Arc<Node>) {
                         store_lost_data = report.own_was_missing,
                         "presence store is back; restoring this node's records"
                     );
-                    // The others have had no turn to beat yet.
-                    node.liveness.grace();
                     let node = node.clone();
                     let task = tokio::spawn(async move { restore(&node, false).await.is_ok() });
                     restoring = Some((losses, task));
                 }
-                for lost in node.liveness.refresh(&report) {
+                for lost in refresh.lost {
                     node.router.lost(&lost);
                     if let Some(ghosts) = &lost.sweep {
                         let run = Some(ghosts.run_started_ms);
@@ -105,6 +108,9 @@ pub async fn run(node: Arc<Node>) {
                 if !lost_presence {
                     tracing::warn!(error = %e, "presence store unreachable; refusing new sessions");
                 }
+                // Until a heartbeat reaches the store again, nobody is
+                // written off on the strength of the view from before.
+                node.liveness.unreachable();
                 losses += 1;
                 lost_presence = true;
                 node.presence_ok.store(false, Ordering::Relaxed);

@@ -700,3 +700,187 @@ async fn a_long_restore_does_not_stop_the_heartbeat() {
     })
     .await;
 }
+
+/// Issue 11, defect 1. Three nodes started a little apart, traffic to
+/// random peers, Redis stopped for 1.5 s and started again empty. Every
+/// node writes its sessions' records back; no node may then delete
+/// another node's fresh records on the strength of a liveness view that
+/// predates the outage. All records must come back and stay back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_restored_after_a_short_redis_outage_stay_restored() {
+    let redis = Redis::start();
+    let nats = Nats::start();
+    let (redis_url, nats_url) = (redis.url(), nats.url());
+    let mut nodes = Vec::new();
+    for id in ["node-1", "node-2", "node-3"] {
+        nodes.push(
+            NodeProcess::start_on(
+                id,
+                free_port(),
+                &redis_url,
+                &nats_url,
+                &["--rate-limit", "0"],
+            )
+            .await,
+        );
+        tokio::time::sleep(Duration::from_millis(350)).await;
+    }
+    let names: Vec<String> = (0..30).map(|i| format!("c{i:02}")).collect();
+    let mut sessions = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let client = named(&nodes[i % 3].ws_url(), name).await;
+        sessions.push(client.welcome().session_id.to_string());
+        let names = names.clone();
+        tokio::spawn(async move {
+            let mut client = client;
+            let mut rng = support::traffic::Rng::new(i as u64 + 7);
+            let mut tick = tokio::time::interval(Duration::from_millis(150));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let to = &names[rng.below(names.len())];
+                        if client.send(to, &json!(1), None, false).await.is_err() {
+                            return;
+                        }
+                    }
+                    event = client.next_event() => if !matches!(event, Ok(Event::Frame(_))) {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    let conn = redis.connection().await;
+    let all_present = |conn: &redis::aio::MultiplexedConnection| {
+        let (mut conn, names, sessions) = (conn.clone(), names.clone(), sessions.clone());
+        async move {
+            for (name, session) in names.iter().zip(&sessions) {
+                let got: Option<String> = conn
+                    .hget(format!("sb:presence:{name}"), "session")
+                    .await
+                    .unwrap_or(None);
+                if got.as_ref() != Some(session) {
+                    return false;
+                }
+            }
+            true
+        }
+    };
+    eventually("every record is written", || all_present(&conn)).await;
+
+    let port = redis.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let redis = Redis::start_on(Some(port));
+    let conn = redis.connection().await;
+    eventually("every record is back", || all_present(&conn)).await;
+
+    // They stay: wait until every node has beaten several more times
+    // (each heartbeat moves its expiry in the store's `nodes` set) and
+    // look again.
+    let beats = |conn: &redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            let beats: Vec<(String, f64)> =
+                conn.zrange_withscores("sb:nodes", 0, -1).await.unwrap();
+            let mut newest = std::collections::HashMap::new();
+            for (member, score) in beats {
+                let node = member.split('|').next().unwrap_or_default().to_owned();
+                let e = newest.entry(node).or_insert(0f64);
+                *e = e.max(score);
+            }
+            newest
+        }
+    };
+    let before = beats(&conn).await;
+    eventually("every node beats four more times", || {
+        let (before, beats) = (before.clone(), beats(&conn));
+        async move {
+            let now = beats.await;
+            ["node-1", "node-2", "node-3"].iter().all(|n| {
+                now.get(*n).copied().unwrap_or(0.0)
+                    >= before.get(*n).copied().unwrap_or(0.0) + 4000.0
+            })
+        }
+    })
+    .await;
+    assert!(
+        all_present(&conn).await,
+        "a restored record was deleted again"
+    );
+}
+
+/// Issue 11: a record that vanishes while its session lives comes back by
+/// itself: within `--presence-refresh-ms` when something removed it
+/// behind the nodes' backs, within a heartbeat when its node had stalled
+/// for longer than the TTL and the others swept its records as a dead
+/// node's.
+#[tokio::test]
+async fn a_live_sessions_vanished_record_comes_back_by_itself() {
+    let redis = Redis::start();
+    let nats = Nats::start();
+    let flags = ["--node-ttl-ms", TTL, "--presence-refresh-ms", "300"];
+    let a = clustered_node("node-a", &redis, &nats, &flags).await;
+    let b = NodeProcess::start("node-b", &redis, &nats, &flags).await;
+    let alice = connect(&a, "alice").await;
+    let bob = named(&b.ws_url(), "bob").await;
+    let conn = redis.connection().await;
+    let holds = |client: &'static str, session: Uuid| {
+        let mut conn = conn.clone();
+        async move {
+            let got: Option<String> = conn
+                .hget(format!("sb:presence:{client}"), "session")
+                .await
+                .unwrap();
+            got == Some(session.to_string())
+        }
+    };
+
+    let _: () = conn.clone().del("sb:presence:alice").await.unwrap();
+    let deleted = Instant::now();
+    eventually("alice's record is written back", || {
+        holds("alice", alice.welcome().session_id)
+    })
+    .await;
+    eprintln!("a deleted record was back after {:?}", deleted.elapsed());
+
+    // node-b hangs for three TTLs: node-a sees its heartbeat lapse and
+    // sweeps bob's record as a dead node's.
+    b.freeze();
+    eventually("bob's record is swept", || async {
+        !holds("bob", bob.welcome().session_id).await
+    })
+    .await;
+    b.thaw();
+    let thawed = Instant::now();
+    eventually("bob's record is back", || {
+        holds("bob", bob.welcome().session_id)
+    })
+    .await;
+    eprintln!(
+        "a stalled node's records were back {:?} after it resumed",
+        thawed.elapsed()
+    );
+    // node-a may still see node-b dead until its next heartbeat, and
+    // delete the record again; node-b writes it back once more after two
+    // heartbeats. Once both nodes have beaten three more times, it holds.
+    let beat_of = |node: &'static str| {
+        let mut conn = conn.clone();
+        async move {
+            let beats: Vec<(String, f64)> =
+                conn.zrange_withscores("sb:nodes", 0, -1).await.unwrap();
+            beats
+                .iter()
+                .filter(|(m, _)| m.starts_with(&format!("{node}|")))
+                .map(|(_, s)| *s)
+                .fold(0.0, f64::max)
+        }
+    };
+    let (a0, b0) = (beat_of("node-a").await, beat_of("node-b").await);
+    eventually("both nodes beat three more times", || async {
+        beat_of("node-a").await >= a0 + 1000.0 && beat_of("node-b").await >= b0 + 1000.0
+    })
+    .await;
+    assert!(holds("bob", bob.welcome().session_id).await);
+    let (mut alice, mut bob) = (alice, bob);
+    deliver(&mut alice, &mut bob, AckStatus::Remote).await;
+}

@@ -109,6 +109,7 @@ pub struct ServeArgs {
 
     /// Longest a write to one client socket may take, in milliseconds,
     /// before the session is closed with 4008 (slow consumer).
+    /// --hop-timeout-ms must exceed it.
     #[arg(long, env = "SWITCHBOARD_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
     pub write_timeout_ms: u64,
 
@@ -164,6 +165,8 @@ pub struct ServeArgs {
     /// Longest a cross-node message waits for its outcome from the
     /// recipient's node before its sender is told offline, in milliseconds.
     /// A last resort: lost nodes and bounced messages are answered sooner.
+    /// Must exceed --write-timeout-ms: a message may wait that long for a
+    /// slow recipient's socket before its outcome is known.
     #[arg(long, env = "SWITCHBOARD_HOP_TIMEOUT_MS", default_value_t = 20_000)]
     pub hop_timeout_ms: u64,
 
@@ -171,6 +174,18 @@ pub struct ServeArgs {
     /// presence lookup per message. 0 turns the route cache off.
     #[arg(long, env = "SWITCHBOARD_ROUTE_CACHE", default_value_t = 100_000)]
     pub route_cache: usize,
+
+    /// How often each node writes its live sessions' presence records back
+    /// to the store, in milliseconds, so that a record that vanished while
+    /// its session lives (evicted, lost in a failover, deleted by mistake)
+    /// is back within this. memcached records are also written back every
+    /// third of --memcached-ttl-secs.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_PRESENCE_REFRESH_MS",
+        default_value_t = 30_000
+    )]
+    pub presence_refresh_ms: u64,
 
     /// Log filter, e.g. info or switchboard=debug.
     #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]

@@ -39,6 +39,8 @@ pub struct Config {
     pub node_ttl: Duration,
     pub hop_timeout: Duration,
     pub route_cache: usize,
+    /// How often live sessions' records are written back to the store.
+    pub presence_refresh: Duration,
 }
 
 /// How client tokens are checked.
@@ -288,6 +290,11 @@ impl TryFrom<ServeArgs> for Config {
             node_ttl: millis("node-ttl-ms", args.node_ttl_ms, 300..=600_000)?,
             hop_timeout: Duration::from_millis(args.hop_timeout_ms),
             route_cache: args.route_cache,
+            presence_refresh: millis(
+                "presence-refresh-ms",
+                args.presence_refresh_ms,
+                100..=3_600_000,
+            )?,
             key_prefix: args.key_prefix,
             subject_prefix: args.subject_prefix,
         })

@@ -118,6 +118,11 @@ impl PresenceStore for MemoryPresence {
         Ok(())
     }
 
+    /// Nothing but the nodes' own deletes removes a record here.
+    fn refresh_interval(&self, _configured: Duration) -> Option<Duration> {
+        None
+    }
+
     fn backend(&self) -> &'static str {
         "memory"
     }

@@ -152,11 +152,14 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// A real round trip to the backend, for `/readyz`.
     async fn ping(&self) -> Result<(), PresenceError>;
 
-    /// How often a node must write its live sessions' records back
-    /// ([`reregister`](Self::reregister)), for stores whose records expire
-    /// or may be evicted (memcached). `None`: records last until removed.
-    fn refresh_interval(&self) -> Option<Duration> {
-        None
+    /// How often a node writes its live sessions' records back
+    /// ([`reregister`](Self::reregister)), given the operator's
+    /// `--presence-refresh-ms`: so that a record that vanished while its
+    /// session lives (evicted, lost in a failover, deleted by mistake)
+    /// comes back within that time. Stores whose records expire may need
+    /// it sooner. `None`: records cannot vanish (one process's memory).
+    fn refresh_interval(&self, configured: Duration) -> Option<Duration> {
+        Some(configured)
     }
 
     /// Short name for logs and `/readyz` ("memory", "redis").

@@ -431,6 +431,15 @@ impl NodeProcess {
         format!("ws://127.0.0.1:{}", self.port)
     }
 
+    /// SIGSTOP: the node hangs with its sockets open.
+    pub fn freeze(&self) {
+        signal(&self.child, libc::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        signal(&self.child, libc::SIGCONT);
+    }
+
     /// SIGKILL: the node dies mid-flight, its presence records left behind.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -465,8 +465,9 @@ impl PresenceStore for MemcachedPresence {
         .map_err(PresenceError::Unavailable)
     }
 
-    fn refresh_interval(&self) -> Option<Duration> {
-        Some(self.record_ttl / 3)
+    /// Records expire: written back at least every third of their TTL.
+    fn refresh_interval(&self, configured: Duration) -> Option<Duration> {
+        Some(configured.min(self.record_ttl / 3))
     }
 
     fn backend(&self) -> &'static str {

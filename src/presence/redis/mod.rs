@@ -35,9 +35,6 @@ use crate::config::RedisTarget;
 use crate::liveness::HeartbeatReport;
 use crate::protocol::{ClientId, NodeId};
 
-/// How often nodes on a Redis Cluster write their live sessions' records
-/// back (see `refresh_interval`): 50,000 take well under a second.
-const CLUSTER_REFRESH: Duration = Duration::from_secs(30);
 /// How many re-registrations go to Redis in one batch.
 const REREGISTER_BATCH: usize = 512;
 /// Index members examined per round of a sweep.
@@ -400,14 +397,15 @@ impl PresenceStore for RedisPresence {
             .map_err(|e| PresenceError::Unavailable(e.to_string()))
     }
 
-    /// A cluster replicates asynchronously: a record written just before
-    /// its master died may be missing on the replica that took over, and
-    /// nothing else would bring it back while its session lives.
-    fn refresh_interval(&self) -> Option<Duration> {
-        match self.conn {
-            Conn::Single(_) => None,
-            Conn::Cluster(_) => Some(CLUSTER_REFRESH),
-        }
+    /// Records are written back periodically on both kinds of Redis
+    /// (50,000 take well under a second of Redis' time). A cluster
+    /// replicates asynchronously: a record written just before its
+    /// master died may be missing on the replica that took over. And on
+    /// either, a record can vanish while its session lives (a Redis with
+    /// `maxmemory` and an eviction policy, an operator's `DEL`, a node
+    /// wrongly judged dead): nothing else would bring it back.
+    fn refresh_interval(&self, configured: Duration) -> Option<Duration> {
+        Some(configured)
     }
 
     fn backend(&self) -> &'static str {
