@@ -223,5 +223,22 @@ async fn with_tokens_required_the_page_asks_for_one() {
     fill(&page, "token", &token).await;
     click(&page, "connect").await;
     shows(&page, "#who", &["You are carol"]).await;
+
+    // Disconnecting is a normal close: the node echoes the page's close
+    // frame, so the browser reports 1000, not 1006.
+    click(&page, "disconnect").await;
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let log = page
+            .execute("return document.getElementById('log').textContent", vec![])
+            .await
+            .unwrap();
+        let log = log.as_str().unwrap_or_default().to_owned();
+        if log.contains("disconnected (1000)") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no normal disconnect in {log:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     page.close().await.unwrap();
 }

@@ -241,3 +241,70 @@ async fn a_cross_node_send_while_nats_is_down_gets_unavailable() {
     assert_eq!((code, id.as_deref()), (ErrorCode::Unavailable, Some("n")));
     assert!(message.contains("NATS"), "{message}");
 }
+
+/// A raw WebSocket to a node, to see close frames exactly as sent.
+async fn raw_socket(
+    node: &switchboard::node::RunningNode,
+    name: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures_util::StreamExt;
+    let url = format!("{}/ws?client_id={name}", ws_url(node));
+    let (mut ws, _) = within(tokio_tungstenite::connect_async(url)).await.unwrap();
+    assert!(
+        matches!(within(ws.next()).await, Some(Ok(WsMessage::Text(_)))),
+        "welcome"
+    );
+    ws
+}
+
+/// Issue 11, defect 3: a client's close frame is answered with a close
+/// frame (RFC 6455 5.5.1), so client libraries report a normal close, not
+/// 1006.
+#[tokio::test]
+async fn a_clients_close_frame_is_echoed_before_the_connection_ends() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let node = embedded_node(&[]).await;
+    let mut ws = raw_socket(&node, "alice").await;
+    ws.send(WsMessage::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    })))
+    .await
+    .unwrap();
+    match within(ws.next()).await {
+        Some(Ok(WsMessage::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected the close echoed, got {other:?}"),
+    }
+    // Then the node ends the connection.
+    assert!(within(ws.next()).await.is_none_or(|r| r.is_err()));
+    eventually("the session is gone", || async {
+        metric(&node, "switchboard_sessions_open").await == 0.0
+    })
+    .await;
+}
+
+/// A text frame that is not UTF-8 closes the session with 1007 and a
+/// reason (RFC 6455 7.4.1), not with an empty close frame.
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let node = embedded_node(&[]).await;
+    let mut ws = raw_socket(&node, "alice").await;
+    let invalid = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    ws.send(WsMessage::Frame(invalid)).await.unwrap();
+    loop {
+        match within(ws.next()).await {
+            Some(Ok(WsMessage::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), close::INVALID_PAYLOAD);
+                assert!(frame.reason.contains("UTF-8"), "{}", frame.reason);
+                break;
+            }
+            Some(Ok(WsMessage::Text(_))) => {}
+            other => panic!("expected a 1007 close, got {other:?}"),
+        }
+    }
+}

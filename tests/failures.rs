@@ -148,6 +148,9 @@ async fn messages_in_flight_when_the_recipient_node_dies_are_answered_offline() 
             "60000",
             "--hop-timeout-ms",
             "120000",
+            // Room for all of them in bob's queue (10 MB).
+            "--session-queue-bytes",
+            "16777216",
         ],
     )
     .await;

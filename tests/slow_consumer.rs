@@ -89,3 +89,112 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_nothing_is_lost_sil
         "{metrics}"
     );
 }
+
+/// Issue 11, defect 2: a sender that reads promptly is never closed by a
+/// burst of its own outcomes. Its recipient's node hangs with hundreds of
+/// its messages in flight; when that node's heartbeat lapses, every one is
+/// answered `offline` at once, and every receipt reaches the sender.
+async fn a_burst_of_offline_receipts_reaches_a_reading_sender(sends: usize, extra: &[&str]) {
+    const TTL: &str = "1000";
+    let redis = Redis::start();
+    let nats = Nats::start();
+    let mut flags = vec!["--node-ttl-ms", TTL, "--rate-limit", "0"];
+    flags.extend_from_slice(extra);
+    let a = clustered_node("node-a", &redis, &nats, &flags).await;
+    let b = NodeProcess::start("node-b", &redis, &nats, &flags).await;
+    let mut alice = connect(&a, "alice").await;
+    let _bob = within(switchboard::client::Client::connect(
+        &b.ws_url(),
+        switchboard::client::Identity::Name("bob".into()),
+    ))
+    .await
+    .unwrap();
+    // bob's node hangs: what is published to it stays in flight.
+    b.freeze();
+    for i in 0..sends {
+        alice
+            .send("bob", &json!(i), Some(&i.to_string()), false)
+            .await
+            .unwrap();
+    }
+    let (mut remote, mut offline_receipts) = (0, 0);
+    while remote < sends || offline_receipts < remote {
+        match next_event(&mut alice).await {
+            Event::Frame(ServerFrame::Ack {
+                status: AckStatus::Remote,
+                ..
+            }) => remote += 1,
+            Event::Frame(ServerFrame::Receipt {
+                status: ReceiptStatus::Offline,
+                ..
+            }) => offline_receipts += 1,
+            Event::Frame(other) => panic!("alice got {other:?}"),
+            Event::Closed { code, reason } => {
+                panic!("alice was closed ({code:?} {reason}) after {offline_receipts} receipts")
+            }
+        }
+    }
+    assert_eq!(offline_receipts, sends);
+    assert_eq!(
+        metric(&a, "switchboard_receipts_undeliverable_total").await,
+        0.0
+    );
+    assert_eq!(metric(&a, "switchboard_slow_consumers_total").await, 0.0);
+    b.thaw();
+}
+
+#[tokio::test]
+async fn a_burst_of_receipts_never_closes_a_sender_with_the_default_queue() {
+    a_burst_of_offline_receipts_reaches_a_reading_sender(1500, &[]).await;
+}
+
+#[tokio::test]
+async fn a_burst_of_receipts_never_closes_a_sender_with_a_short_queue() {
+    a_burst_of_offline_receipts_reaches_a_reading_sender(450, &["--session-queue", "256"]).await;
+}
+
+/// The queue is bounded in bytes as well as frames: 64 KiB messages to a
+/// client that does not read close it with 4008 once 256 KiB wait, long
+/// before 1024 frames would.
+#[tokio::test]
+async fn a_session_queue_is_bounded_in_bytes() {
+    let node = embedded_node(&[
+        "--session-queue-bytes",
+        "262144",
+        "--rate-limit",
+        "0",
+        "--write-timeout-ms",
+        "5000",
+    ])
+    .await;
+    let mut alice = connect(&node, "alice").await;
+    let mut bob = connect(&node, "bob").await; // stops reading
+    let body = json!("y".repeat(60_000));
+    let mut local = 0;
+    let mut sent = 0;
+    // Until the node refuses: a queue of 256 KiB holds 4 of these, the
+    // socket buffers some more; far fewer than 1024.
+    loop {
+        alice.send("bob", &body, None, false).await.unwrap();
+        sent += 1;
+        match next_frame(&mut alice).await {
+            ServerFrame::Ack {
+                status: AckStatus::Local,
+                ..
+            } => local += 1,
+            ServerFrame::Ack {
+                status: AckStatus::Offline,
+                ..
+            } => break,
+            other => panic!("alice got {other:?}"),
+        }
+        assert!(sent < 200, "the byte bound never took effect");
+    }
+    assert!(local < 200, "{local}");
+    loop {
+        if let Event::Closed { code, .. } = next_event(&mut bob).await {
+            assert_eq!(code, Some(close::SLOW_CONSUMER));
+            break;
+        }
+    }
+}

@@ -102,10 +102,18 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_MAX_SESSIONS", default_value_t = 0)]
     pub max_sessions: usize,
 
-    /// Frames that may wait for one session's socket. A session whose queue
-    /// fills up is closed with 4008 (slow consumer).
+    /// Message frames that may wait for one session's socket. A session
+    /// whose queue fills up is closed with 4008 (slow consumer). Receipts
+    /// owed to a session as a sender are kept apart and never count.
     #[arg(long, env = "SWITCHBOARD_SESSION_QUEUE", default_value_t = 1024)]
     pub session_queue: usize,
+
+    /// Bytes of message frames that may wait for one session's socket;
+    /// beyond it the session is closed with 4008 (slow consumer) like a
+    /// full --session-queue. Must hold the largest message frame
+    /// (--max-frame-bytes plus 512).
+    #[arg(long, env = "SWITCHBOARD_SESSION_QUEUE_BYTES", default_value_t = 1 << 20)]
+    pub session_queue_bytes: usize,
 
     /// Longest a write to one client socket may take, in milliseconds,
     /// before the session is closed with 4008 (slow consumer).

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::http::AllowedOrigins;
 use crate::protocol::NodeId;
+use crate::protocol::frames::max_message_frame;
 use crate::redact::Secret;
 
 pub use self::args::{PresenceArgs, ServeArgs};
@@ -72,6 +73,7 @@ pub struct Limits {
     /// `None`: derived from the file-descriptor limit when the node starts.
     pub max_sessions: Option<usize>,
     pub session_queue: usize,
+    pub session_queue_bytes: usize,
     pub write_timeout: Duration,
     pub handshake_timeout: Duration,
     pub ping_interval: Duration,
@@ -189,6 +191,18 @@ fn limits(args: &ServeArgs) -> Result<Limits, ConfigError> {
         )?,
         max_sessions: (args.max_sessions > 0).then_some(args.max_sessions),
         session_queue: in_range("session-queue", args.session_queue, 1..=1_000_000)?,
+        session_queue_bytes: in_range(
+            "session-queue-bytes",
+            args.session_queue_bytes,
+            max_message_frame(args.max_frame_bytes)..=1 << 30,
+        )
+        .map_err(|e| {
+            ConfigError(format!(
+                "{e} (a session's queue must hold at least one message frame of \
+                 --max-frame-bytes {} plus 512)",
+                args.max_frame_bytes
+            ))
+        })?,
         write_timeout: millis("write-timeout-ms", write_timeout_ms, 100..=600_000)?,
         handshake_timeout: millis(
             "handshake-timeout-ms",

@@ -111,6 +111,9 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
+    /// RFC 6455 "invalid frame payload data": a text frame that is not
+    /// UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     pub const TOO_BIG: u16 = 1009;
     /// RFC 6455 "internal error": the session could not be set up.
     pub const INTERNAL: u16 = 1011;

@@ -20,16 +20,14 @@ impl Router {
     /// here. `frame` is the message frame, cut from the bus message.
     pub async fn accept_hop(self: &Arc<Self>, hop: MessageHop<'_>, frame: Utf8Bytes) {
         if let Some(session) = self.sessions.get(&hop.to) {
-            let item = Outbound::Message {
+            let item = Outbound {
                 frame,
                 origin: origin_of(&hop).map(Box::new),
             };
             match session.outbox.push(item) {
                 Ok(()) => return,
                 Err(refused) => {
-                    let Outbound::Message { frame, .. } = refused.into_inner() else {
-                        unreachable!("a message was pushed")
-                    };
+                    let frame = refused.into_inner().frame;
                     return self.reroute(Message::from_hop(&hop, frame)).await;
                 }
             }
@@ -81,7 +79,7 @@ impl Router {
                 // reconnected here; one more look at the local sessions.
                 Ok(Route::Local { session }) => {
                     let local = router.sessions.get(&msg.to);
-                    let item = Outbound::Message {
+                    let item = Outbound {
                         frame: msg.frame.clone(),
                         origin: msg.origin.clone().map(Box::new),
                     };
@@ -208,7 +206,7 @@ impl Router {
         let told = self
             .sessions
             .get_session(&origin.client, origin.session)
-            .is_some_and(|s| s.outbox.push(Outbound::Frame(frame.into())).is_ok());
+            .is_some_and(|s| s.outbox.owe(frame.into()).is_ok());
         if !told {
             self.metrics.receipt_undeliverable();
         }

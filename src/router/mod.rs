@@ -332,7 +332,7 @@ impl Router {
             Route::Offline => AckStatus::Offline,
             Route::Local { session } => match self.sessions.get(&msg.to) {
                 Some(handle) => {
-                    let item = Outbound::Message {
+                    let item = Outbound {
                         frame: msg.frame,
                         origin: msg.origin.map(Box::new),
                     };

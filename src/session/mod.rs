@@ -51,7 +51,7 @@ use crate::protocol::{
 use crate::rate::{Limiter, Verdict};
 use crate::router::{Message, Origin, Route, RouteError, Router};
 
-pub use self::outbox::{Outbound, Outbox, Refused};
+pub use self::outbox::{Batch, Outbound, Outbox, QueueLimits, Refused};
 pub use self::registry::{SessionHandle, SessionRegistry};
 pub use self::slots::{Slot, Slots};
 
@@ -107,7 +107,9 @@ type Pending<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
 enum Ending {
     /// Close with this code; the socket is still writable.
     Close(u16, &'static str),
-    /// The client closed the session or the connection dropped.
+    /// The client closed the session; its close frame was echoed.
+    ClosedByClient,
+    /// The connection dropped without a close frame.
     Gone,
     /// The client stopped reading; close with 4008 without waiting for it.
     SlowConsumer,
@@ -121,7 +123,10 @@ pub async fn run(node: Arc<Node>, mut ws: Socket, client: ClientId) {
         id: Uuid::new_v4(),
         client: client.clone(),
         since: now_ms(),
-        outbox: Outbox::new(node.config.limits.session_queue),
+        outbox: Outbox::new(QueueLimits {
+            frames: node.config.limits.session_queue,
+            bytes: node.config.limits.session_queue_bytes,
+        }),
     });
 
     // The rare, large steps (registration, welcome, clean-up) are boxed so
@@ -252,9 +257,10 @@ impl<'a> Session<'a> {
                 let frame = Box::pin(answer(self.node, reply)).await;
                 self.answers.push(frame.into());
             }
-            let (batch, close) = self.handle.outbox.take();
+            let batch = self.handle.outbox.take();
+            let close = batch.close;
             if close == Some(close::SLOW_CONSUMER) {
-                answer_all(self.router, batch, ReceiptStatus::Offline).await;
+                answer_all(self.router, batch.messages, ReceiptStatus::Offline).await;
                 return Ending::SlowConsumer;
             }
             let answers = std::mem::take(&mut self.answers);
@@ -333,7 +339,26 @@ impl<'a> Session<'a> {
             )),
             // tungstenite answers pings itself.
             Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
-            Some(Ok(WsMessage::Close(_))) | None => return Some(Ending::Gone),
+            Some(Ok(WsMessage::Close(_))) => {
+                // tungstenite has queued the echo of the client's close
+                // frame (RFC 6455 5.5.1): send it now, before the clean-up.
+                let echo =
+                    tokio::time::timeout(self.node.config.limits.write_timeout, self.ws.flush());
+                let _ = echo.await;
+                return Some(Ending::ClosedByClient);
+            }
+            None => return Some(Ending::Gone),
+            Some(Err(WsError::Utf8(e))) => {
+                tracing::debug!(client = %self.handle.client, error = %e, "text frame is not UTF-8");
+                self.node.metrics.error(ErrorCode::BadFrame);
+                return Some(
+                    Box::pin(self.drain_and_close(
+                        close::INVALID_PAYLOAD,
+                        close_reason(close::INVALID_PAYLOAD),
+                    ))
+                    .await,
+                );
+            }
             Some(Err(WsError::Capacity(e))) => {
                 tracing::debug!(client = %self.handle.client, error = %e, "frame over the hard limit");
                 self.node.metrics.error(ErrorCode::TooLarge);
@@ -499,6 +524,7 @@ fn close_reason(code: u16) -> &'static str {
         close::GOING_AWAY => "node shutting down",
         close::REPLACED => "replaced by a newer session",
         close::TOO_BIG => "frame too large",
+        close::INVALID_PAYLOAD => "text frame is not valid UTF-8",
         close::SLOW_CONSUMER => "slow consumer",
         _ => "",
     }
@@ -510,7 +536,7 @@ fn close_reason(code: u16) -> &'static str {
 async fn finish(node: &Node, handle: &SessionHandle, mut ws: Socket, ending: Ending) {
     let code = match ending {
         Ending::Close(code, _) => code,
-        Ending::Gone => close::NORMAL,
+        Ending::Gone | Ending::ClosedByClient => close::NORMAL,
         Ending::SlowConsumer => close::SLOW_CONSUMER,
         Ending::Refused => close::INTERNAL,
     };
@@ -526,7 +552,7 @@ async fn finish(node: &Node, handle: &SessionHandle, mut ws: Socket, ending: End
         node.defer_removal(handle.client.clone(), handle.id);
     }
 
-    let (rest, _) = handle.outbox.take();
+    let rest = handle.outbox.take_all();
     let timeout = node.config.limits.write_timeout;
     match ending {
         Ending::Close(code, reason) => {
@@ -535,16 +561,16 @@ async fn finish(node: &Node, handle: &SessionHandle, mut ws: Socket, ending: End
         }
         Ending::SlowConsumer => {
             node.metrics.slow_consumer();
-            answer_all(&node.router, rest, ReceiptStatus::Offline).await;
+            answer_all(&node.router, rest.messages, ReceiptStatus::Offline).await;
             let _ = close_socket(&mut ws, close::SLOW_CONSUMER, "slow consumer", timeout).await;
         }
-        Ending::Gone => {
-            answer_all(&node.router, rest, ReceiptStatus::Offline).await;
-            // Completes the closing handshake if the client started it.
-            let _ = tokio::time::timeout(timeout, ws.close(None)).await;
+        // The socket is done: the echo of the client's close went out when
+        // it arrived, or the connection is gone.
+        Ending::ClosedByClient | Ending::Gone => {
+            answer_all(&node.router, rest.messages, ReceiptStatus::Offline).await;
         }
         Ending::Refused => {
-            answer_all(&node.router, rest, ReceiptStatus::Offline).await;
+            answer_all(&node.router, rest.messages, ReceiptStatus::Offline).await;
             let _ = close_socket(&mut ws, close::INTERNAL, "presence unavailable", timeout).await;
         }
     }
@@ -575,20 +601,18 @@ async fn write_outbound(
     ws: &mut Socket,
     router: &Router,
     answers: Vec<Utf8Bytes>,
-    batch: VecDeque<Outbound>,
+    batch: Batch,
     timeout: Duration,
 ) -> Result<(), ()> {
-    if answers.is_empty() && batch.is_empty() {
+    if answers.is_empty() && batch.messages.is_empty() && batch.outcomes.is_empty() {
         return Ok(());
     }
     let mut origins = Vec::new();
     let mut frames = answers;
-    frames.extend(batch.into_iter().map(|item| match item {
-        Outbound::Message { frame, origin } => {
-            origins.extend(origin);
-            frame
-        }
-        Outbound::Frame(frame) => frame,
+    frames.extend(batch.outcomes);
+    frames.extend(batch.messages.into_iter().map(|item| {
+        origins.extend(item.origin);
+        item.frame
     }));
     let written = write(ws, frames, timeout).await.is_ok();
     let status = if written {
@@ -622,13 +646,7 @@ async fn close_socket(
 
 /// Answers the sender of every message in `items` with `status`.
 async fn answer_all(router: &Router, items: VecDeque<Outbound>, status: ReceiptStatus) {
-    for item in items {
-        if let Outbound::Message {
-            origin: Some(origin),
-            ..
-        } = item
-        {
-            router.answer(&origin, status).await;
-        }
+    for origin in items.into_iter().filter_map(|item| item.origin) {
+        router.answer(&origin, status).await;
     }
 }

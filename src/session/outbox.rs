@@ -1,12 +1,24 @@
 //! A session's outbound queue, and the way to ask a session to close.
 //!
 //! Other tasks (the router, the hop handler, other sessions) push frames;
-//! the session's own loop takes them and writes them to its socket. The
-//! queue is bounded: a push into a full queue is refused and marks the
-//! session as a slow consumer (closed with 4008), so one stuck client can
-//! never make the node buffer without limit.
+//! the session's own loop takes them and writes them to its socket. Two
+//! kinds of frames wait here, kept apart on purpose:
 //!
-//! It is a mutex around a `VecDeque` rather than a channel on purpose: an
+//! - **messages** for this client. Their queue is bounded in frames and in
+//!   bytes: a push beyond either bound is refused and marks the session as
+//!   a slow consumer (closed with 4008), so one stuck client can never make
+//!   the node buffer without limit.
+//! - **outcomes** owed to this client as a sender (receipts). They are
+//!   never the reason a session is cut off: a recipient node that dies with
+//!   a thousand of its messages in flight owes it a thousand `offline`
+//!   receipts at once, and a client that reads promptly must get every
+//!   one. They are bounded by what the node tracks for its senders (every
+//!   owed outcome is a message in flight or queued at a recipient here),
+//!   and the session writes them a batch per turn, in pace with its
+//!   socket; a client that stops reading is still caught by the write
+//!   timeout.
+//!
+//! It is a mutex around `VecDeque`s rather than a channel on purpose: an
 //! idle session's empty `VecDeque` owns no heap memory, which matters at
 //! tens of thousands of idle sessions per node.
 
@@ -19,21 +31,21 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::protocol::close;
 use crate::router::Origin;
 
-/// One frame waiting for the socket.
+/// Outcomes written per turn of the session loop at most, so that a burst
+/// of them shares the socket with messages and answers.
+pub const OUTCOMES_PER_TURN: usize = 256;
+
+/// A client message waiting for the socket. Its outcome (delivered, or
+/// offline if it never reaches the socket) is reported to `origin`, when
+/// there is one.
 #[derive(Debug)]
-pub enum Outbound {
-    /// A client message. Its outcome (delivered, or offline if it never
-    /// reaches the socket) is reported to `origin`, when there is one.
-    Message {
-        frame: Utf8Bytes,
-        origin: Option<Box<Origin>>,
-    },
-    /// Any other frame (a receipt): nothing to report back.
-    Frame(Utf8Bytes),
+pub struct Outbound {
+    pub frame: Utf8Bytes,
+    pub origin: Option<Box<Origin>>,
 }
 
-/// Why a push was refused. The frame comes back so the caller can answer
-/// its sender.
+/// Why a push was refused. The message comes back so the caller can
+/// answer its sender.
 #[derive(Debug)]
 pub enum Refused {
     /// The queue was full; the session is now closing with 4008.
@@ -50,26 +62,47 @@ impl Refused {
     }
 }
 
+/// What the session loop takes in one turn.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub messages: VecDeque<Outbound>,
+    pub outcomes: Vec<Utf8Bytes>,
+    /// The close code, if a close was asked for.
+    pub close: Option<u16>,
+}
+
 struct State {
-    queue: VecDeque<Outbound>,
+    messages: VecDeque<Outbound>,
+    /// Bytes of the frames in `messages`.
+    bytes: usize,
+    outcomes: VecDeque<Utf8Bytes>,
     /// Set once; the first close code asked for wins.
     close: Option<u16>,
 }
 
+/// The bounds of a session's message queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub frames: usize,
+    pub bytes: usize,
+}
+
 pub struct Outbox {
     state: Mutex<State>,
-    capacity: usize,
+    limits: QueueLimits,
     wake: Notify,
 }
 
 impl Outbox {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(limits: QueueLimits) -> Self {
         Self {
             state: Mutex::new(State {
-                queue: VecDeque::new(),
+                messages: VecDeque::new(),
+                bytes: 0,
+                outcomes: VecDeque::new(),
                 close: None,
             }),
-            capacity,
+            limits,
             wake: Notify::new(),
         }
     }
@@ -78,21 +111,37 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Queues a message for this client.
     pub fn push(&self, item: Outbound) -> Result<(), Refused> {
         let mut state = self.state();
         if state.close.is_some() {
             return Err(Refused::Closing(item));
         }
-        if state.queue.len() >= self.capacity {
+        let bytes = state.bytes + item.frame.len();
+        if state.messages.len() >= self.limits.frames || bytes > self.limits.bytes {
             state.close = Some(close::SLOW_CONSUMER);
             drop(state);
             self.wake.notify_one();
             return Err(Refused::Full(item));
         }
-        state.queue.push_back(item);
+        state.bytes = bytes;
+        state.messages.push_back(item);
         drop(state);
         // notify_one stores a permit when the loop is not waiting, so a push
         // between two waits is never missed.
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues an outcome (a receipt frame) owed to this client. Refused
+    /// only once the session is closing.
+    pub fn owe(&self, receipt: Utf8Bytes) -> Result<(), Utf8Bytes> {
+        let mut state = self.state();
+        if state.close.is_some() {
+            return Err(receipt);
+        }
+        state.outcomes.push_back(receipt);
+        drop(state);
         self.wake.notify_one();
         Ok(())
     }
@@ -114,11 +163,38 @@ impl Outbox {
         self.wake.notified().await;
     }
 
-    /// Takes everything queued, and the close code if one was asked for.
-    pub fn take(&self) -> (VecDeque<Outbound>, Option<u16>) {
+    /// Takes every queued message, up to [`OUTCOMES_PER_TURN`] outcomes
+    /// (the rest wait for the next turn, which is already signalled), and
+    /// the close code if one was asked for.
+    pub fn take(&self) -> Batch {
         let mut state = self.state();
-        // Leaves an empty, unallocated queue behind.
-        (std::mem::take(&mut state.queue), state.close)
+        let n = state.outcomes.len().min(OUTCOMES_PER_TURN);
+        let outcomes: Vec<Utf8Bytes> = state.outcomes.drain(..n).collect();
+        if !state.outcomes.is_empty() {
+            self.wake.notify_one();
+        } else if state.outcomes.capacity() > OUTCOMES_PER_TURN {
+            // A burst is over: give its memory back.
+            state.outcomes = VecDeque::new();
+        }
+        state.bytes = 0;
+        Batch {
+            // Leaves an empty, unallocated queue behind.
+            messages: std::mem::take(&mut state.messages),
+            outcomes,
+            close: state.close,
+        }
+    }
+
+    /// Everything still queued, outcomes included, for a session that is
+    /// ending.
+    pub fn take_all(&self) -> Batch {
+        let mut state = self.state();
+        state.bytes = 0;
+        Batch {
+            messages: std::mem::take(&mut state.messages),
+            outcomes: std::mem::take(&mut state.outcomes).into(),
+            close: state.close,
+        }
     }
 
     pub fn close_code(&self) -> Option<u16> {
@@ -130,30 +206,94 @@ impl Outbox {
 mod tests {
     use super::*;
 
-    fn frame(s: &str) -> Outbound {
-        Outbound::Frame(Utf8Bytes::from(s.to_owned()))
+    fn message(s: &str) -> Outbound {
+        Outbound {
+            frame: Utf8Bytes::from(s.to_owned()),
+            origin: None,
+        }
     }
+
+    const LIMITS: QueueLimits = QueueLimits {
+        frames: 2,
+        bytes: 1 << 20,
+    };
 
     #[tokio::test]
     async fn a_full_queue_refuses_and_asks_for_4008() {
-        let outbox = Outbox::new(2);
-        outbox.push(frame("a")).unwrap();
-        outbox.push(frame("b")).unwrap();
-        assert!(matches!(outbox.push(frame("c")), Err(Refused::Full(_))));
-        assert!(matches!(outbox.push(frame("d")), Err(Refused::Closing(_))));
+        let outbox = Outbox::new(LIMITS);
+        outbox.push(message("a")).unwrap();
+        outbox.push(message("b")).unwrap();
+        assert!(matches!(outbox.push(message("c")), Err(Refused::Full(_))));
+        assert!(matches!(
+            outbox.push(message("d")),
+            Err(Refused::Closing(_))
+        ));
         outbox.ready().await;
-        let (items, close) = outbox.take();
-        assert_eq!(items.len(), 2);
-        assert_eq!(close, Some(close::SLOW_CONSUMER));
+        let batch = outbox.take();
+        assert_eq!(batch.messages.len(), 2);
+        assert_eq!(batch.close, Some(close::SLOW_CONSUMER));
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_too() {
+        let outbox = Outbox::new(QueueLimits {
+            frames: 100,
+            bytes: 10,
+        });
+        outbox.push(message("12345")).unwrap();
+        outbox.push(message("67890")).unwrap();
+        assert!(matches!(outbox.push(message("x")), Err(Refused::Full(_))));
+        assert_eq!(outbox.close_code(), Some(close::SLOW_CONSUMER));
+        // Bytes are counted per queue-full, not forever.
+        let fresh = Outbox::new(QueueLimits {
+            frames: 100,
+            bytes: 10,
+        });
+        for _ in 0..10 {
+            fresh.push(message("12345678")).unwrap();
+            assert_eq!(fresh.take().messages.len(), 1);
+        }
+    }
+
+    #[test]
+    fn outcomes_never_fill_the_queue_and_come_a_batch_per_turn() {
+        let outbox = Outbox::new(LIMITS);
+        for i in 0..1000 {
+            outbox.owe(Utf8Bytes::from(i.to_string())).unwrap();
+        }
+        outbox.push(message("m")).unwrap();
+        assert_eq!(
+            outbox.close_code(),
+            None,
+            "outcomes are not a slow consumer"
+        );
+        let first = outbox.take();
+        assert_eq!(first.messages.len(), 1);
+        assert_eq!(first.outcomes.len(), OUTCOMES_PER_TURN);
+        assert_eq!(first.outcomes[0].as_str(), "0");
+        let mut taken = first.outcomes.len();
+        while taken < 1000 {
+            let next = outbox.take();
+            assert_eq!(next.outcomes[0].as_str(), taken.to_string(), "in order");
+            taken += next.outcomes.len();
+        }
+        assert!(outbox.take().outcomes.is_empty());
     }
 
     #[tokio::test]
     async fn first_close_code_wins_and_queued_frames_stay() {
-        let outbox = Outbox::new(8);
-        outbox.push(frame("a")).unwrap();
+        let outbox = Outbox::new(QueueLimits {
+            frames: 8,
+            bytes: 1 << 20,
+        });
+        outbox.push(message("a")).unwrap();
         outbox.close(close::REPLACED);
         outbox.close(close::GOING_AWAY);
-        let (items, close) = outbox.take();
-        assert_eq!((items.len(), close), (1, Some(close::REPLACED)));
+        let batch = outbox.take();
+        assert_eq!(
+            (batch.messages.len(), batch.close),
+            (1, Some(close::REPLACED))
+        );
+        assert!(outbox.owe(Utf8Bytes::from_static("r")).is_err());
     }
 }

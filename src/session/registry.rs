@@ -106,7 +106,10 @@ mod tests {
             id: Uuid::new_v4(),
             client: ClientId::parse(client).unwrap(),
             since: 0,
-            outbox: Outbox::new(4),
+            outbox: Outbox::new(crate::session::QueueLimits {
+                frames: 4,
+                bytes: 1024,
+            }),
         })
     }
 
