@@ -24,8 +24,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::signal::unix::{SignalKind, signal};
 use uuid::Uuid;
 
-use crate::client::{Client, Event, Identity};
 use crate::protocol::{AckStatus, ReceiptStatus, ServerFrame};
+use switchboard_client::{Client, Event, Identity};
 
 #[derive(Debug, Clone, Args)]
 pub struct ChatArgs {
@@ -144,7 +144,7 @@ impl Chat {
         line: &str,
         client: &mut Client,
         out: &mut Output,
-    ) -> Result<(), crate::client::ClientError> {
+    ) -> Result<(), switchboard_client::ClientError> {
         let line = line.trim();
         if line.is_empty() {
             return Ok(());

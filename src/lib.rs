@@ -2,35 +2,40 @@
 //!
 //! Clients hold WebSocket sessions on nodes; nodes share a presence
 //! registry (client id -> node and session) and hand each other messages
-//! over a bus. A tour of the crate, in the order a message travels:
+//! over a bus. The modules form layers, and every `use` points down
+//! (docs/architecture.md draws them; `scripts/check-layers.py` enforces
+//! it):
 //!
-//! - [`http`]: the endpoints; `GET /ws` authenticates ([`auth`]) and
-//!   upgrades to a [`session`].
-//! - [`session`]: one task per WebSocket: reads frames ([`protocol`]),
-//!   writes what its outbox holds.
-//! - [`router`]: the three branches (local, remote, offline) for each send,
-//!   using the [`presence`] store and the [`bus`].
-//! - [`hop`]: the receiving end of the bus, back into the router.
-//! - [`client`]: a typed Rust client, used by the tests and tools.
-//! - [`node`] wires it all together; [`server`] accepts connections;
-//!   [`config`] and [`cli`] turn flags into a checked configuration;
-//!   [`metrics`] counts.
-//! - [`liveness`] and [`upkeep`]: heartbeats, dead-node detection and
-//!   recovery after presence outages.
-//! - Defences: [`rate`] (per-session and API limits), [`tls`], and
-//!   [`redact`] (credentials kept out of logs); docs/security.md has the
-//!   whole picture.
+//! | layer | modules |
+//! | --- | --- |
+//! | tools | [`cli`], [`bench`], [`chat`], [`token`], and [`runtime`] (connect, listen, serve, stop on a signal) |
+//! | transport | [`http`] (endpoints, the WebSocket upgrade), [`server`] (the accept loop) |
+//! | node | [`node`]: the shared state, its assembly and stop, the upkeep loop |
+//! | session | [`session`]: one task per WebSocket |
+//! | routing | [`routing`]: the three branches, outcomes, inbound hops, liveness |
+//! | hub | [`hub`]: the sessions open here, their outboxes |
+//! | ports | [`presence`], [`bus`]: traits the router sees |
+//! | backends | [`backends`]: memory, Redis, memcached, NATS, behind the ports |
+//! | bottom | [`protocol`], [`config`], [`metrics`], [`health`], [`auth`], [`rate`], [`redact`], [`tls`], [`process`], [`cause`] |
+//!
+//! A message's path, in the order it travels: [`http`] upgrades to a
+//! [`session`], which reads a `send` and asks the [`routing`] router for
+//! its branch; the router looks the recipient up in [`presence`] and hands
+//! the message to a session in the [`hub`] or publishes it on the [`bus`];
+//! the recipient node's inbox ([`routing::inbox`]) hands it to its
+//! session there, and the outcome travels back the same way.
 
 pub mod auth;
+pub mod backends;
 pub mod bench;
 pub mod bus;
+pub mod cause;
 pub mod chat;
 pub mod cli;
-pub mod client;
 pub mod config;
-pub mod hop;
+pub mod health;
 pub mod http;
-pub mod liveness;
+pub mod hub;
 pub mod metrics;
 pub mod node;
 pub mod presence;
@@ -38,9 +43,9 @@ pub mod process;
 pub mod protocol;
 pub mod rate;
 pub mod redact;
-pub mod router;
+pub mod routing;
+pub mod runtime;
 pub mod server;
 pub mod session;
 pub mod tls;
 pub mod token;
-pub mod upkeep;

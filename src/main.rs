@@ -9,7 +9,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use switchboard::cli::{Cli, Command};
 use switchboard::config::{Config, ServeArgs};
-use switchboard::node::Node;
+use switchboard::runtime;
 
 fn main() -> ExitCode {
     match Cli::parse().into_command() {
@@ -80,7 +80,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        match Node::start(config).await {
+        match runtime::start(config).await {
             Ok(node) => {
                 node.run_until_signal().await;
                 ExitCode::SUCCESS

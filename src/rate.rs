@@ -1,7 +1,9 @@
 //! Rate limits: a token bucket, and the per-session limiter that tells a
 //! burst from sustained abuse.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Allows `rate` sends per second on average and bursts of up to `burst`.
 pub struct TokenBucket {

@@ -1,12 +1,11 @@
-//! TLS for the node's own port (`--tls-cert`, `--tls-key`) and for the
-//! client side of `wss://` connections.
+//! TLS for the node's own port (`--tls-cert`, `--tls-key`). (The client
+//! side of `wss://` lives in the client crate.)
 //!
 //! warp 0.4 no longer serves TLS itself, so the accept loop does the
 //! handshake with tokio-rustls and hands the decrypted stream to hyper like
 //! any other connection. Everything runs on ring, the provider async-nats
 //! already brings, so the binary carries one crypto library.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -51,33 +50,4 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
     // WebSocket upgrades need HTTP/1.1; say so, for clients that ask.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// The client side: trusts the system's roots, or only the CA in
-/// `ca_file` when one is given (a private CA, a test's self-signed one).
-pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("cannot read CA certificates from {}: {e}", path.display()))?;
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("bad CA certificate in {}: {e}", path.display()))?;
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }

@@ -211,9 +211,9 @@ async fn open_session(
     url: &str,
     name: &str,
     jwt_secret: Option<&str>,
-    options: &crate::client::ConnectOptions,
-) -> Result<crate::client::Client, String> {
-    use crate::client::{Client, Identity};
+    options: &switchboard_client::ConnectOptions,
+) -> Result<switchboard_client::Client, String> {
+    use switchboard_client::{Client, Identity};
     let identity = match jwt_secret {
         Some(secret) => {
             let client = crate::protocol::ClientId::parse(name)

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::BenchResult;
 use crate::config::PresenceArgs;
-use crate::presence::{self, PresenceRecord, PresenceStore};
+use crate::presence::{PresenceRecord, PresenceStore};
 use crate::protocol::{ClientId, NodeId, now_ms};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -51,7 +51,7 @@ pub async fn reregister(args: ReregisterArgs) -> BenchResult {
     let mut stores = Vec::new();
     for _ in 0..args.nodes {
         stores.push(
-            presence::connect(&target, &prefix)
+            crate::backends::connect_presence(&target, &prefix)
                 .await
                 .map_err(|e| e.to_string())?,
         );

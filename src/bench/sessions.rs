@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{BenchResult, SessionArgs, metric, metrics_url};
-use crate::client::{Client, ConnectOptions};
+use switchboard_client::{Client, ConnectOptions};
 
 /// Opens `args.sessions` sessions spread over the nodes and source
 /// addresses, `args.concurrency` at a time. Returns them and the seconds

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::report::{Latencies, Summary};
 use super::{BenchResult, Mode, TrafficArgs, sample_servers};
-use crate::client::{Client, ConnectOptions, RawEvent};
+use switchboard_client::{Client, ConnectOptions, RawEvent};
 
 /// The ramp's bar: p99 end-to-end latency at most this.
 const RAMP_P99: Duration = Duration::from_millis(50);

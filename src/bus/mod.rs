@@ -5,13 +5,11 @@
 //! A publish can carry a *bounce* address: if nobody at all is listening on
 //! the recipient node's inbox (the node crashed, or lost its bus
 //! connection), the bus hands the bounce tag back to the sending node at
-//! once, instead of the message vanishing. The router sees only the
-//! [`Bus`] trait; NATS is the clustered backend (its "no responders"
-//! status does the bouncing); the in-process hub serves the embedded
-//! default and several nodes inside one process.
-
-mod memory;
-mod nats;
+//! once, instead of the message vanishing. This is a port: the router sees
+//! only the [`Bus`] trait. NATS is the clustered backend (its "no
+//! responders" status does the bouncing); the in-process hub serves the
+//! embedded default and several nodes inside one process. Both live in
+//! [`crate::backends`].
 
 use std::pin::Pin;
 
@@ -20,10 +18,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 use uuid::Uuid;
 
+use crate::cause::Cause;
 use crate::protocol::NodeId;
-
-pub use self::memory::{MemoryBus, MemoryHub};
-pub use self::nats::NatsBus;
 
 /// What a node's inbox yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,11 +55,32 @@ pub struct Bounce<'a> {
 pub enum BusError {
     /// The envelope did not leave this node; the sender must hear
     /// `unavailable`.
-    #[error("bus unavailable: {0}")]
-    Unavailable(String),
+    #[error("bus unavailable: {what}")]
+    Unavailable {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The envelope is larger than the bus accepts.
     #[error("envelope of {size} bytes exceeds the bus limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
+}
+
+impl BusError {
+    pub fn unavailable(what: impl Into<String>) -> Self {
+        Self::Unavailable {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    /// The same, keeping the error that said so.
+    pub fn caused(what: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        Self::Unavailable {
+            what: what.into(),
+            cause: Some(cause.into()),
+        }
+    }
 }
 
 #[async_trait]
@@ -78,7 +95,8 @@ pub trait Bus: Send + Sync + 'static {
     ) -> Result<(), BusError>;
 
     /// Starts receiving the envelopes addressed to `node`, and the bounces
-    /// of hops `node` tracks. Returns once the subscription is live.
+    /// of hops `node` tracks. Returns once the subscription is live;
+    /// dropping the inbox stops receiving.
     async fn subscribe(&self, node: &NodeId) -> Result<Inbox, BusError>;
 
     /// Whether a publish would be taken now. A disconnected bus refuses
@@ -93,4 +111,9 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Short name for logs and `/readyz` ("memory", "nats").
     fn backend(&self) -> &'static str;
+
+    /// Flushes what was published and lets go of the connection, at the
+    /// end of a node's shutdown (after its inbox was dropped and its
+    /// courier drained). Nothing is called after it.
+    async fn close(&self) {}
 }

@@ -7,12 +7,12 @@
 
 mod args;
 mod backends;
+mod origins;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::http::AllowedOrigins;
 use crate::protocol::NodeId;
 use crate::protocol::frames::max_message_frame;
 use crate::redact::Secret;
@@ -21,6 +21,7 @@ pub use self::args::{PresenceArgs, ServeArgs};
 pub use self::backends::{
     Backends, MemcachedTarget, NatsAuth, NatsTarget, PresenceTarget, RedisTarget,
 };
+pub use self::origins::AllowedOrigins;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]

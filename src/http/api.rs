@@ -21,10 +21,10 @@ use crate::presence::PresenceError;
 use crate::protocol::frames::check_body;
 use crate::protocol::{ClientId, ErrorCode};
 use crate::rate::TokenBucket;
-use crate::router::{Message, RouteError};
+use crate::routing::Message;
 
 pub fn routes(node: Arc<Node>) -> BoxedFilter<(Response,)> {
-    let limits = &node.config.limits;
+    let limits = &node.config().limits;
     let bucket = Arc::new(Mutex::new(TokenBucket::new(
         limits.api_rate_limit,
         limits.api_rate_burst,
@@ -55,7 +55,7 @@ fn api_key(node: Arc<Node>) -> impl Filter<Extract = (), Error = warp::Rejection
     warp::header::optional::<String>("authorization")
         .and_then(move |header: Option<String>| {
             // Decided here, so that the key is not copied for each request.
-            let verdict = check_api_key(node.config.api_key.as_ref(), header.as_deref());
+            let verdict = check_api_key(node.config().api_key.as_ref(), header.as_deref());
             std::future::ready(verdict)
         })
         .untuple_one()
@@ -104,14 +104,14 @@ fn within_rate(
                 if allowed {
                     return Ok(());
                 }
-                node.metrics.error(ErrorCode::RateLimited);
+                node.metrics().error(ErrorCode::RateLimited);
                 Err(refuse(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limited",
                     format!(
                         "the API takes {} requests per second on this node (--api-rate-limit); \
                          retry in a second",
-                        node.config.limits.api_rate_limit
+                        node.config().limits.api_rate_limit
                     ),
                 ))
             }
@@ -167,17 +167,17 @@ async fn send_message(raw: Bytes, node: Arc<Node>) -> Response {
     };
     let msg_id = Uuid::now_v7();
     let msg = Message::new(msg_id, from, to, request.body, None);
-    match node.router.route(msg).await {
+    match node.router().route(msg).await {
         Ok(status) => {
-            node.metrics.observe_route(started.elapsed());
+            node.metrics().observe_route(started.elapsed());
             json_response(StatusCode::OK, &json!({"msg_id": msg_id, "status": status}))
         }
         Err(e) => {
-            node.metrics.error(e.code());
-            let status = match e {
-                RouteError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                RouteError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-                RouteError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            node.metrics().error(e.code());
+            let status = match e.code() {
+                ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
             };
             error_response(status, e.code().as_str(), &e.to_string())
         }
@@ -191,7 +191,7 @@ async fn presence(raw_id: String, node: Arc<Node>) -> Response {
         Ok(client) => client,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid_client_id", &e.0),
     };
-    match node.presence.lookup(&client).await {
+    match node.presence().lookup(&client).await {
         Ok(Some(record)) => json_response(
             StatusCode::OK,
             &json!({
@@ -205,7 +205,7 @@ async fn presence(raw_id: String, node: Arc<Node>) -> Response {
             StatusCode::OK,
             &json!({"client_id": client, "online": false}),
         ),
-        Err(e @ PresenceError::Unavailable(_)) => error_response(
+        Err(e @ PresenceError::Unavailable { .. }) => error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             &e.to_string(),

@@ -3,11 +3,8 @@
 //! form `{"error": <code>, "message": <what to fix>}`.
 
 mod api;
-mod origin;
 mod page;
 mod ws;
-
-pub use self::origin::AllowedOrigins;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -39,7 +36,7 @@ pub fn routes(node: Arc<Node>) -> BoxedFilter<(Response,)> {
         .and(with(node.clone()))
         .map(|node: Arc<Node>| {
             warp::reply::with_header(
-                node.metrics.render(),
+                node.metrics().render(),
                 "content-type",
                 "text/plain; version=0.0.4",
             )
@@ -53,7 +50,7 @@ pub fn routes(node: Arc<Node>) -> BoxedFilter<(Response,)> {
         .unify()
         .or(ws::route(node.clone()))
         .unify()
-        .or(page::routes(&node.id, node.auth.is_some()))
+        .or(page::routes(node.id(), node.auth().is_some()))
         .unify()
         .or(api::routes(node))
         .unify()
@@ -75,38 +72,38 @@ pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> R
 }
 
 async fn readyz(node: Arc<Node>) -> Response {
-    if node.shutdown.is_cancelled() {
+    if node.is_shutting_down() {
         return json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             &json!({"status": "unavailable", "reason": "node is shutting down"}),
         );
     }
     let (presence, bus) = tokio::join!(
-        tokio::time::timeout(READY_TIMEOUT, node.presence.ping()),
-        tokio::time::timeout(READY_TIMEOUT, node.bus.ping()),
+        tokio::time::timeout(READY_TIMEOUT, node.presence().ping()),
+        tokio::time::timeout(READY_TIMEOUT, node.bus().ping()),
     );
     let mut reasons = Vec::new();
-    if node.inbox_closed.load(std::sync::atomic::Ordering::Relaxed) {
+    if !node.health().receiving() {
         reasons.push("this node's bus inbox closed; it cannot receive hops".to_owned());
     }
     match presence {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => reasons.push(format!("{}: {e}", node.presence.backend())),
-        Err(_) => reasons.push(format!("{}: no answer", node.presence.backend())),
+        Ok(Err(e)) => reasons.push(format!("{}: {e}", node.presence().backend())),
+        Err(_) => reasons.push(format!("{}: no answer", node.presence().backend())),
     }
     match bus {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => reasons.push(format!("{}: {e}", node.bus.backend())),
-        Err(_) => reasons.push(format!("{}: no answer", node.bus.backend())),
+        Ok(Err(e)) => reasons.push(format!("{}: {e}", node.bus().backend())),
+        Err(_) => reasons.push(format!("{}: no answer", node.bus().backend())),
     }
     if reasons.is_empty() {
         json_response(
             StatusCode::OK,
             &json!({
                 "status": "ready",
-                "node": node.id,
-                "presence": node.presence.backend(),
-                "bus": node.bus.backend(),
+                "node": node.id(),
+                "presence": node.presence().backend(),
+                "bus": node.bus().backend(),
             }),
         )
     } else {

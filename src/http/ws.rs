@@ -49,7 +49,7 @@ fn upgrade(
     match admit(node, headers, query, on_upgrade) {
         Ok(response) => response,
         Err((why, response)) => {
-            node.metrics.upgrade_refused(why);
+            node.metrics().upgrade_refused(why);
             // The query may carry a token: only its redacted form is logged.
             tracing::debug!(status = response.status().as_u16(), reason = ?why,
                 query = %redact::query(query), "WebSocket upgrade refused");
@@ -75,7 +75,7 @@ fn admit(
         .get(header::ORIGIN)
         .map(|v| v.to_str().unwrap_or(""));
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    if !node.config.allowed_origins.allows(origin, host) {
+    if !node.config().allowed_origins.allows(origin, host) {
         return Err((
             UpgradeRefusal::Origin,
             error_response(
@@ -101,14 +101,14 @@ fn admit(
             error_response(StatusCode::SERVICE_UNAVAILABLE, code, message),
         )
     };
-    if node.shutdown.is_cancelled() {
+    if node.is_shutting_down() {
         return Err(unavailable(
             "shutting_down",
             "this node is shutting down; connect to another",
         ));
     }
     // A session is only reachable once its presence record is written.
-    if !node.presence_ok.load(std::sync::atomic::Ordering::Relaxed) {
+    if !node.health().presence_reachable() {
         return Err(unavailable(
             "unavailable",
             "this node cannot reach its presence store; retry shortly or connect to another",
@@ -124,7 +124,7 @@ fn admit(
             ),
         ));
     };
-    let Some(slot) = node.slots.take() else {
+    let Some(slot) = node.slots().take() else {
         return Err((
             UpgradeRefusal::Capacity,
             error_response(
@@ -132,15 +132,15 @@ fn admit(
                 "at_capacity",
                 &format!(
                     "this node holds its maximum of {} sessions; connect to another",
-                    node.slots.max()
+                    node.slots().max()
                 ),
             ),
         ));
     };
 
-    let config = session::socket_config(node.config.limits.max_frame_bytes);
-    let session_node = node.clone();
-    node.tasks.spawn(async move {
+    let config = session::socket_config(node.config().limits.max_frame_bytes);
+    let env = node.session_env().clone();
+    node.tasks().spawn(async move {
         // Held until the session ends, however it ends.
         let _slot = slot;
         match on_upgrade.await {
@@ -153,7 +153,7 @@ fn admit(
                 .await;
                 // Boxed: the task itself then stays small, and the session's
                 // state is one allocation of its own size.
-                Box::pin(session::run(session_node, ws, client)).await;
+                Box::pin(session::run(env, ws, client)).await;
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
         }
@@ -226,7 +226,7 @@ struct ConnectQuery {
 fn identify(node: &Node, headers: &HeaderMap, query: &str) -> Result<ClientId, AuthError> {
     let query: ConnectQuery = serde_urlencoded::from_str(query)
         .map_err(|e| AuthError::BadClientId(format!("unreadable query string: {e}")))?;
-    match &node.auth {
+    match &node.auth() {
         Some(verifier) => {
             let bearer = headers
                 .get(header::AUTHORIZATION)

@@ -1,53 +1,18 @@
-//! The presence registry: client id -> {node, session, since}.
+//! The presence registry, as the rest of the node sees it: client id ->
+//! {node, session, since}, and the nodes' heartbeats.
 //!
 //! Every node of a cluster shares one registry; it is how a node finds out
-//! where a recipient is. The router and the session loop see only the
-//! [`PresenceStore`] trait; each backend lives in its own module: memory
-//! (one node on its own), Redis (one server or a cluster), memcached.
+//! where a recipient is. This is a port: the router and the node's upkeep
+//! see only the [`PresenceStore`] trait. The stores behind it (memory,
+//! Redis, Redis Cluster, memcached) live in [`crate::backends`].
 
-mod memcached;
-mod memory;
-mod redis;
-
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::config::PresenceTarget;
-use crate::liveness::HeartbeatReport;
+use crate::cause::Cause;
 use crate::protocol::{ClientId, NodeId};
-
-pub use self::memcached::MemcachedPresence;
-pub use self::memory::MemoryPresence;
-pub use self::redis::RedisPresence;
-
-/// Connects the shared store `target` names, with every key under
-/// `key_prefix`. Errors say which flag to check.
-pub async fn connect(
-    target: &PresenceTarget,
-    key_prefix: &str,
-) -> Result<Arc<dyn PresenceStore>, PresenceError> {
-    let checked = |e: PresenceError| match e {
-        PresenceError::Unavailable(why) => {
-            PresenceError::Unavailable(format!("{why} (check {})", target.flag()))
-        }
-        other => other,
-    };
-    Ok(match target {
-        PresenceTarget::Redis(redis) => Arc::new(
-            RedisPresence::connect(redis, key_prefix)
-                .await
-                .map_err(checked)?,
-        ),
-        PresenceTarget::Memcached(memcached) => Arc::new(
-            MemcachedPresence::connect(memcached, key_prefix)
-                .await
-                .map_err(checked)?,
-        ),
-    })
-}
 
 /// Where a client's current session lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,15 +48,62 @@ impl PresenceRecord {
     }
 }
 
+/// What one heartbeat returned from the presence store (see
+/// [`crate::routing::liveness`]).
+#[derive(Debug, Clone, Default)]
+pub struct HeartbeatReport {
+    /// The store's clock when it took the heartbeat, ms since the epoch.
+    pub server_now_ms: u64,
+    /// Every heartbeat entry (member, expiry in the store's ms).
+    pub members: Vec<(String, u64)>,
+    /// This node's entry was not there before this heartbeat: the store
+    /// lost its data (restart, flush, failover) or this is the first beat.
+    pub own_was_missing: bool,
+}
+
 /// A presence operation that did not complete. Callers answer the client
 /// with `unavailable` (the store could not be reached) or `internal` (the
 /// store answered with something that is not a presence record).
 #[derive(Debug, thiserror::Error)]
 pub enum PresenceError {
-    #[error("presence store unavailable: {0}")]
-    Unavailable(String),
+    #[error("presence store unavailable: {what}")]
+    Unavailable {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     #[error("presence record for {client} is corrupt: {why}")]
     Corrupt { client: String, why: String },
+}
+
+impl PresenceError {
+    /// The store could not be reached, or did not answer in time.
+    pub fn unavailable(what: impl Into<String>) -> Self {
+        Self::Unavailable {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    /// The same, keeping the error that said so.
+    pub fn caused(what: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        Self::Unavailable {
+            what: what.into(),
+            cause: Some(cause.into()),
+        }
+    }
+
+    /// The same error with a hint for the operator appended (which flag to
+    /// check).
+    pub fn hint(self, hint: &str) -> Self {
+        match self {
+            Self::Unavailable { what, cause } => Self::Unavailable {
+                what: format!("{what} ({hint})"),
+                cause,
+            },
+            other => other,
+        }
+    }
 }
 
 #[async_trait]
@@ -151,6 +163,10 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     /// A real round trip to the backend, for `/readyz`.
     async fn ping(&self) -> Result<(), PresenceError>;
+
+    /// Lets go of the store's connections, at the end of a node's
+    /// shutdown. Nothing is called after it.
+    async fn close(&self) {}
 
     /// How often a node writes its live sessions' records back
     /// ([`reregister`](Self::reregister)), given the operator's

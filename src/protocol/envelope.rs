@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use super::frames::{ReceiptStatus, check_body_text};
-use super::ids::{ClientId, NodeId};
+use switchboard_protocol::frames::{ReceiptStatus, check_body_text};
+use switchboard_protocol::{ClientId, NodeId};
 
 /// The envelope version this node writes and understands.
 pub const ENVELOPE_VERSION: u8 = 1;
@@ -89,12 +89,12 @@ impl MessageHop<'_> {
     /// at all, or one whose body the client's parser cannot read.
     ///
     /// Every node renders the frame in one fixed form
-    /// ([`encode_message`](super::frames::encode_message)): this prefix
+    /// ([`encode_message`](crate::protocol::frames::encode_message)): this prefix
     /// with the hop's `msg_id`, `from` and `to`, then the body, then
     /// `,"ts":<digits>}`. The check compares the prefix and the tail and
     /// walks the body between them once, without building it, under the
     /// same rules a sender's body met
-    /// ([`check_body`](super::frames::check_body)). Being exact about the
+    /// ([`check_body`](crate::protocol::frames::check_body)). Being exact about the
     /// form also rules out a repeated `"type"` or `"to"` key after the
     /// body.
     pub fn frame_matches(&self) -> bool {

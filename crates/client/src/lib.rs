@@ -1,0 +1,553 @@
+//! A Rust client for Switchboard nodes, speaking the protocol of
+//! `docs/protocol.md` with typed frames.
+//!
+//! ```no_run
+//! use futures_util::StreamExt;
+//! use switchboard_client::{Client, Event, Identity};
+//! use switchboard_client::protocol::ServerFrame;
+//!
+//! # async fn demo() -> Result<(), switchboard_client::ClientError> {
+//! // With authentication on: Identity::Token(token) instead.
+//! let mut alice = Client::connect("ws://127.0.0.1:8080", Identity::Name("alice".into())).await?;
+//! println!("alice is on node {}", alice.welcome().node);
+//!
+//! // The ack says which branch the node took: local, remote or offline.
+//! let ack = alice.send_for_ack("bob", &serde_json::json!({"text": "hi"}), true).await?;
+//! println!("message {} routed {:?}", ack.msg_id, ack.status);
+//!
+//! // Then everything that arrives, typed, until the session closes.
+//! let mut events = alice.events();
+//! while let Some(event) = events.next().await {
+//!     match event? {
+//!         Event::Frame(ServerFrame::Message { from, body, .. }) => println!("{from}: {body}"),
+//!         Event::Frame(ServerFrame::Receipt { msg_id, status, .. }) => {
+//!             println!("{msg_id}: {status:?}")
+//!         }
+//!         Event::Frame(_) => {}
+//!         Event::Closed { code, reason } => println!("closed {code:?} {reason}"),
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! It depends on nothing of the server: an application that only talks to
+//! Switchboard compiles this crate and `switchboard-protocol`. The
+//! server's tests, `switchboard chat` and the load generator all use it.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::stream::BoxStream;
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
+
+pub use switchboard_protocol as protocol;
+use switchboard_protocol::{AckStatus, ErrorCode, ServerFrame};
+
+/// How a client proves who it is.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// `?client_id=`: only accepted by nodes with authentication off.
+    Name(String),
+    /// A JWT whose `sub` is the client id.
+    Token(String),
+}
+
+/// The `welcome` frame: who the node says we are, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    pub client_id: String,
+    pub session_id: Uuid,
+    pub node: String,
+}
+
+/// How to open the connection.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Local address to connect from (for example one of 127.0.0.x, to
+    /// spread many connections over several source addresses).
+    pub local_addr: Option<IpAddr>,
+    /// Initial size of the socket's read buffer.
+    pub read_buffer_bytes: usize,
+    /// TLS settings for `wss://` URLs. Default: trust the system's roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            local_addr: None,
+            read_buffer_bytes: 16 * 1024,
+            tls: None,
+        }
+    }
+}
+
+/// A frame as it arrived, unparsed (for clients that parse only what they
+/// need, like the load generator).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawEvent {
+    Text(Utf8Bytes),
+    Closed { code: Option<u16>, reason: String },
+}
+
+/// Something that arrived on the session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Frame(ServerFrame),
+    /// The server closed the session. `code` is absent when the connection
+    /// dropped without a close frame.
+    Closed {
+        code: Option<u16>,
+        reason: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node answered the handshake with an HTTP error.
+    #[error("node refused the connection: HTTP {status}: {body}")]
+    Refused { status: u16, body: String },
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// The node said something this client does not understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("session closed (code {code:?}): {reason}")]
+    Closed { code: Option<u16>, reason: String },
+    /// The node refused a frame with an `error` frame.
+    #[error("refused: {code}: {message}")]
+    Rejected { code: ErrorCode, message: String },
+}
+
+type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct Client {
+    ws: Stream,
+    welcome: Welcome,
+    /// Frames read while waiting for an ack, kept for `next_*` in order.
+    held: VecDeque<RawEvent>,
+    next_ack_id: u64,
+}
+
+/// The node's answer to a send: which branch it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub msg_id: Uuid,
+    pub status: AckStatus,
+}
+
+#[derive(Serialize)]
+struct SendFrame<'a, B: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    to: &'a str,
+    body: &'a B,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    receipt: bool,
+}
+
+/// Turns a node address (`ws://host:port`, with or without `/ws`) and an
+/// identity into the URL of the WebSocket endpoint.
+pub fn session_url(base: &str, identity: &Identity) -> String {
+    let base = base.trim_end_matches('/');
+    let endpoint = if base.ends_with("/ws") {
+        base.to_owned()
+    } else {
+        format!("{base}/ws")
+    };
+    let (key, value) = match identity {
+        Identity::Name(name) => ("client_id", name.as_str()),
+        Identity::Token(token) => ("token", token.as_str()),
+    };
+    let query = serde_urlencoded::to_string([(key, value)]).unwrap_or_default();
+    format!("{endpoint}?{query}")
+}
+
+async fn open_tcp(
+    host: &str,
+    port: u16,
+    local_addr: Option<IpAddr>,
+) -> Result<TcpStream, ClientError> {
+    let connect_error = |e: std::io::Error| ClientError::Connect(format!("{host}:{port}: {e}"));
+    let mut addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(connect_error)?;
+    let addr: SocketAddr = addrs
+        .next()
+        .ok_or_else(|| ClientError::Connect(format!("{host}: no address")))?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(connect_error)?;
+    if let Some(ip) = local_addr {
+        no_port_at_bind(&socket);
+        socket.bind(SocketAddr::new(ip, 0)).map_err(connect_error)?;
+    }
+    let stream = socket.connect(addr).await.map_err(connect_error)?;
+    // Chat frames are small: they must not wait for Nagle.
+    stream.set_nodelay(true).map_err(connect_error)?;
+    Ok(stream)
+}
+
+/// Leaves the choice of the local port to `connect` after a `bind` to an
+/// address (Linux IP_BIND_ADDRESS_NO_PORT): a port picked at `bind` time
+/// cannot take the destination into account nor reuse TIME_WAIT ports, and
+/// with tens of thousands of recent connections that search is what makes
+/// opening the next one slow.
+fn no_port_at_bind(socket: &TcpSocket) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt on a socket we own, with a pointer to a local
+        // int of the size passed. Failure only loses the optimisation.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+}
+
+impl Client {
+    /// Connects and waits for the `welcome` frame, which the node sends once
+    /// this session is reachable by others.
+    pub async fn connect(base: &str, identity: Identity) -> Result<Self, ClientError> {
+        Self::connect_with(base, identity, &ConnectOptions::default()).await
+    }
+
+    /// [`connect`](Self::connect), with options.
+    pub async fn connect_with(
+        base: &str,
+        identity: Identity,
+        options: &ConnectOptions,
+    ) -> Result<Self, ClientError> {
+        let request = session_url(base, &identity)
+            .into_client_request()
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let secure = request.uri().scheme_str() == Some("wss");
+        let host = request.uri().host().unwrap_or("127.0.0.1").to_owned();
+        let port = request
+            .uri()
+            .port_u16()
+            .unwrap_or(if secure { 443 } else { 80 });
+        let stream = open_tcp(&host, port, options.local_addr).await?;
+        let config = WebSocketConfig::default().read_buffer_size(options.read_buffer_bytes);
+        let connector = if secure {
+            let tls = match &options.tls {
+                Some(tls) => tls.clone(),
+                None => tls_config(None).map_err(ClientError::Connect)?,
+            };
+            Connector::Rustls(tls)
+        } else {
+            Connector::Plain
+        };
+        let (ws, _) = tokio_tungstenite::client_async_tls_with_config(
+            request,
+            stream,
+            Some(config),
+            Some(connector),
+        )
+        .await
+        .map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(response) => ClientError::Refused {
+                status: response.status().as_u16(),
+                body: response
+                    .body()
+                    .as_deref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default(),
+            },
+            other => ClientError::Connect(other.to_string()),
+        })?;
+        let mut client = Self {
+            ws,
+            welcome: Welcome {
+                client_id: String::new(),
+                session_id: Uuid::nil(),
+                node: String::new(),
+            },
+            held: VecDeque::new(),
+            next_ack_id: 0,
+        };
+        match client.next_event().await? {
+            Event::Frame(ServerFrame::Welcome {
+                client_id,
+                session_id,
+                node,
+            }) => {
+                client.welcome = Welcome {
+                    client_id,
+                    session_id,
+                    node,
+                };
+                Ok(client)
+            }
+            Event::Frame(other) => Err(ClientError::Protocol(format!(
+                "expected a welcome frame first, got {other:?}"
+            ))),
+            Event::Closed { code, reason } => Err(ClientError::Closed { code, reason }),
+        }
+    }
+
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Sends `body` to client `to`. The node answers with exactly one `ack`
+    /// (or `error`) per send, in order; `id` is echoed in it.
+    pub async fn send<B: Serialize>(
+        &mut self,
+        to: &str,
+        body: &B,
+        id: Option<&str>,
+        receipt: bool,
+    ) -> Result<(), ClientError> {
+        let frame = serde_json::to_string(&SendFrame {
+            kind: "send",
+            to,
+            body,
+            id,
+            receipt,
+        })
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.send_raw(frame).await
+    }
+
+    /// Sends `body` to `to` and waits for the node's answer: the [`Ack`],
+    /// or [`ClientError::Rejected`] with the error frame's code. Frames that
+    /// arrive meanwhile (messages, receipts) are kept for
+    /// [`next_event`](Self::next_event), in order. With `receipt`, a
+    /// `delivered` receipt follows when the recipient got it.
+    pub async fn send_for_ack<B: Serialize>(
+        &mut self,
+        to: &str,
+        body: &B,
+        receipt: bool,
+    ) -> Result<Ack, ClientError> {
+        self.next_ack_id += 1;
+        let id = format!("ack-{}", self.next_ack_id);
+        self.send(to, body, Some(&id), receipt).await?;
+        loop {
+            let raw = self.read_raw().await;
+            let text = match &raw {
+                RawEvent::Text(text) => text.clone(),
+                RawEvent::Closed { code, reason } => {
+                    let error = ClientError::Closed {
+                        code: *code,
+                        reason: reason.clone(),
+                    };
+                    self.held.push_back(raw);
+                    return Err(error);
+                }
+            };
+            match serde_json::from_str::<ServerFrame>(&text) {
+                Ok(ServerFrame::Ack {
+                    id: Some(got),
+                    msg_id,
+                    status,
+                }) if got == id => return Ok(Ack { msg_id, status }),
+                Ok(ServerFrame::Error {
+                    id: Some(got),
+                    code,
+                    message,
+                }) if got == id => return Err(ClientError::Rejected { code, message }),
+                _ => self.held.push_back(raw),
+            }
+        }
+    }
+
+    /// Everything that arrives, as a stream that ends after the close.
+    pub fn events(&mut self) -> BoxStream<'_, Result<Event, ClientError>> {
+        futures_util::stream::unfold((self, false), |(client, done)| async move {
+            if done {
+                return None;
+            }
+            let event = client.next_event().await;
+            let last = !matches!(event, Ok(Event::Frame(_)));
+            Some((event, (client, last)))
+        })
+        .boxed()
+    }
+
+    /// Sends a `ping` frame; the node answers with a `pong`.
+    pub async fn ping(&mut self, id: Option<&str>) -> Result<(), ClientError> {
+        let frame = match id {
+            Some(id) => serde_json::json!({"type": "ping", "id": id}),
+            None => serde_json::json!({"type": "ping"}),
+        };
+        self.send_raw(frame.to_string()).await
+    }
+
+    /// Sends any text frame as is.
+    pub async fn send_raw(&mut self, text: impl Into<String>) -> Result<(), ClientError> {
+        self.ws
+            .send(WsMessage::Text(text.into().into()))
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))
+    }
+
+    /// Queues a text frame without flushing; [`flush`](Self::flush) sends
+    /// everything queued in as few writes as possible.
+    pub async fn feed_raw(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), ClientError> {
+        self.ws
+            .feed(WsMessage::Text(text.into()))
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))
+    }
+
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        self.ws
+            .flush()
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))
+    }
+
+    /// The next text frame, unparsed, or the close.
+    pub async fn next_raw(&mut self) -> RawEvent {
+        match self.held.pop_front() {
+            Some(held) => held,
+            None => self.read_raw().await,
+        }
+    }
+
+    /// The next text frame or close from the socket itself.
+    async fn read_raw(&mut self) -> RawEvent {
+        loop {
+            match self.ws.next().await {
+                Some(Ok(WsMessage::Text(text))) => return RawEvent::Text(text),
+                Some(Ok(WsMessage::Close(frame))) => {
+                    return RawEvent::Closed {
+                        code: frame.as_ref().map(|f| u16::from(f.code)),
+                        reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                    };
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    return RawEvent::Closed {
+                        code: None,
+                        reason: e.to_string(),
+                    };
+                }
+                None => {
+                    return RawEvent::Closed {
+                        code: None,
+                        reason: String::new(),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Sends a raw WebSocket message (binary frames, close frames).
+    pub async fn send_message(&mut self, message: WsMessage) -> Result<(), ClientError> {
+        self.ws
+            .send(message)
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))
+    }
+
+    /// The next frame or close.
+    pub async fn next_event(&mut self) -> Result<Event, ClientError> {
+        match self.next_raw().await {
+            RawEvent::Text(text) => serde_json::from_str(&text)
+                .map(Event::Frame)
+                .map_err(|e| ClientError::Protocol(format!("unreadable frame {text:?}: {e}"))),
+            RawEvent::Closed { code, reason } => Ok(Event::Closed { code, reason }),
+        }
+    }
+
+    /// The next frame; `None` once the session is closed.
+    pub async fn next_frame(&mut self) -> Result<Option<ServerFrame>, ClientError> {
+        match self.next_event().await? {
+            Event::Frame(frame) => Ok(Some(frame)),
+            Event::Closed { .. } => Ok(None),
+        }
+    }
+
+    /// Closes the session normally.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        self.ws
+            .close(None)
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        // Wait for the server's side of the closing handshake.
+        while let Some(Ok(_)) = self.ws.next().await {}
+        Ok(())
+    }
+}
+
+/// A TLS client configuration for `wss://` URLs: trusts the system's
+/// roots, or only the CA in `ca_file` when one is given (a private CA, a
+/// test's self-signed one). On ring, like the server.
+pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("cannot read CA certificates from {}: {e}", path.display()))?;
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("bad CA certificate in {}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_url_appends_the_endpoint_and_encodes_the_identity() {
+        assert_eq!(
+            session_url("ws://h:1", &Identity::Name("a@b:c".into())),
+            "ws://h:1/ws?client_id=a%40b%3Ac"
+        );
+        assert_eq!(
+            session_url("ws://h:1/ws", &Identity::Token("t.k".into())),
+            "ws://h:1/ws?token=t.k"
+        );
+        assert_eq!(
+            session_url("ws://h:1/", &Identity::Name("a".into())),
+            "ws://h:1/ws?client_id=a"
+        );
+    }
+}

@@ -1,0 +1,742 @@
+//! WebSocket frames: what clients send, what the server answers.
+//!
+//! Client frames are parsed without copying the message body: `body` stays a
+//! borrowed [`RawValue`] until the router decides where it goes. Server
+//! frames are encoded from borrowed parts by the `encode_*` functions, and
+//! decoded into the owned [`ServerFrame`] by clients (the client library, the
+//! tests, the load generator).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use super::ids::{ClientId, NodeId};
+
+/// Longest `id` a client may attach to a frame, in bytes.
+pub const MAX_FRAME_ID_BYTES: usize = 128;
+
+/// Deepest nesting of arrays and objects allowed in a message body. The
+/// body is passed through unparsed, so without this check a node would
+/// forward bodies that crash recipients' recursive JSON parsers.
+pub const MAX_BODY_DEPTH: usize = 64;
+
+/// The most a `message` frame adds around its body: the type, a msg_id, two
+/// client ids of up to 128 bytes and a timestamp, with room to spare.
+pub const MESSAGE_FRAME_OVERHEAD: usize = 512;
+
+/// The largest `message` frame a node with this `--max-frame-bytes` can
+/// produce: its body came in a client frame (or API request) no larger.
+pub fn max_message_frame(max_frame_bytes: usize) -> usize {
+    max_frame_bytes + MESSAGE_FRAME_OVERHEAD
+}
+
+/// The error codes of the protocol's `error` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadFrame,
+    UnknownType,
+    InvalidRecipient,
+    TooLarge,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 7] = [
+        ErrorCode::BadFrame,
+        ErrorCode::UnknownType,
+        ErrorCode::InvalidRecipient,
+        ErrorCode::TooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::InvalidRecipient => "invalid_recipient",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The branch the sender's node took for a `send`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckStatus {
+    Local,
+    Remote,
+    Offline,
+}
+
+impl AckStatus {
+    pub const ALL: [AckStatus; 3] = [AckStatus::Local, AckStatus::Remote, AckStatus::Offline];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckStatus::Local => "local",
+            AckStatus::Remote => "remote",
+            AckStatus::Offline => "offline",
+        }
+    }
+}
+
+/// The later outcome of a routed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptStatus {
+    Delivered,
+    Offline,
+}
+
+/// Why a session ended, as the close frame says it: the only place close
+/// codes and their reasons are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Disconnect {
+    /// 1000: the client closed the session.
+    Normal,
+    /// 1001: the node is shutting down; reconnect elsewhere.
+    GoingAway,
+    /// 1007 (RFC 6455 "invalid frame payload data"): a text frame that is
+    /// not UTF-8.
+    InvalidPayload,
+    /// 1008: nothing heard from the client (no frame, no pong) for the
+    /// idle timeout.
+    Idle,
+    /// 1008: over its rate limit for the whole abuse window.
+    RateAbuse,
+    /// 1009: a frame far over the size limit.
+    TooBig,
+    /// 1011 (RFC 6455 "internal error"): the session could not be set up.
+    Internal,
+    /// 4001: replaced by a newer session of the same client (and device).
+    Replaced,
+    /// 4008: the session's outbound queue filled up, or a write to its
+    /// socket timed out.
+    SlowConsumer,
+}
+
+impl Disconnect {
+    pub const ALL: [Disconnect; 9] = [
+        Disconnect::Normal,
+        Disconnect::GoingAway,
+        Disconnect::InvalidPayload,
+        Disconnect::Idle,
+        Disconnect::RateAbuse,
+        Disconnect::TooBig,
+        Disconnect::Internal,
+        Disconnect::Replaced,
+        Disconnect::SlowConsumer,
+    ];
+
+    /// The WebSocket close code.
+    pub fn code(self) -> u16 {
+        match self {
+            Disconnect::Normal => 1000,
+            Disconnect::GoingAway => 1001,
+            Disconnect::InvalidPayload => 1007,
+            Disconnect::Idle | Disconnect::RateAbuse => 1008,
+            Disconnect::TooBig => 1009,
+            Disconnect::Internal => 1011,
+            Disconnect::Replaced => 4001,
+            Disconnect::SlowConsumer => 4008,
+        }
+    }
+
+    /// The close frame's reason text.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Disconnect::Normal => "",
+            Disconnect::GoingAway => "node shutting down",
+            Disconnect::InvalidPayload => "text frame is not valid UTF-8",
+            Disconnect::Idle => "idle: no answer to pings",
+            Disconnect::RateAbuse => "rate limit abuse",
+            Disconnect::TooBig => "frame too large",
+            Disconnect::Internal => "presence unavailable",
+            Disconnect::Replaced => "replaced by a newer session",
+            Disconnect::SlowConsumer => "slow consumer",
+        }
+    }
+}
+
+/// A frame the server refused, ready to be answered with an `error` frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The refused frame's `id`, when it carried a valid one.
+    pub id: Option<String>,
+}
+
+impl FrameError {
+    pub fn new(code: ErrorCode, message: impl Into<String>, id: Option<&str>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            id: id.map(str::to_owned),
+        }
+    }
+}
+
+/// A parsed client frame. Borrows from the text it was parsed from.
+#[derive(Debug)]
+pub enum ClientFrame<'a> {
+    Send(SendRequest<'a>),
+    Ping { id: Option<Cow<'a, str>> },
+}
+
+/// A `send` frame after validation: the recipient is a valid client id and
+/// the body is a JSON value, still as the client wrote it.
+#[derive(Debug)]
+pub struct SendRequest<'a> {
+    pub id: Option<Cow<'a, str>>,
+    pub to: ClientId,
+    pub body: &'a RawValue,
+    pub receipt: bool,
+}
+
+/// Distinguishes a field that is absent from one that is `null`: serde maps
+/// both to `None` for an `Option`, but `"body": null` is a valid body while a
+/// missing body is a malformed frame.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// Every field any client frame may carry, each left raw so that a wrongly
+/// typed field yields a precise message instead of serde's generic one.
+/// Unknown fields are ignored, so clients may add their own.
+#[derive(Deserialize)]
+struct RawFrame<'a> {
+    #[serde(rename = "type", borrow, default, deserialize_with = "present")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    to: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    body: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    receipt: Option<&'a RawValue>,
+}
+
+fn as_string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    if !raw.get().starts_with('"') {
+        return None;
+    }
+    // `Cow` borrows when the string has no escapes, which is the usual case.
+    serde_json::from_str::<Cow<'_, str>>(raw.get()).ok()
+}
+
+/// Parses one client text frame. Every failure maps to a protocol error code
+/// and a message that says what to fix.
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
+    let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|e| {
+        let message = if e.is_data() {
+            format!("a frame must be a JSON object with a string \"type\": {e}")
+        } else {
+            format!("frame is not valid JSON: {e}")
+        };
+        FrameError::new(ErrorCode::BadFrame, message, None)
+    })?;
+
+    let id = match raw.id {
+        None => None,
+        Some(value) => match as_string(value) {
+            Some(id) if id.len() <= MAX_FRAME_ID_BYTES => Some(id),
+            Some(_) => {
+                return Err(FrameError::new(
+                    ErrorCode::BadFrame,
+                    format!("\"id\" must be at most {MAX_FRAME_ID_BYTES} bytes"),
+                    None,
+                ));
+            }
+            None => {
+                return Err(FrameError::new(
+                    ErrorCode::BadFrame,
+                    "\"id\" must be a string",
+                    None,
+                ));
+            }
+        },
+    };
+    let bad = |message: &str| FrameError::new(ErrorCode::BadFrame, message, id.as_deref());
+
+    let kind = raw
+        .kind
+        .ok_or_else(|| bad("missing \"type\""))
+        .and_then(|k| as_string(k).ok_or_else(|| bad("\"type\" must be a string")))?;
+
+    match kind.as_ref() {
+        "send" => {
+            let to = raw
+                .to
+                .ok_or_else(|| bad("a send needs \"to\""))
+                .and_then(|t| as_string(t).ok_or_else(|| bad("\"to\" must be a string")))?;
+            let to = ClientId::parse(&to).map_err(|e| {
+                FrameError::new(ErrorCode::InvalidRecipient, e.to_string(), id.as_deref())
+            })?;
+            let body = raw.body.ok_or_else(|| bad("a send needs \"body\""))?;
+            check_body(body).map_err(|why| bad(&why))?;
+            let receipt = match raw.receipt.map(RawValue::get) {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(_) => return Err(bad("\"receipt\" must be true or false")),
+            };
+            Ok(ClientFrame::Send(SendRequest {
+                id,
+                to,
+                body,
+                receipt,
+            }))
+        }
+        "ping" => Ok(ClientFrame::Ping { id }),
+        other => Err(FrameError::new(
+            ErrorCode::UnknownType,
+            format!("unknown frame type {other:?}; expected \"send\" or \"ping\""),
+            id.as_deref(),
+        )),
+    }
+}
+
+/// Checks a message body before the node passes it on, byte for byte, to
+/// its recipient: it may nest at most [`MAX_BODY_DEPTH`] levels, and every
+/// number in it must fit an IEEE 754 double. JSON's grammar allows
+/// `1e400`, and the frame decoder lets it through, but most recipients'
+/// parsers (serde_json, Go's encoding/json) refuse such a frame outright;
+/// one sender could make every message frame it sends unreadable to them.
+/// The body is walked without being built: nothing is allocated but for
+/// strings with escapes.
+pub fn check_body(body: &RawValue) -> Result<(), String> {
+    check_body_text(body.get()).map_err(|e| format!("\"body\" is not usable: {e}"))
+}
+
+/// [`check_body`] for text not yet known to be JSON: it must be exactly
+/// one JSON value, obeying the body's rules.
+pub fn check_body_text(text: &str) -> Result<(), serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    BodyCheck { depth: 0 }.deserialize(&mut deserializer)?;
+    deserializer.end()
+}
+
+/// One value of a body being checked, `depth` containers deep.
+struct BodyCheck {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for BodyCheck {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        // deserialize_any parses each number, which is what catches the
+        // out-of-range ones (RawValue and IgnoredAny only check syntax).
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BodyCheck {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = self.deeper::<A::Error>()?;
+        while seq.next_element_seed(BodyCheck { depth: inner })?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.deeper::<A::Error>()?;
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value_seed(BodyCheck { depth: inner })?;
+        }
+        Ok(())
+    }
+}
+
+impl BodyCheck {
+    /// The depth of a container's contents, if that is still allowed.
+    fn deeper<E: de::Error>(&self) -> Result<usize, E> {
+        if self.depth >= MAX_BODY_DEPTH {
+            return Err(E::custom(format_args!(
+                "nests deeper than {MAX_BODY_DEPTH} levels"
+            )));
+        }
+        Ok(self.depth + 1)
+    }
+}
+
+/// Server frames as they are written: borrowed parts, serialized once.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Outgoing<'a> {
+    Welcome {
+        client_id: &'a ClientId,
+        session_id: Uuid,
+        node: &'a NodeId,
+    },
+    Ack {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        msg_id: Uuid,
+        status: AckStatus,
+    },
+    Message {
+        msg_id: Uuid,
+        from: &'a ClientId,
+        to: &'a ClientId,
+        body: &'a RawValue,
+        ts: u64,
+    },
+    Receipt {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        msg_id: Uuid,
+        status: ReceiptStatus,
+    },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+    },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+    },
+}
+
+fn encode(frame: &Outgoing<'_>) -> String {
+    // Serializing these types cannot fail: every key is a string and every
+    // body is already valid JSON.
+    serde_json::to_string(frame).expect("server frames always serialize")
+}
+
+pub fn encode_welcome(client_id: &ClientId, session_id: Uuid, node: &NodeId) -> String {
+    encode(&Outgoing::Welcome {
+        client_id,
+        session_id,
+        node,
+    })
+}
+
+pub fn encode_ack(id: Option<&str>, msg_id: Uuid, status: AckStatus) -> String {
+    encode(&Outgoing::Ack { id, msg_id, status })
+}
+
+pub fn encode_message(
+    msg_id: Uuid,
+    from: &ClientId,
+    to: &ClientId,
+    body: &RawValue,
+    ts: u64,
+) -> String {
+    encode(&Outgoing::Message {
+        msg_id,
+        from,
+        to,
+        body,
+        ts,
+    })
+}
+
+pub fn encode_receipt(id: Option<&str>, msg_id: Uuid, status: ReceiptStatus) -> String {
+    encode(&Outgoing::Receipt { id, msg_id, status })
+}
+
+pub fn encode_error(error: &FrameError) -> String {
+    encode(&Outgoing::Error {
+        code: error.code,
+        message: &error.message,
+        id: error.id.as_deref(),
+    })
+}
+
+pub fn encode_pong(id: Option<&str>) -> String {
+    encode(&Outgoing::Pong { id })
+}
+
+/// A server frame as a client sees it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerFrame {
+    Welcome {
+        client_id: String,
+        session_id: Uuid,
+        node: String,
+    },
+    Ack {
+        #[serde(default)]
+        id: Option<String>,
+        msg_id: Uuid,
+        status: AckStatus,
+    },
+    Message {
+        msg_id: Uuid,
+        from: String,
+        to: String,
+        body: serde_json::Value,
+        ts: u64,
+    },
+    Receipt {
+        #[serde(default)]
+        id: Option<String>,
+        msg_id: Uuid,
+        status: ReceiptStatus,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(default)]
+        id: Option<String>,
+    },
+    Pong {
+        #[serde(default)]
+        id: Option<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> FrameError {
+        parse_client_frame(text).unwrap_err()
+    }
+
+    #[test]
+    fn parses_a_full_send() {
+        let frame = parse_client_frame(
+            r#"{"type":"send","to":"bob","body":{"t":[1,2]},"id":"c-17","receipt":true}"#,
+        )
+        .unwrap();
+        let ClientFrame::Send(send) = frame else {
+            panic!("not a send")
+        };
+        assert_eq!(send.to.as_str(), "bob");
+        assert_eq!(send.body.get(), r#"{"t":[1,2]}"#);
+        assert_eq!(send.id.as_deref(), Some("c-17"));
+        assert!(send.receipt);
+    }
+
+    #[test]
+    fn null_is_a_body_but_absence_is_not() {
+        assert!(parse_client_frame(r#"{"type":"send","to":"bob","body":null}"#).is_ok());
+        let e = err(r#"{"type":"send","to":"bob"}"#);
+        assert_eq!(e.code, ErrorCode::BadFrame);
+        assert!(e.message.contains("body"));
+    }
+
+    #[test]
+    fn ping_echoes_its_id() {
+        match parse_client_frame(r#"{"type":"ping","id":"p1"}"#).unwrap() {
+            ClientFrame::Ping { id } => assert_eq!(id.as_deref(), Some("p1")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_malformation_maps_to_its_code() {
+        let cases = [
+            ("not json", ErrorCode::BadFrame, None),
+            ("[1,2]", ErrorCode::BadFrame, None),
+            ("\"send\"", ErrorCode::BadFrame, None),
+            (
+                r#"{"to":"bob","body":1,"id":"a"}"#,
+                ErrorCode::BadFrame,
+                Some("a"),
+            ),
+            (r#"{"type":7,"id":"a"}"#, ErrorCode::BadFrame, Some("a")),
+            (
+                r#"{"type":"shout","id":"a"}"#,
+                ErrorCode::UnknownType,
+                Some("a"),
+            ),
+            (
+                r#"{"type":"send","body":1,"id":"a"}"#,
+                ErrorCode::BadFrame,
+                Some("a"),
+            ),
+            (
+                r#"{"type":"send","to":5,"body":1}"#,
+                ErrorCode::BadFrame,
+                None,
+            ),
+            (
+                r#"{"type":"send","to":"b b","body":1,"id":"a"}"#,
+                ErrorCode::InvalidRecipient,
+                Some("a"),
+            ),
+            (
+                r#"{"type":"send","to":"","body":1}"#,
+                ErrorCode::InvalidRecipient,
+                None,
+            ),
+            (
+                r#"{"type":"send","to":"b","body":1,"receipt":"yes"}"#,
+                ErrorCode::BadFrame,
+                None,
+            ),
+            (
+                r#"{"type":"send","to":"b","body":1,"id":5}"#,
+                ErrorCode::BadFrame,
+                None,
+            ),
+            (
+                r#"{"type":"send","to":"b","body":1,"to":"c"}"#,
+                ErrorCode::BadFrame,
+                None,
+            ),
+        ];
+        for (text, code, id) in cases {
+            let e = err(text);
+            assert_eq!(e.code, code, "{text}: {}", e.message);
+            assert_eq!(e.id.as_deref(), id, "{text}");
+        }
+        let long_id = format!(r#"{{"type":"ping","id":"{}"}}"#, "i".repeat(129));
+        assert_eq!(err(&long_id).code, ErrorCode::BadFrame);
+        assert_eq!(err(&long_id).id, None);
+    }
+
+    #[test]
+    fn escaped_strings_are_understood() {
+        let frame = parse_client_frame(r#"{"type":"send","to":"b\u006fb","body":"x"}"#).unwrap();
+        let ClientFrame::Send(send) = frame else {
+            panic!()
+        };
+        assert_eq!(send.to.as_str(), "bob");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_crash() {
+        let deep = format!(
+            r#"{{"type":"send","to":"b","body":{}{}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        let e = parse_client_frame(&deep).map(|_| ()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadFrame);
+        let ok = format!(
+            r#"{{"type":"send","to":"b","body":{}{}}}"#,
+            "[".repeat(64),
+            "]".repeat(64)
+        );
+        assert!(parse_client_frame(&ok).is_ok());
+    }
+
+    #[test]
+    fn body_checks_count_containers_not_brackets_in_strings() {
+        let check = |json: &str| check_body(&RawValue::from_string(json.to_owned()).unwrap());
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(check(&nested(MAX_BODY_DEPTH)).is_ok());
+        let e = check(&nested(MAX_BODY_DEPTH + 1)).unwrap_err();
+        assert!(e.contains("nests deeper"), "{e}");
+        let in_objects = format!(
+            "{}1{}",
+            r#"{"a":"#.repeat(MAX_BODY_DEPTH),
+            "}".repeat(MAX_BODY_DEPTH)
+        );
+        assert!(check(&in_objects).is_ok());
+        assert!(check(&format!(r#"{{"s":"{}"}}"#, "[".repeat(500))).is_ok());
+        assert!(
+            check(r#"[1, -2, 3.5e300, 18446744073709551616, "\u00e9", null, true, {}]"#).is_ok()
+        );
+        let e = check("[1e400]").unwrap_err();
+        assert!(e.contains("number out of range"), "{e}");
+        assert!(check("-1e400").is_err());
+    }
+
+    #[test]
+    fn encoded_frames_decode_to_the_same_thing() {
+        let msg_id = Uuid::now_v7();
+        let alice = ClientId::parse("alice").unwrap();
+        let bob = ClientId::parse("bob").unwrap();
+        let node = NodeId::parse("n1").unwrap();
+        let body = RawValue::from_string(r#"{"x":[1,"two"]}"#.into()).unwrap();
+
+        let decoded: ServerFrame =
+            serde_json::from_str(&encode_message(msg_id, &alice, &bob, &body, 42)).unwrap();
+        assert_eq!(
+            decoded,
+            ServerFrame::Message {
+                msg_id,
+                from: "alice".into(),
+                to: "bob".into(),
+                body: serde_json::json!({"x":[1,"two"]}),
+                ts: 42
+            }
+        );
+
+        let ack: ServerFrame =
+            serde_json::from_str(&encode_ack(Some("c1"), msg_id, AckStatus::Remote)).unwrap();
+        assert_eq!(
+            ack,
+            ServerFrame::Ack {
+                id: Some("c1".into()),
+                msg_id,
+                status: AckStatus::Remote
+            }
+        );
+        assert_eq!(
+            encode_ack(None, msg_id, AckStatus::Offline),
+            format!(r#"{{"type":"ack","msg_id":"{msg_id}","status":"offline"}}"#)
+        );
+
+        let welcome: ServerFrame =
+            serde_json::from_str(&encode_welcome(&alice, msg_id, &node)).unwrap();
+        assert!(matches!(welcome, ServerFrame::Welcome { node, .. } if node == "n1"));
+
+        let error = FrameError::new(ErrorCode::TooLarge, "big", Some("x"));
+        assert_eq!(
+            encode_error(&error),
+            r#"{"type":"error","code":"too_large","message":"big","id":"x"}"#
+        );
+        assert_eq!(encode_pong(None), r#"{"type":"pong"}"#);
+        let receipt: ServerFrame =
+            serde_json::from_str(&encode_receipt(None, msg_id, ReceiptStatus::Delivered)).unwrap();
+        assert!(matches!(
+            receipt,
+            ServerFrame::Receipt {
+                status: ReceiptStatus::Delivered,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,22 @@
+//! The Switchboard wire contract (`docs/protocol.md`) as types: the
+//! identifiers and the WebSocket frames that cross between a node and its
+//! clients. The server and every Rust client share this crate, so that
+//! both sides read and write exactly the same frames; nothing here knows
+//! about sockets, Redis or NATS.
+
+pub mod frames;
+pub mod ids;
+
+pub use frames::{
+    AckStatus, ClientFrame, Disconnect, ErrorCode, FrameError, ReceiptStatus, SendRequest,
+    ServerFrame, parse_client_frame,
+};
+pub use ids::{ClientId, InvalidId, NodeId};
+
+/// Milliseconds since the Unix epoch, as the protocol stamps `ts` and `since`.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

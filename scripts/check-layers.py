@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Fails when a module of src/ imports one above it, or when the modules
+import each other in a cycle.
+
+The layers are those of docs/architecture.md. A module is a top-level
+module of the crate (src/routing/route.rs belongs to `routing`); an import
+is any `crate::<module>` path in its files (in `use` lines, grouped
+`use crate::{a, b}` lines, and inline paths). A module may import only
+modules of a lower layer; `backends` may be imported only by the layers
+that wire a node (the node and the tools), never by routing or anything
+under it. Run by scripts/test.sh; prints every offending import with its
+file and line.
+"""
+
+import os
+import re
+import sys
+
+SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+
+# Lower number = lower layer. Modules of one layer may not import each other.
+LAYERS = {
+    # bottom: the wire contract, configuration and small helpers
+    "cause": 0, "process": 0, "redact": 0, "protocol": 0, "health": 0, "rate": 0,
+    "config": 1, "metrics": 1,
+    "auth": 2, "tls": 2,
+    # ports, and the backends behind them
+    "presence": 3, "bus": 3,
+    "backends": 4,
+    # the core, bottom up
+    "hub": 5,
+    "routing": 6,
+    "session": 7,
+    "node": 8,
+    # transport
+    "http": 9, "server": 9,
+    # running a node, and the tools
+    "runtime": 10, "bench": 10, "chat": 10, "token": 10,
+    "cli": 11,
+}
+# Who may import the backends: those that choose and connect them.
+BACKENDS_USERS = {"node", "runtime", "bench", "cli"}
+
+USE_GROUP = re.compile(r"\buse\s+crate::\{([^;]*)\}", re.S)
+PATH = re.compile(r"\bcrate::([a-z_][a-z0-9_]*)")
+
+
+def module_of(path):
+    rel = os.path.relpath(path, SRC)
+    head = rel.split(os.sep)[0]
+    return head[:-3] if head.endswith(".rs") else head
+
+
+def strip_comments(text):
+    """The code of a file without its comments (doc links are not
+    dependencies), line numbers kept."""
+    return re.sub(r"//[^\n]*", "", text)
+
+
+def imports(path):
+    """(line number, imported module) for every crate path in a file."""
+    text = strip_comments(open(path, encoding="utf-8").read())
+    found = []
+    for m in USE_GROUP.finditer(text):
+        line = text.count("\n", 0, m.start()) + 1
+        for item in m.group(1).split(","):
+            name = item.strip().split("::")[0].strip()
+            if re.fullmatch(r"[a-z_][a-z0-9_]*", name) and name not in ("self", "super"):
+                found.append((line, name))
+    for m in PATH.finditer(text):
+        found.append((text.count("\n", 0, m.start()) + 1, m.group(1)))
+    return found
+
+
+def main():
+    problems = []
+    edges = {}
+    for root, _, files in os.walk(SRC):
+        for name in files:
+            if not name.endswith(".rs"):
+                continue
+            path = os.path.join(root, name)
+            module = module_of(path)
+            if module in ("lib", "main"):
+                continue
+            if module not in LAYERS:
+                problems.append(f"{path}: module `{module}` has no layer in scripts/check-layers.py")
+                continue
+            for line, target in imports(path):
+                if target == module or target not in LAYERS:
+                    continue
+                edges.setdefault(module, set()).add(target)
+                where = f"{os.path.relpath(path, os.path.join(SRC, '..'))}:{line}"
+                if LAYERS[target] >= LAYERS[module]:
+                    problems.append(
+                        f"{where}: `{module}` (layer {LAYERS[module]}) imports `{target}` "
+                        f"(layer {LAYERS[target]}): an arrow pointing up or sideways"
+                    )
+                elif target == "backends" and module not in BACKENDS_USERS:
+                    problems.append(
+                        f"{where}: `{module}` imports `backends`: only the node and the tools "
+                        "may know which backends there are"
+                    )
+    # A cycle needs an arrow pointing up, so the checks above catch it too;
+    # this names it plainly.
+    state = {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == "open":
+                cycle = stack[stack.index(nxt):] + [nxt]
+                problems.append("module cycle: " + " -> ".join(cycle))
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    if problems:
+        print("check-layers: the layering of src/ is broken:", file=sys.stderr)
+        for p in sorted(set(problems)):
+            print("  " + p, file=sys.stderr)
+        sys.exit(1)
+    print(f"check-layers: {len(edges)} modules, {sum(len(v) for v in edges.values())} "
+          "imports, all pointing down, no cycle")
+
+
+if __name__ == "__main__":
+    main()

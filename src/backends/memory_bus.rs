@@ -1,0 +1,119 @@
+//! An in-process bus: nodes living in one process hand envelopes to each
+//! other through bounded channels. It is the embedded default's bus (where
+//! it has a single member) and lets several nodes share one process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::bus::{Bounce, Bus, BusError, Delivery, Inbox};
+use crate::protocol::NodeId;
+
+/// How many deliveries may wait in one node's inbox. A full inbox refuses
+/// the publish (the sender hears `unavailable`) instead of growing.
+pub const INBOX_CAPACITY: usize = 65_536;
+/// The largest envelope the hub carries: nats-server's default
+/// `max_payload`, so that nodes sharing a process meet the limits of a
+/// cluster.
+pub const MAX_ENVELOPE: usize = 1 << 20;
+
+/// The meeting point of the nodes of one process.
+#[derive(Clone, Default)]
+pub struct MemoryHub {
+    inboxes: Arc<Mutex<HashMap<NodeId, mpsc::Sender<Delivery>>>>,
+}
+
+impl MemoryHub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn bus(&self) -> MemoryBus {
+        MemoryBus { hub: self.clone() }
+    }
+
+    fn inbox(&self, node: &NodeId) -> Option<mpsc::Sender<Delivery>> {
+        self.inboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .filter(|tx| !tx.is_closed())
+            .cloned()
+    }
+}
+
+/// One node's handle on a [`MemoryHub`].
+pub struct MemoryBus {
+    hub: MemoryHub,
+}
+
+fn deliver(inbox: &mpsc::Sender<Delivery>, node: &NodeId, item: Delivery) -> Result<(), BusError> {
+    inbox.try_send(item).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => {
+            BusError::unavailable(format!("inbox of node {node} is full"))
+        }
+        mpsc::error::TrySendError::Closed(_) => {
+            BusError::unavailable(format!("node {node} stopped"))
+        }
+    })
+}
+
+#[async_trait]
+impl Bus for MemoryBus {
+    async fn publish(
+        &self,
+        node: &NodeId,
+        envelope: Bytes,
+        bounce: Option<Bounce<'_>>,
+    ) -> Result<(), BusError> {
+        if envelope.len() > MAX_ENVELOPE {
+            return Err(BusError::TooLarge {
+                size: envelope.len(),
+                limit: MAX_ENVELOPE,
+            });
+        }
+        if let Some(inbox) = self.hub.inbox(node) {
+            return deliver(&inbox, node, Delivery::Envelope(envelope));
+        }
+        // Nobody there: bounce like NATS' "no responders" would; without a
+        // bounce address it is gone, as on NATS.
+        let Some(bounce) = bounce else {
+            return Ok(());
+        };
+        match self.hub.inbox(bounce.node) {
+            Some(origin) => deliver(&origin, bounce.node, Delivery::Bounced(bounce.tag)),
+            None => Ok(()),
+        }
+    }
+
+    async fn subscribe(&self, node: &NodeId) -> Result<Inbox, BusError> {
+        let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+        self.hub
+            .inboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node.clone(), tx);
+        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async {
+            rx.recv().await.map(|delivery| (delivery, rx))
+        })))
+    }
+
+    fn connected(&self) -> bool {
+        true
+    }
+
+    fn max_envelope(&self) -> usize {
+        MAX_ENVELOPE
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+}

@@ -1,0 +1,444 @@
+//! Presence in Redis, on one server or a Redis Cluster: one hash per
+//! client, `<prefix>presence:<client id>`, with the fields `node`,
+//! `session` and `since` (docs/protocol.md).
+//!
+//! Both writes are Lua scripts ([`scripts`]) so that each is one atomic
+//! step on the server: `register` reads the previous record and writes the
+//! new one without a window for another node in between, and `remove`
+//! deletes only while the record still names the closing session. Every
+//! script and command touches a single key, so on a cluster each goes to
+//! the master owning that key's slot ([`connect`]).
+//!
+//! Beside the records, each node has an index set
+//! `<prefix>node:<node id>:clients` of the sessions it registered (members
+//! `<client id>|<session id>`), so that the records a crashed node leaves
+//! behind can be found and swept without scanning every key. The index is
+//! kept next to, not inside, the atomic steps (it lives in another slot),
+//! with two rules that keep it from ever missing a live record: a member is
+//! added only after its record is written, and a member names one session,
+//! so removing one session's member can never unindex another session of
+//! the same client. A member whose record is
+//! gone or names another session is simply dropped by the next sweep.
+
+mod connect;
+mod scripts;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::{Script, Value};
+use uuid::Uuid;
+
+use self::connect::Conn;
+use crate::config::RedisTarget;
+use crate::presence::{HeartbeatReport, PresenceError, PresenceRecord, PresenceStore};
+use crate::protocol::{ClientId, NodeId};
+
+/// How many re-registrations go to Redis in one batch.
+const REREGISTER_BATCH: usize = 512;
+/// Index members examined per round of a sweep.
+const SWEEP_BATCH: usize = 512;
+/// How long one node holds the right to sweep a lost run.
+const SWEEP_LOCK_MS: u64 = 60_000;
+
+pub struct RedisPresence {
+    conn: Conn,
+    key_prefix: String,
+    register: Script,
+    reregister: Script,
+    remove: Script,
+    heartbeat: Script,
+    sweep_one: Script,
+}
+
+impl RedisPresence {
+    /// Connects to the target: `redis://[user:password@]host:port/db`, or
+    /// `rediss://` for TLS (verified against the system's roots, or the
+    /// target's CA file); on a cluster, any of its masters or replicas as
+    /// seeds. Fails with a message that names the URL, password redacted,
+    /// when Redis cannot be reached within
+    /// [`STARTUP_TIMEOUT`](connect::STARTUP_TIMEOUT) or refuses
+    /// the scripts.
+    pub async fn connect(target: &RedisTarget, key_prefix: &str) -> Result<Self, PresenceError> {
+        let url = target.shown();
+        let conn = Conn::open(target).await?;
+        let presence = Self {
+            conn,
+            key_prefix: key_prefix.to_owned(),
+            register: Script::new(scripts::REGISTER),
+            reregister: Script::new(scripts::REREGISTER),
+            remove: Script::new(scripts::REMOVE),
+            heartbeat: Script::new(scripts::HEARTBEAT),
+            sweep_one: Script::new(scripts::SWEEP_ONE),
+        };
+        // Loaded up front so that pipelines rarely meet NOSCRIPT (only after
+        // Redis restarts, when they load them again).
+        let mut conn = presence.conn.clone();
+        for script in presence.scripts() {
+            script
+                .prepare_invoke()
+                .load_async(&mut conn)
+                .await
+                .map_err(|e| {
+                    let hint = match e.code() {
+                        Some("NOAUTH" | "WRONGPASS") => {
+                            " (give the password in the URL: redis://[user]:password@host)"
+                        }
+                        _ => "",
+                    };
+                    PresenceError::unavailable(format!(
+                        "Redis at {url} refused the presence scripts: {e}{hint}"
+                    ))
+                })?;
+        }
+        Ok(presence)
+    }
+
+    fn scripts(&self) -> [&Script; 5] {
+        [
+            &self.register,
+            &self.reregister,
+            &self.remove,
+            &self.heartbeat,
+            &self.sweep_one,
+        ]
+    }
+
+    fn key(&self, client: &ClientId) -> String {
+        format!("{}presence:{}", self.key_prefix, client)
+    }
+
+    fn index_key(&self, node: &str) -> String {
+        format!("{}node:{}:clients", self.key_prefix, node)
+    }
+
+    /// Loads a script (on every master of a cluster), for batches that
+    /// call it by hash: a restarted or failed-over Redis has none.
+    async fn load(&self, script: &Script) -> redis::RedisResult<()> {
+        script
+            .prepare_invoke()
+            .load_async(&mut self.conn.clone())
+            .await
+            .map(drop)
+    }
+}
+
+/// An index member: one session of one client.
+fn member(client: &ClientId, session: Uuid) -> String {
+    format!("{client}|{session}")
+}
+
+fn store_error(client: &ClientId, e: redis::RedisError) -> PresenceError {
+    // WRONGTYPE means the key exists but is not a hash: someone else wrote
+    // it. That is a data problem, not an outage.
+    if e.code() == Some("WRONGTYPE") {
+        PresenceError::Corrupt {
+            client: client.to_string(),
+            why: e.to_string(),
+        }
+    } else {
+        PresenceError::caused("Redis", e)
+    }
+}
+
+/// Turns the `[node, session, since]` triple of HMGET into a record.
+fn parse(
+    client: &ClientId,
+    fields: [Option<String>; 3],
+) -> Result<Option<PresenceRecord>, PresenceError> {
+    let corrupt = |why: String| PresenceError::Corrupt {
+        client: client.to_string(),
+        why,
+    };
+    match fields {
+        [None, None, None] => Ok(None),
+        [Some(node), Some(session), Some(since)] => {
+            PresenceRecord::from_fields(client, &node, &session, &since).map(Some)
+        }
+        partial => Err(corrupt(format!(
+            "missing fields: {:?}",
+            ["node", "session", "since"]
+                .iter()
+                .zip(partial.iter())
+                .filter(|(_, v)| v.is_none())
+                .map(|(k, _)| *k)
+                .collect::<Vec<_>>()
+        ))),
+    }
+}
+
+#[async_trait]
+impl PresenceStore for RedisPresence {
+    async fn register(
+        &self,
+        client: &ClientId,
+        record: &PresenceRecord,
+    ) -> Result<Option<PresenceRecord>, PresenceError> {
+        let mut conn = self.conn.clone();
+        let prev: (Option<String>, Option<String>, Option<String>) = self
+            .register
+            .key(self.key(client))
+            .arg(record.node.as_str())
+            .arg(record.session.to_string())
+            .arg(record.since)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| store_error(client, e))?;
+        // Only once the record is written: a member without its record
+        // could be dropped by a sweep running meanwhile, and the record
+        // then left unindexed.
+        redis::cmd("SADD")
+            .arg(self.index_key(record.node.as_str()))
+            .arg(member(client, record.session))
+            .query_async::<i64>(&mut conn)
+            .await
+            .map_err(|e| store_error(client, e))?;
+        // The previous record has been overwritten either way; a corrupt one
+        // only means there is no older session we could close.
+        match parse(client, [prev.0, prev.1, prev.2]) {
+            Ok(prev) => Ok(prev),
+            Err(e) => {
+                tracing::warn!(%client, error = %e, "replaced a corrupt presence record");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn lookup(&self, client: &ClientId) -> Result<Option<PresenceRecord>, PresenceError> {
+        let (node, session, since): (Option<String>, Option<String>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(self.key(client))
+                .arg(&["node", "session", "since"])
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(|e| store_error(client, e))?;
+        parse(client, [node, session, since])
+    }
+
+    async fn remove(
+        &self,
+        client: &ClientId,
+        node: &NodeId,
+        session: Uuid,
+    ) -> Result<bool, PresenceError> {
+        let (mut conn, mut index_conn) = (self.conn.clone(), self.conn.clone());
+        let mut invocation = self.remove.key(self.key(client));
+        invocation.arg(session.to_string());
+        let mut unindex = redis::cmd("SREM");
+        unindex
+            .arg(self.index_key(node.as_str()))
+            .arg(member(client, session));
+        // The member goes whether or not the record still named this
+        // session: either way the session's record is no more. Two keys in
+        // two slots, so two commands (sent together).
+        let (deleted, unindexed) = tokio::join!(
+            invocation.invoke_async::<i64>(&mut conn),
+            unindex.query_async::<i64>(&mut index_conn),
+        );
+        let deleted = deleted.map_err(|e| store_error(client, e))?;
+        unindexed.map_err(|e| store_error(client, e))?;
+        Ok(deleted == 1)
+    }
+
+    async fn heartbeat(
+        &self,
+        member: &str,
+        ttl: Duration,
+        retention: Duration,
+    ) -> Result<HeartbeatReport, PresenceError> {
+        let (now, added, flat): (u64, i64, Vec<String>) = self
+            .heartbeat
+            .key(format!("{}nodes", self.key_prefix))
+            .arg(member)
+            .arg(ttl.as_millis() as u64)
+            .arg(retention.as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| PresenceError::caused("Redis", e))?;
+        let members = flat
+            .chunks_exact(2)
+            .filter_map(|pair| Some((pair[0].clone(), pair[1].parse::<f64>().ok()? as u64)))
+            .collect();
+        Ok(HeartbeatReport {
+            server_now_ms: now,
+            members,
+            own_was_missing: added == 1,
+        })
+    }
+
+    async fn reregister(
+        &self,
+        entries: &[(ClientId, PresenceRecord)],
+    ) -> Result<Vec<Option<PresenceRecord>>, PresenceError> {
+        let unavailable = |e: redis::RedisError| PresenceError::caused("Redis", e);
+        // Batched EVALSHA needs the script loaded first (a restarted or
+        // failed-over Redis has no scripts).
+        self.load(&self.reregister).await.map_err(unavailable)?;
+        let mut results = Vec::with_capacity(entries.len());
+        for batch in entries.chunks(REREGISTER_BATCH) {
+            let mut writes = Vec::with_capacity(batch.len());
+            let mut members = Vec::with_capacity(batch.len());
+            for (client, record) in batch {
+                let mut write = redis::cmd("EVALSHA");
+                write
+                    .arg(self.reregister.get_hash())
+                    .arg(1)
+                    .arg(self.key(client))
+                    .arg(record.node.as_str())
+                    .arg(record.session.to_string())
+                    .arg(record.since);
+                writes.push(write);
+                let mut index = redis::cmd("SADD");
+                index
+                    .arg(self.index_key(record.node.as_str()))
+                    .arg(member(client, record.session));
+                members.push(index);
+            }
+            // Records first, then their index members (as in `register`):
+            // on a cluster a batch runs concurrently, so the two go as two
+            // batches to keep that order.
+            let replies = self.conn.batch(writes).await.map_err(unavailable)?;
+            self.conn.batch(members).await.map_err(unavailable)?;
+            for ((client, _), reply) in batch.iter().zip(&replies) {
+                let fields: Option<[Option<String>; 3]> = redis::from_redis_value_ref(reply).ok();
+                results.push(fields.and_then(|fields| parse(client, fields).unwrap_or(None)));
+            }
+        }
+        Ok(results)
+    }
+
+    async fn sweep(
+        &self,
+        node: &NodeId,
+        lost_run: Option<u64>,
+        before_since: u64,
+    ) -> Result<usize, PresenceError> {
+        let mut conn = self.conn.clone();
+        let unavailable = |e: redis::RedisError| PresenceError::caused("Redis", e);
+        if let Some(run) = lost_run {
+            // Every node notices the same death; one sweeps.
+            let lock: Option<String> = redis::cmd("SET")
+                .arg(format!("{}sweep:{node}:{run}", self.key_prefix))
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(SWEEP_LOCK_MS)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if lock.is_none() {
+                return Ok(0);
+            }
+        }
+        self.load(&self.sweep_one).await.map_err(unavailable)?;
+        let index = self.index_key(node.as_str());
+        let mut cursor = 0u64;
+        let mut deleted = 0;
+        loop {
+            let (next, members): (u64, Vec<String>) = redis::cmd("SSCAN")
+                .arg(&index)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(SWEEP_BATCH)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if !members.is_empty() {
+                let commands = members
+                    .iter()
+                    .map(|member| {
+                        let (client, session) = member.rsplit_once('|').unwrap_or((member, ""));
+                        let mut sweep = redis::cmd("EVALSHA");
+                        sweep
+                            .arg(self.sweep_one.get_hash())
+                            .arg(1)
+                            .arg(format!("{}presence:{client}", self.key_prefix))
+                            .arg(node.as_str())
+                            .arg(session)
+                            .arg(before_since);
+                        sweep
+                    })
+                    .collect();
+                let outcomes: Vec<i64> = self
+                    .conn
+                    .batch(commands)
+                    .await
+                    .and_then(|replies| Ok(redis::from_redis_value(Value::Array(replies))?))
+                    .map_err(unavailable)?;
+                let done: Vec<&String> = members
+                    .iter()
+                    .zip(&outcomes)
+                    .filter(|(_, outcome)| **outcome != 0)
+                    .map(|(member, _)| member)
+                    .collect();
+                deleted += outcomes.iter().filter(|o| **o == 1).count();
+                if !done.is_empty() {
+                    redis::cmd("SREM")
+                        .arg(&index)
+                        .arg(done)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                        .map_err(unavailable)?;
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), PresenceError> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn.clone())
+            .await
+            .map(drop)
+            .map_err(|e| PresenceError::caused("Redis", e))
+    }
+
+    /// Records are written back periodically on both kinds of Redis
+    /// (50,000 take well under a second of Redis' time). A cluster
+    /// replicates asynchronously: a record written just before its
+    /// master died may be missing on the replica that took over. And on
+    /// either, a record can vanish while its session lives (a Redis with
+    /// `maxmemory` and an eviction policy, an operator's `DEL`, a node
+    /// wrongly judged dead): nothing else would bring it back.
+    fn refresh_interval(&self, configured: Duration) -> Option<Duration> {
+        Some(configured)
+    }
+
+    fn backend(&self) -> &'static str {
+        match self.conn {
+            Conn::Single(_) => "redis",
+            Conn::Cluster(_) => "redis-cluster",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_accepts_whole_records_only() {
+        let c = ClientId::parse("c").unwrap();
+        assert_eq!(parse(&c, [None, None, None]).unwrap(), None);
+        let s = Uuid::new_v4();
+        let r = parse(
+            &c,
+            [Some("n1".into()), Some(s.to_string()), Some("5".into())],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((r.node.as_str(), r.session, r.since), ("n1", s, 5));
+        assert!(parse(&c, [Some("n1".into()), None, None]).is_err());
+        assert!(
+            parse(
+                &c,
+                [Some("n.1".into()), Some(s.to_string()), Some("5".into())]
+            )
+            .is_err()
+        );
+        assert!(parse(&c, [Some("n1".into()), Some("x".into()), Some("5".into())]).is_err());
+    }
+}

@@ -1,0 +1,316 @@
+//! A session's outbound queue, and the way to ask a session to close.
+//!
+//! Other tasks (the router, the hop handler, other sessions) push frames;
+//! the session's own loop takes them and writes them to its socket. Two
+//! kinds of frames wait here, kept apart on purpose:
+//!
+//! - **messages** for this client. Their queue is bounded in frames and in
+//!   bytes: a push beyond either bound is refused and marks the session as
+//!   a slow consumer (closed with 4008), so one stuck client can never make
+//!   the node buffer without limit.
+//! - **outcomes** owed to this client as a sender (receipts). They are
+//!   never the reason a session is cut off: a recipient node that dies with
+//!   a thousand of its messages in flight owes it a thousand `offline`
+//!   receipts at once, and a client that reads promptly must get every
+//!   one. They are bounded by what the node tracks for its senders (every
+//!   owed outcome is a message in flight or queued at a recipient here),
+//!   and the session writes them a batch per turn, in pace with its
+//!   socket; a client that stops reading is still caught by the write
+//!   timeout.
+//!
+//! It is a mutex around `VecDeque`s rather than a channel on purpose: an
+//! idle session's empty `VecDeque` owns no heap memory, which matters at
+//! tens of thousands of idle sessions per node.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::protocol::{ClientId, Disconnect, NodeId};
+
+/// Outcomes written per turn of the session loop at most, so that a burst
+/// of them shares the socket with messages and answers.
+pub const OUTCOMES_PER_TURN: usize = 256;
+
+/// Whom to tell the outcome of a message: the session that sent it.
+#[derive(Debug, Clone)]
+pub struct ReceiptTo {
+    pub node: NodeId,
+    pub client: ClientId,
+    pub session: Uuid,
+    pub msg_id: Uuid,
+    /// The `id` of the sender's `send` frame, echoed in the ack and in
+    /// receipts. Shared, since both the ack and the in-flight entry keep a
+    /// copy.
+    pub id: Option<Arc<str>>,
+    /// The sender asked for a `delivered` receipt.
+    pub receipt: bool,
+    /// The message went over the bus: its sender's node tracks it in
+    /// flight, and only that tracking (not this copy) may tell the sender.
+    pub tracked: bool,
+}
+
+/// A client message waiting for the socket. Its outcome (delivered, or
+/// offline if it never reaches the socket) is reported to `receipt_to`,
+/// when there is one.
+#[derive(Debug)]
+pub struct Outbound {
+    pub frame: Utf8Bytes,
+    pub receipt_to: Option<Box<ReceiptTo>>,
+}
+
+/// Why a push was refused. The message comes back so the caller can
+/// answer its sender.
+#[derive(Debug)]
+pub enum Refused {
+    /// The queue was full; the session is now closing with 4008.
+    Full(Outbound),
+    /// The session is closing; it takes no more frames.
+    Closing(Outbound),
+}
+
+impl Refused {
+    pub fn into_inner(self) -> Outbound {
+        match self {
+            Refused::Full(o) | Refused::Closing(o) => o,
+        }
+    }
+}
+
+/// What the session loop takes in one turn.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub messages: VecDeque<Outbound>,
+    pub outcomes: Vec<Utf8Bytes>,
+    /// The close code, if a close was asked for.
+    pub close: Option<Disconnect>,
+}
+
+struct State {
+    messages: VecDeque<Outbound>,
+    /// Bytes of the frames in `messages`.
+    bytes: usize,
+    outcomes: VecDeque<Utf8Bytes>,
+    /// Set once; the first close code asked for wins.
+    close: Option<Disconnect>,
+}
+
+/// The bounds of a session's message queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub frames: usize,
+    pub bytes: usize,
+}
+
+pub struct Outbox {
+    state: Mutex<State>,
+    limits: QueueLimits,
+    wake: Notify,
+}
+
+impl Outbox {
+    pub fn new(limits: QueueLimits) -> Self {
+        Self {
+            state: Mutex::new(State {
+                messages: VecDeque::new(),
+                bytes: 0,
+                outcomes: VecDeque::new(),
+                close: None,
+            }),
+            limits,
+            wake: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a message for this client.
+    pub fn push(&self, item: Outbound) -> Result<(), Refused> {
+        let mut state = self.state();
+        if state.close.is_some() {
+            return Err(Refused::Closing(item));
+        }
+        let bytes = state.bytes + item.frame.len();
+        if state.messages.len() >= self.limits.frames || bytes > self.limits.bytes {
+            state.close = Some(Disconnect::SlowConsumer);
+            drop(state);
+            self.wake.notify_one();
+            return Err(Refused::Full(item));
+        }
+        state.bytes = bytes;
+        state.messages.push_back(item);
+        drop(state);
+        // notify_one stores a permit when the loop is not waiting, so a push
+        // between two waits is never missed.
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues an outcome (a receipt frame) owed to this client. Refused
+    /// only once the session is closing.
+    pub fn owe(&self, receipt: Utf8Bytes) -> Result<(), Utf8Bytes> {
+        let mut state = self.state();
+        if state.close.is_some() {
+            return Err(receipt);
+        }
+        state.outcomes.push_back(receipt);
+        drop(state);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Asks the session to close with `code` once it has written what is
+    /// already queued (unless the code is 4008: a slow consumer's queue is
+    /// not worth waiting for). Later pushes are refused.
+    pub fn close(&self, why: Disconnect) {
+        let mut state = self.state();
+        if state.close.is_none() {
+            state.close = Some(why);
+        }
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Waits until there is something to take or a close was asked for.
+    pub async fn ready(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Takes every queued message, up to [`OUTCOMES_PER_TURN`] outcomes
+    /// (the rest wait for the next turn, which is already signalled), and
+    /// the close code if one was asked for.
+    pub fn take(&self) -> Batch {
+        let mut state = self.state();
+        let n = state.outcomes.len().min(OUTCOMES_PER_TURN);
+        let outcomes: Vec<Utf8Bytes> = state.outcomes.drain(..n).collect();
+        if !state.outcomes.is_empty() {
+            self.wake.notify_one();
+        } else if state.outcomes.capacity() > OUTCOMES_PER_TURN {
+            // A burst is over: give its memory back.
+            state.outcomes = VecDeque::new();
+        }
+        state.bytes = 0;
+        Batch {
+            // Leaves an empty, unallocated queue behind.
+            messages: std::mem::take(&mut state.messages),
+            outcomes,
+            close: state.close,
+        }
+    }
+
+    /// Everything still queued, outcomes included, for a session that is
+    /// ending.
+    pub fn take_all(&self) -> Batch {
+        let mut state = self.state();
+        state.bytes = 0;
+        Batch {
+            messages: std::mem::take(&mut state.messages),
+            outcomes: std::mem::take(&mut state.outcomes).into(),
+            close: state.close,
+        }
+    }
+
+    pub fn closing(&self) -> Option<Disconnect> {
+        self.state().close
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(s: &str) -> Outbound {
+        Outbound {
+            frame: Utf8Bytes::from(s.to_owned()),
+            receipt_to: None,
+        }
+    }
+
+    const LIMITS: QueueLimits = QueueLimits {
+        frames: 2,
+        bytes: 1 << 20,
+    };
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_and_asks_for_4008() {
+        let outbox = Outbox::new(LIMITS);
+        outbox.push(message("a")).unwrap();
+        outbox.push(message("b")).unwrap();
+        assert!(matches!(outbox.push(message("c")), Err(Refused::Full(_))));
+        assert!(matches!(
+            outbox.push(message("d")),
+            Err(Refused::Closing(_))
+        ));
+        outbox.ready().await;
+        let batch = outbox.take();
+        assert_eq!(batch.messages.len(), 2);
+        assert_eq!(batch.close, Some(Disconnect::SlowConsumer));
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_too() {
+        let outbox = Outbox::new(QueueLimits {
+            frames: 100,
+            bytes: 10,
+        });
+        outbox.push(message("12345")).unwrap();
+        outbox.push(message("67890")).unwrap();
+        assert!(matches!(outbox.push(message("x")), Err(Refused::Full(_))));
+        assert_eq!(outbox.closing(), Some(Disconnect::SlowConsumer));
+        // Bytes are counted per queue-full, not forever.
+        let fresh = Outbox::new(QueueLimits {
+            frames: 100,
+            bytes: 10,
+        });
+        for _ in 0..10 {
+            fresh.push(message("12345678")).unwrap();
+            assert_eq!(fresh.take().messages.len(), 1);
+        }
+    }
+
+    #[test]
+    fn outcomes_never_fill_the_queue_and_come_a_batch_per_turn() {
+        let outbox = Outbox::new(LIMITS);
+        for i in 0..1000 {
+            outbox.owe(Utf8Bytes::from(i.to_string())).unwrap();
+        }
+        outbox.push(message("m")).unwrap();
+        assert_eq!(outbox.closing(), None, "outcomes are not a slow consumer");
+        let first = outbox.take();
+        assert_eq!(first.messages.len(), 1);
+        assert_eq!(first.outcomes.len(), OUTCOMES_PER_TURN);
+        assert_eq!(first.outcomes[0].as_str(), "0");
+        let mut taken = first.outcomes.len();
+        while taken < 1000 {
+            let next = outbox.take();
+            assert_eq!(next.outcomes[0].as_str(), taken.to_string(), "in order");
+            taken += next.outcomes.len();
+        }
+        assert!(outbox.take().outcomes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn first_close_code_wins_and_queued_frames_stay() {
+        let outbox = Outbox::new(QueueLimits {
+            frames: 8,
+            bytes: 1 << 20,
+        });
+        outbox.push(message("a")).unwrap();
+        outbox.close(Disconnect::Replaced);
+        outbox.close(Disconnect::GoingAway);
+        let batch = outbox.take();
+        assert_eq!(
+            (batch.messages.len(), batch.close),
+            (1, Some(Disconnect::Replaced))
+        );
+        assert!(outbox.owe(Utf8Bytes::from_static("r")).is_err());
+    }
+}

@@ -1,0 +1,296 @@
+//! A node: the shared state its parts are built around ([`Node`]), how it
+//! is assembled ([`Node::assemble`]) and stopped ([`Lifetime::stop`]), and
+//! its upkeep loop ([`upkeep`]). Serving it on a port is the runtime's
+//! (`crate::runtime`).
+//!
+//! The node is the one place that knows every part below the transport.
+//! Each part gets only what it needs: sessions an
+//! [`Env`](crate::session::Env), the router its ports, the HTTP layer the
+//! `Node` itself.
+//!
+//! One cancellation tree and one task tracker own everything the node
+//! runs. Stopping goes in an order that loses nothing it can keep:
+//!
+//! 1. the serving token is cancelled: the server stops accepting (and
+//!    drains its HTTP requests), every session closes with 1001 and
+//!    deletes its presence record, the upkeep stops;
+//! 2. once the sessions are gone, the root token (the node's lifetime)
+//!    stops the node receiving hops (its subscription is dropped);
+//! 3. with every task done with it, the router is dropped; the courier
+//!    then sends what is still queued (the last outcomes) and ends;
+//! 4. the bus and the presence store are closed.
+
+mod upkeep;
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::JwtVerifier;
+use crate::bus::Bus;
+use crate::cause::chain;
+use crate::config::Config;
+use crate::health::Health;
+use crate::hub::{Hub, Slots};
+use crate::metrics::Metrics;
+use crate::presence::PresenceStore;
+use crate::protocol::NodeId;
+use crate::protocol::frames::max_message_frame;
+use crate::routing::inbox::{self, Ended};
+use crate::routing::liveness::{DEAD_ENTRY_RETENTION, Incarnation};
+use crate::routing::{Liveness, Ports, Router, Settings};
+use crate::session::Env;
+
+/// Why a node did not start. The text is shown to the operator as is.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+/// The shared state of a running node, as the HTTP layer and the node's
+/// own background work see it.
+pub struct Node {
+    config: Config,
+    presence: Arc<dyn PresenceStore>,
+    bus: Arc<dyn Bus>,
+    router: Arc<Router>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    /// `None` when authentication is off.
+    auth: Option<JwtVerifier>,
+    /// The `--max-sessions` cap.
+    slots: Slots,
+    /// Every task the node starts (sessions, background work): shutdown
+    /// waits for them.
+    tasks: TaskTracker,
+    /// Cancelled when the node begins to shut down.
+    shutdown: CancellationToken,
+    /// What each session is given.
+    session_env: Arc<Env>,
+}
+
+impl Node {
+    pub fn id(&self) -> &NodeId {
+        &self.config.node_id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn presence(&self) -> &Arc<dyn PresenceStore> {
+        &self.presence
+    }
+
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
+    }
+
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    pub fn auth(&self) -> Option<&JwtVerifier> {
+        self.auth.as_ref()
+    }
+
+    pub fn slots(&self) -> &Slots {
+        &self.slots
+    }
+
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    /// Whether the node has begun to shut down.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    pub fn session_env(&self) -> &Arc<Env> {
+        &self.session_env
+    }
+
+    /// Cancelled when the node begins to shut down: what serves clients
+    /// (the accept loop, sessions) stops.
+    pub fn shutdown_signal(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Sessions open on this node.
+    pub fn sessions(&self) -> usize {
+        self.router.hub().len()
+    }
+}
+
+/// The root of a node's cancellation tree, held by whoever runs the node:
+/// with it, and only with it, the node is stopped.
+pub struct Lifetime(CancellationToken);
+
+impl Node {
+    /// Assembles a node on `presence` and `bus` and starts its background
+    /// work (the courier, the upkeep, the inbox); the caller serves it.
+    pub async fn assemble(
+        config: Config,
+        presence: Arc<dyn PresenceStore>,
+        bus: Arc<dyn Bus>,
+    ) -> Result<(Arc<Node>, Lifetime), StartError> {
+        // Keys first: a typo in a path should stop the node before it
+        // touches the backends.
+        let auth = config
+            .jwt
+            .as_ref()
+            .map(JwtVerifier::new)
+            .transpose()
+            .map_err(StartError)?;
+        let max_sessions = config
+            .limits
+            .max_sessions
+            .unwrap_or_else(default_max_sessions);
+        let id = config.node_id.clone();
+        let inbox = bus.subscribe(&id).await.map_err(|e| {
+            StartError(format!(
+                "cannot subscribe to this node's inbox: {}",
+                chain(&e)
+            ))
+        })?;
+
+        // The first heartbeat goes out before any session is accepted, so
+        // that other nodes know this run before they see its records.
+        let liveness = Arc::new(Liveness::new(Incarnation::new(id.clone()), config.node_ttl));
+        let report = presence
+            .heartbeat(
+                &liveness.me().member(),
+                config.node_ttl,
+                DEAD_ENTRY_RETENTION,
+            )
+            .await
+            .map_err(|e| {
+                StartError(format!("cannot write this node's heartbeat: {}", chain(&e)))
+            })?;
+        liveness.refresh(&report);
+
+        // The tree: the node's lifetime, and beneath it the serving of
+        // sessions, which stops first.
+        let lifetime = CancellationToken::new();
+        let shutdown = lifetime.child_token();
+        let tasks = TaskTracker::new();
+        let metrics = Arc::new(Metrics::default());
+        let health = Arc::new(Health::default());
+        let ports = Ports {
+            presence: presence.clone(),
+            bus: bus.clone(),
+        };
+        let settings = Settings {
+            hop_timeout: config.hop_timeout,
+            route_cache: config.route_cache,
+            max_message_frame: max_message_frame(config.limits.max_frame_bytes),
+        };
+        let (router, courier) = Router::new(
+            ports,
+            Arc::new(Hub::default()),
+            liveness,
+            metrics.clone(),
+            tasks.clone(),
+            settings,
+        );
+        let router = Arc::new(router);
+        let session_env = Arc::new(Env {
+            node: id.clone(),
+            router: router.clone(),
+            limits: config.limits.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+            shutdown: shutdown.clone(),
+        });
+        let node = Arc::new(Node {
+            auth,
+            slots: Slots::new(max_sessions),
+            config,
+            presence,
+            bus,
+            router,
+            metrics,
+            health,
+            tasks,
+            shutdown,
+            session_env,
+        });
+
+        let tasks = &node.tasks;
+        tasks.spawn(courier.run());
+        tasks.spawn(upkeep::run(node.clone()));
+        tasks.spawn({
+            let (router, health) = (node.router.clone(), node.health.clone());
+            let stop = lifetime.clone();
+            async move {
+                if inbox::run(router, inbox, stop).await == Ended::Closed {
+                    health.inbox_closed();
+                }
+            }
+        });
+        Ok((node, Lifetime(lifetime)))
+    }
+}
+
+impl Lifetime {
+    /// Stops `node` (see the module comment), giving up on whatever is
+    /// still running at `deadline`.
+    pub async fn stop(self, node: Arc<Node>, deadline: Instant) {
+        tracing::info!(node = %node.id(), sessions = node.sessions(), "shutting down");
+        node.shutdown.cancel();
+        if tokio::time::timeout_at(deadline, node.slots.all_returned())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = node.sessions(),
+                "sessions still open at the shutdown deadline; stopping anyway"
+            );
+        }
+        self.0.cancel();
+        let (tasks, bus, presence, id) = (
+            node.tasks.clone(),
+            node.bus.clone(),
+            node.presence.clone(),
+            node.id().clone(),
+        );
+        // The router goes with the last task that holds it; the courier
+        // then drains its queue and ends.
+        drop(node);
+        tasks.close();
+        if tokio::time::timeout_at(deadline, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = tasks.len(),
+                "tasks still running at the shutdown deadline"
+            );
+        }
+        bus.close().await;
+        presence.close().await;
+        tracing::info!(node = %id, "stopped");
+    }
+}
+
+/// File descriptors kept for everything but sessions (backends, HTTP
+/// requests, the listener) when --max-sessions is derived.
+const RESERVED_FDS: usize = 256;
+
+/// Without --max-sessions: as many as the file-descriptor limit allows,
+/// less a reserve, so that the node refuses with 503 before accept(2)
+/// starts failing.
+fn default_max_sessions() -> usize {
+    let limit = crate::process::open_files_limit().unwrap_or(1024) as usize;
+    limit.saturating_sub(RESERVED_FDS).max(16)
+}

@@ -1,0 +1,191 @@
+//! The node's upkeep loop, once every third of the node TTL:
+//!
+//! 1. heartbeat into the presence store and refresh the liveness view;
+//!    in-flight messages to nodes that died or restarted are answered
+//!    `offline` ([`Outcomes::node_lost`](crate::routing::Outcomes::node_lost));
+//! 2. answer `offline` for in-flight messages whose outcome is overdue;
+//! 3. after the store was unreachable, came back without this node's
+//!    heartbeat (it restarted empty, or failed over), or had seen this
+//!    node's heartbeat lapse (a stall longer than the TTL, during which
+//!    others may have swept its records): delete the records of
+//!    sessions that closed meanwhile, and write every live session's record
+//!    back without overwriting a newer session's (in a task beside the
+//!    loop, so that heartbeats go on meanwhile; retried until one succeeds
+//!    that started after the last sign of loss);
+//! 4. sweep the ghost records a dead or restarted node left behind (and,
+//!    once at startup, those of this node's own previous run), so that the
+//!    store ends up holding one record per live session.
+//!
+//! The same heartbeat tells whether presence can be written at all; while
+//! it cannot, the node refuses new sessions (see [`Health`](crate::health::Health)).
+//!
+//! Shared stores also get every live session's record written back every
+//! `--presence-refresh-ms` (sooner for memcached, whose records expire), in
+//! a task of its own so that a long refresh never delays a heartbeat: a
+//! record that vanished while its session lives (evicted, lost in a
+//! failover, deleted by mistake) is back within that time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+
+use crate::cause::chain;
+use crate::node::Node;
+use crate::presence::PresenceError;
+use crate::protocol::NodeId;
+use crate::routing::liveness::DEAD_ENTRY_RETENTION;
+
+pub async fn run(node: Arc<Node>) {
+    let liveness = node.router.liveness().clone();
+    let outcomes = node.router.outcomes().clone();
+    let ttl = liveness.ttl();
+    let period = ttl / 3;
+    let member = liveness.me().member();
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate; startup just beat
+    // Ghosts of this node's earlier runs, whichever they were.
+    let me = liveness.me().clone();
+    sweep(&node, me.node, None, me.started_ms);
+    if let Some(every) = node.presence.refresh_interval(node.config.presence_refresh) {
+        node.tasks.spawn(refresh(node.clone(), every));
+    }
+    // Set while this node's records may be missing from the store, until a
+    // restore started after the last sign of loss has finished.
+    let mut lost_presence = false;
+    // Signs of loss so far (a failed beat, a beat that found the store
+    // without this node); a restore only clears what it started after.
+    let mut losses: u64 = 0;
+    // A restore runs beside the loop: re-registering a large node can take
+    // longer than the node TTL, and a heartbeat delayed that long would
+    // make every other node think this one dead.
+    let mut restoring: Option<(u64, JoinHandle<bool>)> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = node.shutdown.cancelled() => return,
+        }
+        if let Some((started_at, task)) = restoring.take_if(|(_, task)| task.is_finished()) {
+            let restored = task.await.unwrap_or(false);
+            if restored && started_at == losses {
+                lost_presence = false;
+            }
+        }
+        // Never longer than a period: a hung store must not stall the loop
+        // that notices it.
+        let beat = tokio::time::timeout(
+            period,
+            node.presence.heartbeat(&member, ttl, DEAD_ENTRY_RETENTION),
+        )
+        .await
+        .unwrap_or_else(|_| Err(PresenceError::unavailable("heartbeat timed out")));
+        match beat {
+            Ok(report) => {
+                node.health.presence_answered();
+                let refresh = liveness.refresh(&report);
+                if refresh.restore {
+                    losses += 1;
+                    lost_presence = true;
+                }
+                if lost_presence && restoring.is_none() {
+                    tracing::info!(
+                        store_lost_data = report.own_was_missing,
+                        "presence store is back; restoring this node's records"
+                    );
+                    let node = node.clone();
+                    let task = node
+                        .tasks
+                        .clone()
+                        .spawn(async move { restore(&node, false).await });
+                    restoring = Some((losses, task));
+                }
+                for lost in refresh.lost {
+                    outcomes.node_lost(&lost);
+                    if let Some(ghosts) = &lost.sweep {
+                        let run = Some(ghosts.run_started_ms);
+                        sweep(&node, lost.node, run, ghosts.ghosts_before);
+                    }
+                }
+            }
+            Err(e) => {
+                if !lost_presence {
+                    tracing::warn!(error = %chain(&e), "presence store unreachable; refusing new sessions");
+                }
+                // Until a heartbeat reaches the store again, nobody is
+                // written off on the strength of the view from before.
+                liveness.unreachable();
+                losses += 1;
+                lost_presence = true;
+                node.health.presence_failed();
+            }
+        }
+        outcomes.expire();
+    }
+}
+
+/// How long one sweep may take before it is abandoned (the next death or
+/// restart of that node, or lazy deletes, pick up what is left).
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Deletes, in the background, the records `dead` wrote before
+/// `before_since` (see [`PresenceStore::sweep`](crate::presence::PresenceStore::sweep)).
+fn sweep(node: &Node, dead: NodeId, lost_run: Option<u64>, before_since: u64) {
+    let presence = node.presence.clone();
+    node.tasks.spawn(async move {
+        let swept =
+            tokio::time::timeout(SWEEP_TIMEOUT, presence.sweep(&dead, lost_run, before_since))
+                .await;
+        match swept {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(node = %dead, records = n, "swept ghost presence records"),
+            Ok(Err(e)) => {
+                tracing::warn!(node = %dead, error = %chain(&e), "sweep of ghost records failed")
+            }
+            Err(_) => tracing::warn!(node = %dead, "sweep of ghost records timed out"),
+        }
+    });
+}
+
+/// Writes every live session's record back every `every`, while the store
+/// is reachable (the heartbeat restores everything when it comes back).
+async fn refresh(node: Arc<Node>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = node.shutdown.cancelled() => return,
+        }
+        if node.health.presence_reachable() && !restore(&node, true).await {
+            tracing::warn!("refreshing presence records failed; retrying next round");
+        }
+    }
+}
+
+/// Writes every live session's record back (see
+/// [`Router::restore`](crate::routing::Router::restore)). A routine refresh
+/// logs only what it changed. Whether it succeeded.
+async fn restore(node: &Node, routine: bool) -> bool {
+    match node.router.restore().await {
+        Ok(done) if routine && done.replaced == 0 => {
+            tracing::debug!(sessions = done.sessions, took = ?done.took, "refreshed presence records");
+            true
+        }
+        Ok(done) => {
+            tracing::info!(
+                sessions = done.sessions,
+                replaced = done.replaced,
+                took = ?done.took,
+                "re-registered live sessions"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::debug!(error = %chain(&e), "re-registering live sessions failed");
+            false
+        }
+    }
+}

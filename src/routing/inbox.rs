@@ -1,0 +1,179 @@
+//! This node's inbox on the bus: reads what other nodes sent and hands each
+//! hop to the router (messages, takeovers) or its outcomes (outcomes,
+//! forwards, bounces).
+//!
+//! Envelopes come from other nodes, which are trusted but verified: a
+//! malformed one is counted, logged (at most once a second, with a count of
+//! what was not logged) and skipped, never a crash.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::Router;
+use crate::bus::{Delivery, Inbox};
+use crate::metrics::HopRejection;
+use crate::protocol::{Envelope, EnvelopeError, Hop};
+
+/// How the inbox ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// `stop` was cancelled: the node is shutting down.
+    Stopped,
+    /// The bus closed the inbox: no hop can arrive any more.
+    Closed,
+}
+
+/// Reads the inbox until `stop` is cancelled or the bus closes it. Messages
+/// whose frame is larger than the largest a client of any node can cause
+/// ([`Settings::max_message_frame`](super::Settings)) are refused.
+pub async fn run(router: Arc<Router>, mut inbox: Inbox, stop: CancellationToken) -> Ended {
+    let metrics = router.metrics.clone();
+    let max_frame = router.settings.max_message_frame;
+    let mut complaints = Throttle::new(Duration::from_secs(1));
+    loop {
+        let delivery = tokio::select! {
+            delivery = inbox.next() => match delivery {
+                Some(delivery) => delivery,
+                None => break,
+            },
+            () = stop.cancelled() => return Ended::Stopped,
+        };
+        let bytes = match delivery {
+            Delivery::Envelope(bytes) => bytes,
+            Delivery::Bounced(tag) => {
+                router.outcomes.bounced(tag);
+                continue;
+            }
+        };
+        metrics.hop_received();
+        match Envelope::decode(&bytes) {
+            Ok(envelope) => {
+                for hop in envelope.into_hops() {
+                    match hop {
+                        Hop::Message(message) => {
+                            let frame = message.frame.get();
+                            let verdict = if frame.len() > max_frame {
+                                Err(HopRejection::Oversized)
+                            } else if !message.frame_matches() {
+                                Err(HopRejection::Mismatched)
+                            } else {
+                                frame_of(&bytes, frame).ok_or(HopRejection::Malformed)
+                            };
+                            match verdict {
+                                Ok(frame) => router.accept_hop(message, frame).await,
+                                Err(why) => {
+                                    metrics.hop_rejected(why);
+                                    if let Some(skipped) = complaints.ready() {
+                                        tracing::warn!(reason = ?why, msg_id = %message.msg_id,
+                                            to = %message.to, bytes = frame.len(), skipped,
+                                            "refused a message hop; its sender is told offline");
+                                    }
+                                    // Not delivered: the sender hears it now,
+                                    // not at the hop timeout.
+                                    router.refuse_hop(&message).await;
+                                }
+                            }
+                        }
+                        Hop::Outcomes(outcomes) => {
+                            for outcome in outcomes {
+                                router.outcomes.settle(outcome);
+                            }
+                        }
+                        Hop::Replaced(replaced) => router.accept_replaced(replaced),
+                        Hop::Forwarded(forwarded) => router.outcomes.forwarded(forwarded),
+                    }
+                }
+            }
+            Err(e) => {
+                metrics.hop_rejected(match e {
+                    EnvelopeError::Malformed(_) => HopRejection::Malformed,
+                    EnvelopeError::UnknownVersion(_) => HopRejection::UnknownVersion,
+                });
+                if let Some(skipped) = complaints.ready() {
+                    tracing::warn!(error = %e, bytes = bytes.len(), skipped,
+                        "dropped an envelope this node cannot read");
+                }
+            }
+        }
+    }
+    tracing::error!("the bus closed this node's inbox; hops can no longer arrive");
+    Ended::Closed
+}
+
+/// The frame of a message hop as a slice of the bus message it came in:
+/// handed to the recipient's socket without a copy.
+fn frame_of(payload: &Bytes, frame: &str) -> Option<Utf8Bytes> {
+    let start = (frame.as_ptr() as usize).checked_sub(payload.as_ptr() as usize)?;
+    let end = start.checked_add(frame.len())?;
+    if end > payload.len() {
+        return None;
+    }
+    // SAFETY: `start..end` lies within `payload` and starts where `frame`
+    // starts, so it is the very memory `frame` borrows: valid UTF-8,
+    // already checked by the decoder. Checking it again would scan every
+    // received message once more.
+    Some(unsafe { Utf8Bytes::from_bytes_unchecked(payload.slice(start..end)) })
+}
+
+/// Lets one log line through per period and counts the rest.
+struct Throttle {
+    period: Duration,
+    last: Option<Instant>,
+    skipped: u64,
+}
+
+impl Throttle {
+    fn new(period: Duration) -> Self {
+        Self {
+            period,
+            last: None,
+            skipped: 0,
+        }
+    }
+
+    /// `Some(lines skipped since the last one)` when a line may be logged.
+    fn ready(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.period)
+        {
+            self.skipped += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.skipped))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_cut_from_the_payload_without_a_copy() {
+        let payload = Bytes::from_static(br#"{"frame":{"a":1}}"#);
+        let text = std::str::from_utf8(&payload).unwrap();
+        let frame = &text[9..16];
+        let cut = frame_of(&payload, frame).unwrap();
+        assert_eq!(cut.as_str(), r#"{"a":1}"#);
+        assert_eq!(cut.as_str().as_ptr(), frame.as_ptr());
+        assert!(frame_of(&payload, "elsewhere").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttle_lets_one_through_per_period() {
+        let mut t = Throttle::new(Duration::from_secs(3600));
+        assert_eq!(t.ready(), Some(0));
+        assert_eq!(t.ready(), None);
+        assert_eq!(t.ready(), None);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(t.ready(), Some(2));
+    }
+}

@@ -1,0 +1,92 @@
+//! Writing to a session's socket, always within the write timeout.
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
+
+use super::Socket;
+use crate::hub::Batch;
+use crate::protocol::{Disconnect, ReceiptStatus};
+use crate::routing::Router;
+
+/// A write that did not complete: the session ends as a slow consumer.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum WriteError {
+    #[error("the socket write took longer than the write timeout")]
+    Timeout,
+    #[error("the socket write failed")]
+    Socket(#[source] WsError),
+}
+
+/// Writes frames and flushes once, within `timeout`.
+pub(super) async fn write<F: Into<Utf8Bytes>>(
+    ws: &mut Socket,
+    frames: impl IntoIterator<Item = F>,
+    timeout: Duration,
+) -> Result<(), WriteError> {
+    let send = async {
+        for frame in frames {
+            ws.feed(WsMessage::Text(frame.into())).await?;
+        }
+        ws.flush().await
+    };
+    match tokio::time::timeout(timeout, send).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(WriteError::Socket(e)),
+        Err(_) => Err(WriteError::Timeout),
+    }
+}
+
+/// Writes answers, owed outcomes and queued messages with one flush, then
+/// reports each message's outcome: `delivered` once the socket took it,
+/// `offline` if it did not.
+pub(super) async fn write_outbound(
+    ws: &mut Socket,
+    router: &Router,
+    answers: Vec<Utf8Bytes>,
+    batch: Batch,
+    timeout: Duration,
+) -> Result<(), WriteError> {
+    if answers.is_empty() && batch.messages.is_empty() && batch.outcomes.is_empty() {
+        return Ok(());
+    }
+    let mut senders = Vec::new();
+    let mut frames = answers;
+    frames.extend(batch.outcomes);
+    frames.extend(batch.messages.into_iter().map(|item| {
+        senders.extend(item.receipt_to);
+        item.frame
+    }));
+    let written = write(ws, frames, timeout).await;
+    let status = if written.is_ok() {
+        ReceiptStatus::Delivered
+    } else {
+        ReceiptStatus::Offline
+    };
+    // Every outcome is reported; the router decides who needs to hear it
+    // (a sender's node always, a sender here only if it asked).
+    for to in senders {
+        router.report_outcome(&to, status).await;
+    }
+    written
+}
+
+/// Sends the close frame for `why`, within `timeout`.
+pub(super) async fn close_socket(
+    ws: &mut Socket,
+    why: Disconnect,
+    timeout: Duration,
+) -> Result<(), WriteError> {
+    let frame = CloseFrame {
+        code: CloseCode::from(why.code()),
+        reason: Utf8Bytes::from_static(why.reason()),
+    };
+    match tokio::time::timeout(timeout, ws.close(Some(frame))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(WriteError::Socket(e)),
+        Err(_) => Err(WriteError::Timeout),
+    }
+}

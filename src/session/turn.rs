@@ -1,0 +1,380 @@
+//! A session's main loop. Each turn waits for one event:
+//!
+//! 1. frames other tasks queued in its outbox (messages for this client,
+//!    receipts owed to it), or a request to close;
+//! 2. the answer to a frame it read, once its lookup finished;
+//! 3. the next client frame, while fewer than [`MAX_IN_FLIGHT`] are
+//!    unanswered;
+//! 4. the keepalive timer (ping, or close a client gone silent);
+//! 5. the node shutting down (close with 1001);
+//!
+//! then gathers everything else that is ready and writes it all with a
+//! single flush: one system call for an ack and the messages that arrived
+//! meanwhile, rather than one each.
+//!
+//! Sends are pipelined: the presence lookups of up to [`MAX_IN_FLIGHT`]
+//! sends run concurrently, but [`Router::dispatch`] and the acks happen
+//! strictly in reading order, which is what keeps messages from one
+//! session to one recipient in order.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
+use uuid::Uuid;
+
+use super::socket::{write, write_outbound};
+use super::{Ending, Env, MAX_IN_FLIGHT, Socket};
+use crate::hub::{ReceiptTo, SessionHandle};
+use crate::metrics::PolicyClose;
+use crate::protocol::frames::{encode_ack, encode_error, encode_pong};
+use crate::protocol::{ClientFrame, Disconnect, ErrorCode, FrameError, parse_client_frame};
+use crate::rate::{Limiter, Verdict};
+use crate::routing::{Message, Route, RouteError, Router};
+
+/// What the session owes the client for one frame it read.
+// Replies live inside the pending futures, which are boxed anyway.
+#[allow(clippy::large_enum_variant)]
+enum Reply {
+    /// A pong or an error, ready to write.
+    Ready(String),
+    /// A send whose route has been looked up.
+    Routed {
+        msg: Message,
+        route: Result<Route, RouteError>,
+        read_at: Instant,
+    },
+}
+
+type Pending<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
+
+/// The state of the main loop.
+pub(super) struct Session<'a> {
+    env: &'a Env,
+    router: &'a Router,
+    handle: &'a SessionHandle,
+    ws: &'a mut Socket,
+    /// Frames read whose answer waits on a lookup (and any read after
+    /// them, so that answers keep reading order).
+    pending: FuturesOrdered<Pending<'a>>,
+    /// Answers ready to write, in reading order.
+    answers: Vec<Utf8Bytes>,
+    limiter: Limiter,
+    /// When the client last sent anything, a pong included.
+    last_heard: Instant,
+    /// When the next keepalive ping is due.
+    next_ping: Instant,
+}
+
+impl<'a> Session<'a> {
+    pub(super) fn new(env: &'a Env, handle: &'a SessionHandle, ws: &'a mut Socket) -> Self {
+        let limits = &env.limits;
+        Self {
+            env,
+            router: &env.router,
+            handle,
+            ws,
+            pending: FuturesOrdered::new(),
+            answers: Vec::new(),
+            limiter: Limiter::new(limits.rate_limit, limits.rate_burst, limits.rate_abuse),
+            last_heard: Instant::now(),
+            next_ping: Instant::now() + limits.ping_interval,
+        }
+    }
+
+    pub(super) async fn serve(mut self) -> Ending {
+        let write_timeout = self.env.limits.write_timeout;
+        // One timer per session serves both the pings and the idle check.
+        let keepalive = tokio::time::sleep_until(self.next_ping);
+        tokio::pin!(keepalive);
+        let shutdown = self.env.shutdown.clone();
+        let shutting_down = shutdown.cancelled();
+        tokio::pin!(shutting_down);
+        loop {
+            tokio::select! {
+                // Close requests and queued frames first: a session being
+                // replaced or shut down should not keep reading.
+                biased;
+
+                () = self.handle.outbox.ready() => {}
+
+                () = &mut shutting_down => {
+                    return Box::pin(self.drain_and_close(Disconnect::GoingAway)).await;
+                }
+
+                Some(reply) = self.pending.next(), if !self.pending.is_empty() => {
+                    let frame = Box::pin(respond(self.env, reply)).await;
+                    self.answers.push(frame.into());
+                }
+
+                incoming = self.ws.next(), if self.pending.len() < MAX_IN_FLIGHT => {
+                    if let Some(ending) = self.receive(incoming).await {
+                        return ending;
+                    }
+                }
+
+                () = &mut keepalive => {
+                    match self.keepalive().await {
+                        Ok(deadline) => keepalive.as_mut().reset(deadline),
+                        Err(ending) => return ending,
+                    }
+                }
+            }
+
+            while let Some(Some(reply)) = self.pending.next().now_or_never() {
+                let frame = Box::pin(respond(self.env, reply)).await;
+                self.answers.push(frame.into());
+            }
+            let batch = self.handle.outbox.take();
+            let close = batch.close;
+            if close == Some(Disconnect::SlowConsumer) {
+                let senders = batch.messages.into_iter().filter_map(|m| m.receipt_to);
+                self.router.report_undelivered(senders).await;
+                return Ending::SlowConsumer;
+            }
+            let answers = std::mem::take(&mut self.answers);
+            let written = Box::pin(write_outbound(
+                self.ws,
+                self.router,
+                answers,
+                batch,
+                write_timeout,
+            ))
+            .await;
+            if written.is_err() {
+                return Ending::SlowConsumer;
+            }
+            if let Some(why) = close {
+                return Box::pin(self.drain_and_close(why)).await;
+            }
+        }
+    }
+
+    /// The keepalive timer fired: close a session that has gone silent,
+    /// ping one that is due. Returns when the timer should fire next.
+    async fn keepalive(&mut self) -> Result<Instant, Ending> {
+        let limits = &self.env.limits;
+        let now = Instant::now();
+        let silent_until = self.last_heard + limits.idle_timeout;
+        if now >= silent_until {
+            tracing::debug!(client = %self.handle.client, "no answer to pings; closing");
+            self.env.metrics.policy_closed(PolicyClose::Idle);
+            return Err(Box::pin(self.drain_and_close(Disconnect::Idle)).await);
+        }
+        if now >= self.next_ping {
+            let ping = async {
+                self.ws.feed(WsMessage::Ping(Default::default())).await?;
+                self.ws.flush().await
+            };
+            if !matches!(
+                tokio::time::timeout(limits.write_timeout, ping).await,
+                Ok(Ok(()))
+            ) {
+                return Err(Ending::SlowConsumer);
+            }
+            self.next_ping = now + limits.ping_interval;
+        }
+        Ok(self.next_ping.min(silent_until))
+    }
+
+    /// Handles what the socket produced; `Some` when the session ends.
+    async fn receive(&mut self, incoming: Option<Result<WsMessage, WsError>>) -> Option<Ending> {
+        let now = Instant::now();
+        if let Some(Ok(_)) = &incoming {
+            self.last_heard = now;
+        }
+        // Every data frame and every ping the client sends costs the node
+        // work, so each one counts against its rate.
+        let verdict = match &incoming {
+            Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_) | WsMessage::Ping(_))) => {
+                self.limiter.check(now)
+            }
+            _ => Verdict::Allow,
+        };
+        if verdict == Verdict::Abuse {
+            tracing::debug!(client = %self.handle.client, "sustained rate abuse; closing");
+            self.env.metrics.policy_closed(PolicyClose::RateAbuse);
+            return Some(Box::pin(self.drain_and_close(Disconnect::RateAbuse)).await);
+        }
+        match incoming {
+            Some(Ok(WsMessage::Text(text))) => self.read_text(text, now, verdict).await,
+            Some(Ok(WsMessage::Binary(_))) if verdict == Verdict::Refuse => self.rate_limited(None),
+            Some(Ok(WsMessage::Binary(_))) => self.refuse(FrameError::new(
+                ErrorCode::BadFrame,
+                "binary frames are not part of the protocol; send JSON in text frames",
+                None,
+            )),
+            // tungstenite answers pings itself.
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
+            Some(Ok(WsMessage::Close(_))) => {
+                // tungstenite has queued the echo of the client's close
+                // frame (RFC 6455 5.5.1): send it now, before the clean-up.
+                let echo = tokio::time::timeout(self.env.limits.write_timeout, self.ws.flush());
+                let _ = echo.await;
+                return Some(Ending::ClosedByClient);
+            }
+            None => return Some(Ending::Gone),
+            Some(Err(WsError::Utf8(e))) => {
+                tracing::debug!(client = %self.handle.client, error = %e, "text frame is not UTF-8");
+                self.env.metrics.error(ErrorCode::BadFrame);
+                return Some(Box::pin(self.drain_and_close(Disconnect::InvalidPayload)).await);
+            }
+            Some(Err(WsError::Capacity(e))) => {
+                tracing::debug!(client = %self.handle.client, error = %e, "frame over the hard limit");
+                self.env.metrics.error(ErrorCode::TooLarge);
+                return Some(Box::pin(self.drain_and_close(Disconnect::TooBig)).await);
+            }
+            Some(Err(e)) => {
+                tracing::debug!(client = %self.handle.client, error = %e, "socket error");
+                return Some(Ending::Gone);
+            }
+        }
+        None
+    }
+
+    /// Handles one text frame. A send whose route is known at once (a
+    /// local recipient, a cached remote one) is dispatched right here;
+    /// otherwise it starts its lookup. Answers keep reading order.
+    async fn read_text(&mut self, text: Utf8Bytes, read_at: Instant, verdict: Verdict) {
+        let max = self.env.limits.max_frame_bytes;
+        if text.len() > max {
+            return self.refuse(FrameError::new(
+                ErrorCode::TooLarge,
+                format!("frame is {} bytes; the limit is {max}", text.len()),
+                None,
+            ));
+        }
+        if verdict == Verdict::Refuse {
+            // Parsed only to echo the refused frame's id.
+            let id = match parse_client_frame(&text) {
+                Ok(ClientFrame::Send(send)) => send.id.map(Cow::into_owned),
+                Ok(ClientFrame::Ping { id }) => id.map(Cow::into_owned),
+                Err(e) => e.id,
+            };
+            return self.rate_limited(id.as_deref());
+        }
+        match parse_client_frame(&text) {
+            Ok(ClientFrame::Send(send)) => {
+                let msg_id = Uuid::now_v7();
+                let receipt_to = ReceiptTo {
+                    node: self.env.node.clone(),
+                    client: self.handle.client.clone(),
+                    session: self.handle.id,
+                    msg_id,
+                    id: send.id.map(Into::into),
+                    receipt: send.receipt,
+                    tracked: false,
+                };
+                let msg = Message::new(
+                    msg_id,
+                    self.handle.client.clone(),
+                    send.to,
+                    send.body,
+                    Some(receipt_to),
+                );
+                match self.router.locate_fast(&msg.to) {
+                    Some(route) if self.pending.is_empty() => {
+                        let reply = Reply::Routed {
+                            msg,
+                            route: Ok(route),
+                            read_at,
+                        };
+                        let frame = Box::pin(respond(self.env, reply)).await;
+                        self.answers.push(frame.into());
+                    }
+                    Some(route) => self.queue(Reply::Routed {
+                        msg,
+                        route: Ok(route),
+                        read_at,
+                    }),
+                    None => {
+                        let router = self.router;
+                        self.pending.push_back(Box::pin(async move {
+                            let route = router.locate(&msg.to).await;
+                            Reply::Routed {
+                                msg,
+                                route,
+                                read_at,
+                            }
+                        }));
+                    }
+                }
+            }
+            Ok(ClientFrame::Ping { id }) => self.queue(Reply::Ready(encode_pong(id.as_deref()))),
+            Err(e) => self.refuse(e),
+        }
+    }
+
+    /// An answer known now, written after any still waiting on a lookup.
+    fn queue(&mut self, reply: Reply) {
+        match reply {
+            Reply::Ready(frame) if self.pending.is_empty() => self.answers.push(frame.into()),
+            reply => self.pending.push_back(Box::pin(std::future::ready(reply))),
+        }
+    }
+
+    fn refuse(&mut self, error: FrameError) {
+        self.env.metrics.error(error.code);
+        self.queue(Reply::Ready(encode_error(&error)));
+    }
+
+    fn rate_limited(&mut self, id: Option<&str>) {
+        let limit = self.env.limits.rate_limit;
+        self.refuse(FrameError::new(
+            ErrorCode::RateLimited,
+            format!("more than {limit} frames per second; this frame was dropped"),
+            id,
+        ));
+    }
+
+    /// Before closing with `why`: answer every send already read, so each
+    /// gets its one ack.
+    async fn drain_and_close(&mut self, why: Disconnect) -> Ending {
+        let mut frames = std::mem::take(&mut self.answers);
+        while let Some(reply) = self.pending.next().await {
+            frames.push(Box::pin(respond(self.env, reply)).await.into());
+        }
+        if write(self.ws, frames, self.env.limits.write_timeout)
+            .await
+            .is_err()
+        {
+            return Ending::SlowConsumer;
+        }
+        Ending::Close(why)
+    }
+}
+
+/// Turns a reply into the frame that answers it, dispatching sends.
+///
+/// Callers box this future: it is the largest step of a session's turn,
+/// and inline it would grow every idle session's task by its size.
+async fn respond(env: &Env, reply: Reply) -> String {
+    let (msg, route, read_at) = match reply {
+        Reply::Ready(frame) => return frame,
+        Reply::Routed {
+            msg,
+            route,
+            read_at,
+        } => (msg, route, read_at),
+    };
+    let msg_id = msg.msg_id;
+    let id = msg.receipt_to.as_ref().and_then(|o| o.id.clone());
+    let outcome = match route {
+        Ok(route) => env.router.dispatch(msg, route).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(status) => {
+            env.metrics.observe_route(read_at.elapsed());
+            encode_ack(id.as_deref(), msg_id, status)
+        }
+        Err(e) => {
+            env.metrics.error(e.code());
+            encode_error(&FrameError::new(e.code(), e.to_string(), id.as_deref()))
+        }
+    }
+}

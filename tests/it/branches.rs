@@ -1,0 +1,335 @@
+//! The three routing branches, against real Redis and NATS, through real
+//! WebSocket clients.
+
+use crate::support::*;
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use serde_json::json;
+use switchboard::protocol::{AckStatus, Envelope, Hop, ReceiptStatus, ServerFrame};
+
+#[tokio::test]
+async fn local_branch_hands_the_message_to_the_session_on_the_same_node() {
+    let cluster = Cluster::start().await;
+    let mut alice = connect(&cluster.a, "alice").await;
+    let mut bob = connect(&cluster.a, "bob").await;
+
+    let body = json!({"text": "hi bob", "n": [1, 2, 3]});
+    alice.send("bob", &body, Some("c-1"), true).await.unwrap();
+
+    let ServerFrame::Ack { id, msg_id, status } = next_frame(&mut alice).await else {
+        panic!("expected an ack")
+    };
+    assert_eq!((id.as_deref(), status), (Some("c-1"), AckStatus::Local));
+    assert_eq!(msg_id.get_version_num(), 7, "msg_id is a UUIDv7");
+
+    let ServerFrame::Message {
+        msg_id: got,
+        from,
+        to,
+        body: got_body,
+        ts,
+    } = next_frame(&mut bob).await
+    else {
+        panic!("expected a message")
+    };
+    assert_eq!((got, from.as_str(), to.as_str()), (msg_id, "alice", "bob"));
+    assert_eq!(got_body, body);
+    let now = switchboard::protocol::now_ms();
+    assert!(ts <= now && now - ts < 60_000, "ts {ts} is the send time");
+
+    // The sender asked for a receipt: delivered.
+    assert_eq!(
+        next_frame(&mut alice).await,
+        ServerFrame::Receipt {
+            id: Some("c-1".into()),
+            msg_id,
+            status: ReceiptStatus::Delivered
+        }
+    );
+}
+
+#[tokio::test]
+async fn remote_branch_publishes_on_the_recipient_nodes_subject() {
+    let cluster = Cluster::start().await;
+    let mut alice = connect(&cluster.a, "alice").await;
+    let mut bob = connect(&cluster.b, "bob").await;
+
+    // A plain NATS subscriber on node-b's subject sees the hop.
+    let (_watcher, mut hops) = nats_watch(&cluster.nats, "sb.node.node-b").await;
+
+    alice
+        .send("bob", &json!("across"), Some("x"), true)
+        .await
+        .unwrap();
+    let ServerFrame::Ack { msg_id, status, .. } = next_frame(&mut alice).await else {
+        panic!("expected an ack")
+    };
+    assert_eq!(status, AckStatus::Remote);
+
+    let ServerFrame::Message {
+        msg_id: got,
+        from,
+        body,
+        ..
+    } = next_frame(&mut bob).await
+    else {
+        panic!("expected a message")
+    };
+    assert_eq!(
+        (got, from.as_str(), body),
+        (msg_id, "alice", json!("across"))
+    );
+
+    let raw = within(hops.next()).await.unwrap();
+    let envelope = Envelope::decode(&raw.payload).expect("a valid envelope");
+    let mut hops = envelope.into_hops();
+    let Some(Hop::Message(hop)) = hops.next() else {
+        panic!("expected a message hop")
+    };
+    assert_eq!(hop.msg_id, msg_id);
+    assert_eq!((hop.from.as_str(), hop.to.as_str()), ("alice", "bob"));
+    // The recipient's frame, rendered by node-a, rides along as it is.
+    let frame: serde_json::Value = serde_json::from_str(hop.frame.get()).unwrap();
+    assert_eq!(frame["type"], "message");
+    assert_eq!(frame["body"], "across");
+    assert_eq!(frame["msg_id"], msg_id.to_string());
+    let reply = hop.reply.expect("reply-to for receipts");
+    assert_eq!(reply.node.as_str(), "node-a");
+    assert_eq!(reply.session, alice.welcome().session_id);
+
+    // The delivered receipt travels back across the bus.
+    assert_eq!(
+        next_frame(&mut alice).await,
+        ServerFrame::Receipt {
+            id: Some("x".into()),
+            msg_id,
+            status: ReceiptStatus::Delivered
+        }
+    );
+}
+
+#[tokio::test]
+async fn offline_branch_ends_at_the_senders_node_and_says_so() {
+    let cluster = Cluster::start().await;
+    let mut alice = connect(&cluster.a, "alice").await;
+    let (watcher, mut all_hops) = nats_watch(&cluster.nats, "sb.node.*").await;
+
+    alice
+        .send("nobody", &json!(1), Some("o"), true)
+        .await
+        .unwrap();
+    let ServerFrame::Ack { status, id, .. } = next_frame(&mut alice).await else {
+        panic!("expected an ack")
+    };
+    assert_eq!((status, id.as_deref()), (AckStatus::Offline, Some("o")));
+
+    // No receipt follows an offline ack: the next frame alice sees is the
+    // pong she asks for now.
+    alice.ping(Some("after")).await.unwrap();
+    assert_eq!(
+        next_frame(&mut alice).await,
+        ServerFrame::Pong {
+            id: Some("after".into())
+        }
+    );
+    // Nothing reached the bus: the first thing the watcher sees on the node
+    // subjects is its own marker.
+    watcher.publish("sb.node.marker", "m".into()).await.unwrap();
+    let first = within(all_hops.next()).await.unwrap();
+    assert_eq!(first.subject.as_str(), "sb.node.marker");
+    let metrics = cluster.a.node().metrics().render();
+    assert!(
+        metrics.contains("switchboard_sends_total{branch=\"offline\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn presence_record_has_the_protocol_fields_and_goes_with_its_session() {
+    let cluster = Cluster::start().await;
+    let mut redis = cluster.redis.connection().await;
+    let before = switchboard::protocol::now_ms();
+    let alice = connect(&cluster.a, "alice").await;
+    let session = alice.welcome().session_id;
+
+    // The welcome comes after the record is written: no waiting needed.
+    let record: std::collections::HashMap<String, String> =
+        redis.hgetall("sb:presence:alice").await.unwrap();
+    assert_eq!(record.len(), 3, "{record:?}");
+    assert_eq!(record["node"], "node-a");
+    assert_eq!(record["session"], session.to_string());
+    let since: u64 = record["since"].parse().unwrap();
+    assert!(since >= before && since <= switchboard::protocol::now_ms());
+
+    alice.close().await.unwrap();
+    eventually("the record is deleted", || {
+        let mut redis = redis.clone();
+        async move { !redis.exists::<_, bool>("sb:presence:alice").await.unwrap() }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn order_of_a_thousand_cross_node_sends_is_kept() {
+    let cluster = Cluster::start_with(&["--rate-limit", "0"]).await;
+    let mut alice = connect(&cluster.a, "alice").await;
+    let mut bob = connect(&cluster.b, "bob").await;
+    const N: usize = 1000;
+
+    // Many in flight at once: the sends are written without waiting.
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::with_capacity(N);
+        while seen.len() < N {
+            match next_frame(&mut bob).await {
+                ServerFrame::Message { body, .. } => seen.push(body["seq"].as_u64().unwrap()),
+                other => panic!("bob got {other:?}"),
+            }
+        }
+        seen
+    });
+    for i in 0..N {
+        alice
+            .send("bob", &json!({"seq": i}), Some(&format!("c-{i}")), false)
+            .await
+            .unwrap();
+    }
+    for i in 0..N {
+        match next_frame(&mut alice).await {
+            ServerFrame::Ack { id, status, .. } => {
+                assert_eq!(id, Some(format!("c-{i}")), "acks come in send order");
+                assert_eq!(status, AckStatus::Remote);
+            }
+            other => panic!("alice got {other:?}"),
+        }
+    }
+    let seen = within(reader).await.unwrap();
+    assert_eq!(seen, (0..N as u64).collect::<Vec<_>>());
+}
+
+/// The test plays a node of its own ("node-t") on NATS: it sends hops the
+/// way a sender node with a stale lookup would, and watches what comes back
+/// to its own subject.
+async fn fake_origin(cluster: &Cluster) -> (async_nats::Client, async_nats::Subscriber) {
+    nats_watch(&cluster.nats, "sb.node.node-t").await
+}
+
+fn hop_from_node_t(msg_id: uuid::Uuid, to: &str, forwarded: bool) -> String {
+    let frame = format!(
+        r#"{{"type":"message","msg_id":"{msg_id}","from":"tester","to":"{to}","body":{{"late":true}},"ts":1}}"#
+    );
+    format!(
+        r#"{{"v":1,"hop":{{"message":{{"msg_id":"{msg_id}","from":"tester","to":"{to}",
+        "forwarded":{forwarded},"reply":{{"node":"node-t","session":"{}"}},"frame":{frame}}}}}}}"#,
+        uuid::Uuid::nil()
+    )
+}
+
+/// The hops of the next envelope on `sub` (one, or several packed).
+async fn next_hops(sub: &mut async_nats::Subscriber) -> Vec<serde_json::Value> {
+    let raw = within(sub.next()).await.unwrap();
+    let envelope: serde_json::Value = serde_json::from_slice(&raw.payload).unwrap();
+    match (envelope.get("hop"), envelope.get("hops")) {
+        (Some(hop), _) => vec![hop.clone()],
+        (None, Some(hops)) => hops.as_array().unwrap().clone(),
+        _ => panic!("no hop in {envelope}"),
+    }
+}
+
+/// A hop that reaches a node which no longer holds the recipient: the node
+/// looks again, forwards it once to where the recipient is now, and tells
+/// the origin node where it went; the new node reports the outcome.
+#[tokio::test]
+async fn a_moved_recipient_is_followed_to_its_new_node() {
+    let cluster = Cluster::start().await;
+    let mut bob = connect(&cluster.a, "bob").await; // bob is on node-a now
+    let (nats, mut origin) = fake_origin(&cluster).await;
+
+    let msg_id = uuid::Uuid::now_v7();
+    let stale = hop_from_node_t(msg_id, "bob", false);
+    nats.publish("sb.node.node-b", stale.into()).await.unwrap();
+
+    let ServerFrame::Message {
+        msg_id: got, body, ..
+    } = next_frame(&mut bob).await
+    else {
+        panic!("expected the forwarded message")
+    };
+    assert_eq!((got, body), (msg_id, json!({"late": true})));
+
+    let mut forwarded = None;
+    let mut receipt = None;
+    while forwarded.is_none() || receipt.is_none() {
+        for hop in next_hops(&mut origin).await {
+            if let Some(f) = hop.get("forwarded") {
+                forwarded = Some(f.clone());
+            } else if let Some(r) = hop.get("outcomes") {
+                receipt = Some(r[0].clone());
+            }
+        }
+    }
+    let (forwarded, receipt) = (forwarded.unwrap(), receipt.unwrap());
+    assert_eq!(forwarded["node"], "node-a");
+    assert_eq!(forwarded["msg_id"], msg_id.to_string());
+    assert_eq!(receipt["status"], "delivered");
+    assert_eq!(receipt["msg_id"], msg_id.to_string());
+    eventually("node-b counts the forward", || async {
+        cluster
+            .b
+            .node()
+            .metrics()
+            .render()
+            .contains("switchboard_hops_forwarded_total 1")
+    })
+    .await;
+}
+
+/// A hop for a recipient who is gone everywhere is answered to its origin
+/// with an offline outcome, never dropped silently; a hop that was already
+/// forwarded once is not forwarded again.
+#[tokio::test]
+async fn a_hop_for_a_recipient_gone_everywhere_is_answered_offline() {
+    let cluster = Cluster::start().await;
+    let (nats, mut origin) = fake_origin(&cluster).await;
+    for forwarded in [false, true] {
+        let msg_id = uuid::Uuid::now_v7();
+        let hop = hop_from_node_t(msg_id, "ghost", forwarded);
+        nats.publish("sb.node.node-b", hop.into()).await.unwrap();
+        let hops = next_hops(&mut origin).await;
+        let reply = &hops[0];
+        let receipt = &reply["outcomes"][0];
+        assert_eq!(receipt["msg_id"], msg_id.to_string(), "{reply}");
+        assert_eq!(receipt["status"], "offline");
+    }
+}
+
+/// A cross-node message without a receipt asked for is still reported back
+/// to its origin node, which stops tracking it; the sender hears nothing
+/// more (no `offline` receipt after the hop timeout).
+#[tokio::test]
+async fn outcomes_return_even_when_no_receipt_was_asked_for() {
+    let cluster =
+        Cluster::start_with(&["--write-timeout-ms", "500", "--hop-timeout-ms", "1000"]).await;
+    let mut alice = connect(&cluster.a, "alice").await;
+    let mut bob = connect(&cluster.b, "bob").await;
+    for i in 0..20 {
+        alice.send("bob", &json!(i), None, false).await.unwrap();
+        assert_eq!(ack_status(&mut alice).await, AckStatus::Remote);
+        assert!(matches!(
+            next_frame(&mut bob).await,
+            ServerFrame::Message { .. }
+        ));
+    }
+    eventually("node-a has every outcome", || async {
+        cluster.a.node().router().outcomes().in_flight() == 0
+    })
+    .await;
+    // Past the hop timeout: still no receipt, the next frame is a pong.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    alice.ping(Some("p")).await.unwrap();
+    assert_eq!(
+        next_frame(&mut alice).await,
+        ServerFrame::Pong {
+            id: Some("p".into())
+        }
+    );
+}

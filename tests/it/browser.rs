@@ -1,0 +1,239 @@
+//! The chat page in a real browser: headless Chromium, driven over
+//! WebDriver (chromedriver, both from Debian's packages), opens the page
+//! from two different nodes of a cluster, signs in as two people, and
+//! chats. What the page shows is checked on both sides, the `remote`
+//! branch and the `delivered` receipt included, and the page reconnects
+//! by itself when its node comes back.
+//!
+//! `SWITCHBOARD_SCREENSHOT=docs/chat-page.png cargo test --test browser`
+//! also saves what alice's page looks like at the end.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::process::ServerProcess;
+use crate::support::*;
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+
+/// Starting a browser takes a while on a busy 2-core machine.
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A chromedriver child process on a free loopback port.
+struct Driver(ServerProcess);
+
+impl Driver {
+    fn start() -> Self {
+        let port = free_port();
+        let mut process = ServerProcess::spawn(
+            "chromedriver",
+            port,
+            Command::new(find_binary("chromedriver"))
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        assert!(process.wait_for_port(), "chromedriver did not listen");
+        Self(process)
+    }
+
+    async fn browser(&self) -> Browser {
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": find_binary("chromium"),
+                "args": [
+                    "--headless=new",
+                    // Tests may run as root, where Chromium's sandbox
+                    // cannot start.
+                    "--no-sandbox",
+                    "--disable-dev-shm-usage",
+                    "--disable-gpu",
+                    "--window-size=420,760",
+                ],
+            }),
+        );
+        tokio::time::timeout(
+            BROWSER_TIMEOUT,
+            ClientBuilder::new(HttpConnector::new())
+                .capabilities(capabilities)
+                .connect(&format!("http://127.0.0.1:{}", self.0.port)),
+        )
+        .await
+        .expect("Chromium started in time")
+        .expect("a WebDriver session")
+    }
+}
+
+/// Waits until the element at `css` shows text containing every one of
+/// `needles`; returns that text.
+async fn shows(page: &Browser, css: &str, needles: &[&str]) -> String {
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    let mut last = String::new();
+    loop {
+        if let Ok(element) = page.find(Locator::Css(css)).await
+            && let Ok(text) = element.text().await
+        {
+            if needles.iter().all(|n| text.contains(n)) {
+                return text;
+            }
+            last = text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css} never showed {needles:?}; last: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Replaces the text of the field with id `id`.
+async fn fill(page: &Browser, id: &str, text: &str) {
+    let field = page.find(Locator::Id(id)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+async fn click(page: &Browser, id: &str) {
+    page.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn sign_in(page: &Browser, url: &str, name: &str) {
+    page.goto(url).await.unwrap();
+    fill(page, "name", name).await;
+    click(page, "connect").await;
+    shows(page, "#me", &[name]).await;
+}
+
+async fn send(page: &Browser, to: &str, text: &str) {
+    fill(page, "to", to).await;
+    fill(page, "text", text).await;
+    click(page, "send").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_people_chat_across_two_nodes_in_the_browser() {
+    let redis = Redis::start();
+    let nats = Nats::start();
+    let a = new_node().id("node-a").on(&redis, &nats).start().await;
+    let b = new_node().id("node-b").on(&redis, &nats).start().await;
+    let driver = Driver::start();
+    let alice = driver.browser().await;
+    let bob = driver.browser().await;
+
+    sign_in(&alice, &http_url(&a, "/"), "alice").await;
+    shows(&alice, "#who", &["You are alice on node node-a"]).await;
+    sign_in(&bob, &http_url(&b, "/"), "bob").await;
+    shows(&bob, "#who", &["node-b"]).await;
+
+    send(&alice, "bob", "hello from alice").await;
+    // alice's page: her message, routed to another node, then delivered.
+    shows(
+        &alice,
+        "#log li.out:last-child",
+        &["you → bob", "hello from alice", "remote", "delivered"],
+    )
+    .await;
+    // bob's page, on the other node: the message, from alice.
+    shows(
+        &bob,
+        "#log li.in:last-child",
+        &["alice", "hello from alice"],
+    )
+    .await;
+
+    send(&bob, "alice", "hi alice, bob here").await;
+    shows(
+        &alice,
+        "#log li.in:last-child",
+        &["bob", "hi alice, bob here"],
+    )
+    .await;
+    shows(&bob, "#log li.out:last-child", &["remote", "delivered"]).await;
+
+    // Someone who is not there: the page says so.
+    send(&alice, "carol", "anyone?").await;
+    shows(&alice, "#log li.out:last-child", &["carol", "offline"]).await;
+
+    // node-a goes away: alice's page says so and keeps trying; when a
+    // node is back at the same address, it reconnects by itself.
+    let address = a.local_addr().to_string();
+    a.shutdown().await;
+    shows(&alice, "#log", &["connection lost (1001"]).await;
+    shows(&alice, "#status", &["reconnecting in"]).await;
+    let _a = new_node()
+        .id("node-a")
+        .on(&redis, &nats)
+        .flags(&["--listen", &address])
+        .start()
+        .await;
+    shows(&alice, "#status", &["connected"]).await;
+    let log = shows(&alice, "#log", &["connected as alice to node-a"]).await;
+    assert_eq!(
+        log.matches("connected as alice to node-a").count(),
+        2,
+        "{log}"
+    );
+    send(&bob, "alice", "welcome back").await;
+    shows(&alice, "#log li.in:last-child", &["bob", "welcome back"]).await;
+
+    if let Ok(path) = std::env::var("SWITCHBOARD_SCREENSHOT") {
+        let png = alice.screenshot().await.unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        std::fs::write(&path, png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+    }
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_required_the_page_asks_for_one() {
+    let node = new_node()
+        .flags(&["--jwt-secret", "page-secret"])
+        .start()
+        .await;
+    let driver = Driver::start();
+    let page = driver.browser().await;
+    page.goto(&http_url(&node, "/")).await.unwrap();
+    let name_field = page.find(Locator::Id("name-field")).await.unwrap();
+    assert!(!name_field.is_displayed().await.unwrap(), "no name field");
+
+    // A wrong token: the page says it could not connect, and retries.
+    fill(&page, "token", "not-a-token").await;
+    click(&page, "connect").await;
+    shows(&page, "#status", &["reconnecting"]).await;
+    shows(&page, "#log", &["could not connect", "check the token"]).await;
+
+    // A right one (what `switchboard token carol` prints).
+    let client = switchboard::protocol::ClientId::parse("carol").unwrap();
+    let token = switchboard::auth::mint_hs256("page-secret", &client, Duration::from_secs(600));
+    fill(&page, "token", &token).await;
+    click(&page, "connect").await;
+    shows(&page, "#who", &["You are carol"]).await;
+
+    // Disconnecting is a normal close: the node echoes the page's close
+    // frame, so the browser reports 1000, not 1006.
+    click(&page, "disconnect").await;
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let log = page
+            .execute("return document.getElementById('log').textContent", vec![])
+            .await
+            .unwrap();
+        let log = log.as_str().unwrap_or_default().to_owned();
+        if log.contains("disconnected (1000)") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no normal disconnect in {log:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    page.close().await.unwrap();
+}

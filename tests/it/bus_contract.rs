@@ -1,0 +1,145 @@
+//! One contract, two buses: the in-process hub and NATS run the same cases
+//! (NATS against a real nats-server started here). Whatever the router
+//! relies on is a case: envelopes reach the addressed node in the order
+//! they were published, a publish to a node nobody listens for comes back
+//! as a bounce to the address it names (or is simply gone without one),
+//! dropping an inbox stops the receiving, and an envelope over the limit
+//! is refused before it leaves.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use switchboard::backends::{MemoryHub, NatsBus};
+use switchboard::bus::{Bounce, BounceTag, Bus, BusError, Delivery, Inbox};
+use switchboard::config::{NatsAuth, NatsTarget};
+use switchboard::protocol::NodeId;
+use uuid::Uuid;
+
+use crate::support::{Nats, within};
+
+fn node(name: &str) -> NodeId {
+    NodeId::parse(name).unwrap()
+}
+
+/// The whole contract on two handles of one bus (two nodes' views).
+async fn contract(a: Arc<dyn Bus>, b: Arc<dyn Bus>) {
+    // Fresh node ids, so that a bus shared with other runs does not
+    // interfere.
+    let run = Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let (node_a, node_b) = (node(&format!("a-{run}")), node(&format!("b-{run}")));
+    let inbox_a = a.subscribe(&node_a).await.expect("a subscribes");
+    let inbox_b = b.subscribe(&node_b).await.expect("b subscribes");
+    assert!(a.connected() && b.connected());
+    a.ping().await.expect("a round trip");
+
+    let inbox_b = ordering(&*a, &node_b, inbox_b).await;
+    let inbox_a = bounces(&*a, &node_a, inbox_a, &run).await;
+    size_limit(&*a, &node_b).await;
+    dropped_inbox_bounces(&*b, &node_b, inbox_b, &*a, &node_a, inbox_a).await;
+    eprintln!("bus contract on {}: passed", a.backend());
+}
+
+async fn next(inbox: &mut Inbox) -> Delivery {
+    within(inbox.next()).await.expect("the inbox is open")
+}
+
+/// A thousand envelopes from one publisher arrive in publish order.
+async fn ordering(a: &dyn Bus, to: &NodeId, mut inbox: Inbox) -> Inbox {
+    for i in 0..1000u32 {
+        a.publish(to, Bytes::from(i.to_string()), None)
+            .await
+            .expect("publish");
+    }
+    for i in 0..1000u32 {
+        assert_eq!(
+            next(&mut inbox).await,
+            Delivery::Envelope(Bytes::from(i.to_string())),
+            "envelope {i} out of order"
+        );
+    }
+    inbox
+}
+
+/// A publish to a node nobody listens for bounces to the node its bounce
+/// names, with its tag: a single message or a batch's range. Without a
+/// bounce address it is accepted and gone.
+async fn bounces(a: &dyn Bus, node_a: &NodeId, mut inbox: Inbox, run: &str) -> Inbox {
+    let nobody = node(&format!("nobody-{run}"));
+    let msg_id = Uuid::now_v7();
+    for tag in [
+        BounceTag::Message(msg_id),
+        BounceTag::Batch {
+            to: nobody.clone(),
+            first: 7,
+            last: 42,
+        },
+    ] {
+        let bounce = Bounce {
+            node: node_a,
+            tag: tag.clone(),
+        };
+        a.publish(&nobody, Bytes::from_static(b"x"), Some(bounce))
+            .await
+            .expect("a publish to nobody is taken");
+        assert_eq!(next(&mut inbox).await, Delivery::Bounced(tag));
+    }
+    a.publish(&nobody, Bytes::from_static(b"gone"), None)
+        .await
+        .expect("without a bounce address it is simply gone");
+    inbox
+}
+
+/// An envelope larger than the bus carries is refused, before it leaves.
+async fn size_limit(a: &dyn Bus, to: &NodeId) {
+    let limit = a.max_envelope();
+    assert!(limit >= 64 * 1024, "a limit of {limit} bytes is too small");
+    let too_big = Bytes::from(vec![b'x'; limit + 1]);
+    match a.publish(to, too_big, None).await {
+        Err(BusError::TooLarge { size, limit: l }) => assert_eq!((size, l), (limit + 1, limit)),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+}
+
+/// Dropping an inbox stops the receiving: what is then published with a
+/// bounce address comes back to the sender.
+async fn dropped_inbox_bounces(
+    b: &dyn Bus,
+    node_b: &NodeId,
+    inbox_b: Inbox,
+    a: &dyn Bus,
+    node_a: &NodeId,
+    mut inbox_a: Inbox,
+) {
+    drop(inbox_b);
+    let tag = BounceTag::Message(Uuid::now_v7());
+    // NATS processes the unsubscribe in order with what the same client
+    // sends next: a round trip on b's connection makes sure it is done.
+    b.ping().await.expect("b round trip");
+    let bounce = Bounce {
+        node: node_a,
+        tag: tag.clone(),
+    };
+    a.publish(node_b, Bytes::from_static(b"late"), Some(bounce))
+        .await
+        .expect("publish");
+    assert_eq!(next(&mut inbox_a).await, Delivery::Bounced(tag));
+}
+
+#[tokio::test]
+async fn memory() {
+    let hub = MemoryHub::new();
+    contract(Arc::new(hub.bus()), Arc::new(hub.bus())).await;
+}
+
+#[tokio::test]
+async fn nats() {
+    let nats = Nats::start();
+    let target = NatsTarget {
+        urls: vec![nats.url()],
+        auth: NatsAuth::None,
+    };
+    let a = NatsBus::connect(&target, "sb", "contract-a").await.unwrap();
+    let b = NatsBus::connect(&target, "sb", "contract-b").await.unwrap();
+    contract(Arc::new(a), Arc::new(b)).await;
+}

@@ -1,0 +1,31 @@
+//! The integration suite, one test binary (so the kit in [`support`]
+//! compiles once): a module per topic, each driving real nodes through
+//! real clients against real redis-server, nats-server, memcached and
+//! Chromium processes.
+//!
+//! `cargo test --test it <topic>` runs one topic, e.g. `cargo test --test
+//! it chaos -- --nocapture` for the chaos suite and its counts.
+
+mod support;
+
+mod auth;
+mod branches;
+mod browser;
+mod bus_contract;
+mod chaos;
+mod credentials;
+mod decoders;
+mod deployment;
+mod embedded;
+mod errors;
+mod failures;
+mod first_contact;
+mod hostile_hops;
+mod http_api;
+mod lifecycle;
+mod limits;
+mod presence_contract;
+mod route_cache;
+mod scaled_backends;
+mod slow_consumer;
+mod takeover;

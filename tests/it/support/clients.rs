@@ -1,0 +1,66 @@
+//! Talking to nodes as a client does, and waiting for what comes back.
+
+use switchboard::protocol::{AckStatus, ServerFrame};
+use switchboard::runtime::RunningNode;
+use switchboard_client::{Client, Event, Identity};
+
+use super::nodes::ws_url;
+use super::within;
+
+/// `from` sends one message to `to`: the ack must name `branch`, and `to`
+/// must receive it next.
+pub async fn deliver(from: &mut Client, to: &mut Client, branch: AckStatus) {
+    let recipient = to.welcome().client_id.clone();
+    from.send(&recipient, &serde_json::json!("delivered?"), None, false)
+        .await
+        .unwrap();
+    assert_eq!(ack_status(from).await, branch);
+    match next_frame(to).await {
+        ServerFrame::Message { body, .. } => assert_eq!(body, "delivered?"),
+        other => panic!("{recipient} got {other:?} instead of the message"),
+    }
+}
+
+/// Connects `name` to `node` (authentication off).
+pub async fn connect(node: &RunningNode, name: &str) -> Client {
+    within(Client::connect(&ws_url(node), Identity::Name(name.into())))
+        .await
+        .unwrap_or_else(|e| panic!("{name} cannot connect: {e}"))
+}
+
+/// Connects `name` to the node at `url` (authentication off).
+pub async fn named(url: &str, name: &str) -> Client {
+    within(Client::connect(url, Identity::Name(name.into())))
+        .await
+        .unwrap_or_else(|e| panic!("{name} cannot connect: {e}"))
+}
+
+/// The next event of `client`.
+pub async fn next_event(client: &mut Client) -> Event {
+    within(client.next_event()).await.expect("readable event")
+}
+
+/// The next frame of `client`; fails if the session closes instead.
+pub async fn next_frame(client: &mut Client) -> ServerFrame {
+    match next_event(client).await {
+        Event::Frame(frame) => frame,
+        Event::Closed { code, reason } => panic!("session closed ({code:?}): {reason}"),
+    }
+}
+
+/// The status of the next frame, which must be an ack.
+pub async fn ack_status(client: &mut Client) -> AckStatus {
+    match next_frame(client).await {
+        ServerFrame::Ack { status, .. } => status,
+        other => panic!("expected an ack, got {other:?}"),
+    }
+}
+
+/// Waits until the session closes and returns the close code.
+pub async fn closed_with(client: &mut Client) -> Option<u16> {
+    loop {
+        if let Event::Closed { code, .. } = next_event(client).await {
+            return code;
+        }
+    }
+}

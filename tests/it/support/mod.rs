@@ -1,0 +1,53 @@
+//! The test kit: real redis-server, nats-server and memcached processes on
+//! free loopback ports ([`servers`]), Switchboard nodes in-process or as
+//! child processes ([`nodes`]), clients ([`clients`]), plain HTTP
+//! ([`http`]), chat traffic with a ledger of every outcome ([`traffic`]),
+//! and helpers that wait for events with timeouts (never sleep-and-hope).
+//!
+//! Every server is a [`process::ServerProcess`]: stopped when its handle
+//! drops, and killed by the kernel if the test process dies
+//! (PR_SET_PDEATHSIG), so a failed run leaves nothing behind.
+
+pub mod certs;
+pub mod clients;
+pub mod http;
+pub mod nodes;
+pub mod process;
+pub mod servers;
+pub mod traffic;
+
+use std::time::{Duration, Instant};
+
+pub use clients::*;
+pub use http::*;
+pub use nodes::*;
+pub use process::{find_binary, free_port};
+pub use servers::*;
+
+/// How long any single expected event may take before the test fails.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Awaits `future`, failing the test if it takes longer than
+/// [`EVENT_TIMEOUT`].
+pub async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(EVENT_TIMEOUT, future)
+        .await
+        .expect("timed out waiting for an event")
+}
+
+/// Polls `check` until it holds. For state that changes without an event
+/// to wait on (a Redis key written by another task).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
