@@ -72,12 +72,53 @@ pub enum PolicyClose {
     RateAbuse,
 }
 
-#[derive(Default)]
+/// A histogram: cumulative buckets with these upper bounds, a count and a
+/// sum, each one relaxed atomic add per observation.
+pub struct Histogram {
+    bounds: &'static [f64],
+    buckets: Box<[AtomicU64]>,
+    count: AtomicU64,
+    /// The sum, in millionths of the unit (µs for seconds).
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, value: f64) {
+        if let Some(i) = self.bounds.iter().position(|b| value <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros
+            .fetch_add((value * 1e6).max(0.0) as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str) {
+        let mut cumulative = 0;
+        for (bound, count) in self.bounds.iter().zip(self.buckets.iter()) {
+            cumulative += count.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
 pub struct Metrics {
     sessions_open: AtomicI64,
     sessions_opened: AtomicU64,
-    sends: [AtomicU64; 3],
-    errors: [AtomicU64; 7],
+    sends: [AtomicU64; AckStatus::ALL.len()],
+    errors: [AtomicU64; ErrorCode::ALL.len()],
     hops_received: AtomicU64,
     hops_rejected: [AtomicU64; HopRejection::ALL.len()],
     hops_absent: AtomicU64,
@@ -91,9 +132,211 @@ pub struct Metrics {
     presence_lookups: AtomicU64,
     route_cache_hits: AtomicU64,
     late_outcomes: AtomicU64,
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_ns: AtomicU64,
+    route_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            sessions_open: AtomicI64::new(0),
+            sessions_opened: AtomicU64::new(0),
+            sends: Default::default(),
+            errors: Default::default(),
+            hops_received: AtomicU64::new(0),
+            hops_rejected: Default::default(),
+            hops_absent: AtomicU64::new(0),
+            upgrades_refused: Default::default(),
+            policy_closes: Default::default(),
+            hops_forwarded: AtomicU64::new(0),
+            receipts_offline: AtomicU64::new(0),
+            receipts_undeliverable: AtomicU64::new(0),
+            slow_consumers: AtomicU64::new(0),
+            hops_bounced: AtomicU64::new(0),
+            presence_lookups: AtomicU64::new(0),
+            route_cache_hits: AtomicU64::new(0),
+            late_outcomes: AtomicU64::new(0),
+            route_seconds: Histogram::new(&LATENCY_BUCKETS),
+        }
+    }
+}
+
+/// What one row of the table shows.
+enum Value {
+    One(f64),
+    /// One series per value of `label`.
+    By(&'static str, Vec<(&'static str, u64)>),
+}
+
+/// One metric family: its name, type, help and how to read it.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&Metrics) -> Value,
+}
+
+fn by<const N: usize>(
+    label: &'static str,
+    names: impl IntoIterator<Item = &'static str>,
+    counts: &[AtomicU64; N],
+) -> Value {
+    Value::By(
+        label,
+        names
+            .into_iter()
+            .zip(counts.iter().map(|c| c.load(Relaxed)))
+            .collect(),
+    )
+}
+
+fn one(counter: &AtomicU64) -> Value {
+    Value::One(counter.load(Relaxed) as f64)
+}
+
+/// Every family `/metrics` shows, in order. A new metric is a row here.
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "switchboard_sessions_open",
+        kind: "gauge",
+        help: "WebSocket sessions open on this node.",
+        value: |m| Value::One(m.sessions_open() as f64),
+    },
+    Family {
+        name: "switchboard_sessions_opened_total",
+        kind: "counter",
+        help: "WebSocket sessions opened since start.",
+        value: |m| one(&m.sessions_opened),
+    },
+    Family {
+        name: "switchboard_sends_total",
+        kind: "counter",
+        help: "Sends routed, by the branch taken.",
+        value: |m| by("branch", AckStatus::ALL.map(AckStatus::as_str), &m.sends),
+    },
+    Family {
+        name: "switchboard_errors_total",
+        kind: "counter",
+        help: "Error frames and error answers, by code.",
+        value: |m| by("code", ErrorCode::ALL.map(ErrorCode::as_str), &m.errors),
+    },
+    Family {
+        name: "switchboard_hops_received_total",
+        kind: "counter",
+        help: "Envelopes received from the bus.",
+        value: |m| one(&m.hops_received),
+    },
+    Family {
+        name: "switchboard_hops_rejected_total",
+        kind: "counter",
+        help: "Envelopes from the bus that could not be used, by reason.",
+        value: |m| {
+            by(
+                "reason",
+                HopRejection::ALL.map(|(_, r)| r),
+                &m.hops_rejected,
+            )
+        },
+    },
+    Family {
+        name: "switchboard_upgrades_refused_total",
+        kind: "counter",
+        help: "WebSocket upgrades refused, by reason.",
+        value: |m| {
+            by(
+                "reason",
+                UpgradeRefusal::ALL.map(|(_, r)| r),
+                &m.upgrades_refused,
+            )
+        },
+    },
+    Family {
+        name: "switchboard_sessions_policy_closed_total",
+        kind: "counter",
+        help: "Sessions the node closed with 1008, by reason.",
+        value: |m| by("reason", ["idle", "rate_abuse"], &m.policy_closes),
+    },
+    Family {
+        name: "switchboard_hops_recipient_absent_total",
+        kind: "counter",
+        help: "Message hops for a client not on this node: re-routed once or answered offline.",
+        value: |m| one(&m.hops_absent),
+    },
+    Family {
+        name: "switchboard_hops_forwarded_total",
+        kind: "counter",
+        help: "Messages re-routed once because their recipient had moved.",
+        value: |m| one(&m.hops_forwarded),
+    },
+    Family {
+        name: "switchboard_receipts_offline_total",
+        kind: "counter",
+        help: "Offline receipts issued for messages that could not be handed over.",
+        value: |m| one(&m.receipts_offline),
+    },
+    Family {
+        name: "switchboard_receipts_undeliverable_total",
+        kind: "counter",
+        help: "Receipts whose sender session had already gone.",
+        value: |m| one(&m.receipts_undeliverable),
+    },
+    Family {
+        name: "switchboard_presence_lookups_total",
+        kind: "counter",
+        help: "Presence lookups made to route messages (round trips to the store).",
+        value: |m| one(&m.presence_lookups),
+    },
+    Family {
+        name: "switchboard_route_cache_hits_total",
+        kind: "counter",
+        help: "Remote routes taken from the route cache instead of the presence store.",
+        value: |m| one(&m.route_cache_hits),
+    },
+    Family {
+        name: "switchboard_hops_bounced_total",
+        kind: "counter",
+        help: "Hops the bus found nobody listening for; answered offline.",
+        value: |m| one(&m.hops_bounced),
+    },
+    Family {
+        name: "switchboard_late_outcomes_total",
+        kind: "counter",
+        help: "Outcomes that arrived after their message had been answered offline.",
+        value: |m| one(&m.late_outcomes),
+    },
+    Family {
+        name: "switchboard_slow_consumers_total",
+        kind: "counter",
+        help: "Sessions closed with 4008 because they did not keep up.",
+        value: |m| one(&m.slow_consumers),
+    },
+];
+
+/// The process's own families, read from /proc when scraped (shown only
+/// where /proc has them).
+const PROCESS: &[Family] = &[
+    Family {
+        name: "process_resident_memory_bytes",
+        kind: "gauge",
+        help: "Resident memory.",
+        value: |_| maybe(crate::process::resident_bytes("self").map(|b| b as f64)),
+    },
+    Family {
+        name: "process_cpu_seconds_total",
+        kind: "counter",
+        help: "User and system CPU time.",
+        value: |_| maybe(crate::process::cpu_seconds("self")),
+    },
+    Family {
+        name: "process_open_fds",
+        kind: "gauge",
+        help: "Open file descriptors.",
+        value: |_| maybe(crate::process::open_fds().map(|n| n as f64)),
+    },
+];
+
+/// A value /proc may not have: no series at all then.
+fn maybe(value: Option<f64>) -> Value {
+    value.map_or(Value::By("", Vec::new()), Value::One)
 }
 
 impl Metrics {
@@ -179,214 +422,42 @@ impl Metrics {
 
     /// Time from reading a `send` to its ack.
     pub fn observe_route(&self, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
-            self.latency_buckets[i].fetch_add(1, Relaxed);
-        }
-        self.latency_count.fetch_add(1, Relaxed);
-        self.latency_sum_ns
-            .fetch_add(elapsed.as_nanos() as u64, Relaxed);
+        self.route_seconds.observe(elapsed.as_secs_f64());
     }
 
     /// The Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let _ = family(
-            &mut out,
-            "switchboard_sessions_open",
-            "gauge",
-            "WebSocket sessions open on this node.",
-        );
-        let _ = writeln!(out, "switchboard_sessions_open {}", self.sessions_open());
-        let name = family(
-            &mut out,
-            "switchboard_sessions_opened_total",
-            "counter",
-            "WebSocket sessions opened since start.",
-        );
-        let _ = writeln!(out, "{name} {}", self.sessions_opened.load(Relaxed));
-
-        let name = family(
-            &mut out,
-            "switchboard_sends_total",
-            "counter",
-            "Sends routed, by the branch taken.",
-        );
-        for status in AckStatus::ALL {
-            let _ = writeln!(
-                out,
-                "{name}{{branch=\"{}\"}} {}",
-                status.as_str(),
-                self.sends[status as usize].load(Relaxed)
-            );
+        for family in FAMILIES.iter().chain(PROCESS) {
+            match (family.value)(self) {
+                Value::One(v) => {
+                    header(&mut out, family.name, family.kind, family.help);
+                    let _ = writeln!(out, "{} {v}", family.name);
+                }
+                Value::By(_, series) if series.is_empty() => {}
+                Value::By(label, series) => {
+                    header(&mut out, family.name, family.kind, family.help);
+                    for (value, count) in series {
+                        let _ = writeln!(out, "{}{{{label}=\"{value}\"}} {count}", family.name);
+                    }
+                }
+            }
         }
-
-        let name = family(
+        let name = "switchboard_route_seconds";
+        header(
             &mut out,
-            "switchboard_errors_total",
-            "counter",
-            "Error frames and error answers, by code.",
-        );
-        for code in ErrorCode::ALL {
-            let _ = writeln!(
-                out,
-                "{name}{{code=\"{}\"}} {}",
-                code.as_str(),
-                self.errors[code as usize].load(Relaxed)
-            );
-        }
-
-        let name = family(
-            &mut out,
-            "switchboard_hops_received_total",
-            "counter",
-            "Envelopes received from the bus.",
-        );
-        let _ = writeln!(out, "{name} {}", self.hops_received.load(Relaxed));
-        let name = family(
-            &mut out,
-            "switchboard_hops_rejected_total",
-            "counter",
-            "Envelopes from the bus that could not be used, by reason.",
-        );
-        for (why, reason) in HopRejection::ALL {
-            let _ = writeln!(
-                out,
-                "{name}{{reason=\"{reason}\"}} {}",
-                self.hops_rejected[why as usize].load(Relaxed)
-            );
-        }
-        let name = family(
-            &mut out,
-            "switchboard_upgrades_refused_total",
-            "counter",
-            "WebSocket upgrades refused, by reason.",
-        );
-        for (why, reason) in UpgradeRefusal::ALL {
-            let _ = writeln!(
-                out,
-                "{name}{{reason=\"{reason}\"}} {}",
-                self.upgrades_refused[why as usize].load(Relaxed)
-            );
-        }
-        let name = family(
-            &mut out,
-            "switchboard_sessions_policy_closed_total",
-            "counter",
-            "Sessions the node closed with 1008, by reason.",
-        );
-        for (why, reason) in [
-            (PolicyClose::Idle, "idle"),
-            (PolicyClose::RateAbuse, "rate_abuse"),
-        ] {
-            let _ = writeln!(
-                out,
-                "{name}{{reason=\"{reason}\"}} {}",
-                self.policy_closes[why as usize].load(Relaxed)
-            );
-        }
-        for (name, help, value) in [
-            (
-                "switchboard_hops_recipient_absent_total",
-                "Message hops for a client not on this node: re-routed once or answered offline.",
-                &self.hops_absent,
-            ),
-            (
-                "switchboard_hops_forwarded_total",
-                "Messages re-routed once because their recipient had moved.",
-                &self.hops_forwarded,
-            ),
-            (
-                "switchboard_receipts_offline_total",
-                "Offline receipts issued for messages that could not be handed over.",
-                &self.receipts_offline,
-            ),
-            (
-                "switchboard_receipts_undeliverable_total",
-                "Receipts whose sender session had already gone.",
-                &self.receipts_undeliverable,
-            ),
-            (
-                "switchboard_presence_lookups_total",
-                "Presence lookups made to route messages (round trips to the store).",
-                &self.presence_lookups,
-            ),
-            (
-                "switchboard_route_cache_hits_total",
-                "Remote routes taken from the route cache instead of the presence store.",
-                &self.route_cache_hits,
-            ),
-            (
-                "switchboard_hops_bounced_total",
-                "Hops the bus found nobody listening for; answered offline.",
-                &self.hops_bounced,
-            ),
-            (
-                "switchboard_late_outcomes_total",
-                "Outcomes that arrived after their message had been answered offline.",
-                &self.late_outcomes,
-            ),
-            (
-                "switchboard_slow_consumers_total",
-                "Sessions closed with 4008 because they did not keep up.",
-                &self.slow_consumers,
-            ),
-        ] {
-            let name = family(&mut out, name, "counter", help);
-            let _ = writeln!(out, "{name} {}", value.load(Relaxed));
-        }
-
-        if let Some(rss) = crate::process::resident_bytes("self") {
-            let name = family(
-                &mut out,
-                "process_resident_memory_bytes",
-                "gauge",
-                "Resident memory.",
-            );
-            let _ = writeln!(out, "{name} {rss}");
-        }
-        if let Some(cpu) = crate::process::cpu_seconds("self") {
-            let name = family(
-                &mut out,
-                "process_cpu_seconds_total",
-                "counter",
-                "User and system CPU time.",
-            );
-            let _ = writeln!(out, "{name} {cpu}");
-        }
-        if let Some(fds) = crate::process::open_fds() {
-            let name = family(
-                &mut out,
-                "process_open_fds",
-                "gauge",
-                "Open file descriptors.",
-            );
-            let _ = writeln!(out, "{name} {fds}");
-        }
-
-        let name = family(
-            &mut out,
-            "switchboard_route_seconds",
+            name,
             "histogram",
             "Time from reading a send to its ack.",
         );
-        let mut cumulative = 0;
-        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            cumulative += count.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let count = self.latency_count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.latency_sum_ns.load(Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+        self.route_seconds.render(&mut out, name);
         out
     }
 }
 
-/// Writes the HELP and TYPE lines of a metric family; returns its name.
-fn family<'a>(out: &mut String, name: &'a str, kind: &str, help: &str) -> &'a str {
+/// The HELP and TYPE lines of a metric family.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    name
 }
 
 #[cfg(test)]

@@ -301,35 +301,3 @@ async fn a_hop_for_a_recipient_gone_everywhere_is_answered_offline() {
         assert_eq!(receipt["status"], "offline");
     }
 }
-
-/// A cross-node message without a receipt asked for is still reported back
-/// to its origin node, which stops tracking it; the sender hears nothing
-/// more (no `offline` receipt after the hop timeout).
-#[tokio::test]
-async fn outcomes_return_even_when_no_receipt_was_asked_for() {
-    let cluster =
-        Cluster::start_with(&["--write-timeout-ms", "500", "--hop-timeout-ms", "1000"]).await;
-    let mut alice = connect(&cluster.a, "alice").await;
-    let mut bob = connect(&cluster.b, "bob").await;
-    for i in 0..20 {
-        alice.send("bob", &json!(i), None, false).await.unwrap();
-        assert_eq!(ack_status(&mut alice).await, AckStatus::Remote);
-        assert!(matches!(
-            next_frame(&mut bob).await,
-            ServerFrame::Message { .. }
-        ));
-    }
-    eventually("node-a has every outcome", || async {
-        cluster.a.node().router().outcomes().in_flight() == 0
-    })
-    .await;
-    // Past the hop timeout: still no receipt, the next frame is a pong.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    alice.ping(Some("p")).await.unwrap();
-    assert_eq!(
-        next_frame(&mut alice).await,
-        ServerFrame::Pong {
-            id: Some("p".into())
-        }
-    );
-}

@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::traffic::{Ledger, Plan, spawn_clients};
+use crate::support::traffic::{Churn, Plan};
 use crate::support::*;
 use redis::AsyncCommands;
 use serde_json::json;
@@ -98,16 +98,7 @@ async fn chaos_loses_nothing_silently() {
         pace: Duration::from_millis(10),
         drain: Duration::from_secs(15),
     };
-    let ledger = Ledger::default();
-    let stop_at = Instant::now() + Duration::from_secs(30);
-    let traffic = spawn_clients(
-        &names,
-        &plan,
-        &ledger,
-        stop_at,
-        1000,
-        Duration::from_secs(90),
-    );
+    let churn = Churn::with_plan(plan, Duration::from_secs(30));
 
     // The victim sits on node-3; the prober on node-1, which stays up.
     let _victim = Client::connect(&urls[2], Identity::Name("victim".into()))
@@ -151,9 +142,8 @@ async fn chaos_loses_nothing_silently() {
         .spawn()
         .await;
 
-    traffic.await.unwrap();
+    let report = churn.finish().await;
     let (first_offline, acks_offline) = probe.await.unwrap();
-    let report = ledger.report();
     eprintln!("chaos report: {report:#?}");
     eprintln!(
         "chaos: SIGKILL -> first offline answer {first_offline:?}; -> acks offline {acks_offline:?}"

@@ -1,20 +1,13 @@
 //! Failures without loss: crashed nodes, Redis and NATS outages, churn.
 //! Nodes that must crash run as child processes and are SIGKILLed.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::traffic::{Ledger, Plan, run_clients};
+use crate::support::traffic::Churn;
 use crate::support::*;
 use redis::AsyncCommands;
 use serde_json::json;
-use switchboard::backends::MemoryHub;
-use switchboard::backends::MemoryPresence;
-use switchboard::presence::{HeartbeatReport, PresenceError, PresenceRecord, PresenceStore};
-use switchboard::protocol::{
-    AckStatus, ClientId, Disconnect, ErrorCode, NodeId, ReceiptStatus, ServerFrame,
-};
+use switchboard::protocol::{AckStatus, Disconnect, ErrorCode, ReceiptStatus, ServerFrame};
 use switchboard_client::{Client, ClientError, Event, Identity};
 use uuid::Uuid;
 
@@ -473,16 +466,13 @@ async fn churn_leaves_one_record_per_live_session_and_loses_nothing_silently() {
         .flags(&flags)
         .start()
         .await;
-    let names: Vec<String> = (0..16).map(|i| format!("c{i}")).collect();
-    let plan = Plan::churn(
+    let churn = Churn::start(
         vec![ws_url(&a), ws_url(&b)],
-        &names,
+        16,
         Duration::from_millis(5),
+        Duration::from_secs(4),
     );
-    let ledger = Ledger::default();
-    let stop_at = Instant::now() + Duration::from_secs(4);
-    run_clients(&names, &plan, &ledger, stop_at, 1, Duration::from_secs(60)).await;
-    let report = ledger.report();
+    let report = churn.finish().await;
     eprintln!("churn: {report:#?}");
     assert!(report.sessions > 50, "enough churn: {report:?}");
     assert!(report.acked_local > 0 && report.acked_remote > 0);
@@ -501,9 +491,9 @@ async fn churn_leaves_one_record_per_live_session_and_loses_nothing_silently() {
     // And with some staying: exactly one record each, naming the live
     // session.
     let mut stayers = Vec::new();
-    for (i, name) in names.iter().take(6).enumerate() {
+    for i in 0..6 {
         let node = if i % 2 == 0 { &a } else { &b };
-        stayers.push(connect(node, name).await);
+        stayers.push(connect(node, &format!("c{i}")).await);
     }
     let keys: Vec<String> = conn.keys("sb:presence:*").await.unwrap();
     assert_eq!(keys.len(), stayers.len());
@@ -626,121 +616,6 @@ async fn messages_for_a_session_that_fails_to_register_are_answered_offline() {
         }
     ));
     redis.thaw();
-}
-
-/// The in-memory store with one twist: after `forget()`, node `a`'s next
-/// heartbeat reports it missing (what a store that lost its data says),
-/// and re-registration takes `delay`, as it does for a very large node.
-struct SlowRestore {
-    inner: MemoryPresence,
-    delay: Duration,
-    forget: AtomicBool,
-    restores: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl PresenceStore for SlowRestore {
-    async fn register(
-        &self,
-        client: &ClientId,
-        record: &PresenceRecord,
-    ) -> Result<Option<PresenceRecord>, PresenceError> {
-        self.inner.register(client, record).await
-    }
-    async fn lookup(&self, client: &ClientId) -> Result<Option<PresenceRecord>, PresenceError> {
-        self.inner.lookup(client).await
-    }
-    async fn remove(
-        &self,
-        client: &ClientId,
-        node: &NodeId,
-        session: Uuid,
-    ) -> Result<bool, PresenceError> {
-        self.inner.remove(client, node, session).await
-    }
-    async fn heartbeat(
-        &self,
-        member: &str,
-        ttl: Duration,
-        retention: Duration,
-    ) -> Result<HeartbeatReport, PresenceError> {
-        let mut report = self.inner.heartbeat(member, ttl, retention).await?;
-        if member.starts_with("a|") && self.forget.swap(false, Ordering::SeqCst) {
-            report.own_was_missing = true;
-        }
-        Ok(report)
-    }
-    async fn reregister(
-        &self,
-        entries: &[(ClientId, PresenceRecord)],
-    ) -> Result<Vec<Option<PresenceRecord>>, PresenceError> {
-        tokio::time::sleep(self.delay).await;
-        let done = self.inner.reregister(entries).await;
-        self.restores.fetch_add(1, Ordering::SeqCst);
-        done
-    }
-    async fn sweep(
-        &self,
-        node: &NodeId,
-        lost_run: Option<u64>,
-        before_since: u64,
-    ) -> Result<usize, PresenceError> {
-        self.inner.sweep(node, lost_run, before_since).await
-    }
-    async fn ping(&self) -> Result<(), PresenceError> {
-        Ok(())
-    }
-    fn backend(&self) -> &'static str {
-        "slow-restore"
-    }
-}
-
-/// A node re-registering after the store lost its data keeps
-/// heartbeating meanwhile: however long the restore takes (here three
-/// node TTLs), the other nodes go on believing it alive and routing to it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_restore_does_not_stop_the_heartbeat() {
-    let store = Arc::new(SlowRestore {
-        inner: MemoryPresence::new(),
-        delay: Duration::from_secs(3),
-        forget: AtomicBool::new(false),
-        restores: AtomicUsize::new(0),
-    });
-    let hub = MemoryHub::new();
-    let flags = ["--node-ttl-ms", TTL];
-    let start = |id: &'static str| {
-        new_node()
-            .id(id)
-            .flags(&flags)
-            .backends(store.clone(), Arc::new(hub.bus()))
-            .start()
-    };
-    let a = start("a").await;
-    let b = start("b").await;
-    let mut alice = connect(&a, "alice").await;
-    let mut bob = connect(&b, "bob").await;
-
-    store.forget.store(true, Ordering::SeqCst);
-    eventually("node a started restoring", || async {
-        !store.forget.load(Ordering::SeqCst)
-    })
-    .await;
-    // Well past a TTL into the restore: node a must still be alive to b.
-    tokio::time::sleep(Duration::from_millis(2 * 1000)).await;
-    assert_eq!(store.restores.load(Ordering::SeqCst), 0, "still restoring");
-    let ack = bob
-        .send_for_ack("alice", &json!("still there?"), true)
-        .await
-        .unwrap();
-    assert_eq!(ack.status, AckStatus::Remote);
-    match next_frame(&mut alice).await {
-        ServerFrame::Message { body, .. } => assert_eq!(body, json!("still there?")),
-        other => panic!("alice got {other:?}"),
-    }
-    eventually("the restore finished", || async {
-        store.restores.load(Ordering::SeqCst) == 1
-    })
-    .await;
 }
 
 /// Issue 11, defect 1. Three nodes started a little apart, traffic to

@@ -29,3 +29,4 @@ mod route_cache;
 mod scaled_backends;
 mod slow_consumer;
 mod takeover;
+mod timing;

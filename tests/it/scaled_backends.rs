@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::servers::{Memcached, NatsCluster, RedisCluster};
-use crate::support::traffic::{Ledger, Plan, spawn_clients};
+use crate::support::traffic::Churn;
 use crate::support::*;
 use serde_json::json;
 use switchboard::protocol::{AckStatus, ErrorCode, ReceiptStatus, ServerFrame};
@@ -82,15 +82,12 @@ async fn a_redis_cluster_master_failover_loses_nothing_silently() {
     let a = node_on("node-a", &presence, &nats, &flags).await;
     let b = node_on("node-b", &presence, &nats, &flags).await;
 
-    let names: Vec<String> = (0..16).map(|i| format!("c{i}")).collect();
-    let plan = Plan::churn(
+    let churn = Churn::start(
         vec![ws_url(&a), ws_url(&b)],
-        &names,
+        16,
         Duration::from_millis(5),
+        Duration::from_secs(8),
     );
-    let ledger = Ledger::default();
-    let stop_at = Instant::now() + Duration::from_secs(8);
-    let traffic = spawn_clients(&names, &plan, &ledger, stop_at, 7, Duration::from_secs(60));
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     // The master holding the heartbeat list: the hardest one to lose.
@@ -106,9 +103,7 @@ async fn a_redis_cluster_master_failover_loses_nothing_silently() {
         "master {victim} killed; cluster healthy again after {:?}",
         killed.elapsed()
     );
-    traffic.await.unwrap();
-
-    let report = ledger.report();
+    let report = churn.finish().await;
     eprintln!("redis cluster failover: {report:#?}");
     assert!(
         report.acked_remote > 0 && report.acked_local > 0,
@@ -218,15 +213,12 @@ async fn a_nats_server_stopping_under_a_node_is_a_short_answered_gap() {
     assert_ne!(nats.serving("switchboard node-b"), Some(a_server));
 
     // Background churn, for the no-silent-loss ledger.
-    let names: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
-    let plan = Plan::churn(
+    let churn = Churn::start(
         vec![ws_url(&a), ws_url(&b)],
-        &names,
+        12,
         Duration::from_millis(10),
+        Duration::from_secs(6),
     );
-    let ledger = Ledger::default();
-    let stop_at = Instant::now() + Duration::from_secs(6);
-    let traffic = spawn_clients(&names, &plan, &ledger, stop_at, 11, Duration::from_secs(60));
 
     // bob notes when each probe arrives.
     let arrivals = Arc::new(Mutex::new(Vec::<(u64, Instant)>::new()));
@@ -312,8 +304,7 @@ async fn a_nats_server_stopping_under_a_node_is_a_short_answered_gap() {
     );
     assert_ne!(nats.serving("switchboard node-a"), Some(a_server));
 
-    traffic.await.unwrap();
-    let report = ledger.report();
+    let report = churn.finish().await;
     eprintln!("NATS failover churn: {report:#?}");
     assert!(report.acked_remote > 0, "{report:?}");
     report.assert_no_silent_loss();

@@ -253,3 +253,82 @@ impl Cluster {
         Self { redis, nats, a, b }
     }
 }
+
+/// A node assembled in this process on in-process backends, with no
+/// listener: its router, hub and upkeep run, but no socket does, so that
+/// a test may pause time (`#[tokio::test(start_paused = true)]`) and
+/// drive deadlines without sleeping. Sessions are [`FakeSession`]s.
+pub async fn assembled(
+    flags: &[&str],
+    presence: Arc<dyn PresenceStore>,
+    bus: Arc<dyn Bus>,
+) -> (Arc<switchboard::node::Node>, switchboard::node::Lifetime) {
+    switchboard::node::Node::assemble(config(flags), presence, bus)
+        .await
+        .expect("node assembles")
+}
+
+/// A session without a socket: registered like a real one, and its queue
+/// "written" (taken, each message reported delivered) when the test says.
+pub struct FakeSession {
+    pub handle: Arc<switchboard::hub::SessionHandle>,
+    router: Arc<switchboard::routing::Router>,
+}
+
+impl FakeSession {
+    pub async fn open(node: &switchboard::node::Node, client: &str) -> Self {
+        use switchboard::hub::{Outbox, QueueLimits, SessionHandle};
+        let handle = Arc::new(SessionHandle {
+            id: uuid::Uuid::new_v4(),
+            client: switchboard::protocol::ClientId::parse(client).unwrap(),
+            since: switchboard::protocol::now_ms(),
+            outbox: Outbox::new(QueueLimits {
+                frames: 1024,
+                bytes: 1 << 20,
+            }),
+        });
+        let router = node.router().clone();
+        router.register(&handle).await.expect("registered");
+        Self { handle, router }
+    }
+
+    /// A message from this session, as its loop would build it.
+    pub fn message(&self, to: &str, receipt: bool) -> switchboard::routing::Message {
+        let msg_id = uuid::Uuid::now_v7();
+        let receipt_to = switchboard::hub::ReceiptTo {
+            node: self.router.node().clone(),
+            client: self.handle.client.clone(),
+            session: self.handle.id,
+            msg_id,
+            id: None,
+            receipt,
+            tracked: false,
+        };
+        let body = serde_json::value::RawValue::from_string("\"hi\"".into()).unwrap();
+        switchboard::routing::Message::new(
+            msg_id,
+            self.handle.client.clone(),
+            switchboard::protocol::ClientId::parse(to).unwrap(),
+            &body,
+            Some(receipt_to),
+        )
+    }
+
+    /// Everything queued for this session now: messages are "written"
+    /// (their senders told `delivered`); returns the message frames and
+    /// the receipts owed to it.
+    pub async fn write(&self) -> (Vec<String>, Vec<String>) {
+        let batch = self.handle.outbox.take();
+        let mut messages = Vec::new();
+        for item in batch.messages {
+            messages.push(item.frame.to_string());
+            if let Some(to) = item.receipt_to {
+                self.router
+                    .report_outcome(&to, switchboard::protocol::ReceiptStatus::Delivered)
+                    .await;
+            }
+        }
+        let receipts = batch.outcomes.iter().map(|r| r.to_string()).collect();
+        (messages, receipts)
+    }
+}

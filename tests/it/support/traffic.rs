@@ -403,3 +403,37 @@ pub async fn run_clients(
             .expect("a traffic client panicked");
     }
 }
+
+/// The churn scenario the failure tests share: named clients that come
+/// and go over the nodes, sending to one another with receipts on, while
+/// the test breaks things; every outcome goes into one ledger.
+pub struct Churn {
+    ledger: Ledger,
+    traffic: tokio::task::JoinHandle<()>,
+}
+
+impl Churn {
+    /// `clients` clients (`c0`, `c1`, ...) churning over `nodes` with
+    /// sessions of 1 to 12 sends `pace` apart, for `run_for`.
+    pub fn start(nodes: Vec<String>, clients: usize, pace: Duration, run_for: Duration) -> Self {
+        let names: Vec<String> = (0..clients).map(|i| format!("c{i}")).collect();
+        Self::with_plan(Plan::churn(nodes, &names, pace), run_for)
+    }
+
+    /// The same with a plan of the test's own.
+    pub fn with_plan(plan: Plan, run_for: Duration) -> Self {
+        let ledger = Ledger::default();
+        let stop_at = Instant::now() + run_for;
+        let names = plan.names.to_vec();
+        // Bounded: every client drains its receipts and leaves by then.
+        let limit = run_for + plan.drain + Duration::from_secs(30);
+        let traffic = spawn_clients(&names, &plan, &ledger, stop_at, 1000, limit);
+        Self { ledger, traffic }
+    }
+
+    /// Waits until every client has left, and returns the counts.
+    pub async fn finish(self) -> Report {
+        self.traffic.await.expect("the traffic clients ran");
+        self.ledger.report()
+    }
+}
