@@ -115,6 +115,10 @@ impl NatsBus {
                             tracing::info!("NATS connected");
                         }
                         async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
+                        // This node's own shutdown (Bus::close).
+                        async_nats::Event::Draining | async_nats::Event::Closed => {
+                            tracing::debug!(event = %event, "NATS connection closing")
+                        }
                         other => tracing::warn!(event = %other, "NATS event"),
                     }
                 }
