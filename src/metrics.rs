@@ -327,6 +327,18 @@ const PROCESS: &[Family] = &[
         value: |_| maybe(crate::process::cpu_seconds("self")),
     },
     Family {
+        name: "process_context_switches_total",
+        kind: "counter",
+        help: "Context switches of all the process's threads, by kind.",
+        value: |_| match crate::process::context_switches("self") {
+            Some((voluntary, involuntary)) => Value::By(
+                "kind",
+                vec![("voluntary", voluntary), ("involuntary", involuntary)],
+            ),
+            None => Value::By("", Vec::new()),
+        },
+    },
+    Family {
         name: "process_open_fds",
         kind: "gauge",
         help: "Open file descriptors.",

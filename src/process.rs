@@ -24,6 +24,28 @@ pub fn resident_bytes(pid: &str) -> Option<u64> {
     Some(pages * page_size())
 }
 
+/// Context switches of every thread of process `pid` ("self" for this
+/// one) so far: (voluntary, involuntary). A voluntary one is a thread that
+/// went to sleep waiting (for work, a lock, I/O): what wake-ups cost.
+pub fn context_switches(pid: &str) -> Option<(u64, u64)> {
+    let tasks = std::fs::read_dir(Path::new("/proc").join(pid).join("task")).ok()?;
+    let (mut voluntary, mut involuntary) = (0, 0);
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            let value = |prefix: &str| line.strip_prefix(prefix)?.trim().parse::<u64>().ok();
+            if let Some(n) = value("voluntary_ctxt_switches:") {
+                voluntary += n;
+            } else if let Some(n) = value("nonvoluntary_ctxt_switches:") {
+                involuntary += n;
+            }
+        }
+    }
+    Some((voluntary, involuntary))
+}
+
 /// Number of open file descriptors of this process.
 pub fn open_fds() -> Option<usize> {
     std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::report::{Latencies, Summary};
-use super::{BenchResult, Common, EchoServerArgs, NatsFloorArgs, sample_servers};
+use super::{BenchResult, Common, EchoServerArgs, NatsFloorArgs, RelayServerArgs, sample_servers};
 
 pub async fn nats(args: NatsFloorArgs) -> BenchResult {
     let connect = |name: &'static str| {
@@ -164,5 +164,135 @@ pub async fn echo_server(args: EchoServerArgs) -> i32 {
                 }
             }
         });
+    }
+}
+
+/// The relay floor: the least any design of Switchboard's shape can cost.
+/// WebSocket in, NATS, WebSocket out, and nothing else: no presence (each
+/// connection subscribes to its own client's subject, so NATS itself
+/// finds the recipient), no JSON beyond finding `"to"`, no acks, no
+/// receipts, no tracking. Run two of these and drive them with `switchboard
+/// bench --mode relay`: the same clients, rates and arrivals as a real
+/// cross-node run. Writes are batched per turn like a Switchboard session.
+pub async fn relay_server(args: RelayServerArgs) -> i32 {
+    let listener = match TcpListener::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!(
+                "switchboard bench relay-server: cannot listen on {}: {e}",
+                args.listen
+            );
+            return 1;
+        }
+    };
+    let nats = match async_nats::ConnectOptions::new()
+        .name("relay floor")
+        .connect(args.nats_url.as_str())
+        .await
+    {
+        Ok(nats) => nats,
+        Err(e) => {
+            eprintln!(
+                "switchboard bench relay-server: cannot connect to NATS at {}: {e}",
+                args.nats_url
+            );
+            return 1;
+        }
+    };
+    eprintln!("relay floor on ws://{}", args.listen);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(relay_session(stream, nats.clone()));
+    }
+}
+
+/// One relayed connection: `?client_id=` names it; what it sends goes to
+/// `relayfloor.<to>`, what arrives on `relayfloor.<client id>` is written.
+// tungstenite's handshake callback returns its (large) error response type.
+#[allow(clippy::result_large_err)]
+async fn relay_session(stream: tokio::net::TcpStream, nats: async_nats::Client) {
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    let mut client_id = String::new();
+    let config = WebSocketConfig::default().read_buffer_size(512);
+    let callback = |request: &Request, response: Response| {
+        client_id = request
+            .uri()
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("client_id=")))
+            .unwrap_or("anonymous")
+            .to_owned();
+        Ok(response)
+    };
+    let Ok(mut ws) =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await
+    else {
+        return;
+    };
+    let Ok(mut inbox) = nats.subscribe(format!("relayfloor.{client_id}")).await else {
+        return;
+    };
+    let welcome = format!(
+        r#"{{"type":"welcome","client_id":"{client_id}","session_id":"{}","node":"relay"}}"#,
+        uuid::Uuid::nil()
+    );
+    if ws.send(WsMessage::Text(welcome.into())).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            incoming = ws.next() => match incoming {
+                Some(Ok(WsMessage::Text(text))) => {
+                    if let Some(to) = recipient(&text) {
+                        let subject = format!("relayfloor.{to}");
+                        let payload = bytes::Bytes::copy_from_slice(text.as_bytes());
+                        if nats.publish(subject, payload).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => return,
+            },
+            delivered = inbox.next() => {
+                let Some(first) = delivered else { return };
+                let mut batch = vec![first];
+                while let Some(Some(more)) = inbox.next().now_or_never() {
+                    batch.push(more);
+                }
+                for message in batch {
+                    let Ok(text) = String::from_utf8(message.payload.to_vec()) else {
+                        continue;
+                    };
+                    if ws.feed(WsMessage::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+                if ws.flush().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The recipient of a `send` frame, found without parsing the JSON.
+fn recipient(frame: &str) -> Option<&str> {
+    let start = frame.find(r#""to":""#)? + 6;
+    let len = frame[start..].find('"')?;
+    Some(&frame[start..start + len])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_relay_finds_the_recipient_without_parsing() {
+        assert_eq!(
+            super::recipient(r#"{"type":"send","to":"bob","body":1}"#),
+            Some("bob")
+        );
+        assert_eq!(super::recipient(r#"{"type":"ping"}"#), None);
     }
 }

@@ -9,9 +9,11 @@
 //! - `switchboard bench idle --sessions K`: node memory per idle session.
 //! - `switchboard bench reregister --sessions 50000 --redis-url …`: how
 //!   long the nodes take to write back all their presence records.
-//! - `switchboard bench nats-floor` and `switchboard bench echo-server`:
-//!   the floors Switchboard is compared with (a bare NATS relay, a bare
-//!   WebSocket echo), measured the same way.
+//! - `switchboard bench nats-floor`, `switchboard bench echo-server` and
+//!   `switchboard bench relay-server`: the floors Switchboard is compared
+//!   with (a bare NATS relay, a bare WebSocket echo, and a minimal
+//!   WebSocket-NATS-WebSocket relay with no presence, acks or receipts),
+//!   measured the same way.
 //!
 //! Every run prints a table on stderr (and a progress line while it runs);
 //! `--json` adds one JSON object on stdout. Server CPU is read from the
@@ -52,6 +54,9 @@ pub enum BenchCommand {
     /// A bare WebSocket echo server, the floor for the WebSocket side
     /// (drive it with `switchboard bench --mode echo`).
     EchoServer(EchoServerArgs),
+    /// The relay floor: a minimal WebSocket-in, NATS, WebSocket-out relay
+    /// (run two, drive them with `switchboard bench --mode relay`).
+    RelayServer(RelayServerArgs),
     /// Time the cluster-wide re-registration of N sessions' presence
     /// records, straight against a store (after it lost its data).
     Reregister(presence::ReregisterArgs),
@@ -81,6 +86,12 @@ pub struct Common {
     /// (each gives ~28,000 ephemeral ports).
     #[arg(long, default_value_t = 8)]
     pub sources: u8,
+
+    /// nats-server's monitoring address (its -m port, e.g.
+    /// http://127.0.0.1:8222): the report then gives the bus messages per
+    /// routed message, from /varz's in_msgs.
+    #[arg(long)]
+    pub nats_monitor: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -95,6 +106,15 @@ pub enum Mode {
     Mixed,
     /// Against `bench echo-server`: every frame comes back to its sender.
     Echo,
+    /// Against two `bench relay-server`s: cross-node traffic with no acks.
+    Relay,
+}
+
+impl Mode {
+    /// Whether the server answers every send with an ack (or error).
+    pub fn acks(self) -> bool {
+        !matches!(self, Mode::Echo | Mode::Relay)
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -183,6 +203,15 @@ pub struct EchoServerArgs {
     pub listen: std::net::SocketAddr,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct RelayServerArgs {
+    #[arg(long, default_value = "127.0.0.1:9091")]
+    pub listen: std::net::SocketAddr,
+
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+}
+
 /// Runs a bench command to completion; returns an exit code.
 pub async fn run(args: BenchArgs) -> i32 {
     let result = match args.command {
@@ -191,6 +220,7 @@ pub async fn run(args: BenchArgs) -> i32 {
         Some(BenchCommand::Idle(a)) => sessions::idle(a).await,
         Some(BenchCommand::NatsFloor(a)) => floor::nats(a).await,
         Some(BenchCommand::EchoServer(a)) => return floor::echo_server(a).await,
+        Some(BenchCommand::RelayServer(a)) => return floor::relay_server(a).await,
         Some(BenchCommand::Reregister(a)) => presence::reregister(a).await,
     };
     match result {
@@ -285,6 +315,10 @@ struct ServerSample {
     node_rss: Vec<f64>,
     routed: f64,
     lookups: f64,
+    /// Context switches of the nodes and --pids processes, all threads.
+    context_switches: f64,
+    /// Messages nats-server has taken in (with --nats-monitor).
+    bus_msgs: f64,
 }
 
 async fn sample_servers(common: &Common) -> ServerSample {
@@ -300,10 +334,24 @@ async fn sample_servers(common: &Common) -> ServerSample {
                 sample.routed += metric(&text, &series).unwrap_or(0.0);
             }
             sample.lookups += metric(&text, "switchboard_presence_lookups_total").unwrap_or(0.0);
+            for kind in ["voluntary", "involuntary"] {
+                let series = format!("process_context_switches_total{{kind=\"{kind}\"}}");
+                sample.context_switches += metric(&text, &series).unwrap_or(0.0);
+            }
         }
     }
     for pid in &common.pids {
-        sample.cpu_seconds += crate::process::cpu_seconds(&pid.to_string()).unwrap_or(0.0);
+        let pid = pid.to_string();
+        sample.cpu_seconds += crate::process::cpu_seconds(&pid).unwrap_or(0.0);
+        if let Some((voluntary, involuntary)) = crate::process::context_switches(&pid) {
+            sample.context_switches += (voluntary + involuntary) as f64;
+        }
+    }
+    if let Some(monitor) = &common.nats_monitor
+        && let Ok(varz) = http_get(&format!("{}/varz", monitor.trim_end_matches('/'))).await
+        && let Ok(varz) = serde_json::from_str::<serde_json::Value>(&varz)
+    {
+        sample.bus_msgs = varz["in_msgs"].as_f64().unwrap_or(0.0);
     }
     sample
 }

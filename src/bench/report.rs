@@ -118,6 +118,10 @@ pub struct Summary {
     pub ack_latency: LatencySummary,
     /// Sessions per second while connecting the clients.
     pub connect_rate: f64,
+    /// How bursty the offered load really was: the coefficient of
+    /// variation of sends per millisecond (a Poisson stream of λ per ms:
+    /// 1/√λ; a shared tick: far more).
+    pub burstiness: f64,
     /// Cores the generator itself used (1.0 = one core busy).
     pub generator_cores: f64,
     /// Cores the servers used: nodes, plus --pids.
@@ -127,6 +131,11 @@ pub struct Summary {
     /// Presence lookups (Redis round trips on the routing path) per routed
     /// send.
     pub lookups_per_send: f64,
+    /// Messages nats-server took in per routed send (with --nats-monitor).
+    pub bus_msgs_per_routed: f64,
+    /// Context switches of every server thread (nodes and --pids) per
+    /// delivered message: the wake-ups a message costs.
+    pub context_switches_per_msg: f64,
 }
 
 impl Summary {
@@ -146,10 +155,11 @@ impl Summary {
             self.received
         );
         eprintln!(
-            "delivered {:.0} msgs/s   loss {:.3}%   connect {:.0} sessions/s",
+            "delivered {:.0} msgs/s   loss {:.3}%   connect {:.0} sessions/s   burstiness (CV of sends/ms) {:.2}",
             self.delivered_rate,
             self.loss * 100.0,
-            self.connect_rate
+            self.connect_rate,
+            self.burstiness
         );
         eprintln!(
             "{:<14} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -163,6 +173,10 @@ impl Summary {
             self.server_cpu_us_per_msg,
             self.generator_cores,
             self.lookups_per_send
+        );
+        eprintln!(
+            "bus messages per routed send {:.3} | server context switches per message {:.2}",
+            self.bus_msgs_per_routed, self.context_switches_per_msg
         );
     }
 

@@ -1,18 +1,28 @@
-//! Open-loop traffic: clients in pairs, each sending to its partner at a
-//! fixed rate whatever the answers do, so that a slow server shows up as
-//! latency and loss rather than as a politely slower generator.
+//! Open-loop traffic: clients in pairs, each sending to its partner whatever
+//! the answers do, so that a slow server shows up as latency and loss
+//! rather than as a politely slower generator.
 //!
-//! Each message body carries its send time and the measurement window it
-//! belongs to (`{"t": µs, "w": window, "p": padding}`); receivers count only
-//! the current window, so windows do not bleed into each other.
+//! Arrivals are honest: each client sends at the times of its own Poisson
+//! process (exponential gaps, its own random generator, its own random
+//! start), with no tick shared between clients, so the offered load is
+//! spread in time the way independent people's messages are. The report
+//! says how bursty the sends really were: the coefficient of variation of
+//! sends per millisecond (a Poisson stream at λ per ms has 1/√λ).
+//!
+//! Each message body carries its *intended* send time and the measurement
+//! window it belongs to (`{"t": µs, "w": window, "p": padding}`): latency is
+//! measured from when the message was due, not from when a late generator
+//! got round to it (no coordinated omission). Receivers count only the
+//! current window, so windows do not bleed into each other.
 
 use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::report::{Latencies, Summary};
@@ -25,6 +35,11 @@ const RAMP_P99: Duration = Duration::from_millis(50);
 const DRAIN: Duration = Duration::from_secs(3);
 /// Most sends one client queues per wake-up: bounds a catch-up burst.
 const MAX_BURST: u64 = 1000;
+/// How often a client that is not sending looks whether it should.
+const IDLE_CHECK: Duration = Duration::from_millis(10);
+/// Longest window whose sends per millisecond are counted (for the
+/// burstiness figure).
+const MAX_WINDOW_MS: usize = 600_000;
 
 struct Shared {
     epoch: Instant,
@@ -36,6 +51,10 @@ struct Shared {
     acked: [AtomicU64; 3],
     errors: AtomicU64,
     received: AtomicU64,
+    /// When the current window started, µs since `epoch`.
+    window_start_us: AtomicU64,
+    /// Sends per millisecond of the current window, as they left.
+    sends_per_ms: Box<[AtomicU32]>,
     e2e: Latencies,
     ack: Latencies,
     padding: String,
@@ -55,8 +74,62 @@ impl Shared {
         {
             counter.store(0, Relaxed);
         }
+        for ms in &self.sends_per_ms {
+            ms.store(0, Relaxed);
+        }
+        self.window_start_us.store(self.now_us(), Relaxed);
         self.e2e.reset();
         self.ack.reset();
+    }
+
+    /// Counts a send that left now, for the burstiness figure.
+    fn count_send(&self) {
+        let since = self
+            .now_us()
+            .saturating_sub(self.window_start_us.load(Relaxed));
+        if let Some(ms) = self.sends_per_ms.get((since / 1000) as usize) {
+            ms.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The coefficient of variation (standard deviation / mean) of sends
+    /// per millisecond over the first `duration` of the window.
+    fn burstiness(&self, duration: Duration) -> f64 {
+        let n = (duration.as_millis() as usize).clamp(1, self.sends_per_ms.len());
+        let counts: Vec<f64> = self.sends_per_ms[..n]
+            .iter()
+            .map(|c| c.load(Relaxed) as f64)
+            .collect();
+        let mean = counts.iter().sum::<f64>() / n as f64;
+        if mean == 0.0 {
+            return 0.0;
+        }
+        let variance = counts.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / n as f64;
+        variance.sqrt() / mean
+    }
+}
+
+/// Exponentially distributed gaps: the arrival times of a Poisson process,
+/// from a small per-client generator (xorshift64*).
+struct Arrivals(u64);
+
+impl Arrivals {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// A uniform number in (0, 1].
+    fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
+        (bits as f64 + 1.0) / (1u64 << 53) as f64
+    }
+
+    /// The gap to the next arrival at `per_second` arrivals a second.
+    fn gap(&mut self, per_second: f64) -> Duration {
+        Duration::from_secs_f64(-self.uniform().ln() / per_second.max(1e-9))
     }
 }
 
@@ -81,8 +154,8 @@ pub async fn run(args: TrafficArgs) -> BenchResult {
     if args.clients < 2 || args.clients % 2 == 1 {
         return Err("--clients must be an even number, at least 2".into());
     }
-    if matches!(args.mode, Mode::Cross | Mode::Mixed) && nodes < 2 {
-        return Err("cross and mixed modes need two node URLs (--url a,b)".into());
+    if matches!(args.mode, Mode::Cross | Mode::Mixed | Mode::Relay) && nodes < 2 {
+        return Err("cross, mixed and relay modes need two node URLs (--url a,b)".into());
     }
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
@@ -93,6 +166,8 @@ pub async fn run(args: TrafficArgs) -> BenchResult {
         acked: Default::default(),
         errors: AtomicU64::new(0),
         received: AtomicU64::new(0),
+        window_start_us: AtomicU64::new(0),
+        sends_per_ms: (0..MAX_WINDOW_MS).map(|_| AtomicU32::new(0)).collect(),
         e2e: Latencies::new(),
         ack: Latencies::new(),
         padding: "x".repeat(args.payload),
@@ -145,7 +220,7 @@ async fn connect_pairs(args: &TrafficArgs) -> Result<(Vec<(Client, String)>, f64
         let here = &urls[pair % urls.len()];
         let there = &urls[(pair + 1) % urls.len()];
         let partner_url = match args.mode {
-            Mode::Cross => there,
+            Mode::Cross | Mode::Relay => there,
             Mode::Mixed if pair % 2 == 1 => there,
             _ => here,
         };
@@ -159,7 +234,7 @@ async fn connect_pairs(args: &TrafficArgs) -> Result<(Vec<(Client, String)>, f64
         plan.push((partner_url.clone(), name(b), target(b, a)));
     }
 
-    let started = Instant::now();
+    let started = std::time::Instant::now();
     let sources = args.common.sources.max(1);
     let mut clients = Vec::with_capacity(plan.len());
     // Bounded concurrency: a few hundred handshakes in flight at a time.
@@ -184,15 +259,18 @@ async fn connect_pairs(args: &TrafficArgs) -> Result<(Vec<(Client, String)>, f64
     Ok((clients, rate))
 }
 
-/// One client: sends on schedule, reads everything that comes back.
+/// One client: sends at the arrival times of its own Poisson process,
+/// reads everything that comes back.
 async fn drive(mut client: Client, index: usize, to: String, shared: Arc<Shared>) {
     let mut acks_due: VecDeque<(u64, u32)> = VecDeque::new();
-    let mut credit = 0.0f64;
-    let mut last = Instant::now();
+    let seed = shared.now_us() ^ (index as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut arrivals = Arrivals::new(seed);
+    // When the next message is due; `None` while not sending.
+    let mut due: Option<Instant> = None;
     let mut sends = 0u64;
-    let mut next = tokio::time::Instant::now();
     let mut frame = String::with_capacity(shared.padding.len() + 128);
     loop {
+        let wake = due.unwrap_or_else(|| Instant::now() + IDLE_CHECK);
         tokio::select! {
             biased;
             () = shared.stop.cancelled() => return,
@@ -205,23 +283,19 @@ async fn drive(mut client: Client, index: usize, to: String, shared: Arc<Shared>
                     return;
                 }
             },
-            () = tokio::time::sleep_until(next) => {
+            () = tokio::time::sleep_until(wake) => {
                 let per_second = shared.milli_rate.load(Relaxed) as f64 / 1000.0;
-                let now = Instant::now();
-                // Wake about every 1/rate, within 1-20 ms.
-                let period = if per_second > 0.0 { (1.0 / per_second).clamp(0.001, 0.02) } else { 0.02 };
-                next += Duration::from_secs_f64(period);
-                if !shared.sending.load(Relaxed) {
-                    credit = 0.0;
-                    last = now;
+                if !shared.sending.load(Relaxed) || per_second <= 0.0 {
+                    due = None;
                     continue;
                 }
-                credit += per_second * now.duration_since(last).as_secs_f64();
-                last = now;
-                let burst = (credit.floor() as u64).min(MAX_BURST);
-                credit -= burst as f64;
+                let now = Instant::now();
+                // Starting: the first arrival is a gap away, like any other.
+                let mut next = due.unwrap_or_else(|| now + arrivals.gap(per_second));
                 let window = shared.window.load(Relaxed);
-                for _ in 0..burst {
+                let mut burst = 0;
+                while next <= now && burst < MAX_BURST {
+                    burst += 1;
                     sends += 1;
                     // One in ten to nobody, in mixed mode.
                     let target = if shared.mode == Mode::Mixed && sends % 10 == 0 {
@@ -229,7 +303,8 @@ async fn drive(mut client: Client, index: usize, to: String, shared: Arc<Shared>
                     } else {
                         to.as_str()
                     };
-                    let t = shared.now_us();
+                    // Stamped with when it was due.
+                    let t = next.duration_since(shared.epoch).as_micros() as u64;
                     frame.clear();
                     let _ = write!(
                         frame,
@@ -239,11 +314,20 @@ async fn drive(mut client: Client, index: usize, to: String, shared: Arc<Shared>
                     if client.feed_raw(frame.as_str()).await.is_err() {
                         return;
                     }
-                    if shared.mode != Mode::Echo {
+                    if shared.mode.acks() {
                         acks_due.push_back((t, window));
                     }
                     shared.sent.fetch_add(1, Relaxed);
+                    shared.count_send();
+                    next += arrivals.gap(per_second);
                 }
+                // Far behind (an overloaded generator): skip ahead rather
+                // than burst without end; the lateness already shows as
+                // latency in what was sent.
+                if burst == MAX_BURST && next < now {
+                    next = now + arrivals.gap(per_second);
+                }
+                due = Some(next);
                 if burst > 0 && client.flush().await.is_err() {
                     return;
                 }
@@ -305,7 +389,7 @@ async fn measure(args: &TrafficArgs, shared: &Shared, rate: u64, connect_rate: f
     set_rate(shared, rate, args.clients);
     let before = sample_servers(&args.common).await;
     let generator_before = crate::process::cpu_seconds("self").unwrap_or(0.0);
-    let started = Instant::now();
+    let started = std::time::Instant::now();
     window(args, shared, args.duration).await;
     shared.sending.store(false, Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
@@ -314,7 +398,7 @@ async fn measure(args: &TrafficArgs, shared: &Shared, rate: u64, connect_rate: f
 
     // Let the window's last messages arrive.
     let expected = |s: &Shared| match args.mode {
-        Mode::Echo => s.sent.load(Relaxed),
+        Mode::Echo | Mode::Relay => s.sent.load(Relaxed),
         _ => s.acked[0].load(Relaxed) + s.acked[1].load(Relaxed),
     };
     let drain_until = Instant::now() + DRAIN;
@@ -324,8 +408,14 @@ async fn measure(args: &TrafficArgs, shared: &Shared, rate: u64, connect_rate: f
 
     let received = shared.received.load(Relaxed);
     let expected = expected(shared);
+    let burstiness = shared.burstiness(Duration::from_secs_f64(args.duration));
     let server_cpu = after.cpu_seconds - before.cpu_seconds;
-    let routed = after.routed - before.routed;
+    // Relay and echo servers route without counting: every send is one.
+    let routed = if args.mode.acks() {
+        after.routed - before.routed
+    } else {
+        shared.sent.load(Relaxed) as f64
+    };
     Summary {
         kind: "traffic",
         mode: format!("{:?}", args.mode).to_lowercase(),
@@ -348,6 +438,7 @@ async fn measure(args: &TrafficArgs, shared: &Shared, rate: u64, connect_rate: f
         latency: shared.e2e.summary(),
         ack_latency: shared.ack.summary(),
         connect_rate,
+        burstiness,
         generator_cores: (generator_after - generator_before) / elapsed,
         server_cores: server_cpu / elapsed,
         server_cpu_us_per_msg: if received == 0 {
@@ -359,6 +450,16 @@ async fn measure(args: &TrafficArgs, shared: &Shared, rate: u64, connect_rate: f
             (after.lookups - before.lookups) / routed
         } else {
             0.0
+        },
+        bus_msgs_per_routed: if routed > 0.0 {
+            (after.bus_msgs - before.bus_msgs) / routed
+        } else {
+            0.0
+        },
+        context_switches_per_msg: if received == 0 {
+            0.0
+        } else {
+            (after.context_switches - before.context_switches) / received as f64
         },
     }
 }

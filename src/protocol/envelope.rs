@@ -135,6 +135,11 @@ impl MessageHop<'_> {
 pub struct ReplyTo {
     pub node: NodeId,
     pub session: Uuid,
+    /// The sender asked for a `delivered` receipt: its outcome is sent at
+    /// once rather than with later traffic. Absent means false (nodes that
+    /// predate it never ask).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub receipt: bool,
 }
 
 /// The outcome of one message.
@@ -243,9 +248,14 @@ pub fn encode_message_hop(
         r#"{{"message":{{"msg_id":"{msg_id}","from":"{from}","to":"{to}","forwarded":{forwarded},"#
     );
     if let Some(reply) = reply {
+        let receipt = if reply.receipt {
+            r#","receipt":true"#
+        } else {
+            ""
+        };
         let _ = write!(
             out,
-            r#""reply":{{"node":"{}","session":"{}"}},"#,
+            r#""reply":{{"node":"{}","session":"{}"{receipt}}},"#,
             reply.node, reply.session
         );
     }
@@ -294,6 +304,7 @@ mod tests {
         let reply = ReplyTo {
             node: NodeId::parse("node-a").unwrap(),
             session: Uuid::new_v4(),
+            receipt: true,
         };
         for reply in [Some(&reply), None] {
             let hop = encode_message_hop(msg_id, &alice, &bob, true, reply, &frame);
@@ -309,7 +320,10 @@ mod tests {
                 (m.msg_id, m.from, m.to, m.forwarded),
                 (msg_id, alice.clone(), bob.clone(), true)
             );
-            assert_eq!(m.reply.map(|r| r.session), reply.map(|r| r.session));
+            assert_eq!(
+                m.reply.map(|r| (r.session, r.receipt)),
+                reply.map(|r| (r.session, r.receipt))
+            );
         }
     }
 

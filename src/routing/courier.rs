@@ -14,15 +14,26 @@
 //! in-flight sequence numbers, so that if nobody listens on the recipient
 //! node's subject, they are answered `offline` at once.
 //!
+//! Outcomes that nobody waits for are not worth a bus message of their
+//! own. A `delivered` outcome of a message whose sender asked for no
+//! receipt only lets the sender's node stop tracking it; it waits here up
+//! to [`LINGER`] for something else going to the same node (a message, an
+//! urgent outcome) to travel with, or for a few hundred more like it.
+//! `offline` outcomes and receipts someone asked for go at once. So a
+//! cross-node message costs one bus message, not two, at any rate; the
+//! price is that the sender's node tracks it up to [`LINGER`] longer.
+//!
 //! The task holds no sender of its own queue: it runs until the router
 //! (which holds the sender) is dropped and everything queued is sent, so
 //! that a node shutting down sends its last outcomes before it leaves.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::Outcomes;
 use crate::bus::{Bounce, BounceTag, Bus};
@@ -33,6 +44,11 @@ use crate::protocol::{Hop, NodeId, Outcome};
 pub const QUEUE_CAPACITY: usize = 65_536;
 /// Most parcels taken off the queue for one round of sending.
 const BATCH: usize = 4096;
+/// Longest a lazy outcome waits for company (see the module comment).
+pub const LINGER: Duration = Duration::from_millis(50);
+/// Lazy outcomes for one node that are sent together without waiting
+/// longer (about 70 KB of envelope).
+const LINGER_MAX: usize = 1024;
 
 /// Something for another node.
 #[derive(Debug)]
@@ -40,8 +56,10 @@ pub enum Parcel {
     /// An encoded message hop; `seq` is its in-flight sequence number when
     /// this node tracks its outcome.
     Hop { json: Vec<u8>, seq: Option<u64> },
-    /// The outcome of a message the other node sent.
-    Outcome(Outcome),
+    /// The outcome of a message the other node sent. `urgent` when its
+    /// sender is waiting to hear it (`offline`, or a receipt it asked
+    /// for); otherwise it may linger.
+    Outcome { outcome: Outcome, urgent: bool },
 }
 
 /// The queue's sending side, held by the router.
@@ -94,14 +112,36 @@ struct Packing {
     outcomes: Vec<Outcome>,
     first: Option<u64>,
     last: u64,
+    /// Holds a message or an urgent outcome: ship it this round.
+    due: bool,
+    /// When the first lingering outcome came in.
+    lingering_since: Option<Instant>,
+}
+
+impl Packing {
+    /// Whether it should go now rather than wait for company.
+    fn ready(&self, now: Instant) -> bool {
+        self.due
+            || self.outcomes.len() >= LINGER_MAX
+            || self.lingering_since.is_some_and(|t| now >= t + LINGER)
+    }
 }
 
 impl CourierTask {
     /// Sends queued parcels until the router is gone and the queue empty.
     pub async fn run(mut self) {
         let mut batch = Vec::with_capacity(BATCH);
-        while let Some(first) = self.parcels.recv().await {
-            batch.push(first);
+        let mut packing: HashMap<NodeId, Packing> = HashMap::new();
+        loop {
+            let lingering = packing.values().filter_map(|p| p.lingering_since).min();
+            tokio::select! {
+                parcel = self.parcels.recv() => match parcel {
+                    Some(parcel) => batch.push(parcel),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(lingering.unwrap_or_else(Instant::now) + LINGER),
+                    if lingering.is_some() => {}
+            }
             // Let the tasks that are ready add their parcels first.
             tokio::task::yield_now().await;
             while batch.len() < BATCH {
@@ -110,17 +150,43 @@ impl CourierTask {
                     Err(_) => break,
                 }
             }
-            self.send_batch(&mut batch).await;
+            self.pack(&mut batch, &mut packing).await;
+            let now = Instant::now();
+            let ready: Vec<NodeId> = packing
+                .iter()
+                .filter(|(_, p)| p.ready(now))
+                .map(|(node, _)| node.clone())
+                .collect();
+            for node in ready {
+                if let Some(full) = packing.remove(&node) {
+                    self.ship(&node, full).await;
+                }
+            }
+        }
+        // The router is gone: what still lingers goes now.
+        for (node, rest) in packing.drain() {
+            self.ship(&node, rest).await;
         }
     }
 
-    async fn send_batch(&self, batch: &mut Vec<(NodeId, Parcel)>) {
+    /// Adds a batch of parcels to what is being packed for each node.
+    async fn pack(
+        &self,
+        batch: &mut Vec<(NodeId, Parcel)>,
+        by_node: &mut HashMap<NodeId, Packing>,
+    ) {
         let limit = self.bus.max_envelope().saturating_sub(ENVELOPE_OVERHEAD);
-        let mut by_node: HashMap<NodeId, Packing> = HashMap::new();
         for (node, parcel) in batch.drain(..) {
             let packing = by_node.entry(node.clone()).or_default();
             match parcel {
-                Parcel::Outcome(outcome) => packing.outcomes.push(outcome),
+                Parcel::Outcome { outcome, urgent } => {
+                    packing.outcomes.push(outcome);
+                    if urgent {
+                        packing.due = true;
+                    } else {
+                        packing.lingering_since.get_or_insert_with(Instant::now);
+                    }
+                }
                 Parcel::Hop { json, seq } => {
                     // Full: send what is packed, start a new envelope.
                     if packing.size + json.len() + 1 > limit && !packing.hops.is_empty() {
@@ -128,6 +194,7 @@ impl CourierTask {
                         self.ship(&node, full).await;
                     }
                     let packing = by_node.entry(node).or_default();
+                    packing.due = true;
                     packing.size += json.len() + 1;
                     packing.hops.push(json);
                     if let Some(seq) = seq {
@@ -136,9 +203,6 @@ impl CourierTask {
                     }
                 }
             }
-        }
-        for (node, packing) in by_node.drain() {
-            self.ship(&node, packing).await;
         }
     }
 

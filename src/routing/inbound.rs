@@ -160,7 +160,7 @@ pub(super) fn receipt_to_of(hop: &MessageHop<'_>) -> Option<ReceiptTo> {
         session: reply.session,
         msg_id: hop.msg_id,
         id: None,
-        receipt: false,
+        receipt: reply.receipt,
         tracked: true,
     })
 }

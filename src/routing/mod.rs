@@ -124,6 +124,7 @@ impl Message {
         let reply = self.receipt_to.as_ref().map(|o| ReplyTo {
             node: o.node.clone(),
             session: o.session,
+            receipt: o.receipt,
         });
         encode_message_hop(
             self.msg_id,

@@ -188,9 +188,12 @@ impl Router {
                 msg_id: to.msg_id,
                 status,
             };
+            // The sender's node only needs a quiet `delivered` to stop
+            // tracking: it may travel later, with other traffic.
+            let urgent = status == ReceiptStatus::Offline || to.receipt;
             if self
                 .courier
-                .send(to.node.clone(), Parcel::Outcome(outcome))
+                .send(to.node.clone(), Parcel::Outcome { outcome, urgent })
                 .await
                 .is_err()
             {

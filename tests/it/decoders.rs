@@ -244,7 +244,7 @@ proptest! {
         let msg_id = Uuid::now_v7();
         let raw_body = RawValue::from_string(body.to_string()).unwrap();
         let frame = encode_message(msg_id, &from, &to, &raw_body, 7);
-        let reply_to = ReplyTo { node: NodeId::parse("node-a").unwrap(), session: Uuid::new_v4() };
+        let reply_to = ReplyTo { node: NodeId::parse("node-a").unwrap(), session: Uuid::new_v4(), receipt: false };
         let message = encode_message_hop(msg_id, &from, &to, forwarded, reply.then_some(&reply_to), &frame);
         let status = if delivered { ReceiptStatus::Delivered } else { ReceiptStatus::Offline };
         let outcomes = encode_hop(&Hop::Outcomes(vec![Outcome { msg_id, status }]));

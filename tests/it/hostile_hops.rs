@@ -26,6 +26,7 @@ fn hop(msg_id: Uuid, from: &str, to: &str, frame: &str) -> Vec<u8> {
     let reply = ReplyTo {
         node: NodeId::parse("watcher").unwrap(),
         session: Uuid::new_v4(),
+        receipt: false,
     };
     let hop = encode_message_hop(msg_id, &id(from), &id(to), false, Some(&reply), frame);
     encode_envelope([hop.as_slice()])

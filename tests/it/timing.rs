@@ -185,3 +185,44 @@ async fn a_long_restore_does_not_stop_the_heartbeat() {
     })
     .await;
 }
+
+/// A `delivered` outcome nobody waits for (no receipt asked) lingers at
+/// most `LINGER` for company before it goes alone; one whose sender asked
+/// for a receipt goes at once.
+#[tokio::test(start_paused = true)]
+async fn quiet_outcomes_linger_briefly_and_receipts_do_not() {
+    use switchboard::routing::courier::LINGER;
+    let ((a, _la), (b, _lb)) = pair(Arc::new(MemoryPresence::new()), &[]).await;
+    let alice = FakeSession::open(&a, "alice").await;
+    let bob = FakeSession::open(&b, "bob").await;
+
+    let status = a.router().route(alice.message("bob", false)).await.unwrap();
+    assert_eq!(status, AckStatus::Remote);
+    bob.handle.outbox.ready().await;
+    assert_eq!(bob.write().await.0.len(), 1);
+    let written = tokio::time::Instant::now();
+    eventually("node a hears the quiet outcome", || async {
+        a.router().outcomes().in_flight() == 0
+    })
+    .await;
+    let waited = written.elapsed();
+    assert!(
+        waited >= LINGER - Duration::from_millis(1) && waited <= LINGER + Duration::from_millis(50),
+        "it lingered {waited:?}"
+    );
+
+    let status = a.router().route(alice.message("bob", true)).await.unwrap();
+    assert_eq!(status, AckStatus::Remote);
+    bob.handle.outbox.ready().await;
+    bob.write().await;
+    let written = tokio::time::Instant::now();
+    alice.handle.outbox.ready().await;
+    let (_, receipts) = alice.write().await;
+    assert_eq!(receipts.len(), 1, "{receipts:?}");
+    assert!(receipts[0].contains("delivered"));
+    assert!(
+        written.elapsed() < Duration::from_millis(5),
+        "{:?}",
+        written.elapsed()
+    );
+}
