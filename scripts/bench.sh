@@ -4,12 +4,13 @@
 # set with `switchboard bench`, and writes BENCHMARKS.md. Everything it
 # starts, it stops. Every run is bounded in time.
 #
-#   scripts/bench.sh            # full run (~6 minutes on 2 cores)
+#   scripts/bench.sh            # full run (~12 minutes on 2 cores)
 #   QUICK=1 scripts/bench.sh    # short windows, for trying the script
 #   OUT=/tmp/b.md scripts/bench.sh
 #
 # Needs: redis-server, nats-server, memcached (scripts/install-deps.sh),
-# python3 (to assemble the report).
+# python3 (to assemble the report), node and npm (the second generator,
+# scripts/loadgen; skipped without node).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,15 +46,20 @@ wait_port() {
     echo "bench.sh: nothing listening on port $1" >&2; exit 1
 }
 
-RP=$(free_port); NP=$(free_port)
+RP=$(free_port); NP=$(free_port); NM=$(free_port)
 "$REDIS_SERVER" --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
 REDIS_PID=$!; PIDS+=("$REDIS_PID")
-"$NATS_SERVER" -a 127.0.0.1 -p "$NP" >"$WORK/nats.log" 2>&1 &
+# -m: the monitoring port, for the bus messages per routed send (/varz).
+"$NATS_SERVER" -a 127.0.0.1 -p "$NP" -m "$NM" >"$WORK/nats.log" 2>&1 &
 NATS_PID=$!; PIDS+=("$NATS_PID")
-wait_port "$RP"; wait_port "$NP"
+wait_port "$RP"; wait_port "$NP"; wait_port "$NM"
+MONITOR=(--nats-monitor "http://127.0.0.1:$NM")
 
 # --max-sessions high: the idle-memory runs fill a node up to the fd limit.
-NODE_FLAGS=(--redis-url "redis://127.0.0.1:$RP" --nats-url "nats://127.0.0.1:$NP" --rate-limit 0 --max-sessions 1000000 --log warn)
+# --worker-threads 1: two nodes, NATS, Redis and the generator share the
+# machine's cores; each node gets its share (one row below runs the
+# default, a thread per core, for comparison).
+NODE_FLAGS=(--redis-url "redis://127.0.0.1:$RP" --nats-url "nats://127.0.0.1:$NP" --rate-limit 0 --max-sessions 1000000 --log warn --worker-threads 1)
 # start_nodes [extra node flags...]
 start_nodes() {
     AP=$(free_port); BP=$(free_port)
@@ -65,7 +71,6 @@ start_nodes() {
     URLS="ws://127.0.0.1:$AP,ws://127.0.0.1:$BP"
 }
 stop_nodes() { kill "$A_PID" "$B_PID"; wait "$A_PID" "$B_PID" 2>/dev/null || true; }
-start_nodes
 
 RESULTS="$WORK/results.jsonl"
 COMMANDS="$WORK/commands.txt"
@@ -76,36 +81,78 @@ run() {
     echo "$label|switchboard bench $*" >>"$COMMANDS"
     "$BIN" bench "$@" --json | sed "s/^/$label|/" >>"$RESULTS"
 }
-SERVERS=(--url "$URLS" --pids "$REDIS_PID,$NATS_PID")
+# check LABEL ARGS...: the same traffic from the second, independent
+# generator (scripts/loadgen, Node.js).
+check() {
+    local label=$1; shift
+    echo ">>> $label: node scripts/loadgen/loadgen.mjs $*" >&2
+    echo "$label|node scripts/loadgen/loadgen.mjs $*" >>"$COMMANDS"
+    node scripts/loadgen/loadgen.mjs "$@" | sed "s/^/$label|/" >>"$RESULTS"
+}
+if command -v node >/dev/null && [ ! -d scripts/loadgen/node_modules ]; then
+    (cd scripts/loadgen && npm ci --no-audit --no-fund --silent)
+fi
 
-# The floors, on the same machine, at the same rate.
+# The floors, on the same machine: a bare WebSocket echo, a bare NATS
+# relay, and the relay floor (WebSocket in, NATS, WebSocket out, nothing
+# else) at the rates and client counts of the traffic rows.
 EP=$(free_port)
 "$BIN" bench echo-server --listen "127.0.0.1:$EP" >"$WORK/echo.log" 2>&1 &
 ECHO_PID=$!; PIDS+=("$ECHO_PID")
 wait_port "$EP"
-run floor-echo --url "ws://127.0.0.1:$EP" --pids "$ECHO_PID" --mode echo --clients 200 --rate 50000 --duration "$DUR"
+run floor-echo --url "ws://127.0.0.1:$EP" --pids "$ECHO_PID" --mode echo --clients 500 --rate 25000 --duration "$DUR"
 kill "$ECHO_PID"
 run floor-nats nats-floor --nats-url "nats://127.0.0.1:$NP" --pids "$NATS_PID" --rate 50000 --duration "$DUR"
+R1=$(free_port); R2=$(free_port)
+# One thread each, like the nodes.
+TOKIO_WORKER_THREADS=1 "$BIN" bench relay-server --listen "127.0.0.1:$R1" --nats-url "nats://127.0.0.1:$NP" >"$WORK/relay1.log" 2>&1 &
+R1_PID=$!; PIDS+=("$R1_PID")
+TOKIO_WORKER_THREADS=1 "$BIN" bench relay-server --listen "127.0.0.1:$R2" --nats-url "nats://127.0.0.1:$NP" >"$WORK/relay2.log" 2>&1 &
+R2_PID=$!; PIDS+=("$R2_PID")
+wait_port "$R1"; wait_port "$R2"
+RELAY=(--url "ws://127.0.0.1:$R1,ws://127.0.0.1:$R2" --pids "$NATS_PID,$R1_PID,$R2_PID" "${MONITOR[@]}" --mode relay)
+for rate in 2000 10000 25000; do
+    run "relay-$((rate / 1000))k" "${RELAY[@]}" --clients 500 --rate "$rate" --duration "$DUR"
+done
+run relay-10k-5000 "${RELAY[@]}" --clients 5000 --rate 10000 --duration "$DUR"
+kill "$R1_PID" "$R2_PID"
 
-# Fixed rates.
-run cross-10k "${SERVERS[@]}" --mode cross --clients 200 --rate 10000 --duration "$DUR"
-run cross-25k "${SERVERS[@]}" --mode cross --clients 200 --rate 25000 --duration "$DUR"
-run local-25k "${SERVERS[@]}" --mode local --clients 200 --rate 25000 --duration "$DUR"
-run mixed-20k "${SERVERS[@]}" --mode mixed --clients 200 --rate 20000 --duration "$DUR"
-run offline-20k "${SERVERS[@]}" --mode offline --clients 200 --rate 20000 --duration "$DUR"
+start_nodes
+SERVERS=(--url "$URLS" --pids "$REDIS_PID,$NATS_PID" "${MONITOR[@]}")
+
+# Cross-node traffic at fixed rates, 500 clients with Poisson arrivals;
+# the same at 10k from 5,000 clients.
+for rate in 2000 10000 25000; do
+    run "cross-$((rate / 1000))k" "${SERVERS[@]}" --mode cross --clients 500 --rate "$rate" --duration "$DUR"
+done
+run cross-10k-5000 "${SERVERS[@]}" --mode cross --clients 5000 --rate 10000 --duration "$DUR"
+run local-25k "${SERVERS[@]}" --mode local --clients 500 --rate 25000 --duration "$DUR"
+run mixed-20k "${SERVERS[@]}" --mode mixed --clients 500 --rate 20000 --duration "$DUR"
+run offline-20k "${SERVERS[@]}" --mode offline --clients 500 --rate 20000 --duration "$DUR"
+
+# The second generator, on the same nodes: it must agree within 20% on
+# p50 and on server CPU per message.
+if command -v node >/dev/null; then
+    for rate in 2000 10000; do
+        check "check-$((rate / 1000))k" --url "$URLS" --pids "$REDIS_PID,$NATS_PID,$A_PID,$B_PID" --clients 500 --rate "$rate" --duration "$DUR"
+    done
+fi
 
 # The ramp, then half its best rate.
-run ramp "${SERVERS[@]}" --mode cross --clients 400 --rate 20000 --ramp --ramp-factor 1.2 --duration "$STEP"
+run ramp "${SERVERS[@]}" --mode cross --clients 500 --rate 20000 --ramp --ramp-factor 1.2 --duration "$STEP"
 BEST=$(sed -n 's/^ramp|//p' "$RESULTS" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["best_rate"] or 10000)')
-run cross-half "${SERVERS[@]}" --mode cross --clients 400 --rate $((BEST / 2)) --duration "$DUR"
+run cross-half "${SERVERS[@]}" --mode cross --clients 500 --rate $((BEST / 2)) --duration "$DUR"
 
 # The patent's way, for comparison: a presence lookup for every send (the
 # route cache off).
 stop_nodes; start_nodes --route-cache 0
-SERVERS=(--url "$URLS" --pids "$REDIS_PID,$NATS_PID")
-run cross-25k-no-cache "${SERVERS[@]}" --mode cross --clients 200 --rate 25000 --duration "$DUR"
+SERVERS=(--url "$URLS" --pids "$REDIS_PID,$NATS_PID" "${MONITOR[@]}")
+run cross-25k-no-cache "${SERVERS[@]}" --mode cross --clients 500 --rate 25000 --duration "$DUR"
+# A thread per core (the flag given last wins), as a node alone on a machine runs.
+stop_nodes; start_nodes --worker-threads "$(nproc)"
+SERVERS=(--url "$URLS" --pids "$REDIS_PID,$NATS_PID" "${MONITOR[@]}")
+run cross-10k-threads "${SERVERS[@]}" --mode cross --clients 500 --rate 10000 --duration "$DUR"
 stop_nodes; start_nodes
-SERVERS=(--url "$URLS" --pids "$REDIS_PID,$NATS_PID")
 
 # Connect rate, then idle memory on fresh nodes (one node holds them all).
 "$BIN" bench connect --url "$URLS" --sessions 2000 --concurrency 256 >/dev/null 2>&1 # warm-up, not reported
@@ -154,31 +201,57 @@ w("the load generator, two nodes, redis-server and nats-server share the same co
 w("figure includes the generator's own cost competing for CPU.\n")
 w(f"- CPU: {cpu}, {sh('nproc')} cores; memory {int(mem)//1024//1024} GiB; kernel {platform.release()}")
 w(f"- {sh('rustc', '--version')}; {sh(redis_bin, '--version').split(' sha=')[0]}; nats-server {sh(nats_bin, '--version')}")
-w("- Nodes: `switchboard serve --rate-limit 0 --max-sessions 1000000 --log warn`, release build, default settings otherwise.\n")
+w("- Nodes: `switchboard serve --rate-limit 0 --max-sessions 1000000 --log warn --worker-threads 1`, release build, default settings otherwise; the relay floor's servers run one thread each too.\n")
 
 def lat(s):
     l = s["latency"]
     return f"{l['p50_us']/1000:.2f} / {l['p90_us']/1000:.2f} / {l['p99_us']/1000:.2f} / {l['p999_us']/1000:.2f} / {l['max_us']/1000:.1f}"
 
 w("## Traffic\n")
-w("| run | offered msgs/s | delivered msgs/s | loss | end-to-end p50 / p90 / p99 / p99.9 / max (ms) | ack p99 (ms) | server CPU µs per msg | server cores | generator cores | lookups per send |")
-w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-rows = ["floor-echo", "floor-nats", "cross-10k", "cross-25k", "cross-25k-no-cache", "local-25k", "mixed-20k", "offline-20k", "cross-half"]
+w("Every client sends at the times of its own Poisson process (no shared tick); latency runs from the")
+w("time each message was due. Burstiness is the coefficient of variation of sends per millisecond as")
+w("they left (a Poisson stream of λ per ms: 1/√λ). The relay floor is a minimal WebSocket-NATS-WebSocket")
+w("relay (`switchboard bench relay-server`: no presence, no acks, no receipts) under the same clients,")
+w("rate and arrivals; `× floor` is server CPU per message over the floor's.\n")
+w("| run | clients | offered msgs/s | delivered msgs/s | loss | end-to-end p50 / p90 / p99 / p99.9 / max (ms) | ack p99 (ms) | server CPU µs per msg | relay floor µs per msg | × floor | bus msgs per routed | context switches per msg | server cores | generator cores | burstiness | lookups per send |")
+w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+floor_of = {"cross-2k": "relay-2k", "cross-10k": "relay-10k", "cross-25k": "relay-25k", "cross-10k-5000": "relay-10k-5000", "cross-25k-no-cache": "relay-25k", "cross-10k-threads": "relay-10k"}
+rows = ["floor-echo", "floor-nats", "relay-2k", "relay-10k", "relay-25k", "relay-10k-5000", "cross-2k", "cross-10k", "cross-25k", "cross-10k-5000", "cross-25k-no-cache", "cross-10k-threads", "local-25k", "mixed-20k", "offline-20k", "cross-half"]
 for label in rows:
     s = results.get(label)
     if not s:
         continue
-    w(f"| {label} | {s['offered_rate']} | {s['delivered_rate']:.0f} | {s['loss']*100:.2f}% | {lat(s)} | {s['ack_latency']['p99_us']/1000:.2f} | {s['server_cpu_us_per_msg']:.1f} | {s['server_cores']:.2f} | {s['generator_cores']:.2f} | {s['lookups_per_send']:.3f} |")
+    f = results.get(floor_of.get(label, ""))
+    floor = f"{f['server_cpu_us_per_msg']:.1f}" if f else "–"
+    times = f"{s['server_cpu_us_per_msg'] / f['server_cpu_us_per_msg']:.2f}" if f and f['server_cpu_us_per_msg'] else "–"
+    w(f"| {label} | {s['clients']} | {s['offered_rate']} | {s['delivered_rate']:.0f} | {s['loss']*100:.2f}% | {lat(s)} | {s['ack_latency']['p99_us']/1000:.2f} | {s['server_cpu_us_per_msg']:.1f} | {floor} | {times} | {s.get('bus_msgs_per_routed', 0):.3f} | {s.get('context_switches_per_msg', 0):.2f} | {s['server_cores']:.2f} | {s['generator_cores']:.2f} | {s.get('burstiness', 0):.2f} | {s['lookups_per_send']:.3f} |")
 w("\ncross-25k-no-cache: the same as cross-25k with `--route-cache 0`, a presence lookup per send as in")
-w("the patent; compare its lookups per send and CPU with cross-25k.\n")
+w("the patent; compare its lookups per send and CPU with cross-25k. cross-10k-5000: 5,000 connected")
+w("clients instead of 500 at the same rate. cross-10k-threads: the nodes with a runtime thread per")
+w("core (the default) instead of `--worker-threads 1`.\n")
 w("floor-echo: a bare WebSocket echo server (`switchboard bench echo-server`), round trip; floor-nats: a")
 w("bare publish-to-subscriber relay through nats-server. Server CPU counts nodes + Redis + NATS (the echo")
-w("server alone, nats-server alone for the floors), per delivered message.\n")
+w("server alone, nats-server alone, the relay servers + nats-server for the floors), per delivered message.\n")
+
+checks = [(l, results.get(l), results.get(l.replace("check", "cross"))) for l in ("check-2k", "check-10k")]
+checks = [c for c in checks if c[1] and c[2]]
+if checks:
+    w("## Checked by a second generator\n")
+    w("`scripts/loadgen/loadgen.mjs`: Node.js with `ws`, two worker processes, one heap scheduler per worker")
+    w("instead of a task per client, its own Poisson arrivals and clock; same nodes, clients and rate.\n")
+    w("| rate | p50 switchboard bench (ms) | p50 loadgen (ms) | differ | server µs/msg switchboard bench | server µs/msg loadgen | differ | within 20% |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for label, node, rust in checks:
+        p_r, p_n = rust["latency"]["p50_us"] / 1000, node["p50_ms"]
+        c_r, c_n = rust["server_cpu_us_per_msg"], node["server_cpu_us_per_msg"]
+        dp, dc = abs(p_n - p_r) / p_r, abs(c_n - c_r) / c_r
+        w(f"| {rust['offered_rate']} | {p_r:.2f} | {p_n:.2f} | {dp*100:.0f}% | {c_r:.1f} | {c_n:.1f} | {dc*100:.0f}% | {'yes' if dp <= 0.2 and dc <= 0.2 else 'no'} |")
+    w("")
 
 ramp = results.get("ramp")
 if ramp:
     w("## Ramp (cross-node)\n")
-    w("Highest offered rate at which >= 99% is delivered with p99 under 50 ms; each step multiplies the rate by 1.2.\n")
+    w("Highest offered rate at which >= 99% is delivered with p99 under 50 ms (500 clients, Poisson arrivals); each step multiplies the rate by 1.2.\n")
     w("| offered msgs/s | delivered msgs/s | p99 (ms) | loss | server µs per msg | server cores | generator cores | result |")
     w("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for s in ramp["steps"]:

@@ -72,7 +72,12 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(limit) = switchboard::process::raise_open_files_limit() {
         tracing::debug!(limit, "open files limit");
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(threads) = config.worker_threads {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("switchboard: cannot start the async runtime: {e}");

@@ -195,6 +195,14 @@ pub struct ServeArgs {
     )]
     pub presence_refresh_ms: u64,
 
+    /// Threads that run the node's work. Default: one per CPU the process
+    /// may use. Nodes that share a machine (with each other, or with NATS
+    /// and Redis) should split its cores: measured on 2 cores shared by two
+    /// nodes, NATS and Redis, 1 thread each cut server CPU per message by
+    /// 10-20% (docs/performance.md).
+    #[arg(long, env = "SWITCHBOARD_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+
     /// Log filter, e.g. info or switchboard=debug.
     #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
     pub log: String,

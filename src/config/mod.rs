@@ -43,6 +43,8 @@ pub struct Config {
     pub route_cache: usize,
     /// How often live sessions' records are written back to the store.
     pub presence_refresh: Duration,
+    /// Threads of the node's runtime; `None`: one per CPU.
+    pub worker_threads: Option<usize>,
 }
 
 /// How client tokens are checked.
@@ -305,6 +307,10 @@ impl TryFrom<ServeArgs> for Config {
             node_ttl: millis("node-ttl-ms", args.node_ttl_ms, 300..=600_000)?,
             hop_timeout: Duration::from_millis(args.hop_timeout_ms),
             route_cache: args.route_cache,
+            worker_threads: match args.worker_threads {
+                Some(n) => Some(in_range("worker-threads", n, 1..=1024)?),
+                None => None,
+            },
             presence_refresh: millis(
                 "presence-refresh-ms",
                 args.presence_refresh_ms,

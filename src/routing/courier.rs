@@ -15,24 +15,26 @@
 //! node's subject, they are answered `offline` at once.
 //!
 //! Outcomes that nobody waits for are not worth a bus message of their
-//! own. A `delivered` outcome of a message whose sender asked for no
-//! receipt only lets the sender's node stop tracking it; it waits here up
-//! to [`LINGER`] for something else going to the same node (a message, an
-//! urgent outcome) to travel with, or for a few hundred more like it.
-//! `offline` outcomes and receipts someone asked for go at once. So a
-//! cross-node message costs one bus message, not two, at any rate; the
-//! price is that the sender's node tracks it up to [`LINGER`] longer.
+//! own, nor a wake-up of this task. A `delivered` outcome of a message
+//! whose sender asked for no receipt only lets the sender's node stop
+//! tracking it: it is put aside ([`Courier::linger`], no wake-up but the
+//! first) and waits up to [`LINGER`] for something else going to the same
+//! node (a message, an urgent outcome) to travel with, or for a thousand
+//! more like it. `offline` outcomes and receipts someone asked for go at
+//! once. So a cross-node message costs one bus message, not two, and one
+//! wake-up of this task, not two, at any rate; the price is that the
+//! sender's node tracks it up to [`LINGER`] longer.
 //!
 //! The task holds no sender of its own queue: it runs until the router
 //! (which holds the sender) is dropped and everything queued is sent, so
 //! that a node shutting down sends its last outcomes before it leaves.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::Outcomes;
@@ -56,15 +58,30 @@ pub enum Parcel {
     /// An encoded message hop; `seq` is its in-flight sequence number when
     /// this node tracks its outcome.
     Hop { json: Vec<u8>, seq: Option<u64> },
-    /// The outcome of a message the other node sent. `urgent` when its
-    /// sender is waiting to hear it (`offline`, or a receipt it asked
-    /// for); otherwise it may linger.
-    Outcome { outcome: Outcome, urgent: bool },
+    /// The outcome of a message the other node sent, whose sender is
+    /// waiting to hear it (`offline`, or a receipt it asked for).
+    Outcome(Outcome),
+}
+
+/// Quiet outcomes put aside for company, per node.
+#[derive(Default)]
+struct Quiet {
+    by_node: Mutex<HashMap<NodeId, Vec<Outcome>>>,
+    /// Woken for the first quiet outcome after none (the task then starts
+    /// its linger timer), and when one node has [`LINGER_MAX`].
+    wake: Notify,
+}
+
+impl Quiet {
+    fn by_node(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Vec<Outcome>>> {
+        self.by_node.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The queue's sending side, held by the router.
 pub(super) struct Courier {
     tx: mpsc::Sender<(NodeId, Parcel)>,
+    quiet: Arc<Quiet>,
 }
 
 /// The courier's task: packs and publishes what the router queued.
@@ -73,6 +90,7 @@ pub struct CourierTask {
     bus: Arc<dyn Bus>,
     outcomes: Arc<Outcomes>,
     parcels: mpsc::Receiver<(NodeId, Parcel)>,
+    quiet: Arc<Quiet>,
 }
 
 /// The courier task has ended: the node is shutting down.
@@ -86,13 +104,15 @@ pub(super) fn courier(
     outcomes: Arc<Outcomes>,
 ) -> (Courier, CourierTask) {
     let (tx, parcels) = mpsc::channel(QUEUE_CAPACITY);
+    let quiet = Arc::new(Quiet::default());
     let task = CourierTask {
         node,
         bus,
         outcomes,
         parcels,
+        quiet: quiet.clone(),
     };
-    (Courier { tx }, task)
+    (Courier { tx, quiet }, task)
 }
 
 impl Courier {
@@ -101,6 +121,19 @@ impl Courier {
     /// right backpressure).
     pub(super) async fn send(&self, node: NodeId, parcel: Parcel) -> Result<(), Stopped> {
         self.tx.send((node, parcel)).await.map_err(|_| Stopped)
+    }
+
+    /// Puts a quiet outcome aside for `node` (see the module comment).
+    pub(super) fn linger(&self, node: NodeId, outcome: Outcome) {
+        let mut by_node = self.quiet.by_node();
+        let first = by_node.is_empty();
+        let waiting = by_node.entry(node).or_default();
+        waiting.push(outcome);
+        let full = waiting.len() == LINGER_MAX;
+        drop(by_node);
+        if first || full {
+            self.quiet.wake.notify_one();
+        }
     }
 }
 
@@ -112,35 +145,26 @@ struct Packing {
     outcomes: Vec<Outcome>,
     first: Option<u64>,
     last: u64,
-    /// Holds a message or an urgent outcome: ship it this round.
-    due: bool,
-    /// When the first lingering outcome came in.
-    lingering_since: Option<Instant>,
-}
-
-impl Packing {
-    /// Whether it should go now rather than wait for company.
-    fn ready(&self, now: Instant) -> bool {
-        self.due
-            || self.outcomes.len() >= LINGER_MAX
-            || self.lingering_since.is_some_and(|t| now >= t + LINGER)
-    }
 }
 
 impl CourierTask {
     /// Sends queued parcels until the router is gone and the queue empty.
     pub async fn run(mut self) {
         let mut batch = Vec::with_capacity(BATCH);
-        let mut packing: HashMap<NodeId, Packing> = HashMap::new();
+        // Since when quiet outcomes have been waiting, if they are.
+        let mut lingering: Option<Instant> = None;
         loop {
-            let lingering = packing.values().filter_map(|p| p.lingering_since).min();
+            let mut flush_quiet = false;
             tokio::select! {
                 parcel = self.parcels.recv() => match parcel {
                     Some(parcel) => batch.push(parcel),
                     None => break,
                 },
+                () = self.quiet.wake.notified() => {
+                    lingering.get_or_insert_with(Instant::now);
+                }
                 () = tokio::time::sleep_until(lingering.unwrap_or_else(Instant::now) + LINGER),
-                    if lingering.is_some() => {}
+                    if lingering.is_some() => flush_quiet = true,
             }
             // Let the tasks that are ready add their parcels first.
             tokio::task::yield_now().await;
@@ -150,43 +174,58 @@ impl CourierTask {
                     Err(_) => break,
                 }
             }
-            self.pack(&mut batch, &mut packing).await;
-            let now = Instant::now();
-            let ready: Vec<NodeId> = packing
-                .iter()
-                .filter(|(_, p)| p.ready(now))
-                .map(|(node, _)| node.clone())
-                .collect();
-            for node in ready {
-                if let Some(full) = packing.remove(&node) {
-                    self.ship(&node, full).await;
+            let mut packing = self.pack(&mut batch).await;
+            // Quiet outcomes travel with whatever goes to their node now;
+            // all of them go once they have waited long enough, and a
+            // node's go when it has many.
+            let quiet = {
+                let mut by_node = self.quiet.by_node();
+                if flush_quiet {
+                    std::mem::take(&mut *by_node)
+                } else {
+                    let ready: Vec<NodeId> = by_node
+                        .iter()
+                        .filter(|(node, waiting)| {
+                            packing.contains_key(*node) || waiting.len() >= LINGER_MAX
+                        })
+                        .map(|(node, _)| node.clone())
+                        .collect();
+                    ready
+                        .into_iter()
+                        .filter_map(|node| by_node.remove_entry(&node))
+                        .collect()
                 }
+            };
+            if flush_quiet {
+                lingering = None;
+            }
+            for (node, outcomes) in quiet {
+                packing.entry(node).or_default().outcomes.extend(outcomes);
+            }
+            for (node, full) in packing {
+                self.ship(&node, full).await;
             }
         }
-        // The router is gone: what still lingers goes now.
-        for (node, rest) in packing.drain() {
-            self.ship(&node, rest).await;
+        // The router is gone: what is still put aside goes now.
+        let rest = std::mem::take(&mut *self.quiet.by_node());
+        for (node, outcomes) in rest {
+            let packing = Packing {
+                outcomes,
+                ..Packing::default()
+            };
+            self.ship(&node, packing).await;
         }
     }
 
-    /// Adds a batch of parcels to what is being packed for each node.
-    async fn pack(
-        &self,
-        batch: &mut Vec<(NodeId, Parcel)>,
-        by_node: &mut HashMap<NodeId, Packing>,
-    ) {
+    /// Packs a batch of parcels into one envelope (or more, when large)
+    /// per node; full envelopes are sent on the way.
+    async fn pack(&self, batch: &mut Vec<(NodeId, Parcel)>) -> HashMap<NodeId, Packing> {
         let limit = self.bus.max_envelope().saturating_sub(ENVELOPE_OVERHEAD);
+        let mut by_node: HashMap<NodeId, Packing> = HashMap::new();
         for (node, parcel) in batch.drain(..) {
             let packing = by_node.entry(node.clone()).or_default();
             match parcel {
-                Parcel::Outcome { outcome, urgent } => {
-                    packing.outcomes.push(outcome);
-                    if urgent {
-                        packing.due = true;
-                    } else {
-                        packing.lingering_since.get_or_insert_with(Instant::now);
-                    }
-                }
+                Parcel::Outcome(outcome) => packing.outcomes.push(outcome),
                 Parcel::Hop { json, seq } => {
                     // Full: send what is packed, start a new envelope.
                     if packing.size + json.len() + 1 > limit && !packing.hops.is_empty() {
@@ -194,7 +233,6 @@ impl CourierTask {
                         self.ship(&node, full).await;
                     }
                     let packing = by_node.entry(node).or_default();
-                    packing.due = true;
                     packing.size += json.len() + 1;
                     packing.hops.push(json);
                     if let Some(seq) = seq {
@@ -204,6 +242,7 @@ impl CourierTask {
                 }
             }
         }
+        by_node
     }
 
     /// Publishes one envelope. If it cannot go, its tracked messages will

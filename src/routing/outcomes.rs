@@ -190,10 +190,11 @@ impl Router {
             };
             // The sender's node only needs a quiet `delivered` to stop
             // tracking: it may travel later, with other traffic.
-            let urgent = status == ReceiptStatus::Offline || to.receipt;
-            if self
+            if status == ReceiptStatus::Delivered && !to.receipt {
+                self.courier.linger(to.node.clone(), outcome);
+            } else if self
                 .courier
-                .send(to.node.clone(), Parcel::Outcome { outcome, urgent })
+                .send(to.node.clone(), Parcel::Outcome(outcome))
                 .await
                 .is_err()
             {
