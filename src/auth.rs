@@ -16,14 +16,17 @@ use crate::redact::Secret;
 /// Clock skew tolerated on `exp`, in seconds.
 pub const LEEWAY_SECS: u64 = 30;
 
-/// Why a connection was refused. `Unauthorized` maps to HTTP 401,
-/// `BadClientId` to 400.
+/// Why a connection was refused. `Unauthorized` maps to HTTP 401, the
+/// others to 400.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
     BadClientId(String),
+    /// v2: the `device` query parameter is not a device id.
+    #[error("{0}")]
+    BadDeviceId(String),
 }
 
 #[derive(Serialize, Deserialize)]

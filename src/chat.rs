@@ -2,12 +2,14 @@
 //! without writing one.
 //!
 //! ```text
-//! $ switchboard chat --url ws://127.0.0.1:8080 --as alice
-//! connected: you are alice on node-a; type @<client id> <message>, Ctrl-D to quit
+//! $ switchboard chat --url ws://127.0.0.1:8080 --as alice --device laptop
+//! connected: you are alice on device laptop, node node-a; type @<client id> <message>, Ctrl-D to quit
 //! @bob hello
-//! [1] -> bob: remote
-//! [1] -> bob: delivered
+//! [1] -> bob: remote (2 sessions)
+//! [1] -> bob/phone: delivered
+//! [1] -> bob/tab: delivered
 //! bob: hi alice
+//! you (on another device) -> bob: see you
 //! ```
 //!
 //! A line `@bob hello` sends `{"text":"hello"}` to bob with a receipt asked
@@ -25,7 +27,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use uuid::Uuid;
 
 use crate::protocol::{AckStatus, ReceiptStatus, ServerFrame};
-use switchboard_client::{Client, Event, Identity};
+use switchboard_client::{Client, ConnectOptions, Event, Identity};
 
 #[derive(Debug, Clone, Args)]
 pub struct ChatArgs {
@@ -40,6 +42,11 @@ pub struct ChatArgs {
     /// A token (`switchboard token <client id>`), on a node that requires one.
     #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// This session's device: your other devices stay online, and see what
+    /// you send here. A new session of the same device replaces this one.
+    #[arg(long, default_value = "terminal")]
+    pub device: String,
 }
 
 /// How long a closing client waits for the acks of what it sent.
@@ -65,7 +72,11 @@ pub async fn run(args: ChatArgs) -> i32 {
             return 1;
         }
     };
-    let mut client = match Client::connect(&args.url, identity).await {
+    let options = ConnectOptions {
+        device: Some(args.device.clone()),
+        ..ConnectOptions::default()
+    };
+    let mut client = match Client::connect_with(&args.url, identity, &options).await {
         Ok(client) => client,
         Err(e) => {
             eprintln!("switchboard chat: {e}");
@@ -75,8 +86,8 @@ pub async fn run(args: ChatArgs) -> i32 {
     let mut out = Output::new();
     let welcome = client.welcome().clone();
     out.say(&format!(
-        "connected: you are {} on {}; type @<client id> <message>, Ctrl-D to quit",
-        welcome.client_id, welcome.node
+        "connected: you are {} on device {}, node {}; type @<client id> <message>, Ctrl-D to quit",
+        welcome.client_id, welcome.device, welcome.node
     ))
     .await;
 
@@ -134,8 +145,9 @@ struct Chat {
     last_to: Option<String>,
     /// Frame id -> recipient, until the ack.
     unacked: HashMap<String, String>,
-    /// msg_id -> (frame id, recipient), until the receipt.
-    awaiting_receipt: HashMap<Uuid, (String, String)>,
+    /// msg_id -> (frame id, recipient, sessions still to hear of), until
+    /// every session's receipt.
+    awaiting_receipt: HashMap<Uuid, (String, String, u32)>,
 }
 
 impl Chat {
@@ -178,30 +190,62 @@ impl Chat {
 
     async fn heard(&mut self, frame: ServerFrame, out: &mut Output) {
         match frame {
-            ServerFrame::Ack { id, msg_id, status } => {
-                let id = id.unwrap_or_default();
+            ServerFrame::Ack(ack) => {
+                let id = ack.id.unwrap_or_default();
                 let to = self.unacked.remove(&id).unwrap_or_default();
-                out.say(&format!("[{id}] -> {to}: {}", status.as_str()))
+                let sessions = ack.sessions.unwrap_or(1);
+                let many = if sessions > 1 {
+                    format!(" ({sessions} sessions)")
+                } else {
+                    String::new()
+                };
+                out.say(&format!("[{id}] -> {to}: {}{many}", ack.status.as_str()))
                     .await;
-                if status != AckStatus::Offline {
-                    self.awaiting_receipt.insert(msg_id, (id, to));
+                if ack.status != AckStatus::Offline {
+                    self.awaiting_receipt.insert(ack.msg_id, (id, to, sessions));
                 }
             }
-            ServerFrame::Receipt { msg_id, status, .. } => {
-                if let Some((id, to)) = self.awaiting_receipt.remove(&msg_id) {
-                    let status = match status {
-                        ReceiptStatus::Delivered => "delivered",
-                        ReceiptStatus::Offline => "offline",
+            ServerFrame::Receipt {
+                msg_id,
+                status,
+                device,
+                reason,
+                ..
+            } => {
+                if let Some((id, to, left)) = self.awaiting_receipt.get_mut(&msg_id) {
+                    let status = match (status, reason) {
+                        (ReceiptStatus::Delivered, _) => "delivered".to_owned(),
+                        (ReceiptStatus::Offline, Some(reason)) => {
+                            format!("offline ({})", reason.as_str())
+                        }
+                        (ReceiptStatus::Offline, None) => "offline".to_owned(),
                     };
-                    out.say(&format!("[{id}] -> {to}: {status}")).await;
+                    // A client on one device names none: `default`.
+                    let device = device
+                        .filter(|d| d != "default")
+                        .map(|d| format!("/{d}"))
+                        .unwrap_or_default();
+                    out.say(&format!("[{id}] -> {to}{device}: {status}")).await;
+                    *left = left.saturating_sub(1);
+                    if *left == 0 {
+                        self.awaiting_receipt.remove(&msg_id);
+                    }
                 }
             }
-            ServerFrame::Message { from, body, .. } => {
+            ServerFrame::Message(message) => {
+                let body = &message.body;
                 let text = match body.get("text").and_then(|t| t.as_str()) {
                     Some(text) => text.to_owned(),
                     None => body.to_string(),
                 };
-                out.say(&format!("{from}: {text}")).await;
+                let line = match (&message.to, &message.group) {
+                    (Some(to), _) if message.carbon => {
+                        format!("you (on another device) -> {to}: {text}")
+                    }
+                    (_, Some(group)) => format!("#{group} {}: {text}", message.from),
+                    _ => format!("{}: {text}", message.from),
+                };
+                out.say(&line).await;
             }
             ServerFrame::Error {
                 code, message, id, ..

@@ -11,6 +11,9 @@ use std::time::Duration;
 use crate::protocol::{AckStatus, ErrorCode};
 
 /// Upper bounds of the routing latency buckets, in seconds.
+/// Devices a client has online, when one of its sessions opens.
+const DEVICE_BUCKETS: [f64; 8] = [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0, 64.0];
+
 const LATENCY_BUCKETS: [f64; 14] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
@@ -51,15 +54,18 @@ pub enum UpgradeRefusal {
     Capacity,
     /// 503: shutting down, or presence unreachable.
     Unavailable,
+    /// 409: the client already has --max-devices devices online.
+    TooManyDevices,
 }
 
 impl UpgradeRefusal {
-    const ALL: [(Self, &'static str); 5] = [
+    const ALL: [(Self, &'static str); 6] = [
         (Self::Unauthorized, "unauthorized"),
         (Self::BadRequest, "bad_request"),
         (Self::Origin, "origin"),
         (Self::Capacity, "capacity"),
         (Self::Unavailable, "unavailable"),
+        (Self::TooManyDevices, "too_many_devices"),
     ];
 }
 
@@ -132,7 +138,9 @@ pub struct Metrics {
     presence_lookups: AtomicU64,
     route_cache_hits: AtomicU64,
     late_outcomes: AtomicU64,
+    hops_published: AtomicU64,
     route_seconds: Histogram,
+    devices_per_client: Histogram,
 }
 
 impl Default for Metrics {
@@ -155,7 +163,9 @@ impl Default for Metrics {
             presence_lookups: AtomicU64::new(0),
             route_cache_hits: AtomicU64::new(0),
             late_outcomes: AtomicU64::new(0),
+            hops_published: AtomicU64::new(0),
             route_seconds: Histogram::new(&LATENCY_BUCKETS),
+            devices_per_client: Histogram::new(&DEVICE_BUCKETS),
         }
     }
 }
@@ -284,6 +294,12 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         help: "Presence lookups made to route messages (round trips to the store).",
         value: |m| one(&m.presence_lookups),
+    },
+    Family {
+        name: "switchboard_hops_published_total",
+        kind: "counter",
+        help: "Message hops published to other nodes (at most one per node per routed message; divide by switchboard_sends_total for hops per send).",
+        value: |m| one(&m.hops_published),
     },
     Family {
         name: "switchboard_route_cache_hits_total",
@@ -423,6 +439,16 @@ impl Metrics {
         self.hops_bounced.fetch_add(1, Relaxed);
     }
 
+    /// Hops published for one routed message.
+    pub fn hops_published(&self, hops: u32) {
+        self.hops_published.fetch_add(hops.into(), Relaxed);
+    }
+
+    /// A session opened; its client now has `devices` devices online.
+    pub fn devices_per_client(&self, devices: usize) {
+        self.devices_per_client.observe(devices as f64);
+    }
+
     /// An outcome that arrived after its message had been answered offline.
     pub fn late_outcome(&self) {
         self.late_outcomes.fetch_add(1, Relaxed);
@@ -463,6 +489,14 @@ impl Metrics {
             "Time from reading a send to its ack.",
         );
         self.route_seconds.render(&mut out, name);
+        let name = "switchboard_devices_per_client";
+        header(
+            &mut out,
+            name,
+            "histogram",
+            "Devices a client has online across the cluster, observed when one of its sessions opens here.",
+        );
+        self.devices_per_client.render(&mut out, name);
         out
     }
 }

@@ -89,6 +89,25 @@ impl Bus for MemoryBus {
         }
     }
 
+    async fn broadcast(&self, envelope: Bytes) -> Result<(), BusError> {
+        let inboxes: Vec<_> = self
+            .hub
+            .inboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, tx)| !tx.is_closed())
+            .map(|(node, tx)| (node.clone(), tx.clone()))
+            .collect();
+        for (node, inbox) in inboxes {
+            // One full inbox must not keep the others from hearing it.
+            if let Err(e) = deliver(&inbox, &node, Delivery::Envelope(envelope.clone())) {
+                tracing::debug!(%node, error = %e, "broadcast not delivered");
+            }
+        }
+        Ok(())
+    }
+
     async fn subscribe(&self, node: &NodeId) -> Result<Inbox, BusError> {
         let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
         self.hub

@@ -1,8 +1,9 @@
 //! In-process presence: the embedded default when no Redis is configured.
 //!
-//! It gives one node (or several nodes in one process) the same semantics as
-//! the Redis store, so the local and offline branches behave identically
-//! with or without a cluster.
+//! It gives one node (or several nodes in one process) the same semantics
+//! as the Redis store (a record per client with a field per device, the
+//! same atomic steps), so the branches behave identically with or without
+//! a cluster.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,13 +12,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::presence::{HeartbeatReport, PresenceError, PresenceRecord, PresenceStore};
-use crate::protocol::{ClientId, NodeId, now_ms};
+use crate::presence::{HeartbeatReport, PresenceError, PresenceRecord, PresenceStore, Registered};
+use crate::protocol::{ClientId, DeviceId, NodeId, now_ms};
 
 #[derive(Default)]
 pub struct MemoryPresence {
     // Plain mutexes: every critical section is a few map operations.
-    records: Mutex<HashMap<ClientId, PresenceRecord>>,
+    records: Mutex<HashMap<ClientId, Vec<PresenceRecord>>>,
     /// Heartbeat entries: member -> expiry (ms since the epoch).
     heartbeats: Mutex<HashMap<String, u64>>,
 }
@@ -27,7 +28,7 @@ impl MemoryPresence {
         Self::default()
     }
 
-    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, PresenceRecord>> {
+    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, Vec<PresenceRecord>>> {
         // A panic while holding the lock cannot leave a half-written map
         // entry, so a poisoned lock is still safe to use.
         self.records.lock().unwrap_or_else(|p| p.into_inner())
@@ -40,28 +41,52 @@ impl PresenceStore for MemoryPresence {
         &self,
         client: &ClientId,
         record: &PresenceRecord,
-    ) -> Result<Option<PresenceRecord>, PresenceError> {
-        Ok(self.records().insert(client.clone(), record.clone()))
+        max_devices: usize,
+    ) -> Result<Registered, PresenceError> {
+        let mut records = self.records();
+        let devices = records.entry(client.clone()).or_default();
+        let replaced = match devices.iter().position(|r| r.device == record.device) {
+            Some(i) => Some(std::mem::replace(&mut devices[i], record.clone())),
+            None if devices.len() >= max_devices => {
+                let devices = devices.clone();
+                if devices.is_empty() {
+                    records.remove(client);
+                }
+                return Ok(Registered::TooManyDevices { devices });
+            }
+            None => {
+                devices.push(record.clone());
+                None
+            }
+        };
+        Ok(Registered::Done {
+            replaced,
+            devices: devices.clone(),
+        })
     }
 
-    async fn lookup(&self, client: &ClientId) -> Result<Option<PresenceRecord>, PresenceError> {
-        Ok(self.records().get(client).cloned())
+    async fn lookup(&self, client: &ClientId) -> Result<Vec<PresenceRecord>, PresenceError> {
+        Ok(self.records().get(client).cloned().unwrap_or_default())
     }
 
     async fn remove(
         &self,
         client: &ClientId,
+        device: &DeviceId,
         _node: &NodeId,
         session: Uuid,
     ) -> Result<bool, PresenceError> {
         let mut records = self.records();
-        match records.get(client) {
-            Some(record) if record.session == session => {
-                records.remove(client);
-                Ok(true)
-            }
-            _ => Ok(false),
+        let Some(devices) = records.get_mut(client) else {
+            return Ok(false);
+        };
+        let before = devices.len();
+        devices.retain(|r| !(r.device == *device && r.session == session));
+        let removed = devices.len() < before;
+        if devices.is_empty() {
+            records.remove(client);
         }
+        Ok(removed)
     }
 
     async fn heartbeat(
@@ -91,11 +116,18 @@ impl PresenceStore for MemoryPresence {
         let mut records = self.records();
         Ok(entries
             .iter()
-            .map(|(client, record)| match records.get(client) {
-                Some(current) if current.session != record.session => Some(current.clone()),
-                _ => {
-                    records.insert(client.clone(), record.clone());
-                    None
+            .map(|(client, record)| {
+                let devices = records.entry(client.clone()).or_default();
+                match devices.iter_mut().find(|r| r.device == record.device) {
+                    Some(current) if current.session != record.session => Some(current.clone()),
+                    Some(current) => {
+                        *current = record.clone();
+                        None
+                    }
+                    None => {
+                        devices.push(record.clone());
+                        None
+                    }
                 }
             })
             .collect())
@@ -108,9 +140,14 @@ impl PresenceStore for MemoryPresence {
         before_since: u64,
     ) -> Result<usize, PresenceError> {
         let mut records = self.records();
-        let before = records.len();
-        records.retain(|_, r| !(r.node == *node && r.since < before_since));
-        Ok(before - records.len())
+        let mut swept = 0;
+        records.retain(|_, devices| {
+            let before = devices.len();
+            devices.retain(|r| !(r.node == *node && r.since < before_since));
+            swept += before - devices.len();
+            !devices.is_empty()
+        });
+        Ok(swept)
     }
 
     async fn ping(&self) -> Result<(), PresenceError> {
@@ -124,41 +161,5 @@ impl PresenceStore for MemoryPresence {
 
     fn backend(&self) -> &'static str {
         "memory"
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(node: &str, session: Uuid) -> PresenceRecord {
-        PresenceRecord {
-            node: NodeId::parse(node).unwrap(),
-            session,
-            since: 1,
-        }
-    }
-
-    #[tokio::test]
-    async fn register_returns_what_it_replaced_and_remove_compares() {
-        let store = MemoryPresence::new();
-        let alice = ClientId::parse("alice").unwrap();
-        let (s1, s2) = (Uuid::new_v4(), Uuid::new_v4());
-
-        assert_eq!(
-            store.register(&alice, &record("a", s1)).await.unwrap(),
-            None
-        );
-        let prev = store.register(&alice, &record("b", s2)).await.unwrap();
-        assert_eq!(prev, Some(record("a", s1)));
-
-        // The older session's late disconnect leaves the newer record alone.
-        let a = NodeId::parse("a").unwrap();
-        let b = NodeId::parse("b").unwrap();
-        assert!(!store.remove(&alice, &a, s1).await.unwrap());
-        assert_eq!(store.lookup(&alice).await.unwrap(), Some(record("b", s2)));
-
-        assert!(store.remove(&alice, &b, s2).await.unwrap());
-        assert_eq!(store.lookup(&alice).await.unwrap(), None);
     }
 }

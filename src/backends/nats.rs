@@ -1,4 +1,5 @@
-//! The NATS bus: node `n` listens on `<subject prefix>.node.<n>`.
+//! The NATS bus: node `n` listens on `<subject prefix>.node.<n>`, and
+//! every node on `<subject prefix>.nodes` (broadcasts).
 //!
 //! Core NATS is fire-and-forget, so this file is careful about the two ways
 //! a publish can go wrong without an error: while the client is
@@ -21,7 +22,7 @@
 //! the origin node learns at once that the messages went nowhere.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -84,6 +85,9 @@ pub struct NatsBus {
     max_payload: AtomicUsize,
     /// Set on every (re)connect, when the server, and its limit, may change.
     reconnected: Arc<AtomicBool>,
+    /// Counts disconnects and the reconnects after them (see
+    /// [`Bus::generation`]).
+    connects: Arc<AtomicU64>,
 }
 
 impl NatsBus {
@@ -97,7 +101,12 @@ impl NatsBus {
         let urls = &target.urls;
         let shown = urls.join(",");
         let reconnected = Arc::new(AtomicBool::new(true));
+        let connects = Arc::new(AtomicU64::new(0));
         let on_connect = reconnected.clone();
+        let counted = connects.clone();
+        // The first connect is no change; only a disconnect, and the
+        // reconnect after it, may have lost broadcasts.
+        let was_lost = Arc::new(AtomicBool::new(false));
         let options = with_auth(async_nats::ConnectOptions::new(), &target.auth)
             .await?
             .name(format!("switchboard {name}"))
@@ -108,13 +117,22 @@ impl NatsBus {
             })
             .event_callback(move |event| {
                 let on_connect = on_connect.clone();
+                let counted = counted.clone();
+                let was_lost = was_lost.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
                             on_connect.store(true, Ordering::Relaxed);
+                            if was_lost.swap(false, Ordering::Relaxed) {
+                                counted.fetch_add(1, Ordering::Relaxed);
+                            }
                             tracing::info!("NATS connected");
                         }
-                        async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
+                        async_nats::Event::Disconnected => {
+                            was_lost.store(true, Ordering::Relaxed);
+                            counted.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!("NATS disconnected")
+                        }
                         // This node's own shutdown (Bus::close).
                         async_nats::Event::Draining | async_nats::Event::Closed => {
                             tracing::debug!(event = %event, "NATS connection closing")
@@ -139,6 +157,7 @@ impl NatsBus {
             probe_subject: format!("{subject_prefix}.probe.{}", uuid::Uuid::new_v4().simple()),
             max_payload: AtomicUsize::new(0),
             reconnected,
+            connects,
         })
     }
 
@@ -169,6 +188,44 @@ impl NatsBus {
         format!("{}.node.{}", self.subject_prefix, node)
     }
 
+    fn broadcast_subject(&self) -> String {
+        format!("{}.nodes", self.subject_prefix)
+    }
+
+    /// Publishes within [`PUBLISH_TIMEOUT`], refusing while disconnected or
+    /// over the server's limit.
+    async fn publish_bounded(
+        &self,
+        subject: String,
+        reply: Option<String>,
+        envelope: Bytes,
+    ) -> Result<(), BusError> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(BusError::unavailable("NATS is disconnected"));
+        }
+        let limit = self.max_envelope();
+        if envelope.len() > limit {
+            return Err(BusError::TooLarge {
+                size: envelope.len(),
+                limit,
+            });
+        }
+        let publish = async {
+            match reply {
+                Some(reply) => {
+                    self.client
+                        .publish_with_reply(subject, reply, envelope)
+                        .await
+                }
+                None => self.client.publish(subject, envelope).await,
+            }
+        };
+        tokio::time::timeout(PUBLISH_TIMEOUT, publish)
+            .await
+            .map_err(|_| BusError::unavailable("NATS publish timed out"))?
+            .map_err(|e| BusError::caused("NATS publish failed", e))
+    }
+
     fn bounce_subject(&self, bounce: &Bounce<'_>) -> String {
         let prefix = &self.subject_prefix;
         match &bounce.tag {
@@ -190,32 +247,14 @@ impl Bus for NatsBus {
         envelope: Bytes,
         bounce: Option<Bounce<'_>>,
     ) -> Result<(), BusError> {
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(BusError::unavailable("NATS is disconnected"));
-        }
-        let limit = self.max_envelope();
-        if envelope.len() > limit {
-            return Err(BusError::TooLarge {
-                size: envelope.len(),
-                limit,
-            });
-        }
-        let subject = self.subject(node);
-        let publish = async {
-            match bounce {
-                Some(bounce) => {
-                    let reply = self.bounce_subject(&bounce);
-                    self.client
-                        .publish_with_reply(subject, reply, envelope)
-                        .await
-                }
-                None => self.client.publish(subject, envelope).await,
-            }
-        };
-        tokio::time::timeout(PUBLISH_TIMEOUT, publish)
+        let reply = bounce.map(|b| self.bounce_subject(&b));
+        self.publish_bounded(self.subject(node), reply, envelope)
             .await
-            .map_err(|_| BusError::unavailable("NATS publish timed out"))?
-            .map_err(|e| BusError::caused("NATS publish failed", e))
+    }
+
+    async fn broadcast(&self, envelope: Bytes) -> Result<(), BusError> {
+        self.publish_bounded(self.broadcast_subject(), None, envelope)
+            .await
     }
 
     async fn subscribe(&self, node: &NodeId) -> Result<Inbox, BusError> {
@@ -223,6 +262,12 @@ impl Bus for NatsBus {
         let envelopes = self
             .client
             .subscribe(self.subject(node))
+            .await
+            .map_err(failed)?
+            .map(|message| Delivery::Envelope(message.payload));
+        let broadcasts = self
+            .client
+            .subscribe(self.broadcast_subject())
             .await
             .map_err(failed)?
             .map(|message| Delivery::Envelope(message.payload));
@@ -242,11 +287,16 @@ impl Bus for NatsBus {
         // Only once the server has the subscriptions may sessions be
         // welcomed here; otherwise a hop could arrive before them and vanish.
         self.round_trip().await?;
+        let envelopes = futures_util::stream::select(envelopes, broadcasts);
         Ok(Box::pin(futures_util::stream::select(envelopes, bounces)))
     }
 
     fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    fn generation(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
     }
 
     fn max_envelope(&self) -> usize {

@@ -141,6 +141,12 @@ pub struct TrafficArgs {
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
 
+    /// Sessions per client, each a device of its own, placed on the node
+    /// URLs in turn from the client's own: the first device sends, every
+    /// device receives (and the sender's others get carbon copies).
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
+
     /// Bytes of padding in each message body.
     #[arg(long, default_value_t = 100)]
     pub payload: usize,
@@ -319,6 +325,8 @@ struct ServerSample {
     context_switches: f64,
     /// Messages nats-server has taken in (with --nats-monitor).
     bus_msgs: f64,
+    /// Message hops the nodes published.
+    hops: f64,
 }
 
 async fn sample_servers(common: &Common) -> ServerSample {
@@ -334,6 +342,7 @@ async fn sample_servers(common: &Common) -> ServerSample {
                 sample.routed += metric(&text, &series).unwrap_or(0.0);
             }
             sample.lookups += metric(&text, "switchboard_presence_lookups_total").unwrap_or(0.0);
+            sample.hops += metric(&text, "switchboard_hops_published_total").unwrap_or(0.0);
             for kind in ["voluntary", "involuntary"] {
                 let series = format!("process_context_switches_total{{kind=\"{kind}\"}}");
                 sample.context_switches += metric(&text, &series).unwrap_or(0.0);

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::BenchResult;
 use crate::config::PresenceArgs;
 use crate::presence::{PresenceRecord, PresenceStore};
-use crate::protocol::{ClientId, NodeId, now_ms};
+use crate::protocol::{ClientId, DeviceId, NodeId, now_ms};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReregisterArgs {
@@ -65,6 +65,7 @@ pub async fn reregister(args: ReregisterArgs) -> BenchResult {
                 .map(|i| {
                     let client = ClientId::parse(&format!("client-{i}")).expect("a valid id");
                     let record = PresenceRecord {
+                        device: DeviceId::default_device(),
                         node: node.clone(),
                         session: Uuid::new_v4(),
                         since,
@@ -157,7 +158,7 @@ async fn check_written(
     for share in shares {
         for (client, record) in share.iter().step_by(97) {
             let found = store.lookup(client).await.map_err(|e| e.to_string())?;
-            if found.as_ref() != Some(record) {
+            if found.first() != Some(record) || found.len() != 1 {
                 return Err(format!("{client}: wrote {record:?}, read back {found:?}"));
             }
         }
@@ -174,7 +175,9 @@ async fn remove_all(
     let started = Instant::now();
     try_join_all(stores.iter().zip(shares).map(|(store, share)| async move {
         let removed: Vec<_> = stream::iter(share)
-            .map(|(client, record)| store.remove(client, &record.node, record.session))
+            .map(|(client, record)| {
+                store.remove(client, &record.device, &record.node, record.session)
+            })
             .buffer_unordered(256)
             .collect()
             .await;

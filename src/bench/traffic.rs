@@ -50,7 +50,10 @@ struct Shared {
     sent: AtomicU64,
     acked: [AtomicU64; 3],
     errors: AtomicU64,
+    /// Deliveries the acks promised (sessions reached).
+    expected: AtomicU64,
     received: AtomicU64,
+    carbons: AtomicU64,
     /// When the current window started, µs since `epoch`.
     window_start_us: AtomicU64,
     /// Sends per millisecond of the current window, as they left.
@@ -68,9 +71,15 @@ impl Shared {
     }
 
     fn reset(&self) {
-        for counter in [&self.sent, &self.errors, &self.received]
-            .into_iter()
-            .chain(&self.acked)
+        for counter in [
+            &self.sent,
+            &self.errors,
+            &self.expected,
+            &self.received,
+            &self.carbons,
+        ]
+        .into_iter()
+        .chain(&self.acked)
         {
             counter.store(0, Relaxed);
         }
@@ -141,6 +150,12 @@ struct Incoming<'a> {
     status: Option<&'a str>,
     #[serde(default)]
     body: Option<Stamp>,
+    /// On acks: the sessions the message reached.
+    #[serde(default)]
+    sessions: Option<u64>,
+    /// On messages: a copy for the sender's other device.
+    #[serde(default)]
+    carbon: bool,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +169,9 @@ pub async fn run(args: TrafficArgs) -> BenchResult {
     if args.clients < 2 || args.clients % 2 == 1 {
         return Err("--clients must be an even number, at least 2".into());
     }
+    if args.devices == 0 || (args.devices > 1 && !args.mode.acks()) {
+        return Err("--devices must be at least 1, and 1 against echo and relay servers".into());
+    }
     if matches!(args.mode, Mode::Cross | Mode::Mixed | Mode::Relay) && nodes < 2 {
         return Err("cross, mixed and relay modes need two node URLs (--url a,b)".into());
     }
@@ -165,7 +183,9 @@ pub async fn run(args: TrafficArgs) -> BenchResult {
         sent: AtomicU64::new(0),
         acked: Default::default(),
         errors: AtomicU64::new(0),
+        expected: AtomicU64::new(0),
         received: AtomicU64::new(0),
+        carbons: AtomicU64::new(0),
         window_start_us: AtomicU64::new(0),
         sends_per_ms: (0..MAX_WINDOW_MS).map(|_| AtomicU32::new(0)).collect(),
         e2e: Latencies::new(),
@@ -209,17 +229,27 @@ fn set_rate(shared: &Shared, rate: u64, clients: usize) {
         .store(rate * 1000 / clients as u64, Relaxed);
 }
 
-/// Connects the clients in pairs, placed per mode; returns each client
-/// with the name it sends to, and the connect rate.
-async fn connect_pairs(args: &TrafficArgs) -> Result<(Vec<(Client, String)>, f64), String> {
+/// One session to open: where, as whom, on which device, and whom it
+/// sends to (`None`: a device that only receives).
+struct Planned {
+    url: String,
+    name: String,
+    device: Option<String>,
+    to: Option<String>,
+}
+
+/// Connects the clients in pairs, placed per mode, each on `--devices`
+/// devices; returns each session with the name it sends to (`None` for
+/// devices that only receive), and the connect rate.
+async fn connect_pairs(args: &TrafficArgs) -> Result<(Vec<(Client, Option<String>)>, f64), String> {
     let urls = &args.common.urls;
     let run = &uuid::Uuid::new_v4().simple().to_string()[..6];
     let name = |i: usize| format!("bench-{run}-{i}");
-    let mut plan = Vec::with_capacity(args.clients);
+    let mut plan = Vec::with_capacity(args.clients * args.devices);
     for pair in 0..args.clients / 2 {
-        let here = &urls[pair % urls.len()];
-        let there = &urls[(pair + 1) % urls.len()];
-        let partner_url = match args.mode {
+        let here = pair % urls.len();
+        let there = (pair + 1) % urls.len();
+        let partner_home = match args.mode {
             Mode::Cross | Mode::Relay => there,
             Mode::Mixed if pair % 2 == 1 => there,
             _ => here,
@@ -230,8 +260,17 @@ async fn connect_pairs(args: &TrafficArgs) -> Result<(Vec<(Client, String)>, f64
             Mode::Echo => name(me),
             _ => name(partner),
         };
-        plan.push((here.clone(), name(a), target(a, b)));
-        plan.push((partner_url.clone(), name(b), target(b, a)));
+        for (me, home, to) in [(a, here, target(a, b)), (b, partner_home, target(b, a))] {
+            for device in 0..args.devices {
+                plan.push(Planned {
+                    // Devices on the nodes in turn, from the client's own.
+                    url: urls[(home + device) % urls.len()].clone(),
+                    name: name(me),
+                    device: (args.devices > 1).then(|| format!("d{device}")),
+                    to: (device == 0).then(|| to.clone()),
+                });
+            }
+        }
     }
 
     let started = std::time::Instant::now();
@@ -239,16 +278,17 @@ async fn connect_pairs(args: &TrafficArgs) -> Result<(Vec<(Client, String)>, f64
     let mut clients = Vec::with_capacity(plan.len());
     // Bounded concurrency: a few hundred handshakes in flight at a time.
     for chunk in plan.chunks(256) {
-        let connects = chunk.iter().enumerate().map(|(i, (url, me, to))| {
+        let connects = chunk.iter().enumerate().map(|(i, planned)| {
             let options = ConnectOptions {
                 local_addr: Some(std::net::IpAddr::from([127, 0, 0, 2 + (i as u8 % sources)])),
+                device: planned.device.clone(),
                 ..ConnectOptions::default()
             };
             let secret = args.jwt_secret.as_deref();
             async move {
-                super::open_session(url, me, secret, &options)
+                super::open_session(&planned.url, &planned.name, secret, &options)
                     .await
-                    .map(|c| (c, to.clone()))
+                    .map(|c| (c, planned.to.clone()))
             }
         });
         for result in futures_util::future::join_all(connects).await {
@@ -259,9 +299,9 @@ async fn connect_pairs(args: &TrafficArgs) -> Result<(Vec<(Client, String)>, f64
     Ok((clients, rate))
 }
 
-/// One client: sends at the arrival times of its own Poisson process,
-/// reads everything that comes back.
-async fn drive(mut client: Client, index: usize, to: String, shared: Arc<Shared>) {
+/// One session: sends (if it has someone `to` send to) at the arrival
+/// times of its own Poisson process, reads everything that comes back.
+async fn drive(mut client: Client, index: usize, to: Option<String>, shared: Arc<Shared>) {
     let mut acks_due: VecDeque<(u64, u32)> = VecDeque::new();
     let seed = shared.now_us() ^ (index as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
     let mut arrivals = Arrivals::new(seed);
@@ -283,7 +323,8 @@ async fn drive(mut client: Client, index: usize, to: String, shared: Arc<Shared>
                     return;
                 }
             },
-            () = tokio::time::sleep_until(wake) => {
+            () = tokio::time::sleep_until(wake), if to.is_some() => {
+                let to = to.as_deref().unwrap_or_default();
                 let per_second = shared.milli_rate.load(Relaxed) as f64 / 1000.0;
                 if !shared.sending.load(Relaxed) || per_second <= 0.0 {
                     due = None;
@@ -301,7 +342,7 @@ async fn drive(mut client: Client, index: usize, to: String, shared: Arc<Shared>
                     let target = if shared.mode == Mode::Mixed && sends % 10 == 0 {
                         "bench-nobody"
                     } else {
-                        to.as_str()
+                        to
                     };
                     // Stamped with when it was due.
                     let t = next.duration_since(shared.epoch).as_micros() as u64;
@@ -362,12 +403,21 @@ fn receive(text: &str, index: usize, acks_due: &mut VecDeque<(u64, u32)>, shared
                 _ => 2,
             };
             shared.acked[branch].fetch_add(1, Relaxed);
+            if branch < 2 {
+                shared
+                    .expected
+                    .fetch_add(frame.sessions.unwrap_or(1), Relaxed);
+            }
         }
         // "send" is what the echo server returns.
         "message" | "send" => {
             if let Some(stamp) = frame.body
                 && stamp.w == window
             {
+                if frame.carbon {
+                    shared.carbons.fetch_add(1, Relaxed);
+                    return;
+                }
                 shared.e2e.record(index, now.saturating_sub(stamp.t));
                 shared.received.fetch_add(1, Relaxed);
             }
@@ -399,7 +449,7 @@ async fn measure(args: &TrafficArgs, shared: &Shared, rate: u64, connect_rate: f
     // Let the window's last messages arrive.
     let expected = |s: &Shared| match args.mode {
         Mode::Echo | Mode::Relay => s.sent.load(Relaxed),
-        _ => s.acked[0].load(Relaxed) + s.acked[1].load(Relaxed),
+        _ => s.expected.load(Relaxed),
     };
     let drain_until = Instant::now() + DRAIN;
     while shared.received.load(Relaxed) < expected(shared) && Instant::now() < drain_until {
@@ -420,6 +470,7 @@ async fn measure(args: &TrafficArgs, shared: &Shared, rate: u64, connect_rate: f
         kind: "traffic",
         mode: format!("{:?}", args.mode).to_lowercase(),
         clients: args.clients,
+        devices: args.devices,
         payload_bytes: args.payload,
         offered_rate: rate,
         duration_s: args.duration,
@@ -428,7 +479,9 @@ async fn measure(args: &TrafficArgs, shared: &Shared, rate: u64, connect_rate: f
         acked_remote: shared.acked[1].load(Relaxed),
         acked_offline: shared.acked[2].load(Relaxed),
         errors: shared.errors.load(Relaxed),
+        expected,
         received,
+        carbons: shared.carbons.load(Relaxed),
         delivered_rate: received as f64 / elapsed,
         loss: if expected == 0 {
             0.0
@@ -453,6 +506,11 @@ async fn measure(args: &TrafficArgs, shared: &Shared, rate: u64, connect_rate: f
         },
         bus_msgs_per_routed: if routed > 0.0 {
             (after.bus_msgs - before.bus_msgs) / routed
+        } else {
+            0.0
+        },
+        hops_per_send: if routed > 0.0 {
+            (after.hops - before.hops) / routed
         } else {
             0.0
         },

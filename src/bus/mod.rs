@@ -5,7 +5,8 @@
 //! A publish can carry a *bounce* address: if nobody at all is listening on
 //! the recipient node's inbox (the node crashed, or lost its bus
 //! connection), the bus hands the bounce tag back to the sending node at
-//! once, instead of the message vanishing. This is a port: the router sees
+//! once, instead of the message vanishing. A node can also broadcast an
+//! envelope to every node (cache invalidations). This is a port: the router sees
 //! only the [`Bus`] trait. NATS is the clustered backend (its "no
 //! responders" status does the bouncing); the in-process hub serves the
 //! embedded default and several nodes inside one process. Both live in
@@ -94,14 +95,27 @@ pub trait Bus: Send + Sync + 'static {
         bounce: Option<Bounce<'_>>,
     ) -> Result<(), BusError>;
 
-    /// Starts receiving the envelopes addressed to `node`, and the bounces
-    /// of hops `node` tracks. Returns once the subscription is live;
-    /// dropping the inbox stops receiving.
+    /// Hands one envelope to every node of the cluster, this one included
+    /// (what one node's change makes stale in the others' caches). Best
+    /// effort, like every publish: a node that was disconnected meanwhile
+    /// sees [`generation`](Self::generation) change and forgets what it
+    /// cached.
+    async fn broadcast(&self, envelope: Bytes) -> Result<(), BusError>;
+
+    /// Starts receiving the envelopes addressed to `node`, the broadcasts,
+    /// and the bounces of hops `node` tracks. Returns once the
+    /// subscriptions are live; dropping the inbox stops receiving.
     async fn subscribe(&self, node: &NodeId) -> Result<Inbox, BusError>;
 
     /// Whether a publish would be taken now. A disconnected bus refuses
     /// publishes, so callers can answer `unavailable` before queueing.
     fn connected(&self) -> bool;
+
+    /// Counts this node's connections to the bus: it changes after every
+    /// reconnect, across which broadcasts may have been missed.
+    fn generation(&self) -> u64 {
+        0
+    }
 
     /// The largest envelope the bus accepts, in bytes.
     fn max_envelope(&self) -> usize;

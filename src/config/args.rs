@@ -102,6 +102,13 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_MAX_SESSIONS", default_value_t = 0)]
     pub max_sessions: usize,
 
+    /// Most devices one client may have online at once, across the
+    /// cluster (every node must agree). A session of a new device beyond it
+    /// is refused at the upgrade with HTTP 409 too_many_devices; a new
+    /// session of a device already online replaces the old one (4001).
+    #[arg(long, env = "SWITCHBOARD_MAX_DEVICES", default_value_t = 8)]
+    pub max_devices: usize,
+
     /// Message frames that may wait for one session's socket. A session
     /// whose queue fills up is closed with 4008 (slow consumer). Receipts
     /// owed to a session as a sender are kept apart and never count.

@@ -75,6 +75,8 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// `None`: derived from the file-descriptor limit when the node starts.
     pub max_sessions: Option<usize>,
+    /// Devices one client may have online across the cluster.
+    pub max_devices: usize,
     pub session_queue: usize,
     pub session_queue_bytes: usize,
     pub write_timeout: Duration,
@@ -193,6 +195,7 @@ fn limits(args: &ServeArgs) -> Result<Limits, ConfigError> {
             256..=16 * 1024 * 1024,
         )?,
         max_sessions: (args.max_sessions > 0).then_some(args.max_sessions),
+        max_devices: in_range("max-devices", args.max_devices, 1..=1024)?,
         session_queue: in_range("session-queue", args.session_queue, 1..=1_000_000)?,
         session_queue_bytes: in_range(
             "session-queue-bytes",

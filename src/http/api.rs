@@ -19,7 +19,7 @@ use super::{error_response, json_response, refuse, with};
 use crate::node::Node;
 use crate::presence::PresenceError;
 use crate::protocol::frames::check_body;
-use crate::protocol::{ClientId, ErrorCode};
+use crate::protocol::{ClientId, ErrorCode, Recipient};
 use crate::rate::TokenBucket;
 use crate::routing::Message;
 
@@ -166,11 +166,16 @@ async fn send_message(raw: Bytes, node: Arc<Node>) -> Response {
         Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid_recipient", &e.0),
     };
     let msg_id = Uuid::now_v7();
-    let msg = Message::new(msg_id, from, to, request.body, None);
+    let msg = Message::new(msg_id, from, Recipient::Client(to), request.body, None);
     match node.router().route(msg).await {
-        Ok(status) => {
+        Ok(sent) => {
             node.metrics().observe_route(started.elapsed());
-            json_response(StatusCode::OK, &json!({"msg_id": msg_id, "status": status}))
+            let ack = sent.ack(None, msg_id);
+            let mut body = serde_json::to_value(&ack).unwrap_or_default();
+            if let Some(fields) = body.as_object_mut() {
+                fields.remove("id");
+            }
+            json_response(StatusCode::OK, &body)
         }
         Err(e) => {
             node.metrics().error(e.code());
@@ -191,20 +196,28 @@ async fn presence(raw_id: String, node: Arc<Node>) -> Response {
         Ok(client) => client,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid_client_id", &e.0),
     };
-    match node.presence().lookup(&client).await {
-        Ok(Some(record)) => json_response(
-            StatusCode::OK,
-            &json!({
-                "client_id": client,
-                "online": true,
-                "node": record.node,
-                "since": record.since,
-            }),
-        ),
-        Ok(None) => json_response(
-            StatusCode::OK,
-            &json!({"client_id": client, "online": false}),
-        ),
+    match node.router().devices(&client).await {
+        Ok(devices) => {
+            let devices: Vec<_> = devices
+                .iter()
+                .map(|d| {
+                    json!({
+                        "device": d.device,
+                        "node": d.node,
+                        "session": d.session,
+                        "since": d.since,
+                    })
+                })
+                .collect();
+            json_response(
+                StatusCode::OK,
+                &json!({
+                    "client_id": client,
+                    "online": !devices.is_empty(),
+                    "devices": devices,
+                }),
+            )
+        }
         Err(e @ PresenceError::Unavailable { .. }) => error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",

@@ -24,8 +24,9 @@ use super::error_response;
 use crate::auth::AuthError;
 use crate::metrics::UpgradeRefusal;
 use crate::node::Node;
-use crate::protocol::ClientId;
+use crate::protocol::{ClientId, DeviceId};
 use crate::redact;
+use crate::routing::RegisterError;
 use crate::session;
 
 pub fn route(node: Arc<Node>) -> BoxedFilter<(Response,)> {
@@ -34,19 +35,20 @@ pub fn route(node: Arc<Node>) -> BoxedFilter<(Response,)> {
         .and(warp::header::headers_cloned())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::ext::optional::<OnUpgrade>())
-        .map(move |headers: HeaderMap, query: String, on_upgrade| {
-            upgrade(&node, &headers, &query, on_upgrade)
+        .then(move |headers: HeaderMap, query: String, on_upgrade| {
+            let node = node.clone();
+            async move { upgrade(&node, &headers, &query, on_upgrade).await }
         })
         .boxed()
 }
 
-fn upgrade(
+async fn upgrade(
     node: &Arc<Node>,
     headers: &HeaderMap,
     query: &str,
     on_upgrade: Option<OnUpgrade>,
 ) -> Response {
-    match admit(node, headers, query, on_upgrade) {
+    match admit(node, headers, query, on_upgrade).await {
         Ok(response) => response,
         Err((why, response)) => {
             node.metrics().upgrade_refused(why);
@@ -60,11 +62,12 @@ fn upgrade(
 
 type Refused = (UpgradeRefusal, Response);
 
-/// Runs the checks in order of cost (a token's signature last but one, the
-/// presence store's health last) and starts the session.
+/// Runs the checks in order of cost (a token's signature, then the
+/// presence store's health, then the registration itself, which writes the
+/// device's field), and starts the session.
 // A refusal is the cold path; boxing it would buy nothing.
 #[allow(clippy::result_large_err)]
-fn admit(
+async fn admit(
     node: &Arc<Node>,
     headers: &HeaderMap,
     query: &str,
@@ -85,7 +88,7 @@ fn admit(
             ),
         ));
     }
-    let client = identify(node, headers, query).map_err(|e| match e {
+    let (client, device) = identify(node, headers, query).map_err(|e| match e {
         AuthError::Unauthorized(why) => (
             UpgradeRefusal::Unauthorized,
             error_response(StatusCode::UNAUTHORIZED, "unauthorized", &why),
@@ -93,6 +96,10 @@ fn admit(
         AuthError::BadClientId(why) => (
             UpgradeRefusal::BadRequest,
             error_response(StatusCode::BAD_REQUEST, "invalid_client_id", &why),
+        ),
+        AuthError::BadDeviceId(why) => (
+            UpgradeRefusal::BadRequest,
+            error_response(StatusCode::BAD_REQUEST, "invalid_device_id", &why),
         ),
     })?;
     let unavailable = |code, message| {
@@ -138,8 +145,23 @@ fn admit(
         ));
     };
 
-    let config = session::socket_config(node.config().limits.max_frame_bytes);
+    // Registered before the upgrade is answered, so that a client over
+    // --max-devices hears 409, and one the store cannot take hears 503.
     let env = node.session_env().clone();
+    let handle = Box::pin(session::open(&env, client, device))
+        .await
+        .map_err(|e| match e {
+            RegisterError::TooManyDevices { .. } => (
+                UpgradeRefusal::TooManyDevices,
+                error_response(StatusCode::CONFLICT, "too_many_devices", &e.to_string()),
+            ),
+            RegisterError::Presence(_) => unavailable(
+                "unavailable",
+                "this node could not write the session's presence; retry shortly or connect to another",
+            ),
+        })?;
+
+    let config = session::socket_config(node.config().limits.max_frame_bytes);
     node.tasks().spawn(async move {
         // Held until the session ends, however it ends.
         let _slot = slot;
@@ -153,9 +175,12 @@ fn admit(
                 .await;
                 // Boxed: the task itself then stays small, and the session's
                 // state is one allocation of its own size.
-                Box::pin(session::run(env, ws, client)).await;
+                Box::pin(session::run(env, ws, handle)).await;
             }
-            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket upgrade did not complete");
+                Box::pin(session::abandon(env, handle)).await;
+            }
         }
     });
 
@@ -220,13 +245,25 @@ fn handshake_key(headers: &HeaderMap) -> Result<String, Response> {
 struct ConnectQuery {
     token: Option<String>,
     client_id: Option<String>,
+    device: Option<String>,
 }
 
-/// Works out which client is connecting, per the node's auth mode.
-fn identify(node: &Node, headers: &HeaderMap, query: &str) -> Result<ClientId, AuthError> {
+/// Works out which client is connecting, per the node's auth mode, and on
+/// which device (the client's own label; `default` when it names none).
+fn identify(
+    node: &Node,
+    headers: &HeaderMap,
+    query: &str,
+) -> Result<(ClientId, DeviceId), AuthError> {
     let query: ConnectQuery = serde_urlencoded::from_str(query)
         .map_err(|e| AuthError::BadClientId(format!("unreadable query string: {e}")))?;
-    match &node.auth() {
+    let device = match query.device.as_deref() {
+        None => DeviceId::default_device(),
+        Some(device) => {
+            DeviceId::parse(device).map_err(|e| AuthError::BadDeviceId(e.to_string()))?
+        }
+    };
+    let client = match &node.auth() {
         Some(verifier) => {
             let bearer = headers
                 .get(header::AUTHORIZATION)
@@ -248,5 +285,6 @@ fn identify(node: &Node, headers: &HeaderMap, query: &str) -> Result<ClientId, A
             })?;
             ClientId::parse(&id).map_err(|e| AuthError::BadClientId(e.to_string()))
         }
-    }
+    }?;
+    Ok((client, device))
 }

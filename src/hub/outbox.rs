@@ -30,39 +30,21 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use std::sync::Arc;
 
-use uuid::Uuid;
-
-use crate::protocol::{ClientId, Disconnect, NodeId};
+use super::Handover;
+use crate::protocol::Disconnect;
 
 /// Outcomes written per turn of the session loop at most, so that a burst
 /// of them shares the socket with messages and answers.
 pub const OUTCOMES_PER_TURN: usize = 256;
 
-/// Whom to tell the outcome of a message: the session that sent it.
-#[derive(Debug, Clone)]
-pub struct ReceiptTo {
-    pub node: NodeId,
-    pub client: ClientId,
-    pub session: Uuid,
-    pub msg_id: Uuid,
-    /// The `id` of the sender's `send` frame, echoed in the ack and in
-    /// receipts. Shared, since both the ack and the in-flight entry keep a
-    /// copy.
-    pub id: Option<Arc<str>>,
-    /// The sender asked for a `delivered` receipt.
-    pub receipt: bool,
-    /// The message went over the bus: its sender's node tracks it in
-    /// flight, and only that tracking (not this copy) may tell the sender.
-    pub tracked: bool,
-}
-
 /// A client message waiting for the socket. Its outcome (delivered, or
-/// offline if it never reaches the socket) is reported to `receipt_to`,
-/// when there is one.
+/// offline if it never reaches the socket) is reported through its
+/// `handover`, when it has one (carbons have none: they are never
+/// counted).
 #[derive(Debug)]
 pub struct Outbound {
     pub frame: Utf8Bytes,
-    pub receipt_to: Option<Box<ReceiptTo>>,
+    pub handover: Option<Arc<Handover>>,
 }
 
 /// Why a push was refused. The message comes back so the caller can
@@ -112,6 +94,14 @@ pub struct Outbox {
     state: Mutex<State>,
     limits: QueueLimits,
     wake: Notify,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("closing", &self.closing())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Outbox {
@@ -230,7 +220,7 @@ mod tests {
     fn message(s: &str) -> Outbound {
         Outbound {
             frame: Utf8Bytes::from(s.to_owned()),
-            receipt_to: None,
+            handover: None,
         }
     }
 

@@ -1,41 +1,59 @@
-//! The envelope nodes exchange over the bus (NATS subject
-//! `<prefix>.node.<node id>`).
+//! The envelope nodes exchange over the bus: on a node's own subject
+//! (`<prefix>.node.<node id>`) and on the subject every node listens to
+//! (`<prefix>.nodes`).
 //!
 //! Wire form, one JSON object per bus message, holding one hop (`hop`) or
 //! several (`hops`, in order):
 //!
 //! ```json
-//! {"v":1,"hops":[
+//! {"v":2,"hops":[
 //!   {"message":{"msg_id":"…","from":"alice","to":"bob","forwarded":false,
-//!     "reply":{"node":"node-a","session":"…"},
+//!     "reply":{"node":"node-a","session":"…","receipt":true},
+//!     "targets":[{"to":"bob","device":"phone","session":"…"},{"to":"bob","device":"tab","session":"…"}],
+//!     "carbons":[{"device":"laptop","session":"…"}],
 //!     "frame":{"type":"message","msg_id":"…","from":"alice","to":"bob","body":{"text":"hi"},"ts":1764220000000}}},
-//!   {"outcomes":[{"msg_id":"…","status":"delivered"},{"msg_id":"…","status":"offline"}]}]}
-//! {"v":1,"hop":{"replaced":{"client":"alice","session":"…"}}}
-//! {"v":1,"hop":{"forwarded":{"msg_id":"…","node":"node-c"}}}
+//!   {"outcomes":[
+//!     {"msg_id":"…","status":"delivered","to":"bob","device":"phone"},
+//!     {"msg_id":"…","status":"offline","to":"bob","device":"tab","reason":"disconnected"},
+//!     {"msg_id":"…","status":"forwarded","to":"bob","device":"tab","node":"node-c"},
+//!     {"msg_id":"…","status":"done","node":"node-b"}]}]}
+//! {"v":2,"hop":{"replaced":{"client":"alice","device":"phone","session":"…"}}}
+//! {"v":2,"hop":{"changed":{"node":"node-a","clients":["bob"],"groups":["team"]}}}
 //! ```
 //!
-//! A busy node packs everything it has for one node into one bus message
-//! (see `router::courier`): the bus then carries a few large messages
-//! rather than many small ones.
+//! A message hop goes to one node and names every recipient session there
+//! (`targets`, one per device of each recipient: a whole group's members
+//! on that node share one hop) and the sender's other sessions there that
+//! get a carbon copy (`carbons`). It carries the recipients' `message`
+//! frame already rendered by the sender's node, as a JSON value: the
+//! recipient's node writes those bytes to every target's socket as they
+//! are, without parsing the body or rendering the frame again. The hop
+//! kind is serde's externally tagged form, which decodes in one pass
+//! without buffering, so `frame` stays a borrowed raw value from the bus
+//! message to the socket.
 //!
-//! A message hop carries the recipient's `message` frame already rendered
-//! by the sender's node, as a JSON value: the recipient's node writes those
-//! bytes to the socket as they are, without parsing the body or rendering
-//! the frame again. The hop kind is serde's externally tagged form, which
-//! decodes in one pass without buffering, so `frame` stays a borrowed raw
-//! value from the bus message to the socket.
+//! Outcomes go back to the sender's node: per target, or (`done`) for every
+//! target of a hop that was handed over without anything to report (see
+//! `routing::delivery`).
+//!
+//! A busy node packs everything it has for one node into one bus message
+//! (see `routing::courier`): the bus then carries a few large messages
+//! rather than many small ones.
 
 use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use smallvec::SmallVec;
 use uuid::Uuid;
 
-use switchboard_protocol::frames::{ReceiptStatus, check_body_text};
-use switchboard_protocol::{ClientId, NodeId};
+use switchboard_protocol::frames::check_body_text;
+use switchboard_protocol::{Addressee, ClientId, DeviceId, GroupId, NodeId, OfflineReason};
 
-/// The envelope version this node writes and understands.
-pub const ENVELOPE_VERSION: u8 = 1;
+/// The envelope version this node writes and understands. Version 2 (the
+/// devices of protocol version 2) names sessions in hops and outcomes;
+/// nodes of version 1 and 2 cannot share a cluster.
+pub const ENVELOPE_VERSION: u8 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Envelope<'a> {
@@ -49,55 +67,101 @@ pub struct Envelope<'a> {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Hop<'a> {
-    /// A client message for a client this node is believed to hold.
+    /// A client message for sessions this node is believed to hold.
     Message(#[serde(borrow)] MessageHop<'a>),
     /// Outcomes of messages, for the node that sent them: many per
     /// envelope, so that a busy node sends few of these.
     Outcomes(Vec<Outcome>),
-    /// A newer session of `client` opened elsewhere: close `session` with 4001.
+    /// A newer session of `client` on `device` opened elsewhere: close
+    /// `session` with 4001.
     Replaced(ReplacedHop),
-    /// For the message's origin node: the message was re-routed to `node`,
-    /// whose fate now decides its outcome.
-    Forwarded(ForwardedHop),
+    /// On the subject every node reads: what a node may have cached about
+    /// these clients' presence, or these groups' members, is stale.
+    Changed(Changed),
+}
+
+/// One recipient session of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub to: ClientId,
+    pub device: DeviceId,
+    pub session: Uuid,
+}
+
+/// One of the sender's own other sessions, which gets a carbon copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Carbon {
+    pub device: DeviceId,
+    pub session: Uuid,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MessageHop<'a> {
     pub msg_id: Uuid,
     pub from: ClientId,
-    pub to: ClientId,
+    /// The recipient of a message to a client...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<ClientId>,
+    /// ...or the group of a message to a group (exactly one of the two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupId>,
     /// Set when a node re-routed the message after finding its recipient
     /// gone; such a message is never forwarded again, so a stale record
-    /// cannot bounce it between nodes.
+    /// cannot bounce it between nodes. Its outcomes are always reported
+    /// per target.
     #[serde(default)]
     pub forwarded: bool,
     /// The sending session, whose node awaits the outcome. Absent for
     /// server-side sends (HTTP API), which have no session to tell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<ReplyTo>,
-    /// The `message` frame for the recipient, as the sender's node
+    /// The recipient sessions on the node this hop goes to.
+    #[serde(default)]
+    pub targets: SmallVec<[Target; 1]>,
+    /// The sender's other sessions there (messages to a client only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carbons: Vec<Carbon>,
+    /// The `message` frame for the recipients, as the sender's node
     /// rendered it.
     #[serde(borrow)]
     pub frame: &'a RawValue,
 }
 
 impl MessageHop<'_> {
+    /// Whom the frame is addressed to; `None` for a hop that names both a
+    /// client and a group, or neither.
+    pub fn addressee(&self) -> Option<Addressee<'_>> {
+        match (&self.to, &self.group) {
+            (Some(to), None) => Some(Addressee::Client(to)),
+            (None, Some(group)) => Some(Addressee::Group(group)),
+            _ => None,
+        }
+    }
+
     /// Whether `frame` really is the message this hop says it carries. A
-    /// node writes the frame to the recipient's socket without re-encoding
-    /// it, so without this check a faulty or hostile peer could hand a
-    /// client a frame addressed to someone else, one that is not a message
-    /// at all, or one whose body the client's parser cannot read.
+    /// node writes the frame to the recipients' sockets without
+    /// re-encoding it, so without this check a faulty or hostile peer
+    /// could hand a client a frame addressed to someone else, one that is
+    /// not a message at all, or one whose body the client's parser cannot
+    /// read.
     ///
     /// Every node renders the frame in one fixed form
-    /// ([`encode_message`](crate::protocol::frames::encode_message)): this prefix
-    /// with the hop's `msg_id`, `from` and `to`, then the body, then
-    /// `,"ts":<digits>}`. The check compares the prefix and the tail and
-    /// walks the body between them once, without building it, under the
-    /// same rules a sender's body met
-    /// ([`check_body`](crate::protocol::frames::check_body)). Being exact about the
-    /// form also rules out a repeated `"type"` or `"to"` key after the
-    /// body.
+    /// ([`encode_message`](crate::protocol::frames::encode_message)): this
+    /// prefix with the hop's `msg_id`, `from` and `to` (or `group`), then
+    /// the body, then `,"ts":<digits>}`. The check compares the prefix and
+    /// the tail and walks the body between them once, without building it,
+    /// under the same rules a sender's body met
+    /// ([`check_body`](crate::protocol::frames::check_body)). Being exact
+    /// about the form also rules out a repeated `"type"` or `"to"` key
+    /// after the body.
     pub fn frame_matches(&self) -> bool {
+        let Some(addressee) = self.addressee() else {
+            return false;
+        };
+        let (key, value) = match addressee {
+            Addressee::Client(to) => (r#"","to":""#, to.as_str()),
+            Addressee::Group(group) => (r#"","group":""#, group.as_str()),
+        };
         // Compared piece by piece, so that no copy of the expected start is
         // built for every message received. Ids need no JSON escaping.
         let mut msg_id = Uuid::encode_buffer();
@@ -107,8 +171,8 @@ impl MessageHop<'_> {
             msg_id,
             r#"","from":""#,
             self.from.as_str(),
-            r#"","to":""#,
-            self.to.as_str(),
+            key,
+            value,
             r#"","body":"#,
         ];
         let Some(rest) = pieces
@@ -135,30 +199,133 @@ impl MessageHop<'_> {
 pub struct ReplyTo {
     pub node: NodeId,
     pub session: Uuid,
-    /// The sender asked for a `delivered` receipt: its outcome is sent at
-    /// once rather than with later traffic. Absent means false (nodes that
-    /// predate it never ask).
+    /// The sender asked for `delivered` receipts: each target's outcome is
+    /// reported on its own, at once, rather than with later traffic.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub receipt: bool,
 }
 
-/// The outcome of one message.
+/// What became of a message at the node it was sent to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeStatus {
+    /// `to`'s `device` session took it.
+    Delivered,
+    /// `to`'s `device` session could not be reached, for `reason`.
+    Offline,
+    /// `to`'s `device` had moved: the message was sent on to `node`, whose
+    /// outcome for that target now counts.
+    Forwarded,
+    /// Every target of the hop not reported on its own was delivered, at
+    /// the reporting `node`.
+    Done,
+}
+
+/// The outcome of one message at one node, for the sender's node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     pub msg_id: Uuid,
-    pub status: ReceiptStatus,
+    pub status: OutcomeStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<ClientId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<OfflineReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeId>,
+}
+
+/// An outcome, read: what the sender's node acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled<'a> {
+    /// One target's own outcome.
+    Target {
+        to: &'a ClientId,
+        device: &'a DeviceId,
+        fate: Fate<'a>,
+    },
+    /// Every target of the hop sent to `node` not reported on its own.
+    Done { node: &'a NodeId },
+}
+
+/// What became of one target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate<'a> {
+    Delivered,
+    Offline(OfflineReason),
+    Forwarded(&'a NodeId),
+}
+
+impl Outcome {
+    /// One target's outcome.
+    pub fn target(msg_id: Uuid, to: ClientId, device: DeviceId, fate: Fate<'_>) -> Self {
+        let (status, reason, node) = match fate {
+            Fate::Delivered => (OutcomeStatus::Delivered, None, None),
+            Fate::Offline(reason) => (OutcomeStatus::Offline, Some(reason), None),
+            Fate::Forwarded(node) => (OutcomeStatus::Forwarded, None, Some(node.clone())),
+        };
+        Self {
+            msg_id,
+            status,
+            to: Some(to),
+            device: Some(device),
+            reason,
+            node,
+        }
+    }
+
+    /// Every other target of the hop sent to `node` was delivered.
+    pub fn done(msg_id: Uuid, node: NodeId) -> Self {
+        Self {
+            msg_id,
+            status: OutcomeStatus::Done,
+            to: None,
+            device: None,
+            reason: None,
+            node: Some(node),
+        }
+    }
+
+    /// The outcome as the sender's node reads it; `None` when a field its
+    /// status needs is missing.
+    pub fn settled(&self) -> Option<Settled<'_>> {
+        let target = |fate| {
+            Some(Settled::Target {
+                to: self.to.as_ref()?,
+                device: self.device.as_ref()?,
+                fate,
+            })
+        };
+        match self.status {
+            OutcomeStatus::Delivered => target(Fate::Delivered),
+            OutcomeStatus::Offline => target(Fate::Offline(self.reason?)),
+            OutcomeStatus::Forwarded => target(Fate::Forwarded(self.node.as_ref()?)),
+            OutcomeStatus::Done => Some(Settled::Done {
+                node: self.node.as_ref()?,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ReplacedHop {
     pub client: ClientId,
+    pub device: DeviceId,
     pub session: Uuid,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ForwardedHop {
-    pub msg_id: Uuid,
+/// Cached views that are stale, told to every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changed {
+    /// The node whose change it was (it has already forgotten its own).
     pub node: NodeId,
+    /// Clients whose presence record changed (a device came or went).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<ClientId>,
+    /// Groups whose members changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupId>,
 }
 
 /// Why a bus message was not a usable envelope.
@@ -211,8 +378,8 @@ impl<'a> Envelope<'a> {
             Ok(env) if env.v == ENVELOPE_VERSION => Ok(env),
             Ok(env) => Err(EnvelopeError::UnknownVersion(env.v.into())),
             Err(e) => {
-                // A newer node may use a hop shape we do not know; say so
-                // rather than calling its envelope garbage.
+                // A node of another version may use a hop shape we do not
+                // know; say so rather than calling its envelope garbage.
                 #[derive(Deserialize)]
                 struct VersionOnly {
                     v: u64,
@@ -228,26 +395,36 @@ impl<'a> Envelope<'a> {
     }
 }
 
+/// A message hop to encode: the per-message path, written directly.
+pub struct MessageHopOut<'a> {
+    pub msg_id: Uuid,
+    pub from: &'a ClientId,
+    pub to: Addressee<'a>,
+    pub forwarded: bool,
+    pub reply: Option<&'a ReplyTo>,
+    pub targets: &'a [Target],
+    pub carbons: &'a [Carbon],
+    /// The rendered `message` frame, spliced in as it is (it is the node's
+    /// own output, valid JSON by construction).
+    pub frame: &'a str,
+}
+
 /// Encodes a message hop (`{"message":{...}}`, to go in an envelope's
-/// `hops`) around an already rendered frame, which is spliced in as it is
-/// (it is the node's own output, valid JSON by construction). This is the
-/// per-message path, so it writes the JSON directly rather than through an
-/// intermediate value.
-pub fn encode_message_hop(
-    msg_id: Uuid,
-    from: &ClientId,
-    to: &ClientId,
-    forwarded: bool,
-    reply: Option<&ReplyTo>,
-    frame: &str,
-) -> Vec<u8> {
-    // Ids are validated to a character set that never needs escaping.
-    let mut out = String::with_capacity(frame.len() + 200);
+/// `hops`). This is the per-message path, so it writes the JSON directly
+/// rather than through an intermediate value; ids are validated to a
+/// character set that never needs escaping.
+pub fn encode_message_hop(hop: &MessageHopOut<'_>) -> Vec<u8> {
+    let mut out = String::with_capacity(hop.frame.len() + 160 + 96 * hop.targets.len());
+    let (key, value) = match hop.to {
+        Addressee::Client(to) => ("to", to.as_str()),
+        Addressee::Group(group) => ("group", group.as_str()),
+    };
     let _ = write!(
         out,
-        r#"{{"message":{{"msg_id":"{msg_id}","from":"{from}","to":"{to}","forwarded":{forwarded},"#
+        r#"{{"message":{{"msg_id":"{}","from":"{}","{key}":"{value}","forwarded":{},"#,
+        hop.msg_id, hop.from, hop.forwarded
     );
-    if let Some(reply) = reply {
+    if let Some(reply) = hop.reply {
         let receipt = if reply.receipt {
             r#","receipt":true"#
         } else {
@@ -259,8 +436,37 @@ pub fn encode_message_hop(
             reply.node, reply.session
         );
     }
+    let mut uuid = Uuid::encode_buffer();
+    out.push_str(r#""targets":["#);
+    for (i, t) in hop.targets.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(r#"{"to":""#);
+        out.push_str(t.to.as_str());
+        out.push_str(r#"","device":""#);
+        out.push_str(t.device.as_str());
+        out.push_str(r#"","session":""#);
+        out.push_str(t.session.hyphenated().encode_lower(&mut uuid));
+        out.push_str(r#""}"#);
+    }
+    out.push_str("],");
+    if !hop.carbons.is_empty() {
+        out.push_str(r#""carbons":["#);
+        for (i, c) in hop.carbons.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(r#"{"device":""#);
+            out.push_str(c.device.as_str());
+            out.push_str(r#"","session":""#);
+            out.push_str(c.session.hyphenated().encode_lower(&mut uuid));
+            out.push_str(r#""}"#);
+        }
+        out.push_str("],");
+    }
     out.push_str(r#""frame":"#);
-    out.push_str(frame);
+    out.push_str(hop.frame);
     out.push_str("}}");
     out.into_bytes()
 }
@@ -292,22 +498,52 @@ mod tests {
     use super::*;
     use crate::protocol::frames::encode_message;
 
+    fn id(s: &str) -> ClientId {
+        ClientId::parse(s).unwrap()
+    }
+
+    fn dev(s: &str) -> DeviceId {
+        DeviceId::parse(s).unwrap()
+    }
+
     #[test]
     fn message_hop_round_trips_with_the_frame_untouched() {
         let body = RawValue::from_string(r#"{"text":"hi \"you\"","n":[1, 2]}"#.into()).unwrap();
-        let (alice, bob) = (
-            ClientId::parse("alice").unwrap(),
-            ClientId::parse("bob").unwrap(),
-        );
+        let (alice, bob) = (id("alice"), id("bob"));
         let msg_id = Uuid::now_v7();
-        let frame = encode_message(msg_id, &alice, &bob, &body, 7);
+        let frame = encode_message(msg_id, &alice, Addressee::Client(&bob), &body, 7);
         let reply = ReplyTo {
             node: NodeId::parse("node-a").unwrap(),
             session: Uuid::new_v4(),
             receipt: true,
         };
-        for reply in [Some(&reply), None] {
-            let hop = encode_message_hop(msg_id, &alice, &bob, true, reply, &frame);
+        let targets = [
+            Target {
+                to: bob.clone(),
+                device: dev("phone"),
+                session: Uuid::new_v4(),
+            },
+            Target {
+                to: bob.clone(),
+                device: dev("tab.2"),
+                session: Uuid::new_v4(),
+            },
+        ];
+        let carbons = [Carbon {
+            device: dev("laptop"),
+            session: Uuid::new_v4(),
+        }];
+        for (reply, carbons) in [(Some(&reply), &carbons[..]), (None, &[][..])] {
+            let hop = encode_message_hop(&MessageHopOut {
+                msg_id,
+                from: &alice,
+                to: Addressee::Client(&bob),
+                forwarded: true,
+                reply,
+                targets: &targets,
+                carbons,
+                frame: &frame,
+            });
             let outcomes = encode_hop(&Hop::Outcomes(vec![]));
             let bytes = encode_envelope([hop.as_slice(), outcomes.as_slice()]);
             let mut hops = Envelope::decode(&bytes).unwrap().into_hops();
@@ -316,10 +552,13 @@ mod tests {
             };
             assert!(matches!(hops.next(), Some(Hop::Outcomes(_))));
             assert_eq!(m.frame.get(), frame);
+            assert!(m.frame_matches());
             assert_eq!(
-                (m.msg_id, m.from, m.to, m.forwarded),
-                (msg_id, alice.clone(), bob.clone(), true)
+                (m.msg_id, &m.from, m.to.as_ref(), m.forwarded),
+                (msg_id, &alice, Some(&bob), true)
             );
+            assert_eq!(&m.targets[..], &targets[..]);
+            assert_eq!(m.carbons, carbons);
             assert_eq!(
                 m.reply.map(|r| (r.session, r.receipt)),
                 reply.map(|r| (r.session, r.receipt))
@@ -328,19 +567,64 @@ mod tests {
     }
 
     #[test]
+    fn a_group_hop_carries_the_group_frame() {
+        let body = RawValue::from_string("1".into()).unwrap();
+        let team = GroupId::parse("team").unwrap();
+        let msg_id = Uuid::now_v7();
+        let frame = encode_message(msg_id, &id("alice"), Addressee::Group(&team), &body, 7);
+        let hop = encode_message_hop(&MessageHopOut {
+            msg_id,
+            from: &id("alice"),
+            to: Addressee::Group(&team),
+            forwarded: false,
+            reply: None,
+            targets: &[],
+            carbons: &[],
+            frame: &frame,
+        });
+        let bytes = encode_envelope([hop.as_slice()]);
+        let Some(Hop::Message(m)) = Envelope::decode(&bytes).unwrap().into_hops().next() else {
+            panic!()
+        };
+        assert_eq!((m.to.as_ref(), m.group.as_ref()), (None, Some(&team)));
+        assert!(m.frame_matches());
+        // The same frame claimed for a client, or for another group, is refused.
+        let other = GroupId::parse("other").unwrap();
+        let wrong = encode_message_hop(&MessageHopOut {
+            to: Addressee::Group(&other),
+            ..MessageHopOut {
+                msg_id,
+                from: &id("alice"),
+                to: Addressee::Group(&team),
+                forwarded: false,
+                reply: None,
+                targets: &[],
+                carbons: &[],
+                frame: &frame,
+            }
+        });
+        let bytes = encode_envelope([wrong.as_slice()]);
+        let Some(Hop::Message(m)) = Envelope::decode(&bytes).unwrap().into_hops().next() else {
+            panic!()
+        };
+        assert!(!m.frame_matches());
+    }
+
+    #[test]
     fn a_frame_must_match_its_hop() {
         let body = RawValue::from_string(r#"{"text":"hi"}"#.into()).unwrap();
-        let id = |s: &str| ClientId::parse(s).unwrap();
         let msg_id = Uuid::now_v7();
         let hop_with = |frame: &str| {
-            let bytes = encode_envelope([encode_message_hop(
+            let bytes = encode_envelope([encode_message_hop(&MessageHopOut {
                 msg_id,
-                &id("alice"),
-                &id("bob"),
-                false,
-                None,
+                from: &id("alice"),
+                to: Addressee::Client(&id("bob")),
+                forwarded: false,
+                reply: None,
+                targets: &[],
+                carbons: &[],
                 frame,
-            )
+            })
             .as_slice()]);
             // A frame that is not JSON at all fails the envelope first.
             let Ok(envelope) = Envelope::decode(&bytes) else {
@@ -351,35 +635,14 @@ mod tests {
             };
             m.frame_matches()
         };
-        assert!(hop_with(&encode_message(
-            msg_id,
-            &id("alice"),
-            &id("bob"),
-            &body,
-            7
-        )));
+        let message = |msg_id, from: &str, to: &str| {
+            encode_message(msg_id, &id(from), Addressee::Client(&id(to)), &body, 7)
+        };
+        assert!(hop_with(&message(msg_id, "alice", "bob")));
         // Addressed to someone else, from someone else, another message, not a message.
-        assert!(!hop_with(&encode_message(
-            msg_id,
-            &id("alice"),
-            &id("carol"),
-            &body,
-            7
-        )));
-        assert!(!hop_with(&encode_message(
-            msg_id,
-            &id("mallory"),
-            &id("bob"),
-            &body,
-            7
-        )));
-        assert!(!hop_with(&encode_message(
-            Uuid::now_v7(),
-            &id("alice"),
-            &id("bob"),
-            &body,
-            7
-        )));
+        assert!(!hop_with(&message(msg_id, "alice", "carol")));
+        assert!(!hop_with(&message(msg_id, "mallory", "bob")));
+        assert!(!hop_with(&message(Uuid::now_v7(), "alice", "bob")));
         assert!(!hop_with(r#"{"type":"welcome","client_id":"bob"}"#));
         assert!(!hop_with(r#""just a string""#));
 
@@ -405,22 +668,38 @@ mod tests {
     }
 
     #[test]
-    fn outcomes_round_trip() {
+    fn outcomes_round_trip_and_read() {
+        let node = NodeId::parse("node-b").unwrap();
+        let msg_id = Uuid::now_v7();
         let outcomes = vec![
-            Outcome {
-                msg_id: Uuid::now_v7(),
-                status: ReceiptStatus::Delivered,
-            },
-            Outcome {
-                msg_id: Uuid::now_v7(),
-                status: ReceiptStatus::Offline,
-            },
+            Outcome::target(msg_id, id("bob"), dev("phone"), Fate::Delivered),
+            Outcome::target(
+                msg_id,
+                id("bob"),
+                dev("tab"),
+                Fate::Offline(OfflineReason::Disconnected),
+            ),
+            Outcome::target(msg_id, id("bob"), dev("pc"), Fate::Forwarded(&node)),
+            Outcome::done(msg_id, node.clone()),
         ];
         let bytes = Envelope::new(Hop::Outcomes(outcomes.clone())).encode();
         let Some(Hop::Outcomes(back)) = Envelope::decode(&bytes).unwrap().hop else {
             panic!()
         };
         assert_eq!(back, outcomes);
+        let read: Vec<_> = back.iter().map(|o| o.settled().unwrap()).collect();
+        assert_eq!(read[3], Settled::Done { node: &node });
+        assert!(matches!(
+            read[1],
+            Settled::Target {
+                fate: Fate::Offline(OfflineReason::Disconnected),
+                ..
+            }
+        ));
+        // A status without the fields it needs is not acted on.
+        let mut broken = Outcome::done(msg_id, node);
+        broken.node = None;
+        assert_eq!(broken.settled(), None);
     }
 
     #[test]
@@ -430,26 +709,29 @@ mod tests {
             b"\xff\xfe",
             b"{}",
             b"[]",
-            br#"{"v":1}"#,
-            br#"{"v":1,"hops":[]}"#,
-            br#"{"v":1,"hop":{"message":{}}}"#,
-            br#"{"v":1,"hop":{"teleport":{}}}"#,
-            br#"{"v":1,"hop":{"replaced":{"client":"a b","session":"x"}}}"#,
-            br#"{"v":1,"hop":{"outcomes":[{"msg_id":"x","status":"maybe"}]}}"#,
+            br#"{"v":2}"#,
+            br#"{"v":2,"hops":[]}"#,
+            br#"{"v":2,"hop":{"message":{}}}"#,
+            br#"{"v":2,"hop":{"teleport":{}}}"#,
+            br#"{"v":2,"hop":{"replaced":{"client":"a b","device":"d","session":"x"}}}"#,
+            br#"{"v":2,"hop":{"outcomes":[{"msg_id":"x","status":"maybe"}]}}"#,
+            br#"{"v":2,"hop":{"changed":{"node":"n","clients":["a b"]}}}"#,
+            br#"{"v":2,"hop":{"changed":{"clients":["a"]}}}"#,
         ] {
-            assert!(matches!(
-                Envelope::decode(bytes),
-                Err(EnvelopeError::Malformed(_))
-            ));
+            assert!(
+                matches!(Envelope::decode(bytes), Err(EnvelopeError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
         }
         assert_eq!(
-            Envelope::decode(br#"{"v":2,"hop":{"teleport":{}}}"#).unwrap_err(),
-            EnvelopeError::UnknownVersion(2)
+            Envelope::decode(br#"{"v":3,"hop":{"teleport":{}}}"#).unwrap_err(),
+            EnvelopeError::UnknownVersion(3)
         );
-        let ok = br#"{"v":2,"hop":{"replaced":{"client":"a","session":"6f1c7b38-4c5a-4f0e-9a5e-3b1f8d7c6a21"}}}"#;
+        let v1 = br#"{"v":1,"hop":{"replaced":{"client":"a","session":"6f1c7b38-4c5a-4f0e-9a5e-3b1f8d7c6a21"}}}"#;
         assert_eq!(
-            Envelope::decode(ok).unwrap_err(),
-            EnvelopeError::UnknownVersion(2)
+            Envelope::decode(v1).unwrap_err(),
+            EnvelopeError::UnknownVersion(1)
         );
     }
 }

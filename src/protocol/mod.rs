@@ -10,5 +10,6 @@ pub mod envelope;
 pub use switchboard_protocol::*;
 
 pub use envelope::{
-    Envelope, EnvelopeError, ForwardedHop, Hop, MessageHop, Outcome, ReplacedHop, ReplyTo,
+    Carbon, Changed, Envelope, EnvelopeError, Fate, Hop, MessageHop, Outcome, ReplacedHop, ReplyTo,
+    Settled, Target,
 };

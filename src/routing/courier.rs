@@ -25,11 +25,15 @@
 //! wake-up of this task, not two, at any rate; the price is that the
 //! sender's node tracks it up to [`LINGER`] longer.
 //!
+//! Changes to records that other nodes may have cached (a device came or
+//! went) are broadcast the same way: put aside, woken once, and sent as one
+//! envelope to every node after the ready tasks have added theirs.
+//!
 //! The task holds no sender of its own queue: it runs until the router
 //! (which holds the sender) is dropped and everything queued is sent, so
 //! that a node shutting down sends its last outcomes before it leaves.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,7 +44,7 @@ use tokio::time::Instant;
 use super::Outcomes;
 use crate::bus::{Bounce, BounceTag, Bus};
 use crate::protocol::envelope::{ENVELOPE_OVERHEAD, encode_envelope, encode_hop};
-use crate::protocol::{Hop, NodeId, Outcome};
+use crate::protocol::{Changed, ClientId, Envelope, GroupId, Hop, NodeId, Outcome};
 
 /// Parcels waiting to be sent, at most.
 pub const QUEUE_CAPACITY: usize = 65_536;
@@ -78,10 +82,23 @@ impl Quiet {
     }
 }
 
-/// The queue's sending side, held by the router.
+/// Changes put aside for the next broadcast.
+#[derive(Default)]
+struct Changes {
+    pending: Mutex<(HashSet<ClientId>, HashSet<GroupId>)>,
+    wake: Notify,
+}
+
+/// Ids per broadcast, at most (about 70 KB of envelope).
+const CHANGES_PER_BROADCAST: usize = 512;
+
+/// The queue's sending side, held by the router (and its background
+/// work).
+#[derive(Clone)]
 pub(super) struct Courier {
     tx: mpsc::Sender<(NodeId, Parcel)>,
     quiet: Arc<Quiet>,
+    changes: Arc<Changes>,
 }
 
 /// The courier's task: packs and publishes what the router queued.
@@ -91,6 +108,7 @@ pub struct CourierTask {
     outcomes: Arc<Outcomes>,
     parcels: mpsc::Receiver<(NodeId, Parcel)>,
     quiet: Arc<Quiet>,
+    changes: Arc<Changes>,
 }
 
 /// The courier task has ended: the node is shutting down.
@@ -105,14 +123,16 @@ pub(super) fn courier(
 ) -> (Courier, CourierTask) {
     let (tx, parcels) = mpsc::channel(QUEUE_CAPACITY);
     let quiet = Arc::new(Quiet::default());
+    let changes = Arc::new(Changes::default());
     let task = CourierTask {
         node,
         bus,
         outcomes,
         parcels,
         quiet: quiet.clone(),
+        changes: changes.clone(),
     };
-    (Courier { tx, quiet }, task)
+    (Courier { tx, quiet, changes }, task)
 }
 
 impl Courier {
@@ -121,6 +141,24 @@ impl Courier {
     /// right backpressure).
     pub(super) async fn send(&self, node: NodeId, parcel: Parcel) -> Result<(), Stopped> {
         self.tx.send((node, parcel)).await.map_err(|_| Stopped)
+    }
+
+    /// `client`'s record changed: every other node is told, with the next
+    /// broadcast.
+    pub(super) fn changed_client(&self, client: ClientId) {
+        let first = {
+            let mut pending = self
+                .changes
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let first = pending.0.is_empty() && pending.1.is_empty();
+            pending.0.insert(client);
+            first
+        };
+        if first {
+            self.changes.wake.notify_one();
+        }
     }
 
     /// Puts a quiet outcome aside for `node` (see the module comment).
@@ -163,6 +201,7 @@ impl CourierTask {
                 () = self.quiet.wake.notified() => {
                     lingering.get_or_insert_with(Instant::now);
                 }
+                () = self.changes.wake.notified() => {}
                 () = tokio::time::sleep_until(lingering.unwrap_or_else(Instant::now) + LINGER),
                     if lingering.is_some() => flush_quiet = true,
             }
@@ -205,7 +244,9 @@ impl CourierTask {
             for (node, full) in packing {
                 self.ship(&node, full).await;
             }
+            self.broadcast_changes().await;
         }
+        self.broadcast_changes().await;
         // The router is gone: what is still put aside goes now.
         let rest = std::mem::take(&mut *self.quiet.by_node());
         for (node, outcomes) in rest {
@@ -214,6 +255,42 @@ impl CourierTask {
                 ..Packing::default()
             };
             self.ship(&node, packing).await;
+        }
+    }
+
+    /// Tells every node the changes put aside, if any.
+    async fn broadcast_changes(&self) {
+        let (clients, groups) = std::mem::take(
+            &mut *self
+                .changes
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        if clients.is_empty() && groups.is_empty() {
+            return;
+        }
+        let clients: Vec<ClientId> = clients.into_iter().collect();
+        let groups: Vec<GroupId> = groups.into_iter().collect();
+        let chunks = clients
+            .chunks(CHANGES_PER_BROADCAST)
+            .map(|c| (c.to_vec(), Vec::new()))
+            .chain(
+                groups
+                    .chunks(CHANGES_PER_BROADCAST)
+                    .map(|g| (Vec::new(), g.to_vec())),
+            );
+        for (clients, groups) in chunks {
+            let hop = Envelope::new(Hop::Changed(Changed {
+                node: self.node.clone(),
+                clients,
+                groups,
+            }));
+            // Best effort: a node that missed it forgets its cache when its
+            // bus connection comes back, and entries expire.
+            if let Err(e) = self.bus.broadcast(hop.encode().into()).await {
+                tracing::debug!(error = %e, "could not broadcast a change");
+            }
         }
     }
 

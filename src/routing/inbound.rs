@@ -1,126 +1,265 @@
 //! Hops that arrive from other nodes: messages for the sessions here
-//! (re-routed once when the recipient moved), and takeovers.
+//! (re-routed once when a device moved), takeovers, and changes that make
+//! cached records stale.
 
 use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::{Message, Route, Router};
-use crate::hub::{Outbound, ReceiptTo};
+use super::Router;
+use super::inflight::Who;
+use crate::bus::{Bounce, BounceTag};
+use crate::hub::{Handover, Outbound, Refused, Report, Sender};
 use crate::presence::PresenceRecord;
+use crate::protocol::envelope::{MessageHopOut, encode_envelope, encode_message_hop};
+use crate::protocol::frames::with_field;
 use crate::protocol::{
-    ClientId, Disconnect, Envelope, ForwardedHop, Hop, MessageHop, NodeId, ReceiptStatus,
-    ReplacedHop,
+    Addressee, Changed, ClientId, Disconnect, Envelope, Fate, Hop, MessageHop, OfflineReason,
+    Outcome, Recipient, ReplacedHop, Target,
 };
 
 impl Router {
-    /// A message arrived from another node for a client believed to be
+    /// A message arrived from another node for sessions believed to be
     /// here. `frame` is the message frame, cut from the bus message.
     pub async fn accept_hop(self: &Arc<Self>, hop: MessageHop<'_>, frame: Utf8Bytes) {
-        if let Some(session) = self.hub.get(&hop.to) {
+        let Some(handover) = self.handover_from(&hop) else {
+            return self.refuse_hop(&hop).await;
+        };
+        let handover = Arc::new(handover);
+        for target in &hop.targets {
+            // The session named, or a newer one of the same device here.
+            let session = self.hub.get_device(&target.to, &target.device);
             let item = Outbound {
-                frame,
-                receipt_to: receipt_to_of(&hop).map(Box::new),
+                frame: frame.clone(),
+                handover: Some(handover.clone()),
             };
-            match session.outbox.push(item) {
-                Ok(()) => return,
-                Err(refused) => {
-                    let frame = refused.into_inner().frame;
-                    return self.reroute(Message::from_hop(&hop, frame)).await;
+            let who = Who {
+                to: target.to.clone(),
+                device: target.device.clone(),
+            };
+            match session.map(|s| s.outbox.push(item)) {
+                Some(Ok(())) => {}
+                Some(Err(Refused::Full(_))) => {
+                    let fate = Fate::Offline(OfflineReason::SlowConsumer);
+                    self.settle(&handover, &who.to, &who.device, fate).await;
+                }
+                Some(Err(Refused::Closing(_))) | None => {
+                    self.metrics.hop_recipient_absent();
+                    self.reroute(
+                        handover.clone(),
+                        frame.clone(),
+                        who,
+                        OfflineReason::Disconnected,
+                    )
+                    .await;
                 }
             }
         }
-        self.metrics.hop_recipient_absent();
-        self.reroute(Message::from_hop(&hop, frame)).await;
-    }
-
-    /// A message hop this node will not deliver (see [`super::inbox`]): its
-    /// sender is told `offline`.
-    pub async fn refuse_hop(&self, hop: &MessageHop<'_>) {
-        if let Some(to) = receipt_to_of(hop) {
-            self.report_outcome(&to, ReceiptStatus::Offline).await;
+        if !hop.carbons.is_empty() {
+            let carbon = Utf8Bytes::from(with_field(&frame, "carbon", "true"));
+            for c in &hop.carbons {
+                if let Some(session) = self.hub.get_device(&hop.from, &c.device) {
+                    let _ = session.outbox.push(Outbound {
+                        frame: carbon.clone(),
+                        handover: None,
+                    });
+                }
+            }
         }
     }
 
-    /// The recipient is not (or no longer) here. Look it up again and
-    /// forward once if it moved; otherwise tell the sender `offline`.
-    async fn reroute(self: &Arc<Self>, msg: Message) {
-        if msg.forwarded {
-            return self.report_offline(msg).await;
+    /// The handover of a message that came over the bus; `None` for a hop
+    /// that names both a client and a group, or neither.
+    fn handover_from(&self, hop: &MessageHop<'_>) -> Option<Handover> {
+        let to = match hop.addressee()? {
+            Addressee::Client(to) => Recipient::Client(to.clone()),
+            Addressee::Group(group) => Recipient::Group(group.clone()),
+        };
+        let report = match &hop.reply {
+            Some(reply) if reply.node == self.node => Report::InFlight,
+            Some(_) => Report::Node {
+                per_target: hop.forwarded,
+            },
+            None => Report::Sender,
+        };
+        let sender = hop.reply.as_ref().map(|reply| Sender {
+            node: reply.node.clone(),
+            client: hop.from.clone(),
+            session: reply.session,
+            id: None,
+            receipt: reply.receipt,
+        });
+        Some(Handover::new(
+            hop.msg_id,
+            hop.from.clone(),
+            to,
+            sender,
+            report,
+            hop.forwarded,
+            hop.targets.len() as u32,
+        ))
+    }
+
+    /// A message hop this node will not deliver (see [`super::inbox`]):
+    /// every target's sender is told `offline`.
+    pub async fn refuse_hop(&self, hop: &MessageHop<'_>) {
+        let Some(reply) = &hop.reply else { return };
+        for target in &hop.targets {
+            let outcome = Outcome::target(
+                hop.msg_id,
+                target.to.clone(),
+                target.device.clone(),
+                Fate::Offline(OfflineReason::Disconnected),
+            );
+            if reply.node == self.node {
+                self.outcomes.settle(&outcome);
+            } else {
+                self.report_to(&reply.node, outcome, true).await;
+            }
+        }
+    }
+
+    /// `who`'s session here did not take a message of `handover`. Look
+    /// the device up again and forward once if it moved; otherwise tell
+    /// the sender `offline` (`why`).
+    pub(super) async fn reroute(
+        self: &Arc<Self>,
+        handover: Arc<Handover>,
+        frame: Utf8Bytes,
+        who: Who,
+        why: OfflineReason,
+    ) {
+        // The device may have another session here already (a registration
+        // that failed gave the device back to its previous session).
+        if let Some(session) = self.hub.get_device(&who.to, &who.device) {
+            let item = Outbound {
+                frame: frame.clone(),
+                handover: Some(handover.clone()),
+            };
+            if session.outbox.push(item).is_ok() {
+                return;
+            }
+        }
+        if handover.forwarded {
+            return self
+                .settle(&handover, &who.to, &who.device, Fate::Offline(why))
+                .await;
         }
         // The lookup may take a while: it must not hold up the inbox, and
         // the number of them in flight is bounded.
         let Some(permit) = self.background_permit() else {
-            return self.report_offline(msg).await;
+            return self
+                .settle(&handover, &who.to, &who.device, Fate::Offline(why))
+                .await;
         };
         let router = self.clone();
-        self.in_background(permit, async move { router.forward_or_refuse(msg).await });
+        self.in_background(permit, async move {
+            router.forward_or_refuse(handover, frame, who, why).await
+        });
     }
 
-    async fn forward_or_refuse(&self, msg: Message) {
-        match self.lookup(&msg.to).await {
-            Ok(Route::Remote { node, epoch }) => {
-                let msg = Message {
-                    forwarded: true,
-                    ..msg
-                };
-                match self.publish_tracked(&msg, &node, epoch).await {
-                    Ok(()) => {
-                        self.metrics.hop_forwarded();
-                        self.tell_sender_forwarded(&msg, node, epoch).await;
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "could not forward a message");
-                        self.report_offline(msg).await;
-                    }
-                }
+    async fn forward_or_refuse(
+        &self,
+        handover: Arc<Handover>,
+        frame: Utf8Bytes,
+        who: Who,
+        why: OfflineReason,
+    ) {
+        self.cache.invalidate(&who.to);
+        let offline = |reason| Fate::Offline(reason);
+        let record = match self.lookup_many(std::slice::from_ref(&who.to)).await {
+            Ok(records) => records
+                .first()
+                .and_then(|r| r.iter().find(|d| d.record.device == who.device).cloned()),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not look a moved device up");
+                return self
+                    .settle(&handover, &who.to, &who.device, offline(why))
+                    .await;
             }
-            // The record may name this node because the recipient just
-            // reconnected here; one more look at the local sessions.
-            Ok(Route::Local { session }) => {
-                let local = self.hub.get(&msg.to);
-                let item = Outbound {
-                    frame: msg.frame.clone(),
-                    receipt_to: msg.receipt_to.clone().map(Box::new),
-                };
-                if local.is_none_or(|s| s.outbox.push(item).is_err()) {
-                    let node = self.node.clone();
-                    self.forget_stale_record(msg.to.clone(), node, session);
-                    self.report_offline(msg).await;
-                }
+        };
+        let Some(found) = record else {
+            return self
+                .settle(&handover, &who.to, &who.device, offline(why))
+                .await;
+        };
+        let node = found.record.node;
+        if node == self.node {
+            // It reconnected here meanwhile: one more look at the sessions.
+            let item = Outbound {
+                frame,
+                handover: Some(handover.clone()),
+            };
+            let pushed = self
+                .hub
+                .get_device(&who.to, &who.device)
+                .is_some_and(|s| s.outbox.push(item).is_ok());
+            if !pushed {
+                self.settle(&handover, &who.to, &who.device, offline(why))
+                    .await;
             }
-            Ok(Route::Offline) | Err(_) => self.report_offline(msg).await,
+            return;
         }
-    }
-
-    /// The sender's node tracks where a message went; after a forward, the
-    /// new node's fate decides its outcome.
-    async fn tell_sender_forwarded(&self, msg: &Message, node: NodeId, epoch: u64) {
-        let Some(to) = &msg.receipt_to else { return };
-        if to.node == self.node {
-            return self.outcomes.moved(msg.msg_id, node, epoch);
-        }
-        let hop = Envelope::new(Hop::Forwarded(ForwardedHop {
-            msg_id: msg.msg_id,
-            node,
-        }));
-        if let Err(e) = self
-            .ports
-            .bus
-            .publish(&to.node, hop.encode().into(), None)
-            .await
+        // A sender here whose message had never left this node: from now
+        // on, it is tracked like any cross-node message.
+        if let (Report::Sender, Some(sender)) = (handover.report, &handover.sender)
+            && self
+                .outcomes
+                .track_forwarded(handover.msg_id, sender.clone(), who.clone(), &node)
+                .is_err()
         {
-            tracing::debug!(node = %to.node, error = %e, "could not report a forward");
+            return self
+                .settle(&handover, &who.to, &who.device, offline(why))
+                .await;
+        }
+        let target = Target {
+            to: who.to.clone(),
+            device: who.device.clone(),
+            session: found.record.session,
+        };
+        let reply = handover.sender.as_ref().map(Sender::reply);
+        let hop = encode_message_hop(&MessageHopOut {
+            msg_id: handover.msg_id,
+            from: &handover.from,
+            to: handover.to.addressee(),
+            forwarded: true,
+            reply: reply.as_ref(),
+            targets: std::slice::from_ref(&target),
+            carbons: &[],
+            frame: &frame,
+        });
+        let envelope = encode_envelope([hop.as_slice()]).into();
+        // If nobody listens there, the sender's node hears it at once.
+        let bounce = handover.sender.as_ref().map(|s| Bounce {
+            node: &s.node,
+            tag: BounceTag::Message(handover.msg_id),
+        });
+        match self.ports.bus.publish(&node, envelope, bounce).await {
+            Ok(()) => {
+                self.metrics.hop_forwarded();
+                self.settle(&handover, &who.to, &who.device, Fate::Forwarded(&node))
+                    .await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not forward a message");
+                if handover.report == Report::Sender {
+                    // Tracked just above: settled (and told) from there.
+                    let outcome = Outcome::target(
+                        handover.msg_id,
+                        who.to.clone(),
+                        who.device.clone(),
+                        offline(why),
+                    );
+                    self.outcomes.settle(&outcome);
+                } else {
+                    self.settle(&handover, &who.to, &who.device, offline(why))
+                        .await;
+                }
+            }
         }
     }
 
-    async fn report_offline(&self, msg: Message) {
-        if let Some(to) = msg.receipt_to {
-            self.report_outcome(&to, ReceiptStatus::Offline).await;
-        }
-    }
-
-    /// A newer session of a client registered; `previous` is the record it
+    /// A newer session of a device registered; `previous` is the field it
     /// replaced. Closes the older session with 4001, on whichever node.
     pub async fn evict(&self, client: &ClientId, previous: &PresenceRecord) {
         if previous.node == self.node {
@@ -131,6 +270,7 @@ impl Router {
         }
         let hop = Envelope::new(Hop::Replaced(ReplacedHop {
             client: client.clone(),
+            device: previous.device.clone(),
             session: previous.session,
         }));
         if let Err(e) = self
@@ -144,23 +284,20 @@ impl Router {
         }
     }
 
-    /// Another node registered a newer session of `hop.client`.
+    /// Another node registered a newer session of `hop.client`'s device.
     pub fn accept_replaced(&self, hop: ReplacedHop) {
         if let Some(old) = self.hub.get_session(&hop.client, hop.session) {
             old.outbox.close(Disconnect::Replaced);
         }
     }
-}
 
-/// The sender of a message that came over the bus, for its outcome.
-pub(super) fn receipt_to_of(hop: &MessageHop<'_>) -> Option<ReceiptTo> {
-    hop.reply.as_ref().map(|reply| ReceiptTo {
-        node: reply.node.clone(),
-        client: hop.from.clone(),
-        session: reply.session,
-        msg_id: hop.msg_id,
-        id: None,
-        receipt: reply.receipt,
-        tracked: true,
-    })
+    /// Another node changed records this node may have cached.
+    pub fn accept_changed(&self, changed: Changed) {
+        if changed.node == self.node {
+            return;
+        }
+        for client in &changed.clients {
+            self.cache.invalidate(client);
+        }
+    }
 }

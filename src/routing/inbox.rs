@@ -1,6 +1,6 @@
 //! This node's inbox on the bus: reads what other nodes sent and hands each
-//! hop to the router (messages, takeovers) or its outcomes (outcomes,
-//! forwards, bounces).
+//! hop to the router (messages, takeovers, changes) or its outcomes
+//! (outcomes, bounces).
 //!
 //! Envelopes come from other nodes, which are trusted but verified: a
 //! malformed one is counted, logged (at most once a second, with a count of
@@ -71,7 +71,8 @@ pub async fn run(router: Arc<Router>, mut inbox: Inbox, stop: CancellationToken)
                                     metrics.hop_rejected(why);
                                     if let Some(skipped) = complaints.ready() {
                                         tracing::warn!(reason = ?why, msg_id = %message.msg_id,
-                                            to = %message.to, bytes = frame.len(), skipped,
+                                            to = ?message.to, group = ?message.group,
+                                            bytes = frame.len(), skipped,
                                             "refused a message hop; its sender is told offline");
                                     }
                                     // Not delivered: the sender hears it now,
@@ -81,12 +82,12 @@ pub async fn run(router: Arc<Router>, mut inbox: Inbox, stop: CancellationToken)
                             }
                         }
                         Hop::Outcomes(outcomes) => {
-                            for outcome in outcomes {
+                            for outcome in &outcomes {
                                 router.outcomes.settle(outcome);
                             }
                         }
                         Hop::Replaced(replaced) => router.accept_replaced(replaced),
-                        Hop::Forwarded(forwarded) => router.outcomes.forwarded(forwarded),
+                        Hop::Changed(changed) => router.accept_changed(changed),
                     }
                 }
             }

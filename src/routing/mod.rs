@@ -2,43 +2,50 @@
 //!
 //! The router knows the three branches of the design and nothing about
 //! Redis or NATS wire details (it sees the [`PresenceStore`] and [`Bus`]
-//! ports):
+//! ports). A client may be online on several devices (v2), so a
+//! recipient's record holds one session per device, and the branch is
+//! taken per session:
 //!
-//! - `local`: the recipient's presence record names this node; the message
-//!   is handed to the recipient's session here.
-//! - `remote`: the record names another node; the message is published to
-//!   that node's inbox on the bus.
-//! - `offline`: there is no record; the message goes no further.
+//! - `local`: a session on this node; the message is handed to it here.
+//! - `remote`: a session on another node; the message is published to
+//!   that node's subject, **one** hop per node carrying every recipient
+//!   session there.
+//! - `offline`: no session at all; the message goes no further.
 //!
 //! It is split by responsibility:
 //!
-//! - [`route`]: a send's way out. Finding the branch is split in two so
+//! - [`route`]: a send's way out. Finding the sessions is split in two so
 //!   that a session can have many sends in flight and still keep their
 //!   order: [`Router::locate`] (the presence lookup, which may run
 //!   concurrently with other lookups) and [`Router::dispatch`] (the
-//!   hand-over or publish, which the session calls strictly in the order
-//!   the sends were read).
-//! - [`outcomes`]: what became of messages: cross-node messages are
-//!   tracked ([`inflight`]) until their recipient's node reports, so that a
-//!   message that can no longer arrive is answered with an `offline`
-//!   receipt rather than silence.
+//!   hand-overs and publishes, which the session calls strictly in the
+//!   order the sends were read). [`cache`] spares most lookups.
+//! - [`delivery`]: what happens to a message handed to sessions here: each
+//!   target's fate goes back to its sender ([`Handover`]).
+//! - [`outcomes`]: what became of messages sent from here: cross-node
+//!   messages are tracked per target ([`inflight`]) until their nodes
+//!   report, so that a message that can no longer arrive is answered with
+//!   an `offline` receipt rather than silence.
 //! - [`inbound`]: hops that arrive from other nodes: messages handed to
-//!   their sessions (re-routed once when a recipient moved), takeovers.
-//!   [`inbox`] is the loop that reads them off the bus.
-//! - [`registration`]: a session's presence record, written on open and
-//!   compare-and-deleted on close, and written back after the store lost
-//!   it.
+//!   their sessions (re-routed once when a device moved), takeovers,
+//!   invalidations. [`inbox`] is the loop that reads them off the bus.
+//! - [`registration`]: a session's device field in presence, written on
+//!   open (refused beyond `--max-devices`) and compare-and-deleted on
+//!   close, and written back after the store lost it.
 //! - [`courier`]: one queue and one task that packs what this node sends
-//!   to each other node into one envelope.
+//!   to each other node into one envelope, and broadcasts changes.
 //!
 //! The patent looks up both the sender's and the recipient's records. The
 //! sender's session is on this node by construction (that is where its
-//! send was read), so only the recipient is looked up. A record is only
-//! believed if its node is alive ([`liveness`]): records of crashed nodes,
-//! and ghosts of a node's earlier run, route `offline`.
+//! send was read); its record is read (with the recipient's, in the same
+//! round trip, when neither is cached) only for its other devices, which
+//! get a carbon copy. A record is only believed if its node is alive
+//! ([`liveness`]): records of crashed nodes, and ghosts of a node's
+//! earlier run, route `offline`.
 
 mod cache;
 pub mod courier;
+mod delivery;
 mod inbound;
 pub mod inbox;
 mod inflight;
@@ -58,18 +65,18 @@ use uuid::Uuid;
 
 use crate::bus::{Bus, BusError};
 use crate::cause::chain;
-use crate::hub::{Hub, ReceiptTo};
+use crate::hub::{Handover, Hub, Sender};
 use crate::metrics::Metrics;
 use crate::presence::{PresenceError, PresenceStore};
-use crate::protocol::envelope::encode_message_hop;
 use crate::protocol::frames::encode_message;
-use crate::protocol::{ClientId, ErrorCode, MessageHop, NodeId, ReplyTo, now_ms};
+use crate::protocol::{ClientId, ErrorCode, NodeId, Recipient, now_ms};
 
-pub use self::cache::CachedRoute;
+pub use self::cache::{CachedDevice, CachedRoute};
 pub use self::courier::CourierTask;
 pub use self::liveness::Liveness;
 pub use self::outcomes::Outcomes;
-pub use self::registration::Restored;
+pub use self::registration::{RegisterError, Restored};
+pub use self::route::{Route, Sent};
 
 use self::cache::RouteCache;
 use self::courier::Courier;
@@ -89,14 +96,13 @@ const MAX_BACKGROUND: usize = 1024;
 pub struct Message {
     pub msg_id: Uuid,
     pub from: ClientId,
-    pub to: ClientId,
-    /// The `message` frame for the recipient, rendered once by the
+    pub to: Recipient,
+    /// The `message` frame for the recipients, rendered once by the
     /// sender's node and passed along as it is.
     pub frame: Utf8Bytes,
-    /// `None` for server-side sends (HTTP API): nobody to tell.
-    pub receipt_to: Option<ReceiptTo>,
-    /// Already re-routed once by a node that found its recipient gone.
-    pub forwarded: bool,
+    /// The sending session. `None` for server-side sends (HTTP API):
+    /// nobody to tell, and no carbons.
+    pub sender: Option<Sender>,
 }
 
 impl Message {
@@ -104,63 +110,27 @@ impl Message {
     pub fn new(
         msg_id: Uuid,
         from: ClientId,
-        to: ClientId,
+        to: Recipient,
         body: &RawValue,
-        receipt_to: Option<ReceiptTo>,
+        sender: Option<Sender>,
     ) -> Self {
-        let frame = encode_message(msg_id, &from, &to, body, now_ms()).into();
+        let frame = encode_message(msg_id, &from, to.addressee(), body, now_ms()).into();
         Self {
             msg_id,
             from,
             to,
             frame,
-            receipt_to,
-            forwarded: false,
+            sender,
         }
     }
 
-    /// The message as a hop, to go into an envelope.
-    fn hop(&self) -> Vec<u8> {
-        let reply = self.receipt_to.as_ref().map(|o| ReplyTo {
-            node: o.node.clone(),
-            session: o.session,
-            receipt: o.receipt,
-        });
-        encode_message_hop(
-            self.msg_id,
-            &self.from,
-            &self.to,
-            self.forwarded,
-            reply.as_ref(),
-            &self.frame,
-        )
-    }
-
-    fn from_hop(hop: &MessageHop<'_>, frame: Utf8Bytes) -> Self {
-        Self {
-            msg_id: hop.msg_id,
-            from: hop.from.clone(),
-            to: hop.to.clone(),
-            frame,
-            receipt_to: inbound::receipt_to_of(hop),
-            forwarded: hop.forwarded,
+    /// The recipient client, for a message to a client.
+    pub fn client(&self) -> Option<&ClientId> {
+        match &self.to {
+            Recipient::Client(client) => Some(client),
+            Recipient::Group(_) => None,
         }
     }
-}
-
-/// The branch a message will take, decided from the recipient's record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    /// The record names this node (and this session id).
-    Local {
-        session: Uuid,
-    },
-    /// The record names a live node, seen in liveness `epoch`.
-    Remote {
-        node: NodeId,
-        epoch: u64,
-    },
-    Offline,
 }
 
 /// A send that could not be routed; nothing was delivered or published.
@@ -174,6 +144,9 @@ pub enum RouteError {
     TooManyInFlight,
     #[error("this node is shutting down")]
     ShuttingDown,
+    /// What the send asks for is not something this node does.
+    #[error("{0} are not supported by this node")]
+    Unsupported(&'static str),
 }
 
 impl RouteError {
@@ -185,6 +158,7 @@ impl RouteError {
             | RouteError::Bus(_)
             | RouteError::TooManyInFlight
             | RouteError::ShuttingDown => ErrorCode::Unavailable,
+            RouteError::Unsupported(_) => ErrorCode::BadFrame,
         }
     }
 }
@@ -305,6 +279,24 @@ impl Router {
     /// debugging).
     pub fn cached_route(&self, client: &ClientId) -> Option<CachedRoute> {
         self.cache.get(client)
+    }
+
+    /// A handover of `msg` to `targets` sessions here.
+    fn handover_of(
+        &self,
+        msg: &Message,
+        report: crate::hub::Report,
+        targets: u32,
+    ) -> Arc<Handover> {
+        Arc::new(Handover::new(
+            msg.msg_id,
+            msg.from.clone(),
+            msg.to.clone(),
+            msg.sender.clone(),
+            report,
+            false,
+            targets,
+        ))
     }
 
     /// Runs `work` in the background (on the node's task tracker) with

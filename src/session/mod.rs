@@ -2,8 +2,10 @@
 //!
 //! Each session is one task that owns its socket. Its life:
 //!
-//! 1. [`run`] registers it (the router writes its presence record once it
-//!    is reachable here) and writes the welcome;
+//! 1. [`open`] registers it, before the WebSocket upgrade is answered (the
+//!    router writes its device field once it is reachable here; a client
+//!    over `--max-devices` is refused with HTTP 409); [`run`] writes the
+//!    welcome once the socket is there;
 //! 2. [`turn`]'s loop serves it: writes what others queued in its outbox,
 //!    answers the client's frames in reading order, reads the next ones,
 //!    pings, and watches the node's shutdown;
@@ -34,9 +36,9 @@ use crate::config::Limits;
 use crate::health::Health;
 use crate::hub::{Outbox, QueueLimits, SessionHandle};
 use crate::metrics::Metrics;
-use crate::protocol::frames::encode_welcome;
-use crate::protocol::{ClientId, Disconnect, ErrorCode, NodeId, now_ms};
-use crate::routing::Router;
+use crate::protocol::frames::{WelcomeExtras, encode_welcome};
+use crate::protocol::{ClientId, DeviceId, Disconnect, ErrorCode, NodeId, now_ms};
+use crate::routing::{RegisterError, Router};
 
 /// The socket type of a session: a WebSocket over hyper's upgraded
 /// connection.
@@ -92,8 +94,6 @@ enum Ending {
     Gone,
     /// The client stopped reading; close with 4008 without waiting for it.
     SlowConsumer,
-    /// The session could not be registered and was never welcomed.
-    Refused,
 }
 
 impl Ending {
@@ -103,38 +103,59 @@ impl Ending {
             Ending::Close(why) => *why,
             Ending::ClosedByClient | Ending::Gone => Disconnect::Normal,
             Ending::SlowConsumer => Disconnect::SlowConsumer,
-            Ending::Refused => Disconnect::Internal,
         }
     }
 }
 
-/// Runs a session for `client` on an upgraded socket, to the end.
-pub async fn run(env: Arc<Env>, mut ws: Socket, client: ClientId) {
+/// Opens a session of `client` on `device`: reachable here and registered
+/// in presence, before its socket exists (what arrives meanwhile waits in
+/// its outbox). Refused when the client is over `--max-devices` or the
+/// presence store cannot be written.
+pub async fn open(
+    env: &Env,
+    client: ClientId,
+    device: DeviceId,
+) -> Result<Arc<SessionHandle>, RegisterError> {
     let handle = Arc::new(SessionHandle {
         id: Uuid::new_v4(),
-        client: client.clone(),
+        client,
+        device,
         since: now_ms(),
         outbox: Outbox::new(QueueLimits {
             frames: env.limits.session_queue,
             bytes: env.limits.session_queue_bytes,
         }),
     });
-
-    // The rare, large steps (registration, welcome, clean-up) are boxed so
-    // that they do not size the task an idle session keeps in memory.
-    if let Err(e) = Box::pin(env.router.register(&handle)).await {
-        tracing::warn!(%client, error = %crate::cause::chain(&e), "session refused: presence not written");
-        env.health.presence_failed();
-        env.metrics.error(ErrorCode::Unavailable);
-        // It was findable here from the moment it was registered locally:
-        // what others queued for it meanwhile is answered, not dropped.
-        Box::pin(finish(&env, &handle, ws, Ending::Refused)).await;
-        return;
+    match env.router.register(&handle, env.limits.max_devices).await {
+        Ok(_) => {
+            env.metrics.session_opened();
+            tracing::debug!(client = %handle.client, device = %handle.device,
+                session = %handle.id, "session open");
+            Ok(handle)
+        }
+        Err(e) => {
+            if let RegisterError::Presence(_) = &e {
+                tracing::warn!(client = %handle.client, error = %crate::cause::chain(&e),
+                    "session refused: presence not written");
+                env.health.presence_failed();
+                env.metrics.error(ErrorCode::Unavailable);
+            }
+            Err(e)
+        }
     }
-    env.metrics.session_opened();
-    tracing::debug!(%client, session = %handle.id, "session open");
+}
 
-    let welcome = encode_welcome(&client, handle.id, &env.node);
+/// Runs an open session on its upgraded socket, to the end.
+pub async fn run(env: Arc<Env>, mut ws: Socket, handle: Arc<SessionHandle>) {
+    let welcome = encode_welcome(
+        &handle.client,
+        &handle.device,
+        handle.id,
+        &env.node,
+        WelcomeExtras::default(),
+    );
+    // The rare, large steps (welcome, clean-up) are boxed so that they do
+    // not size the task an idle session keeps in memory.
     let welcomed = Box::pin(write(&mut ws, [welcome], env.limits.write_timeout)).await;
     let ending = match welcomed {
         // Boxed as well: rustc lays an awaited future out next to a copy of
@@ -142,45 +163,48 @@ pub async fn run(env: Arc<Env>, mut ws: Socket, client: ClientId) {
         Ok(()) => Box::pin(Session::new(&env, &handle, &mut ws).serve()).await,
         Err(_) => Ending::Gone,
     };
-    Box::pin(finish(&env, &handle, ws, ending)).await;
-    env.metrics.session_closed();
-    tracing::debug!(%client, session = %handle.id, "session closed");
+    Box::pin(finish(&env, &handle, Some(ws), ending)).await;
+}
+
+/// Ends an open session whose socket never came (the upgrade failed).
+pub async fn abandon(env: Arc<Env>, handle: Arc<SessionHandle>) {
+    Box::pin(finish(&env, &handle, None, Ending::Gone)).await;
 }
 
 /// Leaves: unreachable first (no new frames, local entry and presence
-/// record gone), then whatever is still queued is written or answered
+/// field gone), then whatever is still queued is written or answered
 /// `offline`, then the close frame.
-async fn finish(env: &Env, handle: &SessionHandle, mut ws: Socket, ending: Ending) {
-    handle.outbox.close(ending.disconnect());
+async fn finish(env: &Env, handle: &SessionHandle, ws: Option<Socket>, ending: Ending) {
+    let why = ending.disconnect();
+    handle.outbox.close(why);
     env.router.unregister(handle).await;
 
     let rest = handle.outbox.take_all();
     let timeout = env.limits.write_timeout;
     let router = &env.router;
-    match ending {
-        Ending::Close(why) => {
-            let _ = write_outbound(&mut ws, router, Vec::new(), rest, timeout).await;
+    match (ending, ws) {
+        (Ending::Close(why), Some(mut ws)) => {
+            let _ = write_outbound(&mut ws, router, handle, Vec::new(), rest, timeout).await;
             let _ = close_socket(&mut ws, why, timeout).await;
         }
-        Ending::SlowConsumer => {
+        (Ending::SlowConsumer, ws) => {
             env.metrics.slow_consumer();
             router
-                .report_undelivered(rest.messages.into_iter().filter_map(|m| m.receipt_to))
+                .undelivered(&handle.client, &handle.device, rest.messages, why)
                 .await;
-            let _ = close_socket(&mut ws, Disconnect::SlowConsumer, timeout).await;
+            if let Some(mut ws) = ws {
+                let _ = close_socket(&mut ws, Disconnect::SlowConsumer, timeout).await;
+            }
         }
         // The socket is done: the echo of the client's close went out when
         // it arrived, or the connection is gone.
-        Ending::ClosedByClient | Ending::Gone => {
+        (_, _) => {
             router
-                .report_undelivered(rest.messages.into_iter().filter_map(|m| m.receipt_to))
+                .undelivered(&handle.client, &handle.device, rest.messages, why)
                 .await;
-        }
-        Ending::Refused => {
-            router
-                .report_undelivered(rest.messages.into_iter().filter_map(|m| m.receipt_to))
-                .await;
-            let _ = close_socket(&mut ws, Disconnect::Internal, timeout).await;
         }
     }
+    env.metrics.session_closed();
+    tracing::debug!(client = %handle.client, device = %handle.device,
+        session = %handle.id, "session closed");
 }

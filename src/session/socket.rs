@@ -8,8 +8,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 
 use super::Socket;
-use crate::hub::Batch;
-use crate::protocol::{Disconnect, ReceiptStatus};
+use crate::hub::{Batch, SessionHandle};
+use crate::protocol::{Disconnect, Fate, OfflineReason};
 use crate::routing::Router;
 
 /// A write that did not complete: the session ends as a slow consumer.
@@ -41,11 +41,12 @@ pub(super) async fn write<F: Into<Utf8Bytes>>(
 }
 
 /// Writes answers, owed outcomes and queued messages with one flush, then
-/// reports each message's outcome: `delivered` once the socket took it,
-/// `offline` if it did not.
+/// settles each message: `delivered` once the socket took it, `offline` if
+/// it did not.
 pub(super) async fn write_outbound(
     ws: &mut Socket,
     router: &Router,
+    session: &SessionHandle,
     answers: Vec<Utf8Bytes>,
     batch: Batch,
     timeout: Duration,
@@ -53,23 +54,25 @@ pub(super) async fn write_outbound(
     if answers.is_empty() && batch.messages.is_empty() && batch.outcomes.is_empty() {
         return Ok(());
     }
-    let mut senders = Vec::new();
+    let mut handovers = Vec::new();
     let mut frames = answers;
     frames.extend(batch.outcomes);
     frames.extend(batch.messages.into_iter().map(|item| {
-        senders.extend(item.receipt_to);
+        handovers.extend(item.handover);
         item.frame
     }));
     let written = write(ws, frames, timeout).await;
-    let status = if written.is_ok() {
-        ReceiptStatus::Delivered
-    } else {
-        ReceiptStatus::Offline
+    let fate = match &written {
+        Ok(()) => Fate::Delivered,
+        Err(WriteError::Timeout) => Fate::Offline(OfflineReason::SlowConsumer),
+        Err(WriteError::Socket(_)) => Fate::Offline(OfflineReason::Disconnected),
     };
-    // Every outcome is reported; the router decides who needs to hear it
+    // Every outcome is settled; the handover decides who needs to hear it
     // (a sender's node always, a sender here only if it asked).
-    for to in senders {
-        router.report_outcome(&to, status).await;
+    for handover in handovers {
+        router
+            .settle(&handover, &session.client, &session.device, fate)
+            .await;
     }
     written
 }

@@ -29,10 +29,12 @@ use uuid::Uuid;
 
 use super::socket::{write, write_outbound};
 use super::{Ending, Env, MAX_IN_FLIGHT, Socket};
-use crate::hub::{ReceiptTo, SessionHandle};
+use crate::hub::{Sender, SessionHandle};
 use crate::metrics::PolicyClose;
 use crate::protocol::frames::{encode_ack, encode_error, encode_pong};
-use crate::protocol::{ClientFrame, Disconnect, ErrorCode, FrameError, parse_client_frame};
+use crate::protocol::{
+    ClientFrame, Disconnect, ErrorCode, FrameError, Recipient, parse_client_frame,
+};
 use crate::rate::{Limiter, Verdict};
 use crate::routing::{Message, Route, RouteError, Router};
 
@@ -132,14 +134,18 @@ impl<'a> Session<'a> {
             let batch = self.handle.outbox.take();
             let close = batch.close;
             if close == Some(Disconnect::SlowConsumer) {
-                let senders = batch.messages.into_iter().filter_map(|m| m.receipt_to);
-                self.router.report_undelivered(senders).await;
+                let (client, device) = (&self.handle.client, &self.handle.device);
+                self.env
+                    .router
+                    .undelivered(client, device, batch.messages, Disconnect::SlowConsumer)
+                    .await;
                 return Ending::SlowConsumer;
             }
             let answers = std::mem::take(&mut self.answers);
             let written = Box::pin(write_outbound(
                 self.ws,
                 self.router,
+                self.handle,
                 answers,
                 batch,
                 write_timeout,
@@ -253,6 +259,7 @@ impl<'a> Session<'a> {
             let id = match parse_client_frame(&text) {
                 Ok(ClientFrame::Send(send)) => send.id.map(Cow::into_owned),
                 Ok(ClientFrame::Ping { id }) => id.map(Cow::into_owned),
+                Ok(ClientFrame::Received { .. }) => None,
                 Err(e) => e.id,
             };
             return self.rate_limited(id.as_deref());
@@ -260,23 +267,23 @@ impl<'a> Session<'a> {
         match parse_client_frame(&text) {
             Ok(ClientFrame::Send(send)) => {
                 let msg_id = Uuid::now_v7();
-                let receipt_to = ReceiptTo {
+                // Group sends get no `delivered` receipts (only `offline`).
+                let receipt = send.receipt && matches!(send.to, Recipient::Client(_));
+                let sender = Sender {
                     node: self.env.node.clone(),
                     client: self.handle.client.clone(),
                     session: self.handle.id,
-                    msg_id,
                     id: send.id.map(Into::into),
-                    receipt: send.receipt,
-                    tracked: false,
+                    receipt,
                 };
                 let msg = Message::new(
                     msg_id,
                     self.handle.client.clone(),
                     send.to,
                     send.body,
-                    Some(receipt_to),
+                    Some(sender),
                 );
-                match self.router.locate_fast(&msg.to) {
+                match self.router.locate_fast(&msg) {
                     Some(route) if self.pending.is_empty() => {
                         let reply = Reply::Routed {
                             msg,
@@ -294,7 +301,7 @@ impl<'a> Session<'a> {
                     None => {
                         let router = self.router;
                         self.pending.push_back(Box::pin(async move {
-                            let route = router.locate(&msg.to).await;
+                            let route = router.locate(&msg).await;
                             Reply::Routed {
                                 msg,
                                 route,
@@ -304,6 +311,8 @@ impl<'a> Session<'a> {
                     }
                 }
             }
+            // Acks mode is not on for this session: nothing to confirm.
+            Ok(ClientFrame::Received { .. }) => {}
             Ok(ClientFrame::Ping { id }) => self.queue(Reply::Ready(encode_pong(id.as_deref()))),
             Err(e) => self.refuse(e),
         }
@@ -362,15 +371,15 @@ async fn respond(env: &Env, reply: Reply) -> String {
         } => (msg, route, read_at),
     };
     let msg_id = msg.msg_id;
-    let id = msg.receipt_to.as_ref().and_then(|o| o.id.clone());
+    let id = msg.sender.as_ref().and_then(|s| s.id.clone());
     let outcome = match route {
         Ok(route) => env.router.dispatch(msg, route).await,
         Err(e) => Err(e),
     };
     match outcome {
-        Ok(status) => {
+        Ok(sent) => {
             env.metrics.observe_route(read_at.elapsed());
-            encode_ack(id.as_deref(), msg_id, status)
+            encode_ack(&sent.ack(id.as_deref(), msg_id))
         }
         Err(e) => {
             env.metrics.error(e.code());

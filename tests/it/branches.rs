@@ -5,7 +5,9 @@ use crate::support::*;
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde_json::json;
-use switchboard::protocol::{AckStatus, Envelope, Hop, ReceiptStatus, ServerFrame};
+use switchboard::protocol::{
+    AckFrame, AckStatus, Envelope, Hop, MessageFrame, ReceiptStatus, ServerFrame,
+};
 
 #[tokio::test]
 async fn local_branch_hands_the_message_to_the_session_on_the_same_node() {
@@ -16,34 +18,51 @@ async fn local_branch_hands_the_message_to_the_session_on_the_same_node() {
     let body = json!({"text": "hi bob", "n": [1, 2, 3]});
     alice.send("bob", &body, Some("c-1"), true).await.unwrap();
 
-    let ServerFrame::Ack { id, msg_id, status } = next_frame(&mut alice).await else {
+    let ServerFrame::Ack(AckFrame {
+        id,
+        msg_id,
+        status,
+        sessions,
+        ..
+    }) = next_frame(&mut alice).await
+    else {
         panic!("expected an ack")
     };
-    assert_eq!((id.as_deref(), status), (Some("c-1"), AckStatus::Local));
+    assert_eq!(
+        (id.as_deref(), status, sessions),
+        (Some("c-1"), AckStatus::Local, Some(1))
+    );
     assert_eq!(msg_id.get_version_num(), 7, "msg_id is a UUIDv7");
 
-    let ServerFrame::Message {
+    let ServerFrame::Message(MessageFrame {
         msg_id: got,
         from,
         to,
         body: got_body,
         ts,
-    } = next_frame(&mut bob).await
+        ..
+    }) = next_frame(&mut bob).await
     else {
         panic!("expected a message")
     };
-    assert_eq!((got, from.as_str(), to.as_str()), (msg_id, "alice", "bob"));
+    assert_eq!(
+        (got, from.as_str(), to.as_deref()),
+        (msg_id, "alice", Some("bob"))
+    );
     assert_eq!(got_body, body);
     let now = switchboard::protocol::now_ms();
     assert!(ts <= now && now - ts < 60_000, "ts {ts} is the send time");
 
-    // The sender asked for a receipt: delivered.
+    // The sender asked for a receipt: delivered, naming the session.
     assert_eq!(
         next_frame(&mut alice).await,
         ServerFrame::Receipt {
             id: Some("c-1".into()),
             msg_id,
-            status: ReceiptStatus::Delivered
+            status: ReceiptStatus::Delivered,
+            to: Some("bob".into()),
+            device: Some("default".into()),
+            reason: None,
         }
     );
 }
@@ -61,17 +80,23 @@ async fn remote_branch_publishes_on_the_recipient_nodes_subject() {
         .send("bob", &json!("across"), Some("x"), true)
         .await
         .unwrap();
-    let ServerFrame::Ack { msg_id, status, .. } = next_frame(&mut alice).await else {
+    let ServerFrame::Ack(AckFrame {
+        msg_id,
+        status,
+        sessions,
+        ..
+    }) = next_frame(&mut alice).await
+    else {
         panic!("expected an ack")
     };
-    assert_eq!(status, AckStatus::Remote);
+    assert_eq!((status, sessions), (AckStatus::Remote, Some(1)));
 
-    let ServerFrame::Message {
+    let ServerFrame::Message(MessageFrame {
         msg_id: got,
         from,
         body,
         ..
-    } = next_frame(&mut bob).await
+    }) = next_frame(&mut bob).await
     else {
         panic!("expected a message")
     };
@@ -87,7 +112,14 @@ async fn remote_branch_publishes_on_the_recipient_nodes_subject() {
         panic!("expected a message hop")
     };
     assert_eq!(hop.msg_id, msg_id);
-    assert_eq!((hop.from.as_str(), hop.to.as_str()), ("alice", "bob"));
+    assert_eq!(
+        (hop.from.as_str(), hop.to.as_ref().map(|t| t.as_str())),
+        ("alice", Some("bob"))
+    );
+    // It names bob's session there.
+    assert_eq!(hop.targets.len(), 1);
+    assert_eq!(hop.targets[0].session, bob.welcome().session_id);
+    assert_eq!(hop.targets[0].device.as_str(), "default");
     // The recipient's frame, rendered by node-a, rides along as it is.
     let frame: serde_json::Value = serde_json::from_str(hop.frame.get()).unwrap();
     assert_eq!(frame["type"], "message");
@@ -103,7 +135,10 @@ async fn remote_branch_publishes_on_the_recipient_nodes_subject() {
         ServerFrame::Receipt {
             id: Some("x".into()),
             msg_id,
-            status: ReceiptStatus::Delivered
+            status: ReceiptStatus::Delivered,
+            to: Some("bob".into()),
+            device: Some("default".into()),
+            reason: None,
         }
     );
 }
@@ -118,7 +153,7 @@ async fn offline_branch_ends_at_the_senders_node_and_says_so() {
         .send("nobody", &json!(1), Some("o"), true)
         .await
         .unwrap();
-    let ServerFrame::Ack { status, id, .. } = next_frame(&mut alice).await else {
+    let ServerFrame::Ack(AckFrame { status, id, .. }) = next_frame(&mut alice).await else {
         panic!("expected an ack")
     };
     assert_eq!((status, id.as_deref()), (AckStatus::Offline, Some("o")));
@@ -153,12 +188,19 @@ async fn presence_record_has_the_protocol_fields_and_goes_with_its_session() {
     let session = alice.welcome().session_id;
 
     // The welcome comes after the record is written: no waiting needed.
+    // One field per device, named by the device, holding the session as
+    // JSON with exactly these keys.
     let record: std::collections::HashMap<String, String> =
         redis.hgetall("sb:presence:alice").await.unwrap();
-    assert_eq!(record.len(), 3, "{record:?}");
-    assert_eq!(record["node"], "node-a");
-    assert_eq!(record["session"], session.to_string());
-    let since: u64 = record["since"].parse().unwrap();
+    assert_eq!(record.len(), 1, "{record:?}");
+    let field: serde_json::Value = serde_json::from_str(&record["default"]).unwrap();
+    assert_eq!(
+        field.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["node", "session", "since"]
+    );
+    assert_eq!(field["node"], "node-a");
+    assert_eq!(field["session"], session.to_string());
+    let since = field["since"].as_u64().unwrap();
     assert!(since >= before && since <= switchboard::protocol::now_ms());
 
     alice.close().await.unwrap();
@@ -181,7 +223,9 @@ async fn order_of_a_thousand_cross_node_sends_is_kept() {
         let mut seen = Vec::with_capacity(N);
         while seen.len() < N {
             match next_frame(&mut bob).await {
-                ServerFrame::Message { body, .. } => seen.push(body["seq"].as_u64().unwrap()),
+                ServerFrame::Message(MessageFrame { body, .. }) => {
+                    seen.push(body["seq"].as_u64().unwrap())
+                }
                 other => panic!("bob got {other:?}"),
             }
         }
@@ -195,7 +239,7 @@ async fn order_of_a_thousand_cross_node_sends_is_kept() {
     }
     for i in 0..N {
         match next_frame(&mut alice).await {
-            ServerFrame::Ack { id, status, .. } => {
+            ServerFrame::Ack(AckFrame { id, status, .. }) => {
                 assert_eq!(id, Some(format!("c-{i}")), "acks come in send order");
                 assert_eq!(status, AckStatus::Remote);
             }
@@ -218,9 +262,11 @@ fn hop_from_node_t(msg_id: uuid::Uuid, to: &str, forwarded: bool) -> String {
         r#"{{"type":"message","msg_id":"{msg_id}","from":"tester","to":"{to}","body":{{"late":true}},"ts":1}}"#
     );
     format!(
-        r#"{{"v":1,"hop":{{"message":{{"msg_id":"{msg_id}","from":"tester","to":"{to}",
-        "forwarded":{forwarded},"reply":{{"node":"node-t","session":"{}"}},"frame":{frame}}}}}}}"#,
-        uuid::Uuid::nil()
+        r#"{{"v":2,"hop":{{"message":{{"msg_id":"{msg_id}","from":"tester","to":"{to}",
+        "forwarded":{forwarded},"reply":{{"node":"node-t","session":"{}"}},
+        "targets":[{{"to":"{to}","device":"default","session":"{}"}}],"frame":{frame}}}}}}}"#,
+        uuid::Uuid::nil(),
+        uuid::Uuid::new_v4()
     )
 }
 
@@ -235,9 +281,10 @@ async fn next_hops(sub: &mut async_nats::Subscriber) -> Vec<serde_json::Value> {
     }
 }
 
-/// A hop that reaches a node which no longer holds the recipient: the node
-/// looks again, forwards it once to where the recipient is now, and tells
-/// the origin node where it went; the new node reports the outcome.
+/// A hop that reaches a node which no longer holds the recipient's device:
+/// the node looks again, forwards it once to where the device is now, and
+/// tells the origin node where it went (a `forwarded` outcome); the new
+/// node reports that target's outcome on its own.
 #[tokio::test]
 async fn a_moved_recipient_is_followed_to_its_new_node() {
     let cluster = Cluster::start().await;
@@ -248,9 +295,9 @@ async fn a_moved_recipient_is_followed_to_its_new_node() {
     let stale = hop_from_node_t(msg_id, "bob", false);
     nats.publish("sb.node.node-b", stale.into()).await.unwrap();
 
-    let ServerFrame::Message {
+    let ServerFrame::Message(MessageFrame {
         msg_id: got, body, ..
-    } = next_frame(&mut bob).await
+    }) = next_frame(&mut bob).await
     else {
         panic!("expected the forwarded message")
     };
@@ -260,18 +307,27 @@ async fn a_moved_recipient_is_followed_to_its_new_node() {
     let mut receipt = None;
     while forwarded.is_none() || receipt.is_none() {
         for hop in next_hops(&mut origin).await {
-            if let Some(f) = hop.get("forwarded") {
-                forwarded = Some(f.clone());
-            } else if let Some(r) = hop.get("outcomes") {
-                receipt = Some(r[0].clone());
+            for outcome in hop["outcomes"].as_array().into_iter().flatten() {
+                match outcome["status"].as_str() {
+                    Some("forwarded") => forwarded = Some(outcome.clone()),
+                    _ => receipt = Some(outcome.clone()),
+                }
             }
         }
     }
     let (forwarded, receipt) = (forwarded.unwrap(), receipt.unwrap());
     assert_eq!(forwarded["node"], "node-a");
     assert_eq!(forwarded["msg_id"], msg_id.to_string());
+    assert_eq!(
+        (&forwarded["to"], &forwarded["device"]),
+        (&json!("bob"), &json!("default"))
+    );
     assert_eq!(receipt["status"], "delivered");
     assert_eq!(receipt["msg_id"], msg_id.to_string());
+    assert_eq!(
+        (&receipt["to"], &receipt["device"]),
+        (&json!("bob"), &json!("default"))
+    );
     eventually("node-b counts the forward", || async {
         cluster
             .b
@@ -299,5 +355,10 @@ async fn a_hop_for_a_recipient_gone_everywhere_is_answered_offline() {
         let receipt = &reply["outcomes"][0];
         assert_eq!(receipt["msg_id"], msg_id.to_string(), "{reply}");
         assert_eq!(receipt["status"], "offline");
+        assert_eq!(receipt["reason"], "disconnected");
+        assert_eq!(
+            (&receipt["to"], &receipt["device"]),
+            (&json!("ghost"), &json!("default"))
+        );
     }
 }

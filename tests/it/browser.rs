@@ -129,7 +129,12 @@ async fn two_people_chat_across_two_nodes_in_the_browser() {
     let bob = driver.browser().await;
 
     sign_in(&alice, &http_url(&a, "/"), "alice").await;
-    shows(&alice, "#who", &["You are alice on node node-a"]).await;
+    shows(
+        &alice,
+        "#who",
+        &["You are alice on device tab-", ", node node-a."],
+    )
+    .await;
     sign_in(&bob, &http_url(&b, "/"), "bob").await;
     shows(&bob, "#who", &["node-b"]).await;
 
@@ -175,12 +180,8 @@ async fn two_people_chat_across_two_nodes_in_the_browser() {
         .start()
         .await;
     shows(&alice, "#status", &["connected"]).await;
-    let log = shows(&alice, "#log", &["connected as alice to node-a"]).await;
-    assert_eq!(
-        log.matches("connected as alice to node-a").count(),
-        2,
-        "{log}"
-    );
+    let log = shows(&alice, "#log", &["to node-a"]).await;
+    assert_eq!(log.matches("connected as alice (tab-").count(), 2, "{log}");
     send(&bob, "alice", "welcome back").await;
     shows(&alice, "#log li.in:last-child", &["bob", "welcome back"]).await;
 
@@ -192,6 +193,61 @@ async fn two_people_chat_across_two_nodes_in_the_browser() {
     }
     alice.close().await.unwrap();
     bob.close().await.unwrap();
+}
+
+/// Two tabs of one person are two devices: both get what is sent to them,
+/// and what one sends shows in the other as sent from another device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tab_is_a_device_of_its_own() {
+    let redis = Redis::start();
+    let nats = Nats::start();
+    let a = new_node().id("node-a").on(&redis, &nats).start().await;
+    let b = new_node().id("node-b").on(&redis, &nats).start().await;
+    let driver = Driver::start();
+    let (tab1, tab2) = (driver.browser().await, driver.browser().await);
+    sign_in(&tab1, &http_url(&a, "/"), "alice").await;
+    sign_in(&tab2, &http_url(&b, "/"), "alice").await;
+    let device = |page: &Browser| {
+        let page = page.clone();
+        async move {
+            page.find(Locator::Id("my-device"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let (d1, d2) = (device(&tab1).await, device(&tab2).await);
+    assert!(d1.starts_with("tab-") && d2.starts_with("tab-") && d1 != d2);
+
+    let mut bob = connect(&a, "bob").await;
+    bob.send(
+        "alice",
+        &serde_json::json!({"text": "to both tabs"}),
+        None,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ack_status(&mut bob).await,
+        switchboard::protocol::AckStatus::Remote
+    );
+    for tab in [&tab1, &tab2] {
+        shows(tab, "#log li.in:last-child", &["bob", "to both tabs"]).await;
+    }
+
+    send(&tab1, "bob", "from tab one").await;
+    shows(&tab1, "#log li.out:last-child", &["local", "delivered"]).await;
+    shows(
+        &tab2,
+        "#log li.carbon:last-child",
+        &["you (another device) → bob", "from tab one"],
+    )
+    .await;
+    tab1.close().await.unwrap();
+    tab2.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use crate::support::traffic::{Churn, Plan};
 use crate::support::*;
 use redis::AsyncCommands;
 use serde_json::json;
-use switchboard::protocol::{AckStatus, ReceiptStatus, ServerFrame};
+use switchboard::protocol::{AckFrame, AckStatus, ReceiptStatus, ServerFrame};
 use switchboard_client::{Client, Identity};
 
 const FLAGS: [&str; 8] = [
@@ -49,7 +49,7 @@ async fn probe_kill(
             .unwrap();
         let status = loop {
             match next_frame(&mut prober).await {
-                ServerFrame::Ack { status, .. } => break status,
+                ServerFrame::Ack(AckFrame { status, .. }) => break status,
                 ServerFrame::Receipt {
                     status: ReceiptStatus::Offline,
                     ..
@@ -90,13 +90,15 @@ async fn chaos_loses_nothing_silently() {
     }
     let urls: Vec<String> = nodes.iter().map(NodeProcess::ws_url).collect();
 
-    let names: Vec<String> = (0..24).map(|i| format!("user{i}")).collect();
+    // Every client on two devices, each coming and going on its own.
+    let names: Vec<String> = (0..14).map(|i| format!("user{i}")).collect();
     let plan = Plan {
         nodes: Arc::new(Mutex::new(urls.clone())),
         names: Arc::new(names.clone()),
         sends_per_session: (5, 40),
         pace: Duration::from_millis(10),
         drain: Duration::from_secs(15),
+        devices: 2,
     };
     let churn = Churn::with_plan(plan, Duration::from_secs(30));
 

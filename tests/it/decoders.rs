@@ -10,13 +10,15 @@
 use proptest::prelude::*;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use switchboard::protocol::envelope::{encode_envelope, encode_hop, encode_message_hop};
+use switchboard::protocol::envelope::{
+    MessageHopOut, encode_envelope, encode_hop, encode_message_hop,
+};
 use switchboard::protocol::frames::{
     MAX_BODY_DEPTH, MAX_FRAME_ID_BYTES, check_body, encode_message,
 };
 use switchboard::protocol::{
-    ClientFrame, ClientId, Envelope, EnvelopeError, ErrorCode, Hop, NodeId, Outcome, ReceiptStatus,
-    ReplyTo, parse_client_frame,
+    Addressee, ClientFrame, ClientId, DeviceId, Envelope, EnvelopeError, ErrorCode, Fate, Hop,
+    NodeId, OfflineReason, Outcome, Recipient, ReplyTo, Target, parse_client_frame,
 };
 use uuid::Uuid;
 
@@ -90,7 +92,11 @@ fn frame_like() -> impl Strategy<Value = Value> {
 fn check_client_frame(text: &str) {
     match parse_client_frame(text) {
         Ok(ClientFrame::Send(send)) => {
-            assert!(ClientId::parse(send.to.as_str()).is_ok());
+            let to = match &send.to {
+                Recipient::Client(client) => client.as_str(),
+                Recipient::Group(group) => group.as_str(),
+            };
+            assert!(ClientId::parse(to).is_ok());
             // Whatever is accepted, the recipient's parser can read.
             let body: Value = serde_json::from_str(send.body.get()).expect("body is JSON");
             let _ = body;
@@ -104,6 +110,7 @@ fn check_client_frame(text: &str) {
         Ok(ClientFrame::Ping { id }) => {
             assert!(id.as_ref().is_none_or(|id| id.len() <= MAX_FRAME_ID_BYTES));
         }
+        Ok(ClientFrame::Received { .. }) => {}
         Err(e) => {
             assert!(matches!(
                 e.code,
@@ -127,13 +134,17 @@ fn check_envelope(bytes: &[u8]) {
                     if m.frame_matches() {
                         let frame: Value = serde_json::from_str(m.frame.get()).expect("readable");
                         assert_eq!(frame["type"], "message");
-                        assert_eq!(frame["to"], m.to.as_str());
+                        match (&m.to, &m.group) {
+                            (Some(to), None) => assert_eq!(frame["to"], to.as_str()),
+                            (None, Some(group)) => assert_eq!(frame["group"], group.as_str()),
+                            _ => panic!("a matching frame names one addressee"),
+                        }
                     }
                 }
             }
         }
         Err(EnvelopeError::Malformed(why)) => assert!(!why.is_empty()),
-        Err(EnvelopeError::UnknownVersion(v)) => assert_ne!(v, 1),
+        Err(EnvelopeError::UnknownVersion(v)) => assert_ne!(v, 2),
     }
 }
 
@@ -204,7 +215,7 @@ proptest! {
         let Ok(ClientFrame::Send(send)) = parse_client_frame(&text) else {
             panic!("valid send refused: {text}");
         };
-        prop_assert_eq!(send.to.as_str(), to.as_str());
+        prop_assert_eq!(send.to, Recipient::Client(ClientId::parse(&to).unwrap()));
         // The body travels as the client wrote it, byte for byte.
         prop_assert_eq!(send.body.get(), body.to_string());
         prop_assert_eq!(send.id.as_deref(), id.as_deref());
@@ -227,8 +238,8 @@ proptest! {
     #[test]
     fn envelopes_from_any_json(value in json_value()) {
         check_envelope(value.to_string().as_bytes());
-        check_envelope(serde_json::json!({"v": 1, "hop": value}).to_string().as_bytes());
-        check_envelope(serde_json::json!({"v": 1, "hops": [value]}).to_string().as_bytes());
+        check_envelope(serde_json::json!({"v": 2, "hop": value}).to_string().as_bytes());
+        check_envelope(serde_json::json!({"v": 2, "hops": [value]}).to_string().as_bytes());
     }
 
     #[test]
@@ -243,19 +254,31 @@ proptest! {
         let (from, to) = (ClientId::parse(&from).unwrap(), ClientId::parse(&to).unwrap());
         let msg_id = Uuid::now_v7();
         let raw_body = RawValue::from_string(body.to_string()).unwrap();
-        let frame = encode_message(msg_id, &from, &to, &raw_body, 7);
+        let frame = encode_message(msg_id, &from, Addressee::Client(&to), &raw_body, 7);
         let reply_to = ReplyTo { node: NodeId::parse("node-a").unwrap(), session: Uuid::new_v4(), receipt: false };
-        let message = encode_message_hop(msg_id, &from, &to, forwarded, reply.then_some(&reply_to), &frame);
-        let status = if delivered { ReceiptStatus::Delivered } else { ReceiptStatus::Offline };
-        let outcomes = encode_hop(&Hop::Outcomes(vec![Outcome { msg_id, status }]));
+        let targets = [Target { to: to.clone(), device: DeviceId::default_device(), session: Uuid::new_v4() }];
+        let message = encode_message_hop(&MessageHopOut {
+            msg_id,
+            from: &from,
+            to: Addressee::Client(&to),
+            forwarded,
+            reply: reply.then_some(&reply_to),
+            targets: &targets,
+            carbons: &[],
+            frame: &frame,
+        });
+        let fate = if delivered { Fate::Delivered } else { Fate::Offline(OfflineReason::Disconnected) };
+        let outcome = Outcome::target(msg_id, to.clone(), DeviceId::default_device(), fate);
+        let outcomes = encode_hop(&Hop::Outcomes(vec![outcome.clone()]));
         let bytes = encode_envelope([message.as_slice(), outcomes.as_slice()]);
         let mut hops = Envelope::decode(&bytes).unwrap().into_hops();
         let Some(Hop::Message(m)) = hops.next() else { panic!("message first") };
         prop_assert!(m.frame_matches());
         prop_assert_eq!(m.frame.get(), frame.as_str());
-        prop_assert_eq!((&m.from, &m.to, m.forwarded), (&from, &to, forwarded));
+        prop_assert_eq!((&m.from, m.to.as_ref(), m.forwarded), (&from, Some(&to), forwarded));
+        prop_assert_eq!(&m.targets[..], &targets[..]);
         prop_assert_eq!(m.reply.map(|r| r.session), reply.then_some(reply_to.session));
         let Some(Hop::Outcomes(back)) = hops.next() else { panic!("outcomes second") };
-        prop_assert_eq!(back, vec![Outcome { msg_id, status }]);
+        prop_assert_eq!(back, vec![outcome]);
     }
 }

@@ -8,7 +8,7 @@ use crate::support::*;
 use serde_json::json;
 use switchboard::backends::MemoryHub;
 use switchboard::backends::MemoryPresence;
-use switchboard::protocol::{AckStatus, Disconnect, ReceiptStatus, ServerFrame};
+use switchboard::protocol::{AckStatus, Disconnect, MessageFrame, ReceiptStatus, ServerFrame};
 
 #[tokio::test]
 async fn a_bare_node_routes_local_and_offline() {
@@ -24,7 +24,7 @@ async fn a_bare_node_routes_local_and_offline() {
     assert_eq!(ack_status(&mut alice).await, AckStatus::Local);
     assert!(matches!(
         next_frame(&mut bob).await,
-        ServerFrame::Message { .. }
+        ServerFrame::Message(MessageFrame { .. })
     ));
     assert!(matches!(
         next_frame(&mut alice).await,
@@ -91,7 +91,7 @@ async fn nodes_sharing_in_memory_backends_take_the_remote_branch() {
         .await
         .unwrap();
     assert_eq!(ack_status(&mut alice).await, AckStatus::Remote);
-    let ServerFrame::Message { body, .. } = next_frame(&mut bob).await else {
+    let ServerFrame::Message(MessageFrame { body, .. }) = next_frame(&mut bob).await else {
         panic!("expected a message")
     };
     assert_eq!(body, json!({"x": 1}));

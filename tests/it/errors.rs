@@ -4,7 +4,7 @@
 use crate::support::*;
 use redis::AsyncCommands;
 use serde_json::json;
-use switchboard::protocol::{Disconnect, ErrorCode, ServerFrame};
+use switchboard::protocol::{AckFrame, Disconnect, ErrorCode, MessageFrame, ServerFrame};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 async fn expect_error(
@@ -153,7 +153,7 @@ async fn a_send_that_needs_redis_while_it_is_down_gets_unavailable() {
     );
     assert!(matches!(
         next_frame(&mut carol).await,
-        ServerFrame::Message { .. }
+        ServerFrame::Message(MessageFrame { .. })
     ));
 }
 
@@ -163,9 +163,10 @@ async fn a_corrupt_presence_record_gets_internal() {
     let mut redis = cluster.redis.connection().await;
     let _: () = redis.set("sb:presence:bob", "not a hash").await.unwrap();
     let _: () = redis
-        .hset_multiple(
+        .hset(
             "sb:presence:carol",
-            &[("node", "node-a"), ("session", "nope")],
+            "default",
+            r#"{"node":"node-a","session":"nope","since":1}"#,
         )
         .await
         .unwrap();
@@ -202,7 +203,7 @@ async fn sends_over_the_rate_limit_get_rate_limited() {
     let mut limited = 0;
     for i in 0..N {
         match next_frame(&mut alice).await {
-            ServerFrame::Ack { id, .. } => assert_eq!(id, Some(i.to_string())),
+            ServerFrame::Ack(AckFrame { id, .. }) => assert_eq!(id, Some(i.to_string())),
             ServerFrame::Error { code, id, .. } => {
                 assert!(i >= 3, "the burst of 3 is allowed");
                 assert_eq!((code, id), (ErrorCode::RateLimited, Some(i.to_string())));

@@ -7,7 +7,9 @@ use crate::support::traffic::Churn;
 use crate::support::*;
 use redis::AsyncCommands;
 use serde_json::json;
-use switchboard::protocol::{AckStatus, Disconnect, ErrorCode, ReceiptStatus, ServerFrame};
+use switchboard::protocol::{
+    AckFrame, AckStatus, Disconnect, ErrorCode, MessageFrame, ReceiptStatus, ServerFrame,
+};
 use switchboard_client::{Client, ClientError, Event, Identity};
 use uuid::Uuid;
 
@@ -25,9 +27,9 @@ async fn send_and_ack(
     client.send(to, &json!(id), Some(id), false).await.unwrap();
     loop {
         match next_frame(client).await {
-            ServerFrame::Ack {
+            ServerFrame::Ack(AckFrame {
                 id: got, status, ..
-            } => {
+            }) => {
                 assert_eq!(got.as_deref(), Some(id));
                 return status;
             }
@@ -71,7 +73,7 @@ async fn a_killed_nodes_clients_are_answered_offline_within_the_ttl() {
         match send_and_ack(&mut alice, "bob", &format!("p{i}"), &mut receipts).await {
             AckStatus::Offline => break killed.elapsed(),
             AckStatus::Remote => remote_after_kill += 1,
-            AckStatus::Local => panic!("bob is not on node-a"),
+            other => panic!("bob is not on node-a: {other:?}"),
         }
         if first_offline_receipt.is_none() && receipts.contains(&ReceiptStatus::Offline) {
             first_offline_receipt = Some(killed.elapsed());
@@ -161,7 +163,7 @@ async fn messages_in_flight_when_the_recipient_node_dies_are_answered_offline() 
     let mut acked = Vec::new();
     while acked.len() < N {
         match next_frame(&mut alice).await {
-            ServerFrame::Ack { status, msg_id, .. } => {
+            ServerFrame::Ack(AckFrame { status, msg_id, .. }) => {
                 assert_eq!(status, AckStatus::Remote);
                 acked.push(msg_id);
             }
@@ -187,7 +189,7 @@ async fn messages_in_flight_when_the_recipient_node_dies_are_answered_offline() 
     let mut received = std::collections::HashSet::new();
     loop {
         match next_event(&mut bob).await {
-            Event::Frame(ServerFrame::Message { msg_id, .. }) => {
+            Event::Frame(ServerFrame::Message(MessageFrame { msg_id, .. })) => {
                 received.insert(msg_id);
             }
             Event::Frame(other) => panic!("unexpected {other:?}"),
@@ -270,8 +272,8 @@ async fn a_restarted_node_does_not_inherit_its_ghosts() {
         assert!(i < 500, "node-a kept routing to the ghost");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut conn = redis.connection().await;
-    let left: Option<String> = conn.hget("sb:presence:bob", "session").await.unwrap();
+    let conn = redis.connection().await;
+    let left = presence_field(&conn, "bob").await.map(|f| f.session);
     assert_ne!(left, Some(bob_session.to_string()), "the ghost was deleted");
 }
 
@@ -326,13 +328,13 @@ async fn a_redis_outage_keeps_sessions_refuses_new_ones_and_restores_records() {
 
     // Redis comes back empty: every live session's record is written back.
     let redis = Redis::start_on(Some(port));
-    let mut conn = redis.connection().await;
+    let conn = redis.connection().await;
     let started = Instant::now();
     eventually("records are restored", || {
-        let mut conn = conn.clone();
+        let conn = conn.clone();
         async move {
-            let a: Option<String> = conn.hget("sb:presence:alice", "session").await.unwrap();
-            let b: Option<String> = conn.hget("sb:presence:bob", "session").await.unwrap();
+            let a = presence_field(&conn, "alice").await.map(|f| f.session);
+            let b = presence_field(&conn, "bob").await.map(|f| f.session);
             a == Some(alice_session.to_string()) && b == Some(bob_session.to_string())
         }
     })
@@ -341,7 +343,7 @@ async fn a_redis_outage_keeps_sessions_refuses_new_ones_and_restores_records() {
         "records restored {:?} after Redis came back",
         started.elapsed()
     );
-    let node: String = conn.hget("sb:presence:bob", "node").await.unwrap();
+    let node = presence_field(&conn, "bob").await.unwrap().node;
     assert_eq!(node, "node-b");
 
     alice
@@ -351,7 +353,7 @@ async fn a_redis_outage_keeps_sessions_refuses_new_ones_and_restores_records() {
     assert_eq!(ack_status(&mut alice).await, AckStatus::Remote);
     assert!(matches!(
         next_frame(&mut bob).await,
-        ServerFrame::Message { .. }
+        ServerFrame::Message(MessageFrame { .. })
     ));
 
     // A newer session wins over a restored older one, wherever it is.
@@ -373,7 +375,7 @@ async fn a_redis_outage_keeps_sessions_refuses_new_ones_and_restores_records() {
             Event::Frame(_) => {}
         }
     }
-    let session: String = conn.hget("sb:presence:bob", "session").await.unwrap();
+    let session = presence_field(&conn, "bob").await.unwrap().session;
     assert_eq!(session, bob2.welcome().session_id.to_string());
 }
 
@@ -418,10 +420,10 @@ async fn a_nats_outage_is_answered_and_subscriptions_come_back() {
                     code: ErrorCode::Unavailable,
                     ..
                 } => break false,
-                ServerFrame::Ack {
+                ServerFrame::Ack(AckFrame {
                     status: AckStatus::Remote,
                     ..
-                } => {}
+                }) => {}
                 ServerFrame::Receipt { status, .. } => break status == ReceiptStatus::Delivered,
                 other => panic!("unexpected {other:?}"),
             }
@@ -441,7 +443,7 @@ async fn a_nats_outage_is_answered_and_subscriptions_come_back() {
     );
     assert!(matches!(
         next_frame(&mut bob).await,
-        ServerFrame::Message { .. }
+        ServerFrame::Message(MessageFrame { .. })
     ));
     eventually("ready again", || async {
         http(&a, "GET", "/readyz", &[], None).await.0 == 200
@@ -499,8 +501,12 @@ async fn churn_leaves_one_record_per_live_session_and_loses_nothing_silently() {
     assert_eq!(keys.len(), stayers.len());
     for client in &stayers {
         let key = format!("sb:presence:{}", client.welcome().client_id);
-        let session: String = conn.hget(&key, "session").await.unwrap();
-        assert_eq!(session, client.welcome().session_id.to_string());
+        let fields: Vec<String> = conn.hkeys(&key).await.unwrap();
+        assert_eq!(fields, ["default"], "one field: its one device");
+        let field = presence_field(&conn, &client.welcome().client_id)
+            .await
+            .unwrap();
+        assert_eq!(field.session, client.welcome().session_id.to_string());
     }
 }
 
@@ -579,39 +585,56 @@ async fn ghost_records_are_swept_after_a_crash_and_after_a_restart() {
 }
 
 /// A session is findable on its node from the moment it is registered
-/// locally; if its presence record then cannot be written, whatever was
-/// queued for it meanwhile is answered offline, not dropped.
+/// locally, before its presence field is written. If that write then
+/// fails, the session is refused at the upgrade (503) and what was queued
+/// for it meanwhile is not dropped: here, a reconnect of bob's phone
+/// cannot be registered (Redis hangs), and the message that reached it
+/// meanwhile goes to the phone's previous session, which stays.
 #[tokio::test]
-async fn messages_for_a_session_that_fails_to_register_are_answered_offline() {
+async fn messages_for_a_session_that_fails_to_register_are_not_lost() {
     let redis = Redis::start();
     let nats = Nats::start();
     let a = new_node().id("node-a").on(&redis, &nats).start().await;
-    let mut alice = connect(&a, "alice").await;
+    let b = new_node().id("node-b").on(&redis, &nats).start().await;
+    let mut alice = connect(&b, "alice").await;
+    let mut bob = connect(&a, "bob").await;
+    // Node-b caches bob's route.
+    deliver_until_cached(&mut alice, &mut bob, &b).await;
+    let bob_id = switchboard::protocol::ClientId::parse("bob").unwrap();
+
     redis.freeze();
     let url = ws_url(&a);
-    let bob =
+    let again =
         tokio::spawn(async move { Client::connect(&url, Identity::Name("bob".into())).await });
-    let bob_id = switchboard::protocol::ClientId::parse("bob").unwrap();
-    eventually("bob is registered locally", || async {
-        a.node().router().hub().get(&bob_id).is_some()
+    let first = bob.welcome().session_id;
+    eventually("bob's new session is registered locally", || async {
+        a.node()
+            .router()
+            .hub()
+            .sessions(&bob_id)
+            .is_some_and(|s| s.iter().any(|s| s.id != first))
     })
     .await;
     alice
-        .send("bob", &json!("early"), Some("e"), false)
+        .send("bob", &json!("early"), Some("e"), true)
         .await
         .unwrap();
-    assert_eq!(ack_status(&mut alice).await, AckStatus::Local);
-    // Registration fails (Redis does not answer): bob is refused...
-    match within(bob).await.unwrap() {
-        Err(ClientError::Closed { code, .. }) => assert_eq!(code, Some(1011)),
-        Err(e) => panic!("bob should have been refused with 1011: {e}"),
-        Ok(_) => panic!("bob should have been refused"),
+    assert_eq!(ack_status(&mut alice).await, AckStatus::Remote);
+    // The registration fails (Redis does not answer): refused at the upgrade...
+    match within(again).await.unwrap() {
+        Err(ClientError::Refused { status, .. }) => assert_eq!(status, 503),
+        Err(e) => panic!("the new session should have been refused with 503: {e}"),
+        Ok(_) => panic!("the new session should have been refused"),
     }
-    // ... and alice hears that her message went nowhere.
+    // ... and the message reaches bob's phone all the same.
+    match next_frame(&mut bob).await {
+        ServerFrame::Message(m) => assert_eq!(m.body, json!("early")),
+        other => panic!("bob got {other:?}"),
+    }
     assert!(matches!(
         next_frame(&mut alice).await,
         ServerFrame::Receipt {
-            status: ReceiptStatus::Offline,
+            status: ReceiptStatus::Delivered,
             ..
         }
     ));
@@ -668,13 +691,10 @@ async fn records_restored_after_a_short_redis_outage_stay_restored() {
     }
     let conn = redis.connection().await;
     let all_present = |conn: &redis::aio::MultiplexedConnection| {
-        let (mut conn, names, sessions) = (conn.clone(), names.clone(), sessions.clone());
+        let (conn, names, sessions) = (conn.clone(), names.clone(), sessions.clone());
         async move {
             for (name, session) in names.iter().zip(&sessions) {
-                let got: Option<String> = conn
-                    .hget(format!("sb:presence:{name}"), "session")
-                    .await
-                    .unwrap_or(None);
+                let got = presence_field(&conn, name).await.map(|f| f.session);
                 if got.as_ref() != Some(session) {
                     return false;
                 }
@@ -751,12 +771,9 @@ async fn a_live_sessions_vanished_record_comes_back_by_itself() {
     let bob = named(&b.ws_url(), "bob").await;
     let conn = redis.connection().await;
     let holds = |client: &'static str, session: Uuid| {
-        let mut conn = conn.clone();
+        let conn = conn.clone();
         async move {
-            let got: Option<String> = conn
-                .hget(format!("sb:presence:{client}"), "session")
-                .await
-                .unwrap();
+            let got = presence_field(&conn, client).await.map(|f| f.session);
             got == Some(session.to_string())
         }
     };

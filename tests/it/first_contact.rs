@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 use futures_util::StreamExt;
 use serde_json::json;
-use switchboard::protocol::{AckStatus, ErrorCode, ReceiptStatus, ServerFrame};
+use switchboard::protocol::{AckStatus, ErrorCode, MessageFrame, ReceiptStatus, ServerFrame};
 use switchboard_client::{Client, ClientError, Event, Identity};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_switchboard");
@@ -37,7 +37,7 @@ async fn the_client_library_sends_for_ack_and_streams_what_arrives() {
     // bob's message, then her receipt.
     let mut events = alice.events();
     match within(events.next()).await.unwrap().unwrap() {
-        Event::Frame(ServerFrame::Message { from, body, .. }) => {
+        Event::Frame(ServerFrame::Message(MessageFrame { from, body, .. })) => {
             assert_eq!((from.as_str(), body), ("bob", json!({"text": "hi alice"})));
         }
         other => panic!("expected bob's message, got {other:?}"),
@@ -244,7 +244,7 @@ async fn the_terminal_client_chats_over_stdin_and_stdout() {
     chat.expect("[1] -> bob: local");
     chat.expect("[1] -> bob: delivered");
     match next_frame(&mut bob).await {
-        ServerFrame::Message { from, body, .. } => {
+        ServerFrame::Message(MessageFrame { from, body, .. }) => {
             assert_eq!(
                 (from.as_str(), body),
                 ("alice", json!({"text": "hello bob"}))

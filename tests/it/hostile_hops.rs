@@ -8,10 +8,13 @@ use crate::support::*;
 use futures_util::StreamExt;
 use serde_json::json;
 use serde_json::value::RawValue;
-use switchboard::protocol::envelope::{encode_envelope, encode_message_hop};
+use switchboard::protocol::envelope::{
+    MessageHopOut, OutcomeStatus, encode_envelope, encode_message_hop,
+};
 use switchboard::protocol::frames::encode_message;
 use switchboard::protocol::{
-    AckStatus, ClientId, Envelope, Hop, NodeId, ReceiptStatus, ReplyTo, ServerFrame,
+    AckStatus, Addressee, ClientId, DeviceId, Envelope, Hop, MessageFrame, NodeId, ReplyTo,
+    ServerFrame, Target,
 };
 use uuid::Uuid;
 
@@ -28,17 +31,31 @@ fn hop(msg_id: Uuid, from: &str, to: &str, frame: &str) -> Vec<u8> {
         session: Uuid::new_v4(),
         receipt: false,
     };
-    let hop = encode_message_hop(msg_id, &id(from), &id(to), false, Some(&reply), frame);
+    let targets = [Target {
+        to: id(to),
+        device: DeviceId::default_device(),
+        session: Uuid::new_v4(),
+    }];
+    let hop = encode_message_hop(&MessageHopOut {
+        msg_id,
+        from: &id(from),
+        to: Addressee::Client(&id(to)),
+        forwarded: false,
+        reply: Some(&reply),
+        targets: &targets,
+        carbons: &[],
+        frame,
+    });
     encode_envelope([hop.as_slice()])
 }
 
 /// The next outcome reported to the watcher node.
-async fn next_outcome(watcher: &mut async_nats::Subscriber) -> (Uuid, ReceiptStatus) {
+async fn next_outcome(watcher: &mut async_nats::Subscriber) -> (Uuid, OutcomeStatus) {
     let message = within(watcher.next()).await.expect("an envelope");
     let envelope = Envelope::decode(&message.payload).expect("a valid envelope");
     for hop in envelope.into_hops() {
         if let Hop::Outcomes(outcomes) = hop {
-            let outcome = outcomes[0];
+            let outcome = &outcomes[0];
             return (outcome.msg_id, outcome.status);
         }
     }
@@ -58,7 +75,7 @@ async fn hostile_envelopes_are_counted_answered_and_never_delivered() {
     for garbage in [
         &b"\xff not json"[..],
         b"{}",
-        br#"{"v":1,"hop":{"teleport":{}}}"#,
+        br#"{"v":2,"hop":{"teleport":{}}}"#,
     ] {
         nats.publish(subject, garbage.to_vec().into())
             .await
@@ -70,13 +87,19 @@ async fn hostile_envelopes_are_counted_answered_and_never_delivered() {
     // A frame addressed to carol in a hop for bob: writing it to bob's
     // socket would hand him someone else's message.
     let mismatched = Uuid::now_v7();
-    let frame = encode_message(mismatched, &id("alice"), &id("carol"), &body, 1);
+    let frame = encode_message(
+        mismatched,
+        &id("alice"),
+        Addressee::Client(&id("carol")),
+        &body,
+        1,
+    );
     nats.publish(subject, hop(mismatched, "alice", "bob", &frame).into())
         .await
         .unwrap();
     assert_eq!(
         next_outcome(&mut watcher).await,
-        (mismatched, ReceiptStatus::Offline)
+        (mismatched, OutcomeStatus::Offline)
     );
 
     // Not a message frame at all.
@@ -87,7 +110,7 @@ async fn hostile_envelopes_are_counted_answered_and_never_delivered() {
         .unwrap();
     assert_eq!(
         next_outcome(&mut watcher).await,
-        (impostor, ReceiptStatus::Offline)
+        (impostor, OutcomeStatus::Offline)
     );
 
     // The right start, then a body bob's parser cannot read and a second
@@ -102,31 +125,43 @@ async fn hostile_envelopes_are_counted_answered_and_never_delivered() {
             .unwrap();
         assert_eq!(
             next_outcome(&mut watcher).await,
-            (tampered, ReceiptStatus::Offline)
+            (tampered, OutcomeStatus::Offline)
         );
     }
 
     // A body far larger than any client of node-b could have sent.
     let oversized = Uuid::now_v7();
     let big = RawValue::from_string(format!("\"{}\"", "x".repeat(70_000))).unwrap();
-    let frame = encode_message(oversized, &id("alice"), &id("bob"), &big, 1);
+    let frame = encode_message(
+        oversized,
+        &id("alice"),
+        Addressee::Client(&id("bob")),
+        &big,
+        1,
+    );
     nats.publish(subject, hop(oversized, "alice", "bob", &frame).into())
         .await
         .unwrap();
     assert_eq!(
         next_outcome(&mut watcher).await,
-        (oversized, ReceiptStatus::Offline)
+        (oversized, OutcomeStatus::Offline)
     );
 
     // Well formed, for a client node-b does not hold: answered offline.
     let absent = Uuid::now_v7();
-    let frame = encode_message(absent, &id("alice"), &id("nobody"), &body, 1);
+    let frame = encode_message(
+        absent,
+        &id("alice"),
+        Addressee::Client(&id("nobody")),
+        &body,
+        1,
+    );
     nats.publish(subject, hop(absent, "alice", "nobody", &frame).into())
         .await
         .unwrap();
     assert_eq!(
         next_outcome(&mut watcher).await,
-        (absent, ReceiptStatus::Offline)
+        (absent, OutcomeStatus::Offline)
     );
 
     // node-b is unharmed, and the first thing bob ever receives after his
@@ -137,7 +172,7 @@ async fn hostile_envelopes_are_counted_answered_and_never_delivered() {
         .unwrap();
     assert_eq!(ack_status(&mut alice).await, AckStatus::Remote);
     match next_frame(&mut bob).await {
-        ServerFrame::Message { from, body, .. } => {
+        ServerFrame::Message(MessageFrame { from, body, .. }) => {
             assert_eq!((from.as_str(), body), ("alice", json!("real")))
         }
         other => panic!("bob got {other:?}"),

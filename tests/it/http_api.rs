@@ -2,7 +2,7 @@
 
 use crate::support::*;
 use serde_json::json;
-use switchboard::protocol::ServerFrame;
+use switchboard::protocol::{MessageFrame, ServerFrame};
 
 const KEY: &str = "api-key-1";
 
@@ -168,12 +168,12 @@ async fn api_send_routes_like_a_client_send() {
     assert_eq!(body["status"], "remote");
     let msg_id: uuid::Uuid = body["msg_id"].as_str().unwrap().parse().unwrap();
 
-    let ServerFrame::Message {
+    let ServerFrame::Message(MessageFrame {
         msg_id: got,
         from,
         body,
         ..
-    } = next_frame(&mut bob).await
+    }) = next_frame(&mut bob).await
     else {
         panic!("expected a message")
     };
@@ -236,7 +236,18 @@ async fn api_send_refuses_bad_requests_clearly() {
 #[tokio::test]
 async fn api_presence_reports_where_a_client_is() {
     let cluster = Cluster::start_with(&["--api-key", KEY]).await;
-    let _bob = connect(&cluster.b, "bob@x").await;
+    let bob = connect(&cluster.b, "bob@x").await;
+    let options = switchboard_client::ConnectOptions {
+        device: Some("phone".into()),
+        ..Default::default()
+    };
+    let phone = within(switchboard_client::Client::connect_with(
+        &ws_url(&cluster.a),
+        switchboard_client::Identity::Name("bob@x".into()),
+        &options,
+    ))
+    .await
+    .unwrap();
     let auth = format!("Bearer {KEY}");
     let headers = [("Authorization", auth.as_str())];
 
@@ -251,18 +262,37 @@ async fn api_presence_reports_where_a_client_is() {
     assert_eq!(status, 200, "{body}");
     let body = json(&body);
     assert_eq!(
-        (
-            body["client_id"].as_str(),
-            body["online"].as_bool(),
-            body["node"].as_str()
-        ),
-        (Some("bob@x"), Some(true), Some("node-b"))
+        (body["client_id"].as_str(), body["online"].as_bool()),
+        (Some("bob@x"), Some(true))
     );
-    assert!(body["since"].as_u64().unwrap() > 0);
+    // Every device, with its node, session and since.
+    let mut devices = body["devices"].as_array().unwrap().clone();
+    devices.sort_by_key(|d| d["device"].as_str().unwrap().to_owned());
+    let summary: Vec<_> = devices
+        .iter()
+        .map(|d| {
+            (
+                d["device"].as_str().unwrap(),
+                d["node"].as_str().unwrap(),
+                d["session"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("default", "node-b", bob.welcome().session_id.to_string()),
+            ("phone", "node-a", phone.welcome().session_id.to_string()),
+        ]
+    );
+    assert!(devices.iter().all(|d| d["since"].as_u64().unwrap() > 0));
 
     let (status, body) = http(&cluster.a, "GET", "/api/v1/presence/nobody", &headers, None).await;
     assert_eq!(status, 200);
-    assert_eq!(json(&body), json!({"client_id": "nobody", "online": false}));
+    assert_eq!(
+        json(&body),
+        json!({"client_id": "nobody", "online": false, "devices": []})
+    );
 
     let (status, body) = http(&cluster.a, "GET", "/api/v1/presence/a%20b", &headers, None).await;
     assert_eq!(

@@ -16,6 +16,7 @@ mod chaos;
 mod credentials;
 mod decoders;
 mod deployment;
+mod devices;
 mod embedded;
 mod errors;
 mod failures;

@@ -11,7 +11,9 @@ use crate::support::servers::{Memcached, NatsCluster, RedisCluster};
 use crate::support::traffic::Churn;
 use crate::support::*;
 use serde_json::json;
-use switchboard::protocol::{AckStatus, ErrorCode, ReceiptStatus, ServerFrame};
+use switchboard::protocol::{
+    AckFrame, AckStatus, ErrorCode, MessageFrame, ReceiptStatus, ServerFrame,
+};
 use switchboard::runtime::RunningNode;
 use switchboard_client::Client;
 use uuid::Uuid;
@@ -46,14 +48,14 @@ async fn send_until(from: &mut Client, to: &mut Client, want: AckStatus) {
         .unwrap();
         let status = loop {
             match next_frame(from).await {
-                ServerFrame::Ack { status, .. } => break Some(status),
+                ServerFrame::Ack(AckFrame { status, .. }) => break Some(status),
                 ServerFrame::Error { .. } => break None,
                 _ => {}
             }
         };
         if status == Some(want) {
             loop {
-                if let ServerFrame::Message { body, .. } = next_frame(to).await
+                if let ServerFrame::Message(MessageFrame { body, .. }) = next_frame(to).await
                     && body == json!(id)
                 {
                     return;
@@ -226,7 +228,7 @@ async fn a_nats_server_stopping_under_a_node_is_a_short_answered_gap() {
         let arrivals = arrivals.clone();
         tokio::spawn(async move {
             while let Ok(Some(frame)) = bob.next_frame().await {
-                if let ServerFrame::Message { body, .. } = frame
+                if let ServerFrame::Message(MessageFrame { body, .. }) = frame
                     && let Some(n) = body.as_u64()
                 {
                     arrivals.lock().unwrap().push((n, Instant::now()));
@@ -249,7 +251,7 @@ async fn a_nats_server_stopping_under_a_node_is_a_short_answered_gap() {
         alice.send("bob", &json!(n), Some("p"), true).await.unwrap();
         let answer = loop {
             match next_frame(&mut alice).await {
-                ServerFrame::Ack { status, msg_id, .. } => break Ok((status, msg_id)),
+                ServerFrame::Ack(AckFrame { status, msg_id, .. }) => break Ok((status, msg_id)),
                 ServerFrame::Error { code, .. } => break Err(code),
                 ServerFrame::Receipt { msg_id, status, .. } => {
                     receipts.insert(msg_id, status);
@@ -260,7 +262,7 @@ async fn a_nats_server_stopping_under_a_node_is_a_short_answered_gap() {
         match answer {
             Ok((AckStatus::Remote, msg_id)) => remote.push((n, msg_id)),
             Ok((AckStatus::Offline, _)) => offline += 1,
-            Ok((AckStatus::Local, _)) => panic!("bob is not on node-a"),
+            Ok((other, _)) => panic!("bob is not on node-a: {other:?}"),
             Err(ErrorCode::Unavailable) => unavailable += 1,
             Err(code) => panic!("probe {n}: {code:?}"),
         }

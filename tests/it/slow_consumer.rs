@@ -4,7 +4,9 @@
 
 use crate::support::*;
 use serde_json::json;
-use switchboard::protocol::{AckStatus, Disconnect, ReceiptStatus, ServerFrame};
+use switchboard::protocol::{
+    AckFrame, AckStatus, Disconnect, MessageFrame, ReceiptStatus, ServerFrame,
+};
 use switchboard_client::Event;
 
 #[tokio::test]
@@ -35,14 +37,14 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_nothing_is_lost_sil
     let (mut local, mut offline_acks) = (0, 0);
     for _ in 0..N {
         match next_frame(&mut alice).await {
-            ServerFrame::Ack {
+            ServerFrame::Ack(AckFrame {
                 status: AckStatus::Local,
                 ..
-            } => local += 1,
-            ServerFrame::Ack {
+            }) => local += 1,
+            ServerFrame::Ack(AckFrame {
                 status: AckStatus::Offline,
                 ..
-            } => offline_acks += 1,
+            }) => offline_acks += 1,
             ServerFrame::Receipt { .. } => {}
             other => panic!("alice got {other:?}"),
         }
@@ -56,7 +58,7 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_nothing_is_lost_sil
     let mut received = 0;
     let code = loop {
         match next_event(&mut bob).await {
-            Event::Frame(ServerFrame::Message { .. }) => received += 1,
+            Event::Frame(ServerFrame::Message(MessageFrame { .. })) => received += 1,
             Event::Frame(other) => panic!("bob got {other:?}"),
             Event::Closed { code, .. } => break code,
         }
@@ -130,10 +132,10 @@ async fn a_burst_of_offline_receipts_reaches_a_reading_sender(sends: usize, extr
     let (mut remote, mut offline_receipts) = (0, 0);
     while remote < sends || offline_receipts < remote {
         match next_event(&mut alice).await {
-            Event::Frame(ServerFrame::Ack {
+            Event::Frame(ServerFrame::Ack(AckFrame {
                 status: AckStatus::Remote,
                 ..
-            }) => remote += 1,
+            })) => remote += 1,
             Event::Frame(ServerFrame::Receipt {
                 status: ReceiptStatus::Offline,
                 ..
@@ -190,14 +192,14 @@ async fn a_session_queue_is_bounded_in_bytes() {
         alice.send("bob", &body, None, false).await.unwrap();
         sent += 1;
         match next_frame(&mut alice).await {
-            ServerFrame::Ack {
+            ServerFrame::Ack(AckFrame {
                 status: AckStatus::Local,
                 ..
-            } => local += 1,
-            ServerFrame::Ack {
+            }) => local += 1,
+            ServerFrame::Ack(AckFrame {
                 status: AckStatus::Offline,
                 ..
-            } => break,
+            }) => break,
             other => panic!("alice got {other:?}"),
         }
         assert!(sent < 200, "the byte bound never took effect");

@@ -2,14 +2,13 @@
 //! it is, and the older one's late disconnect leaves the new record alone.
 
 use crate::support::*;
-use redis::AsyncCommands;
 use serde_json::json;
-use switchboard::protocol::{AckStatus, Disconnect, ServerFrame};
+use switchboard::protocol::{AckFrame, AckStatus, Disconnect, MessageFrame, ServerFrame};
 
 #[tokio::test]
 async fn a_new_session_on_another_node_replaces_the_old_one() {
     let cluster = Cluster::start().await;
-    let mut redis = cluster.redis.connection().await;
+    let redis = cluster.redis.connection().await;
     let mut old = connect(&cluster.a, "bob").await;
     let new = connect(&cluster.b, "bob").await;
     let new_session = new.welcome().session_id;
@@ -26,10 +25,9 @@ async fn a_new_session_on_another_node_replaces_the_old_one() {
         cluster.a.node().metrics().sessions_open() == 0
     })
     .await;
-    let session: String = redis.hget("sb:presence:bob", "session").await.unwrap();
-    let node: String = redis.hget("sb:presence:bob", "node").await.unwrap();
+    let field = presence_field(&redis, "bob").await.expect("bob's field");
     assert_eq!(
-        (session, node.as_str()),
+        (field.session, field.node.as_str()),
         (new_session.to_string(), "node-b")
     );
 
@@ -43,7 +41,7 @@ async fn a_new_session_on_another_node_replaces_the_old_one() {
     assert_eq!(ack_status(&mut alice).await, AckStatus::Remote);
     assert!(matches!(
         next_frame(&mut new).await,
-        ServerFrame::Message { .. }
+        ServerFrame::Message(MessageFrame { .. })
     ));
 }
 
@@ -61,16 +59,16 @@ async fn a_new_session_on_the_same_node_replaces_the_old_one() {
     })
     .await;
 
-    let mut redis = cluster.redis.connection().await;
-    let session: String = redis.hget("sb:presence:bob", "session").await.unwrap();
-    assert_eq!(session, new.welcome().session_id.to_string());
+    let redis = cluster.redis.connection().await;
+    let field = presence_field(&redis, "bob").await.expect("bob's field");
+    assert_eq!(field.session, new.welcome().session_id.to_string());
 
     let mut alice = connect(&cluster.a, "alice").await;
     alice.send("bob", &json!(1), None, false).await.unwrap();
     assert_eq!(ack_status(&mut alice).await, AckStatus::Local);
     assert!(matches!(
         next_frame(&mut new).await,
-        ServerFrame::Message { .. }
+        ServerFrame::Message(MessageFrame { .. })
     ));
 }
 
@@ -91,7 +89,7 @@ async fn acks_before_a_takeover_are_in_order_and_end_with_4001() {
     let mut acks = 0;
     loop {
         match next_event(&mut old).await {
-            switchboard_client::Event::Frame(ServerFrame::Ack { id, .. }) => {
+            switchboard_client::Event::Frame(ServerFrame::Ack(AckFrame { id, .. })) => {
                 assert_eq!(id, Some(acks.to_string()));
                 acks += 1;
             }

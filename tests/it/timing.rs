@@ -9,14 +9,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use switchboard::backends::{MemoryHub, MemoryPresence};
-use switchboard::presence::{HeartbeatReport, PresenceError, PresenceRecord, PresenceStore};
-use switchboard::protocol::{AckStatus, ClientId, NodeId};
+use switchboard::presence::{
+    HeartbeatReport, PresenceError, PresenceRecord, PresenceStore, Registered,
+};
+use switchboard::protocol::{AckStatus, ClientId, DeviceId, NodeId};
 use uuid::Uuid;
 
 use crate::support::{FakeSession, assembled, eventually};
 
 /// Two nodes, `a` and `b`, on one in-memory store and hub.
-async fn pair(
+pub async fn pair(
     presence: Arc<dyn PresenceStore>,
     flags: &[&str],
 ) -> (
@@ -48,8 +50,8 @@ async fn outcomes_return_even_when_no_receipt_was_asked_for() {
     let alice = FakeSession::open(&a, "alice").await;
     let bob = FakeSession::open(&b, "bob").await;
     for _ in 0..20 {
-        let status = a.router().route(alice.message("bob", false)).await.unwrap();
-        assert_eq!(status, AckStatus::Remote);
+        let sent = a.router().route(alice.message("bob", false)).await.unwrap();
+        assert_eq!(sent.status, AckStatus::Remote);
     }
     eventually("bob has them all", || async {
         bob.handle.outbox.take().messages.len() >= 20 || bob.handle.outbox.closing().is_some()
@@ -63,8 +65,8 @@ async fn outcomes_return_even_when_no_receipt_was_asked_for() {
     assert!(receipts.iter().all(|r| r.contains("\"offline\"")));
 
     for _ in 0..20 {
-        let status = a.router().route(alice.message("bob", false)).await.unwrap();
-        assert_eq!(status, AckStatus::Remote);
+        let sent = a.router().route(alice.message("bob", false)).await.unwrap();
+        assert_eq!(sent.status, AckStatus::Remote);
     }
     let mut written = 0;
     while written < 20 {
@@ -98,19 +100,21 @@ impl PresenceStore for SlowRestore {
         &self,
         client: &ClientId,
         record: &PresenceRecord,
-    ) -> Result<Option<PresenceRecord>, PresenceError> {
-        self.inner.register(client, record).await
+        max_devices: usize,
+    ) -> Result<Registered, PresenceError> {
+        self.inner.register(client, record, max_devices).await
     }
-    async fn lookup(&self, client: &ClientId) -> Result<Option<PresenceRecord>, PresenceError> {
+    async fn lookup(&self, client: &ClientId) -> Result<Vec<PresenceRecord>, PresenceError> {
         self.inner.lookup(client).await
     }
     async fn remove(
         &self,
         client: &ClientId,
+        device: &DeviceId,
         node: &NodeId,
         session: Uuid,
     ) -> Result<bool, PresenceError> {
-        self.inner.remove(client, node, session).await
+        self.inner.remove(client, device, node, session).await
     }
     async fn heartbeat(
         &self,
@@ -175,8 +179,8 @@ async fn a_long_restore_does_not_stop_the_heartbeat() {
     // Well past a TTL into the restore: node a must still be alive to b.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(store.restores.load(Ordering::SeqCst), 0, "still restoring");
-    let status = b.router().route(bob.message("alice", true)).await.unwrap();
-    assert_eq!(status, AckStatus::Remote);
+    let sent = b.router().route(bob.message("alice", true)).await.unwrap();
+    assert_eq!(sent.status, AckStatus::Remote);
     alice.handle.outbox.ready().await;
     let (messages, _) = alice.write().await;
     assert_eq!(messages.len(), 1, "{messages:?}");
@@ -196,8 +200,8 @@ async fn quiet_outcomes_linger_briefly_and_receipts_do_not() {
     let alice = FakeSession::open(&a, "alice").await;
     let bob = FakeSession::open(&b, "bob").await;
 
-    let status = a.router().route(alice.message("bob", false)).await.unwrap();
-    assert_eq!(status, AckStatus::Remote);
+    let sent = a.router().route(alice.message("bob", false)).await.unwrap();
+    assert_eq!(sent.status, AckStatus::Remote);
     bob.handle.outbox.ready().await;
     assert_eq!(bob.write().await.0.len(), 1);
     let written = tokio::time::Instant::now();
@@ -211,8 +215,8 @@ async fn quiet_outcomes_linger_briefly_and_receipts_do_not() {
         "it lingered {waited:?}"
     );
 
-    let status = a.router().route(alice.message("bob", true)).await.unwrap();
-    assert_eq!(status, AckStatus::Remote);
+    let sent = a.router().route(alice.message("bob", true)).await.unwrap();
+    assert_eq!(sent.status, AckStatus::Remote);
     bob.handle.outbox.ready().await;
     bob.write().await;
     let written = tokio::time::Instant::now();

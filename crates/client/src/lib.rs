@@ -3,25 +3,32 @@
 //!
 //! ```no_run
 //! use futures_util::StreamExt;
-//! use switchboard_client::{Client, Event, Identity};
+//! use switchboard_client::{Client, ConnectOptions, Event, Identity};
 //! use switchboard_client::protocol::ServerFrame;
 //!
 //! # async fn demo() -> Result<(), switchboard_client::ClientError> {
-//! // With authentication on: Identity::Token(token) instead.
-//! let mut alice = Client::connect("ws://127.0.0.1:8080", Identity::Name("alice".into())).await?;
+//! // With authentication on: Identity::Token(token) instead. One session
+//! // per device; alice's other devices stay online.
+//! let options = ConnectOptions { device: Some("laptop".into()), ..Default::default() };
+//! let mut alice =
+//!     Client::connect_with("ws://127.0.0.1:8080", Identity::Name("alice".into()), &options).await?;
 //! println!("alice is on node {}", alice.welcome().node);
 //!
-//! // The ack says which branch the node took: local, remote or offline.
+//! // The ack says which branch the node took (local, remote or offline)
+//! // and how many of bob's sessions the message reached.
 //! let ack = alice.send_for_ack("bob", &serde_json::json!({"text": "hi"}), true).await?;
-//! println!("message {} routed {:?}", ack.msg_id, ack.status);
+//! println!("message {} routed {:?} to {:?} sessions", ack.msg_id, ack.status, ack.sessions);
 //!
 //! // Then everything that arrives, typed, until the session closes.
 //! let mut events = alice.events();
 //! while let Some(event) = events.next().await {
 //!     match event? {
-//!         Event::Frame(ServerFrame::Message { from, body, .. }) => println!("{from}: {body}"),
-//!         Event::Frame(ServerFrame::Receipt { msg_id, status, .. }) => {
-//!             println!("{msg_id}: {status:?}")
+//!         Event::Frame(ServerFrame::Message(m)) if m.carbon => {
+//!             println!("(sent from another device) {}", m.body)
+//!         }
+//!         Event::Frame(ServerFrame::Message(m)) => println!("{}: {}", m.from, m.body),
+//!         Event::Frame(ServerFrame::Receipt { msg_id, status, device, .. }) => {
+//!             println!("{msg_id} on {device:?}: {status:?}")
 //!         }
 //!         Event::Frame(_) => {}
 //!         Event::Closed { code, reason } => println!("closed {code:?} {reason}"),
@@ -52,7 +59,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
 pub use switchboard_protocol as protocol;
-use switchboard_protocol::{AckStatus, ErrorCode, ServerFrame};
+use switchboard_protocol::{AckFrame, ErrorCode, ServerFrame};
 
 /// How a client proves who it is.
 #[derive(Debug, Clone)]
@@ -67,8 +74,16 @@ pub enum Identity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Welcome {
     pub client_id: String,
+    /// This session's device (`default` when none was named).
+    pub device: String,
     pub session_id: Uuid,
     pub node: String,
+    /// Acks mode: what takes this session back after a drop.
+    pub resume_token: Option<String>,
+    /// When resuming: whether the node took the session back.
+    pub resumed: Option<bool>,
+    /// With an inbox: how many stored messages follow.
+    pub inbox: Option<u64>,
 }
 
 /// How to open the connection.
@@ -81,6 +96,13 @@ pub struct ConnectOptions {
     pub read_buffer_bytes: usize,
     /// TLS settings for `wss://` URLs. Default: trust the system's roots.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// This session's device (`?device=`); the node says `default` without.
+    pub device: Option<String>,
+    /// Acks mode (`?acks=1`): messages carry a `seq` to confirm.
+    pub acks: bool,
+    /// Take back a detached session: its resume token and the last `seq`
+    /// received.
+    pub resume: Option<(String, u64)>,
 }
 
 impl Default for ConnectOptions {
@@ -89,6 +111,9 @@ impl Default for ConnectOptions {
             local_addr: None,
             read_buffer_bytes: 16 * 1024,
             tls: None,
+            device: None,
+            acks: false,
+            resume: None,
         }
     }
 }
@@ -140,39 +165,58 @@ pub struct Client {
     next_ack_id: u64,
 }
 
-/// The node's answer to a send: which branch it took.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ack {
-    pub msg_id: Uuid,
-    pub status: AckStatus,
+/// The node's answer to a send: which branch it took, how many sessions
+/// it reached, and (v2) the group counts or why the recipient is offline.
+pub type Ack = AckFrame;
+
+/// Whom a send is for.
+#[derive(Debug, Clone, Copy)]
+pub enum To<'a> {
+    Client(&'a str),
+    Group(&'a str),
 }
 
 #[derive(Serialize)]
 struct SendFrame<'a, B: Serialize> {
     #[serde(rename = "type")]
     kind: &'static str,
-    to: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
     body: &'a B,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     receipt: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    store: bool,
 }
 
-/// Turns a node address (`ws://host:port`, with or without `/ws`) and an
-/// identity into the URL of the WebSocket endpoint.
-pub fn session_url(base: &str, identity: &Identity) -> String {
+/// Turns a node address (`ws://host:port`, with or without `/ws`), an
+/// identity and the options into the URL of the WebSocket endpoint.
+pub fn session_url(base: &str, identity: &Identity, options: &ConnectOptions) -> String {
     let base = base.trim_end_matches('/');
     let endpoint = if base.ends_with("/ws") {
         base.to_owned()
     } else {
         format!("{base}/ws")
     };
-    let (key, value) = match identity {
-        Identity::Name(name) => ("client_id", name.as_str()),
-        Identity::Token(token) => ("token", token.as_str()),
-    };
-    let query = serde_urlencoded::to_string([(key, value)]).unwrap_or_default();
+    let mut query: Vec<(&str, String)> = vec![match identity {
+        Identity::Name(name) => ("client_id", name.clone()),
+        Identity::Token(token) => ("token", token.clone()),
+    }];
+    if let Some(device) = &options.device {
+        query.push(("device", device.clone()));
+    }
+    if options.acks {
+        query.push(("acks", "1".into()));
+    }
+    if let Some((token, upto)) = &options.resume {
+        query.push(("resume", token.clone()));
+        query.push(("upto", upto.to_string()));
+    }
+    let query = serde_urlencoded::to_string(query).unwrap_or_default();
     format!("{endpoint}?{query}")
 }
 
@@ -243,7 +287,7 @@ impl Client {
         identity: Identity,
         options: &ConnectOptions,
     ) -> Result<Self, ClientError> {
-        let request = session_url(base, &identity)
+        let request = session_url(base, &identity, options)
             .into_client_request()
             .map_err(|e| ClientError::Connect(e.to_string()))?;
         let secure = request.uri().scheme_str() == Some("wss");
@@ -285,8 +329,12 @@ impl Client {
             ws,
             welcome: Welcome {
                 client_id: String::new(),
+                device: String::new(),
                 session_id: Uuid::nil(),
                 node: String::new(),
+                resume_token: None,
+                resumed: None,
+                inbox: None,
             },
             held: VecDeque::new(),
             next_ack_id: 0,
@@ -294,13 +342,21 @@ impl Client {
         match client.next_event().await? {
             Event::Frame(ServerFrame::Welcome {
                 client_id,
+                device,
                 session_id,
                 node,
+                resume_token,
+                resumed,
+                inbox,
             }) => {
                 client.welcome = Welcome {
                     client_id,
+                    device,
                     session_id,
                     node,
+                    resume_token,
+                    resumed,
+                    inbox,
                 };
                 Ok(client)
             }
@@ -324,12 +380,31 @@ impl Client {
         id: Option<&str>,
         receipt: bool,
     ) -> Result<(), ClientError> {
+        self.send_to(To::Client(to), body, id, receipt, false).await
+    }
+
+    /// Sends `body` to a client or a group; `store` keeps it in an offline
+    /// recipient's inbox (when the node has one).
+    pub async fn send_to<B: Serialize>(
+        &mut self,
+        to: To<'_>,
+        body: &B,
+        id: Option<&str>,
+        receipt: bool,
+        store: bool,
+    ) -> Result<(), ClientError> {
+        let (to, group) = match to {
+            To::Client(client) => (Some(client), None),
+            To::Group(group) => (None, Some(group)),
+        };
         let frame = serde_json::to_string(&SendFrame {
             kind: "send",
             to,
+            group,
             body,
             id,
             receipt,
+            store,
         })
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.send_raw(frame).await
@@ -346,9 +421,31 @@ impl Client {
         body: &B,
         receipt: bool,
     ) -> Result<Ack, ClientError> {
+        self.ask(To::Client(to), body, receipt, false).await
+    }
+
+    /// Sends `body` to every member of `group` and waits for the group ack
+    /// (`fanout`, with its counts), or the error (`not_member`, say).
+    pub async fn send_group<B: Serialize>(
+        &mut self,
+        group: &str,
+        body: &B,
+    ) -> Result<Ack, ClientError> {
+        self.ask(To::Group(group), body, false, false).await
+    }
+
+    /// Sends and waits for the answer to that send, keeping what arrives
+    /// meanwhile.
+    pub async fn ask<B: Serialize>(
+        &mut self,
+        to: To<'_>,
+        body: &B,
+        receipt: bool,
+        store: bool,
+    ) -> Result<Ack, ClientError> {
         self.next_ack_id += 1;
         let id = format!("ack-{}", self.next_ack_id);
-        self.send(to, body, Some(&id), receipt).await?;
+        self.send_to(to, body, Some(&id), receipt, store).await?;
         loop {
             let raw = self.read_raw().await;
             let text = match &raw {
@@ -363,11 +460,9 @@ impl Client {
                 }
             };
             match serde_json::from_str::<ServerFrame>(&text) {
-                Ok(ServerFrame::Ack {
-                    id: Some(got),
-                    msg_id,
-                    status,
-                }) if got == id => return Ok(Ack { msg_id, status }),
+                Ok(ServerFrame::Ack(ack)) if ack.id.as_deref() == Some(id.as_str()) => {
+                    return Ok(ack);
+                }
                 Ok(ServerFrame::Error {
                     id: Some(got),
                     code,
@@ -537,17 +632,24 @@ mod tests {
 
     #[test]
     fn session_url_appends_the_endpoint_and_encodes_the_identity() {
+        let none = ConnectOptions::default();
         assert_eq!(
-            session_url("ws://h:1", &Identity::Name("a@b:c".into())),
+            session_url("ws://h:1", &Identity::Name("a@b:c".into()), &none),
             "ws://h:1/ws?client_id=a%40b%3Ac"
         );
         assert_eq!(
-            session_url("ws://h:1/ws", &Identity::Token("t.k".into())),
+            session_url("ws://h:1/ws", &Identity::Token("t.k".into()), &none),
             "ws://h:1/ws?token=t.k"
         );
+        let v2 = ConnectOptions {
+            device: Some("phone".into()),
+            acks: true,
+            resume: Some(("tok".into(), 7)),
+            ..ConnectOptions::default()
+        };
         assert_eq!(
-            session_url("ws://h:1/", &Identity::Name("a".into())),
-            "ws://h:1/ws?client_id=a"
+            session_url("ws://h:1/", &Identity::Name("a".into()), &v2),
+            "ws://h:1/ws?client_id=a&device=phone&acks=1&resume=tok&upto=7"
         );
     }
 }

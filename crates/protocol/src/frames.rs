@@ -7,14 +7,14 @@
 //! tests, the load generator).
 
 use std::borrow::Cow;
-use std::fmt;
+use std::fmt::{self, Write};
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use super::ids::{ClientId, NodeId};
+use super::ids::{ClientId, DeviceId, GroupId, NodeId};
 
 /// Longest `id` a client may attach to a frame, in bytes.
 pub const MAX_FRAME_ID_BYTES: usize = 128;
@@ -45,10 +45,12 @@ pub enum ErrorCode {
     RateLimited,
     Unavailable,
     Internal,
+    /// v2: a send to a group the sender is not a member of.
+    NotMember,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 8] = [
         ErrorCode::BadFrame,
         ErrorCode::UnknownType,
         ErrorCode::InvalidRecipient,
@@ -56,6 +58,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::NotMember,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +70,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::NotMember => "not_member",
         }
     }
 }
@@ -77,23 +81,35 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// The branch the sender's node took for a `send`.
+/// The branch the sender's node took for a `send` to a client; `fanout`
+/// for a send to a group (v2), whose ack counts each branch instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AckStatus {
     Local,
     Remote,
     Offline,
+    Fanout,
 }
 
 impl AckStatus {
-    pub const ALL: [AckStatus; 3] = [AckStatus::Local, AckStatus::Remote, AckStatus::Offline];
+    /// The three branches of the design (what `switchboard_sends_total`
+    /// counts by).
+    pub const BRANCHES: [AckStatus; 3] = [AckStatus::Local, AckStatus::Remote, AckStatus::Offline];
+    /// Every status an ack can have.
+    pub const ALL: [AckStatus; 4] = [
+        AckStatus::Local,
+        AckStatus::Remote,
+        AckStatus::Offline,
+        AckStatus::Fanout,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             AckStatus::Local => "local",
             AckStatus::Remote => "remote",
             AckStatus::Offline => "offline",
+            AckStatus::Fanout => "fanout",
         }
     }
 }
@@ -104,6 +120,47 @@ impl AckStatus {
 pub enum ReceiptStatus {
     Delivered,
     Offline,
+}
+
+/// Why a message is offline (v2): on `offline` acks, `offline` receipts and
+/// `events.offline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfflineReason {
+    /// The recipient was never connected (or not within the last-seen TTL).
+    NeverSeen,
+    /// The recipient's session ended (it left, or its connection dropped).
+    Disconnected,
+    /// The recipient's node crashed or could not be reached.
+    NodeDead,
+    /// The recipient did not keep up and was closed (4008).
+    SlowConsumer,
+    /// The recipient's session detached and did not resume in time.
+    ResumeExpired,
+    /// The recipient's node was shutting down.
+    ShuttingDown,
+}
+
+impl OfflineReason {
+    pub const ALL: [OfflineReason; 6] = [
+        OfflineReason::NeverSeen,
+        OfflineReason::Disconnected,
+        OfflineReason::NodeDead,
+        OfflineReason::SlowConsumer,
+        OfflineReason::ResumeExpired,
+        OfflineReason::ShuttingDown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OfflineReason::NeverSeen => "never_seen",
+            OfflineReason::Disconnected => "disconnected",
+            OfflineReason::NodeDead => "node_dead",
+            OfflineReason::SlowConsumer => "slow_consumer",
+            OfflineReason::ResumeExpired => "resume_expired",
+            OfflineReason::ShuttingDown => "shutting_down",
+        }
+    }
 }
 
 /// Why a session ended, as the close frame says it: the only place close
@@ -199,17 +256,43 @@ impl FrameError {
 #[derive(Debug)]
 pub enum ClientFrame<'a> {
     Send(SendRequest<'a>),
-    Ping { id: Option<Cow<'a, str>> },
+    Ping {
+        id: Option<Cow<'a, str>>,
+    },
+    /// v2, acks mode: every message up to `seq` `upto` has arrived.
+    Received {
+        upto: u64,
+    },
 }
 
-/// A `send` frame after validation: the recipient is a valid client id and
-/// the body is a JSON value, still as the client wrote it.
+/// Whom a `send` is for: a client (every session of it), or (v2) every
+/// member of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    Client(ClientId),
+    Group(GroupId),
+}
+
+impl Recipient {
+    /// How a `message` frame names it.
+    pub fn addressee(&self) -> Addressee<'_> {
+        match self {
+            Recipient::Client(client) => Addressee::Client(client),
+            Recipient::Group(group) => Addressee::Group(group),
+        }
+    }
+}
+
+/// A `send` frame after validation: the recipient is a valid client or
+/// group id and the body is a JSON value, still as the client wrote it.
 #[derive(Debug)]
 pub struct SendRequest<'a> {
     pub id: Option<Cow<'a, str>>,
-    pub to: ClientId,
+    pub to: Recipient,
     pub body: &'a RawValue,
     pub receipt: bool,
+    /// v2: keep it in the recipient's inbox if the recipient is offline.
+    pub store: bool,
 }
 
 /// Distinguishes a field that is absent from one that is `null`: serde maps
@@ -234,6 +317,21 @@ struct RawFrame<'a> {
     body: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     receipt: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    group: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    store: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    upto: Option<&'a RawValue>,
+}
+
+/// A JSON boolean field, absent meaning false.
+fn flag(raw: Option<&RawValue>) -> Result<bool, ()> {
+    match raw.map(RawValue::get) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(()),
+    }
 }
 
 fn as_string(raw: &RawValue) -> Option<Cow<'_, str>> {
@@ -285,31 +383,50 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
 
     match kind.as_ref() {
         "send" => {
-            let to = raw
-                .to
-                .ok_or_else(|| bad("a send needs \"to\""))
-                .and_then(|t| as_string(t).ok_or_else(|| bad("\"to\" must be a string")))?;
-            let to = ClientId::parse(&to).map_err(|e| {
+            let invalid = |e: super::ids::InvalidId| {
                 FrameError::new(ErrorCode::InvalidRecipient, e.to_string(), id.as_deref())
-            })?;
+            };
+            let to = match (raw.to, raw.group) {
+                (Some(to), None) => {
+                    let to = as_string(to).ok_or_else(|| bad("\"to\" must be a string"))?;
+                    Recipient::Client(ClientId::parse(&to).map_err(invalid)?)
+                }
+                (None, Some(group)) => {
+                    let group =
+                        as_string(group).ok_or_else(|| bad("\"group\" must be a string"))?;
+                    Recipient::Group(GroupId::parse(&group).map_err(invalid)?)
+                }
+                (None, None) => return Err(bad("a send needs \"to\" (or \"group\")")),
+                (Some(_), Some(_)) => {
+                    return Err(bad("a send has either \"to\" or \"group\", not both"));
+                }
+            };
             let body = raw.body.ok_or_else(|| bad("a send needs \"body\""))?;
             check_body(body).map_err(|why| bad(&why))?;
-            let receipt = match raw.receipt.map(RawValue::get) {
-                None | Some("false") => false,
-                Some("true") => true,
-                Some(_) => return Err(bad("\"receipt\" must be true or false")),
-            };
+            let receipt =
+                flag(raw.receipt).map_err(|()| bad("\"receipt\" must be true or false"))?;
+            let store = flag(raw.store).map_err(|()| bad("\"store\" must be true or false"))?;
             Ok(ClientFrame::Send(SendRequest {
                 id,
                 to,
                 body,
                 receipt,
+                store,
             }))
         }
         "ping" => Ok(ClientFrame::Ping { id }),
+        "received" => {
+            let upto = raw
+                .upto
+                .ok_or_else(|| bad("\"received\" needs \"upto\""))?
+                .get()
+                .parse::<u64>()
+                .map_err(|_| bad("\"upto\" must be a whole number, at least 0"))?;
+            Ok(ClientFrame::Received { upto })
+        }
         other => Err(FrameError::new(
             ErrorCode::UnknownType,
-            format!("unknown frame type {other:?}; expected \"send\" or \"ping\""),
+            format!("unknown frame type {other:?}; expected \"send\", \"ping\" or \"received\""),
             id.as_deref(),
         )),
     }
@@ -403,34 +520,109 @@ impl BodyCheck {
     }
 }
 
+/// What a welcome says beyond who and where (v2).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WelcomeExtras<'a> {
+    /// Acks mode: the token that takes this session back after a drop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<&'a str>,
+    /// Set on a session that asked to resume: whether it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<bool>,
+    /// With an inbox: how many stored messages follow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inbox: Option<u64>,
+}
+
+/// Whom a `message` frame is addressed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addressee<'a> {
+    Client(&'a ClientId),
+    Group(&'a GroupId),
+}
+
+/// An ack, as written (every field but the first three optional).
+#[derive(Debug, Clone, Serialize)]
+pub struct Ack<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    pub msg_id: Uuid,
+    pub status: AckStatus,
+    /// v2: sessions the message was handed or published to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<u32>,
+    /// v2, group acks: sessions handed here, published elsewhere, members
+    /// offline, hops published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offline: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<u32>,
+    /// v2, offline acks: why, and when the recipient was last seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<OfflineReason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<u64>,
+    /// v2, offline acks of `store: true` sends with an inbox.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<&'a str>,
+}
+
+impl<'a> Ack<'a> {
+    /// An ack of `status` with no other field.
+    pub fn new(id: Option<&'a str>, msg_id: Uuid, status: AckStatus) -> Self {
+        Self {
+            id,
+            msg_id,
+            status,
+            sessions: None,
+            local: None,
+            remote: None,
+            offline: None,
+            nodes: None,
+            reason: None,
+            last_seen: None,
+            stored: None,
+            store_error: None,
+        }
+    }
+}
+
+/// A receipt, as written. `to` and `device` name the session it is about
+/// (v2).
+#[derive(Debug, Clone, Serialize)]
+pub struct Receipt<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    pub msg_id: Uuid,
+    pub status: ReceiptStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<&'a ClientId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<&'a DeviceId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<OfflineReason>,
+}
+
 /// Server frames as they are written: borrowed parts, serialized once.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum Outgoing<'a> {
     Welcome {
         client_id: &'a ClientId,
+        device: &'a DeviceId,
         session_id: Uuid,
         node: &'a NodeId,
+        #[serde(flatten)]
+        extras: WelcomeExtras<'a>,
     },
-    Ack {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        id: Option<&'a str>,
-        msg_id: Uuid,
-        status: AckStatus,
-    },
-    Message {
-        msg_id: Uuid,
-        from: &'a ClientId,
-        to: &'a ClientId,
-        body: &'a RawValue,
-        ts: u64,
-    },
-    Receipt {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        id: Option<&'a str>,
-        msg_id: Uuid,
-        status: ReceiptStatus,
-    },
+    Ack(&'a Ack<'a>),
+    Receipt(&'a Receipt<'a>),
     Error {
         code: ErrorCode,
         message: &'a str,
@@ -449,36 +641,76 @@ fn encode(frame: &Outgoing<'_>) -> String {
     serde_json::to_string(frame).expect("server frames always serialize")
 }
 
-pub fn encode_welcome(client_id: &ClientId, session_id: Uuid, node: &NodeId) -> String {
+pub fn encode_welcome(
+    client_id: &ClientId,
+    device: &DeviceId,
+    session_id: Uuid,
+    node: &NodeId,
+    extras: WelcomeExtras<'_>,
+) -> String {
     encode(&Outgoing::Welcome {
         client_id,
+        device,
         session_id,
         node,
+        extras,
     })
 }
 
-pub fn encode_ack(id: Option<&str>, msg_id: Uuid, status: AckStatus) -> String {
-    encode(&Outgoing::Ack { id, msg_id, status })
+pub fn encode_ack(ack: &Ack<'_>) -> String {
+    encode(&Outgoing::Ack(ack))
 }
 
+/// The `message` frame, in the one fixed form every node writes (the
+/// recipient's node checks hops against it):
+/// `{"type":"message","msg_id":…,"from":…,"to":…|"group":…,"body":…,"ts":…}`.
+/// Ids need no JSON escaping, so it is written directly.
 pub fn encode_message(
     msg_id: Uuid,
     from: &ClientId,
-    to: &ClientId,
+    to: Addressee<'_>,
     body: &RawValue,
     ts: u64,
 ) -> String {
-    encode(&Outgoing::Message {
-        msg_id,
-        from,
-        to,
-        body,
-        ts,
-    })
+    let (key, value) = match to {
+        Addressee::Client(client) => ("to", client.as_str()),
+        Addressee::Group(group) => ("group", group.as_str()),
+    };
+    let body = body.get();
+    let mut out = String::with_capacity(body.len() + 160);
+    out.push_str(r#"{"type":"message","msg_id":""#);
+    out.push_str(msg_id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+    out.push_str(r#"","from":""#);
+    out.push_str(from.as_str());
+    out.push_str(r#"",""#);
+    out.push_str(key);
+    out.push_str(r#"":""#);
+    out.push_str(value);
+    out.push_str(r#"","body":"#);
+    out.push_str(body);
+    out.push_str(r#","ts":"#);
+    let _ = write!(out, "{ts}");
+    out.push('}');
+    out
 }
 
-pub fn encode_receipt(id: Option<&str>, msg_id: Uuid, status: ReceiptStatus) -> String {
-    encode(&Outgoing::Receipt { id, msg_id, status })
+/// A message frame with one more field spliced in before its closing
+/// brace: `"carbon":true`, `"stored":true`, `"seq":7` (v2). The frame is
+/// this crate's own output, so the splice keeps it valid JSON.
+pub fn with_field(frame: &str, field: &str, value: &str) -> String {
+    let body = frame.strip_suffix('}').unwrap_or(frame);
+    let mut out = String::with_capacity(frame.len() + field.len() + value.len() + 4);
+    out.push_str(body);
+    out.push_str(",\"");
+    out.push_str(field);
+    out.push_str("\":");
+    out.push_str(value);
+    out.push('}');
+    out
+}
+
+pub fn encode_receipt(receipt: &Receipt<'_>) -> String {
+    encode(&Outgoing::Receipt(receipt))
 }
 
 pub fn encode_error(error: &FrameError) -> String {
@@ -499,27 +731,30 @@ pub fn encode_pong(id: Option<&str>) -> String {
 pub enum ServerFrame {
     Welcome {
         client_id: String,
+        #[serde(default = "default_device")]
+        device: String,
         session_id: Uuid,
         node: String,
-    },
-    Ack {
         #[serde(default)]
-        id: Option<String>,
-        msg_id: Uuid,
-        status: AckStatus,
+        resume_token: Option<String>,
+        #[serde(default)]
+        resumed: Option<bool>,
+        #[serde(default)]
+        inbox: Option<u64>,
     },
-    Message {
-        msg_id: Uuid,
-        from: String,
-        to: String,
-        body: serde_json::Value,
-        ts: u64,
-    },
+    Ack(AckFrame),
+    Message(MessageFrame),
     Receipt {
         #[serde(default)]
         id: Option<String>,
         msg_id: Uuid,
         status: ReceiptStatus,
+        #[serde(default)]
+        to: Option<String>,
+        #[serde(default)]
+        device: Option<String>,
+        #[serde(default)]
+        reason: Option<OfflineReason>,
     },
     Error {
         code: ErrorCode,
@@ -531,6 +766,60 @@ pub enum ServerFrame {
         #[serde(default)]
         id: Option<String>,
     },
+}
+
+fn default_device() -> String {
+    "default".into()
+}
+
+/// An ack as a client reads it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AckFrame {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub msg_id: Uuid,
+    pub status: AckStatus,
+    #[serde(default)]
+    pub sessions: Option<u32>,
+    #[serde(default)]
+    pub local: Option<u32>,
+    #[serde(default)]
+    pub remote: Option<u32>,
+    #[serde(default)]
+    pub offline: Option<u32>,
+    #[serde(default)]
+    pub nodes: Option<u32>,
+    #[serde(default)]
+    pub reason: Option<OfflineReason>,
+    #[serde(default)]
+    pub last_seen: Option<u64>,
+    #[serde(default)]
+    pub stored: Option<bool>,
+    #[serde(default)]
+    pub store_error: Option<String>,
+}
+
+/// A message as a client reads it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct MessageFrame {
+    pub msg_id: Uuid,
+    pub from: String,
+    /// Absent on group messages.
+    #[serde(default)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    pub body: serde_json::Value,
+    pub ts: u64,
+    /// A copy of a message this client sent from another device.
+    #[serde(default)]
+    pub carbon: bool,
+    /// Acks mode: the session's sequence number of this message.
+    #[serde(default)]
+    pub seq: Option<u64>,
+    /// Delivered from the inbox.
+    #[serde(default)]
+    pub stored: bool,
 }
 
 #[cfg(test)]
@@ -550,7 +839,7 @@ mod tests {
         let ClientFrame::Send(send) = frame else {
             panic!("not a send")
         };
-        assert_eq!(send.to.as_str(), "bob");
+        assert_eq!(send.to, Recipient::Client(ClientId::parse("bob").unwrap()));
         assert_eq!(send.body.get(), r#"{"t":[1,2]}"#);
         assert_eq!(send.id.as_deref(), Some("c-17"));
         assert!(send.receipt);
@@ -641,7 +930,7 @@ mod tests {
         let ClientFrame::Send(send) = frame else {
             panic!()
         };
-        assert_eq!(send.to.as_str(), "bob");
+        assert_eq!(send.to, Recipient::Client(ClientId::parse("bob").unwrap()));
     }
 
     #[test]
@@ -688,40 +977,58 @@ mod tests {
         let msg_id = Uuid::now_v7();
         let alice = ClientId::parse("alice").unwrap();
         let bob = ClientId::parse("bob").unwrap();
+        let team = GroupId::parse("team").unwrap();
+        let phone = DeviceId::parse("phone").unwrap();
         let node = NodeId::parse("n1").unwrap();
         let body = RawValue::from_string(r#"{"x":[1,"two"]}"#.into()).unwrap();
 
-        let decoded: ServerFrame =
-            serde_json::from_str(&encode_message(msg_id, &alice, &bob, &body, 42)).unwrap();
+        let frame = encode_message(msg_id, &alice, Addressee::Client(&bob), &body, 42);
+        let decoded: ServerFrame = serde_json::from_str(&frame).unwrap();
+        let ServerFrame::Message(m) = decoded else {
+            panic!("{frame}")
+        };
         assert_eq!(
-            decoded,
-            ServerFrame::Message {
-                msg_id,
-                from: "alice".into(),
-                to: "bob".into(),
-                body: serde_json::json!({"x":[1,"two"]}),
-                ts: 42
-            }
+            (m.msg_id, m.from.as_str(), m.to.as_deref(), m.ts, m.carbon),
+            (msg_id, "alice", Some("bob"), 42, false)
         );
+        assert_eq!(m.body, serde_json::json!({"x":[1,"two"]}));
+        // The same frame serde would write.
+        let expected = serde_json::json!({"type":"message","msg_id":msg_id,"from":"alice","to":"bob","body":{"x":[1,"two"]},"ts":42});
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&frame).unwrap(),
+            expected
+        );
+        let carbon = with_field(&frame, "carbon", "true");
+        let ServerFrame::Message(c) = serde_json::from_str(&carbon).unwrap() else {
+            panic!()
+        };
+        assert!(c.carbon);
+        let group = encode_message(msg_id, &alice, Addressee::Group(&team), &body, 42);
+        let ServerFrame::Message(g) = serde_json::from_str(&group).unwrap() else {
+            panic!()
+        };
+        assert_eq!((g.to, g.group.as_deref()), (None, Some("team")));
 
-        let ack: ServerFrame =
-            serde_json::from_str(&encode_ack(Some("c1"), msg_id, AckStatus::Remote)).unwrap();
+        let mut ack = Ack::new(Some("c1"), msg_id, AckStatus::Remote);
+        ack.sessions = Some(2);
+        let ServerFrame::Ack(a) = serde_json::from_str(&encode_ack(&ack)).unwrap() else {
+            panic!()
+        };
         assert_eq!(
-            ack,
-            ServerFrame::Ack {
-                id: Some("c1".into()),
-                msg_id,
-                status: AckStatus::Remote
-            }
+            (a.id.as_deref(), a.status, a.sessions),
+            (Some("c1"), AckStatus::Remote, Some(2))
         );
         assert_eq!(
-            encode_ack(None, msg_id, AckStatus::Offline),
+            encode_ack(&Ack::new(None, msg_id, AckStatus::Offline)),
             format!(r#"{{"type":"ack","msg_id":"{msg_id}","status":"offline"}}"#)
         );
 
-        let welcome: ServerFrame =
-            serde_json::from_str(&encode_welcome(&alice, msg_id, &node)).unwrap();
-        assert!(matches!(welcome, ServerFrame::Welcome { node, .. } if node == "n1"));
+        let welcome = encode_welcome(&alice, &phone, msg_id, &node, WelcomeExtras::default());
+        let ServerFrame::Welcome { node, device, .. } = serde_json::from_str(&welcome).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((node.as_str(), device.as_str()), ("n1", "phone"));
 
         let error = FrameError::new(ErrorCode::TooLarge, "big", Some("x"));
         assert_eq!(
@@ -729,14 +1036,67 @@ mod tests {
             r#"{"type":"error","code":"too_large","message":"big","id":"x"}"#
         );
         assert_eq!(encode_pong(None), r#"{"type":"pong"}"#);
-        let receipt: ServerFrame =
-            serde_json::from_str(&encode_receipt(None, msg_id, ReceiptStatus::Delivered)).unwrap();
+        let receipt = encode_receipt(&Receipt {
+            id: None,
+            msg_id,
+            status: ReceiptStatus::Offline,
+            to: Some(&bob),
+            device: Some(&phone),
+            reason: Some(OfflineReason::NodeDead),
+        });
+        let ServerFrame::Receipt {
+            status,
+            to,
+            device,
+            reason,
+            ..
+        } = serde_json::from_str(&receipt).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (status, to.as_deref(), device.as_deref(), reason),
+            (
+                ReceiptStatus::Offline,
+                Some("bob"),
+                Some("phone"),
+                Some(OfflineReason::NodeDead)
+            )
+        );
+    }
+
+    #[test]
+    fn v2_sends_name_a_client_or_a_group_and_may_store() {
+        let send = parse_client_frame;
+        let Ok(ClientFrame::Send(s)) =
+            send(r#"{"type":"send","group":"team","body":1,"store":true}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(s.to, Recipient::Group(GroupId::parse("team").unwrap()));
+        assert!(s.store);
+        for (text, code) in [
+            (
+                r#"{"type":"send","to":"a","group":"b","body":1}"#,
+                ErrorCode::BadFrame,
+            ),
+            (r#"{"type":"send","body":1}"#, ErrorCode::BadFrame),
+            (
+                r#"{"type":"send","to":"a","body":1,"store":"yes"}"#,
+                ErrorCode::BadFrame,
+            ),
+            (
+                r#"{"type":"send","group":"a b","body":1}"#,
+                ErrorCode::InvalidRecipient,
+            ),
+            (r#"{"type":"received"}"#, ErrorCode::BadFrame),
+            (r#"{"type":"received","upto":-1}"#, ErrorCode::BadFrame),
+        ] {
+            assert_eq!(send(text).unwrap_err().code, code, "{text}");
+        }
         assert!(matches!(
-            receipt,
-            ServerFrame::Receipt {
-                status: ReceiptStatus::Delivered,
-                ..
-            }
+            send(r#"{"type":"received","upto":12}"#),
+            Ok(ClientFrame::Received { upto: 12 })
         ));
     }
 }

@@ -14,6 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const MAX_CLIENT_ID_BYTES: usize = 128;
 /// Longest node id the protocol allows, in bytes.
 pub const MAX_NODE_ID_BYTES: usize = 64;
+/// Longest device id the protocol allows, in bytes.
+pub const MAX_DEVICE_ID_BYTES: usize = 64;
 
 /// Why a string is not a valid identifier. The text is meant for humans:
 /// it ends up in HTTP 400 bodies, error frames and startup messages.
@@ -63,6 +65,10 @@ fn client_byte(b: u8) -> bool {
 
 fn node_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-')
+}
+
+fn device_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
 }
 
 /// A client id: 1 to 128 bytes of `A-Z a-z 0-9 _ - . @ :`.
@@ -122,6 +128,54 @@ impl NodeId {
     }
 }
 
+/// A device id (v2): 1 to 64 bytes of `A-Z a-z 0-9 _ - .`, the client's own
+/// label for one of its sessions; `default` when the client names none.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(Arc<str>);
+
+impl DeviceId {
+    pub fn parse(value: &str) -> Result<Self, InvalidId> {
+        check(
+            "device id",
+            value,
+            MAX_DEVICE_ID_BYTES,
+            device_byte,
+            "A-Z a-z 0-9 _ - .",
+        )?;
+        Ok(Self(Arc::from(value)))
+    }
+
+    /// The device of a client that names none.
+    pub fn default_device() -> Self {
+        Self(Arc::from("default"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A group id (v2): the same rule as a client id.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId(Arc<str>);
+
+impl GroupId {
+    pub fn parse(value: &str) -> Result<Self, InvalidId> {
+        check(
+            "group id",
+            value,
+            MAX_CLIENT_ID_BYTES,
+            client_byte,
+            "A-Z a-z 0-9 _ - . @ :",
+        )?;
+        Ok(Self(Arc::from(value)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 macro_rules! id_traits {
     ($ty:ident) => {
         impl fmt::Display for $ty {
@@ -159,6 +213,8 @@ macro_rules! id_traits {
 
 id_traits!(ClientId);
 id_traits!(NodeId);
+id_traits!(DeviceId);
+id_traits!(GroupId);
 
 #[cfg(test)]
 mod tests {
@@ -189,6 +245,19 @@ mod tests {
         assert!(err.contains("' '") || err.contains("0x20"), "{err}");
         let err = NodeId::parse("a.b").unwrap_err().to_string();
         assert!(err.contains("'.'"), "{err}");
+    }
+
+    #[test]
+    fn device_and_group_ids_follow_the_protocol() {
+        for ok in ["phone", "tab-1.a_b", &"d".repeat(64)] {
+            assert!(DeviceId::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a b", "a@b", "a:b", &"d".repeat(65)] {
+            assert!(DeviceId::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(DeviceId::default_device().as_str(), "default");
+        assert!(GroupId::parse("team@x:y").is_ok());
+        assert!(GroupId::parse("a/b").is_err());
     }
 
     #[test]

@@ -8,10 +8,11 @@ pub mod frames;
 pub mod ids;
 
 pub use frames::{
-    AckStatus, ClientFrame, Disconnect, ErrorCode, FrameError, ReceiptStatus, SendRequest,
-    ServerFrame, parse_client_frame,
+    Ack, AckFrame, AckStatus, Addressee, ClientFrame, Disconnect, ErrorCode, FrameError,
+    MessageFrame, OfflineReason, Receipt, ReceiptStatus, Recipient, SendRequest, ServerFrame,
+    WelcomeExtras, parse_client_frame,
 };
-pub use ids::{ClientId, InvalidId, NodeId};
+pub use ids::{ClientId, DeviceId, GroupId, InvalidId, NodeId};
 
 /// Milliseconds since the Unix epoch, as the protocol stamps `ts` and `since`.
 pub fn now_ms() -> u64 {

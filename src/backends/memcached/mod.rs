@@ -1,12 +1,16 @@
 //! Presence in memcached: one item per client, `<prefix>presence:<client
-//! id>`, holding `<node> <session> <since>`, on one of several servers
-//! chosen by consistent hashing ([`ring`]).
+//! id>`, holding one line per device, `<device> <node> <session> <since>
+//! <expires>`, on one of several servers chosen by consistent hashing
+//! ([`ring`]).
 //!
 //! memcached has no scripts, so the atomic steps Redis does in Lua are done
 //! here with CAS, its compare-and-swap: read the item with its CAS value,
-//! then write or delete it only if that value still holds, and start over
-//! when another node got there first. A new record is written with "add",
-//! which fails if the item appeared in between.
+//! change its lines, then write it (or delete it, with its last line) only
+//! if that value still holds, and start over when another node got there
+//! first ([`MemcachedPresence::change`]). A new item is written with "add",
+//! which fails if the item appeared in between. So every write to a
+//! client's devices is one atomic step, as on Redis: the device cap is
+//! checked against the very lines the write replaces.
 //!
 //! memcached may also *evict* items when it runs out of memory, and forgets
 //! everything when it restarts. A lost record makes its client look
@@ -18,7 +22,12 @@
 //!   writes its live sessions' records back well within it
 //!   ([`PresenceStore::refresh_interval`]): an evicted record is back
 //!   within one refresh, and a crashed node's records are gone within one
-//!   TTL (they are disbelieved at once by the heartbeat logic anyway);
+//!   TTL (they are disbelieved at once by the heartbeat logic anyway). The
+//!   TTL holds per line, too: each line carries its own expiry, renewed
+//!   only by its own node, so a crashed node's line in the item of a
+//!   client still online elsewhere (whose writes keep the item alive) is
+//!   dropped by the first read or write after it expires. Expiries are in
+//!   the writing node's clock, as the heartbeats' are;
 //! - the heartbeat item lives like any other: when it is missing (server
 //!   restarted, or evicted), every node re-registers at once;
 //! - memcached evicts least recently used items first, and records of
@@ -40,8 +49,8 @@ use uuid::Uuid;
 use self::conn::{Meta, Reply, Server, SetMode};
 use self::ring::Ring;
 use crate::config::MemcachedTarget;
-use crate::presence::{HeartbeatReport, PresenceError, PresenceRecord, PresenceStore};
-use crate::protocol::{ClientId, NodeId, now_ms};
+use crate::presence::{HeartbeatReport, PresenceError, PresenceRecord, PresenceStore, Registered};
+use crate::protocol::{ClientId, DeviceId, NodeId, now_ms};
 
 /// Attempts at one compare-and-swap before the caller hears
 /// `unavailable`. Between attempts a contender backs off for a random,
@@ -104,70 +113,78 @@ impl MemcachedPresence {
             .ok_or_else(|| PresenceError::unavailable("memcached sent no reply"))
     }
 
-    /// Reads a record and the CAS value to change it with.
-    async fn read(
-        &self,
-        client: &ClientId,
-    ) -> Result<Option<(PresenceRecord, u64)>, PresenceError> {
-        match self.read_item(client).await? {
-            Some((record, cas)) => Ok(Some((record?, cas))),
-            None => Ok(None),
-        }
-    }
-
-    /// The item as it is: its record (or why it is not one) and its CAS
-    /// value, so that writers can replace even a corrupt record, as Redis'
-    /// scripts do.
-    async fn read_item(
-        &self,
-        client: &ClientId,
-    ) -> Result<Option<(Result<PresenceRecord, PresenceError>, u64)>, PresenceError> {
+    /// The client's item as it is: its devices (with the reason, if some
+    /// line is not a record) and its CAS value (`None`: no item).
+    async fn read_item(&self, client: &ClientId) -> Result<Item, PresenceError> {
         let key = self.key(client);
-        match self.one(Meta::Get { key }).await? {
-            Reply::Value { value, cas } => Ok(Some((parse(client, &value), cas))),
-            Reply::Miss => Ok(None),
-            other => Err(unexpected(&other)),
+        Item::from_reply(client, self.one(Meta::Get { key }).await?)
+    }
+
+    /// The request that makes the client's item hold `devices`, if it is
+    /// still as `read` (its CAS, or absent); `None` when there is nothing
+    /// to do (no devices, no item). The line of `fresh` (the session being
+    /// written) expires a record TTL from now; the others keep the expiry
+    /// they were read with.
+    fn commit_request(
+        &self,
+        client: &ClientId,
+        devices: &[PresenceRecord],
+        read: &Item,
+        fresh: Option<Uuid>,
+    ) -> Option<Meta> {
+        let key = self.key(client);
+        let renewed = now_ms() + self.record_ttl.as_millis() as u64;
+        let expiry = |r: &PresenceRecord| match read.expiries.get(&r.session) {
+            Some(kept) if Some(r.session) != fresh => *kept,
+            _ => renewed,
+        };
+        match (devices.is_empty(), read.cas) {
+            (true, None) => None,
+            (true, Some(cas)) => Some(Meta::Delete { key, cas }),
+            (false, cas) => Some(Meta::Set {
+                key,
+                value: render(devices, expiry),
+                ttl_secs: self.ttl_secs(),
+                mode: cas.map_or(SetMode::Add, SetMode::Cas),
+            }),
         }
     }
 
-    /// Writes `record` if the item is still as read (`cas`, or absent).
-    async fn write_if_unchanged(
-        &self,
-        client: &ClientId,
-        record: &PresenceRecord,
-        cas: Option<u64>,
-    ) -> Result<bool, PresenceError> {
-        let request = Meta::Set {
-            key: self.key(client),
-            value: render(record),
-            ttl_secs: self.ttl_secs(),
-            mode: cas.map_or(SetMode::Add, SetMode::Cas),
-        };
-        match self.one(request).await? {
+    /// Whether a commit landed (false: the item changed meanwhile).
+    fn committed(reply: &Reply) -> Result<bool, PresenceError> {
+        match reply {
             Reply::Done => Ok(true),
             Reply::NotStored | Reply::Exists | Reply::NotFound => Ok(false),
-            other => Err(unexpected(&other)),
+            other => Err(unexpected(other)),
         }
     }
 
-    /// Re-registers one client, CAS-looped: see [`PresenceStore::reregister`].
-    async fn reregister_one(
+    /// Changes the client's devices in one atomic step: `edit` sees the
+    /// lines as read and says whether to write what it left, and what to
+    /// answer; when another node wrote in between, it runs again on the
+    /// new lines.
+    async fn change<T>(
         &self,
         client: &ClientId,
-        record: &PresenceRecord,
-    ) -> Result<Option<PresenceRecord>, PresenceError> {
+        fresh: Option<Uuid>,
+        mut edit: impl FnMut(&mut Vec<PresenceRecord>) -> (bool, T),
+    ) -> Result<T, PresenceError> {
         for attempt in 0..CAS_ATTEMPTS {
             back_off(attempt).await;
-            let cas = match self.read_item(client).await? {
-                Some((Ok(other), _)) if other.session != record.session => {
-                    return Ok(Some(other));
-                }
-                // The same session, or a corrupt record: overwritten.
-                Some((_, cas)) => Some(cas),
-                None => None,
+            let item = self.read_item(client).await?;
+            if let Some(e) = &item.corrupt {
+                tracing::warn!(%client, error = %e, "replacing a corrupt presence line");
+            }
+            let mut devices = item.devices.clone();
+            let (write, answer) = edit(&mut devices);
+            if !write {
+                return Ok(answer);
+            }
+            let Some(request) = self.commit_request(client, &devices, &item, fresh) else {
+                return Ok(answer);
             };
-            if self.write_if_unchanged(client, record, cas).await? {
-                return Ok(None);
+            if Self::committed(&self.one(request).await?)? {
+                return Ok(answer);
             }
         }
         Err(contended(client))
@@ -195,26 +212,17 @@ impl MemcachedPresence {
         let mut writes = Vec::new();
         let mut written = Vec::new();
         for (i, ((client, record), reply)) in entries.iter().zip(current).enumerate() {
-            let cas = match reply {
-                Reply::Value { value, cas } => match parse(client, &value) {
-                    Ok(other) if other.session != record.session => {
-                        results[i] = Some(other);
-                        continue;
-                    }
-                    Ok(_) => Some(cas),
-                    // Overwrite a corrupt record, as Redis' script does.
-                    Err(_) => Some(cas),
-                },
-                Reply::Miss => None,
-                other => return Err(unexpected(&other)),
-            };
-            writes.push(Meta::Set {
-                key: self.key(client),
-                value: render(record),
-                ttl_secs: self.ttl_secs(),
-                mode: cas.map_or(SetMode::Add, SetMode::Cas),
-            });
-            written.push(i);
+            let item = Item::from_reply(client, reply)?;
+            let mut devices = item.devices.clone();
+            let (write, other) = reregister_edit(&mut devices, record);
+            results[i] = other;
+            if let Some(request) = write
+                .then(|| self.commit_request(client, &devices, &item, Some(record.session)))
+                .flatten()
+            {
+                writes.push(request);
+                written.push(i);
+            }
         }
         if writes.is_empty() {
             return Ok(results);
@@ -224,13 +232,15 @@ impl MemcachedPresence {
             .await
             .map_err(PresenceError::unavailable)?;
         for (i, reply) in written.into_iter().zip(stored) {
-            match reply {
-                Reply::Done => {}
-                Reply::NotStored | Reply::Exists | Reply::NotFound => {
-                    let (client, record) = entries[i];
-                    results[i] = self.reregister_one(client, record).await?;
-                }
-                other => return Err(unexpected(&other)),
+            if !Self::committed(&reply)? {
+                // Changed in between (another node, or another device of
+                // the same client in this very batch): one by one.
+                let (client, record) = entries[i];
+                results[i] = self
+                    .change(client, Some(record.session), |devices| {
+                        reregister_edit(devices, record)
+                    })
+                    .await?;
             }
         }
         Ok(results)
@@ -274,21 +284,108 @@ async fn back_off(attempt: u32) {
     tokio::time::sleep(Duration::from_micros(jitter)).await;
 }
 
-fn render(record: &PresenceRecord) -> String {
-    format!("{} {} {}", record.node, record.session, record.since)
+/// A client's item, read: its lines that have not expired.
+struct Item {
+    devices: Vec<PresenceRecord>,
+    /// When each session's line expires (ms since the epoch).
+    expiries: HashMap<Uuid, u64>,
+    /// Why a line was skipped, if one was not a record.
+    corrupt: Option<PresenceError>,
+    /// `None`: there is no item.
+    cas: Option<u64>,
 }
 
-fn parse(client: &ClientId, value: &str) -> Result<PresenceRecord, PresenceError> {
-    let mut fields = value.split(' ');
-    match (fields.next(), fields.next(), fields.next(), fields.next()) {
-        (Some(node), Some(session), Some(since), None) => {
-            PresenceRecord::from_fields(client, node, session, since)
+impl Item {
+    fn from_reply(client: &ClientId, reply: Reply) -> Result<Self, PresenceError> {
+        match reply {
+            Reply::Value { value, cas } => {
+                let (lines, corrupt) = parse(client, &value);
+                let now = now_ms();
+                let live: Vec<_> = lines.into_iter().filter(|(_, exp)| *exp > now).collect();
+                Ok(Self {
+                    expiries: live.iter().map(|(r, exp)| (r.session, *exp)).collect(),
+                    devices: live.into_iter().map(|(r, _)| r).collect(),
+                    corrupt,
+                    cas: Some(cas),
+                })
+            }
+            Reply::Miss => Ok(Self {
+                devices: Vec::new(),
+                expiries: HashMap::new(),
+                corrupt: None,
+                cas: None,
+            }),
+            other => Err(unexpected(&other)),
         }
-        _ => Err(PresenceError::Corrupt {
-            client: client.to_string(),
-            why: format!("not \"<node> <session> <since>\": {value:?}"),
-        }),
     }
+}
+
+/// What [`PresenceStore::reregister`] does to one client's lines: writes
+/// the session's line back unless another session of its device holds it
+/// (then answers that session, and writes nothing).
+fn reregister_edit(
+    devices: &mut Vec<PresenceRecord>,
+    record: &PresenceRecord,
+) -> (bool, Option<PresenceRecord>) {
+    match devices.iter_mut().find(|d| d.device == record.device) {
+        Some(other) if other.session != record.session => (false, Some(other.clone())),
+        // The same session: written again all the same, which renews the
+        // item's TTL.
+        Some(same) => {
+            *same = record.clone();
+            (true, None)
+        }
+        None => {
+            devices.push(record.clone());
+            (true, None)
+        }
+    }
+}
+
+fn render(devices: &[PresenceRecord], expiry: impl Fn(&PresenceRecord) -> u64) -> String {
+    devices
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {} {}\n",
+                r.device,
+                r.node,
+                r.session,
+                r.since,
+                expiry(r)
+            )
+        })
+        .collect()
+}
+
+/// A client's lines with their expiries, and why some line was not a
+/// record (it is left out).
+fn parse(client: &ClientId, value: &str) -> (Vec<(PresenceRecord, u64)>, Option<PresenceError>) {
+    let mut lines = Vec::new();
+    let mut corrupt = None;
+    let not_a_line = |line: &str| PresenceError::Corrupt {
+        client: client.to_string(),
+        why: format!("not \"<device> <node> <session> <since> <expires>\": {line:?}"),
+    };
+    for line in value.lines().filter(|l| !l.is_empty()) {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let read = match fields.as_slice() {
+            [device, node, session, since, expires] => match expires.parse::<u64>() {
+                Ok(expires) => {
+                    let value =
+                        format!(r#"{{"node":"{node}","session":"{session}","since":{since}}}"#);
+                    PresenceRecord::from_field(client, device, &value).map(|r| (r, expires))
+                }
+                Err(_) => Err(not_a_line(line)),
+            },
+            _ => Err(not_a_line(line)),
+        };
+        match read {
+            Ok(line) => lines.push(line),
+            Err(e) => corrupt = Some(e),
+        }
+    }
+    (lines, corrupt)
 }
 
 fn unexpected(reply: &Reply) -> PresenceError {
@@ -307,58 +404,96 @@ impl PresenceStore for MemcachedPresence {
         &self,
         client: &ClientId,
         record: &PresenceRecord,
-    ) -> Result<Option<PresenceRecord>, PresenceError> {
-        for attempt in 0..CAS_ATTEMPTS {
-            back_off(attempt).await;
-            let (previous, cas) = match self.read_item(client).await? {
-                Some((Ok(previous), cas)) => (Some(previous), Some(cas)),
-                // Overwritten either way; there is no older session to
-                // close.
-                Some((Err(e), cas)) => {
-                    tracing::warn!(%client, error = %e, "replacing a corrupt presence record");
-                    (None, Some(cas))
-                }
-                None => (None, None),
-            };
-            if self.write_if_unchanged(client, record, cas).await? {
-                return Ok(previous);
+        max_devices: usize,
+    ) -> Result<Registered, PresenceError> {
+        self.change(client, Some(record.session), |devices| {
+            let same = devices.iter().position(|d| d.device == record.device);
+            if same.is_none() && devices.len() >= max_devices {
+                return (
+                    false,
+                    Registered::TooManyDevices {
+                        devices: devices.clone(),
+                    },
+                );
             }
-        }
-        Err(contended(client))
+            let replaced = match same {
+                Some(i) => Some(std::mem::replace(&mut devices[i], record.clone())),
+                None => {
+                    devices.push(record.clone());
+                    None
+                }
+            };
+            (
+                true,
+                Registered::Done {
+                    replaced,
+                    devices: devices.clone(),
+                },
+            )
+        })
+        .await
     }
 
-    async fn lookup(&self, client: &ClientId) -> Result<Option<PresenceRecord>, PresenceError> {
-        Ok(self.read(client).await?.map(|(record, _)| record))
+    async fn lookup(&self, client: &ClientId) -> Result<Vec<PresenceRecord>, PresenceError> {
+        let item = self.read_item(client).await?;
+        match item.corrupt {
+            Some(e) => Err(e),
+            None => Ok(item.devices),
+        }
+    }
+
+    /// One multi-get per server.
+    async fn lookup_many(
+        &self,
+        clients: &[ClientId],
+    ) -> Result<Vec<Vec<PresenceRecord>>, PresenceError> {
+        let mut by_server: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, client) in clients.iter().enumerate() {
+            by_server
+                .entry(self.ring.server_for(&self.key(client)))
+                .or_default()
+                .push(i);
+        }
+        let read = try_join_all(by_server.iter().map(|(server, indexes)| async move {
+            let reads: Vec<Meta> = indexes
+                .iter()
+                .map(|i| Meta::Get {
+                    key: self.key(&clients[*i]),
+                })
+                .collect();
+            self.servers[*server]
+                .exchange(&reads)
+                .await
+                .map_err(PresenceError::unavailable)
+        }))
+        .await?;
+        let mut all = vec![Vec::new(); clients.len()];
+        for ((_, indexes), replies) in by_server.iter().zip(read) {
+            for (i, reply) in indexes.iter().zip(replies) {
+                let item = Item::from_reply(&clients[*i], reply)?;
+                if let Some(e) = item.corrupt {
+                    return Err(e);
+                }
+                all[*i] = item.devices;
+            }
+        }
+        Ok(all)
     }
 
     async fn remove(
         &self,
         client: &ClientId,
+        device: &DeviceId,
         _node: &NodeId,
         session: Uuid,
     ) -> Result<bool, PresenceError> {
-        let key = self.key(client);
-        for attempt in 0..CAS_ATTEMPTS {
-            back_off(attempt).await;
-            let cas = match self.read(client).await? {
-                Some((current, cas)) if current.session == session => cas,
-                _ => return Ok(false),
-            };
-            let delete = Meta::Delete {
-                key: key.clone(),
-                cas,
-            };
-            match self.one(delete).await? {
-                Reply::Done => return Ok(true),
-                // Gone meanwhile: not ours to report as deleted.
-                Reply::NotFound => return Ok(false),
-                // Rewritten meanwhile (a refresh of the same session, or a
-                // newer session): look again.
-                Reply::Exists => continue,
-                other => return Err(unexpected(&other)),
-            }
-        }
-        Err(contended(client))
+        self.change(client, None, |devices| {
+            let before = devices.len();
+            devices.retain(|d| !(d.device == *device && d.session == session));
+            let removed = devices.len() != before;
+            (removed, removed)
+        })
+        .await
     }
 
     /// The heartbeat list is one item, changed by CAS. memcached has no

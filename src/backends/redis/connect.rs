@@ -117,6 +117,32 @@ impl Conn {
     /// Runs `commands` and returns their replies in order: one pipeline
     /// per [`batch size`](Self::batch) on a single server, concurrent
     /// commands on a cluster (see the module comment).
+    /// [`batch`](Self::batch), with each command's own error kept apart
+    /// (a key of the wrong type fails its command, not the batch); the
+    /// outer error is the connection's.
+    pub async fn batch_each(
+        &self,
+        commands: Vec<Cmd>,
+    ) -> Result<Vec<Result<Value, RedisError>>, RedisError> {
+        match self {
+            Self::Single(conn) => {
+                let mut pipe = redis::pipe();
+                for cmd in commands {
+                    pipe.add_command(cmd);
+                }
+                pipe.ignore_errors().query_async(&mut conn.clone()).await
+            }
+            Self::Cluster(conn) => Ok(stream::iter(commands)
+                .map(|cmd| {
+                    let mut conn = conn.clone();
+                    async move { cmd.query_async::<Value>(&mut conn).await }
+                })
+                .buffered(CLUSTER_BATCH_CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await),
+        }
+    }
+
     pub async fn batch(&self, commands: Vec<Cmd>) -> Result<Vec<Value>, RedisError> {
         match self {
             Self::Single(conn) => {

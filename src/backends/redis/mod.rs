@@ -1,24 +1,25 @@
 //! Presence in Redis, on one server or a Redis Cluster: one hash per
-//! client, `<prefix>presence:<client id>`, with the fields `node`,
-//! `session` and `since` (docs/protocol.md).
+//! client, `<prefix>presence:<client id>`, with a field per device whose
+//! value is `{"node":…,"session":…,"since":…}` (docs/protocol.md).
 //!
-//! Both writes are Lua scripts ([`scripts`]) so that each is one atomic
-//! step on the server: `register` reads the previous record and writes the
-//! new one without a window for another node in between, and `remove`
-//! deletes only while the record still names the closing session. Every
-//! script and command touches a single key, so on a cluster each goes to
-//! the master owning that key's slot ([`connect`]).
+//! Every write is a Lua script ([`scripts`]) so that each is one atomic
+//! step on the server: `register` reads the device's previous field (and
+//! counts the devices) and writes the new one without a window for
+//! another node in between, and `remove` deletes a field only while it
+//! still names the closing session (Redis removes the key with its last
+//! field). Every script and command touches a single key, so on a cluster
+//! each goes to the master owning that key's slot ([`connect`]).
 //!
 //! Beside the records, each node has an index set
 //! `<prefix>node:<node id>:clients` of the sessions it registered (members
-//! `<client id>|<session id>`), so that the records a crashed node leaves
-//! behind can be found and swept without scanning every key. The index is
-//! kept next to, not inside, the atomic steps (it lives in another slot),
-//! with two rules that keep it from ever missing a live record: a member is
-//! added only after its record is written, and a member names one session,
-//! so removing one session's member can never unindex another session of
-//! the same client. A member whose record is
-//! gone or names another session is simply dropped by the next sweep.
+//! `<client id>|<device>|<session id>`), so that the fields a crashed node
+//! leaves behind can be found and swept without scanning every key. The
+//! index is kept next to, not inside, the atomic steps (it lives in
+//! another slot), with two rules that keep it from ever missing a live
+//! field: a member is added only after its field is written, and a member
+//! names one session, so removing one session's member can never unindex
+//! another session. A member whose field is gone or names another session
+//! is simply dropped by the next sweep.
 
 mod connect;
 mod scripts;
@@ -31,8 +32,8 @@ use uuid::Uuid;
 
 use self::connect::Conn;
 use crate::config::RedisTarget;
-use crate::presence::{HeartbeatReport, PresenceError, PresenceRecord, PresenceStore};
-use crate::protocol::{ClientId, NodeId};
+use crate::presence::{HeartbeatReport, PresenceError, PresenceRecord, PresenceStore, Registered};
+use crate::protocol::{ClientId, DeviceId, NodeId};
 
 /// How many re-registrations go to Redis in one batch.
 const REREGISTER_BATCH: usize = 512;
@@ -66,10 +67,10 @@ impl RedisPresence {
             conn,
             key_prefix: key_prefix.to_owned(),
             register: Script::new(scripts::REGISTER),
-            reregister: Script::new(scripts::REREGISTER),
-            remove: Script::new(scripts::REMOVE),
+            reregister: Script::new(&scripts::reregister()),
+            remove: Script::new(&scripts::remove()),
             heartbeat: Script::new(scripts::HEARTBEAT),
-            sweep_one: Script::new(scripts::SWEEP_ONE),
+            sweep_one: Script::new(&scripts::sweep_one()),
         };
         // Loaded up front so that pipelines rarely meet NOSCRIPT (only after
         // Redis restarts, when they load them again).
@@ -121,11 +122,23 @@ impl RedisPresence {
             .await
             .map(drop)
     }
+
+    /// Adds the index member of a session just written (see the module
+    /// comment for why only after the field).
+    async fn index(&self, client: &ClientId, record: &PresenceRecord) -> Result<(), PresenceError> {
+        redis::cmd("SADD")
+            .arg(self.index_key(record.node.as_str()))
+            .arg(member(client, record))
+            .query_async::<i64>(&mut self.conn.clone())
+            .await
+            .map(drop)
+            .map_err(|e| store_error(client, e))
+    }
 }
 
-/// An index member: one session of one client.
-fn member(client: &ClientId, session: Uuid) -> String {
-    format!("{client}|{session}")
+/// An index member: one session of one device of one client.
+fn member(client: &ClientId, record: &PresenceRecord) -> String {
+    format!("{client}|{}|{}", record.device, record.session)
 }
 
 fn store_error(client: &ClientId, e: redis::RedisError) -> PresenceError {
@@ -141,30 +154,24 @@ fn store_error(client: &ClientId, e: redis::RedisError) -> PresenceError {
     }
 }
 
-/// Turns the `[node, session, since]` triple of HMGET into a record.
-fn parse(
+/// A client's record from HGETALL's field/value pairs.
+fn parse_all(
     client: &ClientId,
-    fields: [Option<String>; 3],
-) -> Result<Option<PresenceRecord>, PresenceError> {
-    let corrupt = |why: String| PresenceError::Corrupt {
-        client: client.to_string(),
-        why,
-    };
-    match fields {
-        [None, None, None] => Ok(None),
-        [Some(node), Some(session), Some(since)] => {
-            PresenceRecord::from_fields(client, &node, &session, &since).map(Some)
-        }
-        partial => Err(corrupt(format!(
-            "missing fields: {:?}",
-            ["node", "session", "since"]
-                .iter()
-                .zip(partial.iter())
-                .filter(|(_, v)| v.is_none())
-                .map(|(k, _)| *k)
-                .collect::<Vec<_>>()
-        ))),
-    }
+    fields: Vec<(String, String)>,
+) -> Result<Vec<PresenceRecord>, PresenceError> {
+    fields
+        .iter()
+        .map(|(device, value)| PresenceRecord::from_field(client, device, value))
+        .collect()
+}
+
+/// The same, skipping fields that are not records (after a write that
+/// replaced a corrupt one, the rest still count).
+fn parse_readable(client: &ClientId, fields: Vec<(String, String)>) -> Vec<PresenceRecord> {
+    fields
+        .iter()
+        .filter_map(|(device, value)| PresenceRecord::from_field(client, device, value).ok())
+        .collect()
 }
 
 #[async_trait]
@@ -173,63 +180,94 @@ impl PresenceStore for RedisPresence {
         &self,
         client: &ClientId,
         record: &PresenceRecord,
-    ) -> Result<Option<PresenceRecord>, PresenceError> {
-        let mut conn = self.conn.clone();
-        let prev: (Option<String>, Option<String>, Option<String>) = self
+        max_devices: usize,
+    ) -> Result<Registered, PresenceError> {
+        let (written, previous, fields): (i64, Option<String>, Vec<(String, String)>) = self
             .register
             .key(self.key(client))
-            .arg(record.node.as_str())
-            .arg(record.session.to_string())
-            .arg(record.since)
-            .invoke_async(&mut conn)
+            .arg(record.device.as_str())
+            .arg(record.value())
+            .arg(max_devices)
+            .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|e| store_error(client, e))?;
-        // Only once the record is written: a member without its record
-        // could be dropped by a sweep running meanwhile, and the record
-        // then left unindexed.
-        redis::cmd("SADD")
-            .arg(self.index_key(record.node.as_str()))
-            .arg(member(client, record.session))
-            .query_async::<i64>(&mut conn)
-            .await
-            .map_err(|e| store_error(client, e))?;
-        // The previous record has been overwritten either way; a corrupt one
-        // only means there is no older session we could close.
-        match parse(client, [prev.0, prev.1, prev.2]) {
-            Ok(prev) => Ok(prev),
-            Err(e) => {
-                tracing::warn!(%client, error = %e, "replaced a corrupt presence record");
-                Ok(None)
-            }
+        let devices = parse_readable(client, fields);
+        if written == 0 {
+            return Ok(Registered::TooManyDevices { devices });
         }
+        // Only once the field is written: a member without its field could
+        // be dropped by a sweep running meanwhile, and the field then left
+        // unindexed.
+        self.index(client, record).await?;
+        // The previous field has been overwritten either way; a corrupt one
+        // only means there is no older session we could close.
+        let replaced = match previous
+            .map(|v| PresenceRecord::from_field(client, record.device.as_str(), &v))
+        {
+            Some(Ok(previous)) => Some(previous),
+            Some(Err(e)) => {
+                tracing::warn!(%client, error = %e, "replaced a corrupt presence field");
+                None
+            }
+            None => None,
+        };
+        Ok(Registered::Done { replaced, devices })
     }
 
-    async fn lookup(&self, client: &ClientId) -> Result<Option<PresenceRecord>, PresenceError> {
-        let (node, session, since): (Option<String>, Option<String>, Option<String>) =
-            redis::cmd("HMGET")
-                .arg(self.key(client))
-                .arg(&["node", "session", "since"])
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(|e| store_error(client, e))?;
-        parse(client, [node, session, since])
+    async fn lookup(&self, client: &ClientId) -> Result<Vec<PresenceRecord>, PresenceError> {
+        let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.key(client))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| store_error(client, e))?;
+        parse_all(client, fields)
+    }
+
+    async fn lookup_many(
+        &self,
+        clients: &[ClientId],
+    ) -> Result<Vec<Vec<PresenceRecord>>, PresenceError> {
+        let commands = clients
+            .iter()
+            .map(|client| {
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(self.key(client));
+                cmd
+            })
+            .collect();
+        let replies = self
+            .conn
+            .batch_each(commands)
+            .await
+            .map_err(|e| PresenceError::caused("Redis", e))?;
+        clients
+            .iter()
+            .zip(replies)
+            .map(|(client, reply)| {
+                let reply = reply.map_err(|e| store_error(client, e))?;
+                let fields: Vec<(String, String)> =
+                    redis::from_redis_value(reply).map_err(|e| store_error(client, e.into()))?;
+                parse_all(client, fields)
+            })
+            .collect()
     }
 
     async fn remove(
         &self,
         client: &ClientId,
+        device: &DeviceId,
         node: &NodeId,
         session: Uuid,
     ) -> Result<bool, PresenceError> {
         let (mut conn, mut index_conn) = (self.conn.clone(), self.conn.clone());
         let mut invocation = self.remove.key(self.key(client));
-        invocation.arg(session.to_string());
+        invocation.arg(device.as_str()).arg(session.to_string());
         let mut unindex = redis::cmd("SREM");
         unindex
             .arg(self.index_key(node.as_str()))
-            .arg(member(client, session));
-        // The member goes whether or not the record still named this
-        // session: either way the session's record is no more. Two keys in
+            .arg(format!("{client}|{device}|{session}"));
+        // The member goes whether or not the field still named this
+        // session: either way the session's field is no more. Two keys in
         // two slots, so two commands (sent together).
         let (deleted, unindexed) = tokio::join!(
             invocation.invoke_async::<i64>(&mut conn),
@@ -284,24 +322,26 @@ impl PresenceStore for RedisPresence {
                     .arg(self.reregister.get_hash())
                     .arg(1)
                     .arg(self.key(client))
-                    .arg(record.node.as_str())
-                    .arg(record.session.to_string())
-                    .arg(record.since);
+                    .arg(record.device.as_str())
+                    .arg(record.value())
+                    .arg(record.session.to_string());
                 writes.push(write);
                 let mut index = redis::cmd("SADD");
                 index
                     .arg(self.index_key(record.node.as_str()))
-                    .arg(member(client, record.session));
+                    .arg(member(client, record));
                 members.push(index);
             }
-            // Records first, then their index members (as in `register`):
+            // Fields first, then their index members (as in `register`):
             // on a cluster a batch runs concurrently, so the two go as two
             // batches to keep that order.
             let replies = self.conn.batch(writes).await.map_err(unavailable)?;
             self.conn.batch(members).await.map_err(unavailable)?;
-            for ((client, _), reply) in batch.iter().zip(&replies) {
-                let fields: Option<[Option<String>; 3]> = redis::from_redis_value_ref(reply).ok();
-                results.push(fields.and_then(|fields| parse(client, fields).unwrap_or(None)));
+            for ((client, record), reply) in batch.iter().zip(&replies) {
+                let other: Option<String> = redis::from_redis_value_ref(reply).unwrap_or(None);
+                results.push(other.and_then(|value| {
+                    PresenceRecord::from_field(client, record.device.as_str(), &value).ok()
+                }));
             }
         }
         Ok(results)
@@ -347,12 +387,16 @@ impl PresenceStore for RedisPresence {
                 let commands = members
                     .iter()
                     .map(|member| {
-                        let (client, session) = member.rsplit_once('|').unwrap_or((member, ""));
+                        let mut parts = member.splitn(3, '|');
+                        let client = parts.next().unwrap_or_default();
+                        let device = parts.next().unwrap_or_default();
+                        let session = parts.next().unwrap_or_default();
                         let mut sweep = redis::cmd("EVALSHA");
                         sweep
                             .arg(self.sweep_one.get_hash())
                             .arg(1)
                             .arg(format!("{}presence:{client}", self.key_prefix))
+                            .arg(device)
                             .arg(node.as_str())
                             .arg(session)
                             .arg(before_since);
@@ -398,11 +442,11 @@ impl PresenceStore for RedisPresence {
 
     /// Records are written back periodically on both kinds of Redis
     /// (50,000 take well under a second of Redis' time). A cluster
-    /// replicates asynchronously: a record written just before its
-    /// master died may be missing on the replica that took over. And on
-    /// either, a record can vanish while its session lives (a Redis with
-    /// `maxmemory` and an eviction policy, an operator's `DEL`, a node
-    /// wrongly judged dead): nothing else would bring it back.
+    /// replicates asynchronously: a record written just before its master
+    /// died may be missing on the replica that took over. And on either, a
+    /// record can vanish while its session lives (a Redis with `maxmemory`
+    /// and an eviction policy, an operator's `DEL`, a node wrongly judged
+    /// dead): nothing else would bring it back.
     fn refresh_interval(&self, configured: Duration) -> Option<Duration> {
         Some(configured)
     }
@@ -420,25 +464,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parse_accepts_whole_records_only() {
+    fn fields_are_read_whole_or_refused() {
         let c = ClientId::parse("c").unwrap();
-        assert_eq!(parse(&c, [None, None, None]).unwrap(), None);
         let s = Uuid::new_v4();
-        let r = parse(
-            &c,
-            [Some("n1".into()), Some(s.to_string()), Some("5".into())],
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!((r.node.as_str(), r.session, r.since), ("n1", s, 5));
-        assert!(parse(&c, [Some("n1".into()), None, None]).is_err());
-        assert!(
-            parse(
-                &c,
-                [Some("n.1".into()), Some(s.to_string()), Some("5".into())]
-            )
-            .is_err()
-        );
-        assert!(parse(&c, [Some("n1".into()), Some("x".into()), Some("5".into())]).is_err());
+        let record = PresenceRecord {
+            device: DeviceId::parse("phone").unwrap(),
+            node: NodeId::parse("n1").unwrap(),
+            session: s,
+            since: 5,
+        };
+        let fields = vec![("phone".to_owned(), record.value())];
+        assert_eq!(parse_all(&c, fields).unwrap(), vec![record]);
+        for value in [
+            r#"{"node":"n.1","session":"x","since":5}"#,
+            r#"{"node":"n1","since":5}"#,
+            "n1 s 5",
+        ] {
+            assert!(
+                parse_all(&c, vec![("phone".into(), value.into())]).is_err(),
+                "{value}"
+            );
+        }
+        assert!(parse_all(&c, vec![("a b".into(), record_value(s))]).is_err());
+    }
+
+    fn record_value(s: Uuid) -> String {
+        format!(r#"{{"node":"n1","session":"{s}","since":5}}"#)
     }
 }

@@ -1,24 +1,62 @@
 //! The Lua scripts behind presence writes. Each is one atomic step on the
-//! server, and each touches exactly one key (`KEYS[1]`), so that on a
-//! Redis Cluster it runs on the master that owns that key's slot: a
-//! script with keys in two slots is refused there (CROSSSLOT).
+//! server, and each touches exactly one key (`KEYS[1]`, a client's hash
+//! of device fields), so that on a Redis Cluster it runs on the master
+//! that owns that key's slot: a script with keys in two slots is refused
+//! there (CROSSSLOT). Field values are the JSON of docs/protocol.md,
+//! decoded with Redis' own cjson.
 
+/// Registers a device field. ARGV: device, value, max devices. Returns
+/// `{1, previous value or nil, all fields}` when written, `{0, nil, all
+/// fields}` when the client already has max devices and this is a new one.
 pub const REGISTER: &str = r"
-local prev = redis.call('HMGET', KEYS[1], 'node', 'session', 'since')
-redis.call('HSET', KEYS[1], 'node', ARGV[1], 'session', ARGV[2], 'since', ARGV[3])
-return prev
+local prev = redis.call('HGET', KEYS[1], ARGV[1])
+if not prev and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return {0, false, redis.call('HGETALL', KEYS[1])}
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return {1, prev or false, redis.call('HGETALL', KEYS[1])}
 ";
 
-/// Re-registration after data loss: write the record only if the client
-/// has none, or one of this same session; otherwise return the other one.
-pub const REREGISTER: &str = r"
-local cur = redis.call('HMGET', KEYS[1], 'node', 'session', 'since')
-if cur[1] and cur[2] and cur[3] and cur[2] ~= ARGV[2] then
-  return cur
+/// The session a field's value names, or nil for a value that is not one.
+const SESSION_OF: &str = r"
+local function session_of(value)
+  local ok, field = pcall(cjson.decode, value)
+  if ok and type(field) == 'table' then return field['session'], field end
+  return nil, nil
 end
-redis.call('HSET', KEYS[1], 'node', ARGV[1], 'session', ARGV[2], 'since', ARGV[3])
-return {}
 ";
+
+/// Re-registration after data loss: write the field only if absent, or
+/// naming this same session; otherwise return the other value. ARGV:
+/// device, value, session.
+pub fn reregister() -> String {
+    format!(
+        r"{SESSION_OF}
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local session = session_of(cur)
+  if session and session ~= ARGV[3] then return cur end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return false
+"
+    )
+}
+
+/// Compare-and-delete of one field: 1 if it named the session and is gone
+/// (the key goes with its last field). ARGV: device, session.
+pub fn remove() -> String {
+    format!(
+        r"{SESSION_OF}
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur and session_of(cur) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"
+    )
+}
 
 /// The heartbeat: one sorted set of incarnation -> expiry, stamped with
 /// Redis' own clock so node clocks need not agree. Touches one key only
@@ -31,25 +69,22 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
 return {now, added, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
 ";
 
-/// Compare-and-delete: 1 if the record named the session and is gone.
-pub const REMOVE: &str = r"
-if redis.call('HGET', KEYS[1], 'session') == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-";
-
-/// Sweep of one indexed session of a lost run. ARGV: node, session, ghosts
-/// before. 1: ghost deleted; 2: the record is gone or belongs to another
-/// session or node (drop the member); 0: a live record (keep).
-pub const SWEEP_ONE: &str = r"
-local r = redis.call('HMGET', KEYS[1], 'node', 'session', 'since')
-if r[1] ~= ARGV[1] or r[2] ~= ARGV[2] then
-  return 2
-end
-if tonumber(r[3] or '0') < tonumber(ARGV[3]) then
-  redis.call('DEL', KEYS[1])
+/// Sweep of one indexed session of a lost run. ARGV: device, node,
+/// session, ghosts before. 1: ghost deleted; 2: the field is gone or
+/// belongs to another session or node (drop the index member); 0: a live
+/// field (keep).
+pub fn sweep_one() -> String {
+    format!(
+        r"{SESSION_OF}
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return 2 end
+local session, field = session_of(cur)
+if not session or field['node'] ~= ARGV[2] or session ~= ARGV[3] then return 2 end
+if tonumber(field['since'] or 0) < tonumber(ARGV[4]) then
+  redis.call('HDEL', KEYS[1], ARGV[1])
   return 1
 end
 return 0
-";
+"
+    )
+}

@@ -20,7 +20,21 @@
   let nextId = 1;
   let target = null;       // the URL the user asked for; retries reuse it
   const byId = new Map();    // frame id -> log entry, until acked
-  const byMsgId = new Map(); // msg_id -> log entry, for receipts
+  const byMsgId = new Map(); // msg_id -> {li, left}, until every session's receipt
+
+  // Each tab is a device of its own (protocol v2): made up once, kept for
+  // the tab's life, so that a reload reconnects as the same device (and
+  // replaces its old session) while other tabs stay online.
+  const device = (function () {
+    const key = "switchboard-device";
+    let id = null;
+    try { id = sessionStorage.getItem(key); } catch (e) { /* storage off */ }
+    if (!id) {
+      id = "tab-" + Math.random().toString(36).slice(2, 10);
+      try { sessionStorage.setItem(key, id); } catch (e) { /* storage off */ }
+    }
+    return id;
+  })();
 
   $("page-node").textContent = body.dataset.node;
   $(auth === "token" ? "name-field" : "token-field").hidden = true;
@@ -72,7 +86,7 @@
     const query = auth === "token"
       ? "token=" + encodeURIComponent($("token").value.trim())
       : "client_id=" + encodeURIComponent($("name").value.trim());
-    return scheme + "//" + location.host + "/ws?" + query;
+    return scheme + "//" + location.host + "/ws?" + query + "&device=" + encodeURIComponent(device);
   }
 
   function connect() {
@@ -107,8 +121,11 @@
         const node = document.createElement("strong");
         node.id = "my-node";
         node.textContent = frame.node;
-        who.append("You are ", name, " on node ", node, ".");
-        line("system", "connected as " + frame.client_id + " to " + frame.node);
+        const dev = document.createElement("strong");
+        dev.id = "my-device";
+        dev.textContent = frame.device;
+        who.append("You are ", name, " on device ", dev, ", node ", node, ".");
+        line("system", "connected as " + frame.client_id + " (" + frame.device + ") to " + frame.node);
         $("to").focus();
         break;
       }
@@ -117,20 +134,30 @@
         if (!li) break;
         byId.delete(frame.id);
         li.querySelector(".pending")?.remove();
-        badge(li, frame.status, frame.status);
-        // An offline message goes no further: no receipt will come.
-        if (frame.status !== "offline") byMsgId.set(frame.msg_id, li);
+        const sessions = frame.sessions ?? 1;
+        badge(li, sessions > 1 ? frame.status + " ×" + sessions : frame.status, frame.status);
+        // An offline message goes no further: no receipt will come. Each
+        // session it reached answers with a receipt of its own.
+        if (frame.status !== "offline") byMsgId.set(frame.msg_id, { li, left: sessions });
         break;
       }
       case "receipt": {
-        const li = byMsgId.get(frame.msg_id);
-        if (!li) break;
-        byMsgId.delete(frame.msg_id);
-        badge(li, frame.status, frame.status);
+        const sent = byMsgId.get(frame.msg_id);
+        if (!sent) break;
+        sent.left -= 1;
+        if (sent.left <= 0) byMsgId.delete(frame.msg_id);
+        const where = frame.device && frame.device !== "default" ? " (" + frame.device + ")" : "";
+        const why = frame.reason ? ": " + frame.reason : "";
+        badge(sent.li, frame.status + where + why, frame.status);
         break;
       }
       case "message":
-        entry("in", frame.from, bodyText(frame.body));
+        if (frame.carbon) {
+          // Sent by this person from another device.
+          entry("out carbon", "you (another device) → " + frame.to, bodyText(frame.body));
+        } else {
+          entry("in", frame.from, bodyText(frame.body));
+        }
         break;
       case "error": {
         const li = frame.id && byId.get(frame.id);
@@ -153,7 +180,7 @@
       badge(li, "unknown: disconnected", "offline");
     }
     byId.clear();
-    for (const li of byMsgId.values()) badge(li, "no receipt: disconnected", "idle");
+    for (const sent of byMsgId.values()) badge(sent.li, "no receipt: disconnected", "idle");
     byMsgId.clear();
     const why = event.reason ? " (" + event.code + " " + event.reason + ")" : " (" + event.code + ")";
     if (!wanted) {
@@ -164,7 +191,7 @@
     if (event.code === 4001) {
       wanted = false;
       setStatus("replaced", "closed");
-      line("error", "another session of yours took over; not reconnecting");
+      line("error", "this device connected again elsewhere (another tab with the same device?); not reconnecting");
       showLogin();
       return;
     }

@@ -1,6 +1,6 @@
 //! Talking to nodes as a client does, and waiting for what comes back.
 
-use switchboard::protocol::{AckStatus, ServerFrame};
+use switchboard::protocol::{AckFrame, AckStatus, MessageFrame, ServerFrame};
 use switchboard::runtime::RunningNode;
 use switchboard_client::{Client, Event, Identity};
 
@@ -16,9 +16,23 @@ pub async fn deliver(from: &mut Client, to: &mut Client, branch: AckStatus) {
         .unwrap();
     assert_eq!(ack_status(from).await, branch);
     match next_frame(to).await {
-        ServerFrame::Message { body, .. } => assert_eq!(body, "delivered?"),
+        ServerFrame::Message(MessageFrame { body, .. }) => assert_eq!(body, "delivered?"),
         other => panic!("{recipient} got {other:?} instead of the message"),
     }
+}
+
+/// [`deliver`] (remote) until `from`'s node has cached `to`'s route: a
+/// change broadcast while a lookup is under way keeps that lookup's answer
+/// out of the cache, so the first may not be enough.
+pub async fn deliver_until_cached(from: &mut Client, to: &mut Client, node: &RunningNode) {
+    let client = switchboard::protocol::ClientId::parse(&to.welcome().client_id).unwrap();
+    for _ in 0..20 {
+        deliver(from, to, AckStatus::Remote).await;
+        if node.node().router().cached_route(&client).is_some() {
+            return;
+        }
+    }
+    panic!("{client}'s route never got cached");
 }
 
 /// Connects `name` to `node` (authentication off).
@@ -26,6 +40,21 @@ pub async fn connect(node: &RunningNode, name: &str) -> Client {
     within(Client::connect(&ws_url(node), Identity::Name(name.into())))
         .await
         .unwrap_or_else(|e| panic!("{name} cannot connect: {e}"))
+}
+
+/// Connects `name` on `device` to the node at `url` (authentication off).
+pub async fn on_device(url: &str, name: &str, device: &str) -> Client {
+    let options = switchboard_client::ConnectOptions {
+        device: Some(device.into()),
+        ..Default::default()
+    };
+    within(Client::connect_with(
+        url,
+        Identity::Name(name.into()),
+        &options,
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{name} on {device} cannot connect: {e}"))
 }
 
 /// Connects `name` to the node at `url` (authentication off).
@@ -51,7 +80,7 @@ pub async fn next_frame(client: &mut Client) -> ServerFrame {
 /// The status of the next frame, which must be an ack.
 pub async fn ack_status(client: &mut Client) -> AckStatus {
     match next_frame(client).await {
-        ServerFrame::Ack { status, .. } => status,
+        ServerFrame::Ack(AckFrame { status, .. }) => status,
         other => panic!("expected an ack, got {other:?}"),
     }
 }

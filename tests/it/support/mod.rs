@@ -51,3 +51,35 @@ where
     }
     panic!("timed out waiting until {what}");
 }
+
+/// A device's field of a client's presence record in Redis, as the
+/// protocol lays it out: `{"node":…,"session":…,"since":…}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Field {
+    pub node: String,
+    pub session: String,
+    pub since: u64,
+}
+
+/// `client`'s field for `device`, if there is one (and Redis answers).
+pub async fn device_field<C>(conn: &C, client: &str, device: &str) -> Option<Field>
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync,
+{
+    use redis::AsyncCommands;
+    let value: Option<String> = conn
+        .clone()
+        .hget(format!("sb:presence:{client}"), device)
+        .await
+        .ok()
+        .flatten();
+    value.map(|v| serde_json::from_str(&v).expect("a presence field is JSON"))
+}
+
+/// `client`'s field for the device a client names when it names none.
+pub async fn presence_field<C>(conn: &C, client: &str) -> Option<Field>
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync,
+{
+    device_field(conn, client, "default").await
+}

@@ -277,10 +277,15 @@ pub struct FakeSession {
 
 impl FakeSession {
     pub async fn open(node: &switchboard::node::Node, client: &str) -> Self {
+        Self::open_device(node, client, "default").await
+    }
+
+    pub async fn open_device(node: &switchboard::node::Node, client: &str, device: &str) -> Self {
         use switchboard::hub::{Outbox, QueueLimits, SessionHandle};
         let handle = Arc::new(SessionHandle {
             id: uuid::Uuid::new_v4(),
             client: switchboard::protocol::ClientId::parse(client).unwrap(),
+            device: switchboard::protocol::DeviceId::parse(device).unwrap(),
             since: switchboard::protocol::now_ms(),
             outbox: Outbox::new(QueueLimits {
                 frames: 1024,
@@ -288,29 +293,29 @@ impl FakeSession {
             }),
         });
         let router = node.router().clone();
-        router.register(&handle).await.expect("registered");
+        router.register(&handle, 8).await.expect("registered");
         Self { handle, router }
     }
 
     /// A message from this session, as its loop would build it.
     pub fn message(&self, to: &str, receipt: bool) -> switchboard::routing::Message {
         let msg_id = uuid::Uuid::now_v7();
-        let receipt_to = switchboard::hub::ReceiptTo {
+        let sender = switchboard::hub::Sender {
             node: self.router.node().clone(),
             client: self.handle.client.clone(),
             session: self.handle.id,
-            msg_id,
             id: None,
             receipt,
-            tracked: false,
         };
         let body = serde_json::value::RawValue::from_string("\"hi\"".into()).unwrap();
         switchboard::routing::Message::new(
             msg_id,
             self.handle.client.clone(),
-            switchboard::protocol::ClientId::parse(to).unwrap(),
+            switchboard::protocol::Recipient::Client(
+                switchboard::protocol::ClientId::parse(to).unwrap(),
+            ),
             &body,
-            Some(receipt_to),
+            Some(sender),
         )
     }
 
@@ -322,9 +327,14 @@ impl FakeSession {
         let mut messages = Vec::new();
         for item in batch.messages {
             messages.push(item.frame.to_string());
-            if let Some(to) = item.receipt_to {
+            if let Some(handover) = item.handover {
                 self.router
-                    .report_outcome(&to, switchboard::protocol::ReceiptStatus::Delivered)
+                    .settle(
+                        &handover,
+                        &self.handle.client,
+                        &self.handle.device,
+                        switchboard::protocol::Fate::Delivered,
+                    )
                     .await;
             }
         }

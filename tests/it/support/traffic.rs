@@ -3,18 +3,21 @@
 //! outcome into a shared [`Ledger`] that checks no message was lost
 //! silently.
 //!
-//! Every send asks for a receipt, so every message acked `local` or
-//! `remote` must end with a receipt (`delivered` or `offline`) unless its
-//! sender's session was cut off first. A voluntary disconnect waits for
-//! the outstanding receipts before closing, so only sessions cut off by a
-//! crash or a takeover lose the means to hear an outcome.
+//! Every send asks for a receipt, so every session a `local` or `remote`
+//! ack counted must end with a receipt naming its device (`delivered` or
+//! `offline`) unless the sender's session was cut off first. A voluntary
+//! disconnect waits for the outstanding receipts before closing, so only
+//! sessions cut off by a crash or a takeover lose the means to hear an
+//! outcome. With several devices per client, each device is a session of
+//! its own, coming and going; carbon copies of what a client sends must
+//! reach only its other devices.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use switchboard::protocol::{AckStatus, ErrorCode, ReceiptStatus, ServerFrame};
-use switchboard_client::{Client, ClientError, Event, Identity};
+use switchboard::protocol::{AckStatus, ErrorCode, MessageFrame, ReceiptStatus, ServerFrame};
+use switchboard_client::{Client, ClientError, ConnectOptions, Event, Identity};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use uuid::Uuid;
 
@@ -39,21 +42,38 @@ impl Rng {
     }
 }
 
+/// One receiving session: a client's device.
+type Device = (String, String);
+
+/// A send, as its ack told it.
+struct Acked {
+    from: Device,
+    to: String,
+    status: AckStatus,
+    /// Recipient sessions the ack counted.
+    sessions: u32,
+}
+
 #[derive(Default)]
 struct Book {
     sent: u64,
-    /// msg_id -> (sender, recipient, branch)
-    acked: HashMap<Uuid, (String, String, AckStatus)>,
+    /// msg_id -> its send, as acked
+    acked: HashMap<Uuid, Acked>,
     errors: HashMap<ErrorCode, u64>,
     /// Sends whose session was cut off before their ack.
     unacked: u64,
     /// Sends still unacked when this client closed its session itself:
     /// the protocol owes every read send an ack, so this must stay 0.
     unacked_at_close: u64,
-    receipts: HashMap<Uuid, ReceiptStatus>,
-    /// msg_id -> recipient
-    received: HashMap<Uuid, String>,
+    /// msg_id -> device -> receipt (each session's outcome, named).
+    receipts: HashMap<Uuid, HashMap<String, ReceiptStatus>>,
+    /// Two receipts for one message and one device.
+    double_receipts: u64,
+    /// msg_id -> the devices that received it.
+    received: HashMap<Uuid, HashSet<Device>>,
     duplicates: u64,
+    /// Carbon copies seen: msg_id -> (client, device) that got one.
+    carbons: Vec<(Uuid, Device)>,
     /// Acked local/remote, but the sender's session was cut off before an
     /// outcome could reach it.
     sender_cut_off: HashSet<Uuid>,
@@ -65,7 +85,8 @@ struct Book {
 #[derive(Clone, Default)]
 pub struct Ledger(Arc<Mutex<Book>>);
 
-/// The counts a failure test reports and checks.
+/// The counts a failure test reports and checks. Counts of messages are per
+/// recipient session: a message to a client on two devices is two.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
     pub sessions: u64,
@@ -74,34 +95,45 @@ pub struct Report {
     pub acked_local: u64,
     pub acked_remote: u64,
     pub acked_offline: u64,
+    /// Recipient sessions the acks counted.
+    pub acked_sessions: u64,
     pub errors: u64,
     pub unavailable: u64,
     pub unacked: u64,
     pub unacked_at_close: u64,
+    /// Messages received, per receiving session.
     pub received: u64,
     pub duplicates: u64,
     pub delivered_receipts: u64,
     pub offline_receipts: u64,
-    /// Acked local/remote, not received, sender cut off before an outcome.
+    pub double_receipts: u64,
+    pub carbons: u64,
+    pub misdirected_carbons: u64,
+    /// Sessions not accounted for whose sender was cut off before an
+    /// outcome could reach it.
     pub sender_cut_off: u64,
-    /// `delivered` receipts for messages their recipient never read.
+    /// `delivered` receipts naming a device that never read the message.
     pub false_deliveries: u64,
-    /// Acked local/remote, never received, no offline receipt, and the
-    /// sender was there to be told: the losses that must not happen.
+    /// Sessions an ack counted that neither received the message nor were
+    /// answered `offline`, while the sender was there to be told: the
+    /// losses that must not happen.
     pub unaccounted: u64,
     /// The first few of those, for the failure message.
     pub unaccounted_examples: Vec<String>,
 }
 
 impl Report {
-    /// The promise every failure test checks: each message acked `local`
-    /// or `remote` was received or answered `offline`, no `delivered`
-    /// receipt lied, nothing arrived twice, and every send a client read
-    /// was acked before it closed.
+    /// The promise every failure test checks: each session an ack counted
+    /// received the message or was answered `offline`, no `delivered`
+    /// receipt lied, nothing arrived twice, no session heard of one
+    /// message twice, carbons went only to the sender's other devices, and
+    /// every send a client read was acked before it closed.
     pub fn assert_no_silent_loss(&self) {
         assert_eq!(self.unaccounted, 0, "{self:#?}");
         assert_eq!(self.false_deliveries, 0, "{self:#?}");
         assert_eq!(self.duplicates, 0, "{self:#?}");
+        assert_eq!(self.double_receipts, 0, "{self:#?}");
+        assert_eq!(self.misdirected_carbons, 0, "{self:#?}");
         assert_eq!(self.unacked_at_close, 0, "{self:#?}");
     }
 }
@@ -113,7 +145,7 @@ impl Ledger {
 
     pub fn report(&self) -> Report {
         let book = self.book();
-        let count = |s: AckStatus| book.acked.values().filter(|(_, _, b)| *b == s).count() as u64;
+        let count = |s: AckStatus| book.acked.values().filter(|a| a.status == s).count() as u64;
         let mut r = Report {
             sessions: book.sessions,
             sessions_cut_off: book.cut_off_sessions,
@@ -121,6 +153,7 @@ impl Ledger {
             acked_local: count(AckStatus::Local),
             acked_remote: count(AckStatus::Remote),
             acked_offline: count(AckStatus::Offline),
+            acked_sessions: book.acked.values().map(|a| u64::from(a.sessions)).sum(),
             errors: book.errors.values().sum(),
             unavailable: book
                 .errors
@@ -129,37 +162,75 @@ impl Ledger {
                 .unwrap_or(0),
             unacked: book.unacked,
             unacked_at_close: book.unacked_at_close,
-            received: book.received.len() as u64,
+            received: book.received.values().map(|d| d.len() as u64).sum(),
             duplicates: book.duplicates,
+            double_receipts: book.double_receipts,
+            carbons: book.carbons.len() as u64,
             ..Report::default()
         };
-        for status in book.receipts.values() {
+        // A carbon goes to the sender's other devices: never to another
+        // client, never to the device that sent it.
+        for (msg_id, (name, device)) in &book.carbons {
+            let right = book
+                .acked
+                .get(msg_id)
+                .is_some_and(|a| a.from.0 == *name && a.from.1 != *device);
+            // Its send may not have been acked (the sender was cut off).
+            if !right && book.acked.contains_key(msg_id) {
+                r.misdirected_carbons += 1;
+            }
+        }
+        for status in book.receipts.values().flat_map(|r| r.values()) {
             match status {
                 ReceiptStatus::Delivered => r.delivered_receipts += 1,
                 ReceiptStatus::Offline => r.offline_receipts += 1,
             }
         }
-        for (msg_id, (_, to, branch)) in &book.acked {
+        let none = HashSet::new();
+        let no_receipts = HashMap::new();
+        for (msg_id, acked) in &book.acked {
+            let Acked {
+                from,
+                to,
+                status: branch,
+                sessions,
+            } = acked;
             if *branch == AckStatus::Offline {
                 continue;
             }
-            let received = book.received.get(msg_id) == Some(to);
-            let receipt = book.receipts.get(msg_id);
-            if receipt == Some(&ReceiptStatus::Delivered) && !received {
-                r.false_deliveries += 1;
+            let received = book.received.get(msg_id).unwrap_or(&none);
+            let receipts = book.receipts.get(msg_id).unwrap_or(&no_receipts);
+            let got = |device: &str| received.contains(&(to.clone(), device.to_owned()));
+            for (device, status) in receipts {
+                if *status == ReceiptStatus::Delivered && !got(device) {
+                    r.false_deliveries += 1;
+                }
             }
-            if received || receipt == Some(&ReceiptStatus::Offline) {
+            // Sessions accounted for: those that read it, and those
+            // answered offline.
+            let mut accounted: HashSet<&str> = received
+                .iter()
+                .filter(|(who, _)| who == to)
+                .map(|(_, d)| d.as_str())
+                .collect();
+            accounted.extend(
+                receipts
+                    .iter()
+                    .filter(|(_, s)| **s == ReceiptStatus::Offline)
+                    .map(|(d, _)| d.as_str()),
+            );
+            let missing = u64::from(*sessions).saturating_sub(accounted.len() as u64);
+            if missing == 0 {
                 continue;
             }
             if book.sender_cut_off.contains(msg_id) {
-                r.sender_cut_off += 1;
+                r.sender_cut_off += missing;
             } else {
-                r.unaccounted += 1;
+                r.unaccounted += missing;
                 if r.unaccounted_examples.len() < 10 {
-                    let (from, _, _) = &book.acked[msg_id];
                     r.unaccounted_examples.push(format!(
-                        "{msg_id} {from} -> {to} acked {branch:?}, receipt {receipt:?}, received by {:?}",
-                        book.received.get(msg_id)
+                        "{msg_id} {from:?} -> {to} acked {branch:?} to {sessions} sessions, \
+                         received by {received:?}, receipts {receipts:?}"
                     ));
                 }
             }
@@ -181,6 +252,9 @@ pub struct Plan {
     pub pace: Duration,
     /// How long a voluntary disconnect waits for outstanding receipts.
     pub drain: Duration,
+    /// Devices per client, each its own session coming and going (1: the
+    /// client names no device).
+    pub devices: usize,
 }
 
 impl Plan {
@@ -193,6 +267,7 @@ impl Plan {
             sends_per_session: (1, 12),
             pace,
             drain: Duration::from_secs(20),
+            devices: 1,
         }
     }
 }
@@ -204,15 +279,37 @@ enum SessionEnd {
     CutOff,
 }
 
-/// Runs one client until `stop_at`, then closes voluntarily.
-pub async fn run_client(name: String, plan: Plan, ledger: Ledger, stop_at: Instant, seed: u64) {
+/// One session's view: its client and device.
+struct Me<'a> {
+    name: &'a str,
+    device: &'a str,
+}
+
+/// Runs one device of a client until `stop_at`, then closes voluntarily.
+pub async fn run_client(
+    name: String,
+    device: Option<String>,
+    plan: Plan,
+    ledger: Ledger,
+    stop_at: Instant,
+    seed: u64,
+) {
     let mut rng = Rng::new(seed);
+    let options = ConnectOptions {
+        device: device.clone(),
+        ..ConnectOptions::default()
+    };
+    let me = Me {
+        name: &name,
+        device: device.as_deref().unwrap_or("default"),
+    };
     while Instant::now() < stop_at {
         let url = {
             let nodes = plan.nodes.lock().unwrap();
             nodes[rng.below(nodes.len())].clone()
         };
-        let client = match Client::connect(&url, Identity::Name(name.clone())).await {
+        let client = match Client::connect_with(&url, Identity::Name(name.clone()), &options).await
+        {
             Ok(client) => client,
             // A node that is down, starting, or refusing (503): try another.
             Err(
@@ -226,7 +323,7 @@ pub async fn run_client(name: String, plan: Plan, ledger: Ledger, stop_at: Insta
         ledger.book().sessions += 1;
         let sends = plan.sends_per_session.0
             + rng.below(plan.sends_per_session.1 - plan.sends_per_session.0 + 1);
-        match session(&name, client, &plan, &ledger, &mut rng, sends, stop_at).await {
+        match session(&me, client, &plan, &ledger, &mut rng, sends, stop_at).await {
             SessionEnd::Voluntary => {}
             SessionEnd::CutOff => {
                 ledger.book().cut_off_sessions += 1;
@@ -236,8 +333,24 @@ pub async fn run_client(name: String, plan: Plan, ledger: Ledger, stop_at: Insta
     }
 }
 
+/// What one session waits for.
+#[derive(Default)]
+struct Waiting {
+    /// Send id -> recipient, until acked.
+    unacked: HashMap<String, String>,
+    /// msg_id of acked local/remote sends -> receipts still to come (one
+    /// per session the ack counted).
+    outstanding: HashMap<Uuid, u32>,
+}
+
+impl Waiting {
+    fn is_empty(&self) -> bool {
+        self.unacked.is_empty() && self.outstanding.is_empty()
+    }
+}
+
 async fn session(
-    name: &str,
+    me: &Me<'_>,
     mut client: Client,
     plan: &Plan,
     ledger: &Ledger,
@@ -245,10 +358,7 @@ async fn session(
     sends: usize,
     stop_at: Instant,
 ) -> SessionEnd {
-    // send id -> recipient, until acked; msg_id of acked local/remote
-    // sends, until their receipt.
-    let mut unacked: HashMap<String, String> = HashMap::new();
-    let mut outstanding: HashSet<Uuid> = HashSet::new();
+    let mut waiting = Waiting::default();
     let mut next_id = 0usize;
     let mut tick = tokio::time::interval(plan.pace);
     let mut draining_since: Option<Instant> = None;
@@ -259,61 +369,99 @@ async fn session(
             draining_since = Some(Instant::now());
         }
         if let Some(since) = draining_since
-            && ((unacked.is_empty() && outstanding.is_empty()) || since.elapsed() > plan.drain)
+            && (waiting.is_empty() || since.elapsed() > plan.drain)
         {
-            return close(client, name, ledger, unacked, outstanding).await;
+            return close(client, me, ledger, waiting).await;
         }
         tokio::select! {
             _ = tick.tick(), if sending => {
                 let to = &plan.names[rng.below(plan.names.len())];
-                let id = format!("{name}-{next_id}");
+                let id = format!("{}-{}-{next_id}", me.name, me.device);
                 next_id += 1;
-                if client.send(to, &serde_json::json!({"from": name, "n": next_id}), Some(&id), true).await.is_err() {
-                    return cut_off(ledger, unacked, outstanding);
+                let body = serde_json::json!({"from": me.name, "n": next_id});
+                if client.send(to, &body, Some(&id), true).await.is_err() {
+                    return cut_off(ledger, waiting);
                 }
                 ledger.book().sent += 1;
-                unacked.insert(id, to.clone());
+                waiting.unacked.insert(id, to.clone());
             }
             event = client.next_event() => match event {
-                Ok(Event::Frame(frame)) => record(name, frame, ledger, &mut unacked, &mut outstanding),
-                Ok(Event::Closed { .. }) | Err(_) => return cut_off(ledger, unacked, outstanding),
+                Ok(Event::Frame(frame)) => record(me, frame, ledger, &mut waiting),
+                Ok(Event::Closed { .. }) | Err(_) => return cut_off(ledger, waiting),
             },
         }
     }
 }
 
-fn record(
-    name: &str,
-    frame: ServerFrame,
-    ledger: &Ledger,
-    unacked: &mut HashMap<String, String>,
-    outstanding: &mut HashSet<Uuid>,
-) {
+fn record(me: &Me<'_>, frame: ServerFrame, ledger: &Ledger, waiting: &mut Waiting) {
+    let name = me.name;
     let mut book = ledger.book();
     match frame {
-        ServerFrame::Ack { id, msg_id, status } => {
-            let to = id
-                .and_then(|id| unacked.remove(&id))
+        ServerFrame::Ack(ack) => {
+            let to = ack
+                .id
+                .and_then(|id| waiting.unacked.remove(&id))
                 .unwrap_or_else(|| panic!("{name}: ack for no send"));
-            if status != AckStatus::Offline {
-                outstanding.insert(msg_id);
+            let sessions = ack
+                .sessions
+                .unwrap_or_else(|| panic!("{name}: an ack without sessions"));
+            if ack.status != AckStatus::Offline && sessions > 0 {
+                waiting.outstanding.insert(ack.msg_id, sessions);
             }
-            book.acked.insert(msg_id, (name.to_owned(), to, status));
+            let acked = Acked {
+                from: (name.to_owned(), me.device.to_owned()),
+                to,
+                status: ack.status,
+                sessions,
+            };
+            book.acked.insert(ack.msg_id, acked);
         }
         ServerFrame::Error { id, code, .. } => {
             if let Some(id) = id {
-                unacked.remove(&id);
+                waiting.unacked.remove(&id);
             }
             *book.errors.entry(code).or_default() += 1;
         }
-        ServerFrame::Receipt { msg_id, status, .. } => {
-            outstanding.remove(&msg_id);
-            let previous = book.receipts.insert(msg_id, status);
-            assert!(previous.is_none(), "{name}: two receipts for {msg_id}");
+        ServerFrame::Receipt {
+            msg_id,
+            status,
+            device,
+            ..
+        } => {
+            if let Some(left) = waiting.outstanding.get_mut(&msg_id) {
+                *left -= 1;
+                if *left == 0 {
+                    waiting.outstanding.remove(&msg_id);
+                }
+            }
+            let device = device.unwrap_or_else(|| panic!("{name}: a receipt naming no device"));
+            if book
+                .receipts
+                .entry(msg_id)
+                .or_default()
+                .insert(device, status)
+                .is_some()
+            {
+                book.double_receipts += 1;
+            }
         }
-        ServerFrame::Message { msg_id, to, .. } => {
-            assert_eq!(to, name);
-            if book.received.insert(msg_id, to).is_some() {
+        ServerFrame::Message(MessageFrame {
+            msg_id,
+            to,
+            from,
+            carbon,
+            ..
+        }) => {
+            if carbon {
+                // A copy of what this client sent from another device.
+                assert_eq!(from, name, "a carbon of someone else's message");
+                let receiver = (name.to_owned(), me.device.to_owned());
+                book.carbons.push((msg_id, receiver));
+                return;
+            }
+            assert_eq!(to.as_deref(), Some(name));
+            let receiver = (name.to_owned(), me.device.to_owned());
+            if !book.received.entry(msg_id).or_default().insert(receiver) {
                 book.duplicates += 1;
             }
         }
@@ -321,14 +469,10 @@ fn record(
     }
 }
 
-fn cut_off(
-    ledger: &Ledger,
-    unacked: HashMap<String, String>,
-    outstanding: HashSet<Uuid>,
-) -> SessionEnd {
+fn cut_off(ledger: &Ledger, waiting: Waiting) -> SessionEnd {
     let mut book = ledger.book();
-    book.unacked += unacked.len() as u64;
-    book.sender_cut_off.extend(outstanding);
+    book.unacked += waiting.unacked.len() as u64;
+    book.sender_cut_off.extend(waiting.outstanding.into_keys());
     SessionEnd::CutOff
 }
 
@@ -336,27 +480,24 @@ fn cut_off(
 /// writes until its close frame.
 async fn close(
     mut client: Client,
-    name: &str,
+    me: &Me<'_>,
     ledger: &Ledger,
-    mut unacked: HashMap<String, String>,
-    mut outstanding: HashSet<Uuid>,
+    mut waiting: Waiting,
 ) -> SessionEnd {
     if client.send_message(WsMessage::Close(None)).await.is_err() {
-        return cut_off(ledger, unacked, outstanding);
+        return cut_off(ledger, waiting);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, client.next_event()).await {
-            Ok(Ok(Event::Frame(frame))) => {
-                record(name, frame, ledger, &mut unacked, &mut outstanding)
-            }
+            Ok(Ok(Event::Frame(frame))) => record(me, frame, ledger, &mut waiting),
             _ => break,
         }
     }
     // Outcomes that had not arrived by the close stay unresolved: unless
-    // their recipient got them, they count as unaccounted.
-    ledger.book().unacked_at_close += unacked.len() as u64;
+    // their recipients got them, they count as unaccounted.
+    ledger.book().unacked_at_close += waiting.unacked.len() as u64;
     SessionEnd::Voluntary
 }
 
@@ -373,8 +514,8 @@ pub fn spawn_clients(
     tokio::spawn(async move { run_clients(&names, &plan, &ledger, stop_at, seed, limit).await })
 }
 
-/// Runs one traffic client per name until `stop_at` and waits for all of
-/// them to finish (bounded by `limit`).
+/// Runs one traffic client per name and device until `stop_at` and waits
+/// for all of them to finish (bounded by `limit`).
 pub async fn run_clients(
     names: &[String],
     plan: &Plan,
@@ -383,12 +524,18 @@ pub async fn run_clients(
     seed: u64,
     limit: Duration,
 ) {
+    let devices: Vec<Option<String>> = match plan.devices {
+        1 => vec![None],
+        n => (0..n).map(|d| Some(format!("d{d}"))).collect(),
+    };
     let clients: Vec<_> = names
         .iter()
+        .flat_map(|name| devices.iter().map(move |device| (name, device)))
         .enumerate()
-        .map(|(i, name)| {
+        .map(|(i, (name, device))| {
             tokio::spawn(run_client(
                 name.clone(),
+                device.clone(),
                 plan.clone(),
                 ledger.clone(),
                 stop_at,
