@@ -5,15 +5,17 @@
 //! same atomic steps), so the branches behave identically with or without
 //! a cluster.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::presence::{HeartbeatReport, PresenceError, PresenceRecord, PresenceStore, Registered};
-use crate::protocol::{ClientId, DeviceId, NodeId, now_ms};
+use crate::presence::{
+    HeartbeatReport, MemberAdded, PresenceError, PresenceRecord, PresenceStore, Registered,
+};
+use crate::protocol::{ClientId, DeviceId, GroupId, NodeId, now_ms};
 
 #[derive(Default)]
 pub struct MemoryPresence {
@@ -21,6 +23,7 @@ pub struct MemoryPresence {
     records: Mutex<HashMap<ClientId, Vec<PresenceRecord>>>,
     /// Heartbeat entries: member -> expiry (ms since the epoch).
     heartbeats: Mutex<HashMap<String, u64>>,
+    groups: Mutex<HashMap<GroupId, HashSet<ClientId>>>,
 }
 
 impl MemoryPresence {
@@ -32,6 +35,10 @@ impl MemoryPresence {
         // A panic while holding the lock cannot leave a half-written map
         // entry, so a poisoned lock is still safe to use.
         self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn groups(&self) -> std::sync::MutexGuard<'_, HashMap<GroupId, HashSet<ClientId>>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -63,6 +70,51 @@ impl PresenceStore for MemoryPresence {
             replaced,
             devices: devices.clone(),
         })
+    }
+
+    async fn add_member(
+        &self,
+        group: &GroupId,
+        client: &ClientId,
+        max_members: usize,
+    ) -> Result<MemberAdded, PresenceError> {
+        let mut groups = self.groups();
+        let members = groups.entry(group.clone()).or_default();
+        Ok(if members.contains(client) {
+            MemberAdded::Already
+        } else if members.len() >= max_members {
+            if members.is_empty() {
+                groups.remove(group);
+            }
+            MemberAdded::Full
+        } else {
+            members.insert(client.clone());
+            MemberAdded::Added
+        })
+    }
+
+    async fn remove_member(
+        &self,
+        group: &GroupId,
+        client: &ClientId,
+    ) -> Result<bool, PresenceError> {
+        let mut groups = self.groups();
+        let Some(members) = groups.get_mut(group) else {
+            return Ok(false);
+        };
+        let removed = members.remove(client);
+        if members.is_empty() {
+            groups.remove(group);
+        }
+        Ok(removed)
+    }
+
+    async fn members(&self, group: &GroupId) -> Result<Vec<ClientId>, PresenceError> {
+        Ok(self
+            .groups()
+            .get(group)
+            .map(|m| m.iter().cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn lookup(&self, client: &ClientId) -> Result<Vec<PresenceRecord>, PresenceError> {

@@ -1,5 +1,6 @@
 //! The presence registry, as the rest of the node sees it: client id ->
-//! {node, session, since}, and the nodes' heartbeats.
+//! {node, session, since}, the nodes' heartbeats, and (v2) the members of
+//! each group, which live beside the records in the same store.
 //!
 //! Every node of a cluster shares one registry; it is how a node finds out
 //! where a recipient is. This is a port: the router and the node's upkeep
@@ -14,7 +15,7 @@ use uuid::Uuid;
 use serde::Deserialize;
 
 use crate::cause::Cause;
-use crate::protocol::{ClientId, DeviceId, NodeId};
+use crate::protocol::{ClientId, DeviceId, GroupId, NodeId};
 
 /// One session of a client, as the client's record holds it: a device's
 /// field (v2), naming the device, its session and the node it is on.
@@ -80,6 +81,16 @@ pub enum Registered {
     /// Not written: the client already holds the most devices allowed, and
     /// this session's device is not one of them.
     TooManyDevices { devices: Vec<PresenceRecord> },
+}
+
+/// What adding a member to a group did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberAdded {
+    Added,
+    /// It was a member already: nothing changed.
+    Already,
+    /// Not added: the group has the most members allowed.
+    Full,
 }
 
 /// What one heartbeat returned from the presence store (see
@@ -217,6 +228,27 @@ pub trait PresenceStore: Send + Sync + 'static {
         lost_run: Option<u64>,
         before_since: u64,
     ) -> Result<usize, PresenceError>;
+
+    /// Adds `client` to `group`, atomically refusing a new member once the
+    /// group has `max_members`.
+    async fn add_member(
+        &self,
+        group: &GroupId,
+        client: &ClientId,
+        max_members: usize,
+    ) -> Result<MemberAdded, PresenceError>;
+
+    /// Removes `client` from `group`; answers whether it was a member. The
+    /// group goes with its last member.
+    async fn remove_member(
+        &self,
+        group: &GroupId,
+        client: &ClientId,
+    ) -> Result<bool, PresenceError>;
+
+    /// Every member of `group`, in no particular order; empty when it has
+    /// none.
+    async fn members(&self, group: &GroupId) -> Result<Vec<ClientId>, PresenceError>;
 
     /// A real round trip to the backend, for `/readyz`.
     async fn ping(&self) -> Result<(), PresenceError>;

@@ -5,8 +5,9 @@
 //! lookup, several at once, the `--max-devices` cap), compare-and-delete
 //! per field, takeover of a device, atomic registration under contention
 //! (a same-device takeover racing different-device registers, and racing
-//! the cap), batched lookups, the heartbeat, bulk re-registration, and the
-//! end of a dead node's fields.
+//! the cap), batched lookups, the heartbeat, bulk re-registration, the
+//! end of a dead node's fields, and (v2) group members: add, remove, list,
+//! the member cap, also under contention.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,8 +16,8 @@ use crate::support::Redis;
 use crate::support::servers::{Memcached, RedisCluster};
 use switchboard::backends::{MemcachedPresence, MemoryPresence, RedisPresence};
 use switchboard::config::{MemcachedTarget, RedisTarget};
-use switchboard::presence::{PresenceRecord, PresenceStore, Registered};
-use switchboard::protocol::{ClientId, DeviceId, NodeId};
+use switchboard::presence::{MemberAdded, PresenceRecord, PresenceStore, Registered};
+use switchboard::protocol::{ClientId, DeviceId, GroupId, NodeId};
 use switchboard::redact::Secret;
 use uuid::Uuid;
 
@@ -97,6 +98,8 @@ async fn contract(store: Arc<dyn PresenceStore>, expiry: Duration) {
     heartbeat(&*store, &run).await;
     bulk_reregistration(&*store, &run).await;
     dead_nodes_records_end(&*store, &run, expiry).await;
+    group_members(&*store, &run).await;
+    the_member_cap_holds_under_contention(store.clone(), &run).await;
     store.ping().await.expect("ping");
     eprintln!(
         "contract on {}: passed in {:?}",
@@ -330,6 +333,92 @@ async fn the_cap_holds_under_contention(store: Arc<dyn PresenceStore>, run: &str
     }
     assert_eq!(admitted, 8);
     assert_eq!(devices(&*store, &gina).await.len(), 8);
+}
+
+async fn members(store: &dyn PresenceStore, group: &GroupId) -> Vec<String> {
+    let mut members: Vec<String> = store
+        .members(group)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    members.sort();
+    members
+}
+
+async fn group_members(store: &dyn PresenceStore, run: &str) {
+    let team = GroupId::parse(&format!("{run}-team")).unwrap();
+    let (ann, ben, cy) = (client(run, "ann"), client(run, "ben"), client(run, "cy"));
+    assert!(members(store, &team).await.is_empty());
+    assert_eq!(
+        store.add_member(&team, &ann, 2).await.unwrap(),
+        MemberAdded::Added
+    );
+    assert_eq!(
+        store.add_member(&team, &ann, 2).await.unwrap(),
+        MemberAdded::Already
+    );
+    assert_eq!(
+        store.add_member(&team, &ben, 2).await.unwrap(),
+        MemberAdded::Added
+    );
+    // Full: a new member is refused, one already in is not.
+    assert_eq!(
+        store.add_member(&team, &cy, 2).await.unwrap(),
+        MemberAdded::Full
+    );
+    assert_eq!(
+        store.add_member(&team, &ben, 2).await.unwrap(),
+        MemberAdded::Already
+    );
+    assert_eq!(
+        members(store, &team).await,
+        [ann.to_string(), ben.to_string()]
+    );
+    assert!(store.remove_member(&team, &ann).await.unwrap());
+    assert!(!store.remove_member(&team, &ann).await.unwrap());
+    assert_eq!(
+        store.add_member(&team, &cy, 2).await.unwrap(),
+        MemberAdded::Added
+    );
+    assert_eq!(
+        members(store, &team).await,
+        [ben.to_string(), cy.to_string()]
+    );
+    // Groups are apart from each other and from presence records.
+    let other = GroupId::parse(&format!("{run}-other")).unwrap();
+    assert!(members(store, &other).await.is_empty());
+    assert!(store.lookup(&ben).await.unwrap().is_empty());
+    // The group goes with its last member.
+    assert!(store.remove_member(&team, &ben).await.unwrap());
+    assert!(store.remove_member(&team, &cy).await.unwrap());
+    assert!(members(store, &team).await.is_empty());
+    assert_eq!(
+        store.add_member(&team, &ann, 1).await.unwrap(),
+        MemberAdded::Added
+    );
+}
+
+async fn the_member_cap_holds_under_contention(store: Arc<dyn PresenceStore>, run: &str) {
+    let crowd = GroupId::parse(&format!("{run}-crowd")).unwrap();
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let (store, crowd) = (store.clone(), crowd.clone());
+            let who = client(run, &format!("m{i}"));
+            tokio::spawn(async move { store.add_member(&crowd, &who, 10).await.unwrap() })
+        })
+        .collect();
+    let mut added = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            MemberAdded::Added => added += 1,
+            MemberAdded::Full => {}
+            MemberAdded::Already => panic!("every task adds another client"),
+        }
+    }
+    assert_eq!(added, 10);
+    assert_eq!(members(&*store, &crowd).await.len(), 10);
 }
 
 async fn lookups_in_one_batch(store: &dyn PresenceStore, run: &str) {

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use switchboard::backends::{MemoryHub, MemoryPresence};
 use switchboard::presence::{
-    HeartbeatReport, PresenceError, PresenceRecord, PresenceStore, Registered,
+    HeartbeatReport, MemberAdded, PresenceError, PresenceRecord, PresenceStore, Registered,
 };
-use switchboard::protocol::{AckStatus, ClientId, DeviceId, NodeId};
+use switchboard::protocol::{AckStatus, ClientId, DeviceId, GroupId, NodeId};
 use uuid::Uuid;
 
 use crate::support::{FakeSession, assembled, eventually};
@@ -106,6 +106,24 @@ impl PresenceStore for SlowRestore {
     }
     async fn lookup(&self, client: &ClientId) -> Result<Vec<PresenceRecord>, PresenceError> {
         self.inner.lookup(client).await
+    }
+    async fn add_member(
+        &self,
+        group: &GroupId,
+        client: &ClientId,
+        max_members: usize,
+    ) -> Result<MemberAdded, PresenceError> {
+        self.inner.add_member(group, client, max_members).await
+    }
+    async fn remove_member(
+        &self,
+        group: &GroupId,
+        client: &ClientId,
+    ) -> Result<bool, PresenceError> {
+        self.inner.remove_member(group, client).await
+    }
+    async fn members(&self, group: &GroupId) -> Result<Vec<ClientId>, PresenceError> {
+        self.inner.members(group).await
     }
     async fn remove(
         &self,

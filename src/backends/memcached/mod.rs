@@ -35,6 +35,12 @@
 //!
 //! There is no index of a node's records (memcached cannot list keys), so
 //! [`sweep`](PresenceStore::sweep) leaves ghosts to the TTL.
+//!
+//! A group (v2) is one item too, `<prefix>group:<group id>`, a member's
+//! client id per line, changed by CAS like a record ([`edit_lines`]) and
+//! written without a TTL. memcached may still evict it under memory
+//! pressure: size memcached so that it never evicts (docs/operations.md),
+//! or keep groups in Redis.
 
 mod conn;
 mod ring;
@@ -49,8 +55,10 @@ use uuid::Uuid;
 use self::conn::{Meta, Reply, Server, SetMode};
 use self::ring::Ring;
 use crate::config::MemcachedTarget;
-use crate::presence::{HeartbeatReport, PresenceError, PresenceRecord, PresenceStore, Registered};
-use crate::protocol::{ClientId, DeviceId, NodeId, now_ms};
+use crate::presence::{
+    HeartbeatReport, MemberAdded, PresenceError, PresenceRecord, PresenceStore, Registered,
+};
+use crate::protocol::{ClientId, DeviceId, GroupId, NodeId, now_ms};
 
 /// Attempts at one compare-and-swap before the caller hears
 /// `unavailable`. Between attempts a contender backs off for a random,
@@ -246,30 +254,56 @@ impl MemcachedPresence {
         Ok(results)
     }
 
-    /// The heartbeat list, `<member> <expiry ms>` per line, with its CAS.
-    async fn read_beats(
+    /// Changes the lines of the item `key` (no TTL) in one atomic step:
+    /// reads them with the item's CAS, lets `edit` change them, and writes
+    /// them back (deletes the item with its last line) only if no one
+    /// wrote in between; otherwise starts over. `edit` answers whether to
+    /// write at all, and what to return.
+    async fn edit_lines<T>(
         &self,
         key: &str,
-    ) -> Result<(Vec<(String, u64)>, Option<u64>), PresenceError> {
-        match self
-            .one(Meta::Get {
+        what: &str,
+        mut edit: impl FnMut(&mut Vec<String>) -> (bool, T),
+    ) -> Result<T, PresenceError> {
+        for attempt in 0..CAS_ATTEMPTS {
+            back_off(attempt).await;
+            let get = Meta::Get {
                 key: key.to_owned(),
-            })
-            .await?
-        {
-            Reply::Value { value, cas } => {
-                let beats = value
-                    .lines()
-                    .filter_map(|line| {
-                        let (member, expiry) = line.split_once(' ')?;
-                        Some((member.to_owned(), expiry.parse().ok()?))
-                    })
-                    .collect();
-                Ok((beats, Some(cas)))
+            };
+            let (mut lines, cas) = match self.one(get).await? {
+                Reply::Value { value, cas } => {
+                    (value.lines().map(str::to_owned).collect(), Some(cas))
+                }
+                Reply::Miss => (Vec::new(), None),
+                other => return Err(unexpected(&other)),
+            };
+            let (write, answer) = edit(&mut lines);
+            let request = match (write, lines.is_empty(), cas) {
+                (false, _, _) | (true, true, None) => return Ok(answer),
+                (true, true, Some(cas)) => Meta::Delete {
+                    key: key.to_owned(),
+                    cas,
+                },
+                (true, false, cas) => Meta::Set {
+                    key: key.to_owned(),
+                    value: lines.iter().map(|l| format!("{l}\n")).collect(),
+                    ttl_secs: 0,
+                    mode: cas.map_or(SetMode::Add, SetMode::Cas),
+                },
+            };
+            match self.one(request).await? {
+                Reply::Done => return Ok(answer),
+                Reply::NotStored | Reply::Exists | Reply::NotFound => continue,
+                other => return Err(unexpected(&other)),
             }
-            Reply::Miss => Ok((Vec::new(), None)),
-            other => Err(unexpected(&other)),
         }
+        Err(PresenceError::unavailable(format!(
+            "{what} kept changing ({CAS_ATTEMPTS} CAS attempts)"
+        )))
+    }
+
+    fn group_key(&self, group: &GroupId) -> String {
+        format!("{}group:{}", self.key_prefix, group)
     }
 }
 
@@ -506,36 +540,84 @@ impl PresenceStore for MemcachedPresence {
         retention: Duration,
     ) -> Result<HeartbeatReport, PresenceError> {
         let key = format!("{}nodes", self.key_prefix);
-        for attempt in 0..CAS_ATTEMPTS {
-            back_off(attempt).await;
-            let (mut beats, cas) = self.read_beats(&key).await?;
-            let now = now_ms();
-            let own_was_missing = !beats.iter().any(|(m, _)| m == member);
-            let retention_ms = retention.as_millis() as u64;
-            beats.retain(|(m, expiry)| m != member && expiry + retention_ms > now);
-            beats.push((member.to_owned(), now + ttl.as_millis() as u64));
-            let value: String = beats.iter().map(|(m, e)| format!("{m} {e}\n")).collect();
-            let write = Meta::Set {
-                key: key.clone(),
-                value,
-                ttl_secs: 0,
-                mode: cas.map_or(SetMode::Add, SetMode::Cas),
-            };
-            match self.one(write).await? {
-                Reply::Done => {
-                    return Ok(HeartbeatReport {
-                        server_now_ms: now,
-                        members: beats,
-                        own_was_missing,
-                    });
-                }
-                Reply::NotStored | Reply::Exists | Reply::NotFound => continue,
-                other => return Err(unexpected(&other)),
+        // Lines `<member> <expiry ms>`.
+        let (now, members, own_was_missing) = self
+            .edit_lines(&key, "the heartbeat list", |lines| {
+                let now = now_ms();
+                let mut beats: Vec<(String, u64)> = lines
+                    .iter()
+                    .filter_map(|line| {
+                        let (member, expiry) = line.split_once(' ')?;
+                        Some((member.to_owned(), expiry.parse().ok()?))
+                    })
+                    .collect();
+                let own_was_missing = !beats.iter().any(|(m, _)| m == member);
+                let retention_ms = retention.as_millis() as u64;
+                beats.retain(|(m, expiry)| m != member && expiry + retention_ms > now);
+                beats.push((member.to_owned(), now + ttl.as_millis() as u64));
+                *lines = beats.iter().map(|(m, e)| format!("{m} {e}")).collect();
+                (true, (now, beats, own_was_missing))
+            })
+            .await?;
+        Ok(HeartbeatReport {
+            server_now_ms: now,
+            members,
+            own_was_missing,
+        })
+    }
+
+    async fn add_member(
+        &self,
+        group: &GroupId,
+        client: &ClientId,
+        max_members: usize,
+    ) -> Result<MemberAdded, PresenceError> {
+        let what = format!("group {group}");
+        self.edit_lines(&self.group_key(group), &what, |members| {
+            if members.iter().any(|m| m == client.as_str()) {
+                (false, MemberAdded::Already)
+            } else if members.len() >= max_members {
+                (false, MemberAdded::Full)
+            } else {
+                members.push(client.to_string());
+                (true, MemberAdded::Added)
             }
+        })
+        .await
+    }
+
+    async fn remove_member(
+        &self,
+        group: &GroupId,
+        client: &ClientId,
+    ) -> Result<bool, PresenceError> {
+        let what = format!("group {group}");
+        self.edit_lines(&self.group_key(group), &what, |members| {
+            let before = members.len();
+            members.retain(|m| m != client.as_str());
+            let removed = members.len() != before;
+            (removed, removed)
+        })
+        .await
+    }
+
+    async fn members(&self, group: &GroupId) -> Result<Vec<ClientId>, PresenceError> {
+        let get = Meta::Get {
+            key: self.group_key(group),
+        };
+        match self.one(get).await? {
+            Reply::Value { value, .. } => value
+                .lines()
+                .map(|m| {
+                    ClientId::parse(m).map_err(|e| PresenceError::Corrupt {
+                        client: format!("group {group}"),
+                        why: format!("member {m:?}: {e}"),
+                    })
+                })
+                .collect(),
+            Reply::Miss => Ok(Vec::new()),
+            other => Err(unexpected(&other)),
         }
-        Err(PresenceError::unavailable(
-            "the heartbeat list kept changing",
-        ))
     }
 
     async fn reregister(

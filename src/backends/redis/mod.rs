@@ -20,6 +20,10 @@
 //! names one session, so removing one session's member can never unindex
 //! another session. A member whose field is gone or names another session
 //! is simply dropped by the next sweep.
+//!
+//! Groups (v2) are sets, `<prefix>group:<group id>`, one member per client
+//! id; adding checks the size cap and adds in one script (`ADD_MEMBER`),
+//! removing is `SREM` (Redis drops the key with its last member).
 
 mod connect;
 mod scripts;
@@ -32,8 +36,10 @@ use uuid::Uuid;
 
 use self::connect::Conn;
 use crate::config::RedisTarget;
-use crate::presence::{HeartbeatReport, PresenceError, PresenceRecord, PresenceStore, Registered};
-use crate::protocol::{ClientId, DeviceId, NodeId};
+use crate::presence::{
+    HeartbeatReport, MemberAdded, PresenceError, PresenceRecord, PresenceStore, Registered,
+};
+use crate::protocol::{ClientId, DeviceId, GroupId, NodeId};
 
 /// How many re-registrations go to Redis in one batch.
 const REREGISTER_BATCH: usize = 512;
@@ -50,6 +56,7 @@ pub struct RedisPresence {
     remove: Script,
     heartbeat: Script,
     sweep_one: Script,
+    add_member: Script,
 }
 
 impl RedisPresence {
@@ -71,6 +78,7 @@ impl RedisPresence {
             remove: Script::new(&scripts::remove()),
             heartbeat: Script::new(scripts::HEARTBEAT),
             sweep_one: Script::new(&scripts::sweep_one()),
+            add_member: Script::new(scripts::ADD_MEMBER),
         };
         // Loaded up front so that pipelines rarely meet NOSCRIPT (only after
         // Redis restarts, when they load them again).
@@ -95,18 +103,23 @@ impl RedisPresence {
         Ok(presence)
     }
 
-    fn scripts(&self) -> [&Script; 5] {
+    fn scripts(&self) -> [&Script; 6] {
         [
             &self.register,
             &self.reregister,
             &self.remove,
             &self.heartbeat,
             &self.sweep_one,
+            &self.add_member,
         ]
     }
 
     fn key(&self, client: &ClientId) -> String {
         format!("{}presence:{}", self.key_prefix, client)
+    }
+
+    fn group_key(&self, group: &GroupId) -> String {
+        format!("{}group:{}", self.key_prefix, group)
     }
 
     fn index_key(&self, node: &str) -> String {
@@ -147,6 +160,17 @@ fn store_error(client: &ClientId, e: redis::RedisError) -> PresenceError {
     if e.code() == Some("WRONGTYPE") {
         PresenceError::Corrupt {
             client: client.to_string(),
+            why: e.to_string(),
+        }
+    } else {
+        PresenceError::caused("Redis", e)
+    }
+}
+
+fn group_error(group: &GroupId, e: redis::RedisError) -> PresenceError {
+    if e.code() == Some("WRONGTYPE") {
+        PresenceError::Corrupt {
+            client: format!("group {group}"),
             why: e.to_string(),
         }
     } else {
@@ -430,6 +454,58 @@ impl PresenceStore for RedisPresence {
                 return Ok(deleted);
             }
         }
+    }
+
+    async fn add_member(
+        &self,
+        group: &GroupId,
+        client: &ClientId,
+        max_members: usize,
+    ) -> Result<MemberAdded, PresenceError> {
+        let added: i64 = self
+            .add_member
+            .key(self.group_key(group))
+            .arg(client.as_str())
+            .arg(max_members)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| group_error(group, e))?;
+        Ok(match added {
+            1 => MemberAdded::Added,
+            0 => MemberAdded::Already,
+            _ => MemberAdded::Full,
+        })
+    }
+
+    async fn remove_member(
+        &self,
+        group: &GroupId,
+        client: &ClientId,
+    ) -> Result<bool, PresenceError> {
+        redis::cmd("SREM")
+            .arg(self.group_key(group))
+            .arg(client.as_str())
+            .query_async::<i64>(&mut self.conn.clone())
+            .await
+            .map(|removed| removed == 1)
+            .map_err(|e| group_error(group, e))
+    }
+
+    async fn members(&self, group: &GroupId) -> Result<Vec<ClientId>, PresenceError> {
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.group_key(group))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| group_error(group, e))?;
+        members
+            .iter()
+            .map(|m| {
+                ClientId::parse(m).map_err(|e| PresenceError::Corrupt {
+                    client: format!("group {group}"),
+                    why: format!("member {m:?}: {e}"),
+                })
+            })
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), PresenceError> {

@@ -88,3 +88,13 @@ return 0
 "
     )
 }
+
+/// Adds a group member. KEYS[1] is the group's set; ARGV: client id, max
+/// members. Returns 1 when added, 0 when already a member, 2 when the
+/// group is full.
+pub const ADD_MEMBER: &str = r"
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 2 end
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1
+";
