@@ -59,7 +59,8 @@ MONITOR=(--nats-monitor "http://127.0.0.1:$NM")
 # --worker-threads 1: two nodes, NATS, Redis and the generator share the
 # machine's cores; each node gets its share (one row below runs the
 # default, a thread per core, for comparison).
-NODE_FLAGS=(--redis-url "redis://127.0.0.1:$RP" --nats-url "nats://127.0.0.1:$NP" --rate-limit 0 --max-sessions 1000000 --log warn)
+# --api-key: the group runs make their groups through the API.
+NODE_FLAGS=(--redis-url "redis://127.0.0.1:$RP" --nats-url "nats://127.0.0.1:$NP" --rate-limit 0 --max-sessions 1000000 --log warn --api-key bench)
 THREADS=1
 # start_nodes [extra node flags...]
 start_nodes() {
@@ -130,6 +131,21 @@ run cross-10k-5000 "${SERVERS[@]}" --mode cross --clients 5000 --rate 10000 --du
 run local-25k "${SERVERS[@]}" --mode local --clients 500 --rate 25000 --duration "$DUR"
 run mixed-20k "${SERVERS[@]}" --mode mixed --clients 500 --rate 20000 --duration "$DUR"
 run offline-20k "${SERVERS[@]}" --mode offline --clients 500 --rate 20000 --duration "$DUR"
+# Devices: every client on 3 devices spread over both nodes; device 0
+# sends, every device of the recipient receives, the sender's other two get
+# carbons. Compare with cross-* at the same message rate.
+for rate in 5000 10000; do
+    run "devices-$((rate / 1000))k" "${SERVERS[@]}" --mode cross --clients 500 --devices 3 --rate "$rate" --duration "$DUR"
+done
+# Groups: members spread over both nodes, every member sending to its
+# group; --rate counts group sends. 1,000 clients (2,000 for 1,000-member
+# groups, so that there are two groups).
+GROUP=("${SERVERS[@]}" --mode group --api-key bench --duration "$DUR")
+run group-10-5k "${GROUP[@]}" --group-size 10 --clients 1000 --rate 5000
+run group-100-500 "${GROUP[@]}" --group-size 100 --clients 1000 --rate 500
+run group-100-1500 "${GROUP[@]}" --group-size 100 --clients 1000 --rate 1500
+run group-1000-50 "${GROUP[@]}" --group-size 1000 --clients 2000 --rate 50
+run group-1000-200 "${GROUP[@]}" --group-size 1000 --clients 2000 --rate 200
 
 # The second generator, on the same nodes: it must agree within 20% on
 # p50 and on server CPU per message. Low-rate figures swing by 10-20%
@@ -238,6 +254,36 @@ w("core (the default) instead of `--worker-threads 1`.\n")
 w("floor-echo: a bare WebSocket echo server (`switchboard bench echo-server`), round trip; floor-nats: a")
 w("bare publish-to-subscriber relay through nats-server. Server CPU counts nodes + Redis + NATS (the echo")
 w("server alone, nats-server alone, the relay servers + nats-server for the floors), per delivered message.\n")
+
+dev = [(l, results[l]) for l in ("devices-5k", "devices-10k") if l in results]
+if dev:
+    w("## Devices\n")
+    w("Every client on 3 devices, spread over both nodes (`--devices 3`): a send reaches the recipient's 3")
+    w("sessions and copies to the sender's 2 other devices (carbons). Deliveries count recipient sessions")
+    w("only; µs per delivery divides server CPU by deliveries + carbons. The 1-device row at the same")
+    w("message rate is the cross-* row above.\n")
+    w("| run | sessions | msgs/s | deliveries/s | carbons/s | loss | p99 (ms) | server cores | µs per delivery (incl. carbons) | hops per send | lookups per send |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for label, s in dev:
+        carbons = s["carbons"] / s["duration_s"]
+        total = s["delivered_rate"] + carbons
+        per = s["server_cores"] * 1e6 / total if total else 0
+        w(f"| {label} | {s['clients'] * s['devices']} | {s['offered_rate']} | {s['delivered_rate']:.0f} | {carbons:.0f} | {s['loss']*100:.2f}% | {s['latency']['p99_us']/1000:.2f} | {s['server_cores']:.2f} | {per:.1f} | {s['hops_per_send']:.3f} | {s['lookups_per_send']:.3f} |")
+    w("")
+
+grp = [(l, s) for l, s in results.items() if l.startswith("group-")]
+if grp:
+    w("## Groups\n")
+    w("Members of each group spread over both nodes in turn; every member sends to its group at")
+    w("Poisson times (`--mode group`); a send reaches every other member's session. msgs/s counts")
+    w("sends, deliveries/s the messages members received; server CPU counts nodes + Redis + NATS")
+    w("per delivery. Presence round trips and hops are per send.\n")
+    w("| run | members per group | clients | sends/s | deliveries/s | loss | p50 / p99 (ms) | server cores | generator cores | server µs per delivery | presence round trips per send | hops per send |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for label, s in grp:
+        l = s["latency"]
+        w(f"| {label} | {s['group_size']} | {s['clients']} | {s['offered_rate']} | {s['delivered_rate']:.0f} | {s['loss']*100:.2f}% | {l['p50_us']/1000:.2f} / {l['p99_us']/1000:.2f} | {s['server_cores']:.2f} | {s['generator_cores']:.2f} | {s['server_cpu_us_per_msg']:.1f} | {s['lookups_per_send']:.3f} | {s['hops_per_send']:.3f} |")
+    w("")
 
 import statistics
 checks = []

@@ -21,7 +21,7 @@ SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 # Lower number = lower layer. Modules of one layer may not import each other.
 LAYERS = {
     # bottom: the wire contract, configuration and small helpers
-    "cause": 0, "process": 0, "redact": 0, "protocol": 0, "health": 0, "rate": 0,
+    "cause": 0, "fetch": 0, "process": 0, "redact": 0, "protocol": 0, "health": 0, "rate": 0,
     "config": 1, "metrics": 1,
     "auth": 2, "tls": 2,
     # ports, and the backends behind them
@@ -35,7 +35,7 @@ LAYERS = {
     # transport
     "http": 9, "server": 9,
     # running a node, and the tools
-    "runtime": 10, "bench": 10, "chat": 10, "token": 10,
+    "runtime": 10, "bench": 10, "chat": 10, "token": 10, "group": 10,
     "cli": 11,
 }
 # Who may import the backends: those that choose and connect them.

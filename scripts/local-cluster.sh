@@ -9,6 +9,8 @@
 # Open two pages from two different nodes, sign in as two names, and send
 # between them: the page shows each message's branch (remote across
 # nodes, local on one node, offline to a name nobody uses) and receipts.
+# The HTTP API's key is $SWITCHBOARD_API_KEY, or "local" (for
+# `switchboard group --api-key local add team alice bob`).
 # Needs redis-server and nats-server (scripts/install-deps.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,6 +71,7 @@ for i in $(seq "$N"); do
     port=$(pick $((8080 + i)))
     "$BIN" serve --listen "127.0.0.1:$port" --node-id "node-$i" \
         --redis-url "redis://127.0.0.1:$RP" --nats-url "nats://127.0.0.1:$NP" \
+        --api-key "${SWITCHBOARD_API_KEY:-local}" \
         >"$LOGS/node-$i.log" 2>&1 &
     PIDS+=("$!")
     wait_port "$port" "node-$i"

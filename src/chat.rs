@@ -10,10 +10,15 @@
 //! [1] -> bob/tab: delivered
 //! bob: hi alice
 //! you (on another device) -> bob: see you
+//! #team lunch?
+//! [2] -> #team: fanout (1 local, 3 remote, 2 offline; 1 hop)
+//! #team carol: yes
 //! ```
 //!
 //! A line `@bob hello` sends `{"text":"hello"}` to bob with a receipt asked
-//! for; a line without `@` goes to whoever was written to last. What the
+//! for; `#team hello` sends it to the group team (no `delivered` receipts
+//! for groups; `offline` ones name the member's session); a line without
+//! `@` or `#` goes to whoever was written to last. What the
 //! node says comes out as it arrives: the branch each message took, its
 //! receipt, incoming messages, errors. Ctrl-D or Ctrl-C closes the session
 //! normally (after the outstanding acks, for at most two seconds).
@@ -27,7 +32,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use uuid::Uuid;
 
 use crate::protocol::{AckStatus, ReceiptStatus, ServerFrame};
-use switchboard_client::{Client, ConnectOptions, Event, Identity};
+use switchboard_client::{Client, ConnectOptions, Event, Identity, To};
 
 #[derive(Debug, Clone, Args)]
 pub struct ChatArgs {
@@ -142,6 +147,7 @@ pub async fn run(args: ChatArgs) -> i32 {
 #[derive(Default)]
 struct Chat {
     next_id: u64,
+    /// `bob`, or `#team` for a group.
     last_to: Option<String>,
     /// Frame id -> recipient, until the ack.
     unacked: HashMap<String, String>,
@@ -161,11 +167,16 @@ impl Chat {
         if line.is_empty() {
             return Ok(());
         }
-        let (to, text) = match line.strip_prefix('@') {
-            Some(rest) => match rest.split_once(char::is_whitespace) {
-                Some((to, text)) if !text.trim().is_empty() => (to.to_owned(), text.trim()),
+        let addressed = line
+            .strip_prefix('@')
+            .map(|rest| (rest, ""))
+            .or_else(|| line.strip_prefix('#').map(|rest| (rest, "#")));
+        let (to, text) = match addressed {
+            Some((rest, mark)) => match rest.split_once(char::is_whitespace) {
+                Some((to, text)) if !text.trim().is_empty() => (format!("{mark}{to}"), text.trim()),
                 _ => {
-                    out.note("write @<client id> <message>").await;
+                    out.note("write @<client id> <message>, or #<group> <message>")
+                        .await;
                     return Ok(());
                 }
             },
@@ -180,8 +191,18 @@ impl Chat {
         };
         self.next_id += 1;
         let id = self.next_id.to_string();
+        let (dest, receipt) = match to.strip_prefix('#') {
+            Some(group) => (To::Group(group), false),
+            None => (To::Client(&to), true),
+        };
         client
-            .send(&to, &serde_json::json!({ "text": text }), Some(&id), true)
+            .send_to(
+                dest,
+                &serde_json::json!({ "text": text }),
+                Some(&id),
+                receipt,
+                false,
+            )
             .await?;
         self.unacked.insert(id, to.clone());
         self.last_to = Some(to);
@@ -193,6 +214,19 @@ impl Chat {
             ServerFrame::Ack(ack) => {
                 let id = ack.id.unwrap_or_default();
                 let to = self.unacked.remove(&id).unwrap_or_default();
+                if ack.status == AckStatus::Fanout {
+                    let n = |count: Option<u32>| count.unwrap_or(0);
+                    let nodes = n(ack.nodes);
+                    let hops = if nodes == 1 { "hop" } else { "hops" };
+                    out.say(&format!(
+                        "[{id}] -> {to}: fanout ({} local, {} remote, {} offline; {nodes} {hops})",
+                        n(ack.local),
+                        n(ack.remote),
+                        n(ack.offline)
+                    ))
+                    .await;
+                    return;
+                }
                 let sessions = ack.sessions.unwrap_or(1);
                 let many = if sessions > 1 {
                     format!(" ({sessions} sessions)")
@@ -208,10 +242,27 @@ impl Chat {
             ServerFrame::Receipt {
                 msg_id,
                 status,
+                to: member,
                 device,
                 reason,
                 ..
             } => {
+                if !self.awaiting_receipt.contains_key(&msg_id) {
+                    // A group send's member that could not be reached.
+                    let member = member.unwrap_or_default();
+                    let device = device.unwrap_or_default();
+                    let reason = reason.map(|r| format!(" ({})", r.as_str()));
+                    let status = match status {
+                        ReceiptStatus::Delivered => "delivered",
+                        ReceiptStatus::Offline => "offline",
+                    };
+                    out.say(&format!(
+                        "[group] -> {member}/{device}: {status}{}",
+                        reason.unwrap_or_default()
+                    ))
+                    .await;
+                    return;
+                }
                 if let Some((id, to, left)) = self.awaiting_receipt.get_mut(&msg_id) {
                     let status = match (status, reason) {
                         (ReceiptStatus::Delivered, _) => "delivered".to_owned(),

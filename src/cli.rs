@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use crate::bench::BenchArgs;
 use crate::chat::ChatArgs;
 use crate::config::ServeArgs;
+use crate::group::GroupArgs;
 use crate::token::TokenArgs;
 
 #[derive(Debug, Parser)]
@@ -34,6 +35,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Chat from the terminal: `@bob hello` sends, what arrives is printed.
     Chat(ChatArgs),
+    /// Manage group members through a node's API: add, remove, list.
+    Group(GroupArgs),
     /// Print an HS256 token for a client id, signed with the nodes' secret.
     Token(TokenArgs),
 }

@@ -33,6 +33,8 @@ pub mod cause;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod fetch;
+pub mod group;
 pub mod health;
 pub mod http;
 pub mod hub;

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Bench(args) => bench(args),
         Command::Chat(args) => chat(args),
+        Command::Group(args) => group(args),
         Command::Token(args) => match switchboard::token::mint(&args) {
             Ok(token) => {
                 println!("{token}");
@@ -42,6 +43,19 @@ fn chat(args: switchboard::chat::ChatArgs) -> ExitCode {
             runtime.shutdown_background();
             ExitCode::from(code as u8)
         }
+        Err(e) => {
+            eprintln!("switchboard: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn group(args: switchboard::group::GroupArgs) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => ExitCode::from(runtime.block_on(switchboard::group::run(args)) as u8),
         Err(e) => {
             eprintln!("switchboard: cannot start the async runtime: {e}");
             ExitCode::FAILURE

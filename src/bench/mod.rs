@@ -108,6 +108,10 @@ pub enum Mode {
     Echo,
     /// Against two `bench relay-server`s: cross-node traffic with no acks.
     Relay,
+    /// Clients in groups of --group-size, members spread over the nodes in
+    /// turn; every member sends to its group (needs --api-key to make the
+    /// groups). `--rate` counts sends; each reaches the other members.
+    Group,
 }
 
 impl Mode {
@@ -150,6 +154,14 @@ pub struct TrafficArgs {
     /// Bytes of padding in each message body.
     #[arg(long, default_value_t = 100)]
     pub payload: usize,
+
+    /// Members per group, with --mode group.
+    #[arg(long, default_value_t = 10)]
+    pub group_size: usize,
+
+    /// The nodes' API key, to make the groups of --mode group.
+    #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 
     /// Find the highest rate at which >= 99% is delivered with p99 under
     /// 50 ms: start at --rate and multiply by --ramp-factor per step.
@@ -286,31 +298,13 @@ fn metric(text: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-/// GETs a URL over plain HTTP/1.1 (enough for `/metrics` on loopback).
+/// GETs a URL over plain HTTP/1.1 (`/metrics`, nats-server's `/varz`).
 async fn http_get(url: &str) -> Result<String, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// is supported"))?;
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let fetch = async {
-        let mut stream = tokio::net::TcpStream::connect(authority).await?;
-        let request =
-            format!("GET /{path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut body = Vec::new();
-        stream.read_to_end(&mut body).await?;
-        Ok::<_, std::io::Error>(body)
-    };
-    let body = tokio::time::timeout(Duration::from_secs(5), fetch)
-        .await
-        .map_err(|_| format!("{url}: timed out"))?
-        .map_err(|e| format!("{url}: {e}"))?;
-    let text = String::from_utf8_lossy(&body);
-    Ok(text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default())
+    let (status, body) = crate::fetch::request(hyper::Method::GET, url, None, None).await?;
+    if !status.is_success() {
+        return Err(format!("{url}: {status}"));
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Snapshot of the server side: CPU seconds per process, and the nodes'
@@ -337,7 +331,7 @@ async fn sample_servers(common: &Common) -> ServerSample {
             sample
                 .node_rss
                 .push(metric(&text, "process_resident_memory_bytes").unwrap_or(0.0));
-            for branch in ["local", "remote", "offline"] {
+            for branch in ["local", "remote", "offline", "fanout"] {
                 let series = format!("switchboard_sends_total{{branch=\"{branch}\"}}");
                 sample.routed += metric(&text, &series).unwrap_or(0.0);
             }

@@ -102,6 +102,8 @@ pub struct Summary {
     pub clients: usize,
     /// Sessions per client (`--devices`).
     pub devices: usize,
+    /// Members per group (`--mode group`), else 0.
+    pub group_size: usize,
     pub payload_bytes: usize,
     pub offered_rate: u64,
     pub duration_s: f64,

@@ -153,6 +153,11 @@ struct Incoming<'a> {
     /// On acks: the sessions the message reached.
     #[serde(default)]
     sessions: Option<u64>,
+    /// On group acks: sessions handed over here, and published elsewhere.
+    #[serde(default)]
+    local: Option<u64>,
+    #[serde(default)]
+    remote: Option<u64>,
     /// On messages: a copy for the sender's other device.
     #[serde(default)]
     carbon: bool,
@@ -171,6 +176,18 @@ pub async fn run(args: TrafficArgs) -> BenchResult {
     }
     if args.devices == 0 || (args.devices > 1 && !args.mode.acks()) {
         return Err("--devices must be at least 1, and 1 against echo and relay servers".into());
+    }
+    if args.mode == Mode::Group
+        && (args.group_size < 2
+            || args.clients % args.group_size != 0
+            || args.devices != 1
+            || args.api_key.is_none())
+    {
+        return Err(
+            "--mode group needs --group-size >= 2 dividing --clients, one device, \
+                    and --api-key (to make the groups)"
+                .into(),
+        );
     }
     if matches!(args.mode, Mode::Cross | Mode::Mixed | Mode::Relay) && nodes < 2 {
         return Err("cross, mixed and relay modes need two node URLs (--url a,b)".into());
@@ -195,7 +212,11 @@ pub async fn run(args: TrafficArgs) -> BenchResult {
         stop: CancellationToken::new(),
     });
 
-    let (clients, connect_rate) = connect_pairs(&args).await?;
+    let (clients, connect_rate) = if args.mode == Mode::Group {
+        connect_groups(&args).await?
+    } else {
+        connect_pairs(&args).await?
+    };
     let drivers: Vec<_> = clients
         .into_iter()
         .enumerate()
@@ -272,7 +293,14 @@ async fn connect_pairs(args: &TrafficArgs) -> Result<(Vec<(Client, Option<String
             }
         }
     }
+    connect_planned(args, plan).await
+}
 
+/// Opens the planned sessions, a few hundred handshakes at a time.
+async fn connect_planned(
+    args: &TrafficArgs,
+    plan: Vec<Planned>,
+) -> Result<(Vec<(Client, Option<String>)>, f64), String> {
     let started = std::time::Instant::now();
     let sources = args.common.sources.max(1);
     let mut clients = Vec::with_capacity(plan.len());
@@ -297,6 +325,40 @@ async fn connect_pairs(args: &TrafficArgs) -> Result<(Vec<(Client, Option<String
     }
     let rate = clients.len() as f64 / started.elapsed().as_secs_f64();
     Ok((clients, rate))
+}
+
+/// Makes the groups of `--mode group` through the first node's API, then
+/// connects every member (members of a group on the nodes in turn), each
+/// sending to its group (`#<group>`).
+async fn connect_groups(
+    args: &TrafficArgs,
+) -> Result<(Vec<(Client, Option<String>)>, f64), String> {
+    let urls = &args.common.urls;
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let key = args.api_key.as_deref();
+    let api = super::metrics_url(&urls[0]).replace("/metrics", "");
+    let mut plan = Vec::with_capacity(args.clients);
+    for g in 0..args.clients / args.group_size {
+        let group = format!("bench-{run}-g{g}");
+        for i in 0..args.group_size {
+            let name = format!("bench-{run}-g{g}-{i}");
+            let url = format!("{api}/api/v1/groups/{group}/members/{name}");
+            let (status, body) = crate::fetch::request(hyper::Method::PUT, &url, key, None).await?;
+            if status != hyper::StatusCode::NO_CONTENT {
+                return Err(format!(
+                    "could not add {name} to {group}: {status} {}",
+                    String::from_utf8_lossy(&body)
+                ));
+            }
+            plan.push(Planned {
+                url: urls[i % urls.len()].clone(),
+                name,
+                device: None,
+                to: Some(format!("#{group}")),
+            });
+        }
+    }
+    connect_planned(args, plan).await
 }
 
 /// One session: sends (if it has someone `to` send to) at the arrival
@@ -347,9 +409,13 @@ async fn drive(mut client: Client, index: usize, to: Option<String>, shared: Arc
                     // Stamped with when it was due.
                     let t = next.duration_since(shared.epoch).as_micros() as u64;
                     frame.clear();
+                    let (key, target) = match target.strip_prefix('#') {
+                        Some(group) => ("group", group),
+                        None => ("to", target),
+                    };
                     let _ = write!(
                         frame,
-                        r#"{{"type":"send","to":"{target}","body":{{"t":{t},"w":{window},"p":"{}"}}}}"#,
+                        r#"{{"type":"send","{key}":"{target}","body":{{"t":{t},"w":{window},"p":"{}"}}}}"#,
                         shared.padding
                     );
                     if client.feed_raw(frame.as_str()).await.is_err() {
@@ -399,14 +465,16 @@ fn receive(text: &str, index: usize, acks_due: &mut VecDeque<(u64, u32)>, shared
             }
             let branch = match frame.status {
                 Some("local") => 0,
-                Some("remote") => 1,
+                Some("remote" | "fanout") => 1,
                 _ => 2,
             };
             shared.acked[branch].fetch_add(1, Relaxed);
+            let reached = match frame.status {
+                Some("fanout") => frame.local.unwrap_or(0) + frame.remote.unwrap_or(0),
+                _ => frame.sessions.unwrap_or(1),
+            };
             if branch < 2 {
-                shared
-                    .expected
-                    .fetch_add(frame.sessions.unwrap_or(1), Relaxed);
+                shared.expected.fetch_add(reached, Relaxed);
             }
         }
         // "send" is what the echo server returns.
@@ -471,6 +539,11 @@ async fn measure(args: &TrafficArgs, shared: &Shared, rate: u64, connect_rate: f
         mode: format!("{:?}", args.mode).to_lowercase(),
         clients: args.clients,
         devices: args.devices,
+        group_size: if args.mode == Mode::Group {
+            args.group_size
+        } else {
+            0
+        },
         payload_bytes: args.payload,
         offered_rate: rate,
         duration_s: args.duration,

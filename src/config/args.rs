@@ -109,6 +109,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_MAX_DEVICES", default_value_t = 8)]
     pub max_devices: usize,
 
+    /// Most members one group may have (every node must agree). Adding one
+    /// more through the API is refused with HTTP 409 group_full.
+    #[arg(long, env = "SWITCHBOARD_MAX_GROUP_MEMBERS", default_value_t = 10_000)]
+    pub max_group_members: usize,
+
     /// Message frames that may wait for one session's socket. A session
     /// whose queue fills up is closed with 4008 (slow consumer). Receipts
     /// owed to a session as a sender are kept apart and never count.

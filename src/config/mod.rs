@@ -77,6 +77,8 @@ pub struct Limits {
     pub max_sessions: Option<usize>,
     /// Devices one client may have online across the cluster.
     pub max_devices: usize,
+    /// Members one group may have.
+    pub max_group_members: usize,
     pub session_queue: usize,
     pub session_queue_bytes: usize,
     pub write_timeout: Duration,
@@ -196,6 +198,7 @@ fn limits(args: &ServeArgs) -> Result<Limits, ConfigError> {
         )?,
         max_sessions: (args.max_sessions > 0).then_some(args.max_sessions),
         max_devices: in_range("max-devices", args.max_devices, 1..=1024)?,
+        max_group_members: in_range("max-group-members", args.max_group_members, 1..=1_000_000)?,
         session_queue: in_range("session-queue", args.session_queue, 1..=1_000_000)?,
         session_queue_bytes: in_range(
             "session-queue-bytes",

@@ -1,5 +1,6 @@
-//! The server-side API: `POST /api/v1/messages` and
-//! `GET /api/v1/presence/<client id>`, both behind the API key.
+//! The server-side API, behind the API key: `POST /api/v1/messages` (to a
+//! client or a group), `GET /api/v1/presence/<client id>`, and the group
+//! members endpoints (v2, [`super::groups`]).
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
@@ -19,7 +20,7 @@ use super::{error_response, json_response, refuse, with};
 use crate::node::Node;
 use crate::presence::PresenceError;
 use crate::protocol::frames::check_body;
-use crate::protocol::{ClientId, ErrorCode, Recipient};
+use crate::protocol::{ClientId, ErrorCode, GroupId, Recipient};
 use crate::rate::TokenBucket;
 use crate::routing::Message;
 
@@ -43,11 +44,36 @@ pub fn routes(node: Arc<Node>) -> BoxedFilter<(Response,)> {
     let presence = warp::path!("api" / "v1" / "presence" / String)
         .and(warp::get())
         .and(api_key(node.clone()))
-        .and(within_rate(node.clone(), bucket))
-        .and(with(node))
+        .and(within_rate(node.clone(), bucket.clone()))
+        .and(with(node.clone()))
         .then(presence);
 
-    send.or(presence).unify().boxed()
+    let member = warp::path!("api" / "v1" / "groups" / String / "members" / String)
+        .and(
+            warp::put()
+                .map(|| true)
+                .or(warp::delete().map(|| false))
+                .unify(),
+        )
+        .and(api_key(node.clone()))
+        .and(within_rate(node.clone(), bucket.clone()))
+        .and(with(node.clone()))
+        .then(super::groups::change_member);
+
+    let group = warp::path!("api" / "v1" / "groups" / String)
+        .and(warp::get())
+        .and(api_key(node.clone()))
+        .and(within_rate(node.clone(), bucket))
+        .and(with(node))
+        .then(super::groups::list_members);
+
+    send.or(presence)
+        .unify()
+        .or(member)
+        .unify()
+        .or(group)
+        .unify()
+        .boxed()
 }
 
 /// Lets a request through only with `Authorization: Bearer <api key>`.
@@ -136,8 +162,11 @@ fn constant_time_eq(presented: &[u8], key: &[u8]) -> bool {
 struct SendRequest<'a> {
     #[serde(borrow)]
     from: Cow<'a, str>,
-    #[serde(borrow)]
-    to: Cow<'a, str>,
+    #[serde(borrow, default)]
+    to: Option<Cow<'a, str>>,
+    /// v2: instead of `to`.
+    #[serde(borrow, default)]
+    group: Option<Cow<'a, str>>,
     #[serde(borrow)]
     body: &'a RawValue,
 }
@@ -150,7 +179,7 @@ async fn send_message(raw: Bytes, node: Arc<Node>) -> Response {
             return error_response(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                &format!("expected {{\"from\":…,\"to\":…,\"body\":…}}: {e}"),
+                &format!("expected {{\"from\":…,\"to\" or \"group\":…,\"body\":…}}: {e}"),
             );
         }
     };
@@ -161,12 +190,25 @@ async fn send_message(raw: Bytes, node: Arc<Node>) -> Response {
         Ok(from) => from,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid_sender", &e.0),
     };
-    let to = match ClientId::parse(&request.to) {
-        Ok(to) => to,
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid_recipient", &e.0),
+    let to = match (&request.to, &request.group) {
+        (Some(to), None) => match ClientId::parse(to) {
+            Ok(to) => Recipient::Client(to),
+            Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid_recipient", &e.0),
+        },
+        (None, Some(group)) => match GroupId::parse(group) {
+            Ok(group) => Recipient::Group(group),
+            Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid_group_id", &e.0),
+        },
+        _ => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "a send names exactly one of \"to\" and \"group\"",
+            );
+        }
     };
     let msg_id = Uuid::now_v7();
-    let msg = Message::new(msg_id, from, Recipient::Client(to), request.body, None);
+    let msg = Message::new(msg_id, from, to, request.body, None);
     match node.router().route(msg).await {
         Ok(sent) => {
             node.metrics().observe_route(started.elapsed());
@@ -190,11 +232,9 @@ async fn send_message(raw: Bytes, node: Arc<Node>) -> Response {
 }
 
 async fn presence(raw_id: String, node: Arc<Node>) -> Response {
-    // Path segments arrive percent-encoded; '@' and ':' often are.
-    let decoded = percent_encoding::percent_decode_str(&raw_id).decode_utf8_lossy();
-    let client = match ClientId::parse(&decoded) {
+    let client = match path_id(&raw_id, ClientId::parse, "invalid_client_id") {
         Ok(client) => client,
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid_client_id", &e.0),
+        Err(refused) => return refused,
     };
     match node.router().devices(&client).await {
         Ok(devices) => {
@@ -218,17 +258,37 @@ async fn presence(raw_id: String, node: Arc<Node>) -> Response {
                 }),
             )
         }
-        Err(e @ PresenceError::Unavailable { .. }) => error_response(
+        Err(e) => store_error(&e),
+    }
+}
+
+/// A presence store's failure as an answer: 503 when it could not be
+/// reached, 500 when what it holds is not what a node writes.
+pub(super) fn store_error(e: &PresenceError) -> Response {
+    match e {
+        PresenceError::Unavailable { .. } => error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             &e.to_string(),
         ),
-        Err(e @ PresenceError::Corrupt { .. }) => error_response(
+        PresenceError::Corrupt { .. } => error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             &e.to_string(),
         ),
     }
+}
+
+/// A path segment as an id: percent-decoded ('@' and ':' often arrive
+/// encoded), then checked by `parse`; 400 with `code` when it is not one.
+#[allow(clippy::result_large_err)] // the refusal is the answer, built once
+pub(super) fn path_id<T>(
+    raw: &str,
+    parse: impl FnOnce(&str) -> Result<T, crate::protocol::InvalidId>,
+    code: &str,
+) -> Result<T, Response> {
+    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    parse(&decoded).map_err(|e| error_response(StatusCode::BAD_REQUEST, code, &e.0))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! form `{"error": <code>, "message": <what to fix>}`.
 
 mod api;
+mod groups;
 mod page;
 mod ws;
 

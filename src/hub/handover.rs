@@ -70,6 +70,9 @@ pub struct Handover {
     /// Already re-routed once by a node that found its recipient gone; it
     /// is never forwarded again.
     pub forwarded: bool,
+    /// The part of a split hop it came in (see `MessageHop::part`), for
+    /// its `done`.
+    pub part: u32,
     /// Targets handed over whose fate is not known yet.
     pending: AtomicU32,
     /// Targets settled without an outcome of their own, to be covered by
@@ -107,6 +110,7 @@ impl Handover {
             sender,
             report,
             forwarded,
+            part: 0,
             pending: AtomicU32::new(targets),
             quiet: AtomicU32::new(0),
             spoke: AtomicBool::new(false),

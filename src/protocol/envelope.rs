@@ -118,6 +118,11 @@ pub struct MessageHop<'a> {
     /// The recipient sessions on the node this hop goes to.
     #[serde(default)]
     pub targets: SmallVec<[Target; 1]>,
+    /// Which part of a split hop this is (1, 2, …): a group's sessions on
+    /// one node that would not fit in one bus message go in several hops.
+    /// 0 (absent) for a hop that was not split. Echoed in the `done`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub part: u32,
     /// The sender's other sessions there (messages to a client only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub carbons: Vec<Carbon>,
@@ -234,6 +239,13 @@ pub struct Outcome {
     pub reason: Option<OfflineReason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeId>,
+    /// For a `done`: the part of a split hop it settles (0: not split).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub part: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// An outcome, read: what the sender's node acts on.
@@ -245,8 +257,9 @@ pub enum Settled<'a> {
         device: &'a DeviceId,
         fate: Fate<'a>,
     },
-    /// Every target of the hop sent to `node` not reported on its own.
-    Done { node: &'a NodeId },
+    /// Every target of the hop (its `part`, when split) sent to `node`
+    /// not reported on its own.
+    Done { node: &'a NodeId, part: u32 },
 }
 
 /// What became of one target.
@@ -272,11 +285,13 @@ impl Outcome {
             device: Some(device),
             reason,
             node,
+            part: 0,
         }
     }
 
-    /// Every other target of the hop sent to `node` was delivered.
-    pub fn done(msg_id: Uuid, node: NodeId) -> Self {
+    /// Every other target of the hop (or its `part`) sent to `node` was
+    /// delivered.
+    pub fn done(msg_id: Uuid, node: NodeId, part: u32) -> Self {
         Self {
             msg_id,
             status: OutcomeStatus::Done,
@@ -284,6 +299,7 @@ impl Outcome {
             device: None,
             reason: None,
             node: Some(node),
+            part,
         }
     }
 
@@ -303,6 +319,7 @@ impl Outcome {
             OutcomeStatus::Forwarded => target(Fate::Forwarded(self.node.as_ref()?)),
             OutcomeStatus::Done => Some(Settled::Done {
                 node: self.node.as_ref()?,
+                part: self.part,
             }),
         }
     }
@@ -404,6 +421,8 @@ pub struct MessageHopOut<'a> {
     pub reply: Option<&'a ReplyTo>,
     pub targets: &'a [Target],
     pub carbons: &'a [Carbon],
+    /// See [`MessageHop::part`].
+    pub part: u32,
     /// The rendered `message` frame, spliced in as it is (it is the node's
     /// own output, valid JSON by construction).
     pub frame: &'a str,
@@ -437,6 +456,9 @@ pub fn encode_message_hop(hop: &MessageHopOut<'_>) -> Vec<u8> {
         );
     }
     let mut uuid = Uuid::encode_buffer();
+    if hop.part > 0 {
+        let _ = write!(out, r#""part":{},"#, hop.part);
+    }
     out.push_str(r#""targets":["#);
     for (i, t) in hop.targets.iter().enumerate() {
         if i > 0 {
@@ -542,6 +564,7 @@ mod tests {
                 reply,
                 targets: &targets,
                 carbons,
+                part: 3,
                 frame: &frame,
             });
             let outcomes = encode_hop(&Hop::Outcomes(vec![]));
@@ -559,6 +582,7 @@ mod tests {
             );
             assert_eq!(&m.targets[..], &targets[..]);
             assert_eq!(m.carbons, carbons);
+            assert_eq!(m.part, 3);
             assert_eq!(
                 m.reply.map(|r| (r.session, r.receipt)),
                 reply.map(|r| (r.session, r.receipt))
@@ -580,6 +604,7 @@ mod tests {
             reply: None,
             targets: &[],
             carbons: &[],
+            part: 0,
             frame: &frame,
         });
         let bytes = encode_envelope([hop.as_slice()]);
@@ -600,6 +625,7 @@ mod tests {
                 reply: None,
                 targets: &[],
                 carbons: &[],
+                part: 0,
                 frame: &frame,
             }
         });
@@ -623,6 +649,7 @@ mod tests {
                 reply: None,
                 targets: &[],
                 carbons: &[],
+                part: 0,
                 frame,
             })
             .as_slice()]);
@@ -680,7 +707,7 @@ mod tests {
                 Fate::Offline(OfflineReason::Disconnected),
             ),
             Outcome::target(msg_id, id("bob"), dev("pc"), Fate::Forwarded(&node)),
-            Outcome::done(msg_id, node.clone()),
+            Outcome::done(msg_id, node.clone(), 0),
         ];
         let bytes = Envelope::new(Hop::Outcomes(outcomes.clone())).encode();
         let Some(Hop::Outcomes(back)) = Envelope::decode(&bytes).unwrap().hop else {
@@ -688,7 +715,13 @@ mod tests {
         };
         assert_eq!(back, outcomes);
         let read: Vec<_> = back.iter().map(|o| o.settled().unwrap()).collect();
-        assert_eq!(read[3], Settled::Done { node: &node });
+        assert_eq!(
+            read[3],
+            Settled::Done {
+                node: &node,
+                part: 0
+            }
+        );
         assert!(matches!(
             read[1],
             Settled::Target {
@@ -697,7 +730,7 @@ mod tests {
             }
         ));
         // A status without the fields it needs is not acted on.
-        let mut broken = Outcome::done(msg_id, node);
+        let mut broken = Outcome::done(msg_id, node, 0);
         broken.node = None;
         assert_eq!(broken.settled(), None);
     }

@@ -146,6 +146,16 @@ impl Courier {
     /// `client`'s record changed: every other node is told, with the next
     /// broadcast.
     pub(super) fn changed_client(&self, client: ClientId) {
+        self.changed(|pending| pending.0.insert(client));
+    }
+
+    /// `group`'s members changed: every other node is told, with the next
+    /// broadcast.
+    pub(super) fn changed_group(&self, group: GroupId) {
+        self.changed(|pending| pending.1.insert(group));
+    }
+
+    fn changed(&self, note: impl FnOnce(&mut (HashSet<ClientId>, HashSet<GroupId>)) -> bool) {
         let first = {
             let mut pending = self
                 .changes
@@ -153,7 +163,7 @@ impl Courier {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             let first = pending.0.is_empty() && pending.1.is_empty();
-            pending.0.insert(client);
+            note(&mut pending);
             first
         };
         if first {

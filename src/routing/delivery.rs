@@ -58,7 +58,7 @@ impl Router {
                     self.report_to(&sender.node, outcome, urgent).await;
                 }
                 if let Some(done) = handover.settle_one(own) {
-                    let outcome = Outcome::done(handover.msg_id, self.node.clone());
+                    let outcome = Outcome::done(handover.msg_id, self.node.clone(), handover.part);
                     self.report_to(&sender.node, outcome, done.urgent).await;
                 }
             }

@@ -89,7 +89,7 @@ impl Router {
             id: None,
             receipt: reply.receipt,
         });
-        Some(Handover::new(
+        let mut handover = Handover::new(
             hop.msg_id,
             hop.from.clone(),
             to,
@@ -97,7 +97,9 @@ impl Router {
             report,
             hop.forwarded,
             hop.targets.len() as u32,
-        ))
+        );
+        handover.part = hop.part;
+        Some(handover)
     }
 
     /// A message hop this node will not deliver (see [`super::inbox`]):
@@ -226,6 +228,7 @@ impl Router {
             reply: reply.as_ref(),
             targets: std::slice::from_ref(&target),
             carbons: &[],
+            part: 0,
             frame: &frame,
         });
         let envelope = encode_envelope([hop.as_slice()]).into();
@@ -298,6 +301,9 @@ impl Router {
         }
         for client in &changed.clients {
             self.cache.invalidate(client);
+        }
+        for group in &changed.groups {
+            self.groups.invalidate(group);
         }
     }
 }

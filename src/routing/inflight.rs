@@ -47,6 +47,9 @@ pub struct Leg {
     pub node: NodeId,
     /// The node's liveness epoch when the leg was published.
     pub epoch: u64,
+    /// Its part, when the targets at one node went in several hops (see
+    /// `MessageHop::part`); 0 otherwise.
+    pub part: u32,
     pub targets: SmallVec<[Who; 1]>,
 }
 
@@ -177,6 +180,7 @@ impl InFlight {
             leg: Leg {
                 node: node.clone(),
                 epoch,
+                part: 0,
                 targets: smallvec::smallvec![who],
             },
             seq: None,
@@ -249,6 +253,7 @@ impl InFlight {
                 leg: Leg {
                     node: node.clone(),
                     epoch,
+                    part: 0,
                     targets: smallvec::smallvec![who.clone()],
                 },
                 seq: None,
@@ -257,9 +262,9 @@ impl InFlight {
         true
     }
 
-    /// `node` reports every target of its leg not reported on its own as
-    /// delivered.
-    pub fn done(&self, msg_id: Uuid, node: &NodeId) -> Vec<Told> {
+    /// `node` reports every target of its leg (of that `part` of it) not
+    /// reported on its own as delivered.
+    pub fn done(&self, msg_id: Uuid, node: &NodeId, part: u32) -> Vec<Told> {
         let mut flights = self.flights();
         let Some(flight) = flights.get_mut(&msg_id) else {
             return Vec::new();
@@ -268,7 +273,7 @@ impl InFlight {
         for l in flight
             .legs
             .iter_mut()
-            .filter(|l| l.seq.is_some() && l.leg.node == *node)
+            .filter(|l| l.seq.is_some() && l.leg.node == *node && l.leg.part == part)
         {
             told.extend(l.leg.targets.drain(..).map(|who| Told {
                 sender: flight.sender.clone(),
@@ -385,6 +390,7 @@ mod tests {
         Leg {
             node: node(n),
             epoch,
+            part: 0,
             targets: devices.iter().map(|d| who(d)).collect(),
         }
     }
@@ -408,10 +414,10 @@ mod tests {
             flight.settle(m, &who("tab"), Final::Delivered).is_none(),
             "only once"
         );
-        let done = flight.done(m, &node("b"));
+        let done = flight.done(m, &node("b"), 0);
         assert_eq!(done.len(), 1, "phone, quietly");
         assert_eq!(flight.len(), 1, "c's leg is still out");
-        assert_eq!(flight.done(m, &node("c")).len(), 1);
+        assert_eq!(flight.done(m, &node("c"), 0).len(), 1);
         assert!(flight.is_empty());
     }
 
@@ -428,8 +434,8 @@ mod tests {
         // tab moved from b to c, where another leg of this message may
         // also be: c's `done` for that leg must not cover tab.
         assert!(flight.forwarded(m, &who("tab"), &node("c"), 0));
-        assert!(flight.done(m, &node("c")).is_empty());
-        assert_eq!(flight.done(m, &node("b")).len(), 1);
+        assert!(flight.done(m, &node("c"), 0).is_empty());
+        assert_eq!(flight.done(m, &node("b"), 0).len(), 1);
         assert_eq!(flight.len(), 2);
         // c dies: tab is lost with it.
         let lost = flight.lost(&node("c"), 1);

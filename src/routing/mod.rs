@@ -46,6 +46,7 @@
 mod cache;
 pub mod courier;
 mod delivery;
+mod groups;
 mod inbound;
 pub mod inbox;
 mod inflight;
@@ -73,6 +74,7 @@ use crate::protocol::{ClientId, ErrorCode, NodeId, Recipient, now_ms};
 
 pub use self::cache::{CachedDevice, CachedRoute};
 pub use self::courier::CourierTask;
+pub use self::groups::{MEMBERS_TTL, Members};
 pub use self::liveness::Liveness;
 pub use self::outcomes::Outcomes;
 pub use self::registration::{RegisterError, Restored};
@@ -80,6 +82,7 @@ pub use self::route::{Route, Sent};
 
 use self::cache::RouteCache;
 use self::courier::Courier;
+use self::groups::MemberCache;
 use self::inflight::InFlight;
 use self::registration::Deferred;
 
@@ -144,9 +147,9 @@ pub enum RouteError {
     TooManyInFlight,
     #[error("this node is shutting down")]
     ShuttingDown,
-    /// What the send asks for is not something this node does.
-    #[error("{0} are not supported by this node")]
-    Unsupported(&'static str),
+    /// Only a member may send to a group.
+    #[error("only members may send to this group")]
+    NotMember,
 }
 
 impl RouteError {
@@ -158,7 +161,7 @@ impl RouteError {
             | RouteError::Bus(_)
             | RouteError::TooManyInFlight
             | RouteError::ShuttingDown => ErrorCode::Unavailable,
-            RouteError::Unsupported(_) => ErrorCode::BadFrame,
+            RouteError::NotMember => ErrorCode::NotMember,
         }
     }
 }
@@ -200,6 +203,8 @@ pub struct Router {
     hub: Arc<Hub>,
     liveness: Arc<Liveness>,
     cache: Arc<RouteCache>,
+    /// Groups' members, as last read.
+    groups: MemberCache,
     outcomes: Arc<Outcomes>,
     courier: Courier,
     deferred: Deferred,
@@ -242,6 +247,7 @@ impl Router {
             hub,
             liveness,
             cache,
+            groups: MemberCache::default(),
             outcomes,
             courier,
             deferred: Deferred::default(),

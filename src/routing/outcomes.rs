@@ -136,8 +136,8 @@ impl Outcomes {
                     None => self.metrics.late_outcome(),
                 }
             }
-            Settled::Done { node } => {
-                for told in self.inflight.done(outcome.msg_id, node) {
+            Settled::Done { node, part } => {
+                for told in self.inflight.done(outcome.msg_id, node, part) {
                     self.tell(&told);
                 }
             }

@@ -18,7 +18,7 @@ use crate::hub::{Outbound, Report, SessionHandle};
 use crate::presence::{PresenceError, PresenceRecord};
 use crate::protocol::envelope::{ENVELOPE_OVERHEAD, MessageHopOut, encode_message_hop};
 use crate::protocol::frames::with_field;
-use crate::protocol::{Ack, AckStatus, Carbon, ClientId, NodeId, Target};
+use crate::protocol::{Ack, AckStatus, Carbon, ClientId, NodeId, Recipient, Target};
 
 /// Where a message goes: every recipient session, by branch, and the
 /// sender's other sessions that get a carbon copy.
@@ -30,6 +30,8 @@ pub struct Route {
     pub remote: SmallVec<[RemoteLeg; 1]>,
     /// The sender's other sessions on this node.
     pub carbons: Sessions,
+    /// Group members other than the sender with no session.
+    pub offline: u32,
 }
 
 /// Sessions on this node, without an allocation for the usual one. (A
@@ -53,7 +55,7 @@ impl Route {
         self.local.len() + self.remote.iter().map(|l| l.targets.len()).sum::<usize>()
     }
 
-    fn leg(&mut self, node: &NodeId, epoch: u64) -> &mut RemoteLeg {
+    pub(super) fn leg(&mut self, node: &NodeId, epoch: u64) -> &mut RemoteLeg {
         match self.remote.iter().position(|l| l.node == *node) {
             Some(i) => &mut self.remote[i],
             None => {
@@ -68,6 +70,19 @@ impl Route {
         }
     }
 }
+
+/// One hop to publish: a leg's targets (a range of them, for a part of a
+/// split leg), encoded.
+struct PlannedHop {
+    /// Index of its leg in [`Route::remote`].
+    leg: usize,
+    /// 0, or its part number (from 1) when the leg was split.
+    part: u32,
+    targets: std::ops::Range<usize>,
+    json: Vec<u8>,
+}
+
+type Hops = SmallVec<[PlannedHop; 2]>;
 
 /// What a dispatch did: the ack's counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +126,10 @@ impl Router {
     /// same run.
     pub fn locate_fast(&self, msg: &Message) -> Option<Route> {
         self.cache.follow_bus(self.ports.bus.generation());
-        let to = msg.client()?;
+        let to = match &msg.to {
+            Recipient::Client(to) => to,
+            Recipient::Group(group) => return self.locate_group_fast(msg, group),
+        };
         // An empty entry is not trusted for a send to a client: one coming
         // online must be reachable at once.
         let records = self.cached(to).filter(|r| !r.is_empty())?;
@@ -129,8 +147,9 @@ impl Router {
         if let Some(route) = self.locate_fast(msg) {
             return Ok(route);
         }
-        let Some(to) = msg.client() else {
-            return Err(RouteError::Unsupported("sends to groups"));
+        let to = match &msg.to {
+            Recipient::Client(to) => to,
+            Recipient::Group(group) => return self.locate_group(msg, group).await,
         };
         let mut wanted = vec![to.clone()];
         if let Some(from) = self.carbon_source(msg) {
@@ -154,7 +173,7 @@ impl Router {
 
     /// A cached record whose remote devices are all believed, in the run
     /// they were read in.
-    fn cached(&self, client: &ClientId) -> Option<CachedRoute> {
+    pub(super) fn cached(&self, client: &ClientId) -> Option<CachedRoute> {
         let route = self.cache.get(client)?;
         let believed = route.iter().all(|d| {
             d.record.node == self.node
@@ -265,24 +284,32 @@ impl Router {
         // Everything that can refuse the send is checked before anything
         // is handed over: an error means nothing was sent.
         let hops = self.encode_hops(&msg, &route)?;
-        let seqs = self.track(&msg, &route)?;
+        let seqs = self.track(&msg, &route, &hops)?;
 
-        let (mut remote, mut nodes) = (0, 0);
-        for ((leg, json), seq) in route.remote.iter().zip(hops).zip(seqs) {
-            let parcel = Parcel::Hop { json, seq };
-            if self.courier.send(leg.node.clone(), parcel).await.is_err() {
+        let (mut remote, mut published) = (0, 0);
+        for (i, (hop, seq)) in hops.into_iter().zip(seqs).enumerate() {
+            let node = route.remote[hop.leg].node.clone();
+            let targets = hop.targets.len() as u32;
+            let parcel = Parcel::Hop {
+                json: hop.json,
+                seq,
+            };
+            if self.courier.send(node, parcel).await.is_err() {
                 // The courier stops only once the node is shutting down:
-                // this leg, and those after it, never leave.
-                for leg in route.remote.iter().skip(nodes as usize) {
-                    self.outcomes.untrack_leg(msg.msg_id, &leg.node);
-                }
-                if nodes == 0 {
+                // this hop, and those after it, never leave.
+                if i == 0 {
+                    for leg in &route.remote {
+                        self.outcomes.untrack_leg(msg.msg_id, &leg.node);
+                    }
                     return Err(RouteError::ShuttingDown);
+                }
+                for leg in route.remote.iter().skip(hop.leg) {
+                    self.outcomes.untrack_leg(msg.msg_id, &leg.node);
                 }
                 break;
             }
-            nodes += 1;
-            remote += leg.targets.len() as u32;
+            published += 1;
+            remote += targets;
         }
 
         let local = self.hand_over_local(&msg, &route);
@@ -297,7 +324,9 @@ impl Router {
             }
         }
 
-        let status = if remote > 0 {
+        let status = if matches!(msg.to, Recipient::Group(_)) {
+            AckStatus::Fanout
+        } else if remote > 0 {
             AckStatus::Remote
         } else if local > 0 {
             AckStatus::Local
@@ -305,13 +334,13 @@ impl Router {
             AckStatus::Offline
         };
         self.metrics.send_routed(status);
-        self.metrics.hops_published(nodes);
+        self.metrics.hops_published(published);
         Ok(Sent {
             status,
             local,
             remote,
-            offline: 0,
-            nodes,
+            offline: route.offline,
+            nodes: published,
         })
     }
 
@@ -343,14 +372,13 @@ impl Router {
         handed
     }
 
-    /// Every leg's hop, encoded, checked against the bus's limits.
-    fn encode_hops(
-        &self,
-        msg: &Message,
-        route: &Route,
-    ) -> Result<SmallVec<[Vec<u8>; 2]>, RouteError> {
+    /// Every leg's hop, encoded, checked against the bus's limits. One hop
+    /// per leg, except for a group's leg too large for one bus message,
+    /// which is split into parts of equal size.
+    fn encode_hops(&self, msg: &Message, route: &Route) -> Result<Hops, RouteError> {
+        let mut hops = Hops::new();
         if route.remote.is_empty() {
-            return Ok(SmallVec::new());
+            return Ok(hops);
         }
         // Refused before queueing, so the sender hears it now.
         if !self.ports.bus.connected() {
@@ -362,60 +390,99 @@ impl Router {
             .max_envelope()
             .saturating_sub(ENVELOPE_OVERHEAD);
         let reply = msg.sender.as_ref().map(|s| s.reply());
-        route
-            .remote
-            .iter()
-            .map(|leg| {
-                let hop = encode_message_hop(&MessageHopOut {
-                    msg_id: msg.msg_id,
-                    from: &msg.from,
-                    to: msg.to.addressee(),
-                    forwarded: false,
-                    reply: reply.as_ref(),
-                    targets: &leg.targets,
-                    carbons: &leg.carbons,
-                    frame: &msg.frame,
-                });
-                if hop.len() > limit {
-                    return Err(BusError::TooLarge {
-                        size: hop.len(),
-                        limit,
-                    }
-                    .into());
-                }
-                Ok(hop)
+        let encode = |leg: &RemoteLeg, targets: &[Target], part: u32| {
+            encode_message_hop(&MessageHopOut {
+                msg_id: msg.msg_id,
+                from: &msg.from,
+                to: msg.to.addressee(),
+                forwarded: false,
+                reply: reply.as_ref(),
+                targets,
+                carbons: &leg.carbons,
+                part,
+                frame: &msg.frame,
             })
-            .collect()
+        };
+        for (i, leg) in route.remote.iter().enumerate() {
+            let whole = encode(leg, &leg.targets, 0);
+            if whole.len() <= limit {
+                hops.push(PlannedHop {
+                    leg: i,
+                    part: 0,
+                    targets: 0..leg.targets.len(),
+                    json: whole,
+                });
+                continue;
+            }
+            let n = leg.targets.len();
+            let mut parts = whole.len().div_ceil(limit).max(2);
+            let too_large = |size| BusError::TooLarge { size, limit };
+            if !matches!(msg.to, Recipient::Group(_)) || n < 2 {
+                return Err(too_large(whole.len()).into());
+            }
+            loop {
+                let per = n.div_ceil(parts);
+                let split: Vec<PlannedHop> = (0..n)
+                    .step_by(per)
+                    .enumerate()
+                    .map(|(k, from)| {
+                        let targets = from..(from + per).min(n);
+                        let part = k as u32 + 1;
+                        let json = encode(leg, &leg.targets[targets.clone()], part);
+                        PlannedHop {
+                            leg: i,
+                            part,
+                            targets,
+                            json,
+                        }
+                    })
+                    .collect();
+                match split.iter().map(|h| h.json.len()).max() {
+                    Some(largest) if largest > limit && per == 1 => {
+                        return Err(too_large(largest).into());
+                    }
+                    Some(largest) if largest > limit => parts *= 2,
+                    _ => {
+                        hops.extend(split);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(hops)
     }
 
     /// Tracks the remote targets of a message from a session here, before
     /// any leaves (so that no outcome can overtake its entry). Returns
-    /// each leg's in-flight sequence number (`None` for legs of carbons
+    /// each hop's in-flight sequence number (`None` for hops of carbons
     /// only).
     fn track(
         &self,
         msg: &Message,
         route: &Route,
+        hops: &Hops,
     ) -> Result<SmallVec<[Option<u64>; 2]>, RouteError> {
-        let untracked = || route.remote.iter().map(|_| None).collect();
+        let untracked = || hops.iter().map(|_| None).collect();
         let Some(sender) = &msg.sender else {
             return Ok(untracked());
         };
-        let legs: SmallVec<[Leg; 2]> = route
-            .remote
+        let legs: SmallVec<[Leg; 2]> = hops
             .iter()
-            .filter(|l| !l.targets.is_empty())
-            .map(|l| Leg {
-                node: l.node.clone(),
-                epoch: l.epoch,
-                targets: l
-                    .targets
-                    .iter()
-                    .map(|t| Who {
-                        to: t.to.clone(),
-                        device: t.device.clone(),
-                    })
-                    .collect(),
+            .filter(|h| !h.targets.is_empty())
+            .map(|h| {
+                let leg = &route.remote[h.leg];
+                Leg {
+                    node: leg.node.clone(),
+                    epoch: leg.epoch,
+                    part: h.part,
+                    targets: leg.targets[h.targets.clone()]
+                        .iter()
+                        .map(|t| Who {
+                            to: t.to.clone(),
+                            device: t.device.clone(),
+                        })
+                        .collect(),
+                }
             })
             .collect();
         if legs.is_empty() {
@@ -426,11 +493,10 @@ impl Router {
             .track(msg.msg_id, sender.clone(), legs)
             .map_err(|_| RouteError::TooManyInFlight)?;
         let mut seqs = seqs.into_iter();
-        Ok(route
-            .remote
+        Ok(hops
             .iter()
-            .map(|l| {
-                if l.targets.is_empty() {
+            .map(|h| {
+                if h.targets.is_empty() {
                     None
                 } else {
                     seqs.next()
@@ -479,7 +545,7 @@ impl Router {
 /// `local` (this node's sessions of the client) has the same device, the
 /// newer session is kept (the local one leaves `local` when the remote one
 /// is newer).
-fn remote_devices<'r>(
+pub(super) fn remote_devices<'r>(
     local: &mut Sessions,
     records: &'r [CachedDevice],
     me: &NodeId,

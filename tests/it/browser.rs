@@ -196,13 +196,25 @@ async fn two_people_chat_across_two_nodes_in_the_browser() {
 }
 
 /// Two tabs of one person are two devices: both get what is sent to them,
-/// and what one sends shows in the other as sent from another device.
+/// and what one sends shows in the other as sent from another device. A
+/// tab sends to a group with `#team`, and shows what the group says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_tab_is_a_device_of_its_own() {
     let redis = Redis::start();
     let nats = Nats::start();
-    let a = new_node().id("node-a").on(&redis, &nats).start().await;
-    let b = new_node().id("node-b").on(&redis, &nats).start().await;
+    let flags = ["--api-key", "k"];
+    let a = new_node()
+        .id("node-a")
+        .on(&redis, &nats)
+        .flags(&flags)
+        .start()
+        .await;
+    let b = new_node()
+        .id("node-b")
+        .on(&redis, &nats)
+        .flags(&flags)
+        .start()
+        .await;
     let driver = Driver::start();
     let (tab1, tab2) = (driver.browser().await, driver.browser().await);
     sign_in(&tab1, &http_url(&a, "/"), "alice").await;
@@ -246,6 +258,54 @@ async fn every_tab_is_a_device_of_its_own() {
         &["you (another device) → bob", "from tab one"],
     )
     .await;
+
+    // The group team: alice and bob.
+    for member in ["alice", "bob"] {
+        let path = format!("/api/v1/groups/team/members/{member}");
+        let (status, _) = http(&a, "PUT", &path, &[("Authorization", "Bearer k")], None).await;
+        assert_eq!(status, 204);
+    }
+    // Tab one sends to #team: bob, and alice's other tab, get it.
+    send(&tab1, "#team", "hello team").await;
+    shows(
+        &tab1,
+        "#log li.out:last-child",
+        &["you → #team", "fanout: 1 here, 1 elsewhere, 0 offline"],
+    )
+    .await;
+    shows(
+        &tab2,
+        "#log li.group:last-child",
+        &["#team alice", "hello team"],
+    )
+    .await;
+    // (After "from tab one", which bob has not read yet.)
+    let m = loop {
+        match next_frame(&mut bob).await {
+            switchboard::protocol::ServerFrame::Message(m) if m.group.is_some() => break m,
+            switchboard::protocol::ServerFrame::Message(m) => {
+                assert_eq!(m.body["text"], "from tab one")
+            }
+            other => panic!("bob got {other:?}"),
+        }
+    };
+    assert_eq!(
+        (m.group.as_deref(), m.from.as_str()),
+        (Some("team"), "alice")
+    );
+    // What bob says to the group shows in both tabs, with the group's name.
+    bob.send_to(
+        switchboard_client::To::Group("team"),
+        &serde_json::json!({"text": "hi all"}),
+        None,
+        false,
+        false,
+    )
+    .await
+    .unwrap();
+    for tab in [&tab1, &tab2] {
+        shows(tab, "#log li.group:last-child", &["#team bob", "hi all"]).await;
+    }
     tab1.close().await.unwrap();
     tab2.close().await.unwrap();
 }

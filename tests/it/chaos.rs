@@ -1,8 +1,10 @@
 //! The chaos suite: three nodes as child processes, chat traffic with
 //! churn, and, mid-traffic, a node SIGKILLed and restarted, Redis
 //! restarted empty, NATS restarted, and a node killed and restarted at
-//! once. Every message must end up received or answered `offline`, unless
-//! its sender's own session was cut off first. Bounded: about a minute.
+//! once. Meanwhile an announcer sends to a group of every client. Every
+//! message must end up received or answered `offline` (per session, for the
+//! group's), unless its sender's own session was cut off first. Bounded:
+//! about a minute.
 //!
 //! Run alone with `cargo test --test chaos -- --nocapture` to see the
 //! counts.
@@ -10,14 +12,17 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::traffic::{Churn, Plan};
+use crate::support::traffic::{Churn, Ledger, Plan};
 use crate::support::*;
 use redis::AsyncCommands;
 use serde_json::json;
-use switchboard::protocol::{AckFrame, AckStatus, ReceiptStatus, ServerFrame};
-use switchboard_client::{Client, Identity};
+use switchboard::protocol::{AckFrame, AckStatus, ErrorCode, ReceiptStatus, ServerFrame};
+use switchboard_client::{Client, Event, Identity, To};
+use uuid::Uuid;
 
-const FLAGS: [&str; 8] = [
+const FLAGS: [&str; 10] = [
+    "--api-key",
+    "chaos",
     "--node-ttl-ms",
     "1000",
     "--rate-limit",
@@ -68,6 +73,84 @@ async fn probe_kill(
     }
 }
 
+/// Makes `members` the group `all`, through the API of the node at `port`.
+/// Answers whether every member was written (Redis may be down).
+async fn make_group(port: u16, members: &[String]) -> bool {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut all = true;
+    for member in members {
+        let path = format!("/api/v1/groups/all/members/{member}");
+        let auth = [("Authorization", "Bearer chaos")];
+        all &= http_at(addr, "PUT", &path, &auth, None).await.0 == 204;
+    }
+    all
+}
+
+/// Sends to the group of every traffic client from node-1 (which stays up)
+/// until `stop_at`, then keeps reading for longer than the hop timeout, so
+/// that every outcome of its sends can reach it. Writes into `ledger`.
+async fn announce(url: String, port: u16, members: Vec<String>, ledger: Ledger, stop_at: Instant) {
+    make_group(port, &members).await;
+    let stay_until = stop_at + Duration::from_secs(12);
+    let mut n = 0u64;
+    'sessions: while Instant::now() < stay_until {
+        let Ok(mut client) = Client::connect(&url, Identity::Name("announcer".into())).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let mut unacked = 0u64;
+        let mut acked: Vec<Uuid> = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(25));
+        loop {
+            let sending = Instant::now() < stop_at;
+            let left = stay_until.saturating_duration_since(Instant::now());
+            tokio::select! {
+                _ = tick.tick(), if sending => {
+                    n += 1;
+                    let to = To::Group("all");
+                    let id = n.to_string();
+                    if client.send_to(to, &json!(n), Some(&id), false, false).await.is_err() {
+                        break;
+                    }
+                    unacked += 1;
+                }
+                event = client.next_event() => match event {
+                    Ok(Event::Frame(ServerFrame::Ack(ack))) => {
+                        unacked -= 1;
+                        let sessions = ack.local.unwrap_or(0) + ack.remote.unwrap_or(0);
+                        ledger.group_acked(ack.msg_id, "announcer", "all", sessions);
+                        acked.push(ack.msg_id);
+                    }
+                    Ok(Event::Frame(ServerFrame::Error { code, id: Some(_), .. })) => {
+                        unacked -= 1;
+                        ledger.group_refused(Some(code));
+                        // Redis came back empty: the application adds its
+                        // members again.
+                        if code == ErrorCode::NotMember {
+                            make_group(port, &members).await;
+                        }
+                    }
+                    Ok(Event::Frame(ServerFrame::Receipt { msg_id, status, to, device, .. })) => {
+                        let (to, device) = (to.unwrap_or_default(), device.unwrap_or_default());
+                        ledger.group_receipt(msg_id, &to, &device, status);
+                    }
+                    Ok(Event::Frame(_)) => {}
+                    Ok(Event::Closed { .. }) | Err(_) => break,
+                },
+                _ = tokio::time::sleep(left), if !sending => {
+                    let _ = client.close().await;
+                    break 'sessions;
+                }
+            }
+        }
+        // Cut off: what it sent can no longer be answered to it.
+        ledger.group_sender_cut_off(acked);
+        for _ in 0..unacked {
+            ledger.group_refused(None);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_loses_nothing_silently() {
     let begun = Instant::now();
@@ -101,6 +184,15 @@ async fn chaos_loses_nothing_silently() {
         devices: 2,
     };
     let churn = Churn::with_plan(plan, Duration::from_secs(30));
+    let mut members = names.clone();
+    members.push("announcer".into());
+    let announcer = tokio::spawn(announce(
+        urls[0].clone(),
+        ports[0],
+        members,
+        churn.ledger(),
+        Instant::now() + Duration::from_secs(30),
+    ));
 
     // The victim sits on node-3; the prober on node-1, which stays up.
     let _victim = Client::connect(&urls[2], Identity::Name("victim".into()))
@@ -144,6 +236,7 @@ async fn chaos_loses_nothing_silently() {
         .spawn()
         .await;
 
+    announcer.await.unwrap();
     let report = churn.finish().await;
     let (first_offline, acks_offline) = probe.await.unwrap();
     eprintln!("chaos report: {report:#?}");
@@ -153,6 +246,7 @@ async fn chaos_loses_nothing_silently() {
 
     assert!(report.sent > 1000, "traffic flowed: {report:?}");
     assert!(report.acked_remote > 0 && report.acked_local > 0);
+    assert!(report.acked_fanout > 100, "group sends flowed: {report:?}");
     report.assert_no_silent_loss();
 
     // Everyone has left: no record outlives its session, ghosts included.

@@ -265,6 +265,7 @@ proptest! {
             reply: reply.then_some(&reply_to),
             targets: &targets,
             carbons: &[],
+            part: 0,
             frame: &frame,
         });
         let fate = if delivered { Fate::Delivered } else { Fate::Offline(OfflineReason::Disconnected) };

@@ -352,6 +352,14 @@ async fn a_dead_devices_node_is_answered_offline_and_then_left_out() {
     alice.send("bob", &json!(0), None, false).await.unwrap();
     assert_eq!(next_ack(&mut alice).await.sessions, Some(2));
     message(&mut laptop).await;
+    // Settled before the kill (else the first send's phone session would
+    // be answered `offline` too: its outcome died with node-c).
+    let outcomes = a.node().router().outcomes().clone();
+    eventually("the first send settled", || {
+        let left = outcomes.in_flight();
+        async move { left == 0 }
+    })
+    .await;
 
     c.kill();
     let killed = Instant::now();

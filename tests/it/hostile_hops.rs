@@ -44,6 +44,7 @@ fn hop(msg_id: Uuid, from: &str, to: &str, frame: &str) -> Vec<u8> {
         reply: Some(&reply),
         targets: &targets,
         carbons: &[],
+        part: 0,
         frame,
     });
     encode_envelope([hop.as_slice()])

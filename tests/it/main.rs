@@ -21,6 +21,7 @@ mod embedded;
 mod errors;
 mod failures;
 mod first_contact;
+mod groups;
 mod hostile_hops;
 mod http_api;
 mod lifecycle;

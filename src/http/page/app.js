@@ -134,6 +134,14 @@
         if (!li) break;
         byId.delete(frame.id);
         li.querySelector(".pending")?.remove();
+        if (frame.status === "fanout") {
+          // A group send: how many sessions each branch took. Only
+          // sessions that could not be reached answer later (offline).
+          badge(li, "fanout: " + frame.local + " here, " + frame.remote + " elsewhere, " +
+            frame.offline + " offline", "remote");
+          byMsgId.set(frame.msg_id, { li, left: Infinity });
+          break;
+        }
         const sessions = frame.sessions ?? 1;
         badge(li, sessions > 1 ? frame.status + " ×" + sessions : frame.status, frame.status);
         // An offline message goes no further: no receipt will come. Each
@@ -146,7 +154,10 @@
         if (!sent) break;
         sent.left -= 1;
         if (sent.left <= 0) byMsgId.delete(frame.msg_id);
-        const where = frame.device && frame.device !== "default" ? " (" + frame.device + ")" : "";
+        const device = frame.device && frame.device !== "default" ? frame.device : "";
+        // A group's receipts name the member; a client's, only its device.
+        const member = sent.left === Infinity && frame.to ? frame.to + (device ? "/" + device : "") : device;
+        const where = member ? " (" + member + ")" : "";
         const why = frame.reason ? ": " + frame.reason : "";
         badge(sent.li, frame.status + where + why, frame.status);
         break;
@@ -155,6 +166,8 @@
         if (frame.carbon) {
           // Sent by this person from another device.
           entry("out carbon", "you (another device) → " + frame.to, bodyText(frame.body));
+        } else if (frame.group) {
+          entry("in group", "#" + frame.group + " " + frame.from, bodyText(frame.body));
         } else {
           entry("in", frame.from, bodyText(frame.body));
         }
@@ -245,7 +258,11 @@
     pending.textContent = "sending";
     li.appendChild(pending);
     byId.set(id, li);
-    ws.send(JSON.stringify({ type: "send", to, body: { text }, id, receipt: true }));
+    // "#team" is the group team: no delivered receipts for groups.
+    const frame = to.startsWith("#")
+      ? { type: "send", group: to.slice(1), body: { text }, id }
+      : { type: "send", to, body: { text }, id, receipt: true };
+    ws.send(JSON.stringify(frame));
     $("text").value = "";
     $("text").focus();
   });

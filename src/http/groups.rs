@@ -1,0 +1,75 @@
+//! The group members endpoints (v2, docs/protocol.md "HTTP"), behind the
+//! API key: `PUT` and `DELETE /api/v1/groups/<group>/members/<client id>`,
+//! `GET /api/v1/groups/<group>`.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+
+use super::api::{path_id, store_error};
+use super::{error_response, json_response};
+use crate::node::Node;
+use crate::presence::MemberAdded;
+use crate::protocol::{ClientId, GroupId};
+
+/// `PUT` (`add`) or `DELETE` a member: 204 either way, also when nothing
+/// changed; 409 `group_full` beyond `--max-group-members`.
+pub async fn change_member(
+    raw_group: String,
+    raw_client: String,
+    add: bool,
+    node: Arc<Node>,
+) -> Response {
+    let group = match path_id(&raw_group, GroupId::parse, "invalid_group_id") {
+        Ok(group) => group,
+        Err(refused) => return refused,
+    };
+    let client = match path_id(&raw_client, ClientId::parse, "invalid_client_id") {
+        Ok(client) => client,
+        Err(refused) => return refused,
+    };
+    let router = node.router();
+    let changed = if add {
+        let max = node.config().limits.max_group_members;
+        match router.add_member(&group, &client, max).await {
+            Ok(MemberAdded::Full) => {
+                return error_response(
+                    StatusCode::CONFLICT,
+                    "group_full",
+                    &format!("{group} has {max} members, the most allowed (--max-group-members)"),
+                );
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
+    } else {
+        router.remove_member(&group, &client).await.map(drop)
+    };
+    match changed {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => store_error(&e),
+    }
+}
+
+/// `{"group":"team","members":[…]}`, sorted, read from the store (not a
+/// node's cache); 404 when the group has no members.
+pub async fn list_members(raw_group: String, node: Arc<Node>) -> Response {
+    let group = match path_id(&raw_group, GroupId::parse, "invalid_group_id") {
+        Ok(group) => group,
+        Err(refused) => return refused,
+    };
+    match node.router().presence().members(&group).await {
+        Ok(members) if members.is_empty() => error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("{group} has no members"),
+        ),
+        Ok(mut members) => {
+            members.sort_unstable();
+            json_response(StatusCode::OK, &json!({"group": group, "members": members}))
+        }
+        Err(e) => store_error(&e),
+    }
+}
