@@ -23,7 +23,7 @@ LAYERS = {
     # bottom: the wire contract, configuration and small helpers
     "cause": 0, "fetch": 0, "process": 0, "redact": 0, "protocol": 0, "health": 0, "rate": 0,
     "config": 1, "metrics": 1,
-    "auth": 2, "tls": 2,
+    "auth": 2, "tls": 2, "resume": 2,
     # ports, and the backends behind them
     "presence": 3, "bus": 3,
     "backends": 4,

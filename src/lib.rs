@@ -45,6 +45,7 @@ pub mod process;
 pub mod protocol;
 pub mod rate;
 pub mod redact;
+pub mod resume;
 pub mod routing;
 pub mod runtime;
 pub mod server;

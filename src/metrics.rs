@@ -134,6 +134,10 @@ pub struct Metrics {
     receipts_offline: AtomicU64,
     receipts_undeliverable: AtomicU64,
     slow_consumers: AtomicU64,
+    /// Acks mode: sessions detached now, and resumes by result (ok,
+    /// expired, rejected).
+    sessions_detached: AtomicI64,
+    resumes: [AtomicU64; 3],
     hops_bounced: AtomicU64,
     presence_lookups: AtomicU64,
     route_cache_hits: AtomicU64,
@@ -159,6 +163,8 @@ impl Default for Metrics {
             receipts_offline: AtomicU64::new(0),
             receipts_undeliverable: AtomicU64::new(0),
             slow_consumers: AtomicU64::new(0),
+            sessions_detached: AtomicI64::new(0),
+            resumes: Default::default(),
             hops_bounced: AtomicU64::new(0),
             presence_lookups: AtomicU64::new(0),
             route_cache_hits: AtomicU64::new(0),
@@ -325,6 +331,18 @@ const FAMILIES: &[Family] = &[
         help: "Sessions closed with 4008 because they did not keep up.",
         value: |m| one(&m.slow_consumers),
     },
+    Family {
+        name: "switchboard_sessions_detached",
+        kind: "gauge",
+        help: "Acks-mode sessions detached on this node, kept for a resume.",
+        value: |m| Value::One(m.sessions_detached.load(Relaxed) as f64),
+    },
+    Family {
+        name: "switchboard_resumes_total",
+        kind: "counter",
+        help: "Resumes asked for: ok (taken back, here or from another node), expired (the window ended first), rejected (a token this cluster does not honour, or a session it no longer has).",
+        value: |m| by("result", ["ok", "expired", "rejected"], &m.resumes),
+    },
 ];
 
 /// The process's own families, read from /proc when scraped (shown only
@@ -452,6 +470,31 @@ impl Metrics {
     /// An outcome that arrived after its message had been answered offline.
     pub fn late_outcome(&self) {
         self.late_outcomes.fetch_add(1, Relaxed);
+    }
+
+    pub fn session_detached(&self) {
+        self.sessions_detached.fetch_add(1, Relaxed);
+    }
+
+    /// A detached session here was taken back, here or by another node,
+    /// or ended.
+    pub fn detach_ended(&self) {
+        self.sessions_detached.fetch_sub(1, Relaxed);
+    }
+
+    /// A client resumed its session on this node.
+    pub fn resumed(&self) {
+        self.resumes[0].fetch_add(1, Relaxed);
+    }
+
+    /// A detached session's window ended (or the node's drain did).
+    pub fn resume_expired(&self) {
+        self.resumes[1].fetch_add(1, Relaxed);
+    }
+
+    /// A resume that took nothing back: the session starts afresh.
+    pub fn resume_rejected(&self) {
+        self.resumes[2].fetch_add(1, Relaxed);
     }
 
     pub fn slow_consumer(&self) {

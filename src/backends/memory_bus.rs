@@ -4,12 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::bus::{Bounce, Bus, BusError, Delivery, Inbox};
+use crate::bus::{Bounce, Bus, BusError, Delivery, Inbox, Responder};
 use crate::protocol::NodeId;
 
 /// How many deliveries may wait in one node's inbox. A full inbox refuses
@@ -106,6 +107,31 @@ impl Bus for MemoryBus {
             }
         }
         Ok(())
+    }
+
+    async fn request(
+        &self,
+        node: &NodeId,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError> {
+        let inbox = self
+            .hub
+            .inbox(node)
+            .ok_or_else(|| BusError::unavailable(format!("nobody listens for node {node}")))?;
+        let (tx, rx) = oneshot::channel();
+        let responder = Responder::new(move |answer| {
+            let _ = tx.send(answer);
+            std::future::ready(())
+        });
+        deliver(&inbox, node, Delivery::Request { payload, responder })?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(BusError::unavailable(format!("node {node} did not answer"))),
+            Err(_) => Err(BusError::unavailable(format!(
+                "node {node} did not answer within {timeout:?}"
+            ))),
+        }
     }
 
     async fn subscribe(&self, node: &NodeId) -> Result<Inbox, BusError> {

@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::bus::{Bounce, BounceTag, Bus, BusError, Delivery, Inbox};
+use crate::bus::{Bounce, BounceTag, Bus, BusError, Delivery, Inbox, Responder};
 use crate::config::{NatsAuth, NatsTarget};
 use crate::protocol::NodeId;
 
@@ -188,6 +188,11 @@ impl NatsBus {
         format!("{}.node.{}", self.subject_prefix, node)
     }
 
+    /// Where other nodes' requests to `node` go: `<prefix>.req.<node id>`.
+    fn request_subject(&self, node: &NodeId) -> String {
+        format!("{}.req.{}", self.subject_prefix, node)
+    }
+
     fn broadcast_subject(&self) -> String {
         format!("{}.nodes", self.subject_prefix)
     }
@@ -271,6 +276,26 @@ impl Bus for NatsBus {
             .await
             .map_err(failed)?
             .map(|message| Delivery::Envelope(message.payload));
+        // Requests (a detached session's hand-over) on a subject of their
+        // own, so that they never mix with hops and their bounce replies.
+        let client = self.client.clone();
+        let requests = self
+            .client
+            .subscribe(self.request_subject(node))
+            .await
+            .map_err(failed)?
+            .filter_map(move |message| {
+                let client = client.clone();
+                let request = message.reply.map(|reply| Delivery::Request {
+                    payload: message.payload,
+                    responder: Responder::new(move |answer| async move {
+                        if let Err(e) = client.publish(reply, answer).await {
+                            tracing::debug!(error = %e, "could not answer a request");
+                        }
+                    }),
+                });
+                async move { request }
+            });
         let bounce_prefix = format!("{}.bounce.{}.", self.subject_prefix, node);
         let bounces = self
             .client
@@ -288,7 +313,24 @@ impl Bus for NatsBus {
         // welcomed here; otherwise a hop could arrive before them and vanish.
         self.round_trip().await?;
         let envelopes = futures_util::stream::select(envelopes, broadcasts);
+        let envelopes = futures_util::stream::select(envelopes, requests);
         Ok(Box::pin(futures_util::stream::select(envelopes, bounces)))
+    }
+
+    async fn request(
+        &self,
+        node: &NodeId,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError> {
+        let request = self.client.request(self.request_subject(node), payload);
+        match tokio::time::timeout(timeout, request).await {
+            Ok(Ok(answer)) => Ok(answer.payload),
+            Ok(Err(e)) => Err(BusError::caused(format!("request to node {node}"), e)),
+            Err(_) => Err(BusError::unavailable(format!(
+                "node {node} did not answer within {timeout:?}"
+            ))),
+        }
     }
 
     fn connected(&self) -> bool {

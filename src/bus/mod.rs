@@ -6,13 +6,16 @@
 //! the recipient node's inbox (the node crashed, or lost its bus
 //! connection), the bus hands the bounce tag back to the sending node at
 //! once, instead of the message vanishing. A node can also broadcast an
-//! envelope to every node (cache invalidations). This is a port: the router sees
+//! envelope to every node (cache invalidations), and ask one node a question
+//! and wait for its answer ([`Bus::request`]: handing a detached session
+//! over). This is a port: the router sees
 //! only the [`Bus`] trait. NATS is the clustered backend (its "no
 //! responders" status does the bouncing); the in-process hub serves the
 //! embedded default and several nodes inside one process. Both live in
 //! [`crate::backends`].
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -23,12 +26,56 @@ use crate::cause::Cause;
 use crate::protocol::NodeId;
 
 /// What a node's inbox yields.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Delivery {
     /// An envelope from another node.
     Envelope(Bytes),
     /// Something this node sent (or is the origin of) reached nobody.
     Bounced(BounceTag),
+    /// Another node's question ([`Bus::request`]); answer it with the
+    /// responder.
+    Request {
+        payload: Bytes,
+        responder: Responder,
+    },
+}
+
+impl PartialEq for Delivery {
+    /// Envelopes and bounces by content; a request is never equal to
+    /// anything (it carries a way to answer, not data).
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Delivery::Envelope(a), Delivery::Envelope(b)) => a == b,
+            (Delivery::Bounced(a), Delivery::Bounced(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Sends the answer to one request, once.
+pub struct Responder(Box<dyn FnOnce(Bytes) -> Answering + Send>);
+
+/// The sending of an answer.
+type Answering = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl Responder {
+    pub fn new<F, Fut>(answer: F) -> Self
+    where
+        F: FnOnce(Bytes) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Self(Box::new(move |bytes| Box::pin(answer(bytes))))
+    }
+
+    pub async fn respond(self, answer: Bytes) {
+        (self.0)(answer).await;
+    }
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Responder")
+    }
 }
 
 /// What came back when a publish reached nobody.
@@ -101,6 +148,15 @@ pub trait Bus: Send + Sync + 'static {
     /// sees [`generation`](Self::generation) change and forgets what it
     /// cached.
     async fn broadcast(&self, envelope: Bytes) -> Result<(), BusError>;
+
+    /// Asks `node` (`payload`) and waits up to `timeout` for its answer.
+    /// Fails at once when nobody listens there.
+    async fn request(
+        &self,
+        node: &NodeId,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError>;
 
     /// Starts receiving the envelopes addressed to `node`, the broadcasts,
     /// and the bounces of hops `node` tracks. Returns once the

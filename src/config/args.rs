@@ -114,6 +114,18 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_MAX_GROUP_MEMBERS", default_value_t = 10_000)]
     pub max_group_members: usize,
 
+    /// Acks mode: how long a session whose connection dropped (or whose
+    /// node is draining) stays detached, its messages kept, for the client
+    /// to resume it on any node. 0 turns resume off.
+    #[arg(long, env = "SWITCHBOARD_RESUME_WINDOW_MS", default_value_t = 30_000)]
+    pub resume_window_ms: u64,
+
+    /// Signs resume tokens; the same on every node of a cluster (a
+    /// clustered node without one offers no resume). A lone node makes one
+    /// up when it starts.
+    #[arg(long, env = "SWITCHBOARD_RESUME_SECRET", hide_env_values = true)]
+    pub resume_secret: Option<String>,
+
     /// Message frames that may wait for one session's socket. A session
     /// whose queue fills up is closed with 4008 (slow consumer). Receipts
     /// owed to a session as a sender are kept apart and never count.

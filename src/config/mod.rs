@@ -45,6 +45,35 @@ pub struct Config {
     pub presence_refresh: Duration,
     /// Threads of the node's runtime; `None`: one per CPU.
     pub worker_threads: Option<usize>,
+    /// Acks mode's resume; `None` when off (see [`resume`]).
+    pub resume: Option<ResumeConfig>,
+}
+
+/// How detached sessions are kept and resumed.
+#[derive(Debug, Clone)]
+pub struct ResumeConfig {
+    pub secret: Secret,
+    pub window: Duration,
+}
+
+/// Resume is on with a window and a secret. A lone node may make its own
+/// secret up (no other node needs to check its tokens); a clustered node
+/// without `--resume-secret` offers none (its startup log says so).
+fn resume(args: &ServeArgs, backends: &Backends) -> Result<Option<ResumeConfig>, ConfigError> {
+    if args.resume_window_ms == 0 {
+        return Ok(None);
+    }
+    let window = millis("resume-window-ms", args.resume_window_ms, 100..=3_600_000)?;
+    let secret = match (non_empty(args.resume_secret.clone()), backends) {
+        (Some(secret), _) => Secret::new(secret),
+        (None, Backends::Embedded) => Secret::new(format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        )),
+        (None, Backends::Clustered { .. }) => return Ok(None),
+    };
+    Ok(Some(ResumeConfig { secret, window }))
 }
 
 /// How client tokens are checked.
@@ -287,6 +316,7 @@ impl TryFrom<ServeArgs> for Config {
                 .map_err(|e| ConfigError(format!("cannot derive a node id: {e}; set --node-id")))?,
         };
         let backends = Backends::from_args(&args)?;
+        let resume = resume(&args, &backends)?;
         let jwt = jwt(&args)?;
         if jwt.is_none() && !args.listen.ip().is_loopback() && !args.insecure_no_auth {
             return Err(ConfigError(format!(
@@ -324,6 +354,7 @@ impl TryFrom<ServeArgs> for Config {
             )?,
             key_prefix: args.key_prefix,
             subject_prefix: args.subject_prefix,
+            resume,
         })
     }
 }

@@ -88,7 +88,7 @@ async fn admit(
             ),
         ));
     }
-    let (client, device) = identify(node, headers, query).map_err(|e| match e {
+    let (client, device, wants) = identify(node, headers, query).map_err(|e| match e {
         AuthError::Unauthorized(why) => (
             UpgradeRefusal::Unauthorized,
             error_response(StatusCode::UNAUTHORIZED, "unauthorized", &why),
@@ -145,12 +145,37 @@ async fn admit(
         ));
     };
 
-    // Registered before the upgrade is answered, so that a client over
-    // --max-devices hears 409, and one the store cannot take hears 503.
+    // A resume takes a detached session back (its presence field is still
+    // there); anything else registers a new one, before the upgrade is
+    // answered, so that a client over --max-devices hears 409, and one the
+    // store cannot take hears 503.
     let env = node.session_env().clone();
-    let handle = Box::pin(session::open(&env, client, device))
-        .await
-        .map_err(|e| match e {
+    let resumed = match (&wants.resume, &env.resume) {
+        (Some(token), Some(resume)) if wants.acks => {
+            match resume.keys.verify(token, &client, &device) {
+                Ok(session) => Box::pin(session::take_back(&env, &client, &device, session)).await,
+                Err(e) => {
+                    tracing::debug!(%client, error = %e, "resume refused");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    if wants.resume.is_some() && resumed.is_none() {
+        node.metrics().resume_rejected();
+    }
+    let start = match &resumed {
+        Some(_) => session::Start::Resumed { upto: wants.upto },
+        None => session::Start::Fresh {
+            resume_refused: wants.resume.is_some(),
+        },
+    };
+    let handle = match resumed {
+        Some(handle) => handle,
+        None => Box::pin(session::open(&env, client, device, wants.acks))
+            .await
+            .map_err(|e| match e {
             RegisterError::TooManyDevices { .. } => (
                 UpgradeRefusal::TooManyDevices,
                 error_response(StatusCode::CONFLICT, "too_many_devices", &e.to_string()),
@@ -159,7 +184,8 @@ async fn admit(
                 "unavailable",
                 "this node could not write the session's presence; retry shortly or connect to another",
             ),
-        })?;
+        })?,
+    };
 
     let config = session::socket_config(node.config().limits.max_frame_bytes);
     node.tasks().spawn(async move {
@@ -175,7 +201,7 @@ async fn admit(
                 .await;
                 // Boxed: the task itself then stays small, and the session's
                 // state is one allocation of its own size.
-                Box::pin(session::run(env, ws, handle)).await;
+                Box::pin(session::run(env, ws, handle, start)).await;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "WebSocket upgrade did not complete");
@@ -246,6 +272,18 @@ struct ConnectQuery {
     token: Option<String>,
     client_id: Option<String>,
     device: Option<String>,
+    /// v2: `acks=1` asks for acks mode.
+    acks: Option<String>,
+    /// v2: a resume token, and the last `seq` the client has.
+    resume: Option<String>,
+    upto: Option<u64>,
+}
+
+/// What a connecting client asks for beyond its identity (v2).
+struct Wants {
+    acks: bool,
+    resume: Option<String>,
+    upto: u64,
 }
 
 /// Works out which client is connecting, per the node's auth mode, and on
@@ -254,7 +292,7 @@ fn identify(
     node: &Node,
     headers: &HeaderMap,
     query: &str,
-) -> Result<(ClientId, DeviceId), AuthError> {
+) -> Result<(ClientId, DeviceId, Wants), AuthError> {
     let query: ConnectQuery = serde_urlencoded::from_str(query)
         .map_err(|e| AuthError::BadClientId(format!("unreadable query string: {e}")))?;
     let device = match query.device.as_deref() {
@@ -286,5 +324,10 @@ fn identify(
             ClientId::parse(&id).map_err(|e| AuthError::BadClientId(e.to_string()))
         }
     }?;
-    Ok((client, device))
+    let wants = Wants {
+        acks: matches!(query.acks.as_deref(), Some("1" | "true")),
+        resume: query.resume.filter(|t| !t.is_empty()),
+        upto: query.upto.unwrap_or(0),
+    };
+    Ok((client, device, wants))
 }

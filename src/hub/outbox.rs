@@ -18,6 +18,14 @@
 //!   socket; a client that stops reading is still caught by the write
 //!   timeout.
 //!
+//! In acks mode (v2) a third kind waits: messages written but not yet
+//! confirmed by the client (`received`). [`take`](Outbox::take) numbers
+//! each message it hands out (`"seq"`), keeps a copy until
+//! [`confirm`](Outbox::confirm), and those copies count against the same
+//! bounds: a client that never confirms fills its queue and is a slow
+//! consumer like one that never reads. The copies are what a resumed
+//! session writes again ([`replay`](Outbox::replay)).
+//!
 //! It is a mutex around `VecDeque`s rather than a channel on purpose: an
 //! idle session's empty `VecDeque` owns no heap memory, which matters at
 //! tens of thousands of idle sessions per node.
@@ -32,6 +40,7 @@ use std::sync::Arc;
 
 use super::Handover;
 use crate::protocol::Disconnect;
+use crate::protocol::frames::with_field;
 
 /// Outcomes written per turn of the session loop at most, so that a burst
 /// of them shares the socket with messages and answers.
@@ -78,6 +87,13 @@ struct State {
     messages: VecDeque<Outbound>,
     /// Bytes of the frames in `messages`.
     bytes: usize,
+    /// Acks mode: messages handed out and not confirmed, by `seq`, and
+    /// their bytes.
+    unconfirmed: VecDeque<(u64, Outbound)>,
+    unconfirmed_bytes: usize,
+    /// Acks mode: the `seq` of the next message handed out (from 1); 0
+    /// when the session is not in acks mode.
+    next_seq: u64,
     outcomes: VecDeque<Utf8Bytes>,
     /// Set once; the first close code asked for wins.
     close: Option<Disconnect>,
@@ -106,10 +122,22 @@ impl std::fmt::Debug for Outbox {
 
 impl Outbox {
     pub fn new(limits: QueueLimits) -> Self {
+        Self::with_seq(limits, 0)
+    }
+
+    /// The outbox of a session in acks mode.
+    pub fn acks(limits: QueueLimits) -> Self {
+        Self::with_seq(limits, 1)
+    }
+
+    fn with_seq(limits: QueueLimits, next_seq: u64) -> Self {
         Self {
             state: Mutex::new(State {
                 messages: VecDeque::new(),
                 bytes: 0,
+                unconfirmed: VecDeque::new(),
+                unconfirmed_bytes: 0,
+                next_seq,
                 outcomes: VecDeque::new(),
                 close: None,
             }),
@@ -129,7 +157,8 @@ impl Outbox {
             return Err(Refused::Closing(item));
         }
         let bytes = state.bytes + item.frame.len();
-        if state.messages.len() >= self.limits.frames || bytes > self.limits.bytes {
+        let frames = state.messages.len() + state.unconfirmed.len();
+        if frames >= self.limits.frames || bytes + state.unconfirmed_bytes > self.limits.bytes {
             state.close = Some(Disconnect::SlowConsumer);
             drop(state);
             self.wake.notify_one();
@@ -188,21 +217,136 @@ impl Outbox {
             state.outcomes = VecDeque::new();
         }
         state.bytes = 0;
+        // Leaves an empty, unallocated queue behind.
+        let mut messages = std::mem::take(&mut state.messages);
+        if state.next_seq > 0 {
+            // Acks mode: numbered, and kept until confirmed; the socket
+            // gets the numbered frame, the outcome waits for `received`.
+            for item in &mut messages {
+                let seq = state.next_seq;
+                state.next_seq += 1;
+                let frame = Utf8Bytes::from(with_field(&item.frame, "seq", &seq.to_string()));
+                state.unconfirmed_bytes += frame.len();
+                let kept = Outbound {
+                    frame: frame.clone(),
+                    handover: item.handover.take(),
+                };
+                state.unconfirmed.push_back((seq, kept));
+                item.frame = frame;
+            }
+        }
         Batch {
-            // Leaves an empty, unallocated queue behind.
-            messages: std::mem::take(&mut state.messages),
+            messages,
             outcomes,
             close: state.close,
         }
     }
 
+    /// Whether this is an acks-mode session's outbox.
+    pub fn is_acks(&self) -> bool {
+        self.state().next_seq > 0
+    }
+
+    /// Acks mode: the client has every message up to `seq` `upto`. Returns
+    /// those confirmed now, for their outcomes (`delivered`).
+    pub fn confirm(&self, upto: u64) -> Vec<Outbound> {
+        let mut state = self.state();
+        let mut confirmed = Vec::new();
+        while state
+            .unconfirmed
+            .front()
+            .is_some_and(|(seq, _)| *seq <= upto)
+        {
+            let (_, item) = state.unconfirmed.pop_front().expect("just seen");
+            state.unconfirmed_bytes -= item.frame.len();
+            confirmed.push(item);
+        }
+        confirmed
+    }
+
+    /// Acks mode, for a session taken back: confirms up to `upto` (returned
+    /// first), and returns the frames after it to write again, in order,
+    /// still kept until confirmed. Takes back a slow consumer's close, so
+    /// that the session can go on.
+    pub fn replay(&self, upto: u64) -> (Vec<Outbound>, Vec<Utf8Bytes>) {
+        let confirmed = self.confirm(upto);
+        let mut state = self.state();
+        state.close = None;
+        let again = state
+            .unconfirmed
+            .iter()
+            .map(|(_, o)| o.frame.clone())
+            .collect();
+        (confirmed, again)
+    }
+
+    /// Acks mode, on the node a detached session leaves: closes the outbox
+    /// (later pushes are refused, and re-routed) and takes everything kept,
+    /// in order: the unconfirmed messages with their `seq`, then those
+    /// never written. Returns the next `seq` too.
+    pub fn take_kept(&self) -> (u64, Vec<(Option<u64>, Outbound)>) {
+        let mut state = self.state();
+        if state.close.is_none() {
+            state.close = Some(Disconnect::Replaced);
+        }
+        state.bytes = 0;
+        state.unconfirmed_bytes = 0;
+        let mut kept: Vec<(Option<u64>, Outbound)> = std::mem::take(&mut state.unconfirmed)
+            .into_iter()
+            .map(|(seq, o)| (Some(seq), o))
+            .collect();
+        kept.extend(
+            std::mem::take(&mut state.messages)
+                .into_iter()
+                .map(|o| (None, o)),
+        );
+        (state.next_seq, kept)
+    }
+
+    /// Acks mode, on the node a detached session moves to: puts back what
+    /// the old node kept, before anything that arrived here meanwhile, and
+    /// continues its numbering.
+    pub fn restore(&self, next_seq: u64, kept: Vec<(Option<u64>, Outbound)>) {
+        let mut state = self.state();
+        state.next_seq = next_seq.max(1);
+        let mut fresh = Vec::new();
+        for (seq, item) in kept {
+            match seq {
+                Some(seq) => {
+                    state.unconfirmed_bytes += item.frame.len();
+                    state.unconfirmed.push_back((seq, item));
+                }
+                None => {
+                    state.bytes += item.frame.len();
+                    fresh.push(item);
+                }
+            }
+        }
+        for item in fresh.into_iter().rev() {
+            state.messages.push_front(item);
+        }
+    }
+
+    /// Acks mode: messages kept for the client, written or not.
+    pub fn kept(&self) -> usize {
+        let state = self.state();
+        state.unconfirmed.len() + state.messages.len()
+    }
+
     /// Everything still queued, outcomes included, for a session that is
-    /// ending.
+    /// ending; in acks mode, the unconfirmed messages first (written, but
+    /// not known to have arrived), then those never written.
     pub fn take_all(&self) -> Batch {
         let mut state = self.state();
         state.bytes = 0;
+        state.unconfirmed_bytes = 0;
+        let mut messages: VecDeque<Outbound> = std::mem::take(&mut state.unconfirmed)
+            .into_iter()
+            .map(|(_, o)| o)
+            .collect();
+        messages.extend(std::mem::take(&mut state.messages));
         Batch {
-            messages: std::mem::take(&mut state.messages),
+            messages,
             outcomes: std::mem::take(&mut state.outcomes).into(),
             close: state.close,
         }
@@ -285,6 +429,35 @@ mod tests {
             taken += next.outcomes.len();
         }
         assert!(outbox.take().outcomes.is_empty());
+    }
+
+    #[test]
+    fn acks_mode_numbers_keeps_and_confirms() {
+        let outbox = Outbox::acks(QueueLimits {
+            frames: 3,
+            bytes: 1 << 20,
+        });
+        for body in ["{\"a\":1}", "{\"b\":2}"] {
+            outbox.push(message(body)).unwrap();
+        }
+        let batch = outbox.take();
+        let frames: Vec<&str> = batch.messages.iter().map(|m| m.frame.as_str()).collect();
+        assert_eq!(frames, [r#"{"a":1,"seq":1}"#, r#"{"b":2,"seq":2}"#]);
+        // Kept until confirmed: they count against the bound.
+        outbox.push(message("{\"c\":3}")).unwrap();
+        assert!(matches!(outbox.push(message("{}")), Err(Refused::Full(_))));
+        assert_eq!(outbox.confirm(1).len(), 1);
+        // A resumed session writes again what is after `upto`.
+        let (confirmed, again) = outbox.replay(1);
+        assert!(confirmed.is_empty());
+        assert_eq!(again, [Utf8Bytes::from(r#"{"b":2,"seq":2}"#)]);
+        assert_eq!(outbox.closing(), None, "a replay takes back the 4008");
+        let next = outbox.take();
+        assert_eq!(next.messages[0].frame.as_str(), r#"{"c":3,"seq":3}"#);
+        // Ending: unconfirmed first, in order.
+        let rest = outbox.take_all();
+        let frames: Vec<&str> = rest.messages.iter().map(|m| m.frame.as_str()).collect();
+        assert_eq!(frames, [r#"{"b":2,"seq":2}"#, r#"{"c":3,"seq":3}"#]);
     }
 
     #[tokio::test]

@@ -23,6 +23,7 @@
 mod upkeep;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -179,6 +180,13 @@ impl Node {
             })?;
         liveness.refresh(&report);
 
+        if config.resume.is_none() {
+            tracing::info!(
+                "acks-mode resume is off: a clustered node needs --resume-secret (the same on \
+                 every node), and --resume-window-ms must not be 0"
+            );
+        }
+
         // The tree: the node's lifetime, and beneath it the serving of
         // sessions, which stops first.
         let lifetime = CancellationToken::new();
@@ -211,6 +219,11 @@ impl Node {
             metrics: metrics.clone(),
             health: health.clone(),
             shutdown: shutdown.clone(),
+            resume: config.resume.as_ref().map(|r| crate::session::Resume {
+                keys: crate::resume::ResumeKeys::new(r.secret.expose()),
+                window: r.window,
+            }),
+            drain_over: CancellationToken::new(),
         });
         let node = Arc::new(Node {
             auth,
@@ -257,6 +270,23 @@ impl Lifetime {
                 "sessions still open at the shutdown deadline; stopping anyway"
             );
         }
+        // Acks-mode sessions closed with 1001 are detached: their clients
+        // resume them on other nodes, which take what was kept for them
+        // from here. Wait for that until shortly before the deadline; what
+        // is still here then is answered `offline` (shutting_down).
+        let give_up = deadline
+            .checked_sub(DRAIN_RESERVE)
+            .unwrap_or_else(Instant::now);
+        while node.router.detached_sessions() > 0 && Instant::now() < give_up {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        if node.router.detached_sessions() > 0 {
+            tracing::warn!(
+                left = node.router.detached_sessions(),
+                "detached sessions not resumed elsewhere by the drain deadline; answering offline"
+            );
+        }
+        node.session_env.drain_over.cancel();
         self.0.cancel();
         let (tasks, bus, presence, id) = (
             node.tasks.clone(),
@@ -282,6 +312,12 @@ impl Lifetime {
         tracing::info!(node = %id, "stopped");
     }
 }
+
+/// Time kept at the end of a drain for what follows the wait for detached
+/// sessions (answering what they kept, closing the backends).
+const DRAIN_RESERVE: Duration = Duration::from_secs(1);
+/// How often a drain looks whether detached sessions are gone.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 /// File descriptors kept for everything but sessions (backends, HTTP
 /// requests, the listener) when --max-sessions is derived.

@@ -6,6 +6,7 @@
 //! crosses a process boundary.
 
 pub mod envelope;
+pub mod takeover;
 
 pub use switchboard_protocol::*;
 

@@ -14,8 +14,8 @@ use crate::presence::PresenceRecord;
 use crate::protocol::envelope::{MessageHopOut, encode_envelope, encode_message_hop};
 use crate::protocol::frames::with_field;
 use crate::protocol::{
-    Addressee, Changed, ClientId, Disconnect, Envelope, Fate, Hop, MessageHop, OfflineReason,
-    Outcome, Recipient, ReplacedHop, Target,
+    Addressee, Changed, ClientId, Disconnect, Envelope, Fate, Hop, MessageHop, NodeId,
+    OfflineReason, Outcome, Recipient, ReplacedHop, Target,
 };
 
 impl Router {
@@ -142,6 +142,13 @@ impl Router {
                 return;
             }
         }
+        // The device's detached session was handed to another node just
+        // now: forward there, in arrival order, before presence says so.
+        if let Some((node, session)) = self.moved_to(&who) {
+            return self
+                .forward_to(handover, frame, who, why, node, session)
+                .await;
+        }
         if handover.forwarded {
             return self
                 .settle(&handover, &who.to, &who.device, Fate::Offline(why))
@@ -202,6 +209,24 @@ impl Router {
             }
             return;
         }
+        self.forward_to(handover, frame, who, why, node, found.record.session)
+            .await;
+    }
+
+    /// Forwards a message of `handover` for `who` to `node`, where its
+    /// device's session is now `session`; tracked from here when its
+    /// sender is here. Once only: a forwarded hop is never forwarded again
+    /// (except to follow a hand-over, see `moved_to`).
+    pub(super) async fn forward_to(
+        &self,
+        handover: Arc<Handover>,
+        frame: Utf8Bytes,
+        who: Who,
+        why: OfflineReason,
+        node: NodeId,
+        session: uuid::Uuid,
+    ) {
+        let offline = |reason| Fate::Offline(reason);
         // A sender here whose message had never left this node: from now
         // on, it is tracked like any cross-node message.
         if let (Report::Sender, Some(sender)) = (handover.report, &handover.sender)
@@ -217,7 +242,7 @@ impl Router {
         let target = Target {
             to: who.to.clone(),
             device: who.device.clone(),
-            session: found.record.session,
+            session,
         };
         let reply = handover.sender.as_ref().map(Sender::reply);
         let hop = encode_message_hop(&MessageHopOut {
@@ -288,9 +313,11 @@ impl Router {
     }
 
     /// Another node registered a newer session of `hop.client`'s device.
-    pub fn accept_replaced(&self, hop: ReplacedHop) {
+    pub async fn accept_replaced(self: &Arc<Self>, hop: ReplacedHop) {
         if let Some(old) = self.hub.get_session(&hop.client, hop.session) {
             old.outbox.close(Disconnect::Replaced);
+            self.hub.remove(&hop.client, hop.session);
+            self.end_replaced_detached(&old).await;
         }
     }
 

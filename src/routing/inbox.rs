@@ -50,6 +50,14 @@ pub async fn run(router: Arc<Router>, mut inbox: Inbox, stop: CancellationToken)
                 router.outcomes.bounced(tag);
                 continue;
             }
+            Delivery::Request { payload, responder } => {
+                // In the inbox's order: what arrived before the hand-over
+                // is in what it hands over; what comes after is forwarded.
+                let answer = router.hand_over(&payload).await;
+                responder.respond(answer).await;
+                router.after_hand_over().await;
+                continue;
+            }
         };
         metrics.hop_received();
         match Envelope::decode(&bytes) {
@@ -86,7 +94,7 @@ pub async fn run(router: Arc<Router>, mut inbox: Inbox, stop: CancellationToken)
                                 router.outcomes.settle(outcome);
                             }
                         }
-                        Hop::Replaced(replaced) => router.accept_replaced(replaced),
+                        Hop::Replaced(replaced) => router.accept_replaced(replaced).await,
                         Hop::Changed(changed) => router.accept_changed(changed),
                     }
                 }

@@ -46,6 +46,7 @@
 mod cache;
 pub mod courier;
 mod delivery;
+mod detached;
 mod groups;
 mod inbound;
 pub mod inbox;
@@ -54,6 +55,7 @@ pub mod liveness;
 mod outcomes;
 mod registration;
 mod route;
+mod takeover;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,9 +84,16 @@ pub use self::route::{Route, Sent};
 
 use self::cache::RouteCache;
 use self::courier::Courier;
+use self::detached::Detached;
 use self::groups::MemberCache;
 use self::inflight::InFlight;
 use self::registration::Deferred;
+use self::takeover::Moved;
+pub use self::takeover::TakeOverError;
+
+/// A session handed over, and the kept messages whose senders are to hear
+/// where they went.
+type PendingForward = (Arc<crate::hub::SessionHandle>, NodeId, Vec<Arc<Handover>>);
 
 /// Most cross-node messages one node tracks at once, awaiting outcomes.
 pub const MAX_IN_FLIGHT_HOPS: usize = 1 << 18;
@@ -205,6 +214,12 @@ pub struct Router {
     cache: Arc<RouteCache>,
     /// Groups' members, as last read.
     groups: MemberCache,
+    /// Acks-mode sessions kept for a resume.
+    detached: Detached,
+    /// Sessions handed to other nodes lately, to forward to.
+    moved: Moved,
+    /// Hand-overs answered whose senders are still to be told.
+    pending_forwards: std::sync::Mutex<Vec<PendingForward>>,
     outcomes: Arc<Outcomes>,
     courier: Courier,
     deferred: Deferred,
@@ -248,6 +263,9 @@ impl Router {
             liveness,
             cache,
             groups: MemberCache::default(),
+            detached: Detached::default(),
+            moved: Moved::default(),
+            pending_forwards: std::sync::Mutex::default(),
             outcomes,
             courier,
             deferred: Deferred::default(),

@@ -140,6 +140,7 @@ impl Router {
         };
         if let Some(older) = predecessor {
             older.outbox.close(Disconnect::Replaced);
+            self.end_replaced_detached(&older).await;
         }
         if let Some(previous) = replaced
             && previous.session != handle.id

@@ -10,7 +10,11 @@
 //!    answers the client's frames in reading order, reads the next ones,
 //!    pings, and watches the node's shutdown;
 //! 3. [`finish`] makes it unreachable, answers what was still queued for
-//!    it, and closes the socket with the reason ([`Disconnect`]).
+//!    it, and closes the socket with the reason ([`Disconnect`]); or, for
+//!    a session in acks mode whose connection was lost (or whose node is
+//!    draining), it **detaches**: the router keeps it, and what comes for
+//!    it, until the client resumes it ([`Start::Resumed`]) or the window
+//!    ends (`routing::detached`).
 //!
 //! A session sees the node through a narrow [`Env`]: the router, the
 //! limits, the metrics and health it reports to, and the shutdown signal.
@@ -37,7 +41,8 @@ use crate::health::Health;
 use crate::hub::{Outbox, QueueLimits, SessionHandle};
 use crate::metrics::Metrics;
 use crate::protocol::frames::{WelcomeExtras, encode_welcome};
-use crate::protocol::{ClientId, DeviceId, Disconnect, ErrorCode, NodeId, now_ms};
+use crate::protocol::{ClientId, DeviceId, Disconnect, ErrorCode, Fate, NodeId, now_ms};
+use crate::resume::ResumeKeys;
 use crate::routing::{RegisterError, Router};
 
 /// The socket type of a session: a WebSocket over hyper's upgraded
@@ -82,6 +87,28 @@ pub struct Env {
     /// Cancelled when the node begins to shut down: every session closes
     /// with 1001.
     pub shutdown: CancellationToken,
+    /// Acks mode's resume, when on.
+    pub resume: Option<Resume>,
+    /// Cancelled when a draining node stops waiting for its detached
+    /// sessions to be resumed elsewhere.
+    pub drain_over: CancellationToken,
+}
+
+/// How detached sessions are kept, and their tokens signed.
+pub struct Resume {
+    pub keys: ResumeKeys,
+    pub window: std::time::Duration,
+}
+
+/// How a session starts on its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// A new session; `resume_refused` when the client asked to resume
+    /// and could not (the welcome then says `"resumed":false`).
+    Fresh { resume_refused: bool },
+    /// A detached session taken back: the client has every message up to
+    /// `seq` `upto`.
+    Resumed { upto: u64 },
 }
 
 /// How a session's loop ended.
@@ -97,6 +124,19 @@ enum Ending {
 }
 
 impl Ending {
+    /// Whether an acks-mode session ending this way is kept for a resume:
+    /// its connection was lost (dropped, silent, or too slow to take what
+    /// it was sent), or its node is draining. A close from the client, a
+    /// replacement, or a policy close ends it.
+    fn detaches(&self) -> bool {
+        matches!(
+            self,
+            Ending::Gone
+                | Ending::SlowConsumer
+                | Ending::Close(Disconnect::GoingAway | Disconnect::Idle)
+        )
+    }
+
     /// What the session tells those who still try to reach it.
     fn disconnect(&self) -> Disconnect {
         match self {
@@ -115,16 +155,22 @@ pub async fn open(
     env: &Env,
     client: ClientId,
     device: DeviceId,
+    acks: bool,
 ) -> Result<Arc<SessionHandle>, RegisterError> {
+    let limits = QueueLimits {
+        frames: env.limits.session_queue,
+        bytes: env.limits.session_queue_bytes,
+    };
     let handle = Arc::new(SessionHandle {
         id: Uuid::new_v4(),
         client,
         device,
         since: now_ms(),
-        outbox: Outbox::new(QueueLimits {
-            frames: env.limits.session_queue,
-            bytes: env.limits.session_queue_bytes,
-        }),
+        outbox: if acks {
+            Outbox::acks(limits)
+        } else {
+            Outbox::new(limits)
+        },
     });
     match env.router.register(&handle, env.limits.max_devices).await {
         Ok(_) => {
@@ -145,25 +191,113 @@ pub async fn open(
     }
 }
 
-/// Runs an open session on its upgraded socket, to the end.
-pub async fn run(env: Arc<Env>, mut ws: Socket, handle: Arc<SessionHandle>) {
+/// Takes back `client`'s detached session `session` on `device` (its
+/// token checked): from this node's detached sessions, or from the node
+/// that holds it (`routing::takeover`).
+pub async fn take_back(
+    env: &Env,
+    client: &ClientId,
+    device: &DeviceId,
+    session: Uuid,
+) -> Option<Arc<SessionHandle>> {
+    let handle = match env.router.claim_detached(client, session) {
+        Some(handle) => handle,
+        None => {
+            let handle = Arc::new(SessionHandle {
+                id: session,
+                client: client.clone(),
+                device: device.clone(),
+                since: now_ms(),
+                outbox: Outbox::acks(QueueLimits {
+                    frames: env.limits.session_queue,
+                    bytes: env.limits.session_queue_bytes,
+                }),
+            });
+            let taken = env
+                .router
+                .take_over(handle.clone(), env.limits.max_devices)
+                .await;
+            if let Err(e) = taken {
+                tracing::debug!(%client, %session, error = %e, "resume refused");
+                return None;
+            }
+            env.metrics.session_opened();
+            handle
+        }
+    };
+    env.metrics.resumed();
+    tracing::debug!(%client, %session, "session resumed");
+    Some(handle)
+}
+
+/// Runs an open session on its upgraded socket, to the end (or until it
+/// detaches).
+pub async fn run(env: Arc<Env>, mut ws: Socket, handle: Arc<SessionHandle>, start: Start) {
+    let acks = handle.outbox.is_acks();
+    let token = match &env.resume {
+        Some(resume) if acks => Some(resume.keys.mint(&handle.client, &handle.device, handle.id)),
+        _ => None,
+    };
+    let resumed = match start {
+        Start::Resumed { .. } => Some(true),
+        Start::Fresh {
+            resume_refused: true,
+        } => env.resume.as_ref().map(|_| false),
+        Start::Fresh { .. } => None,
+    };
     let welcome = encode_welcome(
         &handle.client,
         &handle.device,
         handle.id,
         &env.node,
-        WelcomeExtras::default(),
+        WelcomeExtras {
+            resume_token: token.as_deref(),
+            resumed,
+            inbox: None,
+        },
     );
+    let mut frames = vec![welcome.into()];
+    if let Start::Resumed { upto } = start {
+        // What the client confirms by resuming is delivered; what it did
+        // not get is written again, in order, before anything new.
+        let (confirmed, again) = handle.outbox.replay(upto);
+        settle_delivered(&env.router, &handle, confirmed).await;
+        frames.extend(again);
+    }
     // The rare, large steps (welcome, clean-up) are boxed so that they do
     // not size the task an idle session keeps in memory.
-    let welcomed = Box::pin(write(&mut ws, [welcome], env.limits.write_timeout)).await;
+    let welcomed = Box::pin(write(&mut ws, frames, env.limits.write_timeout)).await;
     let ending = match welcomed {
         // Boxed as well: rustc lays an awaited future out next to a copy of
         // it, so an inline `serve` would make this future twice its size.
         Ok(()) => Box::pin(Session::new(&env, &handle, &mut ws).serve()).await,
         Err(_) => Ending::Gone,
     };
+    if let Some(resume) = env.resume.as_ref().filter(|_| acks && ending.detaches()) {
+        let why = ending.disconnect();
+        if !matches!(ending, Ending::Gone) {
+            let _ = close_socket(&mut ws, why, env.limits.write_timeout).await;
+        }
+        let router = env.router.clone();
+        router.detach(handle, resume.window, env.drain_over.clone());
+        return;
+    }
     Box::pin(finish(&env, &handle, Some(ws), ending)).await;
+}
+
+/// Acks mode: messages the client confirmed are delivered.
+pub async fn settle_delivered(
+    router: &Router,
+    handle: &SessionHandle,
+    confirmed: Vec<crate::hub::Outbound>,
+) {
+    for item in confirmed {
+        if let Some(handover) = item.handover {
+            router
+                .settle(&handover, &handle.client, &handle.device, Fate::Delivered)
+                .await;
+        }
+    }
 }
 
 /// Ends an open session whose socket never came (the upgrade failed).
@@ -182,6 +316,17 @@ async fn finish(env: &Env, handle: &SessionHandle, ws: Option<Socket>, ending: E
     let rest = handle.outbox.take_all();
     let timeout = env.limits.write_timeout;
     let router = &env.router;
+    if handle.outbox.is_acks() {
+        // Written or not, none of it will be confirmed now.
+        router
+            .undelivered(&handle.client, &handle.device, rest.messages, why)
+            .await;
+        if let (Ending::Close(why), Some(mut ws)) = (ending, ws) {
+            let _ = close_socket(&mut ws, why, timeout).await;
+        }
+        env.metrics.session_closed();
+        return;
+    }
     match (ending, ws) {
         (Ending::Close(why), Some(mut ws)) => {
             let _ = write_outbound(&mut ws, router, handle, Vec::new(), rest, timeout).await;

@@ -311,8 +311,12 @@ impl<'a> Session<'a> {
                     }
                 }
             }
-            // Acks mode is not on for this session: nothing to confirm.
-            Ok(ClientFrame::Received { .. }) => {}
+            // Acks mode: what the client has is delivered. (Without acks
+            // mode there is nothing to confirm.) Nothing is sent back.
+            Ok(ClientFrame::Received { upto }) => {
+                let confirmed = self.handle.outbox.confirm(upto);
+                super::settle_delivered(self.router, self.handle, confirmed).await;
+            }
             Ok(ClientFrame::Ping { id }) => self.queue(Reply::Ready(encode_pong(id.as_deref()))),
             Err(e) => self.refuse(e),
         }

@@ -27,6 +27,7 @@ mod http_api;
 mod lifecycle;
 mod limits;
 mod presence_contract;
+mod resume;
 mod route_cache;
 mod scaled_backends;
 mod slow_consumer;

@@ -162,6 +162,14 @@ impl switchboard::bus::Bus for Deaf {
     async fn broadcast(&self, _envelope: bytes::Bytes) -> Result<(), switchboard::bus::BusError> {
         Ok(())
     }
+    async fn request(
+        &self,
+        node: &switchboard::protocol::NodeId,
+        payload: bytes::Bytes,
+        timeout: std::time::Duration,
+    ) -> Result<bytes::Bytes, switchboard::bus::BusError> {
+        self.0.request(node, payload, timeout).await
+    }
     async fn subscribe(
         &self,
         node: &switchboard::protocol::NodeId,

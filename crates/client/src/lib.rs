@@ -503,6 +503,13 @@ impl Client {
             .map_err(|e| ClientError::Connect(e.to_string()))
     }
 
+    /// Acks mode: confirms every message up to `seq` `upto` (the node
+    /// answers nothing; `delivered` receipts go to the senders).
+    pub async fn confirm(&mut self, upto: u64) -> Result<(), ClientError> {
+        self.send_raw(format!(r#"{{"type":"received","upto":{upto}}}"#))
+            .await
+    }
+
     /// Queues a text frame without flushing; [`flush`](Self::flush) sends
     /// everything queued in as few writes as possible.
     pub async fn feed_raw(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), ClientError> {

@@ -1,0 +1,64 @@
+//! The request and answer of a detached session's hand-over (acks mode's
+//! resume on another node), over the bus's request/reply
+//! (`<prefix>.req.<node id>` on NATS). JSON, like the envelope:
+//!
+//! ```text
+//! request: {"v":2,"client":"bob","device":"phone","session":"6f1c…","node":"node-b"}
+//! answer:  {"v":2,"found":true,"next_seq":42,"kept":[
+//!            {"seq":40,"msg_id":"…","from":"alice","to":"bob","reply":{"node":"node-a","session":"…"},"frame":"{\"type\":\"message\",…}"},
+//!            {"msg_id":"…","from":"carol","group":"team","frame":"…"}]}
+//! ```
+//!
+//! `kept` is every message the old node kept for the session, in order:
+//! those written and not confirmed (with their `seq`), then those never
+//! written (no `seq` yet). `msg_id`, `from`, `to`/`group` and `reply` are
+//! absent for carbons (nobody waits for their outcome).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::envelope::ReplyTo;
+use switchboard_protocol::{ClientId, DeviceId, GroupId, NodeId};
+
+pub const VERSION: u8 = 2;
+
+/// "Hand me this detached session": from the node the client resumed on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TakeOver {
+    pub v: u8,
+    pub client: ClientId,
+    pub device: DeviceId,
+    pub session: Uuid,
+    /// The node taking it.
+    pub node: NodeId,
+}
+
+/// What the old node kept for the session, if it still had it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Handed {
+    pub v: u8,
+    pub found: bool,
+    #[serde(default)]
+    pub next_seq: u64,
+    #[serde(default)]
+    pub kept: Vec<KeptMessage>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeptMessage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<ClientId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<ClientId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<ReplyTo>,
+    /// The message frame as the session writes it (with its `seq`, when
+    /// it has one).
+    pub frame: String,
+}

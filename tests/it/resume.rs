@@ -1,0 +1,277 @@
+//! Acks mode and resume (protocol v2): messages carry a `seq` the client
+//! confirms; `delivered` waits for the confirmation; a session whose
+//! connection is lost detaches, keeps what comes for it, and is taken back
+//! on any node with its resume token, every message once, in order.
+
+use crate::support::*;
+use serde_json::json;
+use switchboard::protocol::{AckStatus, MessageFrame, OfflineReason, ReceiptStatus, ServerFrame};
+use switchboard_client::{Client, ConnectOptions, Identity};
+
+const SECRET: [&str; 2] = ["--resume-secret", "resume-secret-for-tests"];
+
+fn acks() -> ConnectOptions {
+    ConnectOptions {
+        acks: true,
+        ..ConnectOptions::default()
+    }
+}
+
+async fn open(url: &str, name: &str, options: &ConnectOptions) -> Client {
+    within(Client::connect_with(
+        url,
+        Identity::Name(name.into()),
+        options,
+    ))
+    .await
+    .unwrap()
+}
+
+async fn message(client: &mut Client) -> MessageFrame {
+    match next_frame(client).await {
+        ServerFrame::Message(m) => m,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+/// The next receipt: (status, reason).
+async fn receipt(client: &mut Client) -> (ReceiptStatus, Option<OfflineReason>) {
+    match next_frame(client).await {
+        ServerFrame::Receipt { status, reason, .. } => (status, reason),
+        other => panic!("expected a receipt, got {other:?}"),
+    }
+}
+
+/// Sends `n` messages numbered from `from`, with receipts, and reads their
+/// acks; receipts that arrive meanwhile are counted into `receipts`.
+async fn send_counting(
+    alice: &mut Client,
+    from: u64,
+    n: u64,
+    receipts: &mut Vec<(ReceiptStatus, Option<OfflineReason>)>,
+) {
+    for i in from..from + n {
+        alice
+            .send("bob", &json!(i), Some(&i.to_string()), true)
+            .await
+            .unwrap();
+        loop {
+            match next_frame(alice).await {
+                ServerFrame::Ack(ack) => {
+                    assert_ne!(ack.status, AckStatus::Offline, "{ack:?}");
+                    break;
+                }
+                ServerFrame::Receipt { status, reason, .. } => receipts.push((status, reason)),
+                other => panic!("alice got {other:?}"),
+            }
+        }
+    }
+}
+
+/// [`send_counting`] where no receipt may come meanwhile.
+async fn send_numbered(alice: &mut Client, from: u64, n: u64) {
+    let mut receipts = Vec::new();
+    send_counting(alice, from, n, &mut receipts).await;
+    assert_eq!(receipts, [], "no receipt was due");
+}
+
+#[tokio::test]
+async fn in_acks_mode_delivered_waits_for_the_clients_confirmation() {
+    let node = new_node().start().await;
+    let mut alice = connect(&node, "alice").await;
+    let mut bob = open(&ws_url(&node), "bob", &acks()).await;
+    assert!(
+        bob.welcome().resume_token.is_some(),
+        "a lone node offers resume"
+    );
+    send_numbered(&mut alice, 1, 2).await;
+    let (first, second) = (message(&mut bob).await, message(&mut bob).await);
+    assert_eq!((first.seq, second.seq), (Some(1), Some(2)));
+    assert_eq!((first.body, second.body), (json!(1), json!(2)));
+    // Written, not confirmed: no receipt yet (the pong comes first).
+    alice.ping(Some("p")).await.unwrap();
+    assert!(matches!(
+        next_frame(&mut alice).await,
+        ServerFrame::Pong { .. }
+    ));
+    bob.confirm(1).await.unwrap();
+    assert_eq!(receipt(&mut alice).await, (ReceiptStatus::Delivered, None));
+    alice.ping(Some("q")).await.unwrap();
+    assert!(matches!(
+        next_frame(&mut alice).await,
+        ServerFrame::Pong { .. }
+    ));
+    bob.confirm(2).await.unwrap();
+    assert_eq!(receipt(&mut alice).await, (ReceiptStatus::Delivered, None));
+}
+
+/// Bob's connection to node-b is cut (no close frame) while alice sends;
+/// he resumes on node-a with his token and the last `seq` he read: every
+/// message arrives exactly once, in order, and alice hears `delivered`
+/// for each, never `offline`.
+#[tokio::test]
+async fn a_cut_connection_resumes_on_another_node_with_every_message_once_in_order() {
+    let cluster = Cluster::start_with(&SECRET).await;
+    let mut alice = connect(&cluster.a, "alice").await;
+    let mut bob = open(&ws_url(&cluster.b), "bob", &acks()).await;
+    let token = bob.welcome().resume_token.clone().expect("a resume token");
+    let session = bob.welcome().session_id;
+
+    send_numbered(&mut alice, 1, 10).await;
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        let m = message(&mut bob).await;
+        got.push((m.seq.unwrap(), m.body.as_u64().unwrap()));
+    }
+    bob.confirm(3).await.unwrap();
+    let mut receipts = Vec::new();
+    while receipts.len() < 3 {
+        receipts.push(receipt(&mut alice).await);
+    }
+    // The connection goes away without a close: the session detaches on
+    // node-b, keeping 4..10, and what comes next.
+    drop(bob);
+    send_counting(&mut alice, 11, 10, &mut receipts).await;
+
+    let upto = 6;
+    let options = ConnectOptions {
+        acks: true,
+        resume: Some((token, upto)),
+        ..ConnectOptions::default()
+    };
+    let mut bob = open(&ws_url(&cluster.a), "bob", &options).await;
+    assert_eq!(bob.welcome().resumed, Some(true));
+    assert_eq!(bob.welcome().session_id, session, "the same session");
+    send_counting(&mut alice, 21, 5, &mut receipts).await;
+    while got.len() < 25 {
+        let m = message(&mut bob).await;
+        got.push((m.seq.unwrap(), m.body.as_u64().unwrap()));
+    }
+    let expected: Vec<(u64, u64)> = (1..=25).map(|i| (i, i)).collect();
+    assert_eq!(got, expected, "every message once, in order, numbered on");
+    bob.confirm(25).await.unwrap();
+    while receipts.len() < 25 {
+        receipts.push(receipt(&mut alice).await);
+    }
+    assert!(
+        receipts
+            .iter()
+            .all(|r| *r == (ReceiptStatus::Delivered, None)),
+        "{receipts:?}"
+    );
+    // And the session lives on at node-a, alice's node: local now.
+    alice.send("bob", &json!(26), None, false).await.unwrap();
+    assert_eq!(ack_status(&mut alice).await, AckStatus::Local);
+    assert_eq!(message(&mut bob).await.seq, Some(26));
+    let field = presence_field(&cluster.redis.connection().await, "bob").await;
+    assert_eq!(field.map(|f| f.node), Some("node-a".to_owned()));
+}
+
+#[tokio::test]
+async fn a_window_that_ends_answers_the_kept_messages_offline_resume_expired() {
+    let node = new_node()
+        .flags(&["--resume-window-ms", "300"])
+        .start()
+        .await;
+    let mut alice = connect(&node, "alice").await;
+    let mut bob = open(&ws_url(&node), "bob", &acks()).await;
+    send_numbered(&mut alice, 1, 2).await;
+    message(&mut bob).await;
+    drop(bob);
+    send_numbered(&mut alice, 3, 1).await;
+    for _ in 0..3 {
+        assert_eq!(
+            receipt(&mut alice).await,
+            (ReceiptStatus::Offline, Some(OfflineReason::ResumeExpired))
+        );
+    }
+    // Gone for good: the next send finds nobody.
+    alice.send("bob", &json!(4), None, false).await.unwrap();
+    assert_eq!(ack_status(&mut alice).await, AckStatus::Offline);
+}
+
+#[tokio::test]
+async fn a_token_resumes_only_its_own_clients_session() {
+    let cluster = Cluster::start_with(&SECRET).await;
+    let bob = open(&ws_url(&cluster.a), "bob", &acks()).await;
+    let token = bob.welcome().resume_token.clone().unwrap();
+    drop(bob);
+    let with = |token: &str, device: Option<&str>| ConnectOptions {
+        acks: true,
+        device: device.map(Into::into),
+        resume: Some((token.to_owned(), 0)),
+        ..ConnectOptions::default()
+    };
+    // Someone else with bob's token, bob on another device, and a forged
+    // token (on a third device: a fresh session of bob's own device would
+    // replace the detached one): each gets a fresh session, and bob's
+    // stays detached.
+    for (name, options) in [
+        ("mallory", with(&token, None)),
+        ("bob", with(&token, Some("other"))),
+        (
+            "bob",
+            with("eyJhbGciOiJIUzI1NiJ9.e30.forged", Some("third")),
+        ),
+    ] {
+        let client = open(&ws_url(&cluster.b), name, &options).await;
+        assert_eq!(client.welcome().resumed, Some(false), "{name}");
+        client.close().await.unwrap();
+    }
+    let bob = open(&ws_url(&cluster.b), "bob", &with(&token, None)).await;
+    assert_eq!(bob.welcome().resumed, Some(true));
+    assert!(metric(&cluster.b, "switchboard_resumes_total{result=\"rejected\"}").await >= 3.0);
+}
+
+/// A client that reads but never confirms fills its kept messages: it is
+/// closed 4008 like any slow consumer, detached, and when the window ends
+/// its messages are answered `offline`.
+#[tokio::test]
+async fn a_client_that_never_confirms_is_closed_4008_then_expires() {
+    let node = new_node()
+        .flags(&["--session-queue", "4", "--resume-window-ms", "300"])
+        .start()
+        .await;
+    let mut alice = connect(&node, "alice").await;
+    let mut bob = open(&ws_url(&node), "bob", &acks()).await;
+    // Four fit (written, never confirmed); the fifth finds the queue full
+    // and the session closing, as does the sixth: not handed over, so
+    // acked `offline`.
+    let mut acks = Vec::new();
+    for i in 0..6 {
+        alice.send("bob", &json!(i), None, true).await.unwrap();
+        acks.push(ack_status(&mut alice).await);
+    }
+    use AckStatus::{Local, Offline};
+    assert_eq!(acks, [Local, Local, Local, Local, Offline, Offline]);
+    assert_eq!(closed_with(&mut bob).await, Some(4008));
+    // The four kept are answered when the window ends.
+    for _ in 0..4 {
+        assert_eq!(
+            receipt(&mut alice).await,
+            (ReceiptStatus::Offline, Some(OfflineReason::ResumeExpired))
+        );
+    }
+}
+
+/// Without acks mode nothing changes: no `seq`, no token, a dropped
+/// connection ends the session.
+#[tokio::test]
+async fn without_acks_mode_sessions_are_as_before() {
+    let node = new_node().start().await;
+    let mut alice = connect(&node, "alice").await;
+    let mut bob = connect(&node, "bob").await;
+    assert_eq!(bob.welcome().resume_token, None);
+    alice.send("bob", &json!(1), None, true).await.unwrap();
+    assert_eq!(ack_status(&mut alice).await, AckStatus::Local);
+    assert_eq!(message(&mut bob).await.seq, None);
+    assert_eq!(receipt(&mut alice).await, (ReceiptStatus::Delivered, None));
+    drop(bob);
+    eventually("bob is gone", || {
+        let node = &node;
+        async move { node.node().sessions() == 1 }
+    })
+    .await;
+    alice.send("bob", &json!(2), None, false).await.unwrap();
+    assert_eq!(ack_status(&mut alice).await, AckStatus::Offline);
+}
