@@ -28,6 +28,7 @@ mod lifecycle;
 mod limits;
 mod presence_contract;
 mod resume;
+mod rolling;
 mod route_cache;
 mod scaled_backends;
 mod slow_consumer;
