@@ -277,6 +277,9 @@ impl Outbox {
             .iter()
             .map(|(_, o)| o.frame.clone())
             .collect();
+        drop(state);
+        // What waited while it was detached goes out on the first turn.
+        self.wake.notify_one();
         (confirmed, again)
     }
 
@@ -325,6 +328,9 @@ impl Outbox {
         for item in fresh.into_iter().rev() {
             state.messages.push_front(item);
         }
+        drop(state);
+        // The session's loop takes them on its first turn.
+        self.wake.notify_one();
     }
 
     /// Acks mode: messages kept for the client, written or not.

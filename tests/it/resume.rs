@@ -5,8 +5,10 @@
 
 use crate::support::*;
 use serde_json::json;
+use std::time::Duration;
 use switchboard::protocol::{AckStatus, MessageFrame, OfflineReason, ReceiptStatus, ServerFrame};
-use switchboard_client::{Client, ConnectOptions, Identity};
+
+use switchboard_client::{Client, ConnectOptions, Happening, Identity, ResumingClient};
 
 const SECRET: [&str; 2] = ["--resume-secret", "resume-secret-for-tests"];
 
@@ -274,4 +276,67 @@ async fn without_acks_mode_sessions_are_as_before() {
     .await;
     alice.send("bob", &json!(2), None, false).await.unwrap();
     assert_eq!(ack_status(&mut alice).await, AckStatus::Offline);
+}
+
+/// The Rust client's `ResumingClient`: bob's node drains (SIGTERM's path,
+/// 1001), and bob resumes on the other node by himself, backoff and all;
+/// alice's messages before, during and after arrive once, in order, and
+/// each is confirmed (`delivered`).
+#[tokio::test]
+async fn the_rust_client_resumes_by_itself_when_its_node_drains() {
+    let Cluster {
+        redis: _r,
+        nats: _n,
+        a,
+        b,
+    } = Cluster::start_with(&SECRET).await;
+    let mut alice = connect(&a, "alice").await;
+    let urls = vec![ws_url(&b), ws_url(&a)];
+    let mut bob = ResumingClient::connect(
+        urls,
+        || Identity::Name("bob".into()),
+        ConnectOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bob.welcome().node, "node-b");
+    let mut receipts = Vec::new();
+    send_counting(&mut alice, 1, 5, &mut receipts).await;
+    let mut got = Vec::new();
+    let mut reconnected = None;
+    while got.len() < 5 {
+        match within(bob.next()).await.unwrap() {
+            Happening::Frame(ServerFrame::Message(m)) => got.push(m.body.as_u64().unwrap()),
+            other => panic!("bob: {other:?}"),
+        }
+    }
+    let draining =
+        tokio::spawn(b.shutdown_by(tokio::time::Instant::now() + Duration::from_secs(8)));
+    send_counting(&mut alice, 6, 5, &mut receipts).await;
+    while got.len() < 10 {
+        match within(bob.next()).await.unwrap() {
+            Happening::Frame(ServerFrame::Message(m)) => got.push(m.body.as_u64().unwrap()),
+            Happening::Reconnected { resumed, node } => reconnected = Some((resumed, node)),
+            Happening::Frame(_) => {}
+        }
+    }
+    assert_eq!(got, (1..=10).collect::<Vec<_>>());
+    assert_eq!(reconnected, Some((true, "node-a".to_owned())));
+    within(draining).await.unwrap();
+    // Confirmed lazily, every one: ten `delivered`, nothing else.
+    let reader = tokio::spawn(async move {
+        loop {
+            let _ = bob.next().await;
+        }
+    });
+    while receipts.len() < 10 {
+        receipts.push(receipt(&mut alice).await);
+    }
+    assert!(
+        receipts
+            .iter()
+            .all(|r| *r == (ReceiptStatus::Delivered, None)),
+        "{receipts:?}"
+    );
+    reader.abort();
 }

@@ -58,6 +58,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
+mod resuming;
+
+pub use resuming::{CONFIRM_AFTER, CONFIRM_EVERY, Happening, ResumingClient};
 pub use switchboard_protocol as protocol;
 use switchboard_protocol::{AckFrame, ErrorCode, ServerFrame};
 

@@ -1,0 +1,236 @@
+//! A session that outlives its connections: acks mode with automatic
+//! resume (docs/protocol.md, "Acks mode and resume").
+//!
+//! [`ResumingClient`] connects in acks mode, confirms what it reads
+//! (lazily: every [`CONFIRM_EVERY`] messages, or once nothing new arrived
+//! for [`CONFIRM_AFTER`]), and when the connection is lost (dropped, or
+//! closed by a draining node with 1001) it reconnects to the node URLs in
+//! turn with exponential backoff and full jitter, presenting its resume
+//! token and the last `seq` it read: the node hands back every message
+//! after it, once, in order. A fresh identity is asked for on every
+//! connect, so expiring tokens are renewed.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), switchboard_client::ClientError> {
+//! use switchboard_client::{Happening, Identity, ResumingClient};
+//! let urls = vec!["ws://node-1:8080".to_owned(), "ws://node-2:8080".to_owned()];
+//! let mut bob = ResumingClient::connect(urls, || Identity::Name("bob".into()), Default::default()).await?;
+//! loop {
+//!     match bob.next().await? {
+//!         Happening::Frame(frame) => println!("{frame:?}"),
+//!         Happening::Reconnected { resumed, node } => println!("on {node}, resumed: {resumed}"),
+//!     }
+//! }
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use serde::Serialize;
+use switchboard_protocol::ServerFrame;
+
+use crate::{Client, ClientError, ConnectOptions, Event, Identity, To, Welcome};
+
+/// Confirm at the latest after this many messages...
+pub const CONFIRM_EVERY: u64 = 32;
+/// ...or once nothing new arrived for this long.
+pub const CONFIRM_AFTER: Duration = Duration::from_millis(200);
+/// The first reconnect waits up to this long (full jitter)...
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// ...doubling up to this.
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Reconnect attempts before giving up.
+const MAX_ATTEMPTS: u32 = 30;
+
+/// What [`ResumingClient::next`] yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Happening {
+    /// A frame from the node (messages are numbered; repeats are skipped).
+    Frame(ServerFrame),
+    /// The connection was lost and a new one is up: `resumed` when the
+    /// session was taken back (nothing lost), not when it is a fresh one
+    /// (what was kept for the old one was answered `offline` to its
+    /// senders).
+    Reconnected { resumed: bool, node: String },
+}
+
+pub struct ResumingClient {
+    urls: Vec<String>,
+    identity: Box<dyn FnMut() -> Identity + Send>,
+    options: ConnectOptions,
+    client: Client,
+    token: Option<String>,
+    last_seq: u64,
+    confirmed: u64,
+    next_url: usize,
+    reconnects: u64,
+}
+
+impl ResumingClient {
+    /// Connects in acks mode to the first of `urls` that answers.
+    pub async fn connect(
+        urls: Vec<String>,
+        identity: impl FnMut() -> Identity + Send + 'static,
+        options: ConnectOptions,
+    ) -> Result<Self, ClientError> {
+        if urls.is_empty() {
+            return Err(ClientError::Connect("no node URL given".into()));
+        }
+        let mut identity: Box<dyn FnMut() -> Identity + Send> = Box::new(identity);
+        let options = ConnectOptions {
+            acks: true,
+            ..options
+        };
+        let mut next_url = 0;
+        let client = dial(&urls, &mut next_url, &mut identity, &options).await?;
+        Ok(Self {
+            token: client.welcome().resume_token.clone(),
+            client,
+            urls,
+            identity,
+            options,
+            last_seq: 0,
+            confirmed: 0,
+            next_url,
+            reconnects: 0,
+        })
+    }
+
+    /// The current connection's welcome.
+    pub fn welcome(&self) -> &Welcome {
+        self.client.welcome()
+    }
+
+    /// Connections made after the first.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
+    }
+
+    /// Sends on the current connection. An error means the frame may not
+    /// have left: [`next`](Self::next) reconnects, and the caller decides
+    /// whether to send it again.
+    pub async fn send_to<B: Serialize>(
+        &mut self,
+        to: To<'_>,
+        body: &B,
+        id: Option<&str>,
+        receipt: bool,
+    ) -> Result<(), ClientError> {
+        self.client.send_to(to, body, id, receipt, false).await
+    }
+
+    /// The next frame, or a reconnection. Errors only when the session
+    /// cannot go on: closed by this side or for good by the node (replaced,
+    /// a policy close), or no node answered [`MAX_ATTEMPTS`] times.
+    pub async fn next(&mut self) -> Result<Happening, ClientError> {
+        loop {
+            let event = if self.last_seq > self.confirmed {
+                tokio::select! {
+                    event = self.client.next_event() => event,
+                    () = tokio::time::sleep(CONFIRM_AFTER) => {
+                        self.confirm().await;
+                        continue;
+                    }
+                }
+            } else {
+                self.client.next_event().await
+            };
+            match event {
+                Ok(Event::Frame(ServerFrame::Message(m))) => {
+                    if let Some(seq) = m.seq {
+                        if seq <= self.last_seq {
+                            continue; // written again after a resume
+                        }
+                        self.last_seq = seq;
+                        if self.last_seq - self.confirmed >= CONFIRM_EVERY {
+                            self.confirm().await;
+                        }
+                    }
+                    return Ok(Happening::Frame(ServerFrame::Message(m)));
+                }
+                Ok(Event::Frame(frame)) => return Ok(Happening::Frame(frame)),
+                Ok(Event::Closed { code, reason }) if !resumable(code) => {
+                    return Err(ClientError::Closed { code, reason });
+                }
+                Ok(Event::Closed { .. }) | Err(_) => {
+                    let resumed = self.reconnect().await?;
+                    let node = self.client.welcome().node.clone();
+                    return Ok(Happening::Reconnected { resumed, node });
+                }
+            }
+        }
+    }
+
+    /// Closes the session for good (no resume).
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        self.confirm().await;
+        self.client.close().await
+    }
+
+    async fn confirm(&mut self) {
+        if self.last_seq > self.confirmed && self.client.confirm(self.last_seq).await.is_ok() {
+            self.confirmed = self.last_seq;
+        }
+    }
+
+    /// Reconnects with backoff and full jitter, resuming when it can.
+    /// Returns whether the session was taken back.
+    async fn reconnect(&mut self) -> Result<bool, ClientError> {
+        let mut last_error = None;
+        for attempt in 0..MAX_ATTEMPTS {
+            let ceiling = BACKOFF_BASE
+                .saturating_mul(1 << attempt.min(16))
+                .min(BACKOFF_CAP);
+            tokio::time::sleep(ceiling.mul_f64(jitter())).await;
+            self.options.resume = self.token.clone().map(|t| (t, self.last_seq));
+            let dialed = dial(
+                &self.urls,
+                &mut self.next_url,
+                &mut self.identity,
+                &self.options,
+            )
+            .await;
+            match dialed {
+                Ok(client) => {
+                    self.client = client;
+                    self.reconnects += 1;
+                    let resumed = self.client.welcome().resumed == Some(true);
+                    if !resumed {
+                        // A fresh session numbers from 1 again.
+                        self.last_seq = 0;
+                    }
+                    self.confirmed = self.last_seq;
+                    self.token = self.client.welcome().resume_token.clone();
+                    return Ok(resumed);
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| ClientError::Connect("no node answered".into())))
+    }
+}
+
+/// One connection attempt to the next URL in turn.
+async fn dial(
+    urls: &[String],
+    next_url: &mut usize,
+    identity: &mut Box<dyn FnMut() -> Identity + Send>,
+    options: &ConnectOptions,
+) -> Result<Client, ClientError> {
+    let url = &urls[*next_url % urls.len()];
+    *next_url += 1;
+    Client::connect_with(url, identity(), options).await
+}
+
+/// Closes after which a resume makes sense: the connection was lost, the
+/// node is draining (1001), the client was too slow (4008), or went
+/// silent (1008 idle). Not after its own close (1000), a replacement by
+/// a newer session of its device (4001), or a frame too large (1009).
+fn resumable(code: Option<u16>) -> bool {
+    !matches!(code, Some(1000 | 4001 | 1009 | 1007))
+}
+
+/// A uniform number in [0, 1), from a random UUID (no RNG dependency).
+fn jitter() -> f64 {
+    (uuid::Uuid::new_v4().as_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64
+}
