@@ -128,6 +128,8 @@ for rate in 2000 10000 25000; do
     run "cross-$((rate / 1000))k" "${SERVERS[@]}" --mode cross --clients 500 --rate "$rate" --duration "$DUR"
 done
 run cross-10k-5000 "${SERVERS[@]}" --mode cross --clients 5000 --rate 10000 --duration "$DUR"
+# Acks mode: every session confirms what it reads (as the Rust client does).
+run cross-10k-acks "${SERVERS[@]}" --mode cross --clients 500 --rate 10000 --acks --duration "$DUR"
 run local-25k "${SERVERS[@]}" --mode local --clients 500 --rate 25000 --duration "$DUR"
 run mixed-20k "${SERVERS[@]}" --mode mixed --clients 500 --rate 20000 --duration "$DUR"
 run offline-20k "${SERVERS[@]}" --mode offline --clients 500 --rate 20000 --duration "$DUR"
@@ -237,8 +239,8 @@ w("relay (`switchboard bench relay-server`: no presence, no acks, no receipts) u
 w("rate and arrivals; `× floor` is server CPU per message over the floor's.\n")
 w("| run | clients | offered msgs/s | delivered msgs/s | loss | end-to-end p50 / p90 / p99 / p99.9 / max (ms) | ack p99 (ms) | server CPU µs per msg | relay floor µs per msg | × floor | bus msgs per routed | context switches per msg | server cores | generator cores | burstiness | lookups per send |")
 w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-floor_of = {"cross-2k": "relay-2k", "cross-10k": "relay-10k", "cross-25k": "relay-25k", "cross-10k-5000": "relay-10k-5000", "cross-25k-no-cache": "relay-25k", "cross-10k-threads": "relay-10k"}
-rows = ["floor-echo", "floor-nats", "relay-2k", "relay-10k", "relay-25k", "relay-10k-5000", "cross-2k", "cross-10k", "cross-25k", "cross-10k-5000", "cross-25k-no-cache", "cross-10k-threads", "local-25k", "mixed-20k", "offline-20k", "cross-half"]
+floor_of = {"cross-2k": "relay-2k", "cross-10k": "relay-10k", "cross-25k": "relay-25k", "cross-10k-5000": "relay-10k-5000", "cross-25k-no-cache": "relay-25k", "cross-10k-threads": "relay-10k", "cross-10k-acks": "relay-10k"}
+rows = ["floor-echo", "floor-nats", "relay-2k", "relay-10k", "relay-25k", "relay-10k-5000", "cross-2k", "cross-10k", "cross-25k", "cross-10k-5000", "cross-10k-acks", "cross-25k-no-cache", "cross-10k-threads", "local-25k", "mixed-20k", "offline-20k", "cross-half"]
 for label in rows:
     s = results.get(label)
     if not s:
@@ -250,7 +252,8 @@ for label in rows:
 w("\ncross-25k-no-cache: the same as cross-25k with `--route-cache 0`, a presence lookup per send as in")
 w("the patent; compare its lookups per send and CPU with cross-25k. cross-10k-5000: 5,000 connected")
 w("clients instead of 500 at the same rate. cross-10k-threads: the nodes with a runtime thread per")
-w("core (the default) instead of `--worker-threads 1`.\n")
+w("core (the default) instead of `--worker-threads 1`. cross-10k-acks: cross-10k with every session in acks")
+w("mode (`--acks`: numbered messages, confirmed every 32 or after 200 ms; `delivered` on confirmation).\n")
 w("floor-echo: a bare WebSocket echo server (`switchboard bench echo-server`), round trip; floor-nats: a")
 w("bare publish-to-subscriber relay through nats-server. Server CPU counts nodes + Redis + NATS (the echo")
 w("server alone, nats-server alone, the relay servers + nats-server for the floors), per delivered message.\n")

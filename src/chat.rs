@@ -22,6 +22,11 @@
 //! node says comes out as it arrives: the branch each message took, its
 //! receipt, incoming messages, errors. Ctrl-D or Ctrl-C closes the session
 //! normally (after the outstanding acks, for at most two seconds).
+//!
+//! The session is in acks mode: when its node goes away (a drain says
+//! 1001, or the connection drops), the chat reconnects (to the next of
+//! `--url a,b,…`, with backoff) and resumes the session, so nothing sent
+//! to you meanwhile is lost; it prints `reconnected to node …`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,11 +37,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use uuid::Uuid;
 
 use crate::protocol::{AckStatus, ReceiptStatus, ServerFrame};
-use switchboard_client::{Client, ConnectOptions, Event, Identity, To};
+use switchboard_client::{ConnectOptions, Happening, Identity, ResumingClient, To};
 
 #[derive(Debug, Clone, Args)]
 pub struct ChatArgs {
-    /// The node to connect to.
+    /// The node to connect to; a comma-separated list to go on at the next
+    /// one when a node goes away (the session resumes there: acks mode).
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
     pub url: String,
 
@@ -61,13 +67,23 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// returns the process exit code.
 pub async fn run(args: ChatArgs) -> i32 {
     let identity = match (args.name, args.token) {
-        (Some(name), None) => Identity::Name(name),
-        (None, Some(token)) => Identity::Token(token),
+        (Some(name), None) => move || Identity::Name(name.clone()),
+        (None, Some(token)) => {
+            return run_as(args.url, args.device, move || Identity::Token(token.clone())).await;
+        }
         _ => {
             eprintln!("switchboard chat: say who you are: --as <client id>, or --token <token>");
             return 2;
         }
     };
+    run_as(args.url, args.device, identity).await
+}
+
+async fn run_as(
+    url: String,
+    device: String,
+    identity: impl FnMut() -> Identity + Send + 'static,
+) -> i32 {
     // Listening from the start: a Ctrl-C before the first poll of a lazily
     // registered handler would kill the process without a clean close.
     let mut interrupted = match signal(SignalKind::interrupt()) {
@@ -78,10 +94,11 @@ pub async fn run(args: ChatArgs) -> i32 {
         }
     };
     let options = ConnectOptions {
-        device: Some(args.device.clone()),
+        device: Some(device),
         ..ConnectOptions::default()
     };
-    let mut client = match Client::connect_with(&args.url, identity, &options).await {
+    let urls = url.split(',').map(|u| u.trim().to_owned()).collect();
+    let mut client = match ResumingClient::connect(urls, identity, options).await {
         Ok(client) => client,
         Err(e) => {
             eprintln!("switchboard chat: {e}");
@@ -113,11 +130,13 @@ pub async fn run(args: ChatArgs) -> i32 {
                 // Ctrl-D, or the input ended.
                 Ok(None) | Err(_) => break,
             },
-            event = client.next_event() => match event {
-                Ok(Event::Frame(frame)) => chat.heard(frame, &mut out).await,
-                Ok(Event::Closed { code, reason }) => {
-                    out.say(&format!("disconnected by the node: {} {reason}", code.map_or("-".into(), |c| c.to_string()))).await;
-                    return 1;
+            event = client.next() => match event {
+                Ok(Happening::Frame(frame)) => chat.heard(frame, &mut out).await,
+                Ok(Happening::Reconnected { resumed: true, node }) => {
+                    out.say(&format!("reconnected to node {node}: session resumed, nothing lost")).await;
+                }
+                Ok(Happening::Reconnected { resumed: false, node }) => {
+                    out.say(&format!("reconnected to node {node}: a new session (what was sent to the old one meanwhile was answered offline)")).await;
                 }
                 Err(e) => {
                     out.say(&format!("disconnected: {e}")).await;
@@ -131,8 +150,8 @@ pub async fn run(args: ChatArgs) -> i32 {
     // Leaving: collect the acks still owed, then close normally.
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         while !chat.unacked.is_empty() {
-            match client.next_event().await {
-                Ok(Event::Frame(frame)) => chat.heard(frame, &mut out).await,
+            match client.next().await {
+                Ok(Happening::Frame(frame)) => chat.heard(frame, &mut out).await,
                 _ => break,
             }
         }
@@ -160,7 +179,7 @@ impl Chat {
     async fn typed(
         &mut self,
         line: &str,
-        client: &mut Client,
+        client: &mut ResumingClient,
         out: &mut Output,
     ) -> Result<(), switchboard_client::ClientError> {
         let line = line.trim();
@@ -201,7 +220,6 @@ impl Chat {
                 &serde_json::json!({ "text": text }),
                 Some(&id),
                 receipt,
-                false,
             )
             .await?;
         self.unacked.insert(id, to.clone());

@@ -155,6 +155,12 @@ pub struct TrafficArgs {
     #[arg(long, default_value_t = 100)]
     pub payload: usize,
 
+    /// Acks mode (`?acks=1`): every session confirms what it reads, as
+    /// the Rust client does (every 32 messages, or after 200 ms of quiet);
+    /// `delivered` then means confirmed.
+    #[arg(long)]
+    pub acks: bool,
+
     /// Members per group, with --mode group.
     #[arg(long, default_value_t = 10)]
     pub group_size: usize,

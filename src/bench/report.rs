@@ -104,6 +104,8 @@ pub struct Summary {
     pub devices: usize,
     /// Members per group (`--mode group`), else 0.
     pub group_size: usize,
+    /// Sessions in acks mode (`--acks`).
+    pub acks: bool,
     pub payload_bytes: usize,
     pub offered_rate: u64,
     pub duration_s: f64,

@@ -161,6 +161,9 @@ struct Incoming<'a> {
     /// On messages: a copy for the sender's other device.
     #[serde(default)]
     carbon: bool,
+    /// On messages, in acks mode: the number to confirm.
+    #[serde(default)]
+    seq: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -310,6 +313,7 @@ async fn connect_planned(
             let options = ConnectOptions {
                 local_addr: Some(std::net::IpAddr::from([127, 0, 0, 2 + (i as u8 % sources)])),
                 device: planned.device.clone(),
+                acks: args.acks,
                 ..ConnectOptions::default()
             };
             let secret = args.jwt_secret.as_deref();
@@ -371,13 +375,25 @@ async fn drive(mut client: Client, index: usize, to: Option<String>, shared: Arc
     let mut due: Option<Instant> = None;
     let mut sends = 0u64;
     let mut frame = String::with_capacity(shared.padding.len() + 128);
+    // Acks mode: the last `seq` read, and the last confirmed.
+    let (mut last_seq, mut confirmed) = (0u64, 0u64);
     loop {
         let wake = due.unwrap_or_else(|| Instant::now() + IDLE_CHECK);
         tokio::select! {
             biased;
             () = shared.stop.cancelled() => return,
             event = client.next_raw() => match event {
-                RawEvent::Text(text) => receive(&text, index, &mut acks_due, &shared),
+                RawEvent::Text(text) => {
+                    if let Some(seq) = receive(&text, index, &mut acks_due, &shared) {
+                        last_seq = last_seq.max(seq);
+                        if last_seq - confirmed >= switchboard_client::CONFIRM_EVERY {
+                            if client.confirm(last_seq).await.is_err() {
+                                return;
+                            }
+                            confirmed = last_seq;
+                        }
+                    }
+                }
                 RawEvent::Closed { code, reason } => {
                     if !shared.stop.is_cancelled() {
                         eprintln!("\nbench client {index} closed ({code:?}): {reason}");
@@ -385,6 +401,12 @@ async fn drive(mut client: Client, index: usize, to: Option<String>, shared: Arc
                     return;
                 }
             },
+            () = tokio::time::sleep(switchboard_client::CONFIRM_AFTER), if last_seq > confirmed => {
+                if client.confirm(last_seq).await.is_err() {
+                    return;
+                }
+                confirmed = last_seq;
+            }
             () = tokio::time::sleep_until(wake), if to.is_some() => {
                 let to = to.as_deref().unwrap_or_default();
                 let per_second = shared.milli_rate.load(Relaxed) as f64 / 1000.0;
@@ -443,25 +465,32 @@ async fn drive(mut client: Client, index: usize, to: Option<String>, shared: Arc
     }
 }
 
-fn receive(text: &str, index: usize, acks_due: &mut VecDeque<(u64, u32)>, shared: &Shared) {
+/// Counts one frame; returns a message's `seq` (acks mode), to confirm.
+fn receive(
+    text: &str,
+    index: usize,
+    acks_due: &mut VecDeque<(u64, u32)>,
+    shared: &Shared,
+) -> Option<u64> {
     let Ok(frame) = serde_json::from_str::<Incoming<'_>>(text) else {
-        return;
+        return None;
     };
+    let seq = frame.seq;
     let window = shared.window.load(Relaxed);
     let now = shared.now_us();
     match frame.kind {
         "ack" | "error" => {
             // Exactly one answer per send, in order: the oldest is this one.
             let Some((sent_at, sent_in)) = acks_due.pop_front() else {
-                return;
+                return seq;
             };
             if sent_in != window {
-                return;
+                return seq;
             }
             shared.ack.record(index, now.saturating_sub(sent_at));
             if frame.kind == "error" {
                 shared.errors.fetch_add(1, Relaxed);
-                return;
+                return seq;
             }
             let branch = match frame.status {
                 Some("local") => 0,
@@ -484,7 +513,7 @@ fn receive(text: &str, index: usize, acks_due: &mut VecDeque<(u64, u32)>, shared
             {
                 if frame.carbon {
                     shared.carbons.fetch_add(1, Relaxed);
-                    return;
+                    return seq;
                 }
                 shared.e2e.record(index, now.saturating_sub(stamp.t));
                 shared.received.fetch_add(1, Relaxed);
@@ -492,6 +521,7 @@ fn receive(text: &str, index: usize, acks_due: &mut VecDeque<(u64, u32)>, shared
         }
         _ => {}
     }
+    seq
 }
 
 /// Runs traffic for `seconds` in a fresh window (used for warm-up).
@@ -539,6 +569,7 @@ async fn measure(args: &TrafficArgs, shared: &Shared, rate: u64, connect_rate: f
         mode: format!("{:?}", args.mode).to_lowercase(),
         clients: args.clients,
         devices: args.devices,
+        acks: args.acks,
         group_size: if args.mode == Mode::Group {
             args.group_size
         } else {

@@ -1,6 +1,9 @@
 // The chat page: one WebSocket session to the node that served this page,
 // speaking the wire protocol of docs/protocol.md. Every outcome the node
 // reports (ack branch, receipt) is shown on the message it belongs to.
+// The session is in acks mode: it confirms what it shows, and when the
+// connection drops (or the node drains) it reconnects and resumes the
+// session, so that nothing sent meanwhile is lost.
 // No framework and no build step; user text only ever goes through
 // textContent.
 "use strict";
@@ -21,6 +24,10 @@
   let target = null;       // the URL the user asked for; retries reuse it
   const byId = new Map();    // frame id -> log entry, until acked
   const byMsgId = new Map(); // msg_id -> {li, left}, until every session's receipt
+  let resumeToken = null;  // takes this session back after a drop
+  let lastSeq = 0;         // the last message seq shown
+  let confirmed = 0;       // the last seq confirmed to the node
+  let confirmTimer = null;
 
   // Each tab is a device of its own (protocol v2): made up once, kept for
   // the tab's life, so that a reload reconnects as the same device (and
@@ -86,7 +93,23 @@
     const query = auth === "token"
       ? "token=" + encodeURIComponent($("token").value.trim())
       : "client_id=" + encodeURIComponent($("name").value.trim());
-    return scheme + "//" + location.host + "/ws?" + query + "&device=" + encodeURIComponent(device);
+    return scheme + "//" + location.host + "/ws?" + query + "&device=" + encodeURIComponent(device) + "&acks=1";
+  }
+
+  // Confirms what was shown, lazily: after 200 ms, or every 32 messages.
+  function confirm() {
+    clearTimeout(confirmTimer);
+    confirmTimer = null;
+    if (ws && ws.readyState === WebSocket.OPEN && lastSeq > confirmed) {
+      ws.send(JSON.stringify({ type: "received", upto: lastSeq }));
+      confirmed = lastSeq;
+    }
+  }
+
+  function seen(seq) {
+    lastSeq = seq;
+    if (lastSeq - confirmed >= 32) confirm();
+    else if (!confirmTimer) confirmTimer = setTimeout(confirm, 200);
   }
 
   function connect() {
@@ -99,7 +122,10 @@
     }
     welcomed = false;
     setStatus("connecting", "idle");
-    ws = new WebSocket(target);
+    const resume = resumeToken
+      ? "&resume=" + encodeURIComponent(resumeToken) + "&upto=" + lastSeq
+      : "";
+    ws = new WebSocket(target + resume);
     ws.onmessage = (event) => handle(JSON.parse(event.data));
     ws.onclose = (event) => closed(event);
   }
@@ -109,6 +135,18 @@
       case "welcome": {
         welcomed = true;
         attempt = 0;
+        if (frame.resumed === true) {
+          line("system", "session resumed: nothing sent to you meanwhile was lost");
+        } else {
+          if (frame.resumed === false) {
+            line("system", "a new session: the old one could not be resumed");
+            for (const sent of byMsgId.values()) badge(sent.li, "no receipt: disconnected", "idle");
+            byMsgId.clear();
+          }
+          lastSeq = 0;
+        }
+        confirmed = lastSeq;
+        resumeToken = frame.resume_token || null;
         setStatus("connected", "open");
         $("login").hidden = true;
         $("chat").hidden = false;
@@ -163,6 +201,10 @@
         break;
       }
       case "message":
+        if (typeof frame.seq === "number") {
+          if (frame.seq <= lastSeq) break; // written again after a resume
+          seen(frame.seq);
+        }
         if (frame.carbon) {
           // Sent by this person from another device.
           entry("out carbon", "you (another device) → " + frame.to, bodyText(frame.body));
@@ -193,8 +235,10 @@
       badge(li, "unknown: disconnected", "offline");
     }
     byId.clear();
-    for (const sent of byMsgId.values()) badge(sent.li, "no receipt: disconnected", "idle");
-    byMsgId.clear();
+    // Receipts still owed arrive after a resume; only a session that
+    // cannot be resumed drops them (see the welcome).
+    clearTimeout(confirmTimer);
+    confirmTimer = null;
     const why = event.reason ? " (" + event.code + " " + event.reason + ")" : " (" + event.code + ")";
     if (!wanted) {
       setStatus("not connected", "idle");
@@ -230,6 +274,8 @@
     event.preventDefault();
     wanted = true;
     attempt = 0;
+    resumeToken = null;
+    lastSeq = 0;
     // Retries use what was submitted, not what is being typed meanwhile.
     target = socketUrl();
     connect();
@@ -238,6 +284,8 @@
   $("disconnect").addEventListener("click", () => {
     wanted = false;
     clearTimeout(retryTimer);
+    confirm();
+    resumeToken = null;
     if (ws) ws.close(1000);
     showLogin();
   });
