@@ -35,6 +35,8 @@ LOGS=$(mktemp -d /tmp/switchboard-local.XXXXXX)
 PIDS=()
 cleanup() {
     trap - EXIT INT TERM
+    touch "$LOGS/stopping"
+    for pidfile in "$LOGS"/node-*.pid; do [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null; done
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     echo "stopped everything; logs are in $LOGS"
@@ -66,13 +68,26 @@ PIDS+=("$!")
 wait_port "$RP" redis-server
 wait_port "$NP" nats-server
 
+# Each node runs in a loop: `kill -TERM $(cat $LOGS/node-1.pid)` drains
+# node-1 (acks-mode sessions resume on the others) and starts it again,
+# for trying a rolling restart by hand.
+run_node() {
+    local i=$1 port=$2
+    while [ ! -f "$LOGS/stopping" ]; do
+        "$BIN" serve --listen "127.0.0.1:$port" --node-id "node-$i" \
+            --redis-url "redis://127.0.0.1:$RP" --nats-url "nats://127.0.0.1:$NP" \
+            --api-key "${SWITCHBOARD_API_KEY:-local}" \
+            --resume-secret "${SWITCHBOARD_RESUME_SECRET:-local}" \
+            >>"$LOGS/node-$i.log" 2>&1 &
+        echo "$!" >"$LOGS/node-$i.pid"
+        wait "$!" || true
+        [ -f "$LOGS/stopping" ] || echo "node-$i stopped; starting it again" >&2
+    done
+}
 URLS=()
 for i in $(seq "$N"); do
     port=$(pick $((8080 + i)))
-    "$BIN" serve --listen "127.0.0.1:$port" --node-id "node-$i" \
-        --redis-url "redis://127.0.0.1:$RP" --nats-url "nats://127.0.0.1:$NP" \
-        --api-key "${SWITCHBOARD_API_KEY:-local}" \
-        >"$LOGS/node-$i.log" 2>&1 &
+    run_node "$i" "$port" &
     PIDS+=("$!")
     wait_port "$port" "node-$i"
     URLS+=("http://127.0.0.1:$port/")
@@ -84,6 +99,7 @@ for i in $(seq "$N"); do echo "  node-$i  ${URLS[$((i - 1))]}"; done
 echo
 echo "Open two of these pages, sign in as two names, and send between them."
 echo "Terminal instead: $BIN chat --url ${URLS[0]/http/ws} --as alice"
+echo "Rolling restart by hand: kill -TERM \$(cat $LOGS/node-1.pid) (it drains and comes back)."
 echo "Logs: $LOGS. Ctrl-C stops everything."
 # Until Ctrl-C, or until something dies on its own.
 set +e

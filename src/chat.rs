@@ -69,7 +69,10 @@ pub async fn run(args: ChatArgs) -> i32 {
     let identity = match (args.name, args.token) {
         (Some(name), None) => move || Identity::Name(name.clone()),
         (None, Some(token)) => {
-            return run_as(args.url, args.device, move || Identity::Token(token.clone())).await;
+            return run_as(args.url, args.device, move || {
+                Identity::Token(token.clone())
+            })
+            .await;
         }
         _ => {
             eprintln!("switchboard chat: say who you are: --as <client id>, or --token <token>");

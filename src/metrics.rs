@@ -145,6 +145,7 @@ pub struct Metrics {
     hops_published: AtomicU64,
     route_seconds: Histogram,
     devices_per_client: Histogram,
+    handover_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -172,6 +173,7 @@ impl Default for Metrics {
             hops_published: AtomicU64::new(0),
             route_seconds: Histogram::new(&LATENCY_BUCKETS),
             devices_per_client: Histogram::new(&DEVICE_BUCKETS),
+            handover_seconds: Histogram::new(&LATENCY_BUCKETS),
         }
     }
 }
@@ -501,6 +503,12 @@ impl Metrics {
         self.slow_consumers.fetch_add(1, Relaxed);
     }
 
+    /// A resume on this node took a session over from another: how long
+    /// asking for it and putting it in place took.
+    pub fn observe_handover(&self, elapsed: Duration) {
+        self.handover_seconds.observe(elapsed.as_secs_f64());
+    }
+
     /// Time from reading a `send` to its ack.
     pub fn observe_route(&self, elapsed: Duration) {
         self.route_seconds.observe(elapsed.as_secs_f64());
@@ -532,6 +540,14 @@ impl Metrics {
             "Time from reading a send to its ack.",
         );
         self.route_seconds.render(&mut out, name);
+        let name = "switchboard_handover_seconds";
+        header(
+            &mut out,
+            name,
+            "histogram",
+            "Resumes that took a detached session over from another node: the time from asking for it to having it here.",
+        );
+        self.handover_seconds.render(&mut out, name);
         let name = "switchboard_devices_per_client";
         header(
             &mut out,

@@ -101,6 +101,7 @@ impl Router {
         handle: Arc<SessionHandle>,
         max_devices: usize,
     ) -> Result<(), TakeOverError> {
+        let started = Instant::now();
         let records = self
             .ports
             .presence
@@ -176,6 +177,7 @@ impl Router {
         }
         self.cache.invalidate(&handle.client);
         self.courier.changed_client(handle.client.clone());
+        self.metrics.observe_handover(started.elapsed());
         Ok(())
     }
 

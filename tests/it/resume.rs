@@ -167,6 +167,19 @@ async fn a_cut_connection_resumes_on_another_node_with_every_message_once_in_ord
     assert_eq!(message(&mut bob).await.seq, Some(26));
     let field = presence_field(&cluster.redis.connection().await, "bob").await;
     assert_eq!(field.map(|f| f.node), Some("node-a".to_owned()));
+    // Counted: one resume on node-a, one hand-over timed, none detached.
+    assert_eq!(
+        metric(&cluster.a, "switchboard_resumes_total{result=\"ok\"}").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&cluster.a, "switchboard_handover_seconds_count").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&cluster.b, "switchboard_sessions_detached").await,
+        0.0
+    );
 }
 
 #[tokio::test]
