@@ -202,6 +202,10 @@ impl Node {
             hop_timeout: config.hop_timeout,
             route_cache: config.route_cache,
             max_message_frame: max_message_frame(config.limits.max_frame_bytes),
+            session_queue: crate::hub::QueueLimits {
+                frames: config.limits.session_queue,
+                bytes: config.limits.session_queue_bytes,
+            },
         };
         let (router, courier) = Router::new(
             ports,
@@ -223,7 +227,7 @@ impl Node {
                 keys: crate::resume::ResumeKeys::new(r.secret.expose()),
                 window: r.window,
             }),
-            drain_over: CancellationToken::new(),
+            drain_over: router.drain_over().clone(),
         });
         let node = Arc::new(Node {
             auth,
@@ -272,19 +276,25 @@ impl Lifetime {
         }
         // Acks-mode sessions closed with 1001 are detached: their clients
         // resume them on other nodes, which take what was kept for them
-        // from here. Wait for that until shortly before the deadline; what
-        // is still here then is answered `offline` (shutting_down).
+        // from here. Wait a moment for that; pass the rest on to other
+        // nodes (a client that comes back later, even here after the
+        // restart, finds them there); what no node takes by shortly before
+        // the deadline is answered `offline` (shutting_down).
         let give_up = deadline
             .checked_sub(DRAIN_RESERVE)
             .unwrap_or_else(Instant::now);
-        while node.router.detached_sessions() > 0 && Instant::now() < give_up {
+        let wait_until = give_up.min(Instant::now() + DRAIN_WAIT_FOR_RESUMES);
+        while node.router.detached_sessions() > 0 && Instant::now() < wait_until {
             tokio::time::sleep(DRAIN_POLL).await;
         }
         if node.router.detached_sessions() > 0 {
-            tracing::warn!(
-                left = node.router.detached_sessions(),
-                "detached sessions not resumed elsewhere by the drain deadline; answering offline"
-            );
+            let passed = tokio::time::timeout_at(give_up, node.router.pass_on_detached()).await;
+            if passed.is_err() || node.router.detached_sessions() > 0 {
+                tracing::warn!(
+                    left = node.router.detached_sessions(),
+                    "detached sessions neither resumed nor passed on by the drain deadline; answering offline"
+                );
+            }
         }
         node.session_env.drain_over.cancel();
         self.0.cancel();
@@ -316,6 +326,9 @@ impl Lifetime {
 /// Time kept at the end of a drain for what follows the wait for detached
 /// sessions (answering what they kept, closing the backends).
 const DRAIN_RESERVE: Duration = Duration::from_secs(1);
+/// How long a drain waits for its detached sessions to be resumed before
+/// it passes them on to other nodes.
+const DRAIN_WAIT_FOR_RESUMES: Duration = Duration::from_secs(2);
 /// How often a drain looks whether detached sessions are gone.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 

@@ -3,11 +3,15 @@
 //! (`<prefix>.req.<node id>` on NATS). JSON, like the envelope:
 //!
 //! ```text
-//! request: {"v":2,"client":"bob","device":"phone","session":"6f1c…","node":"node-b"}
+//! request: {"ask":"take_over","v":2,"client":"bob","device":"phone","session":"6f1c…","node":"node-b"}
 //! answer:  {"v":2,"found":true,"next_seq":42,"kept":[
 //!            {"seq":40,"msg_id":"…","from":"alice","to":"bob","reply":{"node":"node-a","session":"…"},"frame":"{\"type\":\"message\",…}"},
 //!            {"msg_id":"…","from":"carol","group":"team","frame":"…"}]}
 //! ```
+//!
+//! A draining node whose detached sessions were not resumed in time passes
+//! each to another node instead (`{"ask":"adopt",…}` with the same `kept`),
+//! so that a client coming back later, to any node, still finds it.
 //!
 //! `kept` is every message the old node kept for the session, in order:
 //! those written and not confirmed (with their `seq`), then those never
@@ -21,6 +25,33 @@ use super::envelope::ReplyTo;
 use switchboard_protocol::{ClientId, DeviceId, GroupId, NodeId};
 
 pub const VERSION: u8 = 2;
+
+/// What one node asks another on its request subject.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "ask", rename_all = "snake_case")]
+pub enum Request {
+    /// "Hand me this detached session" (answered with [`Handed`]).
+    TakeOver(TakeOver),
+    /// "Keep this detached session for me": a draining node passing on a
+    /// session nobody resumed in time (answered with [`Handed`], `found`
+    /// meaning adopted, nothing kept).
+    Adopt(Adopt),
+}
+
+/// A detached session and everything kept for it, passed on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Adopt {
+    pub v: u8,
+    pub client: ClientId,
+    pub device: DeviceId,
+    pub session: Uuid,
+    /// When the session opened (its presence field's `since`).
+    pub since: u64,
+    /// What is left of its resume window, in milliseconds.
+    pub window_ms: u64,
+    pub next_seq: u64,
+    pub kept: Vec<KeptMessage>,
+}
 
 /// "Hand me this detached session": from the node the client resumed on.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -25,6 +25,8 @@ struct Parked {
     handle: Arc<SessionHandle>,
     /// Cancelled when the session is claimed: its expiry stands down.
     claimed: CancellationToken,
+    /// When its window ends.
+    until: tokio::time::Instant,
 }
 
 /// The sessions detached on this node, by session id.
@@ -62,6 +64,7 @@ impl Router {
             Parked {
                 handle: handle.clone(),
                 claimed: claimed.clone(),
+                until: tokio::time::Instant::now() + window,
             },
         );
         self.metrics.session_detached();
@@ -115,6 +118,23 @@ impl Router {
         .await;
     }
 
+    /// Claims every session detached here (a draining node passing them
+    /// on), with what is left of each one's window.
+    pub(super) fn claim_every_detached(&self) -> Vec<(Arc<SessionHandle>, Duration)> {
+        let parked: Vec<Parked> = self.detached.parked().drain().map(|(_, p)| p).collect();
+        parked
+            .into_iter()
+            .map(|p| {
+                p.claimed.cancel();
+                self.metrics.detach_ended();
+                let left = p
+                    .until
+                    .saturating_duration_since(tokio::time::Instant::now());
+                (p.handle, left)
+            })
+            .collect()
+    }
+
     /// Sessions detached here now.
     pub fn detached_sessions(&self) -> usize {
         self.detached.len()
@@ -122,7 +142,7 @@ impl Router {
 
     /// Finishes a detached session nobody took back: unreachable first,
     /// then what it kept is answered `offline` (`reason`).
-    async fn end_detached(&self, handle: &SessionHandle, reason: OfflineReason) {
+    pub(super) async fn end_detached(&self, handle: &SessionHandle, reason: OfflineReason) {
         handle.outbox.close(Disconnect::Normal);
         self.unregister(handle).await;
         let rest = handle.outbox.take_all();

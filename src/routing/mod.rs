@@ -204,6 +204,9 @@ pub struct Settings {
     /// The largest message frame a client of any node can cause, for
     /// checking received hops.
     pub max_message_frame: usize,
+    /// The bounds of a session's queue (for sessions adopted from a
+    /// draining node).
+    pub session_queue: crate::hub::QueueLimits,
 }
 
 pub struct Router {
@@ -220,6 +223,8 @@ pub struct Router {
     moved: Moved,
     /// Hand-overs answered whose senders are still to be told.
     pending_forwards: std::sync::Mutex<Vec<PendingForward>>,
+    /// Cancelled when a draining node stops keeping detached sessions.
+    drain_over: tokio_util::sync::CancellationToken,
     outcomes: Arc<Outcomes>,
     courier: Courier,
     deferred: Deferred,
@@ -266,6 +271,7 @@ impl Router {
             detached: Detached::default(),
             moved: Moved::default(),
             pending_forwards: std::sync::Mutex::default(),
+            drain_over: tokio_util::sync::CancellationToken::new(),
             outcomes,
             courier,
             deferred: Deferred::default(),
@@ -293,6 +299,12 @@ impl Router {
     /// telling senders.
     pub fn outcomes(&self) -> &Arc<Outcomes> {
         &self.outcomes
+    }
+
+    /// Cancelled when this node, draining, gives up keeping detached
+    /// sessions.
+    pub fn drain_over(&self) -> &tokio_util::sync::CancellationToken {
+        &self.drain_over
     }
 
     pub fn presence(&self) -> &Arc<dyn PresenceStore> {

@@ -24,7 +24,15 @@
 //!    The client then gets every message after its `upto`, then the rest.
 //!
 //! Each kept message is moved exactly once (A took it from the outbox it
-//! closed), and delivered by B only. Not promised: a sender whose cache
+//! closed), and delivered by B only.
+//!
+//! A draining node waits a moment for its detached sessions to be resumed
+//! that way; those whose clients have not come back it passes on
+//! (`Adopt`, [`Router::pass_on_detached`]) to the other live nodes, each
+//! of which keeps one detached for the rest of its window, names itself in
+//! its presence field, and is where the next resume takes it from: a
+//! client that can only reach the node that restarted (a page served by
+//! it) resumes there, from the node that adopted its session. Not promised: a sender whose cache
 //! still named A may have a later message reach B directly before an
 //! earlier one A forwards; and if A cannot answer (it crashed), S cannot be
 //! resumed: the client gets a fresh session, and A's messages were lost
@@ -43,8 +51,8 @@ use super::Router;
 use super::inflight::Who;
 use crate::hub::{Handover, Outbound, Report, Sender, SessionHandle};
 use crate::presence::{PresenceRecord, Registered};
-use crate::protocol::takeover::{Handed, KeptMessage, TakeOver, VERSION};
-use crate::protocol::{ClientId, DeviceId, Fate, NodeId, Recipient};
+use crate::protocol::takeover::{Adopt, Handed, KeptMessage, Request, TakeOver, VERSION};
+use crate::protocol::{ClientId, DeviceId, Fate, NodeId, OfflineReason, Recipient};
 
 /// How long B waits for A's answer.
 pub const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -117,13 +125,13 @@ impl Router {
         if let Some(older) = self.hub.insert(handle.clone()) {
             older.outbox.close(crate::protocol::Disconnect::Replaced);
         }
-        let request = TakeOver {
+        let request = Request::TakeOver(TakeOver {
             v: VERSION,
             client: handle.client.clone(),
             device: handle.device.clone(),
             session: handle.id,
             node: self.node.clone(),
-        };
+        });
         let payload = Bytes::from(serde_json::to_vec(&request).expect("serializable"));
         let handed = match self
             .ports
@@ -215,31 +223,65 @@ impl Router {
         }
     }
 
-    /// On the node holding a detached session: answers a `TakeOver` (see
-    /// the module comment), then tells the kept messages' senders where
-    /// they went.
-    pub async fn hand_over(&self, request: &[u8]) -> Bytes {
-        let not_found = || {
+    /// On this node's request subject: answers a `TakeOver` (see the
+    /// module comment; the kept messages' senders are told afterwards, by
+    /// [`after_hand_over`](Self::after_hand_over)) or an `Adopt`.
+    pub async fn hand_over(self: &Arc<Self>, request: &[u8]) -> Bytes {
+        let answer = |found| {
             Bytes::from(
                 serde_json::to_vec(&Handed {
                     v: VERSION,
+                    found,
                     ..Handed::default()
                 })
                 .expect("serializable"),
             )
         };
-        let Ok(request) = serde_json::from_slice::<TakeOver>(request) else {
-            return not_found();
+        let request = match serde_json::from_slice::<Request>(request) {
+            Ok(Request::TakeOver(request)) => request,
+            Ok(Request::Adopt(adopt)) => return answer(self.adopt(adopt).await),
+            Err(e) => {
+                tracing::debug!(error = %e, "unreadable request from another node");
+                return answer(false);
+            }
         };
         let Some(handle) = self.claim_detached(&request.client, request.session) else {
-            return not_found();
+            return answer(false);
         };
         if handle.device != request.device {
-            return not_found();
+            return answer(false);
         }
+        let (next_seq, kept, handovers) = self.pack(&handle, &request.node);
+        tracing::debug!(client = %handle.client, session = %handle.id, to = %request.node,
+            kept = kept.len(), "detached session handed over");
+        let bytes = Bytes::from(
+            serde_json::to_vec(&Handed {
+                v: VERSION,
+                found: true,
+                next_seq,
+                kept,
+            })
+            .expect("serializable"),
+        );
+        self.pending_forwards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((handle, request.node, handovers));
+        bytes
+    }
+
+    /// Takes a claimed detached session out of this node for `to`: the
+    /// moved note, out of the hub, its outbox closed and emptied into the
+    /// wire form. Returns the next `seq`, what was kept, and the kept
+    /// messages' handovers (for their senders).
+    fn pack(
+        &self,
+        handle: &SessionHandle,
+        to: &NodeId,
+    ) -> (u64, Vec<KeptMessage>, Vec<Arc<Handover>>) {
         self.moved.to().insert(
             (handle.client.clone(), handle.device.clone()),
-            (request.node.clone(), handle.id, Instant::now()),
+            (to.clone(), handle.id, Instant::now()),
         );
         self.hub.remove(&handle.client, handle.id);
         let (next_seq, items) = handle.outbox.take_kept();
@@ -264,20 +306,112 @@ impl Router {
             handovers.extend(item.handover);
         }
         self.metrics.session_closed();
-        tracing::debug!(client = %handle.client, session = %handle.id, to = %request.node,
-            kept = kept.len(), "detached session handed over");
-        let answer = Handed {
-            v: VERSION,
-            found: true,
-            next_seq,
-            kept,
+        (next_seq, kept, handovers)
+    }
+
+    /// A draining node passes a detached session on: this node keeps it,
+    /// detached, for what is left of its window, names itself in its
+    /// presence field, and hands it to whichever node its client resumes
+    /// on. Answers whether it took it.
+    async fn adopt(self: &Arc<Self>, adopt: Adopt) -> bool {
+        let handle = Arc::new(SessionHandle {
+            id: adopt.session,
+            client: adopt.client,
+            device: adopt.device,
+            since: adopt.since,
+            outbox: crate::hub::Outbox::acks(self.settings.session_queue),
+        });
+        let kept = adopt
+            .kept
+            .into_iter()
+            .map(|k| (k.seq, self.kept_to_outbound(&handle, k)))
+            .collect();
+        handle.outbox.restore(adopt.next_seq, kept);
+        if let Some(older) = self.hub.insert(handle.clone()) {
+            older.outbox.close(crate::protocol::Disconnect::Replaced);
+        }
+        let record = PresenceRecord {
+            device: handle.device.clone(),
+            node: self.node.clone(),
+            session: handle.id,
+            since: handle.since,
         };
-        let bytes = Bytes::from(serde_json::to_vec(&answer).expect("serializable"));
-        self.pending_forwards
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((handle, request.node, handovers));
-        bytes
+        if let Err(e) = self
+            .ports
+            .presence
+            .register(&handle.client, &record, usize::MAX)
+            .await
+        {
+            tracing::warn!(client = %handle.client, error = %e,
+                "adopted session's field not written yet; the refresh will");
+        }
+        self.cache.invalidate(&handle.client);
+        self.courier.changed_client(handle.client.clone());
+        self.metrics.session_opened();
+        tracing::debug!(client = %handle.client, session = %handle.id,
+            "adopted a detached session from a draining node");
+        let window = Duration::from_millis(adopt.window_ms);
+        self.detach(handle, window, self.drain_over.clone());
+        true
+    }
+
+    /// A draining node: passes every session still detached here on to
+    /// the other live nodes in turn (see [`adopt`](Self::adopt)); what no
+    /// node takes is answered `offline` (`shutting_down`).
+    pub async fn pass_on_detached(self: &Arc<Self>) {
+        let peers: Vec<NodeId> = self
+            .liveness
+            .alive_nodes()
+            .into_iter()
+            .filter(|n| *n != self.node)
+            .collect();
+        for (i, (handle, left)) in self.claim_every_detached().into_iter().enumerate() {
+            let Some(peer) = (!peers.is_empty()).then(|| peers[i % peers.len()].clone()) else {
+                self.end_detached(&handle, OfflineReason::ShuttingDown)
+                    .await;
+                continue;
+            };
+            let (next_seq, kept, handovers) = self.pack(&handle, &peer);
+            let adopt = Request::Adopt(Adopt {
+                v: VERSION,
+                client: handle.client.clone(),
+                device: handle.device.clone(),
+                session: handle.id,
+                since: handle.since,
+                window_ms: left.as_millis() as u64,
+                next_seq,
+                kept,
+            });
+            let payload = Bytes::from(serde_json::to_vec(&adopt).expect("serializable"));
+            let adopted = self
+                .ports
+                .bus
+                .request(&peer, payload, TAKEOVER_TIMEOUT)
+                .await
+                .ok()
+                .and_then(|answer| serde_json::from_slice::<Handed>(&answer).ok())
+                .is_some_and(|handed| handed.found);
+            if adopted {
+                tracing::debug!(client = %handle.client, session = %handle.id, to = %peer,
+                    "detached session passed on");
+                self.tell_forwarded(&handle, &peer, handovers).await;
+            } else {
+                // Nobody took it: what was kept is answered here.
+                self.moved
+                    .to()
+                    .remove(&(handle.client.clone(), handle.device.clone()));
+                for handover in handovers {
+                    let fate = Fate::Offline(OfflineReason::ShuttingDown);
+                    self.settle(&handover, &handle.client, &handle.device, fate)
+                        .await;
+                }
+                let _ = self
+                    .ports
+                    .presence
+                    .remove(&handle.client, &handle.device, &self.node, handle.id)
+                    .await;
+            }
+        }
     }
 
     /// After answering a `TakeOver`: each kept message's sender hears it
@@ -290,27 +424,39 @@ impl Router {
                 .unwrap_or_else(|p| p.into_inner()),
         );
         for (handle, node, handovers) in done {
-            for handover in handovers {
-                let who = Who {
-                    to: handle.client.clone(),
-                    device: handle.device.clone(),
-                };
-                if let (Report::Sender, Some(sender)) = (handover.report, &handover.sender)
-                    && self
-                        .outcomes
-                        .track_forwarded(handover.msg_id, sender.clone(), who, &node)
-                        .is_err()
-                {
-                    tracing::warn!(msg_id = %handover.msg_id, "in-flight map full; a moved message is not tracked");
-                }
-                self.settle(
-                    &handover,
-                    &handle.client,
-                    &handle.device,
-                    Fate::Forwarded(&node),
-                )
-                .await;
+            self.tell_forwarded(&handle, &node, handovers).await;
+        }
+    }
+
+    /// Each of `handovers` (messages kept for `handle`) went to `node`:
+    /// its sender's node moves its entry there (a sender here starts
+    /// tracking it).
+    async fn tell_forwarded(
+        &self,
+        handle: &SessionHandle,
+        node: &NodeId,
+        handovers: Vec<Arc<Handover>>,
+    ) {
+        for handover in handovers {
+            let who = Who {
+                to: handle.client.clone(),
+                device: handle.device.clone(),
+            };
+            if let (Report::Sender, Some(sender)) = (handover.report, &handover.sender)
+                && self
+                    .outcomes
+                    .track_forwarded(handover.msg_id, sender.clone(), who, node)
+                    .is_err()
+            {
+                tracing::warn!(msg_id = %handover.msg_id, "in-flight map full; a moved message is not tracked");
             }
+            self.settle(
+                &handover,
+                &handle.client,
+                &handle.device,
+                Fate::Forwarded(node),
+            )
+            .await;
         }
     }
 }

@@ -353,3 +353,70 @@ async fn with_tokens_required_the_page_asks_for_one() {
     }
     page.close().await.unwrap();
 }
+
+/// The page is in acks mode: its node restarts (a drain, then a new run on
+/// the same address) while alice writes to it, and the page resumes its
+/// session from the node that kept it meanwhile, showing every message
+/// once, in order; alice's messages are all `delivered`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_resumes_across_a_restart_of_its_node_without_losing_a_message() {
+    let redis = Redis::start();
+    let nats = Nats::start();
+    let secret = ["--resume-secret", "page"];
+    let a = new_node()
+        .id("node-a")
+        .on(&redis, &nats)
+        .flags(&secret)
+        .start()
+        .await;
+    let port = free_port();
+    let b = new_node()
+        .id("node-b")
+        .port(port)
+        .on(&redis, &nats)
+        .flags(&secret)
+        .start()
+        .await;
+    let driver = Driver::start();
+    let page = driver.browser().await;
+    sign_in(&page, &http_url(&b, "/"), "bob").await;
+    let mut alice = connect(&a, "alice").await;
+    let say = |n: u32| serde_json::json!({"text": format!("message {n}")});
+    alice.send("bob", &say(1), None, true).await.unwrap();
+    shows(&page, "#log li.in:last-child", &["alice", "message 1"]).await;
+
+    // node-b drains and is gone; alice writes meanwhile; a new run of
+    // node-b comes up on the same address, and the page resumes there.
+    b.shutdown_by(tokio::time::Instant::now() + Duration::from_secs(8))
+        .await;
+    for n in 2..=4 {
+        alice.send("bob", &say(n), None, true).await.unwrap();
+    }
+    let _b2 = new_node()
+        .id("node-b")
+        .port(port)
+        .on(&redis, &nats)
+        .flags(&secret)
+        .start()
+        .await;
+    shows(&page, "#log", &["session resumed", "message 4"]).await;
+    let log = shows(&page, "#log", &["message 2", "message 3"]).await;
+    let order: Vec<usize> = (1..=4)
+        .map(|n| log.find(&format!("message {n}")).unwrap())
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {log}");
+    assert_eq!(log.matches("message 3").count(), 1, "once: {log}");
+    // Every one confirmed by the page: four acks, four `delivered`.
+    let mut delivered = 0;
+    while delivered < 4 {
+        match next_frame(&mut alice).await {
+            switchboard::protocol::ServerFrame::Receipt { status, .. } => {
+                assert_eq!(status, switchboard::protocol::ReceiptStatus::Delivered);
+                delivered += 1;
+            }
+            switchboard::protocol::ServerFrame::Ack(_) => {}
+            other => panic!("alice got {other:?}"),
+        }
+    }
+    page.close().await.unwrap();
+}

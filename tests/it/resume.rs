@@ -353,3 +353,54 @@ async fn the_rust_client_resumes_by_itself_when_its_node_drains() {
     );
     reader.abort();
 }
+
+/// A draining node whose detached session was not resumed in time passes
+/// it on to another node: bob, who comes back only after his node is gone
+/// (to the node started in its place, as a page served by it would), still
+/// gets every message, once, in order, and alice hears `delivered`.
+#[tokio::test]
+async fn a_session_not_resumed_during_a_drain_is_passed_on_and_resumed_later() {
+    let Cluster { redis, nats, a, b } = Cluster::start_with(&SECRET).await;
+    let mut alice = connect(&a, "alice").await;
+    let mut bob = open(&ws_url(&b), "bob", &acks()).await;
+    let token = bob.welcome().resume_token.clone().unwrap();
+    send_numbered(&mut alice, 1, 3).await;
+    for _ in 0..3 {
+        message(&mut bob).await;
+    }
+    // node-b drains; bob stays away until it has gone.
+    within(b.shutdown_by(tokio::time::Instant::now() + Duration::from_secs(8))).await;
+    assert_eq!(closed_with(&mut bob).await, Some(1001));
+    let field = presence_field(&redis.connection().await, "bob").await;
+    assert_eq!(
+        field.map(|f| f.node),
+        Some("node-a".to_owned()),
+        "passed on to node-a"
+    );
+    send_numbered(&mut alice, 4, 2).await;
+
+    // The node that takes node-b's place.
+    let c = new_node()
+        .id("node-c")
+        .on(&redis, &nats)
+        .flags(&SECRET)
+        .start()
+        .await;
+    let options = ConnectOptions {
+        acks: true,
+        resume: Some((token, 0)),
+        ..ConnectOptions::default()
+    };
+    let mut bob = open(&ws_url(&c), "bob", &options).await;
+    assert_eq!(bob.welcome().resumed, Some(true));
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        let m = message(&mut bob).await;
+        got.push((m.seq.unwrap(), m.body.as_u64().unwrap()));
+    }
+    assert_eq!(got, (1..=5).map(|i| (i, i)).collect::<Vec<_>>());
+    bob.confirm(5).await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(receipt(&mut alice).await, (ReceiptStatus::Delivered, None));
+    }
+}
