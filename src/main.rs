@@ -75,7 +75,7 @@ fn bench(args: switchboard::bench::BenchArgs) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    init_logging(&args.log);
+    init_logging(&args.log, args.log_format);
     let config = match Config::try_from(args) {
         Ok(config) => config,
         Err(e) => {
@@ -112,10 +112,24 @@ fn serve(args: ServeArgs) -> ExitCode {
     })
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, format: switchboard::config::LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
         eprintln!("switchboard: ignoring --log {filter:?} ({e}); using info");
         tracing_subscriber::EnvFilter::new("info")
     });
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        // One object per line, the event's fields beside `message`.
+        switchboard::config::LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+        // Colours only on a terminal, not in files and pipes.
+        switchboard::config::LogFormat::Text => {
+            logs.with_ansi(std::io::stdout().is_terminal()).init()
+        }
+    }
 }

@@ -230,6 +230,19 @@ pub struct ServeArgs {
     /// Log filter, e.g. info or switchboard=debug.
     #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
     pub log: String,
+
+    /// Log lines as text, or one JSON object per line (fields: timestamp,
+    /// level, target, message, and the event's own fields) for a log
+    /// pipeline.
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Which shared presence store a node (or `switchboard bench reregister`)

@@ -17,7 +17,7 @@ use crate::protocol::NodeId;
 use crate::protocol::frames::max_message_frame;
 use crate::redact::Secret;
 
-pub use self::args::{PresenceArgs, ServeArgs};
+pub use self::args::{LogFormat, PresenceArgs, ServeArgs};
 pub use self::backends::{
     Backends, MemcachedTarget, NatsAuth, NatsTarget, PresenceTarget, RedisTarget,
 };

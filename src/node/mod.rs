@@ -297,6 +297,14 @@ impl Lifetime {
             }
         }
         node.session_env.drain_over.cancel();
+        // Sessions handed over: senders whose routes still name this node
+        // (their caches learn of the move by broadcast, a moment later)
+        // are still forwarded to the new nodes for a short while, instead
+        // of bouncing off a node that has gone.
+        if node.router.forwarding() {
+            let until = give_up.min(Instant::now() + FORWARD_GRACE);
+            tokio::time::sleep_until(until).await;
+        }
         self.0.cancel();
         let (tasks, bus, presence, id) = (
             node.tasks.clone(),
@@ -329,6 +337,9 @@ const DRAIN_RESERVE: Duration = Duration::from_secs(1);
 /// How long a drain waits for its detached sessions to be resumed before
 /// it passes them on to other nodes.
 const DRAIN_WAIT_FOR_RESUMES: Duration = Duration::from_secs(2);
+/// How long a draining node that handed sessions over keeps forwarding
+/// what still arrives for them, before it stops reading its inbox.
+const FORWARD_GRACE: Duration = Duration::from_secs(1);
 /// How often a drain looks whether detached sessions are gone.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 

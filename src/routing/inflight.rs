@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::hub::Sender;
-use crate::protocol::{ClientId, DeviceId, NodeId, OfflineReason};
+use crate::protocol::{ClientId, DeviceId, NodeId, OfflineReason, now_ms};
 
 /// A recipient session, by client and device (its session id may change
 /// while the message is on its way: a device that reconnects elsewhere is
@@ -60,6 +60,9 @@ struct TrackedLeg {
     /// `None` for the legs of forwarded targets, which a `done` never
     /// settles (their node reports each on its own).
     seq: Option<u64>,
+    /// When it was tracked (ms since the epoch): a restart of its node
+    /// loses only what was sent before the new run started.
+    since_ms: u64,
 }
 
 #[derive(Debug)]
@@ -137,6 +140,7 @@ impl InFlight {
                 TrackedLeg {
                     leg,
                     seq: Some(seq),
+                    since_ms: now_ms(),
                 }
             })
             .collect();
@@ -184,6 +188,7 @@ impl InFlight {
                 targets: smallvec::smallvec![who],
             },
             seq: None,
+            since_ms: now_ms(),
         };
         if let Some(flight) = flights.get_mut(&msg_id) {
             flight.legs.push(leg);
@@ -257,6 +262,7 @@ impl InFlight {
                     targets: smallvec::smallvec![who.clone()],
                 },
                 seq: None,
+                since_ms: now_ms(),
             }),
         }
         true
@@ -289,9 +295,17 @@ impl InFlight {
     }
 
     /// Removes and returns the targets at `node` published before
-    /// `before_epoch`: their outcome will never come.
-    pub fn lost(&self, node: &NodeId, before_epoch: u64) -> Vec<Told> {
-        self.take_legs(|_, l| l.leg.node == *node && l.leg.epoch < before_epoch)
+    /// `before_epoch`: their outcome will never come. For a restart,
+    /// `new_run_ms` is when the new run started: what was tracked after it
+    /// went to the new run (the same node subject), which answers it, so it
+    /// stays (a session handed over to the restarted node while this
+    /// node's view still knew only the old run, say).
+    pub fn lost(&self, node: &NodeId, before_epoch: u64, new_run_ms: Option<u64>) -> Vec<Told> {
+        self.take_legs(|_, l| {
+            l.leg.node == *node
+                && l.leg.epoch < before_epoch
+                && new_run_ms.is_none_or(|started| l.since_ms < started)
+        })
     }
 
     /// Removes and returns the targets of a batch sent to `node` that
@@ -438,13 +452,35 @@ mod tests {
         assert_eq!(flight.done(m, &node("b"), 0).len(), 1);
         assert_eq!(flight.len(), 2);
         // c dies: tab is lost with it.
-        let lost = flight.lost(&node("c"), 1);
+        let lost = flight.lost(&node("c"), 1, None);
         assert_eq!(lost.len(), 2);
         assert!(
             lost.iter()
                 .all(|t| t.fate == Final::Offline(OfflineReason::NodeDead))
         );
         assert!(flight.is_empty());
+    }
+
+    #[test]
+    fn a_restart_loses_only_what_was_sent_before_the_new_run() {
+        let flight = InFlight::new(10, Duration::from_secs(60));
+        let before = Uuid::now_v7();
+        flight
+            .insert(before, sender(), [leg("b", 0, &["x"])])
+            .unwrap();
+        let restarted_at = now_ms() + 1;
+        std::thread::sleep(Duration::from_millis(3));
+        // Handed to the new run while this view still had the old epoch.
+        let after = Uuid::now_v7();
+        flight
+            .insert_forwarded(after, sender(), who("y"), &node("b"), 0)
+            .unwrap();
+        let lost = flight.lost(&node("b"), 1, Some(restarted_at));
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].msg_id, before);
+        assert_eq!(flight.len(), 1, "the new run's target stays");
+        // A death takes everything.
+        assert_eq!(flight.lost(&node("b"), u64::MAX, None).len(), 1);
     }
 
     #[test]

@@ -170,7 +170,13 @@ impl Outcomes {
     /// The liveness view saw a node die or restart: its in-flight targets
     /// will never get an outcome.
     pub fn node_lost(&self, lost: &Lost) {
-        let told = self.inflight.lost(&lost.node, lost.before_epoch);
+        // A restart (not a death) loses only what went to the old run.
+        let new_run_ms = (lost.before_epoch != u64::MAX)
+            .then(|| lost.sweep.as_ref().map(|s| s.ghosts_before))
+            .flatten();
+        let told = self
+            .inflight
+            .lost(&lost.node, lost.before_epoch, new_run_ms);
         if !told.is_empty() {
             tracing::info!(node = %lost.node, sessions = told.len(),
                 "node died or restarted with messages in flight; answering offline");

@@ -86,6 +86,12 @@ pub enum TakeOverError {
 }
 
 impl Router {
+    /// Whether this node handed a session over lately (and forwards what
+    /// still arrives for it).
+    pub fn forwarding(&self) -> bool {
+        !self.moved.to().is_empty()
+    }
+
     /// Where the session of `who` went, if this node handed it over
     /// recently.
     pub(super) fn moved_to(&self, who: &Who) -> Option<(NodeId, Uuid)> {

@@ -56,7 +56,9 @@ fn the_readme_lists_every_flag() {
 
 #[test]
 fn compose_passes_the_nodes_only_flags_and_variables_that_exist() {
-    let compose: serde_yaml::Value = serde_yaml::from_str(&repo_file("compose.yaml")).unwrap();
+    let mut compose: serde_yaml::Value = serde_yaml::from_str(&repo_file("compose.yaml")).unwrap();
+    // The NATS services share their settings through a YAML merge key.
+    compose.apply_merge().unwrap();
     let (flags, envs) = serve_flags();
     let services = compose["services"].as_mapping().expect("services");
     let mut nodes = 0;
@@ -98,14 +100,34 @@ fn compose_passes_the_nodes_only_flags_and_variables_that_exist() {
             );
         }
     }
-    assert_eq!(nodes, 2, "compose runs two nodes");
-    let nats = &services[&serde_yaml::Value::from("nats")];
+    assert_eq!(nodes, 1, "compose has one `node` service, which scales");
+    let service = |name: &str| &services[&serde_yaml::Value::from(name)];
+    assert_eq!(service("node")["deploy"]["replicas"].as_u64(), Some(2));
     assert!(
-        nats["volumes"][0]
+        service("node")["ports"].is_null(),
+        "nodes publish no port of their own: the load balancer does"
+    );
+    let lb = service("lb");
+    assert_eq!(lb["ports"][0].as_str(), Some("127.0.0.1:8080:8080"));
+    assert!(
+        lb["volumes"][0]
             .as_str()
             .unwrap()
-            .starts_with("./nats.conf:"),
-        "nats runs with the repository's nats.conf"
+            .starts_with("./deploy/haproxy.cfg:"),
+        "the load balancer runs the repository's config"
+    );
+    for nats in ["nats", "nats-2", "nats-3"] {
+        assert!(
+            service(nats)["volumes"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("./nats.conf:"),
+            "{nats} runs with the repository's nats.conf"
+        );
+    }
+    assert_eq!(
+        service("nats-2")["profiles"][0].as_str(),
+        Some("nats-cluster")
     );
     let dockerfile = repo_file("Dockerfile");
     assert!(dockerfile.contains("cargo build --release"));
@@ -210,4 +232,57 @@ async fn the_nats_conf_authorization_example_works_as_documented() {
         "anonymous clients are refused"
     );
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The load balancer's config is valid by haproxy's own check, and sends
+/// sessions to the `node` service's port, health-checked on /readyz.
+#[test]
+fn the_load_balancer_config_passes_haproxy_check() {
+    let config = repo_file("deploy/haproxy.cfg");
+    assert!(config.contains("option httpchk GET /readyz"));
+    assert!(config.contains("node:8080"));
+    let haproxy = crate::support::find_binary("haproxy");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/haproxy.cfg");
+    let out = std::process::Command::new(haproxy)
+        .args(["-c", "-f"])
+        .arg(&path)
+        .output()
+        .expect("haproxy runs");
+    assert!(
+        out.status.success(),
+        "haproxy -c: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every metric the Grafana dashboard queries is one a live node exposes.
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_metrics_a_node_exposes() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&repo_file("deploy/grafana/switchboard.json")).unwrap();
+    let mut queried = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("switchboard_") || word.starts_with("process_") {
+                    queried.insert(word.to_owned());
+                }
+            }
+        }
+    }
+    assert!(queried.len() >= 10, "{queried:?}");
+    let node = crate::support::new_node().start().await;
+    let (status, text) = crate::support::http(&node, "GET", "/metrics", &[], None).await;
+    assert_eq!(status, 200);
+    for name in &queried {
+        let exposed = text
+            .lines()
+            .any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")));
+        assert!(
+            exposed,
+            "the dashboard queries {name}, which /metrics lacks"
+        );
+    }
 }

@@ -189,6 +189,28 @@ fn unreachable_backends_are_clear_errors_not_hangs() {
 /// backends' passwords.
 #[tokio::test]
 async fn secrets_never_reach_the_logs() {
+    secrets_never_reach_logs_in("text").await;
+}
+
+/// The same in `--log-format json`, where every line is also one JSON
+/// object with the documented fields.
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_and_keep_secrets_out() {
+    let logs = secrets_never_reach_logs_in("json").await;
+    let mut lines = 0;
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let object: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        for field in ["timestamp", "level", "target"] {
+            assert!(object.get(field).is_some(), "{field} missing: {line}");
+        }
+        lines += 1;
+    }
+    assert!(lines > 10, "trace-level logs were written ({lines} lines)");
+    assert!(logs.contains(r#""message":"node started""#), "{logs}");
+}
+
+async fn secrets_never_reach_logs_in(format: &str) -> String {
     const SECRET: &str = "jwt-secret-hunter2";
     const API_KEY: &str = "api-key-hunter2";
     let redis = Redis::start_args(&["--requirepass", "redis-pass-hunter2"]);
@@ -201,6 +223,7 @@ async fn secrets_never_reach_the_logs() {
         .urls(&redis_url, &nats_url)
         .flags(&["--jwt-secret", SECRET, "--api-key", API_KEY])
         .env("SWITCHBOARD_LOG", "trace")
+        .env("SWITCHBOARD_LOG_FORMAT", format)
         .output(&log_path)
         .spawn()
         .await;
@@ -247,4 +270,5 @@ async fn secrets_never_reach_the_logs() {
     for secret in [valid.as_str(), forged.as_str(), SECRET, API_KEY, "hunter2"] {
         assert!(!logs.contains(secret), "{secret:?} is in the logs:\n{logs}");
     }
+    logs
 }
