@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite runs against, from Debian packages, when
 # missing: redis-server (with redis-cli), nats-server (Debian puts it in
-# /usr/sbin), memcached, and chromium with chromium-driver for the chat
-# page's browser test. Safe to run again: it installs nothing that is
+# /usr/sbin), memcached, chromium with chromium-driver for the chat
+# page's browser test, and haproxy (its `-c` checks compose's load
+# balancer config). Safe to run again: it installs nothing that is
 # already there.
 set -euo pipefail
 
@@ -17,9 +18,12 @@ have redis-cli || missing+=(redis-tools)
 # The chat page's browser test drives headless Chromium over WebDriver.
 have chromium || missing+=(chromium)
 have chromedriver || missing+=(chromium-driver)
+have haproxy || missing+=(haproxy)
+# scripts/check-manifests.sh puts kubernetes-validate in a virtualenv.
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "install-deps: redis-server, nats-server, memcached and chromium are present"
+    echo "install-deps: redis-server, nats-server, memcached, chromium and haproxy are present"
     exit 0
 fi
 

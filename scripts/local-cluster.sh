@@ -73,6 +73,7 @@ wait_port "$NP" nats-server
 # for trying a rolling restart by hand.
 run_node() {
     local i=$1 port=$2
+    echo "$port" >"$LOGS/node-$i.port"
     while [ ! -f "$LOGS/stopping" ]; do
         "$BIN" serve --listen "127.0.0.1:$port" --node-id "node-$i" \
             --redis-url "redis://127.0.0.1:$RP" --nats-url "nats://127.0.0.1:$NP" \
@@ -99,7 +100,7 @@ for i in $(seq "$N"); do echo "  node-$i  ${URLS[$((i - 1))]}"; done
 echo
 echo "Open two of these pages, sign in as two names, and send between them."
 echo "Terminal instead: $BIN chat --url ${URLS[0]/http/ws} --as alice"
-echo "Rolling restart by hand: kill -TERM \$(cat $LOGS/node-1.pid) (it drains and comes back)."
+echo "Rolling restart: scripts/rolling-restart.sh (or one node: kill -TERM \$(cat $LOGS/node-1.pid))."
 echo "Logs: $LOGS. Ctrl-C stops everything."
 # Until Ctrl-C, or until something dies on its own.
 set +e

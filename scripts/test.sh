@@ -10,5 +10,6 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo fmt --all --check
 python3 scripts/check-layers.py
+scripts/check-manifests.sh
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked "$@"
