@@ -35,7 +35,7 @@ LAYERS = {
     # transport
     "http": 9, "server": 9,
     # running a node, and the tools
-    "runtime": 10, "bench": 10, "chat": 10, "token": 10, "group": 10,
+    "runtime": 10, "bench": 10, "chat": 10, "token": 10, "group": 10, "status": 10,
     "cli": 11,
 }
 # Who may import the backends: those that choose and connect them.

@@ -7,6 +7,7 @@ use crate::bench::BenchArgs;
 use crate::chat::ChatArgs;
 use crate::config::ServeArgs;
 use crate::group::GroupArgs;
+use crate::status::StatusArgs;
 use crate::token::TokenArgs;
 
 #[derive(Debug, Parser)]
@@ -35,6 +36,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Chat from the terminal: `@bob hello` sends, what arrives is printed.
     Chat(ChatArgs),
+    /// The cluster from the outside: live nodes, their sessions and rates.
+    Status(StatusArgs),
     /// Manage group members through a node's API: add, remove, list.
     Group(GroupArgs),
     /// Print an HS256 token for a client id, signed with the nodes' secret.

@@ -50,5 +50,6 @@ pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod session;
+pub mod status;
 pub mod tls;
 pub mod token;

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench(args),
         Command::Chat(args) => chat(args),
         Command::Group(args) => group(args),
+        Command::Status(args) => status(args),
         Command::Token(args) => match switchboard::token::mint(&args) {
             Ok(token) => {
                 println!("{token}");
@@ -43,6 +44,19 @@ fn chat(args: switchboard::chat::ChatArgs) -> ExitCode {
             runtime.shutdown_background();
             ExitCode::from(code as u8)
         }
+        Err(e) => {
+            eprintln!("switchboard: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn status(args: switchboard::status::StatusArgs) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => ExitCode::from(runtime.block_on(switchboard::status::run(args)) as u8),
         Err(e) => {
             eprintln!("switchboard: cannot start the async runtime: {e}");
             ExitCode::FAILURE

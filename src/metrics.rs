@@ -514,6 +514,20 @@ impl Metrics {
         self.route_seconds.observe(elapsed.as_secs_f64());
     }
 
+    /// Sends routed so far, by branch.
+    pub fn sends_by_branch(&self) -> Vec<(&'static str, u64)> {
+        AckStatus::ALL
+            .iter()
+            .zip(&self.sends)
+            .map(|(status, count)| (status.as_str(), count.load(Relaxed)))
+            .collect()
+    }
+
+    /// Offline receipts sent so far.
+    pub fn offline_receipts(&self) -> u64 {
+        self.receipts_offline.load(Relaxed)
+    }
+
     /// The Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);

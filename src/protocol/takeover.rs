@@ -36,6 +36,29 @@ pub enum Request {
     /// session nobody resumed in time (answered with [`Handed`], `found`
     /// meaning adopted, nothing kept).
     Adopt(Adopt),
+    /// "How are you?", from `switchboard status` (answered with
+    /// [`NodeStatus`]).
+    Status,
+}
+
+/// A node's answer to a status request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: NodeId,
+    /// When this run started, ms since the epoch.
+    pub started_ms: u64,
+    pub sessions: u64,
+    /// Acks-mode sessions detached here, kept for a resume.
+    pub detached: u64,
+    /// Cross-node messages awaiting their outcome.
+    pub in_flight: u64,
+    /// Sends routed since the run started, by branch (`local`, `remote`,
+    /// `offline`, `fanout`).
+    pub sends: std::collections::BTreeMap<String, u64>,
+    /// Offline receipts sent since the run started.
+    pub offline_receipts: u64,
+    pub presence: String,
+    pub bus: String,
 }
 
 /// A detached session and everything kept for it, passed on.

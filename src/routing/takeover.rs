@@ -51,7 +51,9 @@ use super::Router;
 use super::inflight::Who;
 use crate::hub::{Handover, Outbound, Report, Sender, SessionHandle};
 use crate::presence::{PresenceRecord, Registered};
-use crate::protocol::takeover::{Adopt, Handed, KeptMessage, Request, TakeOver, VERSION};
+use crate::protocol::takeover::{
+    Adopt, Handed, KeptMessage, NodeStatus, Request, TakeOver, VERSION,
+};
 use crate::protocol::{ClientId, DeviceId, Fate, NodeId, OfflineReason, Recipient};
 
 /// How long B waits for A's answer.
@@ -246,6 +248,7 @@ impl Router {
         let request = match serde_json::from_slice::<Request>(request) {
             Ok(Request::TakeOver(request)) => request,
             Ok(Request::Adopt(adopt)) => return answer(self.adopt(adopt).await),
+            Ok(Request::Status) => return self.status(),
             Err(e) => {
                 tracing::debug!(error = %e, "unreadable request from another node");
                 return answer(false);
@@ -274,6 +277,27 @@ impl Router {
             .unwrap_or_else(|p| p.into_inner())
             .push((handle, request.node, handovers));
         bytes
+    }
+
+    /// This node as `switchboard status` shows it.
+    fn status(&self) -> Bytes {
+        let status = NodeStatus {
+            node: self.node.clone(),
+            started_ms: self.liveness.me().started_ms,
+            sessions: self.hub.len() as u64,
+            detached: self.detached_sessions() as u64,
+            in_flight: self.outcomes.in_flight() as u64,
+            sends: self
+                .metrics
+                .sends_by_branch()
+                .into_iter()
+                .map(|(branch, n)| (branch.to_owned(), n))
+                .collect(),
+            offline_receipts: self.metrics.offline_receipts(),
+            presence: self.ports.presence.backend().to_owned(),
+            bus: self.ports.bus.backend().to_owned(),
+        };
+        Bytes::from(serde_json::to_vec(&status).expect("serializable"))
     }
 
     /// Takes a claimed detached session out of this node for `to`: the

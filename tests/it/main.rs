@@ -32,5 +32,6 @@ mod rolling;
 mod route_cache;
 mod scaled_backends;
 mod slow_consumer;
+mod status;
 mod takeover;
 mod timing;
