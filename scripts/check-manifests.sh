@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Validates deploy/kubernetes/ against the Kubernetes API schemas (strict:
 # unknown fields are errors) with kubernetes-validate, which bundles the
-# schemas (no cluster needed), and deploy/haproxy.cfg with haproxy's own
-# check. Run by scripts/test.sh; installs kubernetes-validate from PyPI
+# schemas (no cluster needed), deploy/haproxy.cfg with haproxy's own
+# check, and compose.yaml with `docker-compose config` (Debian's Compose,
+# which needs no Docker daemon), with and without the NATS cluster profile. Run by scripts/test.sh; installs kubernetes-validate from PyPI
 # into a virtualenv under target/ when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,3 +20,11 @@ echo "check-manifests: deploy/kubernetes/*.yaml valid against Kubernetes $KUBERN
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 "$HAPROXY" -c -q -f deploy/haproxy.cfg
 echo "check-manifests: deploy/haproxy.cfg valid (haproxy -c)"
+COMPOSE=$(command -v docker-compose || true)
+if [ -z "$COMPOSE" ]; then
+    echo "check-manifests: docker-compose missing; run scripts/install-deps.sh" >&2
+    exit 1
+fi
+"$COMPOSE" -f compose.yaml config -q
+"$COMPOSE" -f compose.yaml --profile nats-cluster config -q
+echo "check-manifests: compose.yaml valid (docker-compose config), with and without --profile nats-cluster"

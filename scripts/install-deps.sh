@@ -19,6 +19,8 @@ have redis-cli || missing+=(redis-tools)
 have chromium || missing+=(chromium)
 have chromedriver || missing+=(chromium-driver)
 have haproxy || missing+=(haproxy)
+# ...and `docker-compose config` checks compose.yaml (no daemon needed).
+have docker-compose || missing+=(docker-compose)
 # scripts/check-manifests.sh puts kubernetes-validate in a virtualenv.
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 

@@ -261,7 +261,9 @@ pub async fn run(env: Arc<Env>, mut ws: Socket, handle: Arc<SessionHandle>, star
         // What the client confirms by resuming is delivered; what it did
         // not get is written again, in order, before anything new.
         let (confirmed, again) = handle.outbox.replay(upto);
-        settle_delivered(&env.router, &handle, confirmed).await;
+        // Boxed, like every rare step: settling is a large future, and
+        // inline it would grow every idle session's task.
+        Box::pin(settle_delivered(&env.router, &handle, confirmed)).await;
         frames.extend(again);
     }
     // The rare, large steps (welcome, clean-up) are boxed so that they do
@@ -276,7 +278,7 @@ pub async fn run(env: Arc<Env>, mut ws: Socket, handle: Arc<SessionHandle>, star
     if let Some(resume) = env.resume.as_ref().filter(|_| acks && ending.detaches()) {
         let why = ending.disconnect();
         if !matches!(ending, Ending::Gone) {
-            let _ = close_socket(&mut ws, why, env.limits.write_timeout).await;
+            let _ = Box::pin(close_socket(&mut ws, why, env.limits.write_timeout)).await;
         }
         let router = env.router.clone();
         router.detach(handle, resume.window, env.drain_over.clone());

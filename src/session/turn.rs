@@ -315,7 +315,8 @@ impl<'a> Session<'a> {
             // mode there is nothing to confirm.) Nothing is sent back.
             Ok(ClientFrame::Received { upto }) => {
                 let confirmed = self.handle.outbox.confirm(upto);
-                super::settle_delivered(self.router, self.handle, confirmed).await;
+                // Boxed: settling is a large future (see `respond`).
+                Box::pin(super::settle_delivered(self.router, self.handle, confirmed)).await;
             }
             Ok(ClientFrame::Ping { id }) => self.queue(Reply::Ready(encode_pong(id.as_deref()))),
             Err(e) => self.refuse(e),
