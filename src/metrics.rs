@@ -137,6 +137,7 @@ pub struct Metrics {
     /// Acks mode: sessions detached now, and resumes by result (ok,
     /// expired, rejected).
     sessions_detached: AtomicI64,
+    messages_kept: AtomicU64,
     resumes: [AtomicU64; 3],
     hops_bounced: AtomicU64,
     presence_lookups: AtomicU64,
@@ -165,6 +166,7 @@ impl Default for Metrics {
             receipts_undeliverable: AtomicU64::new(0),
             slow_consumers: AtomicU64::new(0),
             sessions_detached: AtomicI64::new(0),
+            messages_kept: AtomicU64::new(0),
             resumes: Default::default(),
             hops_bounced: AtomicU64::new(0),
             presence_lookups: AtomicU64::new(0),
@@ -340,6 +342,12 @@ const FAMILIES: &[Family] = &[
         value: |m| Value::One(m.sessions_detached.load(Relaxed) as f64),
     },
     Family {
+        name: "switchboard_messages_kept",
+        kind: "gauge",
+        help: "Messages kept for detached sessions (acks mode), as of the last upkeep tick.",
+        value: |m| one(&m.messages_kept),
+    },
+    Family {
         name: "switchboard_resumes_total",
         kind: "counter",
         help: "Resumes asked for: ok (taken back, here or from another node), expired (the window ended first), rejected (a token this cluster does not honour, or a session it no longer has).",
@@ -472,6 +480,10 @@ impl Metrics {
     /// An outcome that arrived after its message had been answered offline.
     pub fn late_outcome(&self) {
         self.late_outcomes.fetch_add(1, Relaxed);
+    }
+
+    pub fn set_messages_kept(&self, kept: usize) {
+        self.messages_kept.store(kept as u64, Relaxed);
     }
 
     pub fn session_detached(&self) {

@@ -67,6 +67,8 @@ pub async fn run(node: Arc<Node>) {
             _ = tick.tick() => {}
             () = node.shutdown.cancelled() => return,
         }
+        // For the metrics: what detached sessions keep, as of this tick.
+        node.metrics.set_messages_kept(node.router.kept_messages());
         if let Some((started_at, task)) = restoring.take_if(|(_, task)| task.is_finished()) {
             let restored = task.await.unwrap_or(false);
             if restored && started_at == losses {

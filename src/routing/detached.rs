@@ -135,6 +135,16 @@ impl Router {
             .collect()
     }
 
+    /// Messages kept for the sessions detached here (written and not
+    /// confirmed, or not written yet).
+    pub fn kept_messages(&self) -> usize {
+        self.detached
+            .parked()
+            .values()
+            .map(|p| p.handle.outbox.kept())
+            .sum()
+    }
+
     /// Sessions detached here now.
     pub fn detached_sessions(&self) -> usize {
         self.detached.len()

@@ -184,8 +184,9 @@ async fn a_cut_connection_resumes_on_another_node_with_every_message_once_in_ord
 
 #[tokio::test]
 async fn a_window_that_ends_answers_the_kept_messages_offline_resume_expired() {
+    // An upkeep tick every 200 ms, for the kept-messages gauge.
     let node = new_node()
-        .flags(&["--resume-window-ms", "300"])
+        .flags(&["--resume-window-ms", "2000", "--node-ttl-ms", "600"])
         .start()
         .await;
     let mut alice = connect(&node, "alice").await;
@@ -194,6 +195,11 @@ async fn a_window_that_ends_answers_the_kept_messages_offline_resume_expired() {
     message(&mut bob).await;
     drop(bob);
     send_numbered(&mut alice, 3, 1).await;
+    eventually("the gauge counts the 3 kept messages", || async {
+        metric(&node, "switchboard_messages_kept").await == 3.0
+    })
+    .await;
+    assert_eq!(metric(&node, "switchboard_sessions_detached").await, 1.0);
     for _ in 0..3 {
         assert_eq!(
             receipt(&mut alice).await,
