@@ -176,7 +176,7 @@ async fn heartbeats(redis_url: &str, prefix: &str) -> Result<Vec<(String, bool)>
 
 fn print_table(view: &ClusterView) {
     println!(
-        "{:<24} {:>6} {:>9} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8}",
+        "{:<24} {:>6} {:>9} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8}  backends",
         "node",
         "alive",
         "sessions",
@@ -192,7 +192,7 @@ fn print_table(view: &ClusterView) {
         let rate = |b: &str| n.rates.get(b).copied().unwrap_or(0.0);
         match &n.status {
             Some(s) => println!(
-                "{:<24} {:>6} {:>9} {:>9} {:>10} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+                "{:<24} {:>6} {:>9} {:>9} {:>10} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}  {} {}, {} {}",
                 n.node,
                 "yes",
                 s.sessions,
@@ -202,7 +202,11 @@ fn print_table(view: &ClusterView) {
                 rate("local"),
                 rate("remote"),
                 rate("offline"),
-                rate("fanout")
+                rate("fanout"),
+                s.presence,
+                if s.presence_ok { "ok" } else { "DOWN" },
+                s.bus,
+                if s.bus_ok { "ok" } else { "DOWN" }
             ),
             None => println!(
                 "{:<24} {:>6} {:>9}",

@@ -60,6 +60,16 @@ pub fn routes(node: Arc<Node>) -> BoxedFilter<(Response,)> {
         .and(with(node.clone()))
         .then(super::groups::change_member);
 
+    let cluster = warp::path!("api" / "v1" / "cluster")
+        .and(warp::get())
+        .and(api_key(node.clone()))
+        .and(within_rate(node.clone(), bucket.clone()))
+        .and(with(node.clone()))
+        .then(|node: Arc<Node>| async move {
+            let nodes = node.router().cluster_status().await;
+            json_response(StatusCode::OK, &json!({ "nodes": nodes }))
+        });
+
     let group = warp::path!("api" / "v1" / "groups" / String)
         .and(warp::get())
         .and(api_key(node.clone()))
@@ -72,6 +82,8 @@ pub fn routes(node: Arc<Node>) -> BoxedFilter<(Response,)> {
         .or(member)
         .unify()
         .or(group)
+        .unify()
+        .or(cluster)
         .unify()
         .boxed()
 }

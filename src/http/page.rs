@@ -17,13 +17,17 @@ use crate::protocol::NodeId;
 const INDEX: &str = include_str!("page/index.html");
 const APP_JS: &str = include_str!("page/app.js");
 const APP_CSS: &str = include_str!("page/app.css");
+const ADMIN: &str = include_str!("page/admin.html");
+const ADMIN_JS: &str = include_str!("page/admin.js");
 
 /// Scripts and styles from this node only, sockets to it only; no frames.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
                    connect-src 'self'; img-src 'self'; base-uri 'none'; \
                    form-action 'none'; frame-ancestors 'none'";
 
-/// `GET /`, `GET /page/app.js`, `GET /page/app.css`.
+/// `GET /`, `GET /page/app.js`, `GET /page/app.css`; the admin page
+/// `GET /admin` and `GET /page/admin.js` (its data comes from the API,
+/// behind the API key the operator enters in it).
 pub fn routes(node: &NodeId, tokens_required: bool) -> BoxedFilter<(Response,)> {
     // Node ids are [A-Za-z0-9_-], so they need no escaping in HTML.
     let index = INDEX
@@ -38,7 +42,21 @@ pub fn routes(node: &NodeId, tokens_required: bool) -> BoxedFilter<(Response,)> 
     let style = warp::path!("page" / "app.css")
         .and(warp::get())
         .map(|| asset(APP_CSS.to_owned(), "text/css; charset=utf-8"));
-    page.or(script).unify().or(style).unify().boxed()
+    let admin = warp::path!("admin")
+        .and(warp::get())
+        .map(|| asset(ADMIN.to_owned(), "text/html; charset=utf-8"));
+    let admin_js = warp::path!("page" / "admin.js")
+        .and(warp::get())
+        .map(|| asset(ADMIN_JS.to_owned(), "text/javascript; charset=utf-8"));
+    page.or(script)
+        .unify()
+        .or(style)
+        .unify()
+        .or(admin)
+        .unify()
+        .or(admin_js)
+        .unify()
+        .boxed()
 }
 
 fn asset(body: String, content_type: &'static str) -> Response {

@@ -59,6 +59,10 @@ pub struct NodeStatus {
     pub offline_receipts: u64,
     pub presence: String,
     pub bus: String,
+    /// The presence store answered a ping just now (within 500 ms).
+    pub presence_ok: bool,
+    /// The bus connection is up (it carried this answer, too).
+    pub bus_ok: bool,
 }
 
 /// A detached session and everything kept for it, passed on.

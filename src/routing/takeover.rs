@@ -248,7 +248,10 @@ impl Router {
         let request = match serde_json::from_slice::<Request>(request) {
             Ok(Request::TakeOver(request)) => request,
             Ok(Request::Adopt(adopt)) => return answer(self.adopt(adopt).await),
-            Ok(Request::Status) => return self.status(),
+            Ok(Request::Status) => {
+                let status = self.status().await;
+                return Bytes::from(serde_json::to_vec(&status).expect("serializable"));
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "unreadable request from another node");
                 return answer(false);
@@ -279,9 +282,47 @@ impl Router {
         bytes
     }
 
-    /// This node as `switchboard status` shows it.
-    fn status(&self) -> Bytes {
-        let status = NodeStatus {
+    /// Every live node's status, this one's included (for the admin
+    /// page): the others asked over the bus at once; a node that does not
+    /// answer within a second is left out.
+    pub async fn cluster_status(&self) -> Vec<NodeStatus> {
+        let payload = Bytes::from(serde_json::to_vec(&Request::Status).expect("serializable"));
+        let peers: Vec<NodeId> = self
+            .liveness
+            .alive_nodes()
+            .into_iter()
+            .filter(|n| *n != self.node)
+            .collect();
+        let asks = peers.iter().map(|peer| {
+            let payload = payload.clone();
+            async move {
+                let answer = self
+                    .ports
+                    .bus
+                    .request(peer, payload, Duration::from_secs(1))
+                    .await
+                    .ok()?;
+                serde_json::from_slice::<NodeStatus>(&answer).ok()
+            }
+        });
+        let mut all = vec![self.status().await];
+        all.extend(
+            futures_util::future::join_all(asks)
+                .await
+                .into_iter()
+                .flatten(),
+        );
+        all.sort_by(|a, b| a.node.cmp(&b.node));
+        all
+    }
+
+    /// This node as `switchboard status` and the admin page show it.
+    pub async fn status(&self) -> NodeStatus {
+        let ping = tokio::time::timeout(Duration::from_millis(500), self.ports.presence.ping());
+        let presence_ok = matches!(ping.await, Ok(Ok(())));
+        NodeStatus {
+            presence_ok,
+            bus_ok: self.ports.bus.connected(),
             node: self.node.clone(),
             started_ms: self.liveness.me().started_ms,
             sessions: self.hub.len() as u64,
@@ -296,8 +337,7 @@ impl Router {
             offline_receipts: self.metrics.offline_receipts(),
             presence: self.ports.presence.backend().to_owned(),
             bus: self.ports.bus.backend().to_owned(),
-        };
-        Bytes::from(serde_json::to_vec(&status).expect("serializable"))
+        }
     }
 
     /// Takes a claimed detached session out of this node for `to`: the

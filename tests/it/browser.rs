@@ -420,3 +420,74 @@ async fn the_page_resumes_across_a_restart_of_its_node_without_losing_a_message(
     }
     page.close().await.unwrap();
 }
+
+/// The admin page: the API key entered in a form (never in the URL), the
+/// cluster as every node reports it, a live rate graph, a client lookup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_page_shows_the_cluster_and_looks_a_client_up() {
+    let redis = Redis::start();
+    let nats = Nats::start();
+    let flags = ["--api-key", "admin-key"];
+    let a = new_node()
+        .id("node-a")
+        .on(&redis, &nats)
+        .flags(&flags)
+        .start()
+        .await;
+    let b = new_node()
+        .id("node-b")
+        .on(&redis, &nats)
+        .flags(&flags)
+        .start()
+        .await;
+    let mut alice = on_device(&ws_url(&a), "alice", "phone").await;
+    let mut bob = connect(&b, "bob").await;
+    let driver = Driver::start();
+    let page = driver.browser().await;
+    page.goto(&http_url(&a, "/admin")).await.unwrap();
+    // A wrong key is said so.
+    fill(&page, "key", "wrong").await;
+    click(&page, "open").await;
+    shows(&page, "#status", &["wrong API key"]).await;
+    page.goto(&http_url(&a, "/admin")).await.unwrap();
+    fill(&page, "key", "admin-key").await;
+    click(&page, "open").await;
+    assert!(
+        !page
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("admin-key")
+    );
+    shows(&page, "#nodes", &["node-a", "node-b", "redis ok / nats ok"]).await;
+    // Traffic shows in the rates.
+    for i in 0..20 {
+        alice
+            .send("bob", &serde_json::json!(i), None, false)
+            .await
+            .unwrap();
+        ack_status(&mut alice).await;
+        next_frame(&mut bob).await;
+    }
+    shows(&page, "#rate-now", &["msgs/s now"]).await;
+    let points = page
+        .find(Locator::Id("rate-line"))
+        .await
+        .unwrap()
+        .attr("points")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(!points.is_empty(), "the graph has points");
+    // Where is alice?
+    fill(&page, "client", "alice").await;
+    click(&page, "lookup").await;
+    shows(
+        &page,
+        "#client-result",
+        &["alice is online on 1 device(s)", "phone on node node-a"],
+    )
+    .await;
+    page.close().await.unwrap();
+}

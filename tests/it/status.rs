@@ -33,6 +33,7 @@ async fn status_shows_every_live_node_with_its_sessions_and_sends() {
             (status.presence.as_str(), status.bus.as_str()),
             ("redis", "nats")
         );
+        assert!(status.presence_ok && status.bus_ok, "{status:?}");
     }
     let a = view.nodes[0].status.as_ref().unwrap();
     assert_eq!(a.sends.get("remote"), Some(&5));
