@@ -51,6 +51,15 @@ pub async fn run(router: Arc<Router>, mut inbox: Inbox, stop: CancellationToken)
                 continue;
             }
             Delivery::Request { payload, responder } => {
+                if Router::is_status_request(&payload) {
+                    // Answered beside the inbox: it pings the presence
+                    // store, which must never hold hops up.
+                    let router = router.clone();
+                    router.tasks.clone().spawn(async move {
+                        responder.respond(router.hand_over(&payload).await).await;
+                    });
+                    continue;
+                }
                 // In the inbox's order: what arrived before the hand-over
                 // is in what it hands over; what comes after is forwarded.
                 let answer = router.hand_over(&payload).await;

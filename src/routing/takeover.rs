@@ -282,6 +282,14 @@ impl Router {
         bytes
     }
 
+    /// Whether `payload` is a status request (answered off the inbox).
+    pub(super) fn is_status_request(payload: &[u8]) -> bool {
+        matches!(
+            serde_json::from_slice::<Request>(payload),
+            Ok(Request::Status)
+        )
+    }
+
     /// Every live node's status, this one's included (for the admin
     /// page): the others asked over the bus at once; a node that does not
     /// answer within a second is left out.
@@ -349,10 +357,16 @@ impl Router {
         handle: &SessionHandle,
         to: &NodeId,
     ) -> (u64, Vec<KeptMessage>, Vec<Arc<Handover>>) {
-        self.moved.to().insert(
-            (handle.client.clone(), handle.device.clone()),
-            (to.clone(), handle.id, Instant::now()),
-        );
+        {
+            let mut moved = self.moved.to();
+            // Notes older than their use are dropped here, so that the map
+            // holds at most the hand-overs of the last MOVED_FOR.
+            moved.retain(|_, (_, _, at)| at.elapsed() < MOVED_FOR);
+            moved.insert(
+                (handle.client.clone(), handle.device.clone()),
+                (to.clone(), handle.id, Instant::now()),
+            );
+        }
         self.hub.remove(&handle.client, handle.id);
         let (next_seq, items) = handle.outbox.take_kept();
         let mut kept = Vec::with_capacity(items.len());
