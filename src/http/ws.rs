@@ -189,8 +189,8 @@ async fn admit(
 
     let config = session::socket_config(node.config().limits.max_frame_bytes);
     node.tasks().spawn(async move {
-        // Held until the session ends, however it ends.
-        let _slot = slot;
+        // Held until the session ends, however it ends (a detached session
+        // keeps it: see `session::run`).
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
@@ -201,11 +201,12 @@ async fn admit(
                 .await;
                 // Boxed: the task itself then stays small, and the session's
                 // state is one allocation of its own size.
-                Box::pin(session::run(env, ws, handle, start)).await;
+                Box::pin(session::run(env, ws, handle, start, slot)).await;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "WebSocket upgrade did not complete");
                 Box::pin(session::abandon(env, handle)).await;
+                drop(slot);
             }
         }
     });

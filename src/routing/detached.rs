@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Router;
-use crate::hub::SessionHandle;
+use crate::hub::{SessionHandle, Slot};
 use crate::protocol::{ClientId, Disconnect, Fate, OfflineReason};
 
 struct Parked {
@@ -27,6 +27,8 @@ struct Parked {
     claimed: CancellationToken,
     /// When its window ends.
     until: tokio::time::Instant,
+    /// Its session slot, kept while detached (see `session::run`).
+    _slot: Option<Slot>,
 }
 
 /// The sessions detached on this node, by session id.
@@ -57,6 +59,7 @@ impl Router {
         handle: Arc<SessionHandle>,
         window: Duration,
         give_up: CancellationToken,
+        slot: Option<Slot>,
     ) {
         let claimed = CancellationToken::new();
         self.detached.parked().insert(
@@ -65,6 +68,7 @@ impl Router {
                 handle: handle.clone(),
                 claimed: claimed.clone(),
                 until: tokio::time::Instant::now() + window,
+                _slot: slot,
             },
         );
         self.metrics.session_detached();

@@ -435,7 +435,7 @@ impl Router {
         tracing::debug!(client = %handle.client, session = %handle.id,
             "adopted a detached session from a draining node");
         let window = Duration::from_millis(adopt.window_ms);
-        self.detach(handle, window, self.drain_over.clone());
+        self.detach(handle, window, self.drain_over.clone(), None);
         true
     }
 
@@ -467,33 +467,43 @@ impl Router {
                 kept,
             });
             let payload = Bytes::from(serde_json::to_vec(&adopt).expect("serializable"));
-            let adopted = self
+            let answer = self
                 .ports
                 .bus
                 .request(&peer, payload, TAKEOVER_TIMEOUT)
                 .await
-                .ok()
-                .and_then(|answer| serde_json::from_slice::<Handed>(&answer).ok())
-                .is_some_and(|handed| handed.found);
-            if adopted {
-                tracing::debug!(client = %handle.client, session = %handle.id, to = %peer,
-                    "detached session passed on");
-                self.tell_forwarded(&handle, &peer, handovers).await;
-            } else {
-                // Nobody took it: what was kept is answered here.
-                self.moved
-                    .to()
-                    .remove(&(handle.client.clone(), handle.device.clone()));
-                for handover in handovers {
-                    let fate = Fate::Offline(OfflineReason::ShuttingDown);
-                    self.settle(&handover, &handle.client, &handle.device, fate)
+                .map(|answer| serde_json::from_slice::<Handed>(&answer).is_ok_and(|h| h.found));
+            match answer {
+                Ok(true) => {
+                    tracing::debug!(client = %handle.client, session = %handle.id, to = %peer,
+                        "detached session passed on");
+                    self.tell_forwarded(&handle, &peer, handovers).await;
+                }
+                Ok(false) => {
+                    // Refused: what was kept is answered here.
+                    self.moved
+                        .to()
+                        .remove(&(handle.client.clone(), handle.device.clone()));
+                    for handover in handovers {
+                        let fate = Fate::Offline(OfflineReason::ShuttingDown);
+                        self.settle(&handover, &handle.client, &handle.device, fate)
+                            .await;
+                    }
+                    let _ = self
+                        .ports
+                        .presence
+                        .remove(&handle.client, &handle.device, &self.node, handle.id)
                         .await;
                 }
-                let _ = self
-                    .ports
-                    .presence
-                    .remove(&handle.client, &handle.device, &self.node, handle.id)
-                    .await;
+                Err(e) => {
+                    // No answer in time: the peer may have adopted it (a
+                    // busy node), so neither its field nor its messages are
+                    // touched here. If it did not, the senders elsewhere
+                    // hear `offline` when this run is seen gone, and the
+                    // field, naming this run, is swept as a ghost.
+                    tracing::warn!(client = %handle.client, session = %handle.id, to = %peer,
+                        error = %e, "no answer to passing a detached session on");
+                }
             }
         }
     }

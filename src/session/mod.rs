@@ -38,7 +38,7 @@ use self::socket::{close_socket, write, write_outbound};
 use self::turn::Session;
 use crate::config::Limits;
 use crate::health::Health;
-use crate::hub::{Outbox, QueueLimits, SessionHandle};
+use crate::hub::{Outbox, QueueLimits, SessionHandle, Slot};
 use crate::metrics::Metrics;
 use crate::protocol::frames::{WelcomeExtras, encode_welcome};
 use crate::protocol::{ClientId, DeviceId, Disconnect, ErrorCode, Fate, NodeId, now_ms};
@@ -232,7 +232,13 @@ pub async fn take_back(
 
 /// Runs an open session on its upgraded socket, to the end (or until it
 /// detaches).
-pub async fn run(env: Arc<Env>, mut ws: Socket, handle: Arc<SessionHandle>, start: Start) {
+pub async fn run(
+    env: Arc<Env>,
+    mut ws: Socket,
+    handle: Arc<SessionHandle>,
+    start: Start,
+    slot: Slot,
+) {
     let acks = handle.outbox.is_acks();
     let token = match &env.resume {
         Some(resume) if acks => Some(resume.keys.mint(&handle.client, &handle.device, handle.id)),
@@ -280,8 +286,13 @@ pub async fn run(env: Arc<Env>, mut ws: Socket, handle: Arc<SessionHandle>, star
         if !matches!(ending, Ending::Gone) {
             let _ = Box::pin(close_socket(&mut ws, why, env.limits.write_timeout)).await;
         }
+        // A detached session keeps its slot (it still holds memory and a
+        // presence field), so that connecting and dropping cannot pile up
+        // detached sessions beyond --max-sessions; a draining node lets
+        // them go, since it waits for its slots before passing them on.
+        let slot = (!env.shutdown.is_cancelled()).then_some(slot);
         let router = env.router.clone();
-        router.detach(handle, resume.window, env.drain_over.clone());
+        router.detach(handle, resume.window, env.drain_over.clone(), slot);
         return;
     }
     Box::pin(finish(&env, &handle, Some(ws), ending)).await;

@@ -410,3 +410,38 @@ async fn a_session_not_resumed_during_a_drain_is_passed_on_and_resumed_later() {
         assert_eq!(receipt(&mut alice).await, (ReceiptStatus::Delivered, None));
     }
 }
+
+/// A detached session keeps its session slot: connecting and dropping
+/// cannot pile detached sessions up beyond `--max-sessions`. The slot comes
+/// back when the window ends.
+#[tokio::test]
+async fn a_detached_session_counts_against_max_sessions_until_it_ends() {
+    let node = new_node()
+        .flags(&["--max-sessions", "2", "--resume-window-ms", "500"])
+        .start()
+        .await;
+    let bob = open(&ws_url(&node), "bob", &acks()).await;
+    let _alice = connect(&node, "alice").await;
+    drop(bob);
+    eventually("bob is detached", || async {
+        metric(&node, "switchboard_sessions_detached").await == 1.0
+    })
+    .await;
+    match Client::connect(&ws_url(&node), Identity::Name("carol".into())).await {
+        Err(switchboard_client::ClientError::Refused { status, body }) => {
+            assert_eq!(status, 503);
+            assert!(body.contains("at_capacity"), "{body}");
+        }
+        other => panic!(
+            "carol was let in beside a detached session: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // The window ends: the slot is free again.
+    eventually("carol gets in", || async {
+        Client::connect(&ws_url(&node), Identity::Name("carol".into()))
+            .await
+            .is_ok()
+    })
+    .await;
+}
