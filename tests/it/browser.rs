@@ -200,21 +200,13 @@ async fn two_people_chat_across_two_nodes_in_the_browser() {
 /// tab sends to a group with `#team`, and shows what the group says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_tab_is_a_device_of_its_own() {
-    let redis = Redis::start();
-    let nats = Nats::start();
     let flags = ["--api-key", "k"];
-    let a = new_node()
-        .id("node-a")
-        .on(&redis, &nats)
-        .flags(&flags)
-        .start()
-        .await;
-    let b = new_node()
-        .id("node-b")
-        .on(&redis, &nats)
-        .flags(&flags)
-        .start()
-        .await;
+    let Cluster {
+        redis: _redis,
+        nats: _nats,
+        a,
+        b,
+    } = Cluster::start_with(&flags).await;
     let driver = Driver::start();
     let (tab1, tab2) = (driver.browser().await, driver.browser().await);
     sign_in(&tab1, &http_url(&a, "/"), "alice").await;
@@ -425,21 +417,13 @@ async fn the_page_resumes_across_a_restart_of_its_node_without_losing_a_message(
 /// cluster as every node reports it, a live rate graph, a client lookup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_page_shows_the_cluster_and_looks_a_client_up() {
-    let redis = Redis::start();
-    let nats = Nats::start();
     let flags = ["--api-key", "admin-key"];
-    let a = new_node()
-        .id("node-a")
-        .on(&redis, &nats)
-        .flags(&flags)
-        .start()
-        .await;
-    let b = new_node()
-        .id("node-b")
-        .on(&redis, &nats)
-        .flags(&flags)
-        .start()
-        .await;
+    let Cluster {
+        redis: _redis,
+        nats: _nats,
+        a,
+        b,
+    } = Cluster::start_with(&flags).await;
     let mut alice = on_device(&ws_url(&a), "alice", "phone").await;
     let mut bob = connect(&b, "bob").await;
     let driver = Driver::start();

@@ -325,21 +325,8 @@ async fn carbons_and_direct_messages_keep_their_order() {
 /// laptop.
 #[tokio::test]
 async fn a_dead_devices_node_is_answered_offline_and_then_left_out() {
-    let redis = Redis::start();
-    let nats = Nats::start();
     let flags = ["--node-ttl-ms", "1000"];
-    let a = new_node()
-        .id("node-a")
-        .on(&redis, &nats)
-        .flags(&flags)
-        .start()
-        .await;
-    let b = new_node()
-        .id("node-b")
-        .on(&redis, &nats)
-        .flags(&flags)
-        .start()
-        .await;
+    let Cluster { redis, nats, a, b } = Cluster::start_with(&flags).await;
     let mut c = new_node()
         .id("node-c")
         .on(&redis, &nats)

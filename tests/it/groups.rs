@@ -363,21 +363,8 @@ async fn group_messages_keep_their_order_at_every_session() {
 /// members elsewhere still get the message.
 #[tokio::test]
 async fn a_members_node_killed_mid_fanout_answers_exactly_its_sessions_offline() {
-    let redis = Redis::start();
-    let nats = Nats::start();
     let flags = ["--api-key", KEY, "--node-ttl-ms", "1000"];
-    let a = new_node()
-        .id("node-a")
-        .on(&redis, &nats)
-        .flags(&flags)
-        .start()
-        .await;
-    let b = new_node()
-        .id("node-b")
-        .on(&redis, &nats)
-        .flags(&flags)
-        .start()
-        .await;
+    let Cluster { redis, nats, a, b } = Cluster::start_with(&flags).await;
     let mut c = new_node()
         .id("node-c")
         .on(&redis, &nats)
