@@ -10,26 +10,9 @@ use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde_json::json;
 use switchboard::protocol::{
-    AckFrame, AckStatus, Disconnect, Envelope, Hop, MessageFrame, OfflineReason, ReceiptStatus,
-    ServerFrame,
+    AckStatus, Disconnect, Envelope, Hop, OfflineReason, ReceiptStatus, ServerFrame,
 };
 use switchboard_client::{Client, ClientError, ConnectOptions, Identity};
-
-/// The next frame, which must be an ack.
-async fn next_ack(client: &mut Client) -> AckFrame {
-    match next_frame(client).await {
-        ServerFrame::Ack(ack) => ack,
-        other => panic!("expected an ack, got {other:?}"),
-    }
-}
-
-/// The next frame, which must be a message.
-async fn message(client: &mut Client) -> MessageFrame {
-    match next_frame(client).await {
-        ServerFrame::Message(m) => m,
-        other => panic!("expected a message, got {other:?}"),
-    }
-}
 
 /// The next `n` receipts, as (device, status, reason), sorted by device.
 async fn receipts(

@@ -10,8 +10,7 @@ use crate::support::*;
 use futures_util::StreamExt;
 use serde_json::json;
 use switchboard::protocol::{
-    AckFrame, AckStatus, Envelope, ErrorCode, Hop, MessageFrame, OfflineReason, ReceiptStatus,
-    ServerFrame,
+    AckFrame, AckStatus, Envelope, ErrorCode, Hop, OfflineReason, ReceiptStatus, ServerFrame,
 };
 use switchboard::routing::MEMBERS_TTL;
 use switchboard::runtime::RunningNode;
@@ -35,20 +34,6 @@ async fn send_group(client: &mut Client, group: &str, body: serde_json::Value, i
         .send_to(To::Group(group), &body, Some(id), false, false)
         .await
         .unwrap();
-}
-
-async fn next_ack(client: &mut Client) -> AckFrame {
-    match next_frame(client).await {
-        ServerFrame::Ack(ack) => ack,
-        other => panic!("expected an ack, got {other:?}"),
-    }
-}
-
-async fn message(client: &mut Client) -> MessageFrame {
-    match next_frame(client).await {
-        ServerFrame::Message(m) => m,
-        other => panic!("expected a message, got {other:?}"),
-    }
 }
 
 /// (local, remote, offline, nodes) of a group ack.

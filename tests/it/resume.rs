@@ -6,7 +6,7 @@
 use crate::support::*;
 use serde_json::json;
 use std::time::Duration;
-use switchboard::protocol::{AckStatus, MessageFrame, OfflineReason, ReceiptStatus, ServerFrame};
+use switchboard::protocol::{AckStatus, OfflineReason, ReceiptStatus, ServerFrame};
 
 use switchboard_client::{Client, ConnectOptions, Happening, Identity, ResumingClient};
 
@@ -27,13 +27,6 @@ async fn open(url: &str, name: &str, options: &ConnectOptions) -> Client {
     ))
     .await
     .unwrap()
-}
-
-async fn message(client: &mut Client) -> MessageFrame {
-    match next_frame(client).await {
-        ServerFrame::Message(m) => m,
-        other => panic!("expected a message, got {other:?}"),
-    }
 }
 
 /// The next receipt: (status, reason).

@@ -80,13 +80,7 @@ pub struct ClientId(Arc<str>);
 
 impl ClientId {
     pub fn parse(value: &str) -> Result<Self, InvalidId> {
-        check(
-            "client id",
-            value,
-            MAX_CLIENT_ID_BYTES,
-            client_byte,
-            "A-Z a-z 0-9 _ - . @ :",
-        )?;
+        check_client_rule("client id", value)?;
         Ok(Self(Arc::from(value)))
     }
 
@@ -161,19 +155,24 @@ pub struct GroupId(Arc<str>);
 
 impl GroupId {
     pub fn parse(value: &str) -> Result<Self, InvalidId> {
-        check(
-            "group id",
-            value,
-            MAX_CLIENT_ID_BYTES,
-            client_byte,
-            "A-Z a-z 0-9 _ - . @ :",
-        )?;
+        check_client_rule("group id", value)?;
         Ok(Self(Arc::from(value)))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The client id rule, which group ids share.
+fn check_client_rule(what: &'static str, value: &str) -> Result<(), InvalidId> {
+    check(
+        what,
+        value,
+        MAX_CLIENT_ID_BYTES,
+        client_byte,
+        "A-Z a-z 0-9 _ - . @ :",
+    )
 }
 
 macro_rules! id_traits {

@@ -77,11 +77,24 @@ pub async fn next_frame(client: &mut Client) -> ServerFrame {
     }
 }
 
+/// The next frame, which must be an ack.
+pub async fn next_ack(client: &mut Client) -> AckFrame {
+    match next_frame(client).await {
+        ServerFrame::Ack(ack) => ack,
+        other => panic!("expected an ack, got {other:?}"),
+    }
+}
+
 /// The status of the next frame, which must be an ack.
 pub async fn ack_status(client: &mut Client) -> AckStatus {
+    next_ack(client).await.status
+}
+
+/// The next frame, which must be a message.
+pub async fn message(client: &mut Client) -> MessageFrame {
     match next_frame(client).await {
-        ServerFrame::Ack(AckFrame { status, .. }) => status,
-        other => panic!("expected an ack, got {other:?}"),
+        ServerFrame::Message(m) => m,
+        other => panic!("expected a message, got {other:?}"),
     }
 }
 
