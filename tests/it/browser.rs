@@ -70,7 +70,13 @@ impl Driver {
 /// Waits until the element at `css` shows text containing every one of
 /// `needles`; returns that text.
 async fn shows(page: &Browser, css: &str, needles: &[&str]) -> String {
-    let deadline = Instant::now() + EVENT_TIMEOUT;
+    shows_within(page, css, needles, EVENT_TIMEOUT).await
+}
+
+/// [`shows`] with a deadline of its own, for waits on the page's own
+/// timers (its reconnect backoff).
+async fn shows_within(page: &Browser, css: &str, needles: &[&str], wait: Duration) -> String {
+    let deadline = Instant::now() + wait;
     let mut last = String::new();
     loop {
         if let Ok(element) = page.find(Locator::Css(css)).await
@@ -391,7 +397,10 @@ async fn the_page_resumes_across_a_restart_of_its_node_without_losing_a_message(
         .flags(&secret)
         .start()
         .await;
-    shows(&page, "#log", &["session resumed", "message 4"]).await;
+    // The page retried while node-b was away, backing off 1, 2, 4, 8 s
+    // (each ±25%): its next try can be up to 10 s after the new run is up.
+    let backoff = Duration::from_secs(10) + EVENT_TIMEOUT;
+    shows_within(&page, "#log", &["session resumed", "message 4"], backoff).await;
     let log = shows(&page, "#log", &["message 2", "message 3"]).await;
     let order: Vec<usize> = (1..=4)
         .map(|n| log.find(&format!("message {n}")).unwrap())
