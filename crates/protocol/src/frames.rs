@@ -281,6 +281,14 @@ impl Recipient {
             Recipient::Group(group) => Addressee::Group(group),
         }
     }
+
+    /// The group, for a message to a group.
+    pub fn group(&self) -> Option<&GroupId> {
+        match self {
+            Recipient::Client(_) => None,
+            Recipient::Group(group) => Some(group),
+        }
+    }
 }
 
 /// A `send` frame after validation: the recipient is a valid client or
@@ -697,6 +705,17 @@ pub fn encode_message(
 /// A message frame with one more field spliced in before its closing
 /// brace: `"carbon":true`, `"stored":true`, `"seq":7` (v2). The frame is
 /// this crate's own output, so the splice keeps it valid JSON.
+/// The `msg_id` and `from` of a message frame as [`encode_message`]
+/// writes it (`None` for anything else).
+pub fn message_head(frame: &str) -> Option<(Uuid, ClientId)> {
+    let rest = frame.strip_prefix(r#"{"type":"message","msg_id":""#)?;
+    let (id, rest) = rest.split_at_checked(36)?;
+    let msg_id = Uuid::parse_str(id).ok()?;
+    let rest = rest.strip_prefix(r#"","from":""#)?;
+    let from = &rest[..rest.find('"')?];
+    Some((msg_id, ClientId::parse(from).ok()?))
+}
+
 pub fn with_field(frame: &str, field: &str, value: &str) -> String {
     let body = frame.strip_suffix('}').unwrap_or(frame);
     let mut out = String::with_capacity(frame.len() + field.len() + value.len() + 4);

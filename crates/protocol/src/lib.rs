@@ -4,9 +4,11 @@
 //! both sides read and write exactly the same frames; nothing here knows
 //! about sockets, Redis or NATS.
 
+pub mod events;
 pub mod frames;
 pub mod ids;
 
+pub use events::{OfflineEvent, PresenceEvent, PresenceState, SessionEnd};
 pub use frames::{
     Ack, AckFrame, AckStatus, Addressee, ClientFrame, Disconnect, ErrorCode, FrameError,
     MessageFrame, OfflineReason, Receipt, ReceiptStatus, Recipient, SendRequest, ServerFrame,
