@@ -14,15 +14,15 @@
 //! | session | [`session`]: one task per WebSocket |
 //! | routing | [`routing`]: the three branches, outcomes, inbound hops, liveness |
 //! | hub | [`hub`]: the sessions open here, their outboxes |
-//! | ports | [`presence`], [`bus`]: traits the router sees |
-//! | backends | [`backends`]: memory, Redis, memcached, NATS, behind the ports |
+//! | ports | [`presence`], [`bus`], [`inbox`], [`events`]: what the router sees |
+//! | backends | [`backends`]: memory, Redis, memcached, NATS, webhook, behind the ports |
 //! | bottom | [`protocol`], [`config`], [`metrics`], [`health`], [`auth`], [`rate`], [`redact`], [`tls`], [`process`], [`cause`] |
 //!
 //! A message's path, in the order it travels: [`http`] upgrades to a
 //! [`session`], which reads a `send` and asks the [`routing`] router for
 //! its branch; the router looks the recipient up in [`presence`] and hands
 //! the message to a session in the [`hub`] or publishes it on the [`bus`];
-//! the recipient node's inbox ([`routing::inbox`]) hands it to its
+//! the recipient node's inbox ([`routing::listener`]) hands it to its
 //! session there, and the outcome travels back the same way.
 
 pub mod auth;
@@ -33,11 +33,13 @@ pub mod cause;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod fetch;
 pub mod group;
 pub mod health;
 pub mod http;
 pub mod hub;
+pub mod inbox;
 pub mod metrics;
 pub mod node;
 pub mod presence;

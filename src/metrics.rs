@@ -144,6 +144,16 @@ pub struct Metrics {
     route_cache_hits: AtomicU64,
     late_outcomes: AtomicU64,
     hops_published: AtomicU64,
+    /// Inbox (v2): messages stored, refused (full, unavailable), and
+    /// delivered from an inbox.
+    inbox_stored: AtomicU64,
+    inbox_refused: [AtomicU64; 2],
+    inbox_delivered: AtomicU64,
+    /// Events (v2) by kind (presence, offline), and those a sink (nats,
+    /// webhook) dropped: queue full, or given up after retries.
+    events: [AtomicU64; 2],
+    events_dropped: [AtomicU64; 2],
+    webhook_failed: AtomicU64,
     route_seconds: Histogram,
     devices_per_client: Histogram,
     handover_seconds: Histogram,
@@ -173,6 +183,12 @@ impl Default for Metrics {
             route_cache_hits: AtomicU64::new(0),
             late_outcomes: AtomicU64::new(0),
             hops_published: AtomicU64::new(0),
+            inbox_stored: AtomicU64::new(0),
+            inbox_refused: Default::default(),
+            inbox_delivered: AtomicU64::new(0),
+            events: Default::default(),
+            events_dropped: Default::default(),
+            webhook_failed: AtomicU64::new(0),
             route_seconds: Histogram::new(&LATENCY_BUCKETS),
             devices_per_client: Histogram::new(&DEVICE_BUCKETS),
             handover_seconds: Histogram::new(&LATENCY_BUCKETS),
@@ -353,6 +369,42 @@ const FAMILIES: &[Family] = &[
         help: "Resumes asked for: ok (taken back, here or from another node), expired (the window ended first), rejected (a token this cluster does not honour, or a session it no longer has).",
         value: |m| by("result", ["ok", "expired", "rejected"], &m.resumes),
     },
+    Family {
+        name: "switchboard_inbox_stored_total",
+        kind: "counter",
+        help: "Offline sends stored in their recipient's inbox (store: true).",
+        value: |m| one(&m.inbox_stored),
+    },
+    Family {
+        name: "switchboard_inbox_refused_total",
+        kind: "counter",
+        help: "Offline sends with store: true that were not stored, by store_error.",
+        value: |m| by("error", ["inbox_full", "unavailable"], &m.inbox_refused),
+    },
+    Family {
+        name: "switchboard_inbox_delivered_total",
+        kind: "counter",
+        help: "Stored messages delivered (in acks mode: confirmed) and taken out of their inbox.",
+        value: |m| one(&m.inbox_delivered),
+    },
+    Family {
+        name: "switchboard_events_total",
+        kind: "counter",
+        help: "Events emitted, by kind.",
+        value: |m| by("kind", ["presence", "offline"], &m.events),
+    },
+    Family {
+        name: "switchboard_events_dropped_total",
+        kind: "counter",
+        help: "Events a sink did not deliver (its queue was full, or it gave up retrying), by sink.",
+        value: |m| by("sink", ["nats", "webhook"], &m.events_dropped),
+    },
+    Family {
+        name: "switchboard_webhook_failed_total",
+        kind: "counter",
+        help: "Webhook POSTs that failed (each is retried with backoff, up to its attempts).",
+        value: |m| one(&m.webhook_failed),
+    },
 ];
 
 /// The process's own families, read from /proc when scraped (shown only
@@ -509,6 +561,34 @@ impl Metrics {
     /// A resume that took nothing back: the session starts afresh.
     pub fn resume_rejected(&self) {
         self.resumes[2].fetch_add(1, Relaxed);
+    }
+
+    /// An offline send was stored (`Ok`), or not, with its `store_error`.
+    pub fn inbox_append(&self, refused: Option<&str>) {
+        match refused {
+            None => &self.inbox_stored,
+            Some("inbox_full") => &self.inbox_refused[0],
+            Some(_) => &self.inbox_refused[1],
+        }
+        .fetch_add(1, Relaxed);
+    }
+
+    pub fn inbox_delivered(&self, n: usize) {
+        self.inbox_delivered.fetch_add(n as u64, Relaxed);
+    }
+
+    /// An event was emitted: `presence` (else `offline`).
+    pub fn event(&self, presence: bool) {
+        self.events[usize::from(!presence)].fetch_add(1, Relaxed);
+    }
+
+    /// A sink dropped an event: the webhook's (else NATS').
+    pub fn event_dropped(&self, webhook: bool) {
+        self.events_dropped[usize::from(webhook)].fetch_add(1, Relaxed);
+    }
+
+    pub fn webhook_failed(&self) {
+        self.webhook_failed.fetch_add(1, Relaxed);
     }
 
     pub fn slow_consumer(&self) {

@@ -1,5 +1,5 @@
-//! Rate limits: a token bucket, and the per-session limiter that tells a
-//! burst from sustained abuse.
+//! Rate limits: a token bucket, the per-session limiter that tells a
+//! burst from sustained abuse, and a throttle for log lines.
 
 use std::time::Duration;
 
@@ -92,6 +92,37 @@ impl Limiter {
             Some(window) if now.saturating_duration_since(start) >= window => Verdict::Abuse,
             _ => Verdict::Refuse,
         }
+    }
+}
+
+/// Lets one log line through per period and counts the rest.
+pub struct LogThrottle {
+    period: Duration,
+    last: Option<Instant>,
+    skipped: u64,
+}
+
+impl LogThrottle {
+    pub fn new(period: Duration) -> Self {
+        Self {
+            period,
+            last: None,
+            skipped: 0,
+        }
+    }
+
+    /// `Some(lines skipped since the last one)` when a line may be logged.
+    pub fn ready(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.period)
+        {
+            self.skipped += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.skipped))
     }
 }
 

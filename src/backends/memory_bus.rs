@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::bus::{Bounce, Bus, BusError, Delivery, Inbox, Responder};
+use crate::bus::{Bounce, Bus, BusError, Delivery, Responder, Subscription};
 use crate::protocol::NodeId;
 
 /// How many deliveries may wait in one node's inbox. A full inbox refuses
@@ -90,6 +90,12 @@ impl Bus for MemoryBus {
         }
     }
 
+    /// Nobody outside the process listens: the event goes nowhere (a lone
+    /// node's events reach the backend through the webhook).
+    async fn publish_event(&self, _kind: &str, _event: Bytes) -> Result<(), BusError> {
+        Ok(())
+    }
+
     async fn broadcast(&self, envelope: Bytes) -> Result<(), BusError> {
         let inboxes: Vec<_> = self
             .hub
@@ -134,7 +140,7 @@ impl Bus for MemoryBus {
         }
     }
 
-    async fn subscribe(&self, node: &NodeId) -> Result<Inbox, BusError> {
+    async fn subscribe(&self, node: &NodeId) -> Result<Subscription, BusError> {
         let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
         self.hub
             .inboxes

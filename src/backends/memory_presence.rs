@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::presence::{
-    HeartbeatReport, MemberAdded, PresenceError, PresenceRecord, PresenceStore, Registered,
+    HeartbeatReport, LastSeen, MemberAdded, PresenceError, PresenceRecord, PresenceStore,
+    Registered,
 };
 use crate::protocol::{ClientId, DeviceId, GroupId, NodeId, now_ms};
 
@@ -24,6 +25,8 @@ pub struct MemoryPresence {
     /// Heartbeat entries: member -> expiry (ms since the epoch).
     heartbeats: Mutex<HashMap<String, u64>>,
     groups: Mutex<HashMap<GroupId, HashSet<ClientId>>>,
+    /// Last-seen records and when each expires (ms since the epoch).
+    seen: Mutex<HashMap<ClientId, (LastSeen, u64)>>,
 }
 
 impl MemoryPresence {
@@ -190,16 +193,49 @@ impl PresenceStore for MemoryPresence {
         node: &NodeId,
         _lost_run: Option<u64>,
         before_since: u64,
-    ) -> Result<usize, PresenceError> {
+    ) -> Result<Vec<(ClientId, PresenceRecord)>, PresenceError> {
         let mut records = self.records();
-        let mut swept = 0;
-        records.retain(|_, devices| {
-            let before = devices.len();
-            devices.retain(|r| !(r.node == *node && r.since < before_since));
-            swept += before - devices.len();
+        let mut swept = Vec::new();
+        records.retain(|client, devices| {
+            devices.retain(|r| {
+                let ghost = r.node == *node && r.since < before_since;
+                if ghost {
+                    swept.push((client.clone(), r.clone()));
+                }
+                !ghost
+            });
             !devices.is_empty()
         });
         Ok(swept)
+    }
+
+    async fn set_last_seen(
+        &self,
+        client: &ClientId,
+        seen: LastSeen,
+        ttl: Duration,
+    ) -> Result<(), PresenceError> {
+        let now = now_ms();
+        let mut all = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        // Expired records go when the map has doubled since the last
+        // pruning, so that it holds about the clients seen within the TTL.
+        if all.len() >= 1024 && all.len().is_power_of_two() {
+            all.retain(|_, (_, expires)| *expires > now);
+        }
+        all.insert(client.clone(), (seen, now + ttl.as_millis() as u64));
+        Ok(())
+    }
+
+    async fn last_seen_many(
+        &self,
+        clients: &[ClientId],
+    ) -> Result<Vec<Option<LastSeen>>, PresenceError> {
+        let now = now_ms();
+        let all = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(clients
+            .iter()
+            .map(|c| all.get(c).filter(|(_, exp)| *exp > now).map(|(s, _)| *s))
+            .collect())
     }
 
     async fn ping(&self) -> Result<(), PresenceError> {

@@ -7,25 +7,32 @@
 //! | --- | --- | --- |
 //! | presence | [`MemoryPresence`] | [`RedisPresence`] (one server or a cluster), [`MemcachedPresence`] |
 //! | bus | [`MemoryHub`] | [`NatsBus`] |
+//! | inbox (v2, opt-in) | [`MemoryInbox`] | [`RedisInbox`] (Redis Streams) |
+//! | events (v2) | (the webhook only) | [`NatsBus`] subjects, and [`Webhook`] |
 
 mod memcached;
 mod memory_bus;
+mod memory_inbox;
 mod memory_presence;
 mod nats;
 mod redis;
+mod webhook;
 
 use std::sync::Arc;
 
 use crate::bus::Bus;
-use crate::config::{Backends, PresenceTarget};
+use crate::config::{Backends, InboxConfig, InboxTarget, PresenceTarget};
+use crate::inbox::{InboxLimits, InboxStore};
 use crate::presence::{PresenceError, PresenceStore};
 use crate::protocol::NodeId;
 
 pub use self::memcached::MemcachedPresence;
 pub use self::memory_bus::{MemoryBus, MemoryHub};
+pub use self::memory_inbox::MemoryInbox;
 pub use self::memory_presence::MemoryPresence;
 pub use self::nats::NatsBus;
-pub use self::redis::RedisPresence;
+pub use self::redis::{RedisInbox, RedisPresence};
+pub use self::webhook::Webhook;
 
 /// Connects the shared presence store `target` names, with every key
 /// under `key_prefix`. Errors say which flag to check.
@@ -71,4 +78,47 @@ pub async fn connect(
             (presence, Arc::new(bus))
         }
     })
+}
+
+/// Connects the inbox `config` names, with every key under `key_prefix`.
+pub async fn connect_inbox(
+    config: &InboxConfig,
+    key_prefix: &str,
+) -> Result<Arc<dyn InboxStore>, String> {
+    let limits = InboxLimits {
+        max_messages: config.max_messages,
+        ttl: config.ttl,
+    };
+    Ok(match &config.target {
+        InboxTarget::Memory => Arc::new(MemoryInbox::new(limits)),
+        InboxTarget::Redis(target) => Arc::new(
+            RedisInbox::connect(target, key_prefix, limits)
+                .await
+                .map_err(|e| format!("{} (check --inbox)", crate::cause::chain(&e)))?,
+        ),
+    })
+}
+
+/// Events on the bus (`<subject prefix>.events.<kind>` on NATS): one
+/// bounded publish each, no retry (a disconnected bus refuses at once; the
+/// event is dropped and counted).
+pub struct BusEvents(pub Arc<dyn Bus>);
+
+#[async_trait::async_trait]
+impl crate::events::EventSink for BusEvents {
+    async fn deliver(
+        &self,
+        kind: &'static str,
+        event: bytes::Bytes,
+        _stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<(), String> {
+        self.0
+            .publish_event(kind, event)
+            .await
+            .map_err(|e| crate::cause::chain(&e))
+    }
+
+    fn name(&self) -> &'static str {
+        "nats"
+    }
 }

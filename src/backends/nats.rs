@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::bus::{Bounce, BounceTag, Bus, BusError, Delivery, Inbox, Responder};
+use crate::bus::{Bounce, BounceTag, Bus, BusError, Delivery, Responder, Subscription};
 use crate::config::{NatsAuth, NatsTarget};
 use crate::protocol::NodeId;
 
@@ -262,7 +262,12 @@ impl Bus for NatsBus {
             .await
     }
 
-    async fn subscribe(&self, node: &NodeId) -> Result<Inbox, BusError> {
+    async fn publish_event(&self, kind: &str, event: Bytes) -> Result<(), BusError> {
+        let subject = crate::events::subject(&self.subject_prefix, kind);
+        self.publish_bounded(subject, None, event).await
+    }
+
+    async fn subscribe(&self, node: &NodeId) -> Result<Subscription, BusError> {
         let failed = |e| BusError::caused("NATS subscribe failed", e);
         let envelopes = self
             .client

@@ -9,6 +9,8 @@
 //! - `switchboard bench idle --sessions K`: node memory per idle session.
 //! - `switchboard bench reregister --sessions 50000 --redis-url …`: how
 //!   long the nodes take to write back all their presence records.
+//! - `switchboard bench drain --messages 1000`: an inbox of that many
+//!   stored messages, drained on connect (time to the last one).
 //! - `switchboard bench nats-floor`, `switchboard bench echo-server` and
 //!   `switchboard bench relay-server`: the floors Switchboard is compared
 //!   with (a bare NATS relay, a bare WebSocket echo, and a minimal
@@ -22,6 +24,7 @@
 //! loop is bounded in count and time.
 
 mod floor;
+mod inbox;
 mod presence;
 mod report;
 mod sessions;
@@ -60,6 +63,9 @@ pub enum BenchCommand {
     /// Time the cluster-wide re-registration of N sessions' presence
     /// records, straight against a store (after it lost its data).
     Reregister(presence::ReregisterArgs),
+    /// Store N messages for an offline client (nodes with --inbox), then
+    /// connect it: time from connecting to the last stored message.
+    Drain(inbox::DrainArgs),
 }
 
 /// Where the servers are and how to report.
@@ -161,6 +167,11 @@ pub struct TrafficArgs {
     #[arg(long)]
     pub acks: bool,
 
+    /// Sends ask for the inbox (`"store": true`): with --mode offline and
+    /// nodes started with --inbox, every send is stored.
+    #[arg(long)]
+    pub store: bool,
+
     /// Members per group, with --mode group.
     #[arg(long, default_value_t = 10)]
     pub group_size: usize,
@@ -246,6 +257,7 @@ pub async fn run(args: BenchArgs) -> i32 {
         Some(BenchCommand::EchoServer(a)) => return floor::echo_server(a).await,
         Some(BenchCommand::RelayServer(a)) => return floor::relay_server(a).await,
         Some(BenchCommand::Reregister(a)) => presence::reregister(a).await,
+        Some(BenchCommand::Drain(a)) => inbox::drain(a).await,
     };
     match result {
         Ok(()) => 0,

@@ -61,6 +61,8 @@ struct Shared {
     e2e: Latencies,
     ack: Latencies,
     padding: String,
+    /// `,"store":true` with --store, else empty.
+    store: &'static str,
     mode: Mode,
     stop: CancellationToken,
 }
@@ -211,6 +213,7 @@ pub async fn run(args: TrafficArgs) -> BenchResult {
         e2e: Latencies::new(),
         ack: Latencies::new(),
         padding: "x".repeat(args.payload),
+        store: if args.store { r#","store":true"# } else { "" },
         mode: args.mode,
         stop: CancellationToken::new(),
     });
@@ -437,8 +440,8 @@ async fn drive(mut client: Client, index: usize, to: Option<String>, shared: Arc
                     };
                     let _ = write!(
                         frame,
-                        r#"{{"type":"send","{key}":"{target}","body":{{"t":{t},"w":{window},"p":"{}"}}}}"#,
-                        shared.padding
+                        r#"{{"type":"send","{key}":"{target}","body":{{"t":{t},"w":{window},"p":"{}"}}{}}}"#,
+                        shared.padding, shared.store
                     );
                     if client.feed_raw(frame.as_str()).await.is_err() {
                         return;

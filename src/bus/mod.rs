@@ -1,9 +1,9 @@
-//! The bus carries envelopes from node to node. Each node has one inbox,
+//! The bus carries envelopes from node to node. Each node has one subscription,
 //! addressed by its node id; a cross-node message is one publish to the
-//! recipient node's inbox.
+//! recipient node's subscription.
 //!
 //! A publish can carry a *bounce* address: if nobody at all is listening on
-//! the recipient node's inbox (the node crashed, or lost its bus
+//! the recipient node's subscription (the node crashed, or lost its bus
 //! connection), the bus hands the bounce tag back to the sending node at
 //! once, instead of the message vanishing. A node can also broadcast an
 //! envelope to every node (cache invalidations), and ask one node a question
@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::cause::Cause;
 use crate::protocol::NodeId;
 
-/// What a node's inbox yields.
+/// What a node's subscription yields.
 #[derive(Debug)]
 pub enum Delivery {
     /// An envelope from another node.
@@ -88,8 +88,8 @@ pub enum BounceTag {
     Batch { to: NodeId, first: u64, last: u64 },
 }
 
-/// The inbox of this node, in the order the bus delivered.
-pub type Inbox = Pin<Box<dyn Stream<Item = Delivery> + Send>>;
+/// The subscription of this node, in the order the bus delivered.
+pub type Subscription = Pin<Box<dyn Stream<Item = Delivery> + Send>>;
 
 /// Where to report a publish that reached nobody: the node tracking the
 /// outcome, and what to tell it.
@@ -149,6 +149,11 @@ pub trait Bus: Send + Sync + 'static {
     /// cached.
     async fn broadcast(&self, envelope: Bytes) -> Result<(), BusError>;
 
+    /// Publishes an event (v2) of `kind` ("presence", "offline") for the
+    /// application's backend, outside the nodes' own subjects. A bus with
+    /// nobody outside the process to hear it (the memory bus) drops it.
+    async fn publish_event(&self, kind: &str, event: Bytes) -> Result<(), BusError>;
+
     /// Asks `node` (`payload`) and waits up to `timeout` for its answer.
     /// Fails at once when nobody listens there.
     async fn request(
@@ -160,8 +165,8 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Starts receiving the envelopes addressed to `node`, the broadcasts,
     /// and the bounces of hops `node` tracks. Returns once the
-    /// subscriptions are live; dropping the inbox stops receiving.
-    async fn subscribe(&self, node: &NodeId) -> Result<Inbox, BusError>;
+    /// subscriptions are live; dropping the subscription stops receiving.
+    async fn subscribe(&self, node: &NodeId) -> Result<Subscription, BusError>;
 
     /// Whether a publish would be taken now. A disconnected bus refuses
     /// publishes, so callers can answer `unavailable` before queueing.
@@ -183,7 +188,7 @@ pub trait Bus: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 
     /// Flushes what was published and lets go of the connection, at the
-    /// end of a node's shutdown (after its inbox was dropped and its
+    /// end of a node's shutdown (after its subscription was dropped and its
     /// courier drained). Nothing is called after it.
     async fn close(&self) {}
 }

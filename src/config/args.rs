@@ -47,6 +47,46 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_SUBJECT_PREFIX", default_value = "sb")]
     pub subject_prefix: String,
 
+    // ---- Inbox, last-seen, events (v2) -----------------------------------
+    /// Store-and-forward for sends with "store": true to an offline
+    /// client: memory (one node on its own; lost when it stops), or a Redis
+    /// URL (Redis Streams; may be the presence Redis). Default: no inbox.
+    #[arg(long, env = "SWITCHBOARD_INBOX", hide_env_values = true)]
+    pub inbox: Option<String>,
+
+    /// Most messages one client's inbox holds; a send beyond it gets
+    /// stored: false, store_error: inbox_full.
+    #[arg(long, env = "SWITCHBOARD_INBOX_MAX_MESSAGES", default_value_t = 1000)]
+    pub inbox_max_messages: usize,
+
+    /// How long a stored message waits for its recipient, e.g. 30s, 12h, 7d.
+    #[arg(long, env = "SWITCHBOARD_INBOX_TTL", default_value = "7d")]
+    pub inbox_ttl: String,
+
+    /// How long a client's last-seen time (and why its last session ended)
+    /// is kept, e.g. 30d; offline answers carry it as last_seen.
+    #[arg(long, env = "SWITCHBOARD_LAST_SEEN_TTL", default_value = "30d")]
+    pub last_seen_ttl: String,
+
+    /// Publish events on NATS (<subject prefix>.events.presence and
+    /// .events.offline); clustered nodes only.
+    #[arg(long, env = "SWITCHBOARD_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub events: bool,
+
+    /// POST every event to this URL as {"subject":…,"event":…}, signed with
+    /// --webhook-secret (X-Switchboard-Signature: sha256=<hex HMAC>).
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_URL", hide_env_values = true)]
+    pub webhook_url: Option<String>,
+
+    /// HMAC-SHA256 key of the webhook's signatures.
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Events waiting for the webhook at most; beyond it they are dropped,
+    /// counted in switchboard_webhook_dropped_total and logged.
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_QUEUE", default_value_t = 10_000)]
+    pub webhook_queue: usize,
+
     // ---- Who may connect ------------------------------------------------
     /// HS256 secret for client JWTs. Without it (and without
     /// --jwt-public-key), authentication is off and clients name themselves

@@ -7,6 +7,7 @@
 
 mod args;
 mod backends;
+mod features;
 mod origins;
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ pub use self::args::{LogFormat, PresenceArgs, ServeArgs};
 pub use self::backends::{
     Backends, MemcachedTarget, NatsAuth, NatsTarget, PresenceTarget, RedisTarget,
 };
+pub use self::features::{EventsConfig, InboxConfig, InboxTarget, WebhookConfig, parse_duration};
 pub use self::origins::AllowedOrigins;
 
 /// A validated configuration.
@@ -47,6 +49,10 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     /// Acks mode's resume; `None` when off (see [`resume`]).
     pub resume: Option<ResumeConfig>,
+    /// Store-and-forward (v2); `None` without `--inbox`.
+    pub inbox: Option<InboxConfig>,
+    pub last_seen_ttl: Duration,
+    pub events: EventsConfig,
 }
 
 /// How detached sessions are kept and resumed.
@@ -334,7 +340,6 @@ impl TryFrom<ServeArgs> for Config {
         Ok(Config {
             listen: args.listen,
             node_id,
-            backends,
             jwt,
             api_key: non_empty(args.api_key.clone()).map(Secret::new),
             allowed_origins,
@@ -352,8 +357,12 @@ impl TryFrom<ServeArgs> for Config {
                 args.presence_refresh_ms,
                 100..=3_600_000,
             )?,
+            inbox: features::inbox(&args, matches!(backends, Backends::Clustered { .. }))?,
+            last_seen_ttl: features::last_seen_ttl(&args)?,
+            events: features::events(&args, matches!(backends, Backends::Clustered { .. }))?,
             key_prefix: args.key_prefix,
             subject_prefix: args.subject_prefix,
+            backends,
             resume,
         })
     }

@@ -73,9 +73,21 @@ pub fn routes(node: Arc<Node>) -> BoxedFilter<(Response,)> {
     let group = warp::path!("api" / "v1" / "groups" / String)
         .and(warp::get())
         .and(api_key(node.clone()))
+        .and(within_rate(node.clone(), bucket.clone()))
+        .and(with(node.clone()))
+        .then(super::groups::list_members);
+
+    let inbox = warp::path!("api" / "v1" / "inbox" / String)
+        .and(
+            warp::get()
+                .map(|| false)
+                .or(warp::delete().map(|| true))
+                .unify(),
+        )
+        .and(api_key(node.clone()))
         .and(within_rate(node.clone(), bucket))
         .and(with(node))
-        .then(super::groups::list_members);
+        .then(inbox);
 
     send.or(presence)
         .unify()
@@ -84,6 +96,8 @@ pub fn routes(node: Arc<Node>) -> BoxedFilter<(Response,)> {
         .or(group)
         .unify()
         .or(cluster)
+        .unify()
+        .or(inbox)
         .unify()
         .boxed()
 }
@@ -181,6 +195,9 @@ struct SendRequest<'a> {
     group: Option<Cow<'a, str>>,
     #[serde(borrow)]
     body: &'a RawValue,
+    /// v2: keep it in the recipient's inbox if the recipient is offline.
+    #[serde(default)]
+    store: bool,
 }
 
 async fn send_message(raw: Bytes, node: Arc<Node>) -> Response {
@@ -220,7 +237,8 @@ async fn send_message(raw: Bytes, node: Arc<Node>) -> Response {
         }
     };
     let msg_id = Uuid::now_v7();
-    let msg = Message::new(msg_id, from, to, request.body, None);
+    let mut msg = Message::new(msg_id, from, to, request.body, None);
+    msg.store = request.store;
     match node.router().route(msg).await {
         Ok(sent) => {
             node.metrics().observe_route(started.elapsed());
@@ -261,16 +279,61 @@ async fn presence(raw_id: String, node: Arc<Node>) -> Response {
                     })
                 })
                 .collect();
-            json_response(
-                StatusCode::OK,
-                &json!({
-                    "client_id": client,
-                    "online": !devices.is_empty(),
-                    "devices": devices,
-                }),
-            )
+            let mut answer = json!({
+                "client_id": client,
+                "online": !devices.is_empty(),
+                "devices": devices,
+            });
+            if devices.is_empty()
+                && let Some(seen) = node.router().last_seen(&client).await
+            {
+                answer["last_seen"] = json!(seen.at);
+            }
+            json_response(StatusCode::OK, &answer)
         }
         Err(e) => store_error(&e),
+    }
+}
+
+/// `GET /api/v1/inbox/<client>`: how many messages wait, and since when;
+/// `DELETE`: empties it (204).
+async fn inbox(raw_id: String, delete: bool, node: Arc<Node>) -> Response {
+    let client = match path_id(&raw_id, ClientId::parse, "invalid_client_id") {
+        Ok(client) => client,
+        Err(refused) => return refused,
+    };
+    let unavailable = |e: crate::inbox::InboxError| {
+        error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &crate::cause::chain(&e),
+        )
+    };
+    let no_inbox = || {
+        error_response(
+            StatusCode::NOT_FOUND,
+            "no_inbox",
+            "this node runs without an inbox (--inbox)",
+        )
+    };
+    if delete {
+        return match node.router().clear_inbox(&client).await {
+            None => no_inbox(),
+            Some(Ok(_)) => warp::Reply::into_response(StatusCode::NO_CONTENT),
+            Some(Err(e)) => unavailable(e),
+        };
+    }
+    match node.router().inbox_summary(&client).await {
+        None => no_inbox(),
+        Some(Ok(summary)) => json_response(
+            StatusCode::OK,
+            &json!({
+                "client_id": client,
+                "count": summary.count,
+                "oldest": summary.oldest,
+            }),
+        ),
+        Some(Err(e)) => unavailable(e),
     }
 }
 

@@ -97,6 +97,13 @@ async fn readyz(node: Arc<Node>) -> Response {
         Ok(Err(e)) => reasons.push(format!("{}: {e}", node.bus().backend())),
         Err(_) => reasons.push(format!("{}: no answer", node.bus().backend())),
     }
+    if let Some(inbox) = node.router().inbox() {
+        match tokio::time::timeout(READY_TIMEOUT, inbox.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => reasons.push(format!("inbox ({}): {e}", inbox.backend())),
+            Err(_) => reasons.push(format!("inbox ({}): no answer", inbox.backend())),
+        }
+    }
     if reasons.is_empty() {
         json_response(
             StatusCode::OK,

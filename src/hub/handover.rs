@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use uuid::Uuid;
 
-use crate::protocol::{ClientId, NodeId, Recipient, ReplyTo};
+use crate::protocol::{ClientId, GroupId, NodeId, Recipient, ReplyTo};
 
 /// The session that sent a message, to be told its outcomes.
 #[derive(Debug, Clone)]
@@ -29,6 +29,9 @@ pub struct Sender {
     pub id: Option<Arc<str>>,
     /// The sender asked for `delivered` receipts.
     pub receipt: bool,
+    /// The group the message went to, for a group send (told in
+    /// `offline` events).
+    pub group: Option<GroupId>,
 }
 
 impl Sender {
@@ -56,6 +59,10 @@ pub enum Report {
     /// otherwise only what someone waits for (offline, receipts asked
     /// for) goes on its own, and one `done` covers the rest.
     Node { per_target: bool },
+    /// A message from the recipient's inbox (v2): its sender heard
+    /// `offline` long ago; once delivered it leaves the inbox, and
+    /// otherwise it stays there for the next session.
+    Stored,
 }
 
 /// A message handed to sessions on this node.
@@ -73,6 +80,8 @@ pub struct Handover {
     /// The part of a split hop it came in (see `MessageHop::part`), for
     /// its `done`.
     pub part: u32,
+    /// [`Report::Stored`]: the inbox entry to delete once delivered.
+    pub entry: Option<Box<str>>,
     /// Targets handed over whose fate is not known yet.
     pending: AtomicU32,
     /// Targets settled without an outcome of their own, to be covered by
@@ -111,10 +120,26 @@ impl Handover {
             report,
             forwarded,
             part: 0,
+            entry: None,
             pending: AtomicU32::new(targets),
             quiet: AtomicU32::new(0),
             spoke: AtomicBool::new(false),
         }
+    }
+
+    /// A message from `to`'s inbox, stored as `entry`.
+    pub fn stored(msg_id: Uuid, from: ClientId, to: ClientId, entry: impl Into<Box<str>>) -> Self {
+        let mut handover = Self::new(
+            msg_id,
+            from,
+            Recipient::Client(to),
+            None,
+            Report::Stored,
+            false,
+            1,
+        );
+        handover.entry = Some(entry.into());
+        handover
     }
 
     /// Counts one target as settled, with an outcome of its own sent

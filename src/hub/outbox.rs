@@ -45,6 +45,8 @@ use crate::protocol::frames::with_field;
 /// Outcomes written per turn of the session loop at most, so that a burst
 /// of them shares the socket with messages and answers.
 pub const OUTCOMES_PER_TURN: usize = 256;
+/// Messages from the client's inbox written per turn at most.
+pub const STORED_PER_TURN: usize = 256;
 
 /// A client message waiting for the socket. Its outcome (delivered, or
 /// offline if it never reaches the socket) is reported through its
@@ -85,6 +87,11 @@ pub struct Batch {
 
 struct State {
     messages: VecDeque<Outbound>,
+    /// Messages from the client's inbox (v2), written before any in
+    /// `messages`. Not counted against the bounds: their number is bounded
+    /// by `--inbox-max-messages`, and they are handed out a page at a time
+    /// (in acks mode, only while half the bounds are free).
+    stored: VecDeque<Outbound>,
     /// Bytes of the frames in `messages`.
     bytes: usize,
     /// Acks mode: messages handed out and not confirmed, by `seq`, and
@@ -134,6 +141,7 @@ impl Outbox {
         Self {
             state: Mutex::new(State {
                 messages: VecDeque::new(),
+                stored: VecDeque::new(),
                 bytes: 0,
                 unconfirmed: VecDeque::new(),
                 unconfirmed_bytes: 0,
@@ -171,6 +179,13 @@ impl Outbox {
         // between two waits is never missed.
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Queues the messages of the client's inbox, to be written before
+    /// any other message.
+    pub fn put_stored(&self, items: impl IntoIterator<Item = Outbound>) {
+        self.state().stored.extend(items);
+        self.wake.notify_one();
     }
 
     /// Queues an outcome (a receipt frame) owed to this client. Refused
@@ -216,9 +231,13 @@ impl Outbox {
             // A burst is over: give its memory back.
             state.outcomes = VecDeque::new();
         }
-        state.bytes = 0;
-        // Leaves an empty, unallocated queue behind.
-        let mut messages = std::mem::take(&mut state.messages);
+        let mut messages = if state.stored.is_empty() {
+            state.bytes = 0;
+            // Leaves an empty, unallocated queue behind.
+            std::mem::take(&mut state.messages)
+        } else {
+            self.stored_page(&mut state)
+        };
         if state.next_seq > 0 {
             // Acks mode: numbered, and kept until confirmed; the socket
             // gets the numbered frame, the outcome waits for `received`.
@@ -242,6 +261,36 @@ impl Outbox {
         }
     }
 
+    /// The next page of stored messages (live ones wait behind them). In
+    /// acks mode a page only fills half the bounds, less what waits for
+    /// confirmation; `confirm` wakes the loop for the next one.
+    fn stored_page(&self, state: &mut State) -> VecDeque<Outbound> {
+        let acks = state.next_seq > 0;
+        let (mut frames, mut bytes) = (state.unconfirmed.len(), state.unconfirmed_bytes);
+        let mut page = VecDeque::new();
+        while let Some(next) = state.stored.front() {
+            let full = page.len() >= STORED_PER_TURN
+                || (acks
+                    && frames > 0
+                    && (frames >= self.limits.frames / 2
+                        || bytes + next.frame.len() > self.limits.bytes / 2));
+            if full {
+                break;
+            }
+            frames += 1;
+            bytes += next.frame.len();
+            page.push_back(state.stored.pop_front().expect("just seen"));
+        }
+        if state.stored.is_empty() {
+            state.stored = VecDeque::new();
+            // Live messages waited: the next turn takes them.
+            self.wake.notify_one();
+        } else if page.len() == STORED_PER_TURN {
+            self.wake.notify_one();
+        }
+        page
+    }
+
     /// Whether this is an acks-mode session's outbox.
     pub fn is_acks(&self) -> bool {
         self.state().next_seq > 0
@@ -260,6 +309,10 @@ impl Outbox {
             let (_, item) = state.unconfirmed.pop_front().expect("just seen");
             state.unconfirmed_bytes -= item.frame.len();
             confirmed.push(item);
+        }
+        if !state.stored.is_empty() && !confirmed.is_empty() {
+            // Room for the next page of stored messages.
+            self.wake.notify_one();
         }
         confirmed
     }
@@ -299,8 +352,9 @@ impl Outbox {
             .map(|(seq, o)| (Some(seq), o))
             .collect();
         kept.extend(
-            std::mem::take(&mut state.messages)
+            std::mem::take(&mut state.stored)
                 .into_iter()
+                .chain(std::mem::take(&mut state.messages))
                 .map(|o| (None, o)),
         );
         (state.next_seq, kept)
@@ -336,7 +390,7 @@ impl Outbox {
     /// Acks mode: messages kept for the client, written or not.
     pub fn kept(&self) -> usize {
         let state = self.state();
-        state.unconfirmed.len() + state.messages.len()
+        state.unconfirmed.len() + state.stored.len() + state.messages.len()
     }
 
     /// Everything still queued, outcomes included, for a session that is
@@ -350,6 +404,7 @@ impl Outbox {
             .into_iter()
             .map(|(_, o)| o)
             .collect();
+        messages.extend(std::mem::take(&mut state.stored));
         messages.extend(std::mem::take(&mut state.messages));
         Batch {
             messages,

@@ -39,7 +39,7 @@ use crate::metrics::Metrics;
 use crate::presence::PresenceStore;
 use crate::protocol::NodeId;
 use crate::protocol::frames::max_message_frame;
-use crate::routing::inbox::{self, Ended};
+use crate::routing::listener::{self, Ended};
 use crate::routing::liveness::{DEAD_ENTRY_RETENTION, Incarnation};
 use crate::routing::{Liveness, Ports, Router, Settings};
 use crate::session::Env;
@@ -158,9 +158,9 @@ impl Node {
             .max_sessions
             .unwrap_or_else(default_max_sessions);
         let id = config.node_id.clone();
-        let inbox = bus.subscribe(&id).await.map_err(|e| {
+        let subscription = bus.subscribe(&id).await.map_err(|e| {
             StartError(format!(
-                "cannot subscribe to this node's inbox: {}",
+                "cannot subscribe to this node's subject: {}",
                 chain(&e)
             ))
         })?;
@@ -194,9 +194,20 @@ impl Node {
         let tasks = TaskTracker::new();
         let metrics = Arc::new(Metrics::default());
         let health = Arc::new(Health::default());
+        let inbox = match &config.inbox {
+            Some(inbox) => Some(
+                crate::backends::connect_inbox(inbox, &config.key_prefix)
+                    .await
+                    .map_err(StartError)?,
+            ),
+            None => None,
+        };
+        let events = start_events(&config, &bus, &metrics, &tasks, &lifetime);
         let ports = Ports {
             presence: presence.clone(),
             bus: bus.clone(),
+            inbox,
+            events,
         };
         let settings = Settings {
             hop_timeout: config.hop_timeout,
@@ -206,6 +217,7 @@ impl Node {
                 frames: config.limits.session_queue,
                 bytes: config.limits.session_queue_bytes,
             },
+            last_seen_ttl: config.last_seen_ttl,
         };
         let (router, courier) = Router::new(
             ports,
@@ -250,7 +262,7 @@ impl Node {
             let (router, health) = (node.router.clone(), node.health.clone());
             let stop = lifetime.clone();
             async move {
-                if inbox::run(router, inbox, stop).await == Ended::Closed {
+                if listener::run(router, subscription, stop).await == Ended::Closed {
                     health.inbox_closed();
                 }
             }
@@ -329,6 +341,36 @@ impl Lifetime {
         presence.close().await;
         tracing::info!(node = %id, "stopped");
     }
+}
+
+/// Events in a NATS sink's queue at most (publishes are quick: it only
+/// fills while NATS is away).
+const NATS_EVENT_QUEUE: usize = 16_384;
+
+/// The node's event sinks, as configured: NATS subjects (clustered nodes,
+/// unless `--events false`) and the webhook.
+fn start_events(
+    config: &Config,
+    bus: &Arc<dyn Bus>,
+    metrics: &Arc<Metrics>,
+    tasks: &TaskTracker,
+    lifetime: &CancellationToken,
+) -> crate::events::Events {
+    let mut sinks: Vec<(Arc<dyn crate::events::EventSink>, usize)> = Vec::new();
+    if config.events.nats {
+        sinks.push((
+            Arc::new(crate::backends::BusEvents(bus.clone())),
+            NATS_EVENT_QUEUE,
+        ));
+    }
+    if let Some(webhook) = &config.events.webhook {
+        let sink = crate::backends::Webhook::new(webhook, &config.subject_prefix, metrics.clone());
+        sinks.push((Arc::new(sink), webhook.queue));
+    }
+    if sinks.is_empty() {
+        return crate::events::Events::off();
+    }
+    crate::events::Events::start(sinks, metrics.clone(), tasks, lifetime.clone())
 }
 
 /// Time kept at the end of a drain for what follows the wait for detached

@@ -135,13 +135,19 @@ const SWEEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// `before_since` (see [`PresenceStore::sweep`](crate::presence::PresenceStore::sweep)).
 fn sweep(node: &Node, dead: NodeId, lost_run: Option<u64>, before_since: u64) {
     let presence = node.presence.clone();
+    let router = node.router.clone();
     node.tasks.spawn(async move {
         let swept =
             tokio::time::timeout(SWEEP_TIMEOUT, presence.sweep(&dead, lost_run, before_since))
                 .await;
         match swept {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(node = %dead, records = n, "swept ghost presence records"),
+            Ok(Ok(swept)) if swept.is_empty() => {}
+            Ok(Ok(swept)) => {
+                tracing::info!(node = %dead, records = swept.len(), "swept ghost presence records");
+                // Their sessions ended with their node: announced, and
+                // written as their clients' last-seen.
+                router.ended_with_their_node(swept).await;
+            }
             Ok(Err(e)) => {
                 tracing::warn!(node = %dead, error = %chain(&e), "sweep of ghost records failed")
             }

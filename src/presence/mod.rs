@@ -12,10 +12,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cause::Cause;
-use crate::protocol::{ClientId, DeviceId, GroupId, NodeId};
+use crate::protocol::{ClientId, DeviceId, GroupId, NodeId, SessionEnd};
 
 /// One session of a client, as the client's record holds it: a device's
 /// field (v2), naming the device, its session and the node it is on.
@@ -65,6 +65,34 @@ impl PresenceRecord {
                 .map_err(|e| corrupt(format!("session {:?}: {e}", field.session)))?,
             since: field.since,
         })
+    }
+}
+
+/// When a client's last session ended, and why (v2): kept per client,
+/// beside its record, with a TTL (`--last-seen-ttl`). Written when the
+/// last device's session ends, never on the path of a message; read only
+/// on the offline branch, to explain it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastSeen {
+    /// ms since the Unix epoch.
+    pub at: u64,
+    pub reason: SessionEnd,
+}
+
+impl LastSeen {
+    /// The value as the stores keep it: `{"at":1764220000000,"reason":"closed"}`.
+    pub fn value(&self) -> String {
+        format!(
+            r#"{{"at":{},"reason":"{}"}}"#,
+            self.at,
+            self.reason.as_str()
+        )
+    }
+
+    /// A stored value; `None` for anything unreadable (last-seen only
+    /// explains an offline answer, so a corrupt one is treated as unknown).
+    pub fn parse(value: &str) -> Option<Self> {
+        serde_json::from_str(value).ok()
     }
 }
 
@@ -221,13 +249,14 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// `before_since`: the ghosts a crashed or restarted run of `node`
     /// left. `lost_run` (that run's start, in ms) is given when every node
     /// of a cluster may notice the same loss: then only one of them
-    /// sweeps. Returns how many fields were deleted.
+    /// sweeps. Returns the fields deleted (whose sessions ended with their
+    /// node).
     async fn sweep(
         &self,
         node: &NodeId,
         lost_run: Option<u64>,
         before_since: u64,
-    ) -> Result<usize, PresenceError>;
+    ) -> Result<Vec<(ClientId, PresenceRecord)>, PresenceError>;
 
     /// Adds `client` to `group`, atomically refusing a new member once the
     /// group has `max_members`.
@@ -249,6 +278,21 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// Every member of `group`, in no particular order; empty when it has
     /// none.
     async fn members(&self, group: &GroupId) -> Result<Vec<ClientId>, PresenceError>;
+
+    /// Writes `client`'s last-seen record, expiring after `ttl`.
+    async fn set_last_seen(
+        &self,
+        client: &ClientId,
+        seen: LastSeen,
+        ttl: Duration,
+    ) -> Result<(), PresenceError>;
+
+    /// The last-seen records of `clients`, in one round trip where the
+    /// store allows; `None` for a client never seen (or not within the TTL).
+    async fn last_seen_many(
+        &self,
+        clients: &[ClientId],
+    ) -> Result<Vec<Option<LastSeen>>, PresenceError>;
 
     /// A real round trip to the backend, for `/readyz`.
     async fn ping(&self) -> Result<(), PresenceError>;

@@ -116,6 +116,10 @@ pub struct KeptMessage {
     pub group: Option<GroupId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<ReplyTo>,
+    /// A message from the client's inbox: its entry there, deleted once
+    /// the message is delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<String>,
     /// The message frame as the session writes it (with its `seq`, when
     /// it has one).
     pub frame: String,

@@ -36,10 +36,29 @@ impl Router {
         device: &DeviceId,
         fate: Fate<'_>,
     ) {
+        if handover.report == Report::Stored {
+            // Not delivered: it stays in the inbox for the next session.
+            if let Fate::Delivered = fate {
+                self.stored_delivered(to, handover);
+            }
+            return;
+        }
         let Some(sender) = &handover.sender else {
+            // A server-side send: nobody to tell but the backend.
+            if let Fate::Offline(reason) = fate {
+                self.offline_event(
+                    handover.msg_id,
+                    &handover.from,
+                    to,
+                    handover.to.group(),
+                    false,
+                    reason,
+                );
+            }
             return;
         };
         match handover.report {
+            Report::Stored => unreachable!("settled above"),
             Report::Sender => self
                 .outcomes
                 .tell_sender(sender, handover.msg_id, to, device, fate),

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::Router;
 use crate::hub::{SessionHandle, Slot};
-use crate::protocol::{ClientId, Disconnect, Fate, OfflineReason};
+use crate::protocol::{ClientId, Disconnect, Fate, OfflineReason, SessionEnd};
 
 struct Parked {
     handle: Arc<SessionHandle>,
@@ -112,6 +112,7 @@ impl Router {
         parked.claimed.cancel();
         self.metrics.detach_ended();
         self.metrics.session_closed();
+        self.announce_ended(handle, SessionEnd::Replaced, false);
         let rest = handle.outbox.take_all();
         self.undelivered(
             &handle.client,
@@ -158,7 +159,11 @@ impl Router {
     /// then what it kept is answered `offline` (`reason`).
     pub(super) async fn end_detached(&self, handle: &SessionHandle, reason: OfflineReason) {
         handle.outbox.close(Disconnect::Normal);
-        self.unregister(handle).await;
+        let end = match reason {
+            OfflineReason::ShuttingDown => SessionEnd::ShuttingDown,
+            _ => SessionEnd::ResumeExpired,
+        };
+        self.unregister(handle, end).await;
         let rest = handle.outbox.take_all();
         for item in rest.messages {
             if let Some(handover) = item.handover {

@@ -259,6 +259,13 @@ impl Router {
         route.local.extend(here);
         if reached == 0 && *member != msg.from {
             route.offline += 1;
+            if self.ports.events.is_on() {
+                route
+                    .offline_why
+                    .get_or_insert_default()
+                    .members
+                    .push(member.clone());
+            }
         }
     }
 }
@@ -344,7 +351,9 @@ mod tests {
                 session: uuid::Uuid::nil(),
                 id: None,
                 receipt: false,
+                group: None,
             }),
+            store: false,
         };
         assert!(may_send(&msg("bob", true), &team));
         assert!(!may_send(&msg("carol", true), &team));

@@ -88,6 +88,7 @@ impl Router {
             session: reply.session,
             id: None,
             receipt: reply.receipt,
+            group: None,
         });
         let mut handover = Handover::new(
             hop.msg_id,
@@ -131,6 +132,13 @@ impl Router {
         who: Who,
         why: OfflineReason,
     ) {
+        // A message from the inbox stays there, for the device's next
+        // session (which claims it).
+        if handover.report == Report::Stored {
+            return self
+                .settle(&handover, &who.to, &who.device, Fate::Offline(why))
+                .await;
+        }
         // The device may have another session here already (a registration
         // that failed gave the device back to its previous session).
         if let Some(session) = self.hub.get_device(&who.to, &who.device) {

@@ -386,6 +386,7 @@ mod tests {
             session: Uuid::new_v4(),
             id: None,
             receipt: false,
+            group: None,
         }
     }
 

@@ -28,7 +28,7 @@
 //!   an `offline` receipt rather than silence.
 //! - [`inbound`]: hops that arrive from other nodes: messages handed to
 //!   their sessions (re-routed once when a device moved), takeovers,
-//!   invalidations. [`inbox`] is the loop that reads them off the bus.
+//!   invalidations. [`listener`] is the loop that reads them off the bus.
 //! - [`registration`]: a session's device field in presence, written on
 //!   open (refused beyond `--max-devices`) and compare-and-deleted on
 //!   close, and written back after the store lost it.
@@ -49,9 +49,10 @@ mod delivery;
 mod detached;
 mod groups;
 mod inbound;
-pub mod inbox;
 mod inflight;
+pub mod listener;
 pub mod liveness;
+mod offline;
 mod outcomes;
 mod registration;
 mod route;
@@ -68,7 +69,9 @@ use uuid::Uuid;
 
 use crate::bus::{Bus, BusError};
 use crate::cause::chain;
+use crate::events::Events;
 use crate::hub::{Handover, Hub, Sender};
+use crate::inbox::InboxStore;
 use crate::metrics::Metrics;
 use crate::presence::{PresenceError, PresenceStore};
 use crate::protocol::frames::encode_message;
@@ -78,6 +81,7 @@ pub use self::cache::{CachedDevice, CachedRoute};
 pub use self::courier::CourierTask;
 pub use self::groups::{MEMBERS_TTL, Members};
 pub use self::liveness::Liveness;
+pub use self::offline::{INBOX_LEASE, Offline, Stored};
 pub use self::outcomes::Outcomes;
 pub use self::registration::{RegisterError, Restored};
 pub use self::route::{Route, Sent};
@@ -115,6 +119,9 @@ pub struct Message {
     /// The sending session. `None` for server-side sends (HTTP API):
     /// nobody to tell, and no carbons.
     pub sender: Option<Sender>,
+    /// The send asked for the inbox (`"store": true`) should the
+    /// recipient be offline.
+    pub store: bool,
 }
 
 impl Message {
@@ -133,6 +140,7 @@ impl Message {
             to,
             frame,
             sender,
+            store: false,
         }
     }
 
@@ -192,6 +200,10 @@ impl From<BusError> for RouteError {
 pub struct Ports {
     pub presence: Arc<dyn PresenceStore>,
     pub bus: Arc<dyn Bus>,
+    /// Store-and-forward (v2), when the node has one (`--inbox`).
+    pub inbox: Option<Arc<dyn InboxStore>>,
+    /// Where events go (v2); [`Events::off`] for none.
+    pub events: Events,
 }
 
 /// How a router behaves: from the node's configuration.
@@ -207,6 +219,8 @@ pub struct Settings {
     /// The bounds of a session's queue (for sessions adopted from a
     /// draining node).
     pub session_queue: crate::hub::QueueLimits,
+    /// How long a client's last-seen record is kept.
+    pub last_seen_ttl: Duration,
 }
 
 pub struct Router {
@@ -228,6 +242,10 @@ pub struct Router {
     outcomes: Arc<Outcomes>,
     courier: Courier,
     deferred: Deferred,
+    /// Inbox entries delivered, to delete.
+    delivered: Arc<offline::Delivered>,
+    /// Last-seen records to write.
+    last_seen: offline::LastSeenWriter,
     metrics: Arc<Metrics>,
     /// Where background work (re-routes, deletes of stale records) runs:
     /// the node's task tracker, so that shutdown waits for it.
@@ -259,8 +277,12 @@ impl Router {
             cache.clone(),
             liveness.clone(),
             metrics.clone(),
+            ports.events.clone(),
         ));
         let (courier, task) = courier::courier(node.clone(), ports.bus.clone(), outcomes.clone());
+        let (last_seen, writer) =
+            offline::LastSeenWriter::new(ports.presence.clone(), settings.last_seen_ttl);
+        tasks.spawn(writer);
         let router = Self {
             node,
             ports,
@@ -275,6 +297,8 @@ impl Router {
             outcomes,
             courier,
             deferred: Deferred::default(),
+            delivered: Arc::default(),
+            last_seen,
             metrics,
             tasks,
             background: Arc::new(Semaphore::new(MAX_BACKGROUND)),

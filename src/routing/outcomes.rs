@@ -27,11 +27,13 @@ use super::cache::RouteCache;
 use super::inflight::{Final, Full, InFlight, Leg, Told, Who};
 use super::liveness::{Liveness, Lost};
 use crate::bus::BounceTag;
+use crate::events::{Event, Events};
 use crate::hub::{Hub, Sender};
 use crate::metrics::{HopRejection, Metrics};
 use crate::protocol::frames::encode_receipt;
 use crate::protocol::{
-    ClientId, DeviceId, Fate, NodeId, OfflineReason, Outcome, Receipt, ReceiptStatus, Settled,
+    ClientId, DeviceId, Fate, NodeId, OfflineEvent, OfflineReason, Outcome, Receipt, ReceiptStatus,
+    Settled, now_ms,
 };
 
 pub struct Outcomes {
@@ -43,6 +45,8 @@ pub struct Outcomes {
     cache: Arc<RouteCache>,
     liveness: Arc<Liveness>,
     metrics: Arc<Metrics>,
+    /// Every `offline` told here is an `offline` event too.
+    events: Events,
 }
 
 impl Outcomes {
@@ -53,6 +57,7 @@ impl Outcomes {
         cache: Arc<RouteCache>,
         liveness: Arc<Liveness>,
         metrics: Arc<Metrics>,
+        events: Events,
     ) -> Self {
         Self {
             node,
@@ -61,6 +66,7 @@ impl Outcomes {
             cache,
             liveness,
             metrics,
+            events,
         }
     }
 
@@ -222,6 +228,17 @@ impl Outcomes {
         let (status, reason) = match fate {
             Fate::Offline(reason) => {
                 self.metrics.receipt_offline();
+                if self.events.is_on() {
+                    self.events.emit(Event::Offline(OfflineEvent {
+                        msg_id,
+                        from: sender.client.clone(),
+                        to: to.clone(),
+                        group: sender.group.clone(),
+                        stored: false,
+                        reason,
+                        ts: now_ms(),
+                    }));
+                }
                 (ReceiptStatus::Offline, Some(reason))
             }
             Fate::Delivered if sender.receipt => (ReceiptStatus::Delivered, None),

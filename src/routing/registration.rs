@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::Router;
 use crate::hub::SessionHandle;
 use crate::presence::{PresenceError, PresenceRecord, Registered};
-use crate::protocol::{ClientId, DeviceId, Disconnect};
+use crate::protocol::{ClientId, DeviceId, Disconnect, SessionEnd};
 
 /// Most presence deletes kept for retry while the store is unreachable.
 pub const MAX_DEFERRED_REMOVALS: usize = 1 << 16;
@@ -154,6 +154,7 @@ impl Router {
         let route = self.believe(client, devices);
         self.cache.insert(client.clone(), route, seen);
         self.courier.changed_client(client.clone());
+        self.announce_online(handle);
         Ok(count)
     }
 
@@ -182,17 +183,19 @@ impl Router {
         .await;
     }
 
-    /// Makes a closing session unreachable: gone from here, and its field
-    /// deleted if it still names it (or the delete kept for when the store
-    /// is back).
-    pub async fn unregister(&self, handle: &SessionHandle) {
+    /// Makes a session that ended (`end`) unreachable: gone from here,
+    /// and its field deleted if it still names it (or the delete kept for
+    /// when the store is back). Its end is announced, and written as its
+    /// client's last-seen when it was the client's last device.
+    pub async fn unregister(&self, handle: &SessionHandle, end: SessionEnd) {
         self.hub.remove(&handle.client, handle.id);
-        match self
+        let removed = self
             .ports
             .presence
             .remove(&handle.client, &handle.device, &self.node, handle.id)
-            .await
-        {
+            .await;
+        self.announce_ended(handle, end, matches!(removed, Ok(true)));
+        match removed {
             Ok(true) => {
                 self.cache.invalidate(&handle.client);
                 self.courier.changed_client(handle.client.clone());

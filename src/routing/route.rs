@@ -12,13 +12,14 @@ use super::cache::{CachedDevice, CachedRoute};
 use super::courier::Parcel;
 use super::inflight::{Leg, Who};
 use super::liveness::Belief;
+use super::offline::{Offline, Stored, ended_with_its_node};
 use super::{Message, RouteError, Router};
 use crate::bus::BusError;
 use crate::hub::{Outbound, Report, SessionHandle};
 use crate::presence::{PresenceError, PresenceRecord};
 use crate::protocol::envelope::{ENVELOPE_OVERHEAD, MessageHopOut, encode_message_hop};
 use crate::protocol::frames::with_field;
-use crate::protocol::{Ack, AckStatus, Carbon, ClientId, NodeId, Recipient, Target};
+use crate::protocol::{Ack, AckStatus, Carbon, ClientId, NodeId, OfflineReason, Recipient, Target};
 
 /// Where a message goes: every recipient session, by branch, and the
 /// sender's other sessions that get a carbon copy.
@@ -32,6 +33,10 @@ pub struct Route {
     pub carbons: Sessions,
     /// Group members other than the sender with no session.
     pub offline: u32,
+    /// Why nobody is reached (a send to a client with no session), or who
+    /// (a group send's members with no session, when events are on). Boxed:
+    /// most routes have none.
+    pub offline_why: Option<Box<Offline>>,
 }
 
 /// Sessions on this node, without an allocation for the usual one. (A
@@ -96,6 +101,12 @@ pub struct Sent {
     pub offline: u32,
     /// Hops published (one per node).
     pub nodes: u32,
+    /// An offline send to a client: why, and when the recipient was last
+    /// seen.
+    pub reason: Option<OfflineReason>,
+    pub last_seen: Option<u64>,
+    /// An offline send that asked for the inbox, on a node with one.
+    pub stored: Option<Stored>,
 }
 
 impl Sent {
@@ -115,6 +126,12 @@ impl Sent {
             ack.nodes = Some(self.nodes);
         } else {
             ack.sessions = Some(self.sessions());
+        }
+        ack.reason = self.reason;
+        ack.last_seen = self.last_seen;
+        if let Some(stored) = self.stored {
+            ack.stored = Some(stored.is_ok());
+            ack.store_error = stored.err();
         }
         ack
     }
@@ -155,10 +172,14 @@ impl Router {
         if let Some(from) = self.carbon_source(msg) {
             wanted.push(from.clone());
         }
-        let mut read = self.lookup_many(&wanted).await?.into_iter();
-        let records = read.next().unwrap_or_default();
-        let own = read.next();
-        Ok(self.route_to(msg, &records, own.as_deref()))
+        let mut read = self.lookup_noting_dead(&wanted).await?.into_iter();
+        let (records, dead) = read.next().unwrap_or_default();
+        let own = read.next().map(|(own, _)| own);
+        let mut route = self.route_to(msg, &records, own.as_deref());
+        if route.sessions() == 0 {
+            route.offline_why = Some(Box::new(self.why_offline(to, dead).await));
+        }
+        Ok(route)
     }
 
     /// The client whose other devices get carbons of `msg`: its sender,
@@ -194,6 +215,16 @@ impl Router {
         &self,
         clients: &[ClientId],
     ) -> Result<Vec<CachedRoute>, RouteError> {
+        let read = self.lookup_noting_dead(clients).await?;
+        Ok(read.into_iter().map(|(route, _)| route).collect())
+    }
+
+    /// [`lookup_many`](Self::lookup_many), saying for each client whether
+    /// a device of it was dropped for naming a dead node.
+    async fn lookup_noting_dead(
+        &self,
+        clients: &[ClientId],
+    ) -> Result<Vec<(CachedRoute, bool)>, RouteError> {
         self.metrics.presence_lookup();
         let seen: Vec<u64> = clients.iter().map(|c| self.cache.generation(c)).collect();
         let records = self.ports.presence.lookup_many(clients).await?;
@@ -202,9 +233,9 @@ impl Router {
             .zip(seen)
             .zip(records)
             .map(|((client, seen), records)| {
-                let route = self.believe(client, records);
+                let (route, dead) = self.believe_noting_dead(client, records);
                 self.cache.insert(client.clone(), route.clone(), seen);
-                route
+                (route, dead)
             })
             .collect())
     }
@@ -213,7 +244,17 @@ impl Router {
     /// crashed node's, a ghost of an earlier run, one that outlived its
     /// session here) are deleted on the way, compared on their session.
     pub(super) fn believe(&self, client: &ClientId, records: Vec<PresenceRecord>) -> CachedRoute {
-        records
+        self.believe_noting_dead(client, records).0
+    }
+
+    /// [`believe`](Self::believe), and whether a device named a dead node.
+    fn believe_noting_dead(
+        &self,
+        client: &ClientId,
+        records: Vec<PresenceRecord>,
+    ) -> (CachedRoute, bool) {
+        let mut dead = false;
+        let route = records
             .into_iter()
             .filter_map(|record| {
                 if record.node == self.node {
@@ -222,20 +263,22 @@ impl Router {
                     // here is left over (a ghost, or a close whose delete
                     // is still on its way).
                     if self.hub.get_session(client, record.session).is_none() {
-                        self.forget_stale_record(client.clone(), record);
+                        self.forget_stale_record(client.clone(), record, false);
                         return None;
                     }
                     return Some(CachedDevice { record, epoch: 0 });
                 }
                 match self.liveness.judge(&record.node, record.since) {
                     Belief::Dead => {
-                        self.forget_stale_record(client.clone(), record);
+                        dead = true;
+                        self.forget_stale_record(client.clone(), record, true);
                         None
                     }
                     Belief::Alive { epoch } => Some(CachedDevice { record, epoch }),
                 }
             })
-            .collect()
+            .collect();
+        (route, dead)
     }
 
     /// The route of a message to a client: its sessions here (from the
@@ -335,12 +378,35 @@ impl Router {
         };
         self.metrics.send_routed(status);
         self.metrics.hops_published(published);
+        let (mut reason, mut last_seen, mut stored) = (None, None, None);
+        match (&msg.to, route.offline_why) {
+            (Recipient::Client(to), why) if status == AckStatus::Offline => {
+                let why = why.map(|w| *w).unwrap_or_default();
+                // Sessions here that refused it: closing, or just now full.
+                let refused = route.local.first().and_then(|s| s.outbox.closing());
+                let because = why
+                    .reason
+                    .or(refused.map(super::outcomes::offline_reason))
+                    .unwrap_or(OfflineReason::Disconnected);
+                stored = self.store(&msg).await;
+                let kept = matches!(stored, Some(Ok(())));
+                self.offline_event(msg.msg_id, &msg.from, to, None, kept, because);
+                (reason, last_seen) = (Some(because), why.last_seen);
+            }
+            (Recipient::Group(group), Some(why)) => {
+                self.group_offline_events(&msg, group, why.members);
+            }
+            _ => {}
+        }
         Ok(Sent {
             status,
             local,
             remote,
             offline: route.offline,
             nodes: published,
+            reason,
+            last_seen,
+            stored,
         })
     }
 
@@ -520,18 +586,26 @@ impl Router {
     /// ghost of this node's earlier run, or one that outlived its session
     /// here. Deleting it, compared on its session id, can only remove that
     /// stale field.
-    pub(super) fn forget_stale_record(&self, client: ClientId, record: PresenceRecord) {
+    /// A field of a `dead` node's session that is deleted here ends that
+    /// session (announced, and written as last-seen if it was the last).
+    pub(super) fn forget_stale_record(&self, client: ClientId, record: PresenceRecord, dead: bool) {
         let Some(permit) = self.background_permit() else {
             return;
         };
         let presence = self.ports.presence.clone();
         let courier = self.courier.clone();
+        let announce = dead.then(|| (self.ports.events.clone(), self.settings.last_seen_ttl));
         self.in_background(permit, async move {
             match presence
                 .remove(&client, &record.device, &record.node, record.session)
                 .await
             {
-                Ok(true) => courier.changed_client(client),
+                Ok(true) => {
+                    if let Some((events, ttl)) = announce {
+                        ended_with_its_node(&*presence, &events, ttl, &client, &record).await;
+                    }
+                    courier.changed_client(client)
+                }
                 Ok(false) => {}
                 Err(e) => {
                     tracing::debug!(%client, error = %e, "could not delete a stale presence record")

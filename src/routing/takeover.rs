@@ -206,6 +206,15 @@ impl Router {
             (None, None) => Recipient::Client(handle.client.clone()),
         };
         let handover = match (kept.msg_id, kept.from) {
+            (Some(msg_id), Some(from)) if kept.stored.is_some() => {
+                let entry = kept.stored.unwrap_or_default();
+                Some(Arc::new(Handover::stored(
+                    msg_id,
+                    from,
+                    handle.client.clone(),
+                    entry,
+                )))
+            }
             (Some(msg_id), Some(from)) => {
                 let report = match &kept.reply {
                     Some(reply) if reply.node == self.node => Report::InFlight,
@@ -218,6 +227,7 @@ impl Router {
                     session: reply.session,
                     id: None,
                     receipt: reply.receipt,
+                    group: None,
                 });
                 Some(Arc::new(Handover::new(
                     msg_id, from, to, sender, report, true, 1,
@@ -385,6 +395,7 @@ impl Router {
                 to,
                 group,
                 reply: h.and_then(|h| h.sender.as_ref()).map(Sender::reply),
+                stored: h.and_then(|h| h.entry.as_deref()).map(str::to_owned),
                 frame: item.frame.to_string(),
             });
             handovers.extend(item.handover);

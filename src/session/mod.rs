@@ -251,6 +251,12 @@ pub async fn run(
         } => env.resume.as_ref().map(|_| false),
         Start::Fresh { .. } => None,
     };
+    // A new session claims its client's inbox: what waits there goes
+    // first (a resumed one drained it, or another session is).
+    let inbox = match start {
+        Start::Fresh { .. } => Box::pin(env.router.claim_inbox(&handle)).await,
+        Start::Resumed { .. } => env.router.has_inbox().then_some(0),
+    };
     let welcome = encode_welcome(
         &handle.client,
         &handle.device,
@@ -259,7 +265,7 @@ pub async fn run(
         WelcomeExtras {
             resume_token: token.as_deref(),
             resumed,
-            inbox: None,
+            inbox,
         },
     );
     let mut frames = vec![welcome.into()];
@@ -324,7 +330,7 @@ pub async fn abandon(env: Arc<Env>, handle: Arc<SessionHandle>) {
 async fn finish(env: &Env, handle: &SessionHandle, ws: Option<Socket>, ending: Ending) {
     let why = ending.disconnect();
     handle.outbox.close(why);
-    env.router.unregister(handle).await;
+    env.router.unregister(handle, why.into()).await;
 
     let rest = handle.outbox.take_all();
     let timeout = env.limits.write_timeout;

@@ -275,14 +275,16 @@ impl<'a> Session<'a> {
                     session: self.handle.id,
                     id: send.id.map(Into::into),
                     receipt,
+                    group: send.to.group().cloned(),
                 };
-                let msg = Message::new(
+                let mut msg = Message::new(
                     msg_id,
                     self.handle.client.clone(),
                     send.to,
                     send.body,
                     Some(sender),
                 );
+                msg.store = send.store;
                 match self.router.locate_fast(&msg) {
                     Some(route) if self.pending.is_empty() => {
                         let reply = Reply::Routed {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use switchboard::backends::{MemoryHub, NatsBus};
-use switchboard::bus::{Bounce, BounceTag, Bus, BusError, Delivery, Inbox};
+use switchboard::bus::{Bounce, BounceTag, Bus, BusError, Delivery, Subscription};
 use switchboard::config::{NatsAuth, NatsTarget};
 use switchboard::protocol::NodeId;
 use uuid::Uuid;
@@ -40,12 +40,12 @@ async fn contract(a: Arc<dyn Bus>, b: Arc<dyn Bus>) {
     eprintln!("bus contract on {}: passed", a.backend());
 }
 
-async fn next(inbox: &mut Inbox) -> Delivery {
+async fn next(inbox: &mut Subscription) -> Delivery {
     within(inbox.next()).await.expect("the inbox is open")
 }
 
 /// A thousand envelopes from one publisher arrive in publish order.
-async fn ordering(a: &dyn Bus, to: &NodeId, mut inbox: Inbox) -> Inbox {
+async fn ordering(a: &dyn Bus, to: &NodeId, mut inbox: Subscription) -> Subscription {
     for i in 0..1000u32 {
         a.publish(to, Bytes::from(i.to_string()), None)
             .await
@@ -64,7 +64,7 @@ async fn ordering(a: &dyn Bus, to: &NodeId, mut inbox: Inbox) -> Inbox {
 /// A publish to a node nobody listens for bounces to the node its bounce
 /// names, with its tag: a single message or a batch's range. Without a
 /// bounce address it is accepted and gone.
-async fn bounces(a: &dyn Bus, node_a: &NodeId, mut inbox: Inbox, run: &str) -> Inbox {
+async fn bounces(a: &dyn Bus, node_a: &NodeId, mut inbox: Subscription, run: &str) -> Subscription {
     let nobody = node(&format!("nobody-{run}"));
     let msg_id = Uuid::now_v7();
     for tag in [
@@ -106,10 +106,10 @@ async fn size_limit(a: &dyn Bus, to: &NodeId) {
 async fn dropped_inbox_bounces(
     b: &dyn Bus,
     node_b: &NodeId,
-    inbox_b: Inbox,
+    inbox_b: Subscription,
     a: &dyn Bus,
     node_a: &NodeId,
-    mut inbox_a: Inbox,
+    mut inbox_a: Subscription,
 ) {
     drop(inbox_b);
     let tag = BounceTag::Message(Uuid::now_v7());

@@ -162,6 +162,13 @@ impl switchboard::bus::Bus for Deaf {
     async fn broadcast(&self, _envelope: bytes::Bytes) -> Result<(), switchboard::bus::BusError> {
         Ok(())
     }
+    async fn publish_event(
+        &self,
+        _kind: &str,
+        _event: bytes::Bytes,
+    ) -> Result<(), switchboard::bus::BusError> {
+        Ok(())
+    }
     async fn request(
         &self,
         node: &switchboard::protocol::NodeId,
@@ -173,7 +180,7 @@ impl switchboard::bus::Bus for Deaf {
     async fn subscribe(
         &self,
         node: &switchboard::protocol::NodeId,
-    ) -> Result<switchboard::bus::Inbox, switchboard::bus::BusError> {
+    ) -> Result<switchboard::bus::Subscription, switchboard::bus::BusError> {
         self.0.subscribe(node).await
     }
     fn connected(&self) -> bool {
@@ -217,7 +224,9 @@ async fn a_stale_route_still_delivers_and_is_corrected() {
     assert!(a.router().cached_route(&bob_id).is_some());
 
     // Bob leaves node-b and comes back on node-c.
-    b.router().unregister(&bob.handle).await;
+    b.router()
+        .unregister(&bob.handle, switchboard::protocol::SessionEnd::Closed)
+        .await;
     let bob = FakeSession::open(&c, "bob").await;
 
     let sent = a.router().route(alice.message("bob", true)).await.unwrap();

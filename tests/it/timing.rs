@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use switchboard::backends::{MemoryHub, MemoryPresence};
 use switchboard::presence::{
-    HeartbeatReport, MemberAdded, PresenceError, PresenceRecord, PresenceStore, Registered,
+    HeartbeatReport, LastSeen, MemberAdded, PresenceError, PresenceRecord, PresenceStore,
+    Registered,
 };
 use switchboard::protocol::{AckStatus, ClientId, DeviceId, GroupId, NodeId};
 use uuid::Uuid;
@@ -125,6 +126,20 @@ impl PresenceStore for SlowRestore {
     async fn members(&self, group: &GroupId) -> Result<Vec<ClientId>, PresenceError> {
         self.inner.members(group).await
     }
+    async fn set_last_seen(
+        &self,
+        client: &ClientId,
+        seen: LastSeen,
+        ttl: Duration,
+    ) -> Result<(), PresenceError> {
+        self.inner.set_last_seen(client, seen, ttl).await
+    }
+    async fn last_seen_many(
+        &self,
+        clients: &[ClientId],
+    ) -> Result<Vec<Option<LastSeen>>, PresenceError> {
+        self.inner.last_seen_many(clients).await
+    }
     async fn remove(
         &self,
         client: &ClientId,
@@ -160,7 +175,7 @@ impl PresenceStore for SlowRestore {
         node: &NodeId,
         lost_run: Option<u64>,
         before_since: u64,
-    ) -> Result<usize, PresenceError> {
+    ) -> Result<Vec<(ClientId, PresenceRecord)>, PresenceError> {
         self.inner.sweep(node, lost_run, before_since).await
     }
     async fn ping(&self) -> Result<(), PresenceError> {

@@ -60,6 +60,8 @@ impl Meta {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetMode {
+    /// Set whatever is there.
+    Always,
     Add,
     Cas(u64),
 }
@@ -186,6 +188,7 @@ fn encode(request: &Meta, out: &mut Vec<u8>) {
         } => {
             let _ = write!(out, "ms {key} {} T{ttl_secs}", value.len());
             let _ = match mode {
+                SetMode::Always => Ok(()),
                 SetMode::Add => write!(out, " ME"),
                 SetMode::Cas(cas) => write!(out, " C{cas}"),
             };

@@ -56,7 +56,8 @@ use self::conn::{Meta, Reply, Server, SetMode};
 use self::ring::Ring;
 use crate::config::MemcachedTarget;
 use crate::presence::{
-    HeartbeatReport, MemberAdded, PresenceError, PresenceRecord, PresenceStore, Registered,
+    HeartbeatReport, LastSeen, MemberAdded, PresenceError, PresenceRecord, PresenceStore,
+    Registered,
 };
 use crate::protocol::{ClientId, DeviceId, GroupId, NodeId, now_ms};
 
@@ -300,6 +301,10 @@ impl MemcachedPresence {
         Err(PresenceError::unavailable(format!(
             "{what} kept changing ({CAS_ATTEMPTS} CAS attempts)"
         )))
+    }
+
+    fn seen_key(&self, client: &ClientId) -> String {
+        format!("{}seen:{}", self.key_prefix, client)
     }
 
     fn group_key(&self, group: &GroupId) -> String {
@@ -664,8 +669,70 @@ impl PresenceStore for MemcachedPresence {
         _node: &NodeId,
         _lost_run: Option<u64>,
         _before_since: u64,
-    ) -> Result<usize, PresenceError> {
-        Ok(0)
+    ) -> Result<Vec<(ClientId, PresenceRecord)>, PresenceError> {
+        Ok(Vec::new())
+    }
+
+    async fn set_last_seen(
+        &self,
+        client: &ClientId,
+        seen: LastSeen,
+        ttl: Duration,
+    ) -> Result<(), PresenceError> {
+        // memcached reads an expiry over 30 days as a Unix time.
+        const RELATIVE_MAX: u64 = 30 * 24 * 3600;
+        let secs = ttl.as_secs().max(1);
+        let ttl_secs = if secs > RELATIVE_MAX {
+            now_ms() / 1000 + secs
+        } else {
+            secs
+        };
+        let set = Meta::Set {
+            key: self.seen_key(client),
+            value: seen.value(),
+            ttl_secs: u32::try_from(ttl_secs).unwrap_or(u32::MAX),
+            mode: SetMode::Always,
+        };
+        match self.one(set).await? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// One multi-get per server.
+    async fn last_seen_many(
+        &self,
+        clients: &[ClientId],
+    ) -> Result<Vec<Option<LastSeen>>, PresenceError> {
+        let mut by_server: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, client) in clients.iter().enumerate() {
+            by_server
+                .entry(self.ring.server_for(&self.seen_key(client)))
+                .or_default()
+                .push(i);
+        }
+        let read = try_join_all(by_server.iter().map(|(server, indexes)| async move {
+            let reads: Vec<Meta> = indexes
+                .iter()
+                .map(|i| Meta::Get {
+                    key: self.seen_key(&clients[*i]),
+                })
+                .collect();
+            self.servers[*server]
+                .exchange(&reads)
+                .await
+                .map_err(PresenceError::unavailable)
+        }))
+        .await?;
+        let mut all = vec![None; clients.len()];
+        for ((_, indexes), replies) in by_server.iter().zip(read) {
+            for (i, reply) in indexes.iter().zip(replies) {
+                if let Reply::Value { value, .. } = reply {
+                    all[*i] = LastSeen::parse(&value);
+                }
+            }
+        }
+        Ok(all)
     }
 
     async fn ping(&self) -> Result<(), PresenceError> {

@@ -26,7 +26,10 @@
 //! removing is `SREM` (Redis drops the key with its last member).
 
 mod connect;
+mod inbox;
 mod scripts;
+
+pub use self::inbox::RedisInbox;
 
 use std::time::Duration;
 
@@ -37,7 +40,8 @@ use uuid::Uuid;
 use self::connect::Conn;
 use crate::config::RedisTarget;
 use crate::presence::{
-    HeartbeatReport, MemberAdded, PresenceError, PresenceRecord, PresenceStore, Registered,
+    HeartbeatReport, LastSeen, MemberAdded, PresenceError, PresenceRecord, PresenceStore,
+    Registered,
 };
 use crate::protocol::{ClientId, DeviceId, GroupId, NodeId};
 
@@ -122,6 +126,10 @@ impl RedisPresence {
         format!("{}group:{}", self.key_prefix, group)
     }
 
+    fn seen_key(&self, client: &ClientId) -> String {
+        format!("{}seen:{}", self.key_prefix, client)
+    }
+
     fn index_key(&self, node: &str) -> String {
         format!("{}node:{}:clients", self.key_prefix, node)
     }
@@ -152,6 +160,23 @@ impl RedisPresence {
 /// An index member: one session of one device of one client.
 fn member(client: &ClientId, record: &PresenceRecord) -> String {
     format!("{client}|{}|{}", record.device, record.session)
+}
+
+/// The field an index member named, once swept (`None` for a member that
+/// is not one a node writes).
+fn swept_field(member: &str, node: &NodeId, since: u64) -> Option<(ClientId, PresenceRecord)> {
+    let mut parts = member.splitn(3, '|');
+    let client = ClientId::parse(parts.next()?).ok()?;
+    let device = DeviceId::parse(parts.next()?).ok()?;
+    let session = parts.next()?.parse().ok()?;
+    let record = PresenceRecord {
+        device,
+        node: node.clone(),
+        session,
+        // Written before the lost run's end: no closer time is known.
+        since,
+    };
+    Some((client, record))
 }
 
 fn store_error(client: &ClientId, e: redis::RedisError) -> PresenceError {
@@ -376,7 +401,7 @@ impl PresenceStore for RedisPresence {
         node: &NodeId,
         lost_run: Option<u64>,
         before_since: u64,
-    ) -> Result<usize, PresenceError> {
+    ) -> Result<Vec<(ClientId, PresenceRecord)>, PresenceError> {
         let mut conn = self.conn.clone();
         let unavailable = |e: redis::RedisError| PresenceError::caused("Redis", e);
         if let Some(run) = lost_run {
@@ -391,13 +416,13 @@ impl PresenceStore for RedisPresence {
                 .await
                 .map_err(unavailable)?;
             if lock.is_none() {
-                return Ok(0);
+                return Ok(Vec::new());
             }
         }
         self.load(&self.sweep_one).await.map_err(unavailable)?;
         let index = self.index_key(node.as_str());
         let mut cursor = 0u64;
-        let mut deleted = 0;
+        let mut deleted = Vec::new();
         loop {
             let (next, members): (u64, Vec<String>) = redis::cmd("SSCAN")
                 .arg(&index)
@@ -439,7 +464,13 @@ impl PresenceStore for RedisPresence {
                     .filter(|(_, outcome)| **outcome != 0)
                     .map(|(member, _)| member)
                     .collect();
-                deleted += outcomes.iter().filter(|o| **o == 1).count();
+                deleted.extend(
+                    members
+                        .iter()
+                        .zip(&outcomes)
+                        .filter(|(_, outcome)| **outcome == 1)
+                        .filter_map(|(member, _)| swept_field(member, node, before_since)),
+                );
                 if !done.is_empty() {
                     redis::cmd("SREM")
                         .arg(&index)
@@ -504,6 +535,51 @@ impl PresenceStore for RedisPresence {
                     client: format!("group {group}"),
                     why: format!("member {m:?}: {e}"),
                 })
+            })
+            .collect()
+    }
+
+    async fn set_last_seen(
+        &self,
+        client: &ClientId,
+        seen: LastSeen,
+        ttl: Duration,
+    ) -> Result<(), PresenceError> {
+        redis::cmd("SET")
+            .arg(self.seen_key(client))
+            .arg(seen.value())
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(|e| store_error(client, e))
+    }
+
+    async fn last_seen_many(
+        &self,
+        clients: &[ClientId],
+    ) -> Result<Vec<Option<LastSeen>>, PresenceError> {
+        let commands = clients
+            .iter()
+            .map(|client| {
+                let mut cmd = redis::cmd("GET");
+                cmd.arg(self.seen_key(client));
+                cmd
+            })
+            .collect();
+        let replies = self
+            .conn
+            .batch_each(commands)
+            .await
+            .map_err(|e| PresenceError::caused("Redis", e))?;
+        clients
+            .iter()
+            .zip(replies)
+            .map(|(client, reply)| {
+                let reply = reply.map_err(|e| store_error(client, e))?;
+                let value: Option<String> =
+                    redis::from_redis_value(reply).map_err(|e| store_error(client, e.into()))?;
+                Ok(value.as_deref().and_then(LastSeen::parse))
             })
             .collect()
     }

@@ -306,6 +306,7 @@ impl FakeSession {
             session: self.handle.id,
             id: None,
             receipt,
+            group: None,
         };
         let body = serde_json::value::RawValue::from_string("\"hi\"".into()).unwrap();
         switchboard::routing::Message::new(

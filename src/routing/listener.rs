@@ -1,4 +1,4 @@
-//! This node's inbox on the bus: reads what other nodes sent and hands each
+//! This node's subscription on the bus (its listener): reads what other nodes sent and hands each
 //! hop to the router (messages, takeovers, changes) or its outcomes
 //! (outcomes, bounces).
 //!
@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::Router;
-use crate::bus::{Delivery, Inbox};
+use crate::bus::{Delivery, Subscription};
 use crate::metrics::HopRejection;
 use crate::protocol::{Envelope, EnvelopeError, Hop};
+use crate::rate::LogThrottle;
 
 /// How the inbox ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -32,10 +32,10 @@ pub enum Ended {
 /// Reads the inbox until `stop` is cancelled or the bus closes it. Messages
 /// whose frame is larger than the largest a client of any node can cause
 /// ([`Settings::max_message_frame`](super::Settings)) are refused.
-pub async fn run(router: Arc<Router>, mut inbox: Inbox, stop: CancellationToken) -> Ended {
+pub async fn run(router: Arc<Router>, mut inbox: Subscription, stop: CancellationToken) -> Ended {
     let metrics = router.metrics.clone();
     let max_frame = router.settings.max_message_frame;
-    let mut complaints = Throttle::new(Duration::from_secs(1));
+    let mut complaints = LogThrottle::new(Duration::from_secs(1));
     loop {
         let delivery = tokio::select! {
             delivery = inbox.next() => match delivery {
@@ -139,37 +139,6 @@ fn frame_of(payload: &Bytes, frame: &str) -> Option<Utf8Bytes> {
     Some(unsafe { Utf8Bytes::from_bytes_unchecked(payload.slice(start..end)) })
 }
 
-/// Lets one log line through per period and counts the rest.
-struct Throttle {
-    period: Duration,
-    last: Option<Instant>,
-    skipped: u64,
-}
-
-impl Throttle {
-    fn new(period: Duration) -> Self {
-        Self {
-            period,
-            last: None,
-            skipped: 0,
-        }
-    }
-
-    /// `Some(lines skipped since the last one)` when a line may be logged.
-    fn ready(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < self.period)
-        {
-            self.skipped += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.skipped))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,7 +156,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn throttle_lets_one_through_per_period() {
-        let mut t = Throttle::new(Duration::from_secs(3600));
+        let mut t = LogThrottle::new(Duration::from_secs(3600));
         assert_eq!(t.ready(), Some(0));
         assert_eq!(t.ready(), None);
         assert_eq!(t.ready(), None);

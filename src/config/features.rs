@@ -1,0 +1,185 @@
+//! The opt-in features of version 2 around the offline branch: the inbox
+//! (`--inbox …`), last-seen (`--last-seen-ttl`) and events (`--events`,
+//! `--webhook-*`). Each is checked here into a form the node can trust.
+
+use std::time::Duration;
+
+use super::{ConfigError, RedisTarget, ServeArgs, in_range, non_empty};
+use crate::redact::Secret;
+
+/// Where stored messages wait (`--inbox`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboxTarget {
+    /// This process's memory: for a node on its own (lost when it stops).
+    Memory,
+    /// Redis Streams on one Redis server (which may be the presence one).
+    Redis(RedisTarget),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxConfig {
+    pub target: InboxTarget,
+    /// Most messages one client's inbox holds.
+    pub max_messages: usize,
+    /// How long a stored message waits before it is dropped.
+    pub ttl: Duration,
+}
+
+/// What a node publishes about sessions and offline messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsConfig {
+    /// Publish on NATS (`<prefix>.events.*`); only clustered nodes have it.
+    pub nats: bool,
+    pub webhook: Option<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    pub url: Secret,
+    /// Signs every body (HMAC-SHA256).
+    pub secret: Secret,
+    /// Events waiting to be POSTed; beyond it they are counted and dropped.
+    pub queue: usize,
+}
+
+/// A duration as operators write one: `500ms`, `30s`, `15m`, `12h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit: write e.g. 30s, 12h or 7d"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration: write e.g. 30s, 12h or 7d"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m, h or d")),
+    };
+    n.checked_mul(ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+fn duration_flag(
+    flag: &str,
+    text: &str,
+    range: std::ops::RangeInclusive<Duration>,
+) -> Result<Duration, ConfigError> {
+    let d = parse_duration(text).map_err(|e| ConfigError(format!("--{flag}: {e}")))?;
+    if !range.contains(&d) {
+        return Err(ConfigError(format!(
+            "--{flag} {text} is out of range: use {:?} to {:?}",
+            range.start(),
+            range.end()
+        )));
+    }
+    Ok(d)
+}
+
+pub(super) fn inbox(args: &ServeArgs, clustered: bool) -> Result<Option<InboxConfig>, ConfigError> {
+    let Some(target) = non_empty(args.inbox.clone()) else {
+        return Ok(None);
+    };
+    let target = match target.trim() {
+        "memory" if clustered => {
+            return Err(ConfigError(
+                "--inbox memory keeps messages in one node's memory, where other nodes of a \
+                 cluster cannot read them: give a clustered node a Redis URL (it may be the \
+                 presence Redis)"
+                    .into(),
+            ));
+        }
+        "memory" => InboxTarget::Memory,
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            InboxTarget::Redis(RedisTarget {
+                urls: vec![Secret::new(url)],
+                cluster: false,
+                ca_file: args.presence.redis_ca.clone(),
+            })
+        }
+        other => {
+            return Err(ConfigError(format!(
+                "--inbox {:?} is not an inbox: use memory (one node on its own) or a Redis URL \
+                 (redis://host:port, rediss:// for TLS; it may be the presence Redis)",
+                crate::redact::url(other)
+            )));
+        }
+    };
+    Ok(Some(InboxConfig {
+        target,
+        max_messages: in_range("inbox-max-messages", args.inbox_max_messages, 1..=1_000_000)?,
+        ttl: duration_flag(
+            "inbox-ttl",
+            &args.inbox_ttl,
+            Duration::from_secs(1)..=Duration::from_secs(365 * 86_400),
+        )?,
+    }))
+}
+
+pub(super) fn last_seen_ttl(args: &ServeArgs) -> Result<Duration, ConfigError> {
+    duration_flag(
+        "last-seen-ttl",
+        &args.last_seen_ttl,
+        Duration::from_secs(1)..=Duration::from_secs(10 * 365 * 86_400),
+    )
+}
+
+pub(super) fn events(args: &ServeArgs, clustered: bool) -> Result<EventsConfig, ConfigError> {
+    let webhook = match (
+        non_empty(args.webhook_url.clone()),
+        non_empty(args.webhook_secret.clone()),
+    ) {
+        (None, None) => None,
+        (Some(url), Some(secret)) => {
+            if !url.starts_with("http://") {
+                return Err(ConfigError(format!(
+                    "--webhook-url {:?} must be an http:// URL (the receiver inside the \
+                     cluster's network, or a local TLS proxy in front of an https:// one)",
+                    crate::redact::url(&url)
+                )));
+            }
+            Some(WebhookConfig {
+                url: Secret::new(url),
+                secret: Secret::new(secret),
+                queue: in_range("webhook-queue", args.webhook_queue, 1..=10_000_000)?,
+            })
+        }
+        (Some(_), None) => {
+            return Err(ConfigError(
+                "--webhook-url needs --webhook-secret: every body is signed with it, so that \
+                 the receiver can tell the node's events from anyone else's"
+                    .into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError(
+                "--webhook-secret is set but --webhook-url is not: say where to POST events".into(),
+            ));
+        }
+    };
+    Ok(EventsConfig {
+        nats: args.events && clustered,
+        webhook,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_operators_write_them() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["", "7", "d", "7w", "-1s", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+}
