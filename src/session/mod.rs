@@ -296,9 +296,16 @@ pub async fn run(
         // presence field), so that connecting and dropping cannot pile up
         // detached sessions beyond --max-sessions; a draining node lets
         // them go, since it waits for its slots before passing them on.
-        let slot = (!env.shutdown.is_cancelled()).then_some(slot);
+        // The slot goes back only once the session counts as detached: a
+        // drain that saw every slot back and no detached session would
+        // not wait for (or pass on) this one, and end it at once.
+        let (kept, released) = match env.shutdown.is_cancelled() {
+            true => (None, Some(slot)),
+            false => (Some(slot), None),
+        };
         let router = env.router.clone();
-        router.detach(handle, resume.window, env.drain_over.clone(), slot);
+        router.detach(handle, resume.window, env.drain_over.clone(), kept);
+        drop(released);
         return;
     }
     Box::pin(finish(&env, &handle, Some(ws), ending)).await;
