@@ -1,0 +1,7 @@
+/**
+ * switchboard-client: the official client for Switchboard, for browsers
+ * and Node. See README.md for a first example and API.md for the API.
+ */
+export { Client, connect } from "./client.js";
+export { BadFrame, Closed, ConnectionLost, Internal, InvalidRecipient, NotMember, QueueFull, RateLimited, SwitchboardError, TooLarge, Unavailable, } from "./errors.js";
+export { CloseCode } from "./protocol.js";

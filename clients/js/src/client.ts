@@ -1,0 +1,587 @@
+import {
+  Closed,
+  ConnectionLost,
+  QueueFull,
+  SwitchboardError,
+  fromFrame,
+} from "./errors.js";
+import type {
+  AckFrame,
+  ClientFrame,
+  MessageFrame,
+  OfflineReason,
+  ReceiptFrame,
+  ServerFrame,
+  WelcomeFrame,
+} from "./protocol.js";
+import { CloseCode } from "./protocol.js";
+
+/** What this client needs of a WebSocket: the browser's, Node 22's
+ * global one, or `ws`'s. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: unknown) => void) | null;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+}
+
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+/** Where the client is in its life. */
+export type State = "connecting" | "open" | "reconnecting" | "closed";
+
+export interface ConnectOptions {
+  /** The node: `ws://host:port` or `wss://…` (`/ws` is added if absent). */
+  url: string;
+  /** Authentication off (development): the client names itself. */
+  clientId?: string;
+  /** A JWT whose `sub` is the client id. */
+  token?: string;
+  /** Called for a fresh token before every connect and reconnect (tokens
+   * expire). */
+  getToken?: () => string | Promise<string>;
+  /** This session's device (one session per device; default `default`). */
+  device?: string;
+  /** Acks mode: messages carry a `seq`, confirmed lazily, and a dropped
+   * connection is resumed with nothing lost. Default true. */
+  acks?: boolean;
+  /** The WebSocket to use; default the runtime's global one (browsers,
+   * Node 22+). On Node 20 pass `ws`'s. */
+  WebSocket?: WebSocketConstructor;
+  /** Reconnect with exponential backoff and full jitter; `false` to not
+   * reconnect. Default: from 500 ms, doubling, up to 30 s. */
+  reconnect?: false | { initialDelayMs?: number; maxDelayMs?: number };
+  /** Sends queued while disconnected, at most; beyond, `send` rejects
+   * with `QueueFull`. Default 256. */
+  maxQueued?: number;
+  /** Acks mode: confirm after this many messages, or this long after
+   * the first unconfirmed one. Defaults 32 and 200 ms. */
+  confirmEvery?: number;
+  confirmAfterMs?: number;
+}
+
+export interface SendOptions {
+  /** Ask for `delivered` receipts (sends to a client). */
+  receipt?: boolean;
+  /** Keep it in the recipient's inbox if the recipient is offline (on a
+   * node with an inbox). */
+  store?: boolean;
+}
+
+/** What finally became of a send: `delivered` (at least one of the
+ * recipient's sessions got it; confirmed, in acks mode), `offline`
+ * (none did: `reason` says why), `stored` (offline, and kept in the
+ * recipient's inbox), or `unknown` (this client's session ended and could
+ * not be resumed before the receipts came). */
+export interface Outcome {
+  status: "delivered" | "offline" | "stored" | "unknown";
+  reason?: OfflineReason;
+  /** One per recipient session that answered. */
+  receipts: ReceiptFrame[];
+}
+
+/** The ack of a send, and (for a send to a client with `receipt: true`,
+ * or an `offline` one) the promise of its final outcome. */
+export interface Sent extends AckFrame {
+  outcome?: Promise<Outcome>;
+}
+
+/** What a client emits. */
+export interface ClientEvents {
+  /** The state changed. */
+  state: State;
+  /** A session began (or was resumed: `welcome.resumed`). */
+  welcome: WelcomeFrame;
+  /** A message for this client (`carbon` on a copy of what it sent from
+   * another device, `stored` on one from its inbox). */
+  message: MessageFrame;
+  /** A later outcome of a message this client sent, at one session. */
+  receipt: ReceiptFrame;
+  /** An error frame that answers no pending request. */
+  error: SwitchboardError;
+  /** The connection ended (a reconnect may follow). */
+  disconnect: { code: number; reason: string };
+  /** The next connect is due in `delayMs` (attempt counts from 1). */
+  retry: { attempt: number; delayMs: number };
+}
+
+type Listener<T> = (value: T) => void;
+
+interface Pending {
+  id: string;
+  frame: string;
+  receipt: boolean;
+  resolve: (sent: Sent) => void;
+  reject: (error: SwitchboardError) => void;
+}
+
+interface Tracked {
+  expected: number;
+  receipts: ReceiptFrame[];
+  resolve: (outcome: Outcome) => void;
+}
+
+const OPEN = 1;
+
+/** Opens a client: it connects at once, and reconnects (resuming, in
+ * acks mode) until `close()`. */
+export function connect(options: ConnectOptions): Client {
+  const client = new Client(options);
+  client.start();
+  return client;
+}
+
+export class Client {
+  private readonly options: ConnectOptions;
+  private readonly Socket: WebSocketConstructor;
+  private ws: WebSocketLike | null = null;
+  private currentState: State = "connecting";
+  private currentWelcome: WelcomeFrame | null = null;
+  private listeners: { [K in keyof ClientEvents]?: Set<Listener<ClientEvents[K]>> } = {};
+  private nextId = 1;
+  /** Written, waiting for their ack, by `id`. */
+  private inFlight = new Map<string, Pending>();
+  /** Ids of the requests written (sends and pings), in order: the node
+   * answers them in this order. */
+  private answerOrder: string[] = [];
+  /** Not written yet (disconnected), in order. */
+  private queued: Pending[] = [];
+  private pings = new Map<string, { resolve: () => void; reject: (e: SwitchboardError) => void }>();
+  private tracked = new Map<string, Tracked>();
+  private resumeToken: string | null = null;
+  private lastSeq = 0;
+  private confirmedSeq = 0;
+  private confirmTimer: ReturnType<typeof setTimeout> | null = null;
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private attempt = 0;
+  private wanted = true;
+  private readyWaiters: Array<{ resolve: (w: WelcomeFrame) => void; reject: (e: SwitchboardError) => void }> = [];
+
+  constructor(options: ConnectOptions) {
+    if (!options.clientId && !options.token && !options.getToken) {
+      throw new TypeError("connect: give clientId (authentication off), token or getToken");
+    }
+    const Socket =
+      options.WebSocket ??
+      (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!Socket) {
+      throw new TypeError(
+        "connect: this runtime has no WebSocket; pass options.WebSocket (on Node 20: the ws package's)",
+      );
+    }
+    this.options = { acks: true, ...options };
+    this.Socket = Socket;
+  }
+
+  /** Where the client is in its life. */
+  get state(): State {
+    return this.currentState;
+  }
+
+  /** The current session's welcome, once there is one. */
+  get welcome(): WelcomeFrame | null {
+    return this.currentWelcome;
+  }
+
+  /** Listens for `event`; returns the function that stops listening. */
+  on<K extends keyof ClientEvents>(event: K, listener: Listener<ClientEvents[K]>): () => void {
+    let set = this.listeners[event] as Set<Listener<ClientEvents[K]>> | undefined;
+    if (!set) {
+      set = new Set();
+      (this.listeners as Record<string, unknown>)[event] = set;
+    }
+    set.add(listener);
+    return () => set.delete(listener);
+  }
+
+  /** Resolves with the welcome once a session is open (at once if one
+   * is); rejects if the client is closed first. */
+  ready(): Promise<WelcomeFrame> {
+    if (this.currentState === "open" && this.currentWelcome) {
+      return Promise.resolve(this.currentWelcome);
+    }
+    if (this.currentState === "closed") {
+      return Promise.reject(new Closed("closed", "the client is closed"));
+    }
+    return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
+  }
+
+  /** Sends `body` to client `to`: resolves with the ack (and the promise
+   * of its outcome), or rejects with a typed error. */
+  send(to: string, body: unknown, options: SendOptions = {}): Promise<Sent> {
+    const receipt = options.receipt === true;
+    return this.request({ type: "send", to, body, receipt: receipt || undefined, store: options.store || undefined }, receipt);
+  }
+
+  /** Sends `body` to every member of `group` (the ack counts each branch). */
+  sendGroup(group: string, body: unknown): Promise<Sent> {
+    return this.request({ type: "send", group, body }, false);
+  }
+
+  /** A round trip to the node. */
+  ping(): Promise<void> {
+    const id = `p-${this.nextId++}`;
+    return new Promise((resolve, reject) => {
+      if (!this.isOpen()) {
+        reject(new ConnectionLost("connection_lost", "not connected"));
+        return;
+      }
+      this.pings.set(id, { resolve, reject });
+      this.answerOrder.push(id);
+      this.write({ type: "ping", id });
+    });
+  }
+
+  /** Ends the session (a client close: it is not resumed) and stops
+   * reconnecting. Queued sends reject with `Closed`. */
+  close(): void {
+    this.wanted = false;
+    this.clearTimers();
+    this.confirmNow();
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      ws.onclose = null;
+      ws.close(CloseCode.Normal);
+    }
+    const lost = new ConnectionLost("connection_lost", "closed before the ack; the send may or may not have been routed");
+    for (const [, pending] of this.inFlight) pending.reject(lost);
+    this.inFlight.clear();
+    for (const [, ping] of this.pings) ping.reject(lost);
+    this.pings.clear();
+    this.answerOrder = [];
+    this.failAll(new Closed("closed", "the client was closed"));
+    this.setState("closed");
+  }
+
+  /** Starts connecting (`connect` does this). */
+  start(): void {
+    void this.open();
+  }
+
+  // ---- The connection ---------------------------------------------------
+
+  private async open(): Promise<void> {
+    if (!this.wanted) return;
+    let url: string;
+    try {
+      url = await this.sessionUrl();
+    } catch (error) {
+      this.emit("error", new ConnectionLost("connection_lost", `getToken failed: ${String(error)}`));
+      this.retry();
+      return;
+    }
+    if (!this.wanted) return;
+    const ws = new this.Socket(url);
+    this.ws = ws;
+    let welcomed = false;
+    ws.onmessage = (event) => {
+      const text = typeof event.data === "string" ? event.data : String(event.data);
+      let frame: ServerFrame;
+      try {
+        frame = JSON.parse(text) as ServerFrame;
+      } catch {
+        return;
+      }
+      if (!welcomed) {
+        if (frame.type !== "welcome") return;
+        welcomed = true;
+        this.welcomed(frame);
+        return;
+      }
+      this.receive(frame);
+    };
+    ws.onclose = (event) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.lost(event.code, event.reason);
+    };
+    ws.onerror = () => {
+      // onclose follows with the code.
+    };
+  }
+
+  private async sessionUrl(): Promise<string> {
+    const o = this.options;
+    let base = o.url.replace(/\/+$/, "");
+    if (!/\/ws$/.test(base)) base += "/ws";
+    const query = new URLSearchParams();
+    const token = o.getToken ? await o.getToken() : o.token;
+    if (token) query.set("token", token);
+    else if (o.clientId) query.set("client_id", o.clientId);
+    if (o.device) query.set("device", o.device);
+    if (o.acks) {
+      query.set("acks", "1");
+      if (this.resumeToken) {
+        query.set("resume", this.resumeToken);
+        query.set("upto", String(this.lastSeq));
+      }
+    }
+    return `${base}?${query}`;
+  }
+
+  private welcomed(welcome: WelcomeFrame): void {
+    const resumed = welcome.resumed === true;
+    if (!resumed) {
+      // A new session: what the old one owed is not coming.
+      this.lastSeq = 0;
+      this.confirmedSeq = 0;
+      for (const [, t] of this.tracked) {
+        t.resolve({ status: "unknown", receipts: t.receipts });
+      }
+      this.tracked.clear();
+    }
+    this.resumeToken = welcome.resume_token ?? null;
+    this.currentWelcome = welcome;
+    this.attempt = 0;
+    this.setState("open");
+    this.emit("welcome", welcome);
+    for (const waiter of this.readyWaiters.splice(0)) waiter.resolve(welcome);
+    // What waited while disconnected goes out now, in order.
+    for (const pending of this.queued.splice(0)) this.transmit(pending);
+  }
+
+  private lost(code: number, reason: string): void {
+    this.clearConfirmTimer();
+    this.emit("disconnect", { code, reason });
+    // Sent, not acked: the node may or may not have routed them.
+    for (const [, pending] of this.inFlight) {
+      pending.reject(new ConnectionLost("connection_lost", "the connection dropped before the ack; the send may or may not have been routed"));
+    }
+    this.inFlight.clear();
+    for (const [, ping] of this.pings) ping.reject(new ConnectionLost("connection_lost", "the connection dropped before the pong"));
+    this.pings.clear();
+    this.answerOrder = [];
+    if (code === CloseCode.Replaced) {
+      // Another session of this device took over: reconnecting would
+      // close that one.
+      this.wanted = false;
+      this.failAll(new Closed("closed", "replaced by a newer session of this device (4001)"));
+      this.setState("closed");
+      return;
+    }
+    if (!this.wanted || this.options.reconnect === false) {
+      this.wanted = false;
+      this.failAll(new Closed("closed", `the session ended (${code}${reason ? ` ${reason}` : ""})`));
+      this.setState("closed");
+      return;
+    }
+    this.retry();
+  }
+
+  private retry(): void {
+    if (!this.wanted) return;
+    this.setState("reconnecting");
+    const settings = this.options.reconnect || {};
+    const initial = settings.initialDelayMs ?? 500;
+    const max = settings.maxDelayMs ?? 30_000;
+    // Full jitter: anywhere up to the doubled ceiling.
+    const ceiling = Math.min(max, initial * 2 ** this.attempt);
+    const delay = Math.random() * ceiling;
+    this.attempt += 1;
+    this.emit("retry", { attempt: this.attempt, delayMs: delay });
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      void this.open();
+    }, delay);
+  }
+
+  // ---- Frames -------------------------------------------------------------
+
+  private receive(frame: ServerFrame): void {
+    switch (frame.type) {
+      case "message":
+        this.message(frame);
+        break;
+      case "ack":
+        this.acked(frame);
+        break;
+      case "receipt":
+        this.receipt(frame);
+        break;
+      case "error": {
+        const error = fromFrame(frame.code, frame.message);
+        // The node answers every frame, in reading order: an error that
+        // names no id (a frame too large to read) answers the oldest.
+        const id = frame.id ?? this.answerOrder[0];
+        const pending = id ? this.inFlight.get(id) : undefined;
+        const ping = id ? this.pings.get(id) : undefined;
+        if (id) this.answered(id);
+        if (pending) pending.reject(error);
+        else if (ping) ping.reject(error);
+        else this.emit("error", error);
+        break;
+      }
+      case "pong": {
+        const ping = frame.id ? this.pings.get(frame.id) : undefined;
+        if (ping && frame.id) {
+          this.answered(frame.id);
+          ping.resolve();
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  private message(frame: MessageFrame): void {
+    if (frame.seq !== undefined) {
+      // Written again after a resume: already seen.
+      if (frame.seq <= this.lastSeq) return;
+      this.lastSeq = frame.seq;
+      this.confirmLater();
+    }
+    this.emit("message", frame);
+  }
+
+  private acked(ack: AckFrame): void {
+    const pending = ack.id ? this.inFlight.get(ack.id) : undefined;
+    if (!pending || !ack.id) return;
+    this.answered(ack.id);
+    const sent: Sent = { ...ack };
+    if (ack.status === "offline") {
+      sent.outcome = Promise.resolve({
+        status: ack.stored ? "stored" : "offline",
+        reason: ack.reason,
+        receipts: [],
+      });
+    } else if (pending.receipt && ack.sessions !== undefined && ack.sessions > 0) {
+      sent.outcome = new Promise((resolve) => {
+        this.tracked.set(ack.msg_id, { expected: ack.sessions ?? 0, receipts: [], resolve });
+      });
+    }
+    pending.resolve(sent);
+  }
+
+  private receipt(frame: ReceiptFrame): void {
+    this.emit("receipt", frame);
+    const tracked = this.tracked.get(frame.msg_id);
+    if (!tracked) return;
+    tracked.receipts.push(frame);
+    if (tracked.receipts.length < tracked.expected) return;
+    this.tracked.delete(frame.msg_id);
+    const delivered = tracked.receipts.some((r) => r.status === "delivered");
+    tracked.resolve({
+      status: delivered ? "delivered" : "offline",
+      reason: delivered ? undefined : tracked.receipts[0]?.reason,
+      receipts: tracked.receipts,
+    });
+  }
+
+  // ---- Sending --------------------------------------------------------------
+
+  private request(frame: Omit<ClientFrame & { type: "send" }, "id">, receipt: boolean): Promise<Sent> {
+    return new Promise((resolve, reject) => {
+      if (this.currentState === "closed") {
+        reject(new Closed("closed", "the client is closed"));
+        return;
+      }
+      const id = `c-${this.nextId++}`;
+      const pending: Pending = {
+        id,
+        frame: JSON.stringify({ ...frame, id }),
+        receipt,
+        resolve,
+        reject,
+      };
+      if (this.isOpen()) {
+        this.transmit(pending);
+        return;
+      }
+      const max = this.options.maxQueued ?? 256;
+      if (this.queued.length >= max) {
+        reject(new QueueFull("queue_full", `${max} sends already wait for the connection`));
+        return;
+      }
+      this.queued.push(pending);
+    });
+  }
+
+  private transmit(pending: Pending): void {
+    this.inFlight.set(pending.id, pending);
+    this.answerOrder.push(pending.id);
+    this.ws?.send(pending.frame);
+  }
+
+  /** The request `id` got its answer. */
+  private answered(id: string): void {
+    this.inFlight.delete(id);
+    this.pings.delete(id);
+    const at = this.answerOrder.indexOf(id);
+    if (at >= 0) this.answerOrder.splice(at, 1);
+  }
+
+  private write(frame: ClientFrame): void {
+    this.ws?.send(JSON.stringify(frame));
+  }
+
+  private isOpen(): boolean {
+    return this.currentState === "open" && this.ws !== null && this.ws.readyState === OPEN;
+  }
+
+  // ---- Acks mode: lazy confirmation ------------------------------------------
+
+  private confirmLater(): void {
+    const every = this.options.confirmEvery ?? 32;
+    if (this.lastSeq - this.confirmedSeq >= every) {
+      this.confirmNow();
+    } else if (!this.confirmTimer) {
+      this.confirmTimer = setTimeout(() => this.confirmNow(), this.options.confirmAfterMs ?? 200);
+    }
+  }
+
+  private confirmNow(): void {
+    this.clearConfirmTimer();
+    if (this.lastSeq > this.confirmedSeq && this.isOpen()) {
+      this.write({ type: "received", upto: this.lastSeq });
+      this.confirmedSeq = this.lastSeq;
+    }
+  }
+
+  private clearConfirmTimer(): void {
+    if (this.confirmTimer) clearTimeout(this.confirmTimer);
+    this.confirmTimer = null;
+  }
+
+  private clearTimers(): void {
+    this.clearConfirmTimer();
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+  }
+
+  // ---- Plumbing -------------------------------------------------------------
+
+  private failAll(error: SwitchboardError): void {
+    for (const pending of this.queued.splice(0)) pending.reject(error);
+    for (const [, pending] of this.inFlight) pending.reject(error);
+    this.inFlight.clear();
+    for (const waiter of this.readyWaiters.splice(0)) waiter.reject(error);
+    for (const [, t] of this.tracked) t.resolve({ status: "unknown", receipts: t.receipts });
+    this.tracked.clear();
+  }
+
+  private setState(state: State): void {
+    if (state === this.currentState) return;
+    this.currentState = state;
+    this.emit("state", state);
+  }
+
+  private emit<K extends keyof ClientEvents>(event: K, value: ClientEvents[K]): void {
+    const set = this.listeners[event] as Set<Listener<ClientEvents[K]>> | undefined;
+    if (!set) return;
+    for (const listener of [...set]) {
+      try {
+        listener(value);
+      } catch (error) {
+        // A listener's bug must not break the client.
+        setTimeout(() => {
+          throw error;
+        });
+      }
+    }
+  }
+}

@@ -1,0 +1,156 @@
+/**
+ * The frames of the Switchboard wire contract, version 2
+ * (docs/protocol.md), as TypeScript types: what a client sends and what a
+ * node answers.
+ */
+
+/** The branch the sender's node took; `fanout` for a send to a group. */
+export type AckStatus = "local" | "remote" | "offline" | "fanout";
+
+/** Why a message is offline. */
+export type OfflineReason =
+  | "never_seen"
+  | "disconnected"
+  | "node_dead"
+  | "slow_consumer"
+  | "resume_expired"
+  | "shutting_down";
+
+/** The `code` of an `error` frame. */
+export type ErrorCode =
+  | "bad_frame"
+  | "unknown_type"
+  | "invalid_recipient"
+  | "too_large"
+  | "rate_limited"
+  | "unavailable"
+  | "internal"
+  | "not_member";
+
+/** `store_error` of an ack whose message could not be stored. */
+export type StoreError = "inbox_full" | "unavailable";
+
+/** The first frame of a session. */
+export interface WelcomeFrame {
+  type: "welcome";
+  client_id: string;
+  /** This session's device (`default` when none was named). */
+  device: string;
+  session_id: string;
+  node: string;
+  /** Acks mode: takes this session back after a drop. */
+  resume_token?: string;
+  /** Set when the client asked to resume: whether it did. */
+  resumed?: boolean;
+  /** With an inbox on the node: how many stored messages follow. */
+  inbox?: number;
+}
+
+/** The node's answer to a `send`: exactly one per send, in order. */
+export interface AckFrame {
+  type: "ack";
+  id?: string;
+  msg_id: string;
+  status: AckStatus;
+  /** Sessions reached (sends to a client). */
+  sessions?: number;
+  /** Group sends: sessions handed here, published elsewhere, members
+   * with no session, hops published. */
+  local?: number;
+  remote?: number;
+  offline?: number;
+  nodes?: number;
+  /** Offline sends: why, and when the recipient was last seen (ms). */
+  reason?: OfflineReason;
+  last_seen?: number;
+  /** Sends with `store`, on a node with an inbox. */
+  stored?: boolean;
+  store_error?: StoreError;
+}
+
+/** A message for this client. */
+export interface MessageFrame<B = unknown> {
+  type: "message";
+  msg_id: string;
+  from: string;
+  /** Present for a message to a client. */
+  to?: string;
+  /** Present for a message to a group. */
+  group?: string;
+  body: B;
+  /** ms since the Unix epoch, stamped by the sender's node. */
+  ts: number;
+  /** A copy of what this client sent from another device. */
+  carbon?: boolean;
+  /** Acks mode: this session's sequence number, to confirm. */
+  seq?: number;
+  /** It waited in this client's inbox. */
+  stored?: boolean;
+}
+
+/** A later outcome of a routed message, at one recipient session. */
+export interface ReceiptFrame {
+  type: "receipt";
+  id?: string;
+  msg_id: string;
+  status: "delivered" | "offline";
+  to?: string;
+  device?: string;
+  reason?: OfflineReason;
+}
+
+export interface ErrorFrame {
+  type: "error";
+  code: ErrorCode;
+  message: string;
+  id?: string;
+}
+
+export interface PongFrame {
+  type: "pong";
+  id?: string;
+}
+
+/** Anything a node sends. */
+export type ServerFrame =
+  | WelcomeFrame
+  | AckFrame
+  | MessageFrame
+  | ReceiptFrame
+  | ErrorFrame
+  | PongFrame;
+
+/** A send to a client (`to`) or a group (`group`). */
+export interface SendFrame {
+  type: "send";
+  to?: string;
+  group?: string;
+  body: unknown;
+  id?: string;
+  receipt?: boolean;
+  store?: boolean;
+}
+
+export interface PingFrame {
+  type: "ping";
+  id?: string;
+}
+
+/** Acks mode: every message up to `seq` `upto` has arrived. */
+export interface ReceivedFrame {
+  type: "received";
+  upto: number;
+}
+
+/** Anything a client sends. */
+export type ClientFrame = SendFrame | PingFrame | ReceivedFrame;
+
+/** Close codes a node uses. */
+export const CloseCode = {
+  Normal: 1000,
+  GoingAway: 1001,
+  Policy: 1008,
+  TooBig: 1009,
+  Replaced: 4001,
+  SlowConsumer: 4008,
+} as const;
