@@ -1,7 +1,10 @@
 //! The chat page every node serves at `/`: a newcomer's first contact,
-//! with no client to write. Its three files are compiled into the binary
-//! (no build step, no CDN: it works offline) and talk to the node that
-//! served them, over the same WebSocket protocol as any client.
+//! with no client to write. Its files are compiled into the binary (no
+//! CDN: it works offline): the page's own script runs on the browser
+//! bundle of the JavaScript client package (`clients/js`, built there and
+//! committed as `dist/switchboard-client.min.js`, so that building the
+//! node needs no Node.js), and talks to the node that served it over the
+//! same WebSocket protocol as any client.
 //!
 //! The page needs two facts about its node, its id and whether clients
 //! sign in with a token or a name; they are written into the HTML once,
@@ -16,6 +19,7 @@ use crate::protocol::NodeId;
 
 const INDEX: &str = include_str!("page/index.html");
 const APP_JS: &str = include_str!("page/app.js");
+const CLIENT_JS: &str = include_str!("../../clients/js/dist/switchboard-client.min.js");
 const APP_CSS: &str = include_str!("page/app.css");
 const ADMIN: &str = include_str!("page/admin.html");
 const ADMIN_JS: &str = include_str!("page/admin.js");
@@ -25,7 +29,8 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
                    connect-src 'self'; img-src 'self'; base-uri 'none'; \
                    form-action 'none'; frame-ancestors 'none'";
 
-/// `GET /`, `GET /page/app.js`, `GET /page/app.css`; the admin page
+/// `GET /`, `GET /page/app.js`, `GET /page/switchboard-client.min.js`,
+/// `GET /page/app.css`; the admin page
 /// `GET /admin` and `GET /page/admin.js` (its data comes from the API,
 /// behind the API key the operator enters in it).
 pub fn routes(node: &NodeId, tokens_required: bool) -> BoxedFilter<(Response,)> {
@@ -39,6 +44,9 @@ pub fn routes(node: &NodeId, tokens_required: bool) -> BoxedFilter<(Response,)> 
     let script = warp::path!("page" / "app.js")
         .and(warp::get())
         .map(|| asset(APP_JS.to_owned(), "text/javascript; charset=utf-8"));
+    let client = warp::path!("page" / "switchboard-client.min.js")
+        .and(warp::get())
+        .map(|| asset(CLIENT_JS.to_owned(), "text/javascript; charset=utf-8"));
     let style = warp::path!("page" / "app.css")
         .and(warp::get())
         .map(|| asset(APP_CSS.to_owned(), "text/css; charset=utf-8"));
@@ -49,6 +57,8 @@ pub fn routes(node: &NodeId, tokens_required: bool) -> BoxedFilter<(Response,)> 
         .and(warp::get())
         .map(|| asset(ADMIN_JS.to_owned(), "text/javascript; charset=utf-8"));
     page.or(script)
+        .unify()
+        .or(client)
         .unify()
         .or(style)
         .unify()

@@ -169,9 +169,14 @@ async fn two_people_chat_across_two_nodes_in_the_browser() {
     .await;
     shows(&bob, "#log li.out:last-child", &["remote", "delivered"]).await;
 
-    // Someone who is not there: the page says so.
+    // Someone who is not there: the page says so, and why.
     send(&alice, "carol", "anyone?").await;
-    shows(&alice, "#log li.out:last-child", &["carol", "offline"]).await;
+    shows(
+        &alice,
+        "#log li.out:last-child",
+        &["carol", "offline: never_seen"],
+    )
+    .await;
 
     // node-a goes away: alice's page says so and keeps trying; when a
     // node is back at the same address, it reconnects by itself.
@@ -419,6 +424,98 @@ async fn the_page_resumes_across_a_restart_of_its_node_without_losing_a_message(
             other => panic!("alice got {other:?}"),
         }
     }
+    page.close().await.unwrap();
+}
+
+/// The marks of the page built on the JavaScript client: ✓ sent, ✓✓
+/// delivered, offline with its reason, stored (with an inbox, the page
+/// offers to keep a message), and the stored message shown to its
+/// recipient when they come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_marks_each_outcome_and_keeps_messages_for_the_offline() {
+    let node = new_node().flags(&["--inbox", "memory"]).start().await;
+    let driver = Driver::start();
+    let alice = driver.browser().await;
+    sign_in(&alice, &http_url(&node, "/"), "alice").await;
+    // The inbox option is offered: this node keeps messages.
+    click(&alice, "store").await;
+    send(&alice, "dora", "see you later").await;
+    shows(
+        &alice,
+        "#log li.out:last-child",
+        &["offline: never_seen", "stored for later"],
+    )
+    .await;
+    let mut bob = connect(&node, "bob").await;
+    send(&alice, "bob", "are you there?").await;
+    shows(
+        &alice,
+        "#log li.out:last-child",
+        &["✓ local", "✓✓ delivered"],
+    )
+    .await;
+    assert_eq!(message(&mut bob).await.body["text"], "are you there?");
+
+    let dora = driver.browser().await;
+    sign_in(&dora, &http_url(&node, "/"), "dora").await;
+    shows(
+        &dora,
+        "#log",
+        &["1 message(s) kept for you while you were away"],
+    )
+    .await;
+    shows(
+        &dora,
+        "#log li.stored:last-child",
+        &["alice", "see you later", "kept while you were away"],
+    )
+    .await;
+    alice.close().await.unwrap();
+    dora.close().await.unwrap();
+}
+
+/// The package's browser example (`clients/js/examples/browser`), served
+/// by its own one-command server, imports the bundle, connects to a node
+/// that lets its origin in, and sends with a receipt: ✓✓.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_example_runs_on_the_bundle() {
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let node = new_node()
+        .flags(&["--allowed-origins", &origin])
+        .start()
+        .await;
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("clients/js/examples/browser/serve.mjs");
+    let mut command = Command::new("node");
+    command
+        .arg(&example)
+        .arg(ws_url(&node))
+        .arg(port.to_string())
+        .stdout(Stdio::null());
+    let mut server = ServerProcess::spawn("the example's server", port, &mut command);
+    assert!(server.wait_for_port(), "the example's server did not start");
+    let mut bob = connect(&node, "bob").await;
+    let driver = Driver::start();
+    let page = driver.browser().await;
+    let url = format!("{origin}/?node={}&me=alice", ws_url(&node));
+    page.goto(&url).await.unwrap();
+    shows(&page, "#status", &["open"]).await;
+    fill(&page, "to", "bob").await;
+    fill(&page, "text", "from the example").await;
+    page.find(Locator::Css("#send button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(message(&mut bob).await.body["text"], "from the example");
+    shows(
+        &page,
+        "#log li:last-child",
+        &["you → bob: from the example ✓✓"],
+    )
+    .await;
     page.close().await.unwrap();
 }
 
