@@ -356,3 +356,6 @@ w("```")
 open(out, "w").write("\n".join(lines) + "\n")
 print(f"wrote {out}", file=sys.stderr)
 PY
+# The inbox, last-seen and events rows: servers of their own.
+for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+QUICK=$QUICK scripts/bench-inbox.sh >>"$OUT"

@@ -2,8 +2,8 @@
 # Installs what the test suite runs against, from Debian packages, when
 # missing: redis-server (with redis-cli), nats-server (Debian puts it in
 # /usr/sbin), memcached, chromium with chromium-driver for the chat
-# page's browser test, and haproxy (its `-c` checks compose's load
-# balancer config). Safe to run again: it installs nothing that is
+# page's browser test, haproxy (its `-c` checks compose's load balancer
+# config), and Node.js with npm (the JavaScript client). Safe to run again: it installs nothing that is
 # already there.
 set -euo pipefail
 
@@ -21,6 +21,10 @@ have chromedriver || missing+=(chromium-driver)
 have haproxy || missing+=(haproxy)
 # ...and `docker-compose config` checks compose.yaml (no daemon needed).
 have docker-compose || missing+=(docker-compose)
+# The JavaScript client builds with npm and is tested with node --test
+# (Node 18 or later; the browser example test runs node too).
+have node || missing+=(nodejs)
+have npm || missing+=(npm)
 # scripts/check-manifests.sh puts kubernetes-validate in a virtualenv.
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 
