@@ -302,7 +302,11 @@ async fn every_node_serves_the_chat_page_with_strict_headers() {
     assert_eq!(status, 200);
     assert!(page.contains(r#"data-node="node-page""#), "{page}");
     assert!(page.contains(r#"data-auth="name""#));
-    for (path, needle) in [("/page/app.js", "new WebSocket"), ("/page/app.css", "#log")] {
+    for (path, needle) in [
+        ("/page/app.js", r#"from "/page/switchboard-client.min.js""#),
+        ("/page/switchboard-client.min.js", "resume"),
+        ("/page/app.css", "#log"),
+    ] {
         let (status, body) = http(&node, "GET", path, &[], None).await;
         assert_eq!(status, 200, "{path}");
         assert!(body.contains(needle), "{path}");
