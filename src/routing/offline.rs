@@ -404,15 +404,24 @@ impl Router {
                 return Some(0);
             }
         };
-        let count = stored.len() as u64;
-        let items = stored.into_iter().filter_map(|s| {
-            let head = crate::protocol::frames::message_head(&s.frame)?;
-            let handover = Handover::stored(head.0, head.1, handle.client.clone(), s.entry);
-            Some(Outbound {
-                frame: Utf8Bytes::from(s.frame),
-                handover: Some(Arc::new(handover)),
+        // Entries are frames this node family wrote; one that is not (a
+        // hand-edited stream) is skipped, logged, and left in place.
+        let items: Vec<Outbound> = stored
+            .into_iter()
+            .filter_map(|s| {
+                let Some((msg_id, from)) = crate::protocol::frames::message_head(&s.frame) else {
+                    tracing::warn!(client = %handle.client, entry = %s.entry,
+                        "an inbox entry is not a message frame; skipped");
+                    return None;
+                };
+                let handover = Handover::stored(msg_id, from, handle.client.clone(), s.entry);
+                Some(Outbound {
+                    frame: Utf8Bytes::from(s.frame),
+                    handover: Some(Arc::new(handover)),
+                })
             })
-        });
+            .collect();
+        let count = items.len() as u64;
         handle.outbox.put_stored(items);
         Some(count)
     }
