@@ -326,9 +326,11 @@ async fn a_drain_cut_short_resumes_with_the_rest_once_in_acks_mode() {
 }
 
 /// Without acks mode a message leaves the inbox once written to the
-/// socket; a session that never gets to write them leaves them there.
+/// socket; what a session that goes away did not write stays there. How
+/// many the first session wrote depends on when the node sees it gone;
+/// whatever that is, the next session gets exactly the rest, in order.
 #[tokio::test]
-async fn a_session_gone_before_its_drain_leaves_the_inbox_whole() {
+async fn a_session_gone_mid_drain_leaves_the_rest_for_the_next() {
     let node = new_node()
         .flags(&["--inbox", "memory", "--api-key", KEY])
         .start()

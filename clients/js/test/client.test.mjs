@@ -11,6 +11,7 @@ import {
   QueueFull,
   RateLimited,
   TooLarge,
+  Unavailable,
   connect,
 } from "../dist/index.js";
 import {
@@ -72,11 +73,11 @@ test("errors are typed and the session goes on", { timeout: 30_000 }, async (t) 
   assert.ok(limited.every((r) => r.reason instanceof RateLimited), String(limited[0]?.reason));
 });
 
-test("carbons are flagged and groups fan out", { timeout: 30_000 }, async (t) => {
+test("carbons are flagged, groups fan out, and NATS away is Unavailable", { timeout: 30_000 }, async (t) => {
   const key = "k";
   const redis = await startRedis(t);
   const nats = await startNats(t);
-  const cluster = ["--redis-url", redis, "--nats-url", nats, "--api-key", key];
+  const cluster = ["--redis-url", redis, "--nats-url", nats.url, "--api-key", key];
   const a = await startNode(t, [...cluster, "--node-id", "a"]);
   const b = await startNode(t, [...cluster, "--node-id", "b"]);
   const phone = open(t, { url: a.url, clientId: "alice", device: "phone" });
@@ -99,6 +100,20 @@ test("carbons are flagged and groups fan out", { timeout: 30_000 }, async (t) =>
   assert.equal(fanout.remote, 2, "bob and alice's laptop");
   assert.equal(fanout.nodes, 1);
   assert.equal((await toBob).body, "hi all");
+
+  // NATS goes away: a send that needs it is refused, typed, and nothing
+  // was sent.
+  await nats.kill();
+  await eventually("node-a refuses cross-node sends", async () => {
+    try {
+      await phone.send("bob", "while NATS is away");
+      return false;
+    } catch (error) {
+      assert.ok(error instanceof Unavailable, String(error));
+      assert.equal(error.code, "unavailable");
+      return true;
+    }
+  });
 });
 
 test("offline sends say why, and the inbox keeps them for the next session", { timeout: 30_000 }, async (t) => {
@@ -167,7 +182,7 @@ test("getToken is called again for every reconnect, and queued sends go out afte
 test("a restart of its node loses nothing: the client resumes on the cluster", { timeout: 30_000 }, async (t) => {
   const redis = await startRedis(t);
   const nats = await startNats(t);
-  const cluster = ["--redis-url", redis, "--nats-url", nats, "--resume-secret", "js-tests"];
+  const cluster = ["--redis-url", redis, "--nats-url", nats.url, "--resume-secret", "js-tests"];
   const logged = [...cluster, "--log", "switchboard=debug"];
   const a = await startNode(t, [...logged, "--node-id", "a"]);
   const b = await startNode(t, [...logged, "--node-id", "b"]);

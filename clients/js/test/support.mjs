@@ -99,11 +99,18 @@ export async function startRedis(t) {
   return `redis://127.0.0.1:${port}`;
 }
 
+/** A nats-server: its URL, and `kill()` to take it away mid-test. */
 export async function startNats(t) {
   const port = await freePort();
   const nats = child(t, which("nats-server"), ["-a", "127.0.0.1", "-p", String(port)], port, "nats-server");
   await nats.ready();
-  return `nats://127.0.0.1:${port}`;
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    async kill() {
+      nats.proc.kill("SIGKILL");
+      await nats.exited;
+    },
+  };
 }
 
 /** Starts a node; `options.port` to reuse an address. Returns
