@@ -60,6 +60,23 @@ impl MemoryInbox {
     }
 }
 
+impl MemoryInbox {
+    /// Drops expired messages of every client, each time the number of
+    /// inboxes has doubled (from 1,024): an inbox nobody reads again would
+    /// otherwise keep its messages past the TTL (Redis expires its keys).
+    fn prune(&self) {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if clients.len() < 1024 || !clients.len().is_power_of_two() {
+            return;
+        }
+        let oldest_kept = now_ms().saturating_sub(self.limits.ttl.as_millis() as u64);
+        clients.retain(|_, inbox| {
+            inbox.messages.retain(|m| m.1 >= oldest_kept);
+            !inbox.messages.is_empty() || inbox.lease.is_some()
+        });
+    }
+}
+
 #[async_trait]
 impl InboxStore for MemoryInbox {
     async fn append(&self, client: &ClientId, frame: &str) -> Result<(), InboxError> {
@@ -68,6 +85,7 @@ impl InboxStore for MemoryInbox {
             *next += 1;
             *next
         };
+        self.prune();
         self.with(client, |inbox, now| {
             if inbox.messages.len() >= self.limits.max_messages {
                 return Err(InboxError::Full);
