@@ -19,32 +19,9 @@ OUT=${OUT:-BENCHMARKS.md}
 if [ "$QUICK" = 1 ]; then DUR=2; STEP=2; IDLE=(2000); else DUR=10; STEP=5; IDLE=(10000 19000); fi
 
 command -v python3 >/dev/null || { echo "bench.sh: python3 is needed to write the report" >&2; exit 1; }
-find_bin() { command -v "$1" 2>/dev/null || { [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"; } || { echo "bench.sh: $1 not found; run scripts/install-deps.sh" >&2; exit 1; }; }
-REDIS_SERVER=$(find_bin redis-server)
-NATS_SERVER=$(find_bin nats-server)
-
-cargo build --release --locked --quiet
-BIN=target/release/switchboard
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-    local port
-    while :; do
-        port=$(( (RANDOM % 30000) + 20000 ))
-        (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
-    done
-}
-wait_port() {
-    for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done
-    echo "bench.sh: nothing listening on port $1" >&2; exit 1
-}
+ME=bench.sh
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 
 RP=$(free_port); NP=$(free_port); NM=$(free_port)
 "$REDIS_SERVER" --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &

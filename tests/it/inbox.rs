@@ -43,19 +43,7 @@ async fn stored_messages_arrive_in_order_before_live_ones_and_leave_the_inbox() 
     let redis = Redis::start();
     let nats = Nats::start();
     let inbox = redis.url();
-    let flags = ["--inbox", &inbox, "--api-key", KEY];
-    let a = new_node()
-        .id("node-a")
-        .on(&redis, &nats)
-        .flags(&flags)
-        .start()
-        .await;
-    let b = new_node()
-        .id("node-b")
-        .on(&redis, &nats)
-        .flags(&flags)
-        .start()
-        .await;
+    let (a, b) = Cluster::pair(&redis, &nats, &["--inbox", &inbox, "--api-key", KEY]).await;
     let mut alice = connect(&a, "alice").await;
     assert_eq!(
         alice.welcome().inbox,

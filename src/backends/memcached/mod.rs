@@ -303,6 +303,40 @@ impl MemcachedPresence {
         )))
     }
 
+    /// Reads `keys` with one multi-get per server, the servers at once;
+    /// the replies in the order of `keys`.
+    async fn get_many(&self, keys: Vec<String>) -> Result<Vec<Reply>, PresenceError> {
+        let mut by_server: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            by_server
+                .entry(self.ring.server_for(key))
+                .or_default()
+                .push(i);
+        }
+        let read = try_join_all(by_server.iter().map(|(server, indexes)| {
+            let reads: Vec<Meta> = indexes
+                .iter()
+                .map(|i| Meta::Get {
+                    key: keys[*i].clone(),
+                })
+                .collect();
+            async move {
+                self.servers[*server]
+                    .exchange(&reads)
+                    .await
+                    .map_err(PresenceError::unavailable)
+            }
+        }))
+        .await?;
+        let mut replies = vec![Reply::Miss; keys.len()];
+        for ((_, indexes), answers) in by_server.iter().zip(read) {
+            for (i, reply) in indexes.iter().zip(answers) {
+                replies[*i] = reply;
+            }
+        }
+        Ok(replies)
+    }
+
     fn seen_key(&self, client: &ClientId) -> String {
         format!("{}seen:{}", self.key_prefix, client)
     }
@@ -486,37 +520,19 @@ impl PresenceStore for MemcachedPresence {
         &self,
         clients: &[ClientId],
     ) -> Result<Vec<Vec<PresenceRecord>>, PresenceError> {
-        let mut by_server: HashMap<usize, Vec<usize>> = HashMap::new();
-        for (i, client) in clients.iter().enumerate() {
-            by_server
-                .entry(self.ring.server_for(&self.key(client)))
-                .or_default()
-                .push(i);
-        }
-        let read = try_join_all(by_server.iter().map(|(server, indexes)| async move {
-            let reads: Vec<Meta> = indexes
-                .iter()
-                .map(|i| Meta::Get {
-                    key: self.key(&clients[*i]),
-                })
-                .collect();
-            self.servers[*server]
-                .exchange(&reads)
-                .await
-                .map_err(PresenceError::unavailable)
-        }))
-        .await?;
-        let mut all = vec![Vec::new(); clients.len()];
-        for ((_, indexes), replies) in by_server.iter().zip(read) {
-            for (i, reply) in indexes.iter().zip(replies) {
-                let item = Item::from_reply(&clients[*i], reply)?;
-                if let Some(e) = item.corrupt {
-                    return Err(e);
+        let keys = clients.iter().map(|c| self.key(c)).collect();
+        let replies = self.get_many(keys).await?;
+        clients
+            .iter()
+            .zip(replies)
+            .map(|(client, reply)| {
+                let item = Item::from_reply(client, reply)?;
+                match item.corrupt {
+                    Some(e) => Err(e),
+                    None => Ok(item.devices),
                 }
-                all[*i] = item.devices;
-            }
-        }
-        Ok(all)
+            })
+            .collect()
     }
 
     async fn remove(
@@ -704,35 +720,15 @@ impl PresenceStore for MemcachedPresence {
         &self,
         clients: &[ClientId],
     ) -> Result<Vec<Option<LastSeen>>, PresenceError> {
-        let mut by_server: HashMap<usize, Vec<usize>> = HashMap::new();
-        for (i, client) in clients.iter().enumerate() {
-            by_server
-                .entry(self.ring.server_for(&self.seen_key(client)))
-                .or_default()
-                .push(i);
-        }
-        let read = try_join_all(by_server.iter().map(|(server, indexes)| async move {
-            let reads: Vec<Meta> = indexes
-                .iter()
-                .map(|i| Meta::Get {
-                    key: self.seen_key(&clients[*i]),
-                })
-                .collect();
-            self.servers[*server]
-                .exchange(&reads)
-                .await
-                .map_err(PresenceError::unavailable)
-        }))
-        .await?;
-        let mut all = vec![None; clients.len()];
-        for ((_, indexes), replies) in by_server.iter().zip(read) {
-            for (i, reply) in indexes.iter().zip(replies) {
-                if let Reply::Value { value, .. } = reply {
-                    all[*i] = LastSeen::parse(&value);
-                }
-            }
-        }
-        Ok(all)
+        let keys = clients.iter().map(|c| self.seen_key(c)).collect();
+        let replies = self.get_many(keys).await?;
+        Ok(replies
+            .into_iter()
+            .map(|reply| match reply {
+                Reply::Value { value, .. } => LastSeen::parse(&value),
+                _ => None,
+            })
+            .collect())
     }
 
     async fn ping(&self) -> Result<(), PresenceError> {

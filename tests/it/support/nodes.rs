@@ -238,19 +238,26 @@ impl Cluster {
     pub async fn start_with(extra: &[&str]) -> Self {
         let redis = Redis::start();
         let nats = Nats::start();
+        let (a, b) = Self::pair(&redis, &nats, extra).await;
+        Self { redis, nats, a, b }
+    }
+
+    /// node-a and node-b on servers the test started (for flags that
+    /// name them, such as `--inbox <the Redis URL>`).
+    pub async fn pair(redis: &Redis, nats: &Nats, extra: &[&str]) -> (RunningNode, RunningNode) {
         let a = new_node()
             .id("node-a")
-            .on(&redis, &nats)
+            .on(redis, nats)
             .flags(extra)
             .start()
             .await;
         let b = new_node()
             .id("node-b")
-            .on(&redis, &nats)
+            .on(redis, nats)
             .flags(extra)
             .start()
             .await;
-        Self { redis, nats, a, b }
+        (a, b)
     }
 }
 

@@ -1,0 +1,30 @@
+# Sourced by the bench scripts: the server binaries, a release build, a
+# work directory and the processes started, stopped on exit, and free
+# loopback ports. $ME names the script in messages.
+
+find_bin() { command -v "$1" 2>/dev/null || { [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"; } || { echo "$ME: $1 not found; run scripts/install-deps.sh" >&2; exit 1; }; }
+REDIS_SERVER=$(find_bin redis-server)
+NATS_SERVER=$(find_bin nats-server)
+
+cargo build --release --locked --quiet
+BIN=target/release/switchboard
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+    local port
+    while :; do
+        port=$(( (RANDOM % 30000) + 20000 ))
+        (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+    done
+}
+wait_port() {
+    for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done
+    echo "$ME: nothing listening on port $1" >&2; exit 1
+}
