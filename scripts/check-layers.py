@@ -21,7 +21,7 @@ SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 # Lower number = lower layer. Modules of one layer may not import each other.
 LAYERS = {
     # bottom: the wire contract, configuration and small helpers
-    "cause": 0, "fetch": 0, "process": 0, "redact": 0, "protocol": 0, "health": 0, "rate": 0,
+    "cause": 0, "lock": 0, "fetch": 0, "process": 0, "redact": 0, "protocol": 0, "health": 0, "rate": 0,
     "config": 1, "metrics": 1,
     "auth": 2, "tls": 2, "resume": 2,
     # ports, and the backends behind them

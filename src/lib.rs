@@ -40,6 +40,7 @@ pub mod health;
 pub mod http;
 pub mod hub;
 pub mod inbox;
+pub mod lock;
 pub mod metrics;
 pub mod node;
 pub mod presence;

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bus::{Bounce, Bus, BusError, Delivery, Responder, Subscription};
+use crate::lock::Locked;
 use crate::protocol::NodeId;
 
 /// How many deliveries may wait in one node's inbox. A full inbox refuses
@@ -38,8 +39,7 @@ impl MemoryHub {
 
     fn inbox(&self, node: &NodeId) -> Option<mpsc::Sender<Delivery>> {
         self.inboxes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .get(node)
             .filter(|tx| !tx.is_closed())
             .cloned()
@@ -100,8 +100,7 @@ impl Bus for MemoryBus {
         let inboxes: Vec<_> = self
             .hub
             .inboxes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .iter()
             .filter(|(_, tx)| !tx.is_closed())
             .map(|(node, tx)| (node.clone(), tx.clone()))
@@ -142,11 +141,7 @@ impl Bus for MemoryBus {
 
     async fn subscribe(&self, node: &NodeId) -> Result<Subscription, BusError> {
         let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
-        self.hub
-            .inboxes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(node.clone(), tx);
+        self.hub.inboxes.locked().insert(node.clone(), tx);
         Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async {
             rx.recv().await.map(|delivery| (delivery, rx))
         })))

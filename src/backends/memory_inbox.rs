@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::inbox::{InboxError, InboxLimits, InboxStore, InboxSummary, StoredMessage};
+use crate::lock::Locked;
 use crate::protocol::{ClientId, DeviceId, now_ms};
 
 #[derive(Default)]
@@ -40,7 +41,7 @@ impl MemoryInbox {
     fn with<T>(&self, client: &ClientId, f: impl FnOnce(&mut Client, u64) -> T) -> T {
         let now = now_ms();
         let oldest_kept = now.saturating_sub(self.limits.ttl.as_millis() as u64);
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let mut clients = self.clients.locked();
         let inbox = clients.entry(client.clone()).or_default();
         while inbox.messages.front().is_some_and(|m| m.1 < oldest_kept) {
             inbox.messages.pop_front();
@@ -65,7 +66,7 @@ impl MemoryInbox {
     /// inboxes has doubled (from 1,024): an inbox nobody reads again would
     /// otherwise keep its messages past the TTL (Redis expires its keys).
     fn prune(&self) {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let mut clients = self.clients.locked();
         if clients.len() < 1024 || !clients.len().is_power_of_two() {
             return;
         }
@@ -81,7 +82,7 @@ impl MemoryInbox {
 impl InboxStore for MemoryInbox {
     async fn append(&self, client: &ClientId, frame: &str) -> Result<(), InboxError> {
         let id = {
-            let mut next = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
+            let mut next = self.next_id.locked();
             *next += 1;
             *next
         };

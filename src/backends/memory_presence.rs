@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use crate::lock::Locked;
 use crate::presence::{
     HeartbeatReport, LastSeen, MemberAdded, PresenceError, PresenceRecord, PresenceStore,
     Registered,
@@ -37,11 +38,11 @@ impl MemoryPresence {
     fn records(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, Vec<PresenceRecord>>> {
         // A panic while holding the lock cannot leave a half-written map
         // entry, so a poisoned lock is still safe to use.
-        self.records.lock().unwrap_or_else(|p| p.into_inner())
+        self.records.locked()
     }
 
     fn groups(&self) -> std::sync::MutexGuard<'_, HashMap<GroupId, HashSet<ClientId>>> {
-        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+        self.groups.locked()
     }
 }
 
@@ -151,7 +152,7 @@ impl PresenceStore for MemoryPresence {
         retention: Duration,
     ) -> Result<HeartbeatReport, PresenceError> {
         let now = now_ms();
-        let mut beats = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        let mut beats = self.heartbeats.locked();
         let own_was_missing = beats
             .insert(member.to_owned(), now + ttl.as_millis() as u64)
             .is_none();
@@ -216,7 +217,7 @@ impl PresenceStore for MemoryPresence {
         ttl: Duration,
     ) -> Result<(), PresenceError> {
         let now = now_ms();
-        let mut all = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = self.seen.locked();
         // Expired records go when the map has doubled since the last
         // pruning, so that it holds about the clients seen within the TTL.
         if all.len() >= 1024 && all.len().is_power_of_two() {
@@ -231,7 +232,7 @@ impl PresenceStore for MemoryPresence {
         clients: &[ClientId],
     ) -> Result<Vec<Option<LastSeen>>, PresenceError> {
         let now = now_ms();
-        let all = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let all = self.seen.locked();
         Ok(clients
             .iter()
             .map(|c| all.get(c).filter(|(_, exp)| *exp > now).map(|(s, _)| *s))

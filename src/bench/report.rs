@@ -3,6 +3,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::lock::Locked;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -25,22 +26,20 @@ impl Latencies {
     }
 
     pub fn record(&self, shard: usize, micros: u64) {
-        let mut h = self.shards[shard % self.shards.len()]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut h = self.shards[shard % self.shards.len()].locked();
         h.saturating_record(micros.max(1));
     }
 
     pub fn reset(&self) {
         for shard in &self.shards {
-            shard.lock().unwrap_or_else(|p| p.into_inner()).reset();
+            shard.locked().reset();
         }
     }
 
     pub fn summary(&self) -> LatencySummary {
         let mut all = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
         for shard in &self.shards {
-            let _ = all.add(&*shard.lock().unwrap_or_else(|p| p.into_inner()));
+            let _ = all.add(&*shard.locked());
         }
         let q = |q: f64| {
             if all.is_empty() {

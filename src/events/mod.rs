@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::lock::Locked;
 use crate::metrics::Metrics;
 use crate::protocol::{OfflineEvent, PresenceEvent};
 use crate::rate::LogThrottle;
@@ -142,11 +143,7 @@ impl Events {
         for queue in self.queues.iter() {
             if queue.tx.try_send((kind, json.clone())).is_err() {
                 metrics.event_dropped(queue.webhook);
-                let ready = queue
-                    .complaints
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .ready();
+                let ready = queue.complaints.locked().ready();
                 if let Some(skipped) = ready {
                     tracing::warn!(
                         sink = queue.name,

@@ -17,6 +17,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{error_response, json_response, refuse, with};
+use crate::lock::Locked;
 use crate::node::Node;
 use crate::presence::PresenceError;
 use crate::protocol::frames::check_body;
@@ -150,7 +151,7 @@ fn within_rate(
 ) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
     warp::any()
         .and_then(move || {
-            let allowed = bucket.lock().unwrap_or_else(|p| p.into_inner()).allow();
+            let allowed = bucket.locked().allow();
             let node = node.clone();
             async move {
                 if allowed {

@@ -39,6 +39,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use std::sync::Arc;
 
 use super::Handover;
+use crate::lock::Locked;
 use crate::protocol::Disconnect;
 use crate::protocol::frames::with_field;
 
@@ -155,7 +156,7 @@ impl Outbox {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.locked()
     }
 
     /// Queues a message for this client.

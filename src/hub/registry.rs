@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 use super::SessionHandle;
+use crate::lock::Locked;
 use crate::protocol::{ClientId, DeviceId};
 
 /// Number of registration locks; see [`Hub::registration`].
@@ -62,7 +63,7 @@ impl Hub {
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, Map> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+        self.map.locked()
     }
 
     /// Adds a session and returns the one of the same device it replaces,

@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::lock::Locked;
 use crate::presence::PresenceRecord;
 use crate::protocol::ClientId;
 
@@ -87,7 +88,7 @@ impl RouteCache {
 
     fn shard(&self, client: &ClientId) -> std::sync::MutexGuard<'_, Shard> {
         let i = self.hasher.hash_one(client) as usize % SHARDS;
-        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+        self.shards[i].locked()
     }
 
     /// The count an insert of `client` must start from (take it before
@@ -160,7 +161,7 @@ impl RouteCache {
         }
         self.bus_generation.store(generation, Ordering::Relaxed);
         for shard in &self.shards {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let mut shard = shard.locked();
             shard.entries.clear();
             shard.generation += 1;
         }
@@ -168,10 +169,7 @@ impl RouteCache {
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).entries.len())
-            .sum()
+        self.shards.iter().map(|s| s.locked().entries.len()).sum()
     }
 }
 

@@ -43,6 +43,7 @@ use tokio::time::Instant;
 
 use super::Outcomes;
 use crate::bus::{Bounce, BounceTag, Bus};
+use crate::lock::Locked;
 use crate::protocol::envelope::{ENVELOPE_OVERHEAD, encode_envelope, encode_hop};
 use crate::protocol::{Changed, ClientId, Envelope, GroupId, Hop, NodeId, Outcome};
 
@@ -78,7 +79,7 @@ struct Quiet {
 
 impl Quiet {
     fn by_node(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Vec<Outcome>>> {
-        self.by_node.lock().unwrap_or_else(|p| p.into_inner())
+        self.by_node.locked()
     }
 }
 
@@ -157,11 +158,7 @@ impl Courier {
 
     fn changed(&self, note: impl FnOnce(&mut (HashSet<ClientId>, HashSet<GroupId>)) -> bool) {
         let first = {
-            let mut pending = self
-                .changes
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut pending = self.changes.pending.locked();
             let first = pending.0.is_empty() && pending.1.is_empty();
             note(&mut pending);
             first
@@ -270,13 +267,7 @@ impl CourierTask {
 
     /// Tells every node the changes put aside, if any.
     async fn broadcast_changes(&self) {
-        let (clients, groups) = std::mem::take(
-            &mut *self
-                .changes
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let (clients, groups) = std::mem::take(&mut *self.changes.pending.locked());
         if clients.is_empty() && groups.is_empty() {
             return;
         }

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::Router;
 use crate::hub::{SessionHandle, Slot};
+use crate::lock::Locked;
 use crate::protocol::{ClientId, Disconnect, Fate, OfflineReason, SessionEnd};
 
 struct Parked {
@@ -39,7 +40,7 @@ pub struct Detached {
 
 impl Detached {
     fn parked(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Parked>> {
-        self.parked.lock().unwrap_or_else(|p| p.into_inner())
+        self.parked.locked()
     }
 
     fn len(&self) -> usize {

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use super::cache::{CachedDevice, CachedRoute};
 use super::route::{Route, Sessions, remote_devices};
 use super::{Message, RouteError, Router};
+use crate::lock::Locked;
 use crate::presence::{MemberAdded, PresenceError};
 use crate::protocol::{ClientId, GroupId, Target};
 
@@ -65,7 +66,7 @@ pub struct MemberCache {
 
 impl MemberCache {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.locked()
     }
 
     fn get(&self, group: &GroupId) -> Option<Members> {

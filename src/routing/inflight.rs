@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::hub::Sender;
+use crate::lock::Locked;
 use crate::protocol::{ClientId, DeviceId, NodeId, OfflineReason, now_ms};
 
 /// A recipient session, by client and device (its session id may change
@@ -116,7 +117,7 @@ impl InFlight {
     }
 
     fn flights(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Flight>> {
-        self.flights.lock().unwrap_or_else(|p| p.into_inner())
+        self.flights.locked()
     }
 
     /// Starts tracking message `msg_id`, published in `legs`. Returns each

@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::lock::RwLocked;
 use crate::presence::HeartbeatReport;
 use crate::protocol::{NodeId, now_ms};
 
@@ -180,7 +181,7 @@ impl Liveness {
     }
 
     fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|p| p.into_inner())
+        self.state.read_locked()
     }
 
     pub fn me(&self) -> &Incarnation {
@@ -194,10 +195,7 @@ impl Liveness {
     /// A heartbeat did not reach the store. Until one does, the view is
     /// not trusted to declare anyone dead.
     pub fn unreachable(&self) {
-        self.state
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .unreachable = true;
+        self.state.write_locked().unreachable = true;
     }
 
     /// Should a record naming `node`, written at `since`, be believed?
@@ -274,7 +272,7 @@ impl Liveness {
             }
         }
 
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.write_locked();
         let now = report.server_now_ms;
         // Had this node's own heartbeat expired before this one (a stall
         // longer than the TTL, say)? Then the others saw it dead, and may

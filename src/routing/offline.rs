@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::lock::Locked;
 use crate::rate::LogThrottle;
 
 use super::{Message, Router};
@@ -99,11 +100,7 @@ impl LastSeenWriter {
             reason: end,
         };
         if self.queue.try_send((client, seen)).is_err()
-            && let Some(skipped) = self
-                .complaints
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .ready()
+            && let Some(skipped) = self.complaints.locked().ready()
         {
             tracing::warn!(
                 also_dropped = skipped,
@@ -434,11 +431,7 @@ impl Router {
         };
         self.metrics.inbox_delivered(1);
         let first = {
-            let mut entries = self
-                .delivered
-                .entries
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut entries = self.delivered.entries.locked();
             entries.push((to.clone(), entry.clone()));
             entries.len() == 1
         };
@@ -451,7 +444,7 @@ impl Router {
         self.tasks.spawn(async move {
             tokio::task::yield_now().await;
             let batch = std::mem::take(
-                &mut *delivered.entries.lock().unwrap_or_else(|p| p.into_inner()),
+                &mut *delivered.entries.locked(),
             );
             let mut by_client: Vec<(ClientId, Vec<String>)> = Vec::new();
             for (client, entry) in batch {

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::Router;
 use crate::hub::SessionHandle;
+use crate::lock::Locked;
 use crate::presence::{PresenceError, PresenceRecord, Registered};
 use crate::protocol::{ClientId, DeviceId, Disconnect, SessionEnd};
 
@@ -34,7 +35,7 @@ pub(super) struct Deferred {
 
 impl Deferred {
     fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Removal>> {
-        self.removals.lock().unwrap_or_else(|p| p.into_inner())
+        self.removals.locked()
     }
 
     fn defer(&self, removal: Removal) {

@@ -50,6 +50,7 @@ use uuid::Uuid;
 use super::Router;
 use super::inflight::Who;
 use crate::hub::{Handover, Outbound, Report, Sender, SessionHandle};
+use crate::lock::Locked;
 use crate::presence::{PresenceRecord, Registered};
 use crate::protocol::takeover::{
     Adopt, Handed, KeptMessage, NodeStatus, Request, TakeOver, VERSION,
@@ -74,7 +75,7 @@ pub struct Moved {
 
 impl Moved {
     fn to(&self) -> std::sync::MutexGuard<'_, MovedTo> {
-        self.to.lock().unwrap_or_else(|p| p.into_inner())
+        self.to.locked()
     }
 }
 
@@ -286,8 +287,7 @@ impl Router {
             .expect("serializable"),
         );
         self.pending_forwards
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .push((handle, request.node, handovers));
         bytes
     }
@@ -522,12 +522,7 @@ impl Router {
     /// After answering a `TakeOver`: each kept message's sender hears it
     /// was forwarded (a sender here starts tracking it).
     pub async fn after_hand_over(&self) {
-        let done = std::mem::take(
-            &mut *self
-                .pending_forwards
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let done = std::mem::take(&mut *self.pending_forwards.locked());
         for (handle, node, handovers) in done {
             self.tell_forwarded(&handle, &node, handovers).await;
         }

@@ -16,6 +16,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::lock::Locked;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -116,7 +117,7 @@ impl Server {
                 )
             })?
             .map_err(|_| "memcached pool closed".to_owned())?;
-        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let pooled = self.idle.locked().pop();
         let mut conn = match pooled {
             Some(conn) => conn,
             None => self.connect().await?,
@@ -131,10 +132,7 @@ impl Server {
             })?
             .map_err(|e| format!("memcached at {}: {e}", self.addr))?;
         // Only now, with every reply read, is the connection clean.
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(conn);
+        self.idle.locked().push(conn);
         Ok(replies)
     }
 

@@ -34,6 +34,26 @@ pub fn free_port() -> u16 {
         .expect("no free loopback port")
 }
 
+/// With `SWITCHBOARD_TEST_PROCESS_LOG` set to a file, each test that
+/// starts a process appends a line `<test>\t<process>` there: how the
+/// suite counts the tests that need external processes (the test bed's
+/// purpose is to need fewer).
+fn note_process(name: &str) {
+    let Some(path) = std::env::var_os("SWITCHBOARD_TEST_PROCESS_LOG") else {
+        return;
+    };
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("(a worker thread)")
+        .to_owned();
+    let line = format!("{test}\t{name}\n");
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+}
+
 /// A child process serving on a loopback port.
 pub struct ServerProcess {
     child: Child,
@@ -57,6 +77,7 @@ impl ServerProcess {
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        note_process(name);
         Self {
             child,
             port,
