@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo fmt --all --check
 python3 scripts/check-layers.py
+python3 scripts/check-shape.py
 scripts/check-manifests.sh
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked "$@"

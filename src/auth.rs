@@ -46,7 +46,7 @@ pub struct JwtVerifier {
 impl JwtVerifier {
     /// Reads the key (a public key file, if so configured). Fails with a
     /// sentence for the operator.
-    pub fn new(config: &JwtConfig) -> Result<Self, String> {
+    pub fn new(config: &JwtConfig) -> Result<Self, KeyError> {
         let (key, algorithm) = match &config.key {
             JwtKey::Secret(secret) => (
                 DecodingKey::from_secret(secret.expose().as_bytes()),
@@ -113,19 +113,40 @@ impl JwtVerifier {
     }
 }
 
+/// Why `--jwt-public-key` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read --jwt-public-key {}", .path.display())]
+    Unreadable {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "--jwt-public-key {path} holds a private key; give the nodes only the public half \
+         (openssl pkey -in {path} -pubout)",
+        path = .0.display()
+    )]
+    PrivateKey(std::path::PathBuf),
+    #[error(
+        "--jwt-public-key {} holds no RSA or Ed25519 public key in PEM form \
+         (-----BEGIN PUBLIC KEY-----); export the token issuer's public key, not its private key",
+        .0.display()
+    )]
+    NotAKey(std::path::PathBuf),
+}
+
 /// A PEM public key and the one algorithm it is used with: RS256 for RSA,
 /// EdDSA for Ed25519.
-fn public_key(path: &Path) -> Result<(DecodingKey, Algorithm), String> {
-    let shown = path.display();
-    let pem =
-        std::fs::read(path).map_err(|e| format!("cannot read --jwt-public-key {shown}: {e}"))?;
+fn public_key(path: &Path) -> Result<(DecodingKey, Algorithm), KeyError> {
+    let pem = std::fs::read(path).map_err(|source| KeyError::Unreadable {
+        path: path.to_owned(),
+        source,
+    })?;
     // jsonwebtoken would take a private key too; a signing key has no
     // business on the nodes, so its presence is an operator error.
     if String::from_utf8_lossy(&pem).contains("PRIVATE KEY") {
-        return Err(format!(
-            "--jwt-public-key {shown} holds a private key; give the nodes only the public half \
-             (openssl pkey -in {shown} -pubout)"
-        ));
+        return Err(KeyError::PrivateKey(path.to_owned()));
     }
     if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
         return Ok((key, Algorithm::RS256));
@@ -133,10 +154,7 @@ fn public_key(path: &Path) -> Result<(DecodingKey, Algorithm), String> {
     if let Ok(key) = DecodingKey::from_ed_pem(&pem) {
         return Ok((key, Algorithm::EdDSA));
     }
-    Err(format!(
-        "--jwt-public-key {shown} holds no RSA or Ed25519 public key in PEM form \
-         (-----BEGIN PUBLIC KEY-----); export the token issuer's public key, not its private key"
-    ))
+    Err(KeyError::NotAKey(path.to_owned()))
 }
 
 /// Signs an HS256 token for `client` valid for `ttl`: what an application
@@ -277,7 +295,8 @@ mod tests {
         };
         let missing = JwtVerifier::new(&config(&dir.join("missing.pem")))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(missing.contains("cannot read"), "{missing}");
         let junk = dir.join("junk.pem");
         std::fs::write(
@@ -285,7 +304,7 @@ mod tests {
             "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
         )
         .unwrap();
-        let wrong = JwtVerifier::new(&config(&junk)).err().unwrap();
+        let wrong = JwtVerifier::new(&config(&junk)).err().unwrap().to_string();
         assert!(wrong.contains("private key"), "{wrong}");
         let junk = dir.join("junk-public.pem");
         std::fs::write(
@@ -293,7 +312,7 @@ mod tests {
             "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
         )
         .unwrap();
-        let wrong = JwtVerifier::new(&config(&junk)).err().unwrap();
+        let wrong = JwtVerifier::new(&config(&junk)).err().unwrap().to_string();
         assert!(wrong.contains("no RSA or Ed25519 public key"), "{wrong}");
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
         let public = dir.join("ed25519.pem");

@@ -119,7 +119,10 @@ fn serve(args: ServeArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("switchboard: cannot start: {e}");
+                eprintln!(
+                    "switchboard: cannot start: {}",
+                    switchboard::cause::chain(&e)
+                );
                 ExitCode::FAILURE
             }
         }

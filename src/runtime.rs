@@ -10,10 +10,8 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::backends;
-use crate::bus::Bus;
 use crate::config::Config;
-use crate::node::{Lifetime, Node, StartError};
-use crate::presence::PresenceStore;
+use crate::node::{Backends, Lifetime, Node, StartError};
 use crate::{http, server, tls};
 
 /// How long a stop may take by default: sessions, HTTP, the courier and
@@ -36,36 +34,29 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         &config.subject_prefix,
         &config.node_id,
     )
-    .await
-    .map_err(StartError)?;
-    start_with(config, presence, bus).await
+    .await?;
+    let inbox = match &config.inbox {
+        Some(inbox) => Some(backends::connect_inbox(inbox, &config.key_prefix).await?),
+        None => None,
+    };
+    let backends = Backends {
+        presence,
+        bus,
+        inbox,
+    };
+    start_with(config, backends).await
 }
 
 /// Starts a node on the given backends: how several nodes share one
-/// in-process presence store and hub.
-pub async fn start_with(
-    config: Config,
-    presence: Arc<dyn PresenceStore>,
-    bus: Arc<dyn Bus>,
-) -> Result<RunningNode, StartError> {
+/// in-process presence store, hub and inbox.
+pub async fn start_with(config: Config, backends: Backends) -> Result<RunningNode, StartError> {
     // Certificates before the backends: a typo in a path should stop the
     // node before it touches them.
-    let tls = config
-        .tls
-        .as_ref()
-        .map(tls::acceptor)
-        .transpose()
-        .map_err(StartError)?;
-    let listener = listen(config.listen).map_err(|e| {
-        StartError(format!(
-            "cannot listen on {}: {e} (check --listen)",
-            config.listen
-        ))
-    })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| StartError(format!("listener has no address: {e}")))?;
-    let (node, lifetime) = Node::assemble(config, presence, bus).await?;
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let addr = config.listen;
+    let listening = listen(addr).and_then(|l| Ok((l.local_addr()?, l)));
+    let (addr, listener) = listening.map_err(|source| StartError::Listen { addr, source })?;
+    let (node, lifetime) = Node::assemble(config, backends).await?;
     node.tasks().spawn(server::serve(
         listener,
         http::routes(node.clone()),

@@ -18,7 +18,8 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-use crate::protocol::takeover::{NodeStatus, Request};
+use crate::protocol::requests::Request;
+use crate::protocol::status::NodeStatus;
 
 /// How long a node has to answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);

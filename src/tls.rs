@@ -6,6 +6,7 @@
 //! any other connection. Everything runs on ring, the provider async-nats
 //! already brings, so the binary carries one crypto library.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -24,28 +25,59 @@ pub fn install_default_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Why `--tls-cert` and `--tls-key` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read certificates from --tls-cert {}", .path.display())]
+    Certificates {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("--tls-cert {} holds no certificate (-----BEGIN CERTIFICATE-----)", .0.display())]
+    NoCertificate(PathBuf),
+    #[error("cannot read a private key from --tls-key {}", .path.display())]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("--tls-cert {} and --tls-key {} do not make a pair", .cert.display(), .key.display())]
+    NoPair {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("TLS setup")]
+    Setup(#[source] rustls::Error),
+}
+
 /// The server side, from PEM files. Errors name the file and what is wrong
 /// with it.
-pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
-    let cert_path = files.cert.display();
-    let key_path = files.key.display();
+pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
     let chain = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read certificates from --tls-cert {cert_path}: {e}"))?;
+        .map_err(|source| TlsError::Certificates {
+            path: files.cert.clone(),
+            source,
+        })?;
     if chain.is_empty() {
-        return Err(format!(
-            "--tls-cert {cert_path} holds no certificate (-----BEGIN CERTIFICATE-----)"
-        ));
+        return Err(TlsError::NoCertificate(files.cert.clone()));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("cannot read a private key from --tls-key {key_path}: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|source| TlsError::Key {
+        path: files.key.clone(),
+        source,
+    })?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
+        .map_err(TlsError::Setup)?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| {
-            format!("--tls-cert {cert_path} and --tls-key {key_path} do not make a pair: {e}")
+        .map_err(|source| TlsError::NoPair {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            source,
         })?;
     // WebSocket upgrades need HTTP/1.1; say so, for clients that ask.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

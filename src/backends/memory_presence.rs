@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use crate::lock::Locked;
 use crate::presence::{
-    HeartbeatReport, LastSeen, MemberAdded, PresenceError, PresenceRecord, PresenceStore,
-    Registered,
+    GroupStore, HeartbeatReport, Heartbeats, LastSeen, LastSeenStore, MemberAdded, PresenceError,
+    PresenceRecord, PresenceStore, Registered, SessionRecords,
 };
 use crate::protocol::{ClientId, DeviceId, GroupId, NodeId, now_ms};
 
@@ -47,7 +47,7 @@ impl MemoryPresence {
 }
 
 #[async_trait]
-impl PresenceStore for MemoryPresence {
+impl SessionRecords for MemoryPresence {
     async fn register(
         &self,
         client: &ClientId,
@@ -76,6 +76,106 @@ impl PresenceStore for MemoryPresence {
         })
     }
 
+    async fn lookup(&self, client: &ClientId) -> Result<Vec<PresenceRecord>, PresenceError> {
+        Ok(self.records().get(client).cloned().unwrap_or_default())
+    }
+
+    async fn remove(
+        &self,
+        client: &ClientId,
+        device: &DeviceId,
+        _node: &NodeId,
+        session: Uuid,
+    ) -> Result<bool, PresenceError> {
+        let mut records = self.records();
+        let Some(devices) = records.get_mut(client) else {
+            return Ok(false);
+        };
+        let before = devices.len();
+        devices.retain(|r| !(r.device == *device && r.session == session));
+        let removed = devices.len() < before;
+        if devices.is_empty() {
+            records.remove(client);
+        }
+        Ok(removed)
+    }
+
+    async fn reregister(
+        &self,
+        entries: &[(ClientId, PresenceRecord)],
+    ) -> Result<Vec<Option<PresenceRecord>>, PresenceError> {
+        let mut records = self.records();
+        Ok(entries
+            .iter()
+            .map(|(client, record)| {
+                let devices = records.entry(client.clone()).or_default();
+                match devices.iter_mut().find(|r| r.device == record.device) {
+                    Some(current) if current.session != record.session => Some(current.clone()),
+                    Some(current) => {
+                        *current = record.clone();
+                        None
+                    }
+                    None => {
+                        devices.push(record.clone());
+                        None
+                    }
+                }
+            })
+            .collect())
+    }
+
+    /// Nothing but the nodes' own deletes removes a record here.
+    fn refresh_interval(&self, _configured: Duration) -> Option<Duration> {
+        None
+    }
+}
+
+#[async_trait]
+impl Heartbeats for MemoryPresence {
+    async fn heartbeat(
+        &self,
+        member: &str,
+        ttl: Duration,
+        retention: Duration,
+    ) -> Result<HeartbeatReport, PresenceError> {
+        let now = now_ms();
+        let mut beats = self.heartbeats.locked();
+        let own_was_missing = beats
+            .insert(member.to_owned(), now + ttl.as_millis() as u64)
+            .is_none();
+        let oldest = now.saturating_sub(retention.as_millis() as u64);
+        beats.retain(|_, expires| *expires >= oldest);
+        Ok(HeartbeatReport {
+            server_now_ms: now,
+            members: beats.iter().map(|(m, e)| (m.clone(), *e)).collect(),
+            own_was_missing,
+        })
+    }
+
+    async fn sweep(
+        &self,
+        node: &NodeId,
+        _lost_run: Option<u64>,
+        before_since: u64,
+    ) -> Result<Vec<(ClientId, PresenceRecord)>, PresenceError> {
+        let mut records = self.records();
+        let mut swept = Vec::new();
+        records.retain(|client, devices| {
+            devices.retain(|r| {
+                let ghost = r.node == *node && r.since < before_since;
+                if ghost {
+                    swept.push((client.clone(), r.clone()));
+                }
+                !ghost
+            });
+            !devices.is_empty()
+        });
+        Ok(swept)
+    }
+}
+
+#[async_trait]
+impl GroupStore for MemoryPresence {
     async fn add_member(
         &self,
         group: &GroupId,
@@ -120,96 +220,10 @@ impl PresenceStore for MemoryPresence {
             .map(|m| m.iter().cloned().collect())
             .unwrap_or_default())
     }
+}
 
-    async fn lookup(&self, client: &ClientId) -> Result<Vec<PresenceRecord>, PresenceError> {
-        Ok(self.records().get(client).cloned().unwrap_or_default())
-    }
-
-    async fn remove(
-        &self,
-        client: &ClientId,
-        device: &DeviceId,
-        _node: &NodeId,
-        session: Uuid,
-    ) -> Result<bool, PresenceError> {
-        let mut records = self.records();
-        let Some(devices) = records.get_mut(client) else {
-            return Ok(false);
-        };
-        let before = devices.len();
-        devices.retain(|r| !(r.device == *device && r.session == session));
-        let removed = devices.len() < before;
-        if devices.is_empty() {
-            records.remove(client);
-        }
-        Ok(removed)
-    }
-
-    async fn heartbeat(
-        &self,
-        member: &str,
-        ttl: Duration,
-        retention: Duration,
-    ) -> Result<HeartbeatReport, PresenceError> {
-        let now = now_ms();
-        let mut beats = self.heartbeats.locked();
-        let own_was_missing = beats
-            .insert(member.to_owned(), now + ttl.as_millis() as u64)
-            .is_none();
-        let oldest = now.saturating_sub(retention.as_millis() as u64);
-        beats.retain(|_, expires| *expires >= oldest);
-        Ok(HeartbeatReport {
-            server_now_ms: now,
-            members: beats.iter().map(|(m, e)| (m.clone(), *e)).collect(),
-            own_was_missing,
-        })
-    }
-
-    async fn reregister(
-        &self,
-        entries: &[(ClientId, PresenceRecord)],
-    ) -> Result<Vec<Option<PresenceRecord>>, PresenceError> {
-        let mut records = self.records();
-        Ok(entries
-            .iter()
-            .map(|(client, record)| {
-                let devices = records.entry(client.clone()).or_default();
-                match devices.iter_mut().find(|r| r.device == record.device) {
-                    Some(current) if current.session != record.session => Some(current.clone()),
-                    Some(current) => {
-                        *current = record.clone();
-                        None
-                    }
-                    None => {
-                        devices.push(record.clone());
-                        None
-                    }
-                }
-            })
-            .collect())
-    }
-
-    async fn sweep(
-        &self,
-        node: &NodeId,
-        _lost_run: Option<u64>,
-        before_since: u64,
-    ) -> Result<Vec<(ClientId, PresenceRecord)>, PresenceError> {
-        let mut records = self.records();
-        let mut swept = Vec::new();
-        records.retain(|client, devices| {
-            devices.retain(|r| {
-                let ghost = r.node == *node && r.since < before_since;
-                if ghost {
-                    swept.push((client.clone(), r.clone()));
-                }
-                !ghost
-            });
-            !devices.is_empty()
-        });
-        Ok(swept)
-    }
-
+#[async_trait]
+impl LastSeenStore for MemoryPresence {
     async fn set_last_seen(
         &self,
         client: &ClientId,
@@ -238,14 +252,12 @@ impl PresenceStore for MemoryPresence {
             .map(|c| all.get(c).filter(|(_, exp)| *exp > now).map(|(s, _)| *s))
             .collect())
     }
+}
 
+#[async_trait]
+impl PresenceStore for MemoryPresence {
     async fn ping(&self) -> Result<(), PresenceError> {
         Ok(())
-    }
-
-    /// Nothing but the nodes' own deletes removes a record here.
-    fn refresh_interval(&self, _configured: Duration) -> Option<Duration> {
-        None
     }
 
     fn backend(&self) -> &'static str {

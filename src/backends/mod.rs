@@ -34,47 +34,63 @@ pub use self::nats::NatsBus;
 pub use self::redis::{RedisInbox, RedisPresence};
 pub use self::webhook::Webhook;
 
+/// Why a backend could not be connected: which, and the flag to check.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect the presence store (check {flag})")]
+    Presence {
+        flag: &'static str,
+        #[source]
+        source: PresenceError,
+    },
+    #[error("cannot connect to NATS (check --nats-url)")]
+    Bus(#[source] crate::bus::BusError),
+    #[error("cannot connect the inbox (check --inbox)")]
+    Inbox(#[source] crate::inbox::InboxError),
+}
+
 /// Connects the shared presence store `target` names, with every key
-/// under `key_prefix`. Errors say which flag to check.
+/// under `key_prefix`.
 pub async fn connect_presence(
     target: &PresenceTarget,
     key_prefix: &str,
-) -> Result<Arc<dyn PresenceStore>, PresenceError> {
-    let hint = format!("check {}", target.flag());
+) -> Result<Arc<dyn PresenceStore>, ConnectError> {
+    let failed = |source| ConnectError::Presence {
+        flag: target.flag(),
+        source,
+    };
     Ok(match target {
         PresenceTarget::Redis(redis) => Arc::new(
             RedisPresence::connect(redis, key_prefix)
                 .await
-                .map_err(|e| e.hint(&hint))?,
+                .map_err(failed)?,
         ),
         PresenceTarget::Memcached(memcached) => Arc::new(
             MemcachedPresence::connect(memcached, key_prefix)
                 .await
-                .map_err(|e| e.hint(&hint))?,
+                .map_err(failed)?,
         ),
     })
 }
 
 /// The presence store and bus `backends` name: in-process ones for a node
-/// on its own, or the shared ones of a cluster. Errors say what to check.
+/// on its own, or the shared ones of a cluster.
 pub async fn connect(
     backends: &Backends,
     key_prefix: &str,
     subject_prefix: &str,
     node: &NodeId,
-) -> Result<(Arc<dyn PresenceStore>, Arc<dyn Bus>), String> {
+) -> Result<(Arc<dyn PresenceStore>, Arc<dyn Bus>), ConnectError> {
     Ok(match backends {
         Backends::Embedded => (
             Arc::new(MemoryPresence::new()),
             Arc::new(MemoryHub::new().bus()),
         ),
         Backends::Clustered { presence, nats } => {
-            let presence = connect_presence(presence, key_prefix)
-                .await
-                .map_err(|e| crate::cause::chain(&e))?;
+            let presence = connect_presence(presence, key_prefix).await?;
             let bus = NatsBus::connect(nats, subject_prefix, node.as_str())
                 .await
-                .map_err(|e| format!("{} (check --nats-url)", crate::cause::chain(&e)))?;
+                .map_err(ConnectError::Bus)?;
             (presence, Arc::new(bus))
         }
     })
@@ -84,7 +100,7 @@ pub async fn connect(
 pub async fn connect_inbox(
     config: &InboxConfig,
     key_prefix: &str,
-) -> Result<Arc<dyn InboxStore>, String> {
+) -> Result<Arc<dyn InboxStore>, ConnectError> {
     let limits = InboxLimits {
         max_messages: config.max_messages,
         ttl: config.ttl,
@@ -94,7 +110,7 @@ pub async fn connect_inbox(
         InboxTarget::Redis(target) => Arc::new(
             RedisInbox::connect(target, key_prefix, limits)
                 .await
-                .map_err(|e| format!("{} (check --inbox)", crate::cause::chain(&e)))?,
+                .map_err(ConnectError::Inbox)?,
         ),
     })
 }

@@ -3,7 +3,6 @@
 //! form `{"error": <code>, "message": <what to fix>}`.
 
 mod api;
-mod groups;
 mod page;
 mod ws;
 
@@ -97,7 +96,7 @@ async fn readyz(node: Arc<Node>) -> Response {
         Ok(Err(e)) => reasons.push(format!("{}: {e}", node.bus().backend())),
         Err(_) => reasons.push(format!("{}: no answer", node.bus().backend())),
     }
-    if let Some(inbox) = node.router().inbox() {
+    if let Some(inbox) = node.inbox() {
         match tokio::time::timeout(READY_TIMEOUT, inbox.ping()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => reasons.push(format!("inbox ({}): {e}", inbox.backend())),

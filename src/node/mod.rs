@@ -5,21 +5,30 @@
 //!
 //! The node is the one place that knows every part below the transport.
 //! Each part gets only what it needs: sessions an
-//! [`Env`](crate::session::Env), the router its ports, the HTTP layer the
-//! `Node` itself.
+//! [`Env`](crate::session::Env), the routing services their narrow ports,
+//! the HTTP layer the `Node` itself. Its [`listener`] reads what other
+//! nodes send and hands each part to the service it is for.
 //!
 //! One cancellation tree and one task tracker own everything the node
 //! runs. Stopping goes in an order that loses nothing it can keep:
 //!
 //! 1. the serving token is cancelled: the server stops accepting (and
 //!    drains its HTTP requests), every session closes with 1001 and
-//!    deletes its presence record, the upkeep stops;
-//! 2. once the sessions are gone, the root token (the node's lifetime)
-//!    stops the node receiving hops (its subscription is dropped);
-//! 3. with every task done with it, the router is dropped; the courier
-//!    then sends what is still queued (the last outcomes) and ends;
-//! 4. the bus and the presence store are closed.
+//!    deletes its presence record (acks-mode sessions detach instead), the
+//!    upkeep stops;
+//! 2. once the sessions' slots are back, it waits a moment for the
+//!    detached sessions to be resumed on other nodes, passes the rest on
+//!    to other nodes (`Adopt`), and keeps forwarding a moment for sessions
+//!    it handed over;
+//! 3. the root token (the node's lifetime) stops the node receiving hops
+//!    (its subscription is dropped);
+//! 4. with every task done with them, the routing services are dropped;
+//!    the courier then sends what is still queued (the last outcomes) and
+//!    ends;
+//! 5. the bus and the presence store are closed.
 
+mod listener;
+pub mod status;
 mod upkeep;
 
 use std::sync::Arc;
@@ -29,33 +38,59 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::JwtVerifier;
-use crate::bus::Bus;
-use crate::cause::chain;
+use self::listener::Ended;
+use crate::auth::{JwtVerifier, KeyError};
+use crate::bus::{Bus, BusError};
 use crate::config::Config;
 use crate::health::Health;
-use crate::hub::{Hub, Slots};
+use crate::hub::{Hub, QueueLimits, Slots};
+use crate::inbox::InboxStore;
 use crate::metrics::Metrics;
-use crate::presence::PresenceStore;
+use crate::presence::{PresenceError, PresenceStore};
 use crate::protocol::NodeId;
 use crate::protocol::frames::max_message_frame;
-use crate::routing::listener::{self, Ended};
 use crate::routing::liveness::{DEAD_ENTRY_RETENTION, Incarnation};
-use crate::routing::{Liveness, Ports, Router, Settings};
+use crate::routing::{
+    Background, Detached, Liveness, Ports, Registrar, Resumption, Router, Settings,
+};
 use crate::session::Env;
 
-/// Why a node did not start. The text is shown to the operator as is.
+/// Why a node did not start. Shown to the operator with its causes
+/// ([`crate::cause::chain`]); each says what to check.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StartError(pub String);
+pub enum StartError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot listen on {addr} (check --listen)")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Connect(#[from] crate::backends::ConnectError),
+    #[error("cannot subscribe to this node's subject")]
+    Subscribe(#[source] BusError),
+    #[error("cannot write this node's heartbeat")]
+    Heartbeat(#[source] PresenceError),
+}
+
+/// The backends a node runs on, connected (see [`crate::backends`]).
+#[derive(Clone)]
+pub struct Backends {
+    pub presence: Arc<dyn PresenceStore>,
+    pub bus: Arc<dyn Bus>,
+    /// Store-and-forward (v2), when configured (`--inbox`).
+    pub inbox: Option<Arc<dyn InboxStore>>,
+}
 
 /// The shared state of a running node, as the HTTP layer and the node's
 /// own background work see it.
 pub struct Node {
     config: Config,
-    presence: Arc<dyn PresenceStore>,
-    bus: Arc<dyn Bus>,
-    router: Arc<Router>,
+    backends: Backends,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     /// `None` when authentication is off.
@@ -67,7 +102,7 @@ pub struct Node {
     tasks: TaskTracker,
     /// Cancelled when the node begins to shut down.
     shutdown: CancellationToken,
-    /// What each session is given.
+    /// What each session is given: the routing services among it.
     session_env: Arc<Env>,
 }
 
@@ -81,15 +116,28 @@ impl Node {
     }
 
     pub fn presence(&self) -> &Arc<dyn PresenceStore> {
-        &self.presence
+        &self.backends.presence
     }
 
     pub fn bus(&self) -> &Arc<dyn Bus> {
-        &self.bus
+        &self.backends.bus
+    }
+
+    /// The inbox, when the node has one (for `/readyz`).
+    pub fn inbox(&self) -> Option<&Arc<dyn InboxStore>> {
+        self.backends.inbox.as_ref()
     }
 
     pub fn router(&self) -> &Arc<Router> {
-        &self.router
+        &self.session_env.router
+    }
+
+    pub fn registrar(&self) -> &Arc<Registrar> {
+        &self.session_env.registrar
+    }
+
+    pub fn resumption(&self) -> &Arc<Resumption> {
+        &self.session_env.resumption
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -129,7 +177,7 @@ impl Node {
 
     /// Sessions open on this node.
     pub fn sessions(&self) -> usize {
-        self.router.hub().len()
+        self.router().hub().len()
     }
 }
 
@@ -138,46 +186,38 @@ impl Node {
 pub struct Lifetime(CancellationToken);
 
 impl Node {
-    /// Assembles a node on `presence` and `bus` and starts its background
-    /// work (the courier, the upkeep, the inbox); the caller serves it.
+    /// Assembles a node on `backends` and starts its background work (the
+    /// courier, the upkeep, the listener); the caller serves it.
     pub async fn assemble(
         config: Config,
-        presence: Arc<dyn PresenceStore>,
-        bus: Arc<dyn Bus>,
+        backends: Backends,
     ) -> Result<(Arc<Node>, Lifetime), StartError> {
         // Keys first: a typo in a path should stop the node before it
         // touches the backends.
-        let auth = config
-            .jwt
-            .as_ref()
-            .map(JwtVerifier::new)
-            .transpose()
-            .map_err(StartError)?;
+        let auth = config.jwt.as_ref().map(JwtVerifier::new).transpose()?;
         let max_sessions = config
             .limits
             .max_sessions
             .unwrap_or_else(default_max_sessions);
         let id = config.node_id.clone();
-        let subscription = bus.subscribe(&id).await.map_err(|e| {
-            StartError(format!(
-                "cannot subscribe to this node's subject: {}",
-                chain(&e)
-            ))
-        })?;
+        let subscription = backends
+            .bus
+            .subscribe(&id)
+            .await
+            .map_err(StartError::Subscribe)?;
 
         // The first heartbeat goes out before any session is accepted, so
         // that other nodes know this run before they see its records.
         let liveness = Arc::new(Liveness::new(Incarnation::new(id.clone()), config.node_ttl));
-        let report = presence
+        let report = backends
+            .presence
             .heartbeat(
                 &liveness.me().member(),
                 config.node_ttl,
                 DEAD_ENTRY_RETENTION,
             )
             .await
-            .map_err(|e| {
-                StartError(format!("cannot write this node's heartbeat: {}", chain(&e)))
-            })?;
+            .map_err(StartError::Heartbeat)?;
         liveness.refresh(&report);
 
         if config.resume.is_none() {
@@ -194,60 +234,14 @@ impl Node {
         let tasks = TaskTracker::new();
         let metrics = Arc::new(Metrics::default());
         let health = Arc::new(Health::default());
-        let inbox = match &config.inbox {
-            Some(inbox) => Some(
-                crate::backends::connect_inbox(inbox, &config.key_prefix)
-                    .await
-                    .map_err(StartError)?,
-            ),
-            None => None,
-        };
-        let events = start_events(&config, &bus, &metrics, &tasks, &lifetime);
-        let ports = Ports {
-            presence: presence.clone(),
-            bus: bus.clone(),
-            inbox,
-            events,
-        };
-        let settings = Settings {
-            hop_timeout: config.hop_timeout,
-            route_cache: config.route_cache,
-            max_message_frame: max_message_frame(config.limits.max_frame_bytes),
-            session_queue: crate::hub::QueueLimits {
-                frames: config.limits.session_queue,
-                bytes: config.limits.session_queue_bytes,
-            },
-            last_seen_ttl: config.last_seen_ttl,
-        };
-        let (router, courier) = Router::new(
-            ports,
-            Arc::new(Hub::default()),
-            liveness,
-            metrics.clone(),
-            tasks.clone(),
-            settings,
+        let (session_env, courier) = routing(
+            &config, &backends, liveness, &metrics, &health, &tasks, &lifetime, &shutdown,
         );
-        let router = Arc::new(router);
-        let session_env = Arc::new(Env {
-            node: id.clone(),
-            router: router.clone(),
-            limits: config.limits.clone(),
-            metrics: metrics.clone(),
-            health: health.clone(),
-            shutdown: shutdown.clone(),
-            resume: config.resume.as_ref().map(|r| crate::session::Resume {
-                keys: crate::resume::ResumeKeys::new(r.secret.expose()),
-                window: r.window,
-            }),
-            drain_over: router.drain_over().clone(),
-        });
         let node = Arc::new(Node {
             auth,
             slots: Slots::new(max_sessions),
             config,
-            presence,
-            bus,
-            router,
+            backends,
             metrics,
             health,
             tasks,
@@ -259,16 +253,87 @@ impl Node {
         tasks.spawn(courier.run());
         tasks.spawn(upkeep::run(node.clone()));
         tasks.spawn({
-            let (router, health) = (node.router.clone(), node.health.clone());
+            let (node, health) = (node.clone(), node.health.clone());
+            let max_frame = max_message_frame(node.config.limits.max_frame_bytes);
             let stop = lifetime.clone();
             async move {
-                if listener::run(router, subscription, stop).await == Ended::Closed {
+                if listener::run(node, subscription, max_frame, stop).await == Ended::Closed {
                     health.inbox_closed();
                 }
             }
         });
         Ok((node, Lifetime(lifetime)))
     }
+}
+
+/// The routing services, composed on the node's backends, and what each
+/// session is given of them; and the courier's task.
+#[allow(clippy::too_many_arguments)]
+fn routing(
+    config: &Config,
+    backends: &Backends,
+    liveness: Arc<Liveness>,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+    tasks: &TaskTracker,
+    lifetime: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> (Arc<Env>, crate::routing::CourierTask) {
+    let presence = &backends.presence;
+    let ports = Ports {
+        records: presence.clone(),
+        groups: presence.clone(),
+        last_seen: presence.clone(),
+        bus: backends.bus.clone(),
+        inbox: backends.inbox.clone(),
+        events: start_events(config, &backends.bus, metrics, tasks, lifetime),
+    };
+    let settings = Settings {
+        hop_timeout: config.hop_timeout,
+        route_cache: config.route_cache,
+        last_seen_ttl: config.last_seen_ttl,
+    };
+    let background = Background::new(tasks.clone());
+    let (router, courier) = Router::new(
+        ports,
+        Arc::new(Hub::default()),
+        liveness,
+        metrics.clone(),
+        background,
+        settings,
+    );
+    let router = Arc::new(router);
+    let detached = Arc::new(Detached::new(metrics.clone()));
+    let registrar = Arc::new(Registrar::new(
+        router.clone(),
+        presence.clone(),
+        detached.clone(),
+    ));
+    let queue = QueueLimits {
+        frames: config.limits.session_queue,
+        bytes: config.limits.session_queue_bytes,
+    };
+    let resumption = Arc::new(Resumption::new(
+        router.clone(),
+        registrar.clone(),
+        detached,
+        queue,
+    ));
+    let env = Arc::new(Env {
+        node: config.node_id.clone(),
+        router,
+        registrar,
+        resumption,
+        limits: config.limits.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        shutdown: shutdown.clone(),
+        resume: config.resume.as_ref().map(|r| crate::session::Resume {
+            keys: crate::resume::ResumeKeys::new(r.secret.expose()),
+            window: r.window,
+        }),
+    });
+    (env, courier)
 }
 
 impl Lifetime {
@@ -292,40 +357,34 @@ impl Lifetime {
         // nodes (a client that comes back later, even here after the
         // restart, finds them there); what no node takes by shortly before
         // the deadline is answered `offline` (shutting_down).
+        let resumption = node.resumption().clone();
         let give_up = deadline
             .checked_sub(DRAIN_RESERVE)
             .unwrap_or_else(Instant::now);
         let wait_until = give_up.min(Instant::now() + DRAIN_WAIT_FOR_RESUMES);
-        while node.router.detached_sessions() > 0 && Instant::now() < wait_until {
-            tokio::time::sleep(DRAIN_POLL).await;
-        }
-        if node.router.detached_sessions() > 0 {
-            let passed = tokio::time::timeout_at(give_up, node.router.pass_on_detached()).await;
-            if passed.is_err() || node.router.detached_sessions() > 0 {
+        if !resumption.resumed_by(wait_until).await {
+            let passed = tokio::time::timeout_at(give_up, resumption.pass_on_detached()).await;
+            if passed.is_err() || resumption.detached_sessions() > 0 {
                 tracing::warn!(
-                    left = node.router.detached_sessions(),
+                    left = resumption.detached_sessions(),
                     "detached sessions neither resumed nor passed on by the drain deadline; answering offline"
                 );
             }
         }
-        node.session_env.drain_over.cancel();
+        resumption.drain_over().cancel();
         // Sessions handed over: senders whose routes still name this node
         // (their caches learn of the move by broadcast, a moment later)
         // are still forwarded to the new nodes for a short while, instead
         // of bouncing off a node that has gone.
-        if node.router.forwarding() {
+        if node.router().moved().any() {
             let until = give_up.min(Instant::now() + FORWARD_GRACE);
             tokio::time::sleep_until(until).await;
         }
+        drop(resumption);
         self.0.cancel();
-        let (tasks, bus, presence, id) = (
-            node.tasks.clone(),
-            node.bus.clone(),
-            node.presence.clone(),
-            node.id().clone(),
-        );
-        // The router goes with the last task that holds it; the courier
-        // then drains its queue and ends.
+        let (tasks, backends, id) = (node.tasks.clone(), node.backends.clone(), node.id().clone());
+        // The routing services go with the last task that holds them; the
+        // courier then drains its queue and ends.
         drop(node);
         tasks.close();
         if tokio::time::timeout_at(deadline, tasks.wait())
@@ -337,8 +396,8 @@ impl Lifetime {
                 "tasks still running at the shutdown deadline"
             );
         }
-        bus.close().await;
-        presence.close().await;
+        backends.bus.close().await;
+        backends.presence.close().await;
         tracing::info!(node = %id, "stopped");
     }
 }
@@ -382,8 +441,6 @@ const DRAIN_WAIT_FOR_RESUMES: Duration = Duration::from_secs(2);
 /// How long a draining node that handed sessions over keeps forwarding
 /// what still arrives for them, before it stops reading its inbox.
 const FORWARD_GRACE: Duration = Duration::from_secs(1);
-/// How often a drain looks whether detached sessions are gone.
-const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 /// File descriptors kept for everything but sessions (backends, HTTP
 /// requests, the listener) when --max-sessions is derived.

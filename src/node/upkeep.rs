@@ -38,8 +38,8 @@ use crate::protocol::NodeId;
 use crate::routing::liveness::DEAD_ENTRY_RETENTION;
 
 pub async fn run(node: Arc<Node>) {
-    let liveness = node.router.liveness().clone();
-    let outcomes = node.router.outcomes().clone();
+    let liveness = node.router().liveness().clone();
+    let outcomes = node.router().outcomes().clone();
     let ttl = liveness.ttl();
     let period = ttl / 3;
     let member = liveness.me().member();
@@ -49,7 +49,10 @@ pub async fn run(node: Arc<Node>) {
     // Ghosts of this node's earlier runs, whichever they were.
     let me = liveness.me().clone();
     sweep(&node, me.node, None, me.started_ms);
-    if let Some(every) = node.presence.refresh_interval(node.config.presence_refresh) {
+    if let Some(every) = node
+        .presence()
+        .refresh_interval(node.config.presence_refresh)
+    {
         node.tasks.spawn(refresh(node.clone(), every));
     }
     // Set while this node's records may be missing from the store, until a
@@ -68,7 +71,8 @@ pub async fn run(node: Arc<Node>) {
             () = node.shutdown.cancelled() => return,
         }
         // For the metrics: what detached sessions keep, as of this tick.
-        node.metrics.set_messages_kept(node.router.kept_messages());
+        node.metrics
+            .set_messages_kept(node.resumption().kept_messages());
         if let Some((started_at, task)) = restoring.take_if(|(_, task)| task.is_finished()) {
             let restored = task.await.unwrap_or(false);
             if restored && started_at == losses {
@@ -79,7 +83,8 @@ pub async fn run(node: Arc<Node>) {
         // that notices it.
         let beat = tokio::time::timeout(
             period,
-            node.presence.heartbeat(&member, ttl, DEAD_ENTRY_RETENTION),
+            node.presence()
+                .heartbeat(&member, ttl, DEAD_ENTRY_RETENTION),
         )
         .await
         .unwrap_or_else(|_| Err(PresenceError::unavailable("heartbeat timed out")));
@@ -132,10 +137,10 @@ pub async fn run(node: Arc<Node>) {
 const SWEEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Deletes, in the background, the records `dead` wrote before
-/// `before_since` (see [`PresenceStore::sweep`](crate::presence::PresenceStore::sweep)).
+/// `before_since` (see [`Heartbeats::sweep`](crate::presence::Heartbeats::sweep)).
 fn sweep(node: &Node, dead: NodeId, lost_run: Option<u64>, before_since: u64) {
-    let presence = node.presence.clone();
-    let router = node.router.clone();
+    let presence = node.presence().clone();
+    let offline = node.router().offline().clone();
     node.tasks.spawn(async move {
         let swept =
             tokio::time::timeout(SWEEP_TIMEOUT, presence.sweep(&dead, lost_run, before_since))
@@ -146,7 +151,7 @@ fn sweep(node: &Node, dead: NodeId, lost_run: Option<u64>, before_since: u64) {
                 tracing::info!(node = %dead, records = swept.len(), "swept ghost presence records");
                 // Their sessions ended with their node: announced, and
                 // written as their clients' last-seen.
-                router.ended_with_their_node(swept).await;
+                offline.ended_with_their_node(swept).await;
             }
             Ok(Err(e)) => {
                 tracing::warn!(node = %dead, error = %chain(&e), "sweep of ghost records failed")
@@ -174,10 +179,10 @@ async fn refresh(node: Arc<Node>, every: Duration) {
 }
 
 /// Writes every live session's record back (see
-/// [`Router::restore`](crate::routing::Router::restore)). A routine refresh
+/// [`Registrar::restore`](crate::routing::Registrar::restore)). A routine refresh
 /// logs only what it changed. Whether it succeeded.
 async fn restore(node: &Node, routine: bool) -> bool {
-    match node.router.restore().await {
+    match node.registrar().restore().await {
         Ok(done) if routine && done.replaced == 0 => {
             tracing::debug!(sessions = done.sessions, took = ?done.took, "refreshed presence records");
             true

@@ -6,7 +6,8 @@
 //! crosses a process boundary.
 
 pub mod envelope;
-pub mod takeover;
+pub mod requests;
+pub mod status;
 
 pub use switchboard_protocol::*;
 

@@ -42,7 +42,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::Outcomes;
-use crate::bus::{Bounce, BounceTag, Bus};
+use crate::bus::{Bounce, BounceTag, Bus, BusError};
 use crate::lock::Locked;
 use crate::protocol::envelope::{ENVELOPE_OVERHEAD, encode_envelope, encode_hop};
 use crate::protocol::{Changed, ClientId, Envelope, GroupId, Hop, NodeId, Outcome};
@@ -93,13 +93,15 @@ struct Changes {
 /// Ids per broadcast, at most (about 70 KB of envelope).
 const CHANGES_PER_BROADCAST: usize = 512;
 
-/// The queue's sending side, held by the router (and its background
-/// work).
+/// The way to other nodes, as the routing core sees it: the queue's
+/// sending side, and the bus itself for what does not go through the
+/// queue (forwards, evictions, requests). Cheap to clone.
 #[derive(Clone)]
-pub(super) struct Courier {
+pub struct Courier {
     tx: mpsc::Sender<(NodeId, Parcel)>,
     quiet: Arc<Quiet>,
     changes: Arc<Changes>,
+    bus: Arc<dyn Bus>,
 }
 
 /// The courier's task: packs and publishes what the router queued.
@@ -115,13 +117,9 @@ pub struct CourierTask {
 /// The courier task has ended: the node is shutting down.
 #[derive(Debug, thiserror::Error)]
 #[error("the courier has stopped: the node is shutting down")]
-pub(super) struct Stopped;
+pub struct Stopped;
 
-pub(super) fn courier(
-    node: NodeId,
-    bus: Arc<dyn Bus>,
-    outcomes: Arc<Outcomes>,
-) -> (Courier, CourierTask) {
+pub fn courier(node: NodeId, bus: Arc<dyn Bus>, outcomes: Arc<Outcomes>) -> (Courier, CourierTask) {
     let (tx, parcels) = mpsc::channel(QUEUE_CAPACITY);
     let quiet = Arc::new(Quiet::default());
     let changes = Arc::new(Changes::default());
@@ -133,26 +131,69 @@ pub(super) fn courier(
         quiet: quiet.clone(),
         changes: changes.clone(),
     };
-    (Courier { tx, quiet, changes }, task)
+    let courier = Courier {
+        tx,
+        quiet,
+        changes,
+        bus: task.bus.clone(),
+    };
+    (courier, task)
 }
 
 impl Courier {
+    /// Whether a publish would be taken now (see [`Bus::connected`]).
+    pub fn connected(&self) -> bool {
+        self.bus.connected()
+    }
+
+    /// The bus connection's generation (see [`Bus::generation`]): caches
+    /// of what other nodes broadcast follow it.
+    pub fn bus_generation(&self) -> u64 {
+        self.bus.generation()
+    }
+
+    /// The largest envelope the bus takes.
+    pub fn max_envelope(&self) -> usize {
+        self.bus.max_envelope()
+    }
+
+    /// Publishes one envelope now, outside the queue: a forward or an
+    /// eviction, which must not wait behind the batch being packed.
+    pub async fn publish(
+        &self,
+        node: &NodeId,
+        envelope: Bytes,
+        bounce: Option<Bounce<'_>>,
+    ) -> Result<(), BusError> {
+        self.bus.publish(node, envelope, bounce).await
+    }
+
+    /// Asks `node` and waits up to `timeout` for its answer.
+    pub async fn request(
+        &self,
+        node: &NodeId,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError> {
+        self.bus.request(node, payload, timeout).await
+    }
+
     /// Queues a parcel for `node`; when the queue is full, waits for room
     /// (the caller is a session loop or the inbox, and slowing them is the
     /// right backpressure).
-    pub(super) async fn send(&self, node: NodeId, parcel: Parcel) -> Result<(), Stopped> {
+    pub async fn send(&self, node: NodeId, parcel: Parcel) -> Result<(), Stopped> {
         self.tx.send((node, parcel)).await.map_err(|_| Stopped)
     }
 
     /// `client`'s record changed: every other node is told, with the next
     /// broadcast.
-    pub(super) fn changed_client(&self, client: ClientId) {
+    pub fn changed_client(&self, client: ClientId) {
         self.changed(|pending| pending.0.insert(client));
     }
 
     /// `group`'s members changed: every other node is told, with the next
     /// broadcast.
-    pub(super) fn changed_group(&self, group: GroupId) {
+    pub fn changed_group(&self, group: GroupId) {
         self.changed(|pending| pending.1.insert(group));
     }
 
@@ -169,7 +210,7 @@ impl Courier {
     }
 
     /// Puts a quiet outcome aside for `node` (see the module comment).
-    pub(super) fn linger(&self, node: NodeId, outcome: Outcome) {
+    pub fn linger(&self, node: NodeId, outcome: Outcome) {
         let mut by_node = self.quiet.by_node();
         let first = by_node.is_empty();
         let waiting = by_node.entry(node).or_default();

@@ -39,14 +39,14 @@ impl Router {
         if handover.report == Report::Stored {
             // Not delivered: it stays in the inbox for the next session.
             if let Fate::Delivered = fate {
-                self.stored_delivered(to, handover);
+                self.offline().stored_delivered(to, handover);
             }
             return;
         }
         let Some(sender) = &handover.sender else {
             // A server-side send: nobody to tell but the backend.
             if let Fate::Offline(reason) = fate {
-                self.offline_event(
+                self.offline().announce().offline(
                     handover.msg_id,
                     &handover.from,
                     to,
@@ -59,10 +59,11 @@ impl Router {
         };
         match handover.report {
             Report::Stored => unreachable!("settled above"),
-            Report::Sender => self
-                .outcomes
-                .tell_sender(sender, handover.msg_id, to, device, fate),
-            Report::InFlight => self.outcomes.settle(&Outcome::target(
+            Report::Sender => {
+                self.outcomes()
+                    .tell_sender(sender, handover.msg_id, to, device, fate)
+            }
+            Report::InFlight => self.outcomes().settle(&Outcome::target(
                 handover.msg_id,
                 to.clone(),
                 device.clone(),
@@ -77,7 +78,8 @@ impl Router {
                     self.report_to(&sender.node, outcome, urgent).await;
                 }
                 if let Some(done) = handover.settle_one(own) {
-                    let outcome = Outcome::done(handover.msg_id, self.node.clone(), handover.part);
+                    let outcome =
+                        Outcome::done(handover.msg_id, self.node().clone(), handover.part);
                     self.report_to(&sender.node, outcome, done.urgent).await;
                 }
             }
@@ -87,16 +89,16 @@ impl Router {
     /// Sends an outcome to the sender's `node`: at once when `urgent`;
     /// otherwise put aside to travel with later traffic (see
     /// [`super::courier`]).
-    pub(super) async fn report_to(&self, node: &NodeId, outcome: Outcome, urgent: bool) {
+    pub async fn report_to(&self, node: &NodeId, outcome: Outcome, urgent: bool) {
         if !urgent {
-            self.courier.linger(node.clone(), outcome);
+            self.courier().linger(node.clone(), outcome);
         } else if self
-            .courier
+            .courier()
             .send(node.clone(), Parcel::Outcome(outcome))
             .await
             .is_err()
         {
-            self.metrics.receipt_undeliverable();
+            self.metrics().receipt_undeliverable();
         }
     }
 

@@ -1,14 +1,10 @@
-//! Groups (v2): who is in one, as this node last read it, and a send's
-//! fan-out to every member's sessions.
+//! Groups (v2): who is in one, as this node last read it (the [`Groups`]
+//! service).
 //!
-//! Members live in the presence store beside the records. A send reads
-//! them from [`MemberCache`] (the store on a miss), then every member's
-//! record the way a send to a client does (the route cache, and one batch
-//! for the rest: one pipeline on Redis, one multi-get per memcached
-//! server). The route it builds is an ordinary [`Route`]: sessions here
-//! are handed the message directly, and each other node gets **one** hop
-//! carrying every recipient session there (split only when it would not
-//! fit in one bus message). Nothing is done per member on the wire.
+//! Members live in the group store beside the records. A send reads them
+//! from the [`MemberCache`] (the store on a miss), then every member's
+//! record the way a send to a client does (see `Router::locate_group`):
+//! the route it builds is an ordinary route, one hop per node.
 //!
 //! A membership change is in effect at once on the node that made it, and
 //! on every other node as soon as its broadcast arrives (`Changed.groups`,
@@ -25,12 +21,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::cache::{CachedDevice, CachedRoute};
-use super::route::{Route, Sessions, remote_devices};
-use super::{Message, RouteError, Router};
+use super::Message;
+use super::courier::Courier;
 use crate::lock::Locked;
-use crate::presence::{MemberAdded, PresenceError};
-use crate::protocol::{ClientId, GroupId, Target};
+use crate::presence::{GroupStore, MemberAdded, PresenceError};
+use crate::protocol::{ClientId, GroupId};
 
 /// The longest a node uses a group's members without reading them again,
 /// in case a change's broadcast was lost.
@@ -122,18 +117,47 @@ impl MemberCache {
     }
 }
 
-impl Router {
+/// The group service: membership as this node last read it, and changes
+/// told to every node. Sends read members here; the API changes them here.
+pub struct Groups {
+    store: Arc<dyn GroupStore>,
+    cache: MemberCache,
+    courier: Courier,
+}
+
+impl Groups {
+    pub fn new(store: Arc<dyn GroupStore>, courier: Courier) -> Self {
+        Self {
+            store,
+            cache: MemberCache::default(),
+            courier,
+        }
+    }
+
+    /// `group`'s members if cached (and not older than [`MEMBERS_TTL`]).
+    pub fn cached(&self, group: &GroupId) -> Option<Members> {
+        self.cache.follow_bus(self.courier.bus_generation());
+        self.cache.get(group)
+    }
+
     /// `group`'s members, sorted: cached, or read from the store.
     pub async fn members(&self, group: &GroupId) -> Result<Members, PresenceError> {
-        self.groups.follow_bus(self.ports.bus.generation());
-        if let Some(members) = self.groups.get(group) {
+        if let Some(members) = self.cached(group) {
             return Ok(members);
         }
-        let seen = self.groups.generation();
-        let mut members = self.ports.presence.members(group).await?;
+        let seen = self.cache.generation();
+        let mut members = self.store.members(group).await?;
         members.sort_unstable();
         let members: Members = members.into();
-        self.groups.insert(group.clone(), members.clone(), seen);
+        self.cache.insert(group.clone(), members.clone(), seen);
+        Ok(members)
+    }
+
+    /// `group`'s members as the store has them now (not this node's
+    /// cache), sorted: what the API lists.
+    pub async fn read(&self, group: &GroupId) -> Result<Vec<ClientId>, PresenceError> {
+        let mut members = self.store.members(group).await?;
+        members.sort_unstable();
         Ok(members)
     }
 
@@ -145,13 +169,9 @@ impl Router {
         client: &ClientId,
         max_members: usize,
     ) -> Result<MemberAdded, PresenceError> {
-        let added = self
-            .ports
-            .presence
-            .add_member(group, client, max_members)
-            .await?;
+        let added = self.store.add_member(group, client, max_members).await?;
         if added == MemberAdded::Added {
-            self.changed_group(group);
+            self.changed(group);
         }
         Ok(added)
     }
@@ -163,117 +183,29 @@ impl Router {
         group: &GroupId,
         client: &ClientId,
     ) -> Result<bool, PresenceError> {
-        let removed = self.ports.presence.remove_member(group, client).await?;
+        let removed = self.store.remove_member(group, client).await?;
         if removed {
-            self.changed_group(group);
+            self.changed(group);
         }
         Ok(removed)
     }
 
+    /// Another node changed `group`'s members: read them again next time.
+    pub fn invalidate(&self, group: &GroupId) {
+        self.cache.invalidate(group);
+    }
+
     /// In effect here at once (the next send reads the members again), and
     /// on the other nodes once the broadcast arrives.
-    fn changed_group(&self, group: &GroupId) {
-        self.groups.invalidate(group);
+    fn changed(&self, group: &GroupId) {
+        self.cache.invalidate(group);
         self.courier.changed_group(group.clone());
-    }
-
-    /// The route of a message to `group` if every member's record is
-    /// cached (and the members are).
-    pub(super) fn locate_group_fast(&self, msg: &Message, group: &GroupId) -> Option<Route> {
-        self.groups.follow_bus(self.ports.bus.generation());
-        let members = self.groups.get(group)?;
-        if !may_send(msg, &members) {
-            return None; // `locate` says why
-        }
-        // Built as the records are found (nothing kept per member): a miss
-        // drops what was built, and `locate` reads what is missing.
-        let mut route = Route::default();
-        for member in members.iter() {
-            let records = self.cached(member)?;
-            self.add_member_sessions(&mut route, msg, member, &records);
-        }
-        self.metrics.route_cache_hit();
-        Some(route)
-    }
-
-    /// The route of a message to `group`: its members, then their records,
-    /// cached or read in one batch.
-    pub(super) async fn locate_group(
-        &self,
-        msg: &Message,
-        group: &GroupId,
-    ) -> Result<Route, RouteError> {
-        let members = self.members(group).await?;
-        if !may_send(msg, &members) {
-            return Err(RouteError::NotMember);
-        }
-        let mut records: Vec<Option<CachedRoute>> =
-            members.iter().map(|m| self.cached(m)).collect();
-        let missing: Vec<ClientId> = members
-            .iter()
-            .zip(&records)
-            .filter(|(_, r)| r.is_none())
-            .map(|(m, _)| m.clone())
-            .collect();
-        if !missing.is_empty() {
-            let mut read = self.lookup_many(&missing).await?.into_iter();
-            for slot in records.iter_mut().filter(|r| r.is_none()) {
-                *slot = read.next();
-            }
-        } else {
-            self.metrics.route_cache_hit();
-        }
-        let mut route = Route::default();
-        for (member, records) in members.iter().zip(records) {
-            self.add_member_sessions(&mut route, msg, member, &records.unwrap_or_default());
-        }
-        Ok(route)
-    }
-
-    /// Adds every session of `member` (its `records` elsewhere, its
-    /// sessions here from the hub) to `route`, by branch. The sending
-    /// session gets nothing (its other devices do); a member other than
-    /// the sender with no session counts offline.
-    fn add_member_sessions(
-        &self,
-        route: &mut Route,
-        msg: &Message,
-        member: &ClientId,
-        records: &[CachedDevice],
-    ) {
-        let mut here: Sessions = self
-            .hub
-            .sessions(member)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        let remote = remote_devices(&mut here, records, &self.node);
-        let reached = here.len() + remote.len();
-        for d in remote {
-            route.leg(&d.record.node, d.epoch).targets.push(Target {
-                to: member.clone(),
-                device: d.record.device.clone(),
-                session: d.record.session,
-            });
-        }
-        let sending = msg.sender.as_ref().map(|s| s.session);
-        here.retain(|s| Some(s.id) != sending);
-        route.local.extend(here);
-        if reached == 0 && *member != msg.from {
-            route.offline += 1;
-            if self.ports.events.is_on() {
-                route
-                    .offline_why
-                    .get_or_insert_default()
-                    .members
-                    .push(member.clone());
-            }
-        }
     }
 }
 
 /// Only a member may send to a group; a server-side send (HTTP API) may
 /// name any sender.
-fn may_send(msg: &Message, members: &[ClientId]) -> bool {
+pub(super) fn may_send(msg: &Message, members: &[ClientId]) -> bool {
     msg.sender.is_none() || members.binary_search(&msg.from).is_ok()
 }
 

@@ -1,6 +1,6 @@
 //! Hops that arrive from other nodes: messages for the sessions here
-//! (re-routed once when a device moved), takeovers, and changes that make
-//! cached records stale.
+//! (re-routed once when a device moved), and changes that make cached
+//! records and members stale.
 
 use std::sync::Arc;
 
@@ -10,12 +10,10 @@ use super::Router;
 use super::inflight::Who;
 use crate::bus::{Bounce, BounceTag};
 use crate::hub::{Handover, Outbound, Refused, Report, Sender};
-use crate::presence::PresenceRecord;
 use crate::protocol::envelope::{MessageHopOut, encode_envelope, encode_message_hop};
 use crate::protocol::frames::with_field;
 use crate::protocol::{
-    Addressee, Changed, ClientId, Disconnect, Envelope, Fate, Hop, MessageHop, NodeId,
-    OfflineReason, Outcome, Recipient, ReplacedHop, Target,
+    Addressee, Changed, Fate, MessageHop, NodeId, OfflineReason, Outcome, Recipient, Target,
 };
 
 impl Router {
@@ -28,7 +26,7 @@ impl Router {
         let handover = Arc::new(handover);
         for target in &hop.targets {
             // The session named, or a newer one of the same device here.
-            let session = self.hub.get_device(&target.to, &target.device);
+            let session = self.hub().get_device(&target.to, &target.device);
             let item = Outbound {
                 frame: frame.clone(),
                 handover: Some(handover.clone()),
@@ -44,7 +42,7 @@ impl Router {
                     self.settle(&handover, &who.to, &who.device, fate).await;
                 }
                 Some(Err(Refused::Closing(_))) | None => {
-                    self.metrics.hop_recipient_absent();
+                    self.metrics().hop_recipient_absent();
                     self.reroute(
                         handover.clone(),
                         frame.clone(),
@@ -58,7 +56,7 @@ impl Router {
         if !hop.carbons.is_empty() {
             let carbon = Utf8Bytes::from(with_field(&frame, "carbon", "true"));
             for c in &hop.carbons {
-                if let Some(session) = self.hub.get_device(&hop.from, &c.device) {
+                if let Some(session) = self.hub().get_device(&hop.from, &c.device) {
                     let _ = session.outbox.push(Outbound {
                         frame: carbon.clone(),
                         handover: None,
@@ -76,7 +74,7 @@ impl Router {
             Addressee::Group(group) => Recipient::Group(group.clone()),
         };
         let report = match &hop.reply {
-            Some(reply) if reply.node == self.node => Report::InFlight,
+            Some(reply) if reply.node == *self.node() => Report::InFlight,
             Some(_) => Report::Node {
                 per_target: hop.forwarded,
             },
@@ -114,8 +112,8 @@ impl Router {
                 target.device.clone(),
                 Fate::Offline(OfflineReason::Disconnected),
             );
-            if reply.node == self.node {
-                self.outcomes.settle(&outcome);
+            if reply.node == *self.node() {
+                self.outcomes().settle(&outcome);
             } else {
                 self.report_to(&reply.node, outcome, true).await;
             }
@@ -125,7 +123,7 @@ impl Router {
     /// `who`'s session here did not take a message of `handover`. Look
     /// the device up again and forward once if it moved; otherwise tell
     /// the sender `offline` (`why`).
-    pub(super) async fn reroute(
+    pub async fn reroute(
         self: &Arc<Self>,
         handover: Arc<Handover>,
         frame: Utf8Bytes,
@@ -141,7 +139,7 @@ impl Router {
         }
         // The device may have another session here already (a registration
         // that failed gave the device back to its previous session).
-        if let Some(session) = self.hub.get_device(&who.to, &who.device) {
+        if let Some(session) = self.hub().get_device(&who.to, &who.device) {
             let item = Outbound {
                 frame: frame.clone(),
                 handover: Some(handover.clone()),
@@ -152,7 +150,7 @@ impl Router {
         }
         // The device's detached session was handed to another node just
         // now: forward there, in arrival order, before presence says so.
-        if let Some((node, session)) = self.moved_to(&who) {
+        if let Some((node, session)) = self.moved().get(&who.to, &who.device) {
             return self
                 .forward_to(handover, frame, who, why, node, session)
                 .await;
@@ -164,15 +162,14 @@ impl Router {
         }
         // The lookup may take a while: it must not hold up the inbox, and
         // the number of them in flight is bounded.
-        let Some(permit) = self.background_permit() else {
-            return self
-                .settle(&handover, &who.to, &who.device, Fate::Offline(why))
+        let (router, answer) = (self.clone(), (handover.clone(), who.clone()));
+        let forward = async move { router.forward_or_refuse(handover, frame, who, why).await };
+        if self.background().try_spawn(forward).is_err() {
+            // Too much is being re-routed: answered at once, not queued.
+            let (handover, who) = answer;
+            self.settle(&handover, &who.to, &who.device, Fate::Offline(why))
                 .await;
-        };
-        let router = self.clone();
-        self.in_background(permit, async move {
-            router.forward_or_refuse(handover, frame, who, why).await
-        });
+        }
     }
 
     async fn forward_or_refuse(
@@ -182,9 +179,13 @@ impl Router {
         who: Who,
         why: OfflineReason,
     ) {
-        self.cache.invalidate(&who.to);
+        self.locator().cache().invalidate(&who.to);
         let offline = |reason| Fate::Offline(reason);
-        let record = match self.lookup_many(std::slice::from_ref(&who.to)).await {
+        let record = match self
+            .locator()
+            .lookup_many(std::slice::from_ref(&who.to))
+            .await
+        {
             Ok(records) => records
                 .first()
                 .and_then(|r| r.iter().find(|d| d.record.device == who.device).cloned()),
@@ -201,14 +202,14 @@ impl Router {
                 .await;
         };
         let node = found.record.node;
-        if node == self.node {
+        if node == *self.node() {
             // It reconnected here meanwhile: one more look at the sessions.
             let item = Outbound {
                 frame,
                 handover: Some(handover.clone()),
             };
             let pushed = self
-                .hub
+                .hub()
                 .get_device(&who.to, &who.device)
                 .is_some_and(|s| s.outbox.push(item).is_ok());
             if !pushed {
@@ -225,7 +226,7 @@ impl Router {
     /// device's session is now `session`; tracked from here when its
     /// sender is here. Once only: a forwarded hop is never forwarded again
     /// (except to follow a hand-over, see `moved_to`).
-    pub(super) async fn forward_to(
+    pub async fn forward_to(
         &self,
         handover: Arc<Handover>,
         frame: Utf8Bytes,
@@ -239,7 +240,7 @@ impl Router {
         // on, it is tracked like any cross-node message.
         if let (Report::Sender, Some(sender)) = (handover.report, &handover.sender)
             && self
-                .outcomes
+                .outcomes()
                 .track_forwarded(handover.msg_id, sender.clone(), who.clone(), &node)
                 .is_err()
         {
@@ -270,9 +271,9 @@ impl Router {
             node: &s.node,
             tag: BounceTag::Message(handover.msg_id),
         });
-        match self.ports.bus.publish(&node, envelope, bounce).await {
+        match self.courier().publish(&node, envelope, bounce).await {
             Ok(()) => {
-                self.metrics.hop_forwarded();
+                self.metrics().hop_forwarded();
                 self.settle(&handover, &who.to, &who.device, Fate::Forwarded(&node))
                     .await;
             }
@@ -286,7 +287,7 @@ impl Router {
                         who.device.clone(),
                         offline(why),
                     );
-                    self.outcomes.settle(&outcome);
+                    self.outcomes().settle(&outcome);
                 } else {
                     self.settle(&handover, &who.to, &who.device, offline(why))
                         .await;
@@ -295,50 +296,16 @@ impl Router {
         }
     }
 
-    /// A newer session of a device registered; `previous` is the field it
-    /// replaced. Closes the older session with 4001, on whichever node.
-    pub async fn evict(&self, client: &ClientId, previous: &PresenceRecord) {
-        if previous.node == self.node {
-            if let Some(old) = self.hub.get_session(client, previous.session) {
-                old.outbox.close(Disconnect::Replaced);
-            }
-            return;
-        }
-        let hop = Envelope::new(Hop::Replaced(ReplacedHop {
-            client: client.clone(),
-            device: previous.device.clone(),
-            session: previous.session,
-        }));
-        if let Err(e) = self
-            .ports
-            .bus
-            .publish(&previous.node, hop.encode().into(), None)
-            .await
-        {
-            tracing::warn!(%client, node = %previous.node, error = %e,
-                "could not tell the node of a replaced session to close it");
-        }
-    }
-
-    /// Another node registered a newer session of `hop.client`'s device.
-    pub async fn accept_replaced(self: &Arc<Self>, hop: ReplacedHop) {
-        if let Some(old) = self.hub.get_session(&hop.client, hop.session) {
-            old.outbox.close(Disconnect::Replaced);
-            self.hub.remove(&hop.client, hop.session);
-            self.end_replaced_detached(&old).await;
-        }
-    }
-
     /// Another node changed records this node may have cached.
     pub fn accept_changed(&self, changed: Changed) {
-        if changed.node == self.node {
+        if changed.node == *self.node() {
             return;
         }
         for client in &changed.clients {
-            self.cache.invalidate(client);
+            self.locator().cache().invalidate(client);
         }
         for group in &changed.groups {
-            self.groups.invalidate(group);
+            self.groups().invalidate(group);
         }
     }
 }

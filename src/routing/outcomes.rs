@@ -15,7 +15,7 @@
 //!
 //! [`Outcomes`] holds no sender of the courier's queue, so that the
 //! courier task, which reports lost envelopes here, can drain and end once
-//! the router is gone.
+//! the routing services are gone.
 
 use std::sync::Arc;
 
@@ -26,14 +26,13 @@ use uuid::Uuid;
 use super::cache::RouteCache;
 use super::inflight::{Final, Full, InFlight, Leg, Told, Who};
 use super::liveness::{Liveness, Lost};
+use super::offline::announce::Announcer;
 use crate::bus::BounceTag;
-use crate::events::{Event, Events};
 use crate::hub::{Hub, Sender};
 use crate::metrics::{HopRejection, Metrics};
 use crate::protocol::frames::encode_receipt;
 use crate::protocol::{
-    ClientId, DeviceId, Fate, NodeId, OfflineEvent, OfflineReason, Outcome, Receipt, ReceiptStatus,
-    Settled, now_ms,
+    ClientId, DeviceId, Fate, NodeId, OfflineReason, Outcome, Receipt, ReceiptStatus, Settled,
 };
 
 pub struct Outcomes {
@@ -46,18 +45,18 @@ pub struct Outcomes {
     liveness: Arc<Liveness>,
     metrics: Arc<Metrics>,
     /// Every `offline` told here is an `offline` event too.
-    events: Events,
+    announce: Announcer,
 }
 
 impl Outcomes {
-    pub(super) fn new(
+    pub fn new(
         node: NodeId,
         hub: Arc<Hub>,
         inflight: InFlight,
         cache: Arc<RouteCache>,
         liveness: Arc<Liveness>,
         metrics: Arc<Metrics>,
-        events: Events,
+        announce: Announcer,
     ) -> Self {
         Self {
             node,
@@ -66,7 +65,7 @@ impl Outcomes {
             cache,
             liveness,
             metrics,
-            events,
+            announce,
         }
     }
 
@@ -77,7 +76,7 @@ impl Outcomes {
 
     /// Starts tracking a message published in `legs`; returns each leg's
     /// in-flight sequence number.
-    pub(super) fn track(
+    pub fn track(
         &self,
         msg_id: Uuid,
         sender: Sender,
@@ -87,13 +86,13 @@ impl Outcomes {
     }
 
     /// Stops tracking a leg that never left.
-    pub(super) fn untrack_leg(&self, msg_id: Uuid, node: &NodeId) {
+    pub fn untrack_leg(&self, msg_id: Uuid, node: &NodeId) {
         self.inflight.remove_leg(msg_id, node);
     }
 
     /// Tracks a target forwarded from here to `node` on behalf of a sender
     /// here.
-    pub(super) fn track_forwarded(
+    pub fn track_forwarded(
         &self,
         msg_id: Uuid,
         sender: Sender,
@@ -161,7 +160,7 @@ impl Outcomes {
 
     /// The tracked messages of an envelope to `node` (in-flight sequence
     /// numbers `first..=last`) will never arrive.
-    pub(super) fn lost_batch(&self, node: &NodeId, first: u64, last: u64) {
+    pub fn lost_batch(&self, node: &NodeId, first: u64, last: u64) {
         self.answer_lost(self.inflight.lost_batch(node, first, last));
     }
 
@@ -216,7 +215,7 @@ impl Outcomes {
     /// Tells a sender session on this node what became of its message at
     /// `to`'s `device`: always when `offline`, and `delivered` when it
     /// asked for receipts.
-    pub(super) fn tell_sender(
+    pub fn tell_sender(
         &self,
         sender: &Sender,
         msg_id: Uuid,
@@ -228,17 +227,8 @@ impl Outcomes {
         let (status, reason) = match fate {
             Fate::Offline(reason) => {
                 self.metrics.receipt_offline();
-                if self.events.is_on() {
-                    self.events.emit(Event::Offline(OfflineEvent {
-                        msg_id,
-                        from: sender.client.clone(),
-                        to: to.clone(),
-                        group: sender.group.clone(),
-                        stored: false,
-                        reason,
-                        ts: now_ms(),
-                    }));
-                }
+                let group = sender.group.as_ref();
+                (self.announce).offline(msg_id, &sender.client, to, group, false, reason);
                 (ReceiptStatus::Offline, Some(reason))
             }
             Fate::Delivered if sender.receipt => (ReceiptStatus::Delivered, None),

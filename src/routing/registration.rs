@@ -1,7 +1,12 @@
-//! A session's device field in presence: written when it opens (after it
-//! is reachable here; refused beyond `--max-devices`), compare-and-deleted
-//! when it closes, and written back when the store lost it. Every change
-//! is told to the other nodes, whose cached records it makes stale.
+//! The [`Registrar`]: a session's device field in presence, written when
+//! it opens (after it is reachable here; refused beyond `--max-devices`),
+//! compare-and-deleted when it closes, and written back when the store
+//! lost it. Every change is told to the other nodes, whose cached records
+//! it makes stale. A newer session of a device replaces the older one
+//! wherever it is (4001), here or by a `replaced` hop to its node.
+//!
+//! Its own state is the deletes it could not make while the store was
+//! away ([`Deferred`]), made once the store is back.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -11,10 +16,11 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::Router;
+use super::detached::Detached;
 use crate::hub::SessionHandle;
 use crate::lock::Locked;
-use crate::presence::{PresenceError, PresenceRecord, Registered};
-use crate::protocol::{ClientId, DeviceId, Disconnect, SessionEnd};
+use crate::presence::{PresenceError, PresenceRecord, Registered, SessionRecords};
+use crate::protocol::{ClientId, DeviceId, Disconnect, Envelope, Hop, ReplacedHop, SessionEnd};
 
 /// Most presence deletes kept for retry while the store is unreachable.
 pub const MAX_DEFERRED_REMOVALS: usize = 1 << 16;
@@ -29,7 +35,7 @@ type Removal = (ClientId, DeviceId, Uuid);
 /// limit a field is left for lazy clean-up (a send that finds it deletes
 /// it).
 #[derive(Default)]
-pub(super) struct Deferred {
+struct Deferred {
     removals: Mutex<VecDeque<Removal>>,
 }
 
@@ -86,7 +92,30 @@ pub struct Restored {
     pub took: Duration,
 }
 
-impl Router {
+/// Makes sessions reachable and unreachable: the hub and the session
+/// records, kept in step.
+pub struct Registrar {
+    router: Arc<Router>,
+    records: Arc<dyn SessionRecords>,
+    /// The detached sessions (a replaced one ends at once).
+    detached: Arc<Detached>,
+    deferred: Deferred,
+}
+
+impl Registrar {
+    pub fn new(
+        router: Arc<Router>,
+        records: Arc<dyn SessionRecords>,
+        detached: Arc<Detached>,
+    ) -> Self {
+        Self {
+            router,
+            records,
+            detached,
+            deferred: Deferred::default(),
+        }
+    }
+
     /// Makes a session reachable: registered here, then its device field
     /// in presence, at most `max_devices` per client. The local entry
     /// comes first so that once the field names this node, the session is
@@ -97,26 +126,18 @@ impl Router {
     /// queued for it meanwhile has gone to the device's previous session
     /// or been answered.
     pub async fn register(
-        self: &Arc<Self>,
+        &self,
         handle: &Arc<SessionHandle>,
         max_devices: usize,
     ) -> Result<usize, RegisterError> {
-        let client = &handle.client;
-        let _registering = self.hub.registration(client).lock().await;
-        let predecessor = self.hub.insert(handle.clone());
-        let record = PresenceRecord {
-            device: handle.device.clone(),
-            node: self.node.clone(),
-            session: handle.id,
-            since: handle.since,
-        };
-        self.cache.invalidate(client);
-        let seen = self.cache.generation(client);
-        let registered = self
-            .ports
-            .presence
-            .register(client, &record, max_devices)
-            .await;
+        let (router, client) = (&self.router, &handle.client);
+        let (hub, cache) = (router.hub(), router.locator().cache());
+        let _registering = hub.registration(client).lock().await;
+        let predecessor = hub.insert(handle.clone());
+        let record = self.field_of(handle);
+        cache.invalidate(client);
+        let seen = cache.generation(client);
+        let registered = self.records.register(client, &record, max_devices).await;
         let (replaced, devices) = match registered {
             Ok(Registered::Done { replaced, devices }) => (replaced, devices),
             Ok(Registered::TooManyDevices { devices }) => {
@@ -132,9 +153,8 @@ impl Router {
                 // The write may have landed before the error: delete it,
                 // compared on this session, so it cannot linger.
                 let _ = self
-                    .ports
-                    .presence
-                    .remove(client, &handle.device, &self.node, handle.id)
+                    .records
+                    .remove(client, &handle.device, router.node(), handle.id)
                     .await;
                 return Err(e.into());
             }
@@ -145,17 +165,17 @@ impl Router {
         }
         if let Some(previous) = replaced
             && previous.session != handle.id
-            && previous.node != self.node
+            && previous.node != *router.node()
         {
             self.evict(client, &previous).await;
         }
-        self.metrics.devices_per_client(devices.len());
+        router.metrics().devices_per_client(devices.len());
         let count = devices.len();
         // The client's own record, for carbons of its sends.
-        let route = self.believe(client, devices);
-        self.cache.insert(client.clone(), route, seen);
-        self.courier.changed_client(client.clone());
-        self.announce_online(handle);
+        let route = router.locator().believe(client, devices);
+        cache.insert(client.clone(), route, seen);
+        router.courier().changed_client(client.clone());
+        router.offline().session_opened(handle);
         Ok(count)
     }
 
@@ -163,25 +183,27 @@ impl Router {
     /// the device's previous session (if any) reachable again, and what
     /// was queued meanwhile re-routed to it or answered.
     async fn undo_register(
-        self: &Arc<Self>,
+        &self,
         handle: &Arc<SessionHandle>,
         predecessor: Option<Arc<SessionHandle>>,
     ) {
-        self.hub.remove(&handle.client, handle.id);
+        let hub = self.router.hub();
+        hub.remove(&handle.client, handle.id);
         if let Some(older) = predecessor
             && older.outbox.closing().is_none()
         {
-            self.hub.insert(older);
+            hub.insert(older);
         }
         handle.outbox.close(Disconnect::Internal);
         let rest = handle.outbox.take_all();
-        self.undelivered(
-            &handle.client,
-            &handle.device,
-            rest.messages,
-            Disconnect::Replaced,
-        )
-        .await;
+        self.router
+            .undelivered(
+                &handle.client,
+                &handle.device,
+                rest.messages,
+                Disconnect::Replaced,
+            )
+            .await;
     }
 
     /// Makes a session that ended (`end`) unreachable: gone from here,
@@ -189,17 +211,20 @@ impl Router {
     /// when the store is back). Its end is announced, and written as its
     /// client's last-seen when it was the client's last device.
     pub async fn unregister(&self, handle: &SessionHandle, end: SessionEnd) {
-        self.hub.remove(&handle.client, handle.id);
+        let router = &self.router;
+        router.hub().remove(&handle.client, handle.id);
         let removed = self
-            .ports
-            .presence
-            .remove(&handle.client, &handle.device, &self.node, handle.id)
+            .records
+            .remove(&handle.client, &handle.device, router.node(), handle.id)
             .await;
-        self.announce_ended(handle, end, matches!(removed, Ok(true)));
+        let last_here = router.hub().sessions(&handle.client).is_none();
+        router
+            .offline()
+            .session_ended(handle, end, matches!(removed, Ok(true)), last_here);
         match removed {
             Ok(true) => {
-                self.cache.invalidate(&handle.client);
-                self.courier.changed_client(handle.client.clone());
+                router.locator().cache().invalidate(&handle.client);
+                router.courier().changed_client(handle.client.clone());
             }
             Ok(false) => {}
             Err(e) => {
@@ -218,9 +243,8 @@ impl Router {
         let started = Instant::now();
         while let Some((client, device, session)) = self.deferred.next() {
             if let Err(e) = self
-                .ports
-                .presence
-                .remove(&client, &device, &self.node, session)
+                .records
+                .remove(&client, &device, self.router.node(), session)
                 .await
             {
                 self.deferred.defer((client, device, session));
@@ -228,23 +252,14 @@ impl Router {
             }
         }
 
-        let sessions = self.hub.all();
+        let sessions = self.router.hub().all();
         let entries: Vec<_> = sessions
             .iter()
-            .map(|s| {
-                let record = PresenceRecord {
-                    device: s.device.clone(),
-                    node: self.node.clone(),
-                    session: s.id,
-                    since: s.since,
-                };
-                (s.client.clone(), record)
-            })
+            .map(|s| (s.client.clone(), self.field_of(s)))
             .collect();
-        let others =
-            tokio::time::timeout(RESTORE_TIMEOUT, self.ports.presence.reregister(&entries))
-                .await
-                .unwrap_or_else(|_| Err(PresenceError::unavailable("re-registration timed out")))?;
+        let others = tokio::time::timeout(RESTORE_TIMEOUT, self.records.reregister(&entries))
+            .await
+            .unwrap_or_else(|_| Err(PresenceError::unavailable("re-registration timed out")))?;
         let mut replaced = 0;
         for (session, other) in sessions.iter().zip(others) {
             // A newer session of the device registered elsewhere meanwhile.
@@ -258,5 +273,109 @@ impl Router {
             replaced,
             took: started.elapsed(),
         })
+    }
+
+    /// A newer session of a device registered; `previous` is the field it
+    /// replaced. Closes the older session with 4001, on whichever node.
+    async fn evict(&self, client: &ClientId, previous: &PresenceRecord) {
+        if previous.node == *self.router.node() {
+            if let Some(old) = self.router.hub().get_session(client, previous.session) {
+                old.outbox.close(Disconnect::Replaced);
+            }
+            return;
+        }
+        let hop = Envelope::new(Hop::Replaced(ReplacedHop {
+            client: client.clone(),
+            device: previous.device.clone(),
+            session: previous.session,
+        }));
+        if let Err(e) = self
+            .router
+            .courier()
+            .publish(&previous.node, hop.encode().into(), None)
+            .await
+        {
+            tracing::warn!(%client, node = %previous.node, error = %e,
+                "could not tell the node of a replaced session to close it");
+        }
+    }
+
+    /// Another node registered a newer session of `hop.client`'s device.
+    pub async fn accept_replaced(&self, hop: ReplacedHop) {
+        let hub = self.router.hub();
+        if let Some(old) = hub.get_session(&hop.client, hop.session) {
+            old.outbox.close(Disconnect::Replaced);
+            hub.remove(&hop.client, hop.session);
+            self.end_replaced_detached(&old).await;
+        }
+    }
+
+    /// A newer session of its device replaced `handle`: if it was
+    /// detached here, it ends now, and what it kept goes to the newer
+    /// session (re-routed), not to the window's end.
+    async fn end_replaced_detached(&self, handle: &SessionHandle) {
+        if self.detached.take(handle.id).is_none() {
+            return;
+        }
+        let router = &self.router;
+        router.metrics().session_closed();
+        let last_here = router.hub().sessions(&handle.client).is_none();
+        router
+            .offline()
+            .session_ended(handle, SessionEnd::Replaced, false, last_here);
+        let rest = handle.outbox.take_all();
+        router
+            .undelivered(
+                &handle.client,
+                &handle.device,
+                rest.messages,
+                Disconnect::Replaced,
+            )
+            .await;
+    }
+
+    /// Writes the field of a session that moved here (a resume taken over
+    /// from another node, a detached session adopted from a draining one):
+    /// the same session id, so nothing is evicted; every node is told.
+    pub async fn write_moved(&self, handle: &SessionHandle, max_devices: usize) {
+        let record = self.field_of(handle);
+        match self
+            .records
+            .register(&handle.client, &record, max_devices)
+            .await
+        {
+            Ok(Registered::Done { .. }) => {}
+            Ok(Registered::TooManyDevices { .. }) => {
+                // Cannot happen for a device already in the record; the
+                // periodic refresh writes it back all the same.
+                tracing::warn!(client = %handle.client, "moved session's field not written");
+            }
+            Err(e) => {
+                tracing::warn!(client = %handle.client, error = %e,
+                    "moved session's field not written yet; the refresh will");
+            }
+        }
+        self.router.locator().cache().invalidate(&handle.client);
+        self.router.courier().changed_client(handle.client.clone());
+    }
+
+    /// Deletes `handle`'s field if it still names it (a session passed on
+    /// that no node took).
+    pub async fn forget_field(&self, handle: &SessionHandle) {
+        let node = self.router.node();
+        let _ = self
+            .records
+            .remove(&handle.client, &handle.device, node, handle.id)
+            .await;
+    }
+
+    /// The device field of a session on this node.
+    fn field_of(&self, handle: &SessionHandle) -> PresenceRecord {
+        PresenceRecord {
+            device: handle.device.clone(),
+            node: self.router.node().clone(),
+            session: handle.id,
+            since: handle.since,
+        }
     }
 }

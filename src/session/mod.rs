@@ -14,7 +14,7 @@
 //!    a session in acks mode whose connection was lost (or whose node is
 //!    draining), it **detaches**: the router keeps it, and what comes for
 //!    it, until the client resumes it ([`Start::Resumed`]) or the window
-//!    ends (`routing::detached`).
+//!    ends (`routing::resumption`).
 //!
 //! A session sees the node through a narrow [`Env`]: the router, the
 //! limits, the metrics and health it reports to, and the shutdown signal.
@@ -43,7 +43,7 @@ use crate::metrics::Metrics;
 use crate::protocol::frames::{WelcomeExtras, encode_welcome};
 use crate::protocol::{ClientId, DeviceId, Disconnect, ErrorCode, Fate, NodeId, now_ms};
 use crate::resume::ResumeKeys;
-use crate::routing::{RegisterError, Router};
+use crate::routing::{RegisterError, Registrar, Resumption, Router};
 
 /// The socket type of a session: a WebSocket over hyper's upgraded
 /// connection.
@@ -80,7 +80,12 @@ pub fn socket_config(max_frame_bytes: usize) -> WebSocketConfig {
 /// What a session needs of its node.
 pub struct Env {
     pub node: NodeId,
+    /// Where its sends go, and what becomes of what it is handed.
     pub router: Arc<Router>,
+    /// Its device field in presence.
+    pub registrar: Arc<Registrar>,
+    /// Detaching, and taking a detached session back (acks mode).
+    pub resumption: Arc<Resumption>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
@@ -89,9 +94,6 @@ pub struct Env {
     pub shutdown: CancellationToken,
     /// Acks mode's resume, when on.
     pub resume: Option<Resume>,
-    /// Cancelled when a draining node stops waiting for its detached
-    /// sessions to be resumed elsewhere.
-    pub drain_over: CancellationToken,
 }
 
 /// How detached sessions are kept, and their tokens signed.
@@ -172,7 +174,11 @@ pub async fn open(
             Outbox::new(limits)
         },
     });
-    match env.router.register(&handle, env.limits.max_devices).await {
+    match env
+        .registrar
+        .register(&handle, env.limits.max_devices)
+        .await
+    {
         Ok(_) => {
             env.metrics.session_opened();
             tracing::debug!(client = %handle.client, device = %handle.device,
@@ -193,14 +199,14 @@ pub async fn open(
 
 /// Takes back `client`'s detached session `session` on `device` (its
 /// token checked): from this node's detached sessions, or from the node
-/// that holds it (`routing::takeover`).
+/// that holds it (`routing::resumption`).
 pub async fn take_back(
     env: &Env,
     client: &ClientId,
     device: &DeviceId,
     session: Uuid,
 ) -> Option<Arc<SessionHandle>> {
-    let handle = match env.router.claim_detached(client, session) {
+    let handle = match env.resumption.claim(client, session) {
         Some(handle) => handle,
         None => {
             let handle = Arc::new(SessionHandle {
@@ -214,7 +220,7 @@ pub async fn take_back(
                 }),
             });
             let taken = env
-                .router
+                .resumption
                 .take_over(handle.clone(), env.limits.max_devices)
                 .await;
             if let Err(e) = taken {
@@ -254,8 +260,8 @@ pub async fn run(
     // A new session claims its client's inbox: what waits there goes
     // first (a resumed one drained it, or another session is).
     let inbox = match start {
-        Start::Fresh { .. } => Box::pin(env.router.claim_inbox(&handle)).await,
-        Start::Resumed { .. } => env.router.has_inbox().then_some(0),
+        Start::Fresh { .. } => Box::pin(env.router.offline().claim_inbox(&handle)).await,
+        Start::Resumed { .. } => env.router.offline().has_inbox().then_some(0),
     };
     let welcome = encode_welcome(
         &handle.client,
@@ -303,8 +309,8 @@ pub async fn run(
             true => (None, Some(slot)),
             false => (Some(slot), None),
         };
-        let router = env.router.clone();
-        router.detach(handle, resume.window, env.drain_over.clone(), kept);
+        let give_up = env.resumption.drain_over().clone();
+        env.resumption.detach(handle, resume.window, give_up, kept);
         drop(released);
         return;
     }
@@ -337,7 +343,7 @@ pub async fn abandon(env: Arc<Env>, handle: Arc<SessionHandle>) {
 async fn finish(env: &Env, handle: &SessionHandle, ws: Option<Socket>, ending: Ending) {
     let why = ending.disconnect();
     handle.outbox.close(why);
-    env.router.unregister(handle, why.into()).await;
+    env.registrar.unregister(handle, why.into()).await;
 
     let rest = handle.outbox.take_all();
     let timeout = env.limits.write_timeout;

@@ -14,7 +14,7 @@ use switchboard_client::{Client, ConnectOptions, Identity};
 async fn start_error(flags: &[&str]) -> String {
     match new_node().flags(flags).try_start().await {
         Ok(_) => panic!("node started with {flags:?}"),
-        Err(e) => e.to_string(),
+        Err(e) => switchboard::cause::chain(&e),
     }
 }
 

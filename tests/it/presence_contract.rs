@@ -16,7 +16,9 @@ use crate::support::Redis;
 use crate::support::servers::{Memcached, RedisCluster};
 use switchboard::backends::{MemcachedPresence, MemoryPresence, RedisPresence};
 use switchboard::config::{MemcachedTarget, RedisTarget};
-use switchboard::presence::{MemberAdded, PresenceRecord, PresenceStore, Registered};
+use switchboard::presence::{
+    MemberAdded, PresenceRecord, PresenceStore, Registered, SessionRecords,
+};
 use switchboard::protocol::{ClientId, DeviceId, GroupId, NodeId};
 use switchboard::redact::Secret;
 use uuid::Uuid;

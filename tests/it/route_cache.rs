@@ -224,7 +224,7 @@ async fn a_stale_route_still_delivers_and_is_corrected() {
     assert!(a.router().cached_route(&bob_id).is_some());
 
     // Bob leaves node-b and comes back on node-c.
-    b.router()
+    b.registrar()
         .unregister(&bob.handle, switchboard::protocol::SessionEnd::Closed)
         .await;
     let bob = FakeSession::open(&c, "bob").await;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use switchboard::backends::{MemoryHub, MemoryPresence};
 use switchboard::presence::{
-    HeartbeatReport, LastSeen, MemberAdded, PresenceError, PresenceRecord, PresenceStore,
-    Registered,
+    GroupStore, HeartbeatReport, Heartbeats, LastSeen, LastSeenStore, MemberAdded, PresenceError,
+    PresenceRecord, PresenceStore, Registered, SessionRecords,
 };
 use switchboard::protocol::{AckStatus, ClientId, DeviceId, GroupId, NodeId};
 use uuid::Uuid;
@@ -96,7 +96,7 @@ struct SlowRestore {
 }
 
 #[async_trait::async_trait]
-impl PresenceStore for SlowRestore {
+impl SessionRecords for SlowRestore {
     async fn register(
         &self,
         client: &ClientId,
@@ -105,41 +105,11 @@ impl PresenceStore for SlowRestore {
     ) -> Result<Registered, PresenceError> {
         self.inner.register(client, record, max_devices).await
     }
+
     async fn lookup(&self, client: &ClientId) -> Result<Vec<PresenceRecord>, PresenceError> {
         self.inner.lookup(client).await
     }
-    async fn add_member(
-        &self,
-        group: &GroupId,
-        client: &ClientId,
-        max_members: usize,
-    ) -> Result<MemberAdded, PresenceError> {
-        self.inner.add_member(group, client, max_members).await
-    }
-    async fn remove_member(
-        &self,
-        group: &GroupId,
-        client: &ClientId,
-    ) -> Result<bool, PresenceError> {
-        self.inner.remove_member(group, client).await
-    }
-    async fn members(&self, group: &GroupId) -> Result<Vec<ClientId>, PresenceError> {
-        self.inner.members(group).await
-    }
-    async fn set_last_seen(
-        &self,
-        client: &ClientId,
-        seen: LastSeen,
-        ttl: Duration,
-    ) -> Result<(), PresenceError> {
-        self.inner.set_last_seen(client, seen, ttl).await
-    }
-    async fn last_seen_many(
-        &self,
-        clients: &[ClientId],
-    ) -> Result<Vec<Option<LastSeen>>, PresenceError> {
-        self.inner.last_seen_many(clients).await
-    }
+
     async fn remove(
         &self,
         client: &ClientId,
@@ -149,6 +119,24 @@ impl PresenceStore for SlowRestore {
     ) -> Result<bool, PresenceError> {
         self.inner.remove(client, device, node, session).await
     }
+
+    async fn reregister(
+        &self,
+        entries: &[(ClientId, PresenceRecord)],
+    ) -> Result<Vec<Option<PresenceRecord>>, PresenceError> {
+        tokio::time::sleep(self.delay).await;
+        let done = self.inner.reregister(entries).await;
+        self.restores.fetch_add(1, Ordering::SeqCst);
+        done
+    }
+
+    fn refresh_interval(&self, _configured: Duration) -> Option<Duration> {
+        None
+    }
+}
+
+#[async_trait::async_trait]
+impl Heartbeats for SlowRestore {
     async fn heartbeat(
         &self,
         member: &str,
@@ -161,15 +149,7 @@ impl PresenceStore for SlowRestore {
         }
         Ok(report)
     }
-    async fn reregister(
-        &self,
-        entries: &[(ClientId, PresenceRecord)],
-    ) -> Result<Vec<Option<PresenceRecord>>, PresenceError> {
-        tokio::time::sleep(self.delay).await;
-        let done = self.inner.reregister(entries).await;
-        self.restores.fetch_add(1, Ordering::SeqCst);
-        done
-    }
+
     async fn sweep(
         &self,
         node: &NodeId,
@@ -178,12 +158,57 @@ impl PresenceStore for SlowRestore {
     ) -> Result<Vec<(ClientId, PresenceRecord)>, PresenceError> {
         self.inner.sweep(node, lost_run, before_since).await
     }
+}
+
+#[async_trait::async_trait]
+impl GroupStore for SlowRestore {
+    async fn add_member(
+        &self,
+        group: &GroupId,
+        client: &ClientId,
+        max_members: usize,
+    ) -> Result<MemberAdded, PresenceError> {
+        self.inner.add_member(group, client, max_members).await
+    }
+
+    async fn remove_member(
+        &self,
+        group: &GroupId,
+        client: &ClientId,
+    ) -> Result<bool, PresenceError> {
+        self.inner.remove_member(group, client).await
+    }
+
+    async fn members(&self, group: &GroupId) -> Result<Vec<ClientId>, PresenceError> {
+        self.inner.members(group).await
+    }
+}
+
+#[async_trait::async_trait]
+impl LastSeenStore for SlowRestore {
+    async fn set_last_seen(
+        &self,
+        client: &ClientId,
+        seen: LastSeen,
+        ttl: Duration,
+    ) -> Result<(), PresenceError> {
+        self.inner.set_last_seen(client, seen, ttl).await
+    }
+
+    async fn last_seen_many(
+        &self,
+        clients: &[ClientId],
+    ) -> Result<Vec<Option<LastSeen>>, PresenceError> {
+        self.inner.last_seen_many(clients).await
+    }
+}
+
+#[async_trait::async_trait]
+impl PresenceStore for SlowRestore {
     async fn ping(&self) -> Result<(), PresenceError> {
         Ok(())
     }
-    fn refresh_interval(&self, _configured: Duration) -> Option<Duration> {
-        None
-    }
+
     fn backend(&self) -> &'static str {
         "slow-restore"
     }

@@ -56,8 +56,8 @@ use self::conn::{Meta, Reply, Server, SetMode};
 use self::ring::Ring;
 use crate::config::MemcachedTarget;
 use crate::presence::{
-    HeartbeatReport, LastSeen, MemberAdded, PresenceError, PresenceRecord, PresenceStore,
-    Registered,
+    GroupStore, HeartbeatReport, Heartbeats, LastSeen, LastSeenStore, MemberAdded, PresenceError,
+    PresenceRecord, PresenceStore, Registered, SessionRecords,
 };
 use crate::protocol::{ClientId, DeviceId, GroupId, NodeId, now_ms};
 
@@ -472,7 +472,7 @@ fn contended(client: &ClientId) -> PresenceError {
 }
 
 #[async_trait]
-impl PresenceStore for MemcachedPresence {
+impl SessionRecords for MemcachedPresence {
     async fn register(
         &self,
         client: &ClientId,
@@ -551,6 +551,51 @@ impl PresenceStore for MemcachedPresence {
         .await
     }
 
+    async fn reregister(
+        &self,
+        entries: &[(ClientId, PresenceRecord)],
+    ) -> Result<Vec<Option<PresenceRecord>>, PresenceError> {
+        // Per server, in batches; servers and batches run concurrently
+        // (each batch takes one pooled connection).
+        let mut by_server: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, (client, _)) in entries.iter().enumerate() {
+            by_server
+                .entry(self.ring.server_for(&self.key(client)))
+                .or_default()
+                .push(i);
+        }
+        let batches: Vec<(usize, Vec<usize>)> = by_server
+            .into_iter()
+            .flat_map(|(server, indexes)| {
+                indexes
+                    .chunks(BATCH)
+                    .map(|chunk| (server, chunk.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let done = try_join_all(batches.iter().map(|(server, indexes)| async move {
+            let batch: Vec<&(ClientId, PresenceRecord)> =
+                indexes.iter().map(|i| &entries[*i]).collect();
+            self.reregister_batch(&self.servers[*server], &batch).await
+        }))
+        .await?;
+        let mut results = vec![None; entries.len()];
+        for ((_, indexes), outcomes) in batches.iter().zip(done) {
+            for (i, outcome) in indexes.iter().zip(outcomes) {
+                results[*i] = outcome;
+            }
+        }
+        Ok(results)
+    }
+
+    /// Records expire: written back at least every third of their TTL.
+    fn refresh_interval(&self, configured: Duration) -> Option<Duration> {
+        Some(configured.min(self.record_ttl / 3))
+    }
+}
+
+#[async_trait]
+impl Heartbeats for MemcachedPresence {
     /// The heartbeat list is one item, changed by CAS. memcached has no
     /// clock to share, so expiries are in this node's clock: node clocks
     /// must agree to well within the node TTL (NTP does).
@@ -587,6 +632,20 @@ impl PresenceStore for MemcachedPresence {
         })
     }
 
+    /// Nothing to sweep by: records of lost runs expire within the record
+    /// TTL, and are disbelieved until then.
+    async fn sweep(
+        &self,
+        _node: &NodeId,
+        _lost_run: Option<u64>,
+        _before_since: u64,
+    ) -> Result<Vec<(ClientId, PresenceRecord)>, PresenceError> {
+        Ok(Vec::new())
+    }
+}
+
+#[async_trait]
+impl GroupStore for MemcachedPresence {
     async fn add_member(
         &self,
         group: &GroupId,
@@ -640,55 +699,10 @@ impl PresenceStore for MemcachedPresence {
             other => Err(unexpected(&other)),
         }
     }
+}
 
-    async fn reregister(
-        &self,
-        entries: &[(ClientId, PresenceRecord)],
-    ) -> Result<Vec<Option<PresenceRecord>>, PresenceError> {
-        // Per server, in batches; servers and batches run concurrently
-        // (each batch takes one pooled connection).
-        let mut by_server: HashMap<usize, Vec<usize>> = HashMap::new();
-        for (i, (client, _)) in entries.iter().enumerate() {
-            by_server
-                .entry(self.ring.server_for(&self.key(client)))
-                .or_default()
-                .push(i);
-        }
-        let batches: Vec<(usize, Vec<usize>)> = by_server
-            .into_iter()
-            .flat_map(|(server, indexes)| {
-                indexes
-                    .chunks(BATCH)
-                    .map(|chunk| (server, chunk.to_vec()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let done = try_join_all(batches.iter().map(|(server, indexes)| async move {
-            let batch: Vec<&(ClientId, PresenceRecord)> =
-                indexes.iter().map(|i| &entries[*i]).collect();
-            self.reregister_batch(&self.servers[*server], &batch).await
-        }))
-        .await?;
-        let mut results = vec![None; entries.len()];
-        for ((_, indexes), outcomes) in batches.iter().zip(done) {
-            for (i, outcome) in indexes.iter().zip(outcomes) {
-                results[*i] = outcome;
-            }
-        }
-        Ok(results)
-    }
-
-    /// Nothing to sweep by: records of lost runs expire within the record
-    /// TTL, and are disbelieved until then.
-    async fn sweep(
-        &self,
-        _node: &NodeId,
-        _lost_run: Option<u64>,
-        _before_since: u64,
-    ) -> Result<Vec<(ClientId, PresenceRecord)>, PresenceError> {
-        Ok(Vec::new())
-    }
-
+#[async_trait]
+impl LastSeenStore for MemcachedPresence {
     async fn set_last_seen(
         &self,
         client: &ClientId,
@@ -730,7 +744,10 @@ impl PresenceStore for MemcachedPresence {
             })
             .collect())
     }
+}
 
+#[async_trait]
+impl PresenceStore for MemcachedPresence {
     async fn ping(&self) -> Result<(), PresenceError> {
         try_join_all(self.servers.iter().map(|server| async move {
             match server.exchange(&[Meta::Noop]).await {
@@ -742,11 +759,6 @@ impl PresenceStore for MemcachedPresence {
         .await
         .map(drop)
         .map_err(PresenceError::unavailable)
-    }
-
-    /// Records expire: written back at least every third of their TTL.
-    fn refresh_interval(&self, configured: Duration) -> Option<Duration> {
-        Some(configured.min(self.record_ttl / 3))
     }
 
     fn backend(&self) -> &'static str {

@@ -40,8 +40,8 @@ use uuid::Uuid;
 use self::connect::Conn;
 use crate::config::RedisTarget;
 use crate::presence::{
-    HeartbeatReport, LastSeen, MemberAdded, PresenceError, PresenceRecord, PresenceStore,
-    Registered,
+    GroupStore, HeartbeatReport, Heartbeats, LastSeen, LastSeenStore, MemberAdded, PresenceError,
+    PresenceRecord, PresenceStore, Registered, SessionRecords,
 };
 use crate::protocol::{ClientId, DeviceId, GroupId, NodeId};
 
@@ -224,7 +224,7 @@ fn parse_readable(client: &ClientId, fields: Vec<(String, String)>) -> Vec<Prese
 }
 
 #[async_trait]
-impl PresenceStore for RedisPresence {
+impl SessionRecords for RedisPresence {
     async fn register(
         &self,
         client: &ClientId,
@@ -327,32 +327,6 @@ impl PresenceStore for RedisPresence {
         Ok(deleted == 1)
     }
 
-    async fn heartbeat(
-        &self,
-        member: &str,
-        ttl: Duration,
-        retention: Duration,
-    ) -> Result<HeartbeatReport, PresenceError> {
-        let (now, added, flat): (u64, i64, Vec<String>) = self
-            .heartbeat
-            .key(format!("{}nodes", self.key_prefix))
-            .arg(member)
-            .arg(ttl.as_millis() as u64)
-            .arg(retention.as_millis() as u64)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| PresenceError::caused("Redis", e))?;
-        let members = flat
-            .chunks_exact(2)
-            .filter_map(|pair| Some((pair[0].clone(), pair[1].parse::<f64>().ok()? as u64)))
-            .collect();
-        Ok(HeartbeatReport {
-            server_now_ms: now,
-            members,
-            own_was_missing: added == 1,
-        })
-    }
-
     async fn reregister(
         &self,
         entries: &[(ClientId, PresenceRecord)],
@@ -394,6 +368,46 @@ impl PresenceStore for RedisPresence {
             }
         }
         Ok(results)
+    }
+
+    /// Records are written back periodically on both kinds of Redis
+    /// (50,000 take well under a second of Redis' time). A cluster
+    /// replicates asynchronously: a record written just before its master
+    /// died may be missing on the replica that took over. And on either, a
+    /// record can vanish while its session lives (a Redis with `maxmemory`
+    /// and an eviction policy, an operator's `DEL`, a node wrongly judged
+    /// dead): nothing else would bring it back.
+    fn refresh_interval(&self, configured: Duration) -> Option<Duration> {
+        Some(configured)
+    }
+}
+
+#[async_trait]
+impl Heartbeats for RedisPresence {
+    async fn heartbeat(
+        &self,
+        member: &str,
+        ttl: Duration,
+        retention: Duration,
+    ) -> Result<HeartbeatReport, PresenceError> {
+        let (now, added, flat): (u64, i64, Vec<String>) = self
+            .heartbeat
+            .key(format!("{}nodes", self.key_prefix))
+            .arg(member)
+            .arg(ttl.as_millis() as u64)
+            .arg(retention.as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| PresenceError::caused("Redis", e))?;
+        let members = flat
+            .chunks_exact(2)
+            .filter_map(|pair| Some((pair[0].clone(), pair[1].parse::<f64>().ok()? as u64)))
+            .collect();
+        Ok(HeartbeatReport {
+            server_now_ms: now,
+            members,
+            own_was_missing: added == 1,
+        })
     }
 
     async fn sweep(
@@ -486,7 +500,10 @@ impl PresenceStore for RedisPresence {
             }
         }
     }
+}
 
+#[async_trait]
+impl GroupStore for RedisPresence {
     async fn add_member(
         &self,
         group: &GroupId,
@@ -538,7 +555,10 @@ impl PresenceStore for RedisPresence {
             })
             .collect()
     }
+}
 
+#[async_trait]
+impl LastSeenStore for RedisPresence {
     async fn set_last_seen(
         &self,
         client: &ClientId,
@@ -583,24 +603,16 @@ impl PresenceStore for RedisPresence {
             })
             .collect()
     }
+}
 
+#[async_trait]
+impl PresenceStore for RedisPresence {
     async fn ping(&self) -> Result<(), PresenceError> {
         redis::cmd("PING")
             .query_async::<String>(&mut self.conn.clone())
             .await
             .map(drop)
             .map_err(|e| PresenceError::caused("Redis", e))
-    }
-
-    /// Records are written back periodically on both kinds of Redis
-    /// (50,000 take well under a second of Redis' time). A cluster
-    /// replicates asynchronously: a record written just before its master
-    /// died may be missing on the replica that took over. And on either, a
-    /// record can vanish while its session lives (a Redis with `maxmemory`
-    /// and an eviction policy, an operator's `DEL`, a node wrongly judged
-    /// dead): nothing else would bring it back.
-    fn refresh_interval(&self, configured: Duration) -> Option<Duration> {
-        Some(configured)
     }
 
     fn backend(&self) -> &'static str {

@@ -134,7 +134,14 @@ impl NodeBuilder {
         }
         let config = config(&self.args());
         match self.backends.take() {
-            Some((presence, bus)) => runtime::start_with(config, presence, bus).await,
+            Some((presence, bus)) => {
+                let backends = switchboard::node::Backends {
+                    presence,
+                    bus,
+                    inbox: None,
+                };
+                runtime::start_with(config, backends).await
+            }
             None => runtime::start(config).await,
         }
     }
@@ -270,7 +277,12 @@ pub async fn assembled(
     presence: Arc<dyn PresenceStore>,
     bus: Arc<dyn Bus>,
 ) -> (Arc<switchboard::node::Node>, switchboard::node::Lifetime) {
-    switchboard::node::Node::assemble(config(flags), presence, bus)
+    let backends = switchboard::node::Backends {
+        presence,
+        bus,
+        inbox: None,
+    };
+    switchboard::node::Node::assemble(config(flags), backends)
         .await
         .expect("node assembles")
 }
@@ -300,7 +312,10 @@ impl FakeSession {
             }),
         });
         let router = node.router().clone();
-        router.register(&handle, 8).await.expect("registered");
+        node.registrar()
+            .register(&handle, 8)
+            .await
+            .expect("registered");
         Self { handle, router }
     }
 

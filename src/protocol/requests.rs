@@ -1,6 +1,7 @@
-//! The request and answer of a detached session's hand-over (acks mode's
-//! resume on another node), over the bus's request/reply
-//! (`<prefix>.req.<node id>` on NATS). JSON, like the envelope:
+//! What one node asks another over the bus's request/reply
+//! (`<prefix>.req.<node id>` on NATS), and the answers: a detached
+//! session's hand-over (acks mode's resume on another node), its pass-on
+//! by a draining node, and a node's status. JSON, like the envelope:
 //!
 //! ```text
 //! request: {"ask":"take_over","v":2,"client":"bob","device":"phone","session":"6f1c…","node":"node-b"}
@@ -36,33 +37,9 @@ pub enum Request {
     /// session nobody resumed in time (answered with [`Handed`], `found`
     /// meaning adopted, nothing kept).
     Adopt(Adopt),
-    /// "How are you?", from `switchboard status` (answered with
-    /// [`NodeStatus`]).
+    /// "How are you?", from `switchboard status` and the admin page
+    /// (answered with [`NodeStatus`](super::status::NodeStatus)).
     Status,
-}
-
-/// A node's answer to a status request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    pub node: NodeId,
-    /// When this run started, ms since the epoch.
-    pub started_ms: u64,
-    pub sessions: u64,
-    /// Acks-mode sessions detached here, kept for a resume.
-    pub detached: u64,
-    /// Cross-node messages awaiting their outcome.
-    pub in_flight: u64,
-    /// Sends routed since the run started, by branch (`local`, `remote`,
-    /// `offline`, `fanout`).
-    pub sends: std::collections::BTreeMap<String, u64>,
-    /// Offline receipts sent since the run started.
-    pub offline_receipts: u64,
-    pub presence: String,
-    pub bus: String,
-    /// The presence store answered a ping just now (within 500 ms).
-    pub presence_ok: bool,
-    /// The bus connection is up (it carried this answer, too).
-    pub bus_ok: bool,
 }
 
 /// A detached session and everything kept for it, passed on.

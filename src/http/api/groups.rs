@@ -5,18 +5,39 @@
 use std::sync::Arc;
 
 use serde_json::json;
+use warp::Filter;
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
-use super::api::{path_id, store_error};
-use super::{error_response, json_response};
+use super::super::{error_response, json_response, with};
+use super::guard::{Guard, path_id, store_error};
 use crate::node::Node;
 use crate::presence::MemberAdded;
 use crate::protocol::{ClientId, GroupId};
 
+pub fn route(node: Arc<Node>, guard: &Guard) -> BoxedFilter<(Response,)> {
+    let member = warp::path!("api" / "v1" / "groups" / String / "members" / String)
+        .and(
+            warp::put()
+                .map(|| true)
+                .or(warp::delete().map(|| false))
+                .unify(),
+        )
+        .and(guard.check())
+        .and(with(node.clone()))
+        .then(change_member);
+    let group = warp::path!("api" / "v1" / "groups" / String)
+        .and(warp::get())
+        .and(guard.check())
+        .and(with(node))
+        .then(list_members);
+    member.or(group).unify().boxed()
+}
+
 /// `PUT` (`add`) or `DELETE` a member: 204 either way, also when nothing
 /// changed; 409 `group_full` beyond `--max-group-members`.
-pub async fn change_member(
+async fn change_member(
     raw_group: String,
     raw_client: String,
     add: bool,
@@ -30,10 +51,10 @@ pub async fn change_member(
         Ok(client) => client,
         Err(refused) => return refused,
     };
-    let router = node.router();
+    let groups = node.router().groups();
     let changed = if add {
         let max = node.config().limits.max_group_members;
-        match router.add_member(&group, &client, max).await {
+        match groups.add_member(&group, &client, max).await {
             Ok(MemberAdded::Full) => {
                 return error_response(
                     StatusCode::CONFLICT,
@@ -45,7 +66,7 @@ pub async fn change_member(
             Err(e) => Err(e),
         }
     } else {
-        router.remove_member(&group, &client).await.map(drop)
+        groups.remove_member(&group, &client).await.map(drop)
     };
     match changed {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -55,21 +76,18 @@ pub async fn change_member(
 
 /// `{"group":"team","members":[…]}`, sorted, read from the store (not a
 /// node's cache); 404 when the group has no members.
-pub async fn list_members(raw_group: String, node: Arc<Node>) -> Response {
+async fn list_members(raw_group: String, node: Arc<Node>) -> Response {
     let group = match path_id(&raw_group, GroupId::parse, "invalid_group_id") {
         Ok(group) => group,
         Err(refused) => return refused,
     };
-    match node.router().presence().members(&group).await {
+    match node.router().groups().read(&group).await {
         Ok(members) if members.is_empty() => error_response(
             StatusCode::NOT_FOUND,
             "not_found",
             &format!("{group} has no members"),
         ),
-        Ok(mut members) => {
-            members.sort_unstable();
-            json_response(StatusCode::OK, &json!({"group": group, "members": members}))
-        }
+        Ok(members) => json_response(StatusCode::OK, &json!({"group": group, "members": members})),
         Err(e) => store_error(&e),
     }
 }

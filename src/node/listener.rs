@@ -1,6 +1,8 @@
-//! This node's subscription on the bus (its listener): reads what other nodes sent and hands each
-//! hop to the router (messages, takeovers, changes) or its outcomes
-//! (outcomes, bounces).
+//! This node's subscription on the bus (its listener): reads what other
+//! nodes sent and hands each part to the service it is for: message hops
+//! and changes to the router, outcomes and bounces to the outcomes in
+//! flight, `replaced` hops to the registrar, hand-over and adoption
+//! requests to resumption, status requests to the node's status.
 //!
 //! Envelopes come from other nodes, which are trusted but verified: a
 //! malformed one is counted, logged (at most once a second, with a count of
@@ -14,9 +16,10 @@ use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::Router;
-use crate::bus::{Delivery, Subscription};
+use super::Node;
+use crate::bus::{Delivery, Responder, Subscription};
 use crate::metrics::HopRejection;
+use crate::protocol::requests::Request;
 use crate::protocol::{Envelope, EnvelopeError, Hop};
 use crate::rate::LogThrottle;
 
@@ -29,12 +32,17 @@ pub enum Ended {
     Closed,
 }
 
-/// Reads the inbox until `stop` is cancelled or the bus closes it. Messages
-/// whose frame is larger than the largest a client of any node can cause
-/// ([`Settings::max_message_frame`](super::Settings)) are refused.
-pub async fn run(router: Arc<Router>, mut inbox: Subscription, stop: CancellationToken) -> Ended {
-    let metrics = router.metrics.clone();
-    let max_frame = router.settings.max_message_frame;
+/// Reads the subscription until `stop` is cancelled or the bus closes it.
+/// Messages whose frame is larger than `max_frame` (the largest a client
+/// of any node can cause) are refused.
+pub async fn run(
+    node: Arc<Node>,
+    mut inbox: Subscription,
+    max_frame: usize,
+    stop: CancellationToken,
+) -> Ended {
+    let router = node.router().clone();
+    let metrics = router.metrics().clone();
     let mut complaints = LogThrottle::new(Duration::from_secs(1));
     loop {
         let delivery = tokio::select! {
@@ -47,24 +55,11 @@ pub async fn run(router: Arc<Router>, mut inbox: Subscription, stop: Cancellatio
         let bytes = match delivery {
             Delivery::Envelope(bytes) => bytes,
             Delivery::Bounced(tag) => {
-                router.outcomes.bounced(tag);
+                router.outcomes().bounced(tag);
                 continue;
             }
             Delivery::Request { payload, responder } => {
-                if Router::is_status_request(&payload) {
-                    // Answered beside the inbox: it pings the presence
-                    // store, which must never hold hops up.
-                    let router = router.clone();
-                    router.tasks.clone().spawn(async move {
-                        responder.respond(router.hand_over(&payload).await).await;
-                    });
-                    continue;
-                }
-                // In the inbox's order: what arrived before the hand-over
-                // is in what it hands over; what comes after is forwarded.
-                let answer = router.hand_over(&payload).await;
-                responder.respond(answer).await;
-                router.after_hand_over().await;
+                answer(&node, &payload, responder).await;
                 continue;
             }
         };
@@ -100,10 +95,10 @@ pub async fn run(router: Arc<Router>, mut inbox: Subscription, stop: Cancellatio
                         }
                         Hop::Outcomes(outcomes) => {
                             for outcome in &outcomes {
-                                router.outcomes.settle(outcome);
+                                router.outcomes().settle(outcome);
                             }
                         }
-                        Hop::Replaced(replaced) => router.accept_replaced(replaced).await,
+                        Hop::Replaced(replaced) => node.registrar().accept_replaced(replaced).await,
                         Hop::Changed(changed) => router.accept_changed(changed),
                     }
                 }
@@ -122,6 +117,44 @@ pub async fn run(router: Arc<Router>, mut inbox: Subscription, stop: Cancellatio
     }
     tracing::error!("the bus closed this node's inbox; hops can no longer arrive");
     Ended::Closed
+}
+
+/// Answers another node's request. A hand-over or an adoption is answered
+/// in the subscription's order: what arrived before the hand-over is in
+/// what it hands over; what comes after is forwarded. A status request is
+/// answered beside it: it pings the presence store, which must never hold
+/// hops up.
+async fn answer(node: &Arc<Node>, payload: &[u8], responder: Responder) {
+    let request = match serde_json::from_slice::<Request>(payload) {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::debug!(error = %e, "unreadable request from another node");
+            return responder
+                .respond(crate::routing::resumption::not_found())
+                .await;
+        }
+    };
+    match request {
+        Request::TakeOver(take_over) => {
+            let (answer, forwarded) = node.resumption().hand_over(take_over);
+            responder.respond(answer).await;
+            if let Some(forwarded) = forwarded {
+                node.resumption().tell_forwarded(forwarded).await;
+            }
+        }
+        Request::Adopt(adopt) => {
+            let adopted = node.resumption().adopt(adopt).await;
+            responder.respond(adopted).await;
+        }
+        Request::Status => {
+            let node = node.clone();
+            node.tasks().clone().spawn(async move {
+                let status = super::status::of_this_node(&node).await;
+                let answer = serde_json::to_vec(&status).expect("serializable");
+                responder.respond(answer.into()).await;
+            });
+        }
+    }
 }
 
 /// The frame of a message hop as a slice of the bus message it came in:

@@ -1,0 +1,37 @@
+//! The server-side API, behind the API key (docs/protocol.md, "HTTP"): a
+//! module per resource, each behind the same [`Guard`] (the key, then the
+//! node-wide rate).
+//!
+//! | endpoints | module |
+//! | --- | --- |
+//! | `POST /api/v1/messages` | [`messages`] |
+//! | `GET /api/v1/presence/<client id>`, `GET /api/v1/cluster` | [`presence`] |
+//! | `PUT`, `DELETE /api/v1/groups/<group>/members/<client id>`, `GET /api/v1/groups/<group>` (v2) | [`groups`] |
+//! | `GET`, `DELETE /api/v1/inbox/<client id>` (v2) | [`inbox`] |
+
+mod groups;
+mod guard;
+mod inbox;
+mod messages;
+mod presence;
+
+use std::sync::Arc;
+
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+use self::guard::Guard;
+use crate::node::Node;
+
+pub fn routes(node: Arc<Node>) -> BoxedFilter<(Response,)> {
+    let guard = Guard::new(node.clone());
+    messages::route(node.clone(), &guard)
+        .or(presence::route(node.clone(), &guard))
+        .unify()
+        .or(groups::route(node.clone(), &guard))
+        .unify()
+        .or(inbox::route(node, &guard))
+        .unify()
+        .boxed()
+}

@@ -1,0 +1,130 @@
+//! A draining node's detached sessions, passed on.
+//!
+//! A draining node waits a moment for its detached sessions to be resumed
+//! (taken over by the nodes their clients come back to); those whose
+//! clients have not come back it passes on (`Adopt`) to the other live
+//! nodes, each of which keeps one detached for the rest of its window,
+//! names itself in its presence field, and is where the next resume takes
+//! it from: a client that can only reach the node that restarted (a page
+//! served by it) resumes there, from the node that adopted its session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::Resumption;
+use super::takeover::{Forwarded, TAKEOVER_TIMEOUT, handed};
+use crate::hub::{Outbox, SessionHandle};
+use crate::protocol::requests::{Adopt, Handed, Request, VERSION};
+use crate::protocol::{Disconnect, Fate, NodeId, OfflineReason};
+
+impl Resumption {
+    /// A draining node passes a detached session on: this node keeps it,
+    /// detached, for what is left of its window, names itself in its
+    /// presence field, and hands it to whichever node its client resumes
+    /// on. Answers whether it took it.
+    pub async fn adopt(self: &Arc<Self>, adopt: Adopt) -> Bytes {
+        let handle = Arc::new(SessionHandle {
+            id: adopt.session,
+            client: adopt.client,
+            device: adopt.device,
+            since: adopt.since,
+            outbox: Outbox::acks(self.queue),
+        });
+        let kept = adopt
+            .kept
+            .into_iter()
+            .map(|k| (k.seq, self.kept_to_outbound(&handle, k)))
+            .collect();
+        handle.outbox.restore(adopt.next_seq, kept);
+        if let Some(older) = self.router.hub().insert(handle.clone()) {
+            older.outbox.close(Disconnect::Replaced);
+        }
+        // Never refused for the device cap: the device is in the record.
+        self.registrar.write_moved(&handle, usize::MAX).await;
+        self.router.metrics().session_opened();
+        tracing::debug!(client = %handle.client, session = %handle.id,
+            "adopted a detached session from a draining node");
+        let window = Duration::from_millis(adopt.window_ms);
+        self.detach(handle, window, self.drain_over.clone(), None);
+        handed(Handed {
+            v: VERSION,
+            found: true,
+            ..Handed::default()
+        })
+    }
+
+    /// A draining node: passes every session still detached here on to
+    /// the other live nodes in turn (see [`adopt`](Self::adopt)); what no
+    /// node takes is answered `offline` (`shutting_down`).
+    pub async fn pass_on_detached(self: &Arc<Self>) {
+        let me = self.router.node();
+        let peers: Vec<NodeId> = self
+            .router
+            .liveness()
+            .alive_nodes()
+            .into_iter()
+            .filter(|n| n != me)
+            .collect();
+        for (i, parked) in self.detached.claim_all().into_iter().enumerate() {
+            let (handle, left) = (parked.handle.clone(), parked.left());
+            let Some(peer) = (!peers.is_empty()).then(|| peers[i % peers.len()].clone()) else {
+                self.end_detached(&handle, OfflineReason::ShuttingDown)
+                    .await;
+                continue;
+            };
+            self.pass_on(handle, left, peer).await;
+        }
+    }
+
+    /// Passes `handle` (with `left` of its window) on to `peer`.
+    async fn pass_on(&self, handle: Arc<SessionHandle>, left: Duration, peer: NodeId) {
+        let (next_seq, kept, handovers) = self.pack(&handle, &peer);
+        let adopt = Request::Adopt(Adopt {
+            v: VERSION,
+            client: handle.client.clone(),
+            device: handle.device.clone(),
+            session: handle.id,
+            since: handle.since,
+            window_ms: left.as_millis() as u64,
+            next_seq,
+            kept,
+        });
+        let payload = Bytes::from(serde_json::to_vec(&adopt).expect("serializable"));
+        let answer = self
+            .router
+            .courier()
+            .request(&peer, payload, TAKEOVER_TIMEOUT)
+            .await
+            .map(|answer| serde_json::from_slice::<Handed>(&answer).is_ok_and(|h| h.found));
+        match answer {
+            Ok(true) => {
+                tracing::debug!(client = %handle.client, session = %handle.id, to = %peer,
+                    "detached session passed on");
+                self.tell_forwarded(Forwarded::new(handle, peer, handovers))
+                    .await;
+            }
+            Ok(false) => {
+                // Refused: what was kept is answered here.
+                self.router.moved().forget(&handle.client, &handle.device);
+                for handover in handovers {
+                    let fate = Fate::Offline(OfflineReason::ShuttingDown);
+                    self.router
+                        .settle(&handover, &handle.client, &handle.device, fate)
+                        .await;
+                }
+                self.registrar.forget_field(&handle).await;
+            }
+            Err(e) => {
+                // No answer in time: the peer may have adopted it (a busy
+                // node), so neither its field nor its messages are touched
+                // here. If it did not, the senders elsewhere hear `offline`
+                // when this run is seen gone, and the field, naming this
+                // run, is swept as a ghost.
+                tracing::warn!(client = %handle.client, session = %handle.id, to = %peer,
+                    error = %e, "no answer to passing a detached session on");
+            }
+        }
+    }
+}

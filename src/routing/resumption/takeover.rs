@@ -1,0 +1,308 @@
+//! A detached session moving to the node its client resumed on (acks
+//! mode, v2).
+//!
+//! The protocol, and why nothing is lost or written twice:
+//!
+//! 1. The new node (B) finds, in the device's presence field, the node (A)
+//!    that holds session S. It puts S in its hub first, with an empty
+//!    outbox, so that anything forwarded to it from now on waits there.
+//! 2. B asks A over the bus's request/reply (`TakeOver`). A claims S from
+//!    its detached sessions (so its expiry stands down), takes it out of
+//!    its hub, leaves a *moved* note (S's device -> B), closes S's outbox
+//!    and answers with everything it kept, in order, with the `seq` of
+//!    what was written (`Handed`). From then on, a message reaching A for
+//!    that device finds no session, sees the note and is forwarded to B at
+//!    once, in arrival order: it lands in S's outbox on B, behind nothing
+//!    A kept, since A's outbox was closed in the same step.
+//! 3. A tells each kept message's sender that it was forwarded to B (the
+//!    sender's node moves its in-flight entry to B, as for any forward),
+//!    so that B's outcome settles it and A's exit does not answer it
+//!    `offline`.
+//! 4. B puts A's messages in front of S's queue (numbering continues from
+//!    A's), writes S's presence field naming B (same session id: no
+//!    eviction) and broadcasts the change, so that senders route to B.
+//!    The client then gets every message after its `upto`, then the rest.
+//!
+//! Each kept message is moved exactly once (A took it from the outbox it
+//! closed), and delivered by B only.
+//!
+//! Not promised: a sender whose cache still named A may have a later
+//! message reach B directly before an earlier one A forwards; and if A
+//! cannot answer (it crashed), S cannot be resumed: the client gets a
+//! fresh session, and A's messages were lost with A (their senders hear
+//! `offline` from the liveness check).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::Resumption;
+use crate::hub::{Handover, Outbound, Report, Sender, SessionHandle};
+use crate::protocol::requests::{Handed, KeptMessage, Request, TakeOver, VERSION};
+use crate::protocol::{Fate, NodeId, Recipient};
+use crate::routing::inflight::Who;
+
+/// How long B waits for A's answer.
+pub const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a resume on this node did not take the session over.
+#[derive(Debug, thiserror::Error)]
+pub enum TakeOverError {
+    #[error("no presence field names that session on another node")]
+    Unknown,
+    #[error("the session's node did not hand it over: {0}")]
+    Refused(String),
+}
+
+/// The kept messages of a session handed to `node`, whose senders are
+/// still to be told where they went (step 3 of the module comment): done
+/// by [`Resumption::tell_forwarded`] once the answer is on its way.
+pub struct Forwarded {
+    handle: Arc<SessionHandle>,
+    node: NodeId,
+    handovers: Vec<Arc<Handover>>,
+}
+
+/// The answer to a request that found nothing (`found: false`).
+pub fn not_found() -> Bytes {
+    handed(Handed {
+        v: VERSION,
+        found: false,
+        ..Handed::default()
+    })
+}
+
+pub(super) fn handed(answer: Handed) -> Bytes {
+    Bytes::from(serde_json::to_vec(&answer).expect("serializable"))
+}
+
+impl Resumption {
+    /// On the node the client resumed on: takes `handle` (a new handle with
+    /// the detached session's id, client and device) over from the node
+    /// that holds it. See the module comment.
+    pub async fn take_over(
+        &self,
+        handle: Arc<SessionHandle>,
+        max_devices: usize,
+    ) -> Result<(), TakeOverError> {
+        let started = Instant::now();
+        let router = &self.router;
+        let records = router
+            .locator()
+            .records()
+            .lookup(&handle.client)
+            .await
+            .map_err(|e| TakeOverError::Refused(e.to_string()))?;
+        let Some(field) = records.into_iter().find(|r| {
+            r.session == handle.id && r.device == handle.device && r.node != *router.node()
+        }) else {
+            return Err(TakeOverError::Unknown);
+        };
+        let hub = router.hub();
+        if let Some(older) = hub.insert(handle.clone()) {
+            older.outbox.close(crate::protocol::Disconnect::Replaced);
+        }
+        let request = Request::TakeOver(TakeOver {
+            v: VERSION,
+            client: handle.client.clone(),
+            device: handle.device.clone(),
+            session: handle.id,
+            node: router.node().clone(),
+        });
+        let payload = Bytes::from(serde_json::to_vec(&request).expect("serializable"));
+        let answer = router
+            .courier()
+            .request(&field.node, payload, TAKEOVER_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|answer| {
+                serde_json::from_slice::<Handed>(&answer).map_err(|e| e.to_string())
+            });
+        let handed = match answer {
+            Ok(handed) if handed.found => handed,
+            Ok(_) => {
+                hub.remove(&handle.client, handle.id);
+                return Err(TakeOverError::Refused(
+                    "it no longer has the session".into(),
+                ));
+            }
+            Err(e) => {
+                hub.remove(&handle.client, handle.id);
+                return Err(TakeOverError::Refused(e));
+            }
+        };
+        let kept = handed
+            .kept
+            .into_iter()
+            .map(|k| (k.seq, self.kept_to_outbound(&handle, k)))
+            .collect();
+        handle.outbox.restore(handed.next_seq, kept);
+        self.registrar.write_moved(&handle, max_devices).await;
+        router.metrics().observe_handover(started.elapsed());
+        Ok(())
+    }
+
+    /// A kept message from the old node, as an item of this node's outbox
+    /// whose outcome goes straight to its sender's node.
+    pub(super) fn kept_to_outbound(&self, handle: &SessionHandle, kept: KeptMessage) -> Outbound {
+        let to = match (kept.to, kept.group) {
+            (_, Some(group)) => Recipient::Group(group),
+            (Some(to), None) => Recipient::Client(to),
+            (None, None) => Recipient::Client(handle.client.clone()),
+        };
+        let handover = match (kept.msg_id, kept.from) {
+            (Some(msg_id), Some(from)) if kept.stored.is_some() => {
+                let entry = kept.stored.unwrap_or_default();
+                Some(Arc::new(Handover::stored(
+                    msg_id,
+                    from,
+                    handle.client.clone(),
+                    entry,
+                )))
+            }
+            (Some(msg_id), Some(from)) => {
+                let report = match &kept.reply {
+                    Some(reply) if reply.node == *self.router.node() => Report::InFlight,
+                    Some(_) => Report::Node { per_target: true },
+                    None => Report::Sender,
+                };
+                let sender = kept.reply.map(|reply| Sender {
+                    node: reply.node,
+                    client: from.clone(),
+                    session: reply.session,
+                    id: None,
+                    receipt: reply.receipt,
+                    group: None,
+                });
+                Some(Arc::new(Handover::new(
+                    msg_id, from, to, sender, report, true, 1,
+                )))
+            }
+            _ => None,
+        };
+        Outbound {
+            frame: Utf8Bytes::from(kept.frame),
+            handover,
+        }
+    }
+
+    /// On the node that holds the session: answers a `TakeOver` (see the
+    /// module comment). The kept messages' senders are to be told
+    /// afterwards, with [`tell_forwarded`](Self::tell_forwarded), once the
+    /// answer is on its way.
+    pub fn hand_over(&self, request: TakeOver) -> (Bytes, Option<Forwarded>) {
+        let Some(handle) = self.claim(&request.client, request.session) else {
+            return (not_found(), None);
+        };
+        if handle.device != request.device {
+            return (not_found(), None);
+        }
+        let (next_seq, kept, handovers) = self.pack(&handle, &request.node);
+        tracing::debug!(client = %handle.client, session = %handle.id, to = %request.node,
+            kept = kept.len(), "detached session handed over");
+        let answer = handed(Handed {
+            v: VERSION,
+            found: true,
+            next_seq,
+            kept,
+        });
+        let forwarded = Forwarded {
+            handle,
+            node: request.node,
+            handovers,
+        };
+        (answer, Some(forwarded))
+    }
+
+    /// Takes a claimed detached session out of this node for `to`: the
+    /// moved note, out of the hub, its outbox closed and emptied into the
+    /// wire form. Returns the next `seq`, what was kept, and the kept
+    /// messages' handovers (for their senders).
+    pub(super) fn pack(
+        &self,
+        handle: &SessionHandle,
+        to: &NodeId,
+    ) -> (u64, Vec<KeptMessage>, Vec<Arc<Handover>>) {
+        let router = &self.router;
+        router
+            .moved()
+            .note(&handle.client, &handle.device, to, handle.id);
+        router.hub().remove(&handle.client, handle.id);
+        let (next_seq, items) = handle.outbox.take_kept();
+        let mut kept = Vec::with_capacity(items.len());
+        let mut handovers = Vec::new();
+        for (seq, item) in items {
+            let h = item.handover.as_deref();
+            let (to, group) = match h.map(|h| &h.to) {
+                Some(Recipient::Client(to)) => (Some(to.clone()), None),
+                Some(Recipient::Group(group)) => (None, Some(group.clone())),
+                None => (None, None),
+            };
+            kept.push(KeptMessage {
+                seq,
+                msg_id: h.map(|h| h.msg_id),
+                from: h.map(|h| h.from.clone()),
+                to,
+                group,
+                reply: h.and_then(|h| h.sender.as_ref()).map(Sender::reply),
+                stored: h.and_then(|h| h.entry.as_deref()).map(str::to_owned),
+                frame: item.frame.to_string(),
+            });
+            handovers.extend(item.handover);
+        }
+        router.metrics().session_closed();
+        (next_seq, kept, handovers)
+    }
+
+    /// Each kept message of a session handed over went to its new node:
+    /// its sender's node moves its entry there (a sender here starts
+    /// tracking it).
+    pub async fn tell_forwarded(&self, forwarded: Forwarded) {
+        let Forwarded {
+            handle,
+            node,
+            handovers,
+        } = forwarded;
+        let router = &self.router;
+        for handover in handovers {
+            let who = Who {
+                to: handle.client.clone(),
+                device: handle.device.clone(),
+            };
+            if let (Report::Sender, Some(sender)) = (handover.report, &handover.sender)
+                && router
+                    .outcomes()
+                    .track_forwarded(handover.msg_id, sender.clone(), who, &node)
+                    .is_err()
+            {
+                tracing::warn!(msg_id = %handover.msg_id, "in-flight map full; a moved message is not tracked");
+            }
+            router
+                .settle(
+                    &handover,
+                    &handle.client,
+                    &handle.device,
+                    Fate::Forwarded(&node),
+                )
+                .await;
+        }
+    }
+}
+
+impl Forwarded {
+    /// A pass-on's forwarded messages (see [`super::pass_on`]).
+    pub(super) fn new(
+        handle: Arc<SessionHandle>,
+        node: NodeId,
+        handovers: Vec<Arc<Handover>>,
+    ) -> Self {
+        Self {
+            handle,
+            node,
+            handovers,
+        }
+    }
+}
