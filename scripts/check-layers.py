@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Fails when a module of src/ imports one above it, or when the modules
-import each other in a cycle.
+"""Fails when a module of src/ imports one above it, when the modules
+import each other in a cycle, or when a module is missing from the maps a
+reader starts from: the layer table of src/lib.rs and docs/architecture.md.
 
 The layers are those of docs/architecture.md. A module is a top-level
 module of the crate (src/routing/route.rs belongs to `routing`); an import
@@ -21,7 +22,7 @@ SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 # Lower number = lower layer. Modules of one layer may not import each other.
 LAYERS = {
     # bottom: the wire contract, configuration and small helpers
-    "cause": 0, "lock": 0, "fetch": 0, "process": 0, "redact": 0, "protocol": 0, "health": 0, "rate": 0,
+    "cause": 0, "lock": 0, "http_client": 0, "process": 0, "redact": 0, "protocol": 0, "health": 0, "rate": 0,
     "config": 1, "metrics": 1,
     "auth": 2, "tls": 2, "resume": 2,
     # ports, and the backends behind them
@@ -34,12 +35,17 @@ LAYERS = {
     "node": 8,
     # transport
     "http": 9, "server": 9,
-    # running a node, and the tools
-    "runtime": 10, "bench": 10, "chat": 10, "token": 10, "group": 10, "status": 10,
-    "cli": 11,
+    # running a node
+    "runtime": 10,
+    # the binary's own tools (src/tools/, not part of the library)
+    "tools": 11,
 }
+# Modules of the binary, not of the library: in the maps, but not in
+# lib.rs's table (main.rs declares them).
+BINARY_MODULES = {"tools"}
+ROOT = os.path.join(SRC, "..")
 # Who may import the backends: those that choose and connect them.
-BACKENDS_USERS = {"node", "runtime", "bench", "cli"}
+BACKENDS_USERS = {"node", "runtime"}
 
 USE_GROUP = re.compile(r"\buse\s+crate::\{([^;]*)\}", re.S)
 PATH = re.compile(r"\bcrate::([a-z_][a-z0-9_]*)")
@@ -118,6 +124,7 @@ def main():
     for node in sorted(edges):
         if node not in state:
             visit(node, [node])
+    problems += missing_from_maps()
     if problems:
         print("check-layers: the layering of src/ is broken:", file=sys.stderr)
         for p in sorted(set(problems)):
@@ -125,6 +132,36 @@ def main():
         sys.exit(1)
     print(f"check-layers: {len(edges)} modules, {sum(len(v) for v in edges.values())} "
           "imports, all pointing down, no cycle")
+
+
+def top_level_modules():
+    """Every top-level module of src/: a file (not lib.rs or main.rs) or a
+    directory."""
+    found = set()
+    for entry in os.listdir(SRC):
+        if entry.endswith(".rs") and entry not in ("lib.rs", "main.rs"):
+            found.add(entry[:-3])
+        elif os.path.isdir(os.path.join(SRC, entry)):
+            found.add(entry)
+    return found
+
+
+def missing_from_maps():
+    """A module a reader cannot find on the maps: lib.rs's layer table (its
+    rows name modules as [`name`]) and docs/architecture.md (as `name`)."""
+    lib = open(os.path.join(SRC, "lib.rs"), encoding="utf-8").read()
+    table = "\n".join(l for l in lib.splitlines() if l.startswith("//! |"))
+    in_table = set(re.findall(r"\[`([a-z_]+)`\]", table))
+    architecture = open(os.path.join(ROOT, "docs", "architecture.md"), encoding="utf-8").read()
+    problems = []
+    for module in sorted(top_level_modules()):
+        if module not in LAYERS:
+            problems.append(f"src/{module}: module `{module}` has no layer in scripts/check-layers.py")
+        if module not in BINARY_MODULES and module not in in_table:
+            problems.append(f"src/lib.rs: module `{module}` is missing from the layer table")
+        if f"`{module}`" not in architecture:
+            problems.append(f"docs/architecture.md: module `{module}` is not on the map")
+    return problems
 
 
 if __name__ == "__main__":

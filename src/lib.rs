@@ -8,36 +8,32 @@
 //!
 //! | layer | modules |
 //! | --- | --- |
-//! | tools | [`cli`], [`bench`], [`chat`], [`token`], and [`runtime`] (connect, listen, serve, stop on a signal) |
+//! | runtime | [`runtime`]: connect, listen, serve, stop on a signal (the tools of the binary, `src/tools/`, sit above it) |
 //! | transport | [`http`] (endpoints, the WebSocket upgrade), [`server`] (the accept loop) |
-//! | node | [`node`]: the shared state, its assembly and stop, the upkeep loop |
+//! | node | [`node`]: the shared state, its assembly and stop, the upkeep loop, the listener on the bus, status |
 //! | session | [`session`]: one task per WebSocket |
-//! | routing | [`routing`]: the three branches, outcomes, inbound hops, liveness |
+//! | routing | [`routing`]: services that own their state (locator, groups, outcomes, offline, courier), the router that composes them, registration and resumption |
 //! | hub | [`hub`]: the sessions open here, their outboxes |
 //! | ports | [`presence`], [`bus`], [`inbox`], [`events`]: what the router sees |
 //! | backends | [`backends`]: memory, Redis, memcached, NATS, webhook, behind the ports |
-//! | bottom | [`protocol`], [`config`], [`metrics`], [`health`], [`auth`], [`rate`], [`redact`], [`tls`], [`process`], [`cause`] |
+//! | bottom | [`protocol`], [`config`], [`metrics`], [`health`], [`auth`], [`resume`] (tokens), [`rate`], [`redact`], [`tls`], [`process`], [`cause`], [`lock`], [`http_client`] |
 //!
 //! A message's path, in the order it travels: [`http`] upgrades to a
 //! [`session`], which reads a `send` and asks the [`routing`] router for
 //! its branch; the router looks the recipient up in [`presence`] and hands
 //! the message to a session in the [`hub`] or publishes it on the [`bus`];
-//! the recipient node's inbox ([`routing::listener`]) hands it to its
-//! session there, and the outcome travels back the same way.
+//! the recipient node's listener (in [`node`]) hands it to its session
+//! there, and the outcome travels back the same way.
 
 pub mod auth;
 pub mod backends;
-pub mod bench;
 pub mod bus;
 pub mod cause;
-pub mod chat;
-pub mod cli;
 pub mod config;
 pub mod events;
-pub mod fetch;
-pub mod group;
 pub mod health;
 pub mod http;
+pub mod http_client;
 pub mod hub;
 pub mod inbox;
 pub mod lock;
@@ -53,6 +49,4 @@ pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod session;
-pub mod status;
 pub mod tls;
-pub mod token;

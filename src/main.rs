@@ -6,19 +6,27 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod tools;
+
+use std::future::Future;
+
 use clap::Parser;
-use switchboard::cli::{Cli, Command};
 use switchboard::config::{Config, ServeArgs};
 use switchboard::runtime;
+use tools::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     match Cli::parse().into_command() {
         Command::Serve(args) => serve(args),
-        Command::Bench(args) => bench(args),
-        Command::Chat(args) => chat(args),
-        Command::Group(args) => group(args),
-        Command::Status(args) => status(args),
-        Command::Token(args) => match switchboard::token::mint(&args) {
+        // One thread is plenty for one session, and keeps Ctrl-C prompt.
+        Command::Chat(args) => run(Threads::One, exit(tools::chat::run(args))),
+        Command::Group(args) => run(Threads::One, exit(tools::groups::run(args))),
+        Command::Status(args) => run(Threads::One, exit(tools::status::run(args))),
+        Command::Bench(args) => {
+            switchboard::process::raise_open_files_limit();
+            run(Threads::PerCore(None), exit(tools::bench::run(args)))
+        }
+        Command::Token(args) => match tools::token::mint(&args) {
             Ok(token) => {
                 println!("{token}");
                 ExitCode::SUCCESS
@@ -31,18 +39,35 @@ fn main() -> ExitCode {
     }
 }
 
-fn chat(args: switchboard::chat::ChatArgs) -> ExitCode {
-    // One thread is plenty for one session, and keeps Ctrl-C prompt.
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+/// The threads of a command's runtime.
+enum Threads {
+    One,
+    /// One per core, or this many.
+    PerCore(Option<usize>),
+}
+
+/// Runs `command` on a runtime of its own and exits with its code. The
+/// runtime is shut down without waiting for blocked threads: a tool
+/// reading stdin (the chat) may never see it end after Ctrl-C.
+fn run(threads: Threads, command: impl Future<Output = ExitCode>) -> ExitCode {
+    let built = match threads {
+        Threads::One => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Threads::PerCore(workers) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.enable_all();
+            if let Some(workers) = workers {
+                builder.worker_threads(workers);
+            }
+            builder.build()
+        }
+    };
+    match built {
         Ok(runtime) => {
-            let code = runtime.block_on(switchboard::chat::run(args));
-            // Reading stdin blocks a thread the runtime would otherwise
-            // wait for on drop; after Ctrl-C, stdin may never end.
+            let code = runtime.block_on(command);
             runtime.shutdown_background();
-            ExitCode::from(code as u8)
+            code
         }
         Err(e) => {
             eprintln!("switchboard: cannot start the async runtime: {e}");
@@ -51,41 +76,9 @@ fn chat(args: switchboard::chat::ChatArgs) -> ExitCode {
     }
 }
 
-fn status(args: switchboard::status::StatusArgs) -> ExitCode {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => ExitCode::from(runtime.block_on(switchboard::status::run(args)) as u8),
-        Err(e) => {
-            eprintln!("switchboard: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn group(args: switchboard::group::GroupArgs) -> ExitCode {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => ExitCode::from(runtime.block_on(switchboard::group::run(args)) as u8),
-        Err(e) => {
-            eprintln!("switchboard: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn bench(args: switchboard::bench::BenchArgs) -> ExitCode {
-    switchboard::process::raise_open_files_limit();
-    match tokio::runtime::Runtime::new() {
-        Ok(runtime) => ExitCode::from(runtime.block_on(switchboard::bench::run(args)) as u8),
-        Err(e) => {
-            eprintln!("switchboard: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
+/// A tool's exit status (as its `run` returns it) as the process's.
+async fn exit(tool: impl Future<Output = i32>) -> ExitCode {
+    ExitCode::from(tool.await as u8)
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -100,29 +93,16 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(limit) = switchboard::process::raise_open_files_limit() {
         tracing::debug!(limit, "open files limit");
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if let Some(threads) = config.worker_threads {
-        builder.worker_threads(threads);
-    }
-    let runtime = match builder.build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("switchboard: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
+    let workers = config.worker_threads;
+    run(Threads::PerCore(workers), async move {
         match runtime::start(config).await {
             Ok(node) => {
                 node.run_until_signal().await;
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!(
-                    "switchboard: cannot start: {}",
-                    switchboard::cause::chain(&e)
-                );
+                let e = switchboard::cause::chain(&e);
+                eprintln!("switchboard: cannot start: {e}");
                 ExitCode::FAILURE
             }
         }

@@ -16,7 +16,7 @@ mod memory_inbox;
 mod memory_presence;
 mod nats;
 mod redis;
-mod webhook;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -127,11 +127,11 @@ impl crate::events::EventSink for BusEvents {
         kind: &'static str,
         event: bytes::Bytes,
         _stop: &tokio_util::sync::CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), crate::events::SinkError> {
         self.0
             .publish_event(kind, event)
             .await
-            .map_err(|e| crate::cause::chain(&e))
+            .map_err(|e| crate::events::SinkError::Refused(e.into()))
     }
 
     fn name(&self) -> &'static str {

@@ -7,8 +7,9 @@
 //! A POST that fails (no connection, a timeout, any status but 2xx) is
 //! retried with exponential backoff and full jitter: the first retry
 //! within half a second, the last of [`ATTEMPTS`] within about 16 s. Then
-//! the event is dropped (and counted). One connection, kept alive and
-//! opened again when it breaks; events go one at a time, in order.
+//! the event is dropped (and counted). Events go one at a time, in order,
+//! over the node's one HTTP client ([`HttpClient`]: kept-alive
+//! connections, `http://` or `https://`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,16 +17,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use http_body_util::Full;
-use hyper::client::conn::http1::SendRequest;
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
 use sha2::Sha256;
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WebhookConfig;
-use crate::events::{EventSink, subject};
+use crate::events::{EventSink, SinkError, subject};
+use crate::http_client::HttpClient;
 use crate::metrics::Metrics;
 
 /// Tries per event, the first included.
@@ -33,16 +30,15 @@ pub const ATTEMPTS: u32 = 6;
 /// The backoff before the first retry (at most; doubled for each next).
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest one POST (with its connection) may take.
-const POST_TIMEOUT: Duration = Duration::from_secs(5);
+pub const POST_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Webhook {
-    /// `host:port` to connect to, and the request's path.
-    authority: String,
-    path: String,
+    url: String,
     secret: Vec<u8>,
     subject_prefix: String,
     metrics: Arc<Metrics>,
-    conn: Mutex<Option<SendRequest<Full<Bytes>>>>,
+    /// The node's one HTTP client (requests bounded by [`POST_TIMEOUT`]).
+    client: HttpClient,
 }
 
 /// The signature header's value for `body`.
@@ -59,62 +55,40 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 }
 
 impl Webhook {
-    pub fn new(config: &WebhookConfig, subject_prefix: &str, metrics: Arc<Metrics>) -> Self {
-        let rest = config
-            .url
-            .expose()
-            .strip_prefix("http://")
-            .expect("checked by the config");
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let authority = if authority.contains(':') {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
-        };
+    /// The sink for `config`, POSTing with `client` (whose requests must be
+    /// bounded by about [`POST_TIMEOUT`]).
+    pub fn new(
+        config: &WebhookConfig,
+        subject_prefix: &str,
+        metrics: Arc<Metrics>,
+        client: HttpClient,
+    ) -> Self {
         Self {
-            authority,
-            path: path.to_owned(),
+            url: config.url.expose().to_owned(),
             secret: config.secret.expose().as_bytes().to_vec(),
             subject_prefix: subject_prefix.to_owned(),
             metrics,
-            conn: Mutex::new(None),
+            client,
         }
     }
 
     /// One POST; `Ok` on a 2xx answer.
-    async fn post(&self, body: &Bytes, signed: &str) -> Result<(), String> {
-        let mut conn = self.conn.lock().await;
-        if conn.as_ref().is_none_or(|c| c.is_closed()) {
-            let stream = tokio::net::TcpStream::connect(&self.authority)
-                .await
-                .map_err(|e| format!("cannot connect to {}: {e}", self.authority))?;
-            let _ = stream.set_nodelay(true);
-            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("{}: {e}", self.authority))?;
-            tokio::spawn(connection);
-            *conn = Some(sender);
-        }
-        let sender = conn.as_mut().expect("just connected");
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(&self.path)
-            .header("host", &self.authority)
-            .header("content-type", "application/json")
+    async fn post(&self, body: &Bytes, signed: &str) -> Result<(), SinkError> {
+        let answer = self
+            .client
+            .request(reqwest::Method::POST, &self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("x-switchboard-signature", signed)
-            .body(Full::new(body.clone()))
-            .map_err(|e| e.to_string())?;
-        let answer = sender.send_request(request).await;
+            .body(body.clone())
+            .send()
+            .await;
         match answer {
             Ok(response) if response.status().is_success() => Ok(()),
-            Ok(response) => Err(format!("the webhook answered {}", response.status())),
-            Err(e) => {
-                *conn = None;
-                Err(format!("{}: {e}", self.authority))
-            }
+            Ok(response) => Err(SinkError::Status(response.status().as_u16())),
+            // The URL may hold credentials: only what went wrong is kept.
+            Err(e) => Err(SinkError::Unreachable(
+                crate::http_client::describe(&e).into(),
+            )),
         }
     }
 }
@@ -131,7 +105,7 @@ impl EventSink for Webhook {
         kind: &'static str,
         event: Bytes,
         stop: &CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), SinkError> {
         let subject = subject(&self.subject_prefix, kind);
         let mut body = Vec::with_capacity(event.len() + subject.len() + 24);
         body.extend_from_slice(br#"{"subject":""#);
@@ -141,7 +115,7 @@ impl EventSink for Webhook {
         body.push(b'}');
         let body = Bytes::from(body);
         let signed = signature(&self.secret, &body);
-        let mut last = String::new();
+        let mut last = SinkError::Stopped;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 // Full jitter: anywhere up to the doubled backoff.
@@ -152,13 +126,9 @@ impl EventSink for Webhook {
                     () = stop.cancelled() => break,
                 }
             }
-            match tokio::time::timeout(POST_TIMEOUT, self.post(&body, &signed)).await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) => last = e,
-                Err(_) => {
-                    *self.conn.lock().await = None;
-                    last = format!("no answer from {} within {POST_TIMEOUT:?}", self.authority);
-                }
+            match self.post(&body, &signed).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
             }
             self.metrics.webhook_failed();
             if stop.is_cancelled() {

@@ -87,6 +87,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_WEBHOOK_QUEUE", default_value_t = 10_000)]
     pub webhook_queue: usize,
 
+    /// PEM CA certificates to trust, besides the system's, for the node's
+    /// own https:// requests to the application's backend (the webhook):
+    /// a backend with a private CA.
+    #[arg(long, env = "SWITCHBOARD_BACKEND_CA_FILE", value_name = "FILE")]
+    pub backend_ca_file: Option<PathBuf>,
+
     // ---- Who may connect ------------------------------------------------
     /// HS256 secret for client JWTs. Without it (and without
     /// --jwt-public-key), authentication is off and clients name themselves

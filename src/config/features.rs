@@ -136,10 +136,10 @@ pub(super) fn events(args: &ServeArgs, clustered: bool) -> Result<EventsConfig, 
     ) {
         (None, None) => None,
         (Some(url), Some(secret)) => {
-            if !url.starts_with("http://") {
+            let web = url.starts_with("http://") || url.starts_with("https://");
+            if !web || reqwest::Url::parse(&url).is_err() {
                 return Err(ConfigError(format!(
-                    "--webhook-url {:?} must be an http:// URL (the receiver inside the \
-                     cluster's network, or a local TLS proxy in front of an https:// one)",
+                    "--webhook-url {:?} must be an http:// or https:// URL",
                     crate::redact::url(&url)
                 )));
             }

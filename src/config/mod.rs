@@ -53,6 +53,8 @@ pub struct Config {
     pub inbox: Option<InboxConfig>,
     pub last_seen_ttl: Duration,
     pub events: EventsConfig,
+    /// Extra CA certificates for requests to the application's backend.
+    pub backend_ca_file: Option<PathBuf>,
 }
 
 /// How detached sessions are kept and resumed.
@@ -360,6 +362,7 @@ impl TryFrom<ServeArgs> for Config {
             inbox: features::inbox(&args, matches!(backends, Backends::Clustered { .. }))?,
             last_seen_ttl: features::last_seen_ttl(&args)?,
             events: features::events(&args, matches!(backends, Backends::Clustered { .. }))?,
+            backend_ca_file: args.backend_ca_file.clone(),
             key_prefix: args.key_prefix,
             subject_prefix: args.subject_prefix,
             backends,

@@ -55,6 +55,24 @@ impl Event {
     }
 }
 
+/// Why a sink gave up on an event.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The sink refused it at once (NATS is away: no retry, the queue
+    /// would only grow).
+    #[error("the sink did not take the event")]
+    Refused(#[source] crate::cause::Cause),
+    /// The receiver answered, but not with a 2xx (after every retry).
+    #[error("the receiver answered HTTP {0}")]
+    Status(u16),
+    /// No answer (after every retry): no connection, or no answer in time.
+    #[error("no answer from the receiver")]
+    Unreachable(#[source] crate::cause::Cause),
+    /// The node is shutting down: retries stopped.
+    #[error("the node is shutting down")]
+    Stopped,
+}
+
 /// One way out for events. Retrying is the sink's own business; an error
 /// means it gave up on this event.
 #[async_trait]
@@ -66,7 +84,7 @@ pub trait EventSink: Send + Sync + 'static {
         kind: &'static str,
         event: Bytes,
         stop: &CancellationToken,
-    ) -> Result<(), String>;
+    ) -> Result<(), SinkError>;
 
     /// "nats" or "webhook", for metrics and logs.
     fn name(&self) -> &'static str;
@@ -170,8 +188,8 @@ async fn drain(
         if let Err(e) = sink.deliver(kind, event, &stop).await {
             metrics.event_dropped(webhook);
             if let Some(skipped) = complaints.ready() {
-                tracing::warn!(sink = sink.name(), error = %e, also_dropped = skipped,
-                    "an event could not be delivered; dropped");
+                tracing::warn!(sink = sink.name(), error = %crate::cause::chain(&e),
+                    also_dropped = skipped, "an event could not be delivered; dropped");
             }
         }
     }
@@ -196,7 +214,7 @@ mod tests {
             _kind: &'static str,
             _event: Bytes,
             _stop: &CancellationToken,
-        ) -> Result<(), String> {
+        ) -> Result<(), SinkError> {
             self.open.cancelled().await;
             self.delivered.fetch_add(1, Ordering::SeqCst);
             Ok(())

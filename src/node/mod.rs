@@ -40,9 +40,11 @@ use tokio_util::task::TaskTracker;
 
 use self::listener::Ended;
 use crate::auth::{JwtVerifier, KeyError};
+use crate::backends::webhook::POST_TIMEOUT;
 use crate::bus::{Bus, BusError};
 use crate::config::Config;
 use crate::health::Health;
+use crate::http_client::HttpClient;
 use crate::hub::{Hub, QueueLimits, Slots};
 use crate::inbox::InboxStore;
 use crate::metrics::Metrics;
@@ -75,6 +77,8 @@ pub enum StartError {
     Subscribe(#[source] BusError),
     #[error("cannot write this node's heartbeat")]
     Heartbeat(#[source] PresenceError),
+    #[error(transparent)]
+    HttpClient(#[from] crate::http_client::HttpClientError),
 }
 
 /// The backends a node runs on, connected (see [`crate::backends`]).
@@ -234,8 +238,9 @@ impl Node {
         let tasks = TaskTracker::new();
         let metrics = Arc::new(Metrics::default());
         let health = Arc::new(Health::default());
+        let events = start_events(&config, &backends.bus, &metrics, &tasks, &lifetime)?;
         let (session_env, courier) = routing(
-            &config, &backends, liveness, &metrics, &health, &tasks, &lifetime, &shutdown,
+            &config, &backends, events, liveness, &metrics, &health, &tasks, &shutdown,
         );
         let node = Arc::new(Node {
             auth,
@@ -272,11 +277,11 @@ impl Node {
 fn routing(
     config: &Config,
     backends: &Backends,
+    events: crate::events::Events,
     liveness: Arc<Liveness>,
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
     tasks: &TaskTracker,
-    lifetime: &CancellationToken,
     shutdown: &CancellationToken,
 ) -> (Arc<Env>, crate::routing::CourierTask) {
     let presence = &backends.presence;
@@ -286,7 +291,7 @@ fn routing(
         last_seen: presence.clone(),
         bus: backends.bus.clone(),
         inbox: backends.inbox.clone(),
-        events: start_events(config, &backends.bus, metrics, tasks, lifetime),
+        events,
     };
     let settings = Settings {
         hop_timeout: config.hop_timeout,
@@ -414,7 +419,7 @@ fn start_events(
     metrics: &Arc<Metrics>,
     tasks: &TaskTracker,
     lifetime: &CancellationToken,
-) -> crate::events::Events {
+) -> Result<crate::events::Events, StartError> {
     let mut sinks: Vec<(Arc<dyn crate::events::EventSink>, usize)> = Vec::new();
     if config.events.nats {
         sinks.push((
@@ -423,13 +428,16 @@ fn start_events(
         ));
     }
     if let Some(webhook) = &config.events.webhook {
-        let sink = crate::backends::Webhook::new(webhook, &config.subject_prefix, metrics.clone());
+        let client = HttpClient::new(config.backend_ca_file.as_deref(), POST_TIMEOUT)?;
+        let prefix = &config.subject_prefix;
+        let sink = crate::backends::Webhook::new(webhook, prefix, metrics.clone(), client);
         sinks.push((Arc::new(sink), webhook.queue));
     }
     if sinks.is_empty() {
-        return crate::events::Events::off();
+        return Ok(crate::events::Events::off());
     }
-    crate::events::Events::start(sinks, metrics.clone(), tasks, lifetime.clone())
+    let events = crate::events::Events::start(sinks, metrics.clone(), tasks, lifetime.clone());
+    Ok(events)
 }
 
 /// Time kept at the end of a drain for what follows the wait for detached

@@ -6,8 +6,16 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use clap::CommandFactory;
-use switchboard::cli::Cli;
+use clap::{CommandFactory, Parser};
+use switchboard::config::ServeArgs;
+
+/// `switchboard serve`'s arguments, as the binary's command line flattens
+/// them.
+#[derive(Parser)]
+struct Serve {
+    #[command(flatten)]
+    args: ServeArgs,
+}
 
 fn repo_file(name: &str) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
@@ -16,8 +24,7 @@ fn repo_file(name: &str) -> String {
 
 /// The long flags and environment variables `switchboard serve` accepts.
 fn serve_flags() -> (BTreeSet<String>, BTreeSet<String>) {
-    let cli = Cli::command();
-    let serve = cli.find_subcommand("serve").expect("a serve subcommand");
+    let serve = Serve::command();
     let mut flags = BTreeSet::new();
     let mut envs = BTreeSet::new();
     for arg in serve.get_arguments() {

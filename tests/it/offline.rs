@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::certs::{Pki, display};
 use crate::support::*;
 use futures_util::StreamExt;
 use serde_json::json;
@@ -279,69 +280,94 @@ type Seen = Arc<Mutex<Vec<(String, String)>>>;
 /// An HTTP server on loopback that answers the first `fail` requests with
 /// 500 and the rest with 204 (or never, when `hang`), recording each.
 async fn receiver(fail: usize, hang: bool) -> (u16, Seen) {
+    receiver_over(fail, hang, None).await
+}
+
+/// A webhook receiver that answers 500 to the first `fail` POSTs (or never
+/// answers, with `hang`), over TLS with `tls`; records each POST's
+/// signature and body.
+async fn receiver_over(
+    fail: usize,
+    hang: bool,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (u16, Seen) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen: Seen = Arc::default();
     let record = seen.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
+            let Ok((socket, _)) = listener.accept().await else {
                 return;
             };
-            let record = record.clone();
+            let (record, tls) = (record.clone(), tls.clone());
             tokio::spawn(async move {
-                let mut buffer = Vec::new();
-                loop {
-                    // One request: headers, then Content-Length bytes.
-                    let head_end = loop {
-                        if let Some(i) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
+                match tls {
+                    None => serve_posts(socket, record, fail, hang).await,
+                    Some(tls) => {
+                        if let Ok(socket) = tls.accept(socket).await {
+                            serve_posts(socket, record, fail, hang).await
                         }
-                        let mut chunk = [0u8; 4096];
-                        match socket.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buffer[..head_end]).to_lowercase();
-                    let header = |name: &str| {
-                        head.lines()
-                            .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned))
-                            .unwrap_or_default()
-                    };
-                    let length: usize = header("content-length").parse().unwrap_or(0);
-                    while buffer.len() < head_end + length {
-                        let mut chunk = [0u8; 4096];
-                        match socket.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let body =
-                        String::from_utf8_lossy(&buffer[head_end..head_end + length]).into_owned();
-                    buffer.drain(..head_end + length);
-                    let n = {
-                        let mut seen = record.lock().unwrap();
-                        seen.push((header("x-switchboard-signature"), body));
-                        seen.len()
-                    };
-                    if hang {
-                        std::future::pending::<()>().await;
-                    }
-                    let status = if n <= fail {
-                        "500 Internal Server Error"
-                    } else {
-                        "204 No Content"
-                    };
-                    let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
-                    if socket.write_all(answer.as_bytes()).await.is_err() {
-                        return;
                     }
                 }
             });
         }
     });
     (port, seen)
+}
+
+/// Reads POSTs off one connection, answering each (see [`receiver_over`]).
+async fn serve_posts<S>(mut socket: S, record: Seen, fail: usize, hang: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut buffer = Vec::new();
+    loop {
+        // One request: headers, then Content-Length bytes.
+        let head_end = loop {
+            if let Some(i) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).to_lowercase();
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned))
+                .unwrap_or_default()
+        };
+        let length: usize = header("content-length").parse().unwrap_or(0);
+        while buffer.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = String::from_utf8_lossy(&buffer[head_end..head_end + length]).into_owned();
+        buffer.drain(..head_end + length);
+        let n = {
+            let mut seen = record.lock().unwrap();
+            seen.push((header("x-switchboard-signature"), body));
+            seen.len()
+        };
+        if hang {
+            std::future::pending::<()>().await;
+        }
+        let status = if n <= fail {
+            "500 Internal Server Error"
+        } else {
+            "204 No Content"
+        };
+        let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+        if socket.write_all(answer.as_bytes()).await.is_err() || socket.flush().await.is_err() {
+            return;
+        }
+    }
 }
 
 fn hmac_hex(secret: &str, body: &str) -> String {
@@ -377,6 +403,47 @@ async fn the_webhook_is_signed_and_retried_after_a_500() {
     assert_eq!(body["event"]["client_id"], "alice");
     assert_eq!(body["event"]["state"], "online");
     assert!(metric(&node, "switchboard_webhook_failed_total").await >= 1.0);
+}
+
+/// An https:// webhook whose receiver has a certificate from a private CA:
+/// trusted with `--backend-ca-file`, refused (and counted) without it.
+#[tokio::test]
+async fn the_webhook_posts_over_https_to_a_private_ca() {
+    let pki = Pki::new();
+    let files = switchboard::config::TlsFiles {
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+    };
+    let tls = switchboard::tls::acceptor(&files).unwrap();
+    let (port, seen) = receiver_over(0, false, Some(tls)).await;
+    let url = format!("https://127.0.0.1:{port}/hooks");
+    let ca = display(&pki.ca_cert);
+    let flags = ["--webhook-url", &url, "--webhook-secret", "tls-secret"];
+    let node = new_node()
+        .flags(&flags)
+        .flags(&["--backend-ca-file", &ca])
+        .start()
+        .await;
+    let _alice = connect(&node, "alice").await;
+    eventually("the event arrives over TLS", || async {
+        !seen.lock().unwrap().is_empty()
+    })
+    .await;
+    let (signature, body) = seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        signature,
+        format!("sha256={}", hmac_hex("tls-secret", &body))
+    );
+    assert_eq!(json(&body)["event"]["client_id"], "alice");
+    assert_eq!(metric(&node, "switchboard_webhook_failed_total").await, 0.0);
+
+    // The same receiver, from a node that does not trust its CA.
+    let untrusting = new_node().flags(&flags).start().await;
+    let before = seen.lock().unwrap().len();
+    let _bob = connect(&untrusting, "bob").await;
+    let failed = || async { metric(&untrusting, "switchboard_webhook_failed_total").await >= 1.0 };
+    eventually("the untrusted POST fails", failed).await;
+    assert_eq!(seen.lock().unwrap().len(), before, "nothing reached it");
 }
 
 #[tokio::test]

@@ -3,7 +3,6 @@
 
 use crate::support::*;
 use serde_json::json;
-use switchboard::status::{StatusArgs, cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_every_live_node_with_its_sessions_and_sends() {
@@ -15,39 +14,11 @@ async fn status_shows_every_live_node_with_its_sessions_and_sends() {
         ack_status(&mut alice).await;
         next_frame(&mut bob).await;
     }
-    let args = StatusArgs {
-        redis_url: cluster_.redis.url(),
-        nats_url: cluster_.nats.url(),
-        key_prefix: "sb:".into(),
-        subject_prefix: "sb".into(),
-        json: true,
-    };
-    let view = within(cluster(&args)).await.unwrap();
-    let names: Vec<&str> = view.nodes.iter().map(|n| n.node.as_str()).collect();
-    assert_eq!(names, ["node-a", "node-b"]);
-    for node in &view.nodes {
-        let status = node.status.as_ref().expect("every live node answers");
-        assert!(node.alive);
-        assert_eq!(status.sessions, 1, "{}", node.node);
-        assert_eq!(
-            (status.presence.as_str(), status.bus.as_str()),
-            ("redis", "nats")
-        );
-        assert!(status.presence_ok && status.bus_ok, "{status:?}");
-    }
-    let a = view.nodes[0].status.as_ref().unwrap();
-    assert_eq!(a.sends.get("remote"), Some(&5));
-
+    let (redis_url, nats_url) = (cluster_.redis.url(), cluster_.nats.url());
     // The command itself, as an operator runs it.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args([
-            "status",
-            "--json",
-            "--redis-url",
-            &args.redis_url,
-            "--nats-url",
-            &args.nats_url,
-        ])
+        .args(["status", "--json", "--redis-url", &redis_url])
+        .args(["--nats-url", &nats_url])
         .output()
         .unwrap();
     assert!(
@@ -55,15 +26,31 @@ async fn status_shows_every_live_node_with_its_sessions_and_sends() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(printed["nodes"].as_array().unwrap().len(), 2);
-    assert_eq!(printed["nodes"][1]["status"]["sessions"], 1);
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes = view["nodes"].as_array().unwrap();
+    let names: Vec<&str> = nodes.iter().map(|n| n["node"].as_str().unwrap()).collect();
+    assert_eq!(names, ["node-a", "node-b"]);
+    for node in nodes {
+        let status = &node["status"];
+        assert!(status.is_object(), "every live node answers: {node}");
+        assert_eq!(node["alive"], true);
+        assert_eq!(status["sessions"], 1, "{node}");
+        assert_eq!(
+            (&status["presence"], &status["bus"]),
+            (&json!("redis"), &json!("nats"))
+        );
+        assert!(
+            status["presence_ok"] == true && status["bus_ok"] == true,
+            "{status}"
+        );
+    }
+    assert_eq!(nodes[0]["status"]["sends"]["remote"], 5);
     // A NATS nobody runs: a clear error, not a hang.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args([
             "status",
             "--redis-url",
-            &args.redis_url,
+            &redis_url,
             "--nats-url",
             "nats://127.0.0.1:1",
         ])

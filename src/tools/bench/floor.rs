@@ -60,7 +60,7 @@ pub async fn nats(args: NatsFloorArgs) -> BenchResult {
         ..args.common.clone()
     };
     let before = sample_servers(&servers).await;
-    let generator_before = crate::process::cpu_seconds("self").unwrap_or(0.0);
+    let generator_before = switchboard::process::cpu_seconds("self").unwrap_or(0.0);
     let padding = "x".repeat(args.payload);
     let started = Instant::now();
     let end = started + Duration::from_secs_f64(args.duration);
@@ -80,7 +80,7 @@ pub async fn nats(args: NatsFloorArgs) -> BenchResult {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let after = sample_servers(&servers).await;
-    let generator_after = crate::process::cpu_seconds("self").unwrap_or(0.0);
+    let generator_after = switchboard::process::cpu_seconds("self").unwrap_or(0.0);
     let drain_until = Instant::now() + Duration::from_secs(3);
     while received.load(Relaxed) < sent && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(20)).await;

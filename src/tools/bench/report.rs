@@ -3,9 +3,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::lock::Locked;
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use switchboard::lock::Locked;
 
 /// Latencies in microseconds, recorded from many tasks at once. Sharded so
 /// that recording stays an uncontended lock.

@@ -1,15 +1,15 @@
 //! `switchboard token <client id>`: prints an HS256 token signed with the
 //! nodes' secret, for trying authentication and for scripts. In
 //! production, the application's own backend mints tokens the same way
-//! ([`mint_hs256`](crate::auth::mint_hs256)) after it has signed its user
+//! ([`mint_hs256`](switchboard::auth::mint_hs256)) after it has signed its user
 //! in.
 
 use std::time::Duration;
 
 use clap::Args;
 
-use crate::auth::mint_hs256_for;
-use crate::protocol::ClientId;
+use switchboard::auth::mint_hs256_for;
+use switchboard::protocol::ClientId;
 
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {

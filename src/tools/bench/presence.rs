@@ -17,9 +17,9 @@ use futures_util::{StreamExt, stream};
 use uuid::Uuid;
 
 use super::BenchResult;
-use crate::config::PresenceArgs;
-use crate::presence::{PresenceRecord, PresenceStore};
-use crate::protocol::{ClientId, DeviceId, NodeId, now_ms};
+use switchboard::config::PresenceArgs;
+use switchboard::presence::{PresenceRecord, PresenceStore};
+use switchboard::protocol::{ClientId, DeviceId, NodeId, now_ms};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReregisterArgs {
@@ -51,7 +51,7 @@ pub async fn reregister(args: ReregisterArgs) -> BenchResult {
     let mut stores = Vec::new();
     for _ in 0..args.nodes {
         stores.push(
-            crate::backends::connect_presence(&target, &prefix)
+            switchboard::backends::connect_presence(&target, &prefix)
                 .await
                 .map_err(|e| e.to_string())?,
         );

@@ -350,8 +350,8 @@ async fn connect_groups(
         for i in 0..args.group_size {
             let name = format!("bench-{run}-g{g}-{i}");
             let url = format!("{api}/api/v1/groups/{group}/members/{name}");
-            let (status, body) = crate::fetch::request(hyper::Method::PUT, &url, key, None).await?;
-            if status != hyper::StatusCode::NO_CONTENT {
+            let (status, body) = crate::tools::fetch(reqwest::Method::PUT, &url, key, None).await?;
+            if status != reqwest::StatusCode::NO_CONTENT {
                 return Err(format!(
                     "could not add {name} to {group}: {status} {}",
                     String::from_utf8_lossy(&body)
@@ -539,13 +539,13 @@ async fn window(_args: &TrafficArgs, shared: &Shared, seconds: f64) {
 async fn measure(args: &TrafficArgs, shared: &Shared, rate: u64, connect_rate: f64) -> Summary {
     set_rate(shared, rate, args.clients);
     let before = sample_servers(&args.common).await;
-    let generator_before = crate::process::cpu_seconds("self").unwrap_or(0.0);
+    let generator_before = switchboard::process::cpu_seconds("self").unwrap_or(0.0);
     let started = std::time::Instant::now();
     window(args, shared, args.duration).await;
     shared.sending.store(false, Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
     let after = sample_servers(&args.common).await;
-    let generator_after = crate::process::cpu_seconds("self").unwrap_or(0.0);
+    let generator_after = switchboard::process::cpu_seconds("self").unwrap_or(0.0);
 
     // Let the window's last messages arrive.
     let expected = |s: &Shared| match args.mode {

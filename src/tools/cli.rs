@@ -3,12 +3,12 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::bench::BenchArgs;
-use crate::chat::ChatArgs;
-use crate::config::ServeArgs;
-use crate::group::GroupArgs;
-use crate::status::StatusArgs;
-use crate::token::TokenArgs;
+use crate::tools::bench::BenchArgs;
+use crate::tools::chat::ChatArgs;
+use crate::tools::groups::GroupArgs;
+use crate::tools::status::StatusArgs;
+use crate::tools::token::TokenArgs;
+use switchboard::config::ServeArgs;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -10,12 +10,12 @@
 //! bob
 //! ```
 //!
-//! Plain HTTP only (a node's own address, or through a tunnel); the API key
-//! is read from `SWITCHBOARD_API_KEY` when not given.
+//! `http://` or `https://` (a node behind a TLS proxy); the API key is read
+//! from `SWITCHBOARD_API_KEY` when not given.
 
+use bytes::Bytes;
 use clap::{Args, Subcommand};
-use hyper::body::Bytes;
-use hyper::{Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Args)]
@@ -145,5 +145,5 @@ async fn request(
     path: &str,
     api_key: &str,
 ) -> Result<(StatusCode, Bytes), String> {
-    crate::fetch::request(method, &format!("{base}{path}"), Some(api_key), None).await
+    crate::tools::fetch(method, &format!("{base}{path}"), Some(api_key), None).await
 }

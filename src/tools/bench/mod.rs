@@ -34,8 +34,6 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-pub use report::Summary;
-
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
@@ -282,9 +280,9 @@ async fn open_session(
     use switchboard_client::{Client, Identity};
     let identity = match jwt_secret {
         Some(secret) => {
-            let client = crate::protocol::ClientId::parse(name)
+            let client = switchboard::protocol::ClientId::parse(name)
                 .map_err(|e| format!("{name} is not a client id: {e}"))?;
-            Identity::Token(crate::auth::mint_hs256(
+            Identity::Token(switchboard::auth::mint_hs256(
                 secret,
                 &client,
                 Duration::from_secs(24 * 3600),
@@ -318,7 +316,7 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 
 /// GETs a URL over plain HTTP/1.1 (`/metrics`, nats-server's `/varz`).
 async fn http_get(url: &str) -> Result<String, String> {
-    let (status, body) = crate::fetch::request(hyper::Method::GET, url, None, None).await?;
+    let (status, body) = crate::tools::fetch(reqwest::Method::GET, url, None, None).await?;
     if !status.is_success() {
         return Err(format!("{url}: {status}"));
     }
@@ -363,8 +361,8 @@ async fn sample_servers(common: &Common) -> ServerSample {
     }
     for pid in &common.pids {
         let pid = pid.to_string();
-        sample.cpu_seconds += crate::process::cpu_seconds(&pid).unwrap_or(0.0);
-        if let Some((voluntary, involuntary)) = crate::process::context_switches(&pid) {
+        sample.cpu_seconds += switchboard::process::cpu_seconds(&pid).unwrap_or(0.0);
+        if let Some((voluntary, involuntary)) = switchboard::process::context_switches(&pid) {
             sample.context_switches += (voluntary + involuntary) as f64;
         }
     }

@@ -11,7 +11,7 @@ use clap::Args;
 use switchboard_client::{ConnectOptions, Event, To};
 
 use super::{BenchResult, Common, open_session};
-use crate::protocol::{AckStatus, ServerFrame};
+use switchboard::protocol::{AckStatus, ServerFrame};
 
 #[derive(Debug, Clone, Args)]
 pub struct DrainArgs {

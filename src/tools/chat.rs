@@ -36,7 +36,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::signal::unix::{SignalKind, signal};
 use uuid::Uuid;
 
-use crate::protocol::{AckStatus, ReceiptStatus, ServerFrame};
+use switchboard::protocol::{AckStatus, ReceiptStatus, ServerFrame};
 use switchboard_client::{ConnectOptions, Happening, Identity, ResumingClient, To};
 
 #[derive(Debug, Clone, Args)]

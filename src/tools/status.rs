@@ -18,8 +18,8 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-use crate::protocol::requests::Request;
-use crate::protocol::status::NodeStatus;
+use switchboard::protocol::requests::Request;
+use switchboard::protocol::status::NodeStatus;
 
 /// How long a node has to answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -89,7 +89,7 @@ pub async fn cluster(args: &StatusArgs) -> Result<ClusterView, String> {
     let members = heartbeats(&args.redis_url, &args.key_prefix).await?;
     let nats = async_nats::connect(&args.nats_url)
         .await
-        .map_err(|e| format!("NATS at {}: {e}", crate::redact::url(&args.nats_url)))?;
+        .map_err(|e| format!("NATS at {}: {e}", switchboard::redact::url(&args.nats_url)))?;
     let ask = |node: String| {
         let nats = nats.clone();
         let subject = format!("{}.req.{node}", args.subject_prefix);
@@ -137,7 +137,7 @@ pub async fn cluster(args: &StatusArgs) -> Result<ClusterView, String> {
 
 /// Every node's newest heartbeat: (node id, alive by Redis' clock).
 async fn heartbeats(redis_url: &str, prefix: &str) -> Result<Vec<(String, bool)>, String> {
-    let shown = crate::redact::url(redis_url);
+    let shown = switchboard::redact::url(redis_url);
     let client = redis::Client::open(redis_url).map_err(|e| format!("Redis at {shown}: {e}"))?;
     let mut conn = client
         .get_multiplexed_async_connection()
