@@ -58,10 +58,12 @@ pub async fn serve(
         let tls = tls.clone();
         connections.spawn(async move {
             let Some(tls) = tls else {
-                return http(stream, peer, routes, handshake_timeout, shutdown).await;
+                return serve_connection(stream, peer, routes, handshake_timeout, shutdown).await;
             };
             match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
-                Ok(Ok(stream)) => http(stream, peer, routes, handshake_timeout, shutdown).await,
+                Ok(Ok(stream)) => {
+                    serve_connection(stream, peer, routes, handshake_timeout, shutdown).await
+                }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
@@ -72,8 +74,11 @@ pub async fn serve(
     let _ = tokio::time::timeout(HTTP_DRAIN, connections.wait()).await;
 }
 
-/// Serves HTTP/1.1, upgrades included, on one connection.
-async fn http<I>(
+/// Serves HTTP/1.1, upgrades included, on one connection: a TCP or TLS
+/// stream from the accept loop, or any other byte stream (the test bed
+/// serves its clients over in-memory pipes, `tokio::io::duplex`, through
+/// exactly this). `peer` names the other end in logs.
+pub async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
     routes: BoxedFilter<(Response,)>,

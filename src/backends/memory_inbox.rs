@@ -9,9 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use super::memory_clock::StoreClock;
 use crate::inbox::{InboxError, InboxLimits, InboxStore, InboxSummary, StoredMessage};
 use crate::lock::Locked;
-use crate::protocol::{ClientId, DeviceId, now_ms};
+use crate::protocol::{ClientId, DeviceId};
 
 #[derive(Default)]
 struct Client {
@@ -23,6 +24,7 @@ struct Client {
 
 pub struct MemoryInbox {
     limits: InboxLimits,
+    clock: StoreClock,
     clients: Mutex<HashMap<ClientId, Client>>,
     next_id: Mutex<u64>,
 }
@@ -31,6 +33,7 @@ impl MemoryInbox {
     pub fn new(limits: InboxLimits) -> Self {
         Self {
             limits,
+            clock: StoreClock::default(),
             clients: Mutex::default(),
             next_id: Mutex::new(1),
         }
@@ -39,7 +42,7 @@ impl MemoryInbox {
     /// Runs `f` on `client`'s inbox, its expired messages dropped first;
     /// an inbox left empty and unclaimed goes.
     fn with<T>(&self, client: &ClientId, f: impl FnOnce(&mut Client, u64) -> T) -> T {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let oldest_kept = now.saturating_sub(self.limits.ttl.as_millis() as u64);
         let mut clients = self.clients.locked();
         let inbox = clients.entry(client.clone()).or_default();
@@ -70,7 +73,10 @@ impl MemoryInbox {
         if clients.len() < 1024 || !clients.len().is_power_of_two() {
             return;
         }
-        let oldest_kept = now_ms().saturating_sub(self.limits.ttl.as_millis() as u64);
+        let oldest_kept = self
+            .clock
+            .now_ms()
+            .saturating_sub(self.limits.ttl.as_millis() as u64);
         clients.retain(|_, inbox| {
             inbox.messages.retain(|m| m.1 >= oldest_kept);
             !inbox.messages.is_empty() || inbox.lease.is_some()

@@ -12,15 +12,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use super::memory_clock::StoreClock;
 use crate::lock::Locked;
 use crate::presence::{
     GroupStore, HeartbeatReport, Heartbeats, LastSeen, LastSeenStore, MemberAdded, PresenceError,
     PresenceRecord, PresenceStore, Registered, SessionRecords,
 };
-use crate::protocol::{ClientId, DeviceId, GroupId, NodeId, now_ms};
+use crate::protocol::{ClientId, DeviceId, GroupId, NodeId};
 
 #[derive(Default)]
 pub struct MemoryPresence {
+    /// Expiries are judged by it, as the Redis store's by Redis's clock.
+    clock: StoreClock,
     // Plain mutexes: every critical section is a few map operations.
     records: Mutex<HashMap<ClientId, Vec<PresenceRecord>>>,
     /// Heartbeat entries: member -> expiry (ms since the epoch).
@@ -138,7 +141,7 @@ impl Heartbeats for MemoryPresence {
         ttl: Duration,
         retention: Duration,
     ) -> Result<HeartbeatReport, PresenceError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut beats = self.heartbeats.locked();
         let own_was_missing = beats
             .insert(member.to_owned(), now + ttl.as_millis() as u64)
@@ -230,7 +233,7 @@ impl LastSeenStore for MemoryPresence {
         seen: LastSeen,
         ttl: Duration,
     ) -> Result<(), PresenceError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut all = self.seen.locked();
         // Expired records go when the map has doubled since the last
         // pruning, so that it holds about the clients seen within the TTL.
@@ -245,7 +248,7 @@ impl LastSeenStore for MemoryPresence {
         &self,
         clients: &[ClientId],
     ) -> Result<Vec<Option<LastSeen>>, PresenceError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let all = self.seen.locked();
         Ok(clients
             .iter()

@@ -12,6 +12,7 @@
 
 mod memcached;
 mod memory_bus;
+mod memory_clock;
 mod memory_inbox;
 mod memory_presence;
 mod nats;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::json;
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
+use warp::http::{HeaderName, HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
 
 use crate::node::Node;
@@ -121,12 +121,48 @@ async fn readyz(node: Arc<Node>) -> Response {
     }
 }
 
-/// A refusal with its own status and JSON body, raised inside filters.
+/// A refusal: the status and the JSON body `{"error": <code>, "message":
+/// <what to fix>}` a request is answered with. Raised inside filters as a
+/// warp rejection ([`refuse`]), or returned by the WebSocket upgrade's
+/// checks.
 #[derive(Debug)]
 pub(crate) struct Refusal {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Headers the remedy needs (`Retry-After`, `Sec-WebSocket-Version`).
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Refusal {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// The same refusal, answered with `name: value` as well.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// The answer: the status, the JSON body, the headers.
+    pub fn response(&self) -> Response {
+        let mut response = error_response(self.status, self.code, &self.message);
+        for (name, value) in &self.headers {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+        response
+    }
+
+    /// Raised inside a filter.
+    pub fn rejection(self) -> warp::Rejection {
+        warp::reject::custom(self)
+    }
 }
 
 impl warp::reject::Reject for Refusal {}
@@ -136,25 +172,14 @@ pub(crate) fn refuse(
     code: &'static str,
     message: impl Into<String>,
 ) -> warp::Rejection {
-    warp::reject::custom(Refusal {
-        status,
-        code,
-        message: message.into(),
-    })
+    Refusal::new(status, code, message).rejection()
 }
 
 /// Turns warp's rejections into JSON answers.
 async fn rejection_response(rejection: warp::Rejection) -> Result<Response, Infallible> {
     use warp::reject::{LengthRequired, MethodNotAllowed, PayloadTooLarge};
     let response = if let Some(refusal) = rejection.find::<Refusal>() {
-        let mut response = error_response(refusal.status, refusal.code, &refusal.message);
-        if refusal.status == StatusCode::TOO_MANY_REQUESTS {
-            response.headers_mut().insert(
-                warp::http::header::RETRY_AFTER,
-                warp::http::HeaderValue::from_static("1"),
-            );
-        }
-        response
+        refusal.response()
     } else if rejection.is_not_found() {
         error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
     } else if rejection.find::<PayloadTooLarge>().is_some() {

@@ -4,7 +4,8 @@
 //! The handshake is done here rather than with `warp::ws()` because warp
 //! builds every socket with tungstenite's default 128 KiB read buffer and
 //! offers no way to change it. Taking hyper's `OnUpgrade` ourselves lets
-//! the session start with a 2 KiB buffer instead: the difference between
+//! the session start with a 512-byte read buffer
+//! ([`session::READ_BUFFER_BYTES`]) instead: the difference between
 //! ~130 KiB and a few KiB per idle session.
 
 use std::sync::Arc;
@@ -20,8 +21,9 @@ use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
-use super::error_response;
+use super::Refusal;
 use crate::auth::AuthError;
+use crate::hub::SessionHandle;
 use crate::metrics::UpgradeRefusal;
 use crate::node::Node;
 use crate::protocol::{ClientId, DeviceId};
@@ -50,144 +52,101 @@ async fn upgrade(
 ) -> Response {
     match admit(node, headers, query, on_upgrade).await {
         Ok(response) => response,
-        Err((why, response)) => {
+        Err(Refused { why, refusal }) => {
             node.metrics().upgrade_refused(why);
             // The query may carry a token: only its redacted form is logged.
-            tracing::debug!(status = response.status().as_u16(), reason = ?why,
+            tracing::debug!(status = refusal.status.as_u16(), reason = ?why,
                 query = %redact::query(query), "WebSocket upgrade refused");
-            response
+            refusal.response()
         }
     }
 }
 
-type Refused = (UpgradeRefusal, Response);
+/// An upgrade refused: what the client is told, and how it is counted.
+struct Refused {
+    why: UpgradeRefusal,
+    refusal: Refusal,
+}
 
-/// Runs the checks in order of cost (a token's signature, then the
-/// presence store's health, then the registration itself, which writes the
-/// device's field), and starts the session.
-// A refusal is the cold path; boxing it would buy nothing.
-#[allow(clippy::result_large_err)]
+impl Refused {
+    fn new(why: UpgradeRefusal, status: StatusCode, code: &'static str, message: &str) -> Self {
+        Self {
+            why,
+            refusal: Refusal::new(status, code, message),
+        }
+    }
+
+    fn bad_request(code: &'static str, message: &str) -> Self {
+        Self::new(
+            UpgradeRefusal::BadRequest,
+            StatusCode::BAD_REQUEST,
+            code,
+            message,
+        )
+    }
+
+    fn unavailable(code: &'static str, message: &str) -> Self {
+        let status = StatusCode::SERVICE_UNAVAILABLE;
+        Self::new(UpgradeRefusal::Unavailable, status, code, message)
+    }
+}
+
+impl From<AuthError> for Refused {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthorized(why) => Self::new(
+                UpgradeRefusal::Unauthorized,
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                &why,
+            ),
+            AuthError::BadClientId(why) => Self::bad_request("invalid_client_id", &why),
+            AuthError::BadDeviceId(why) => Self::bad_request("invalid_device_id", &why),
+        }
+    }
+}
+
+impl From<RegisterError> for Refused {
+    fn from(e: RegisterError) -> Self {
+        match e {
+            RegisterError::TooManyDevices { .. } => Self::new(
+                UpgradeRefusal::TooManyDevices,
+                StatusCode::CONFLICT,
+                "too_many_devices",
+                &e.to_string(),
+            ),
+            RegisterError::Presence(_) => Self::unavailable(
+                "unavailable",
+                "this node could not write the session's presence; retry shortly or connect to another",
+            ),
+        }
+    }
+}
+
+/// Runs the checks in order of cost (the handshake, the page's origin, a
+/// token's signature, the node's state and capacity, then the
+/// registration itself, which writes the device's field), starts the
+/// session, and answers 101.
 async fn admit(
     node: &Arc<Node>,
     headers: &HeaderMap,
     query: &str,
     on_upgrade: Option<OnUpgrade>,
 ) -> Result<Response, Refused> {
-    let key = handshake_key(headers).map_err(|r| (UpgradeRefusal::BadRequest, r))?;
-    let origin = headers
-        .get(header::ORIGIN)
-        .map(|v| v.to_str().unwrap_or(""));
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    if !node.config().allowed_origins.allows(origin, host) {
-        return Err((
-            UpgradeRefusal::Origin,
-            error_response(
-                StatusCode::FORBIDDEN,
-                "origin_not_allowed",
-                "pages from this origin may not open sessions here (see --allowed-origins)",
-            ),
-        ));
-    }
-    let (client, device, wants) = identify(node, headers, query).map_err(|e| match e {
-        AuthError::Unauthorized(why) => (
-            UpgradeRefusal::Unauthorized,
-            error_response(StatusCode::UNAUTHORIZED, "unauthorized", &why),
-        ),
-        AuthError::BadClientId(why) => (
-            UpgradeRefusal::BadRequest,
-            error_response(StatusCode::BAD_REQUEST, "invalid_client_id", &why),
-        ),
-        AuthError::BadDeviceId(why) => (
-            UpgradeRefusal::BadRequest,
-            error_response(StatusCode::BAD_REQUEST, "invalid_device_id", &why),
-        ),
-    })?;
-    let unavailable = |code, message| {
-        (
-            UpgradeRefusal::Unavailable,
-            error_response(StatusCode::SERVICE_UNAVAILABLE, code, message),
+    let key = handshake_key(headers)?;
+    check_origin(node, headers)?;
+    let (client, device, wants) = identify(node, headers, query)?;
+    check_serving(node)?;
+    let on_upgrade = on_upgrade.ok_or_else(|| {
+        Refused::bad_request(
+            "bad_handshake",
+            "this connection cannot be upgraded (WebSocket needs HTTP/1.1)",
         )
-    };
-    if node.is_shutting_down() {
-        return Err(unavailable(
-            "shutting_down",
-            "this node is shutting down; connect to another",
-        ));
-    }
-    // A session is only reachable once its presence record is written.
-    if !node.health().presence_reachable() {
-        return Err(unavailable(
-            "unavailable",
-            "this node cannot reach its presence store; retry shortly or connect to another",
-        ));
-    }
-    let Some(on_upgrade) = on_upgrade else {
-        return Err((
-            UpgradeRefusal::BadRequest,
-            error_response(
-                StatusCode::BAD_REQUEST,
-                "bad_handshake",
-                "this connection cannot be upgraded (WebSocket needs HTTP/1.1)",
-            ),
-        ));
-    };
-    let Some(slot) = node.slots().take() else {
-        return Err((
-            UpgradeRefusal::Capacity,
-            error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "at_capacity",
-                &format!(
-                    "this node holds its maximum of {} sessions; connect to another",
-                    node.slots().max()
-                ),
-            ),
-        ));
-    };
-
-    // A resume takes a detached session back (its presence field is still
-    // there); anything else registers a new one, before the upgrade is
-    // answered, so that a client over --max-devices hears 409, and one the
-    // store cannot take hears 503.
-    let env = node.session_env().clone();
-    let resumed = match (&wants.resume, &env.resume) {
-        (Some(token), Some(resume)) if wants.acks => {
-            match resume.keys.verify(token, &client, &device) {
-                Ok(session) => Box::pin(session::take_back(&env, &client, &device, session)).await,
-                Err(e) => {
-                    tracing::debug!(%client, error = %e, "resume refused");
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
-    if wants.resume.is_some() && resumed.is_none() {
-        node.metrics().resume_rejected();
-    }
-    let start = match &resumed {
-        Some(_) => session::Start::Resumed { upto: wants.upto },
-        None => session::Start::Fresh {
-            resume_refused: wants.resume.is_some(),
-        },
-    };
-    let handle = match resumed {
-        Some(handle) => handle,
-        None => Box::pin(session::open(&env, client, device, wants.acks))
-            .await
-            .map_err(|e| match e {
-            RegisterError::TooManyDevices { .. } => (
-                UpgradeRefusal::TooManyDevices,
-                error_response(StatusCode::CONFLICT, "too_many_devices", &e.to_string()),
-            ),
-            RegisterError::Presence(_) => unavailable(
-                "unavailable",
-                "this node could not write the session's presence; retry shortly or connect to another",
-            ),
-        })?,
-    };
-
+    })?;
+    let slot = take_slot(node)?;
+    let (handle, start) = Box::pin(open_or_resume(node, client, device, wants)).await?;
     let config = session::socket_config(node.config().limits.max_frame_bytes);
+    let env = node.session_env().clone();
     node.tasks().spawn(async move {
         // Held until the session ends, however it ends (a detached session
         // keeps it: see `session::run`).
@@ -210,7 +169,96 @@ async fn admit(
             }
         }
     });
+    Ok(switching_protocols(&key))
+}
 
+/// A page may open sessions only from an allowed origin.
+fn check_origin(node: &Node, headers: &HeaderMap) -> Result<(), Refused> {
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or(""));
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if node.config().allowed_origins.allows(origin, host) {
+        return Ok(());
+    }
+    Err(Refused::new(
+        UpgradeRefusal::Origin,
+        StatusCode::FORBIDDEN,
+        "origin_not_allowed",
+        "pages from this origin may not open sessions here (see --allowed-origins)",
+    ))
+}
+
+/// The node takes sessions: it is not shutting down, and it can write
+/// presence (a session is only reachable once its record is written).
+fn check_serving(node: &Node) -> Result<(), Refused> {
+    if node.is_shutting_down() {
+        return Err(Refused::unavailable(
+            "shutting_down",
+            "this node is shutting down; connect to another",
+        ));
+    }
+    if !node.health().presence_reachable() {
+        return Err(Refused::unavailable(
+            "unavailable",
+            "this node cannot reach its presence store; retry shortly or connect to another",
+        ));
+    }
+    Ok(())
+}
+
+/// A place under `--max-sessions`.
+fn take_slot(node: &Node) -> Result<crate::hub::Slot, Refused> {
+    node.slots().take().ok_or_else(|| {
+        let message = format!(
+            "this node holds its maximum of {} sessions; connect to another",
+            node.slots().max()
+        );
+        let status = StatusCode::SERVICE_UNAVAILABLE;
+        Refused::new(UpgradeRefusal::Capacity, status, "at_capacity", &message)
+    })
+}
+
+/// A resume takes a detached session back (its presence field is still
+/// there); anything else registers a new one, before the upgrade is
+/// answered, so that a client over --max-devices hears 409, and one the
+/// store cannot take hears 503.
+async fn open_or_resume(
+    node: &Node,
+    client: ClientId,
+    device: DeviceId,
+    wants: Wants,
+) -> Result<(Arc<SessionHandle>, session::Start), Refused> {
+    let env = node.session_env();
+    let resumed = match (&wants.resume, &env.resume) {
+        (Some(token), Some(resume)) if wants.acks => {
+            match resume.keys.verify(token, &client, &device) {
+                Ok(session) => Box::pin(session::take_back(env, &client, &device, session)).await,
+                Err(e) => {
+                    tracing::debug!(%client, error = %e, "resume refused");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    if wants.resume.is_some() && resumed.is_none() {
+        node.metrics().resume_rejected();
+    }
+    Ok(match resumed {
+        Some(handle) => (handle, session::Start::Resumed { upto: wants.upto }),
+        None => {
+            let start = session::Start::Fresh {
+                resume_refused: wants.resume.is_some(),
+            };
+            let opened = Box::pin(session::open(env, client, device, wants.acks)).await?;
+            (opened, start)
+        }
+    })
+}
+
+/// The 101 that completes the handshake.
+fn switching_protocols(key: &str) -> Response {
     let mut response = Response::default();
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
@@ -221,12 +269,11 @@ async fn admit(
         HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
             .expect("base64 is a valid header value"),
     );
-    Ok(response)
+    response
 }
 
 /// Checks the RFC 6455 handshake headers and returns the client's key.
-#[allow(clippy::result_large_err)]
-fn handshake_key(headers: &HeaderMap) -> Result<String, Response> {
+fn handshake_key(headers: &HeaderMap) -> Result<String, Refused> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
             v.to_str()
@@ -234,8 +281,7 @@ fn handshake_key(headers: &HeaderMap) -> Result<String, Response> {
         })
     };
     if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
-        return Err(error_response(
-            StatusCode::BAD_REQUEST,
+        return Err(Refused::bad_request(
             "bad_handshake",
             "this endpoint speaks WebSocket: send Connection: Upgrade and Upgrade: websocket",
         ));
@@ -244,28 +290,24 @@ fn handshake_key(headers: &HeaderMap) -> Result<String, Response> {
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_none_or(|v| v.as_bytes() != b"13")
     {
-        let mut response = error_response(
+        // RFC 6455 4.4: 426, naming the version this server speaks.
+        let mut refused = Refused::new(
+            UpgradeRefusal::BadRequest,
             StatusCode::UPGRADE_REQUIRED,
             "bad_handshake",
             "only WebSocket version 13 is supported",
         );
-        response.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        return Err(response);
+        let version = HeaderValue::from_static("13");
+        refused.refusal = refused
+            .refusal
+            .with_header(header::SEC_WEBSOCKET_VERSION, version);
+        return Err(refused);
     }
     headers
         .get(header::SEC_WEBSOCKET_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .ok_or_else(|| {
-            error_response(
-                StatusCode::BAD_REQUEST,
-                "bad_handshake",
-                "missing Sec-WebSocket-Key",
-            )
-        })
+        .ok_or_else(|| Refused::bad_request("bad_handshake", "missing Sec-WebSocket-Key"))
 }
 
 #[derive(Deserialize, Default)]

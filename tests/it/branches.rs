@@ -1,19 +1,24 @@
-//! The three routing branches, against real Redis and NATS, through real
-//! WebSocket clients.
+//! The three routing branches, through real WebSocket clients: on the test
+//! bed, and against real Redis and NATS where what they show is the point
+//! (the hop on the recipient node's subject, the record's layout).
+
+use std::sync::Arc;
 
 use crate::support::*;
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde_json::json;
+use switchboard::bus::{Bus, Delivery, Subscription};
 use switchboard::protocol::{
-    AckFrame, AckStatus, Envelope, Hop, MessageFrame, ReceiptStatus, ServerFrame,
+    AckFrame, AckStatus, Envelope, Hop, MessageFrame, NodeId, ReceiptStatus, ServerFrame,
 };
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn local_branch_hands_the_message_to_the_session_on_the_same_node() {
-    let cluster = Cluster::start().await;
-    let mut alice = connect(&cluster.a, "alice").await;
-    let mut bob = connect(&cluster.a, "bob").await;
+    let bed = Bed::new();
+    let (a, _b) = bed.pair(&[]).await;
+    let mut alice = connect(&a, "alice").await;
+    let mut bob = connect(&a, "bob").await;
 
     let body = json!({"text": "hi bob", "n": [1, 2, 3]});
     alice.send("bob", &body, Some("c-1"), true).await.unwrap();
@@ -143,11 +148,12 @@ async fn remote_branch_publishes_on_the_recipient_nodes_subject() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn offline_branch_ends_at_the_senders_node_and_says_so() {
-    let cluster = Cluster::start().await;
-    let mut alice = connect(&cluster.a, "alice").await;
-    let (watcher, mut all_hops) = nats_watch(&cluster.nats, "sb.node.*").await;
+    let bed = Bed::new();
+    let (a, _b) = bed.pair(&[]).await;
+    let mut alice = connect(&a, "alice").await;
+    let (mut to_a, mut to_b) = (bed.watch("node-a"), bed.watch("node-b"));
 
     alice
         .send("nobody", &json!(1), Some("o"), true)
@@ -167,12 +173,9 @@ async fn offline_branch_ends_at_the_senders_node_and_says_so() {
             id: Some("after".into())
         }
     );
-    // Nothing reached the bus: the first thing the watcher sees on the node
-    // subjects is its own marker.
-    watcher.publish("sb.node.marker", "m".into()).await.unwrap();
-    let first = within(all_hops.next()).await.unwrap();
-    assert_eq!(first.subject.as_str(), "sb.node.marker");
-    let metrics = cluster.a.node().metrics().render();
+    // Nothing reached the bus.
+    assert!(to_a.try_recv().is_err() && to_b.try_recv().is_err());
+    let metrics = a.node().metrics().render();
     assert!(
         metrics.contains("switchboard_sends_total{branch=\"offline\"} 1"),
         "{metrics}"
@@ -211,11 +214,12 @@ async fn presence_record_has_the_protocol_fields_and_goes_with_its_session() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn order_of_a_thousand_cross_node_sends_is_kept() {
-    let cluster = Cluster::start_with(&["--rate-limit", "0"]).await;
-    let mut alice = connect(&cluster.a, "alice").await;
-    let mut bob = connect(&cluster.b, "bob").await;
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&["--rate-limit", "0"]).await;
+    let mut alice = connect(&a, "alice").await;
+    let mut bob = connect(&b, "bob").await;
     const N: usize = 1000;
 
     // Many in flight at once: the sends are written without waiting.
@@ -250,11 +254,19 @@ async fn order_of_a_thousand_cross_node_sends_is_kept() {
     assert_eq!(seen, (0..N as u64).collect::<Vec<_>>());
 }
 
-/// The test plays a node of its own ("node-t") on NATS: it sends hops the
-/// way a sender node with a stale lookup would, and watches what comes back
-/// to its own subject.
-async fn fake_origin(cluster: &Cluster) -> (async_nats::Client, async_nats::Subscriber) {
-    nats_watch(&cluster.nats, "sb.node.node-t").await
+/// The test plays a node of its own ("node-t") on the bed's bus: it sends
+/// hops the way a sender node with a stale lookup would, and reads what
+/// comes back to its own subscription.
+async fn fake_origin(bed: &Bed) -> (Arc<dyn Bus>, Subscription) {
+    let bus = bed.bus();
+    let origin = bus.subscribe(&NodeId::parse("node-t").unwrap()).await;
+    (bus, origin.unwrap())
+}
+
+/// Publishes `hop` (an envelope's JSON) to `node`, as node-t.
+async fn publish(bus: &Arc<dyn Bus>, node: &str, hop: String) {
+    let node = NodeId::parse(node).unwrap();
+    bus.publish(&node, hop.into(), None).await.unwrap();
 }
 
 fn hop_from_node_t(msg_id: uuid::Uuid, to: &str, forwarded: bool) -> String {
@@ -271,9 +283,14 @@ fn hop_from_node_t(msg_id: uuid::Uuid, to: &str, forwarded: bool) -> String {
 }
 
 /// The hops of the next envelope on `sub` (one, or several packed).
-async fn next_hops(sub: &mut async_nats::Subscriber) -> Vec<serde_json::Value> {
-    let raw = within(sub.next()).await.unwrap();
-    let envelope: serde_json::Value = serde_json::from_slice(&raw.payload).unwrap();
+async fn next_hops(sub: &mut Subscription) -> Vec<serde_json::Value> {
+    let raw = loop {
+        match within(sub.next()).await.unwrap() {
+            Delivery::Envelope(raw) => break raw,
+            _ => continue,
+        }
+    };
+    let envelope: serde_json::Value = serde_json::from_slice(&raw).unwrap();
     match (envelope.get("hop"), envelope.get("hops")) {
         (Some(hop), _) => vec![hop.clone()],
         (None, Some(hops)) => hops.as_array().unwrap().clone(),
@@ -285,15 +302,16 @@ async fn next_hops(sub: &mut async_nats::Subscriber) -> Vec<serde_json::Value> {
 /// the node looks again, forwards it once to where the device is now, and
 /// tells the origin node where it went (a `forwarded` outcome); the new
 /// node reports that target's outcome on its own.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_moved_recipient_is_followed_to_its_new_node() {
-    let cluster = Cluster::start().await;
-    let mut bob = connect(&cluster.a, "bob").await; // bob is on node-a now
-    let (nats, mut origin) = fake_origin(&cluster).await;
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&[]).await;
+    let mut bob = connect(&a, "bob").await; // bob is on node-a now
+    let (bus, mut origin) = fake_origin(&bed).await;
 
     let msg_id = uuid::Uuid::now_v7();
     let stale = hop_from_node_t(msg_id, "bob", false);
-    nats.publish("sb.node.node-b", stale.into()).await.unwrap();
+    publish(&bus, "node-b", stale).await;
 
     let ServerFrame::Message(MessageFrame {
         msg_id: got, body, ..
@@ -329,12 +347,8 @@ async fn a_moved_recipient_is_followed_to_its_new_node() {
         (&json!("bob"), &json!("default"))
     );
     eventually("node-b counts the forward", || async {
-        cluster
-            .b
-            .node()
-            .metrics()
-            .render()
-            .contains("switchboard_hops_forwarded_total 1")
+        let metrics = b.node().metrics().render();
+        metrics.contains("switchboard_hops_forwarded_total 1")
     })
     .await;
 }
@@ -342,14 +356,15 @@ async fn a_moved_recipient_is_followed_to_its_new_node() {
 /// A hop for a recipient who is gone everywhere is answered to its origin
 /// with an offline outcome, never dropped silently; a hop that was already
 /// forwarded once is not forwarded again.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_hop_for_a_recipient_gone_everywhere_is_answered_offline() {
-    let cluster = Cluster::start().await;
-    let (nats, mut origin) = fake_origin(&cluster).await;
+    let bed = Bed::new();
+    let _nodes = bed.pair(&[]).await;
+    let (bus, mut origin) = fake_origin(&bed).await;
     for forwarded in [false, true] {
         let msg_id = uuid::Uuid::now_v7();
         let hop = hop_from_node_t(msg_id, "ghost", forwarded);
-        nats.publish("sb.node.node-b", hop.into()).await.unwrap();
+        publish(&bus, "node-b", hop).await;
         let hops = next_hops(&mut origin).await;
         let reply = &hops[0];
         let receipt = &reply["outcomes"][0];

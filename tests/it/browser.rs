@@ -530,7 +530,7 @@ async fn the_admin_page_shows_the_cluster_and_looks_a_client_up() {
         a,
         b,
     } = Cluster::start_with(&flags).await;
-    let mut alice = on_device(&ws_url(&a), "alice", "phone").await;
+    let mut alice = on_device(&a, "alice", "phone").await;
     let mut bob = connect(&b, "bob").await;
     let driver = Driver::start();
     let page = driver.browser().await;

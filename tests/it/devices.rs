@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde_json::json;
 use switchboard::protocol::{
@@ -39,14 +38,15 @@ async fn receipts(
     all
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_message_reaches_every_device_and_each_one_answers() {
-    let cluster = Cluster::start().await;
-    let mut alice = connect(&cluster.a, "alice").await;
-    let mut phone = on_device(&ws_url(&cluster.b), "bob", "phone").await;
-    let mut laptop = on_device(&ws_url(&cluster.b), "bob", "laptop").await;
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&[]).await;
+    let mut alice = connect(&a, "alice").await;
+    let mut phone = on_device(&b, "bob", "phone").await;
+    let mut laptop = on_device(&b, "bob", "laptop").await;
     assert_eq!(phone.welcome().device, "phone");
-    let (_watcher, mut hops) = nats_watch(&cluster.nats, "sb.node.node-b").await;
+    let mut hops = bed.watch("node-b");
 
     alice
         .send("bob", &json!("to all of bob"), Some("m1"), true)
@@ -70,8 +70,8 @@ async fn a_message_reaches_every_device_and_each_one_answers() {
     );
 
     // Both sessions on node-b: one hop, naming both.
-    let raw = within(hops.next()).await.unwrap();
-    let envelope = Envelope::decode(&raw.payload).unwrap();
+    let raw = within(hops.recv()).await.unwrap();
+    let envelope = Envelope::decode(&raw).unwrap();
     let message_hops: Vec<_> = envelope
         .into_hops()
         .filter_map(|hop| match hop {
@@ -82,17 +82,14 @@ async fn a_message_reaches_every_device_and_each_one_answers() {
     assert_eq!(message_hops, [2], "one hop carrying both sessions");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn two_devices_on_two_nodes_both_receive_with_receipts_naming_them() {
-    let cluster = Cluster::start().await;
-    let c = new_node()
-        .id("node-c")
-        .on(&cluster.redis, &cluster.nats)
-        .start()
-        .await;
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&[]).await;
+    let c = bed.node("node-c", &[]).await;
     let mut alice = connect(&c, "alice").await;
-    let mut phone = on_device(&ws_url(&cluster.a), "bob", "phone").await;
-    let mut laptop = on_device(&ws_url(&cluster.b), "bob", "laptop").await;
+    let mut phone = on_device(&a, "bob", "phone").await;
+    let mut laptop = on_device(&b, "bob", "laptop").await;
 
     alice
         .send("bob", &json!("hello"), Some("h"), true)
@@ -111,7 +108,7 @@ async fn two_devices_on_two_nodes_both_receive_with_receipts_naming_them() {
     );
 
     // A local device and a remote one: still `remote`, two sessions.
-    let mut tab = on_device(&ws_url(&c), "bob", "tab").await;
+    let mut tab = on_device(&c, "bob", "tab").await;
     alice.send("bob", &json!(2), None, false).await.unwrap();
     let ack = next_ack(&mut alice).await;
     assert_eq!((ack.status, ack.sessions), (AckStatus::Remote, Some(3)));
@@ -119,8 +116,8 @@ async fn two_devices_on_two_nodes_both_receive_with_receipts_naming_them() {
         assert_eq!(message(device).await.msg_id, ack.msg_id);
     }
     // Only local devices: `local`.
-    let mut carol_phone = on_device(&ws_url(&c), "carol", "phone").await;
-    let mut carol_tab = on_device(&ws_url(&c), "carol", "tab").await;
+    let mut carol_phone = on_device(&c, "carol", "phone").await;
+    let mut carol_tab = on_device(&c, "carol", "tab").await;
     alice.send("carol", &json!(3), None, false).await.unwrap();
     let ack = next_ack(&mut alice).await;
     assert_eq!((ack.status, ack.sessions), (AckStatus::Local, Some(2)));
@@ -132,9 +129,9 @@ async fn two_devices_on_two_nodes_both_receive_with_receipts_naming_them() {
 async fn a_same_device_reconnect_takes_over_and_the_other_device_stays() {
     let cluster = Cluster::start().await;
     let redis = cluster.redis.connection().await;
-    let mut old_phone = on_device(&ws_url(&cluster.a), "bob", "phone").await;
-    let mut laptop = on_device(&ws_url(&cluster.a), "bob", "laptop").await;
-    let new_phone = on_device(&ws_url(&cluster.b), "bob", "phone").await;
+    let mut old_phone = on_device(&cluster.a, "bob", "phone").await;
+    let mut laptop = on_device(&cluster.a, "bob", "laptop").await;
+    let new_phone = on_device(&cluster.b, "bob", "phone").await;
     assert_eq!(
         closed_with(&mut old_phone).await,
         Some(Disconnect::Replaced.code())
@@ -160,19 +157,19 @@ async fn a_same_device_reconnect_takes_over_and_the_other_device_stays() {
     assert_eq!(fields.len(), 2, "{fields:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_device_beyond_the_cap_is_refused_with_409() {
-    let node = new_node().start().await;
-    let url = ws_url(&node);
+    let bed = Bed::new();
+    let node = bed.node("node", &[]).await;
     let mut devices = Vec::new();
     for i in 0..8 {
-        devices.push(on_device(&url, "bob", &format!("d{i}")).await);
+        devices.push(on_device(&node, "bob", &format!("d{i}")).await);
     }
     let options = ConnectOptions {
         device: Some("d8".into()),
         ..Default::default()
     };
-    match Client::connect_with(&url, Identity::Name("bob".into()), &options).await {
+    match connect_with(&node, Identity::Name("bob".into()), &options).await {
         Err(ClientError::Refused { status, body }) => {
             assert_eq!(status, 409);
             let body: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -185,14 +182,14 @@ async fn a_device_beyond_the_cap_is_refused_with_409() {
         other => panic!("the 9th device should get 409, got {:?}", other.map(|_| ())),
     }
     // A device already online reconnects at the cap (replacing itself)...
-    let again = on_device(&url, "bob", "d3").await;
+    let again = on_device(&node, "bob", "d3").await;
     assert_eq!(
         closed_with(&mut devices[3]).await,
         Some(Disconnect::Replaced.code())
     );
     // ...and once one leaves, a new one gets in.
     devices.remove(0).close().await.unwrap();
-    let ninth = on_device(&url, "bob", "d8").await;
+    let ninth = on_device(&node, "bob", "d8").await;
     assert_eq!(ninth.welcome().device, "d8");
     drop(again);
     let metrics = node.node().metrics().render();
@@ -206,7 +203,7 @@ async fn a_device_beyond_the_cap_is_refused_with_409() {
         device: Some("my phone".into()),
         ..Default::default()
     };
-    match Client::connect_with(&url, Identity::Name("bob".into()), &bad).await {
+    match connect_with(&node, Identity::Name("bob".into()), &bad).await {
         Err(ClientError::Refused { status, body }) => {
             assert_eq!(status, 400);
             assert!(body.contains("invalid_device_id"), "{body}");
@@ -218,13 +215,14 @@ async fn a_device_beyond_the_cap_is_refused_with_409() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn carbons_reach_the_other_devices_and_never_the_sender() {
-    let cluster = Cluster::start().await;
-    let mut laptop = on_device(&ws_url(&cluster.a), "alice", "laptop").await;
-    let mut phone = on_device(&ws_url(&cluster.a), "alice", "phone").await;
-    let mut tab = on_device(&ws_url(&cluster.b), "alice", "tab").await;
-    let mut bob = connect(&cluster.b, "bob").await;
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&[]).await;
+    let mut laptop = on_device(&a, "alice", "laptop").await;
+    let mut phone = on_device(&a, "alice", "phone").await;
+    let mut tab = on_device(&b, "alice", "tab").await;
+    let mut bob = connect(&b, "bob").await;
 
     laptop
         .send("bob", &json!("from my laptop"), Some("c1"), true)
@@ -275,12 +273,13 @@ async fn carbons_reach_the_other_devices_and_never_the_sender() {
 
 /// For the tab, carbons and the messages it is sent keep the order in which
 /// the sender's node routed them.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn carbons_and_direct_messages_keep_their_order() {
-    let cluster = Cluster::start_with(&["--rate-limit", "0"]).await;
-    let mut laptop = on_device(&ws_url(&cluster.a), "alice", "laptop").await;
-    let mut tab = on_device(&ws_url(&cluster.b), "alice", "tab").await;
-    let mut bob = connect(&cluster.a, "bob").await;
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&["--rate-limit", "0"]).await;
+    let mut laptop = on_device(&a, "alice", "laptop").await;
+    let mut tab = on_device(&b, "alice", "tab").await;
+    let mut bob = connect(&a, "bob").await;
     const N: usize = 200;
     for i in 0..N {
         laptop
@@ -317,8 +316,8 @@ async fn a_dead_devices_node_is_answered_offline_and_then_left_out() {
         .spawn()
         .await;
     let mut alice = connect(&a, "alice").await;
-    let mut laptop = on_device(&ws_url(&b), "bob", "laptop").await;
-    let _phone = on_device(&c.ws_url(), "bob", "phone").await;
+    let mut laptop = on_device(&b, "bob", "laptop").await;
+    let _phone = on_device(&c, "bob", "phone").await;
     alice.send("bob", &json!(0), None, false).await.unwrap();
     assert_eq!(next_ack(&mut alice).await.sessions, Some(2));
     message(&mut laptop).await;

@@ -599,7 +599,7 @@ async fn messages_for_a_session_that_fails_to_register_are_not_lost() {
     let mut alice = connect(&b, "alice").await;
     let mut bob = connect(&a, "bob").await;
     // Node-b caches bob's route.
-    deliver_until_cached(&mut alice, &mut bob, &b).await;
+    deliver_until_cached(&mut alice, &mut bob, b.node()).await;
     let bob_id = switchboard::protocol::ClientId::parse("bob").unwrap();
 
     redis.freeze();

@@ -7,24 +7,22 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-use futures_util::StreamExt;
 use serde_json::json;
 use switchboard::protocol::{
     AckFrame, AckStatus, Envelope, ErrorCode, Hop, OfflineReason, ReceiptStatus, ServerFrame,
 };
 use switchboard::routing::MEMBERS_TTL;
-use switchboard::runtime::RunningNode;
 use switchboard_client::{Client, To};
 
 const KEY: &str = "group-key";
 const AUTH: (&str, &str) = ("Authorization", "Bearer group-key");
 
-async fn add(node: &RunningNode, group: &str, client: &str) -> u16 {
+async fn add(node: &impl Reach, group: &str, client: &str) -> u16 {
     let path = format!("/api/v1/groups/{group}/members/{client}");
     http(node, "PUT", &path, &[AUTH], None).await.0
 }
 
-async fn remove(node: &RunningNode, group: &str, client: &str) -> u16 {
+async fn remove(node: &impl Reach, group: &str, client: &str) -> u16 {
     let path = format!("/api/v1/groups/{group}/members/{client}");
     http(node, "DELETE", &path, &[AUTH], None).await.0
 }
@@ -51,29 +49,26 @@ fn counts(ack: &AckFrame) -> (u32, u32, u32, u32) {
 /// Six members over three nodes: alice sends from her laptop on node-a
 /// (her tab is on node-b), bob is on node-a, carol on node-b on two
 /// devices, dave and erin on node-c, frank offline.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_group_send_takes_one_hop_per_node_and_reaches_every_session_once() {
-    let redis = Redis::start();
-    let nats = Nats::start();
+    let bed = Bed::new();
     let flags = ["--api-key", KEY];
-    let start = |id: &'static str| new_node().id(id).on(&redis, &nats).flags(&flags).start();
     let (a, b, c) = (
-        start("node-a").await,
-        start("node-b").await,
-        start("node-c").await,
+        bed.node("node-a", &flags).await,
+        bed.node("node-b", &flags).await,
+        bed.node("node-c", &flags).await,
     );
     for member in ["alice", "bob", "carol", "dave", "erin", "frank"] {
         assert_eq!(add(&a, "team", member).await, 204);
     }
-    let mut laptop = on_device(&ws_url(&a), "alice", "laptop").await;
-    let mut tab = on_device(&ws_url(&b), "alice", "tab").await;
+    let mut laptop = on_device(&a, "alice", "laptop").await;
+    let mut tab = on_device(&b, "alice", "tab").await;
     let mut bob = connect(&a, "bob").await;
-    let mut carol_phone = on_device(&ws_url(&b), "carol", "phone").await;
-    let mut carol_pc = on_device(&ws_url(&b), "carol", "pc").await;
+    let mut carol_phone = on_device(&b, "carol", "phone").await;
+    let mut carol_pc = on_device(&b, "carol", "pc").await;
     let mut dave = connect(&c, "dave").await;
     let mut erin = connect(&c, "erin").await;
-    let (_wb, mut hops_b) = nats_watch(&nats, "sb.node.node-b").await;
-    let (_wc, mut hops_c) = nats_watch(&nats, "sb.node.node-c").await;
+    let (mut hops_b, mut hops_c) = (bed.watch("node-b"), bed.watch("node-c"));
 
     send_group(&mut laptop, "team", json!("first"), "g1").await;
     let first = next_ack(&mut laptop).await;
@@ -121,14 +116,14 @@ async fn a_group_send_takes_one_hop_per_node_and_reaches_every_session_once() {
     );
     assert_eq!(message(&mut laptop).await.body, json!("after"));
 
-    // A plain NATS subscriber on each node subject saw exactly one hop per
-    // send (NATS keeps one publisher's order, so the second message's hop
-    // closes the count of the first's).
+    // What was published to each node held exactly one hop per send (the
+    // bus keeps one publisher's order, so the second message's hop closes
+    // the count of the first's).
     for (hops, sessions) in [(&mut hops_b, 3), (&mut hops_c, 2)] {
         let mut seen = Vec::new();
         while !seen.iter().any(|(id, _)| *id == second.msg_id) {
-            let raw = within(hops.next()).await.unwrap();
-            for hop in Envelope::decode(&raw.payload).unwrap().into_hops() {
+            let raw = within(hops.recv()).await.unwrap();
+            for hop in Envelope::decode(&raw).unwrap().into_hops() {
                 if let Hop::Message(m) = hop {
                     seen.push((m.msg_id, m.targets.len()));
                 }
@@ -138,11 +133,12 @@ async fn a_group_send_takes_one_hop_per_node_and_reaches_every_session_once() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn only_members_send_and_membership_changes_take_effect() {
-    let cluster = Cluster::start_with(&["--api-key", KEY]).await;
-    let mut alice = connect(&cluster.a, "alice").await;
-    let mut bob = connect(&cluster.b, "bob").await;
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&["--api-key", KEY]).await;
+    let mut alice = connect(&a, "alice").await;
+    let mut bob = connect(&b, "bob").await;
 
     // Not a member (the group does not even exist yet): not_member.
     send_group(&mut alice, "team", json!("hi"), "n1").await;
@@ -153,22 +149,22 @@ async fn only_members_send_and_membership_changes_take_effect() {
         other => panic!("expected not_member, got {other:?}"),
     }
     // A member now: the change made on this node is in effect at once.
-    assert_eq!(add(&cluster.a, "team", "alice").await, 204);
-    assert_eq!(add(&cluster.a, "team", "bob").await, 204);
-    assert_eq!(add(&cluster.a, "team", "bob").await, 204, "idempotent");
+    assert_eq!(add(&a, "team", "alice").await, 204);
+    assert_eq!(add(&a, "team", "bob").await, 204);
+    assert_eq!(add(&a, "team", "bob").await, 204, "idempotent");
     send_group(&mut alice, "team", json!("hi"), "n2").await;
     assert_eq!(counts(&next_ack(&mut alice).await), (0, 1, 0, 1));
     assert_eq!(message(&mut bob).await.body, json!("hi"));
 
     // Removed on this node: the next send leaves bob out.
-    assert_eq!(remove(&cluster.a, "team", "bob").await, 204);
-    assert_eq!(remove(&cluster.a, "team", "bob").await, 204, "idempotent");
+    assert_eq!(remove(&a, "team", "bob").await, 204);
+    assert_eq!(remove(&a, "team", "bob").await, 204, "idempotent");
     send_group(&mut alice, "team", json!("not for bob"), "n3").await;
     assert_eq!(counts(&next_ack(&mut alice).await), (0, 0, 0, 0));
 
     // Added back through the other node: node-a, which has the members
     // cached, hears of it by broadcast, well within the bound.
-    assert_eq!(add(&cluster.b, "team", "bob").await, 204);
+    assert_eq!(add(&b, "team", "bob").await, 204);
     let changed = Instant::now();
     let mut i = 0;
     loop {
@@ -187,24 +183,24 @@ async fn only_members_send_and_membership_changes_take_effect() {
     assert_eq!(message(&mut bob).await.body, json!(i));
 
     // The members, read from the store.
-    let (status, body) = http(&cluster.b, "GET", "/api/v1/groups/team", &[AUTH], None).await;
+    let (status, body) = http(&b, "GET", "/api/v1/groups/team", &[AUTH], None).await;
     assert_eq!(status, 200);
     assert_eq!(
         json(&body),
         json!({"group": "team", "members": ["alice", "bob"]})
     );
-    let (status, body) = http(&cluster.b, "GET", "/api/v1/groups/nobody", &[AUTH], None).await;
+    let (status, body) = http(&b, "GET", "/api/v1/groups/nobody", &[AUTH], None).await;
     assert_eq!(
         (status, json(&body)["error"].as_str()),
         (404, Some("not_found"))
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_group_api_checks_ids_keys_and_the_member_cap() {
-    let node = new_node()
-        .flags(&["--api-key", KEY, "--max-group-members", "2"])
-        .start()
+    let bed = Bed::new();
+    let node = bed
+        .node("node", &["--api-key", KEY, "--max-group-members", "2"])
         .await;
     assert_eq!(add(&node, "team", "a").await, 204);
     assert_eq!(add(&node, "team", "b").await, 204);
@@ -269,16 +265,17 @@ async fn the_group_api_checks_ids_keys_and_the_member_cap() {
     assert_eq!(json(&body)["members"], json!(["c", "eve@example.com"]));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_api_send_to_a_group_fans_out_from_any_sender() {
-    let cluster = Cluster::start_with(&["--api-key", KEY]).await;
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&["--api-key", KEY]).await;
     for member in ["bob", "carol"] {
-        add(&cluster.a, "team", member).await;
+        add(&a, "team", member).await;
     }
-    let mut bob = connect(&cluster.a, "bob").await;
-    let mut carol = connect(&cluster.b, "carol").await;
+    let mut bob = connect(&a, "bob").await;
+    let mut carol = connect(&b, "carol").await;
     let body = r#"{"from":"system","group":"team","body":{"text":"maintenance"}}"#;
-    let (status, answer) = http(&cluster.a, "POST", "/api/v1/messages", &[AUTH], Some(body)).await;
+    let (status, answer) = http(&a, "POST", "/api/v1/messages", &[AUTH], Some(body)).await;
     assert_eq!(status, 200, "{answer}");
     let answer = json(&answer);
     assert_eq!(
@@ -303,15 +300,14 @@ async fn an_api_send_to_a_group_fans_out_from_any_sender() {
         r#"{"from":"system","group":"team","to":"bob","body":1}"#,
         r#"{"from":"system","body":1}"#,
     ] {
-        let (status, answer) =
-            http(&cluster.a, "POST", "/api/v1/messages", &[AUTH], Some(bad)).await;
+        let (status, answer) = http(&a, "POST", "/api/v1/messages", &[AUTH], Some(bad)).await;
         assert_eq!(
             (status, json(&answer)["error"].as_str()),
             (400, Some("bad_request"))
         );
     }
     let bad = r#"{"from":"system","group":"no group","body":1}"#;
-    let (status, answer) = http(&cluster.a, "POST", "/api/v1/messages", &[AUTH], Some(bad)).await;
+    let (status, answer) = http(&a, "POST", "/api/v1/messages", &[AUTH], Some(bad)).await;
     assert_eq!(
         (status, json(&answer)["error"].as_str()),
         (400, Some("invalid_group_id"))
@@ -320,15 +316,16 @@ async fn an_api_send_to_a_group_fans_out_from_any_sender() {
 
 /// Messages from one session to one group arrive at each recipient
 /// session in send order, here and on another node.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn group_messages_keep_their_order_at_every_session() {
-    let cluster = Cluster::start_with(&["--api-key", KEY]).await;
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&["--api-key", KEY]).await;
     for member in ["alice", "bob", "carol"] {
-        add(&cluster.a, "team", member).await;
+        add(&a, "team", member).await;
     }
-    let mut alice = connect(&cluster.a, "alice").await;
-    let mut bob = connect(&cluster.a, "bob").await;
-    let mut carol = connect(&cluster.b, "carol").await;
+    let mut alice = connect(&a, "alice").await;
+    let mut bob = connect(&a, "bob").await;
+    let mut carol = connect(&b, "carol").await;
     const N: u64 = 200;
     for i in 0..N {
         send_group(&mut alice, "team", json!(i), "o").await;
@@ -362,8 +359,8 @@ async fn a_members_node_killed_mid_fanout_answers_exactly_its_sessions_offline()
     let mut alice = connect(&a, "alice").await;
     let mut bob = connect(&b, "bob").await;
     let _dave = named(&c.ws_url(), "dave").await;
-    let _erin_phone = on_device(&c.ws_url(), "erin", "phone").await;
-    let _erin_pc = on_device(&c.ws_url(), "erin", "pc").await;
+    let _erin_phone = on_device(&c, "erin", "phone").await;
+    let _erin_pc = on_device(&c, "erin", "pc").await;
     send_group(&mut alice, "team", json!("warm"), "w").await;
     assert_eq!(counts(&next_ack(&mut alice).await), (0, 4, 0, 2));
     message(&mut bob).await;

@@ -18,18 +18,14 @@ async fn store(from: &mut Client, to: &str, body: serde_json::Value) -> Ack {
         .unwrap()
 }
 
-async fn open(url: &str, name: &str, options: ConnectOptions) -> Client {
-    within(Client::connect_with(
-        url,
-        Identity::Name(name.into()),
-        &options,
-    ))
-    .await
-    .unwrap_or_else(|e| panic!("{name} cannot connect: {e}"))
+async fn open(node: &impl Reach, name: &str, options: ConnectOptions) -> Client {
+    within(connect_with(node, Identity::Name(name.into()), &options))
+        .await
+        .unwrap_or_else(|e| panic!("{name} cannot connect: {e}"))
 }
 
 /// `GET /api/v1/inbox/<client>`: (count, oldest).
-async fn inbox_of(node: &switchboard::runtime::RunningNode, client: &str) -> (u64, Option<u64>) {
+async fn inbox_of(node: &impl Reach, client: &str) -> (u64, Option<u64>) {
     let bearer = format!("Bearer {KEY}");
     let path = format!("/api/v1/inbox/{client}");
     let (status, body) = http(node, "GET", &path, &[("Authorization", &bearer)], None).await;
@@ -38,12 +34,10 @@ async fn inbox_of(node: &switchboard::runtime::RunningNode, client: &str) -> (u6
     (body["count"].as_u64().unwrap(), body["oldest"].as_u64())
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn stored_messages_arrive_in_order_before_live_ones_and_leave_the_inbox() {
-    let redis = Redis::start();
-    let nats = Nats::start();
-    let inbox = redis.url();
-    let (a, b) = Cluster::pair(&redis, &nats, &["--inbox", &inbox, "--api-key", KEY]).await;
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&["--inbox", "memory", "--api-key", KEY]).await;
     let mut alice = connect(&a, "alice").await;
     assert_eq!(
         alice.welcome().inbox,
@@ -111,18 +105,21 @@ async fn stored_messages_arrive_in_order_before_live_ones_and_leave_the_inbox() 
     assert_eq!(message(&mut bob).await.body, json!("live"));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_full_inbox_refuses_with_inbox_full_and_the_api_empties_it() {
-    let node = new_node()
-        .flags(&[
-            "--inbox",
-            "memory",
-            "--inbox-max-messages",
-            "2",
-            "--api-key",
-            KEY,
-        ])
-        .start()
+    let bed = Bed::new();
+    let node = bed
+        .node(
+            "node",
+            &[
+                "--inbox",
+                "memory",
+                "--inbox-max-messages",
+                "2",
+                "--api-key",
+                KEY,
+            ],
+        )
         .await;
     let mut alice = connect(&node, "alice").await;
     for n in 0..2 {
@@ -178,23 +175,19 @@ async fn a_full_inbox_refuses_with_inbox_full_and_the_api_empties_it() {
     ));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn stored_messages_expire_after_the_inbox_ttl() {
-    let redis = Redis::start();
-    let nats = Nats::start();
-    let inbox = redis.url();
-    let node = new_node()
-        .on(&redis, &nats)
-        .flags(&["--inbox", &inbox, "--inbox-ttl", "1s", "--api-key", KEY])
-        .start()
-        .await;
+    let bed = Bed::new();
+    let flags = ["--inbox", "memory", "--inbox-ttl", "1s", "--api-key", KEY];
+    let node = bed.node("node", &flags).await;
     let mut alice = connect(&node, "alice").await;
     assert_eq!(
         store(&mut alice, "bob", json!("soon gone")).await.stored,
         Some(true)
     );
     assert_eq!(inbox_of(&node, "bob").await.0, 1);
-    // Redis's own clock decides; waiting on it is the point of the test.
+    // The store's own clock decides (paused time here: the TTL passes
+    // without a real wait).
     eventually("the stored message expires", || async {
         inbox_of(&node, "bob").await.0 == 0
     })
@@ -205,20 +198,19 @@ async fn stored_messages_expire_after_the_inbox_ttl() {
 
 /// Two devices connecting at once: one claims the inbox and gets every
 /// stored message; the other is welcomed with `inbox: 0`.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn of_two_devices_connecting_at_once_one_drains_the_inbox() {
-    let node = new_node()
-        .flags(&["--inbox", "memory", "--api-key", KEY])
-        .start()
+    let bed = Bed::new();
+    let node = bed
+        .node("node", &["--inbox", "memory", "--api-key", KEY])
         .await;
     let mut alice = connect(&node, "alice").await;
     for n in 0..5 {
         store(&mut alice, "bob", json!(n)).await;
     }
-    let url = ws_url(&node);
     let (mut phone, mut laptop) = tokio::join!(
-        on_device(&url, "bob", "phone"),
-        on_device(&url, "bob", "laptop")
+        on_device(&node, "bob", "phone"),
+        on_device(&node, "bob", "laptop")
     );
     let counts = (
         phone.welcome().inbox.unwrap(),
@@ -243,18 +235,21 @@ async fn of_two_devices_connecting_at_once_one_drains_the_inbox() {
 /// Acks mode: a connection cut in the middle of a drain resumes with the
 /// rest, none lost, none twice; a message leaves the inbox only once
 /// confirmed.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_drain_cut_short_resumes_with_the_rest_once_in_acks_mode() {
-    let node = new_node()
-        .flags(&[
-            "--inbox",
-            "memory",
-            "--api-key",
-            KEY,
-            "--resume-window-ms",
-            "30000",
-        ])
-        .start()
+    let bed = Bed::new();
+    let node = bed
+        .node(
+            "node",
+            &[
+                "--inbox",
+                "memory",
+                "--api-key",
+                KEY,
+                "--resume-window-ms",
+                "30000",
+            ],
+        )
         .await;
     let mut alice = connect(&node, "alice").await;
     for n in 1..=5 {
@@ -264,8 +259,7 @@ async fn a_drain_cut_short_resumes_with_the_rest_once_in_acks_mode() {
         acks: true,
         ..ConnectOptions::default()
     };
-    let url = ws_url(&node);
-    let mut bob = open(&url, "bob", acks.clone()).await;
+    let mut bob = open(&node, "bob", acks.clone()).await;
     assert_eq!(bob.welcome().inbox, Some(5));
     let token = bob.welcome().resume_token.clone().unwrap();
     let mut got = Vec::new();
@@ -289,7 +283,7 @@ async fn a_drain_cut_short_resumes_with_the_rest_once_in_acks_mode() {
         resume: Some((token, 2)),
         ..acks
     };
-    let mut bob = open(&url, "bob", resume).await;
+    let mut bob = open(&node, "bob", resume).await;
     assert_eq!(bob.welcome().resumed, Some(true));
     assert_eq!(
         bob.welcome().inbox,
@@ -358,18 +352,21 @@ async fn a_session_gone_mid_drain_leaves_the_rest_for_the_next() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn bad_store_flags_and_bodies_at_the_limit_are_clear_and_whole() {
-    let node = new_node()
-        .flags(&[
-            "--inbox",
-            "memory",
-            "--api-key",
-            KEY,
-            "--max-frame-bytes",
-            "1024",
-        ])
-        .start()
+    let bed = Bed::new();
+    let node = bed
+        .node(
+            "node",
+            &[
+                "--inbox",
+                "memory",
+                "--api-key",
+                KEY,
+                "--max-frame-bytes",
+                "1024",
+            ],
+        )
         .await;
     let mut alice = connect(&node, "alice").await;
     alice
@@ -405,9 +402,10 @@ async fn bad_store_flags_and_bodies_at_the_limit_are_clear_and_whole() {
 
 /// A node without an inbox says so: no `inbox` in the welcome, no
 /// `stored` in acks, and 404 from the inbox API.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn without_an_inbox_store_is_ignored_as_in_version_1() {
-    let node = new_node().flags(&["--api-key", KEY]).start().await;
+    let bed = Bed::new();
+    let node = bed.node("node", &["--api-key", KEY]).await;
     let mut alice = connect(&node, "alice").await;
     assert_eq!(alice.welcome().inbox, None);
     let ack = store(&mut alice, "bob", json!(1)).await;

@@ -25,6 +25,7 @@ mod groups;
 mod hostile_hops;
 mod http_api;
 mod inbox;
+mod inbox_contract;
 mod lifecycle;
 mod limits;
 mod offline;

@@ -73,9 +73,8 @@ async fn never_seen_then_disconnected_with_last_seen() {
 async fn a_device_still_online_keeps_last_seen_unwritten() {
     let node = new_node().start().await;
     let mut alice = connect(&node, "alice").await;
-    let url = ws_url(&node);
-    let phone = on_device(&url, "bob", "phone").await;
-    let _laptop = on_device(&url, "bob", "laptop").await;
+    let phone = on_device(&node, "bob", "phone").await;
+    let _laptop = on_device(&node, "bob", "laptop").await;
     within(phone.close()).await.unwrap();
     // bob is still online on his laptop: sends reach him.
     let ack = within(alice.send_for_ack("bob", &json!(1), false))
@@ -164,18 +163,13 @@ async fn a_window_that_ends_is_resume_expired() {
     offline_until(&mut alice, "bob", OfflineReason::ResumeExpired, true).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_drained_node_is_shutting_down() {
-    let Cluster {
-        redis: _r,
-        nats: _n,
-        a,
-        b,
-    } = Cluster::start().await;
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&[]).await;
     let mut alice = connect(&a, "alice").await;
     let _bob = connect(&b, "bob").await;
-    b.shutdown_by(tokio::time::Instant::now() + Duration::from_secs(5))
-        .await;
+    b.shutdown(Duration::from_secs(5)).await;
     offline_until(&mut alice, "bob", OfflineReason::ShuttingDown, true).await;
 }
 

@@ -1,13 +1,17 @@
 //! One contract, four presence stores: in-memory, Redis, Redis Cluster and
 //! memcached each run the same cases against the real thing (the servers
-//! are started here, on free loopback ports). Whatever the router and the
-//! upkeep loop rely on is a case: a field per device (insert, update,
-//! lookup, several at once, the `--max-devices` cap), compare-and-delete
-//! per field, takeover of a device, atomic registration under contention
-//! (a same-device takeover racing different-device registers, and racing
-//! the cap), batched lookups, the heartbeat, bulk re-registration, the
-//! end of a dead node's fields, and (v2) group members: add, remove, list,
-//! the member cap, also under contention.
+//! are started here, on free loopback ports), port by port. Whatever the
+//! routing services and the upkeep loop rely on is a case:
+//!
+//! - `SessionRecords`: a field per device (insert, update, lookup, several
+//!   at once, the `--max-devices` cap), compare-and-delete per field,
+//!   takeover of a device, atomic registration under contention (a
+//!   same-device takeover racing different-device registers, and racing
+//!   the cap), batched lookups, bulk re-registration;
+//! - `Heartbeats`: the heartbeat, the end of a dead node's fields;
+//! - `GroupStore` (v2): add, remove, list, the member cap, also under
+//!   contention;
+//! - `LastSeenStore` (v2): batched reads, the newest wins, the TTL.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,6 +93,7 @@ async fn remove(store: &dyn PresenceStore, client: &ClientId, r: &PresenceRecord
 async fn contract(store: Arc<dyn PresenceStore>, expiry: Duration) {
     let run = Uuid::new_v4().simple().to_string()[..8].to_owned();
     let started = Instant::now();
+    // SessionRecords: fields per device, compare-and-delete, the cap.
     insert_update_lookup(&*store, &run).await;
     several_devices(&*store, &run).await;
     compare_and_delete(&*store, &run).await;
@@ -97,11 +102,15 @@ async fn contract(store: Arc<dyn PresenceStore>, expiry: Duration) {
     registration_is_atomic(store.clone(), &run).await;
     the_cap_holds_under_contention(store.clone(), &run).await;
     lookups_in_one_batch(&*store, &run).await;
-    heartbeat(&*store, &run).await;
     bulk_reregistration(&*store, &run).await;
+    // Heartbeats: the beat itself, and the end of a dead node's fields.
+    heartbeat(&*store, &run).await;
     dead_nodes_records_end(&*store, &run, expiry).await;
+    // GroupStore.
     group_members(&*store, &run).await;
     the_member_cap_holds_under_contention(store.clone(), &run).await;
+    // LastSeenStore.
+    last_seen_records(&*store, &run).await;
     store.ping().await.expect("ping");
     eprintln!(
         "contract on {}: passed in {:?}",
@@ -583,6 +592,67 @@ async fn dead_nodes_records_end(store: &dyn PresenceStore, run: &str, expiry: Du
         let now = store.lookup(client).await.unwrap();
         assert!(now.contains(r), "{client}: {now:?}");
     }
+}
+
+/// Last-seen: written and read back in one batch, the newest wins, a
+/// client never seen reads `None`, and a record is gone after its TTL by
+/// the store's own clock.
+async fn last_seen_records(store: &dyn PresenceStore, run: &str) {
+    use switchboard::presence::LastSeen;
+    use switchboard::protocol::SessionEnd;
+    let (alice, bob, carol) = (
+        client(run, "ls-alice"),
+        client(run, "ls-bob"),
+        client(run, "ls-carol"),
+    );
+    let long = Duration::from_secs(3600);
+    let seen = |at, reason| LastSeen { at, reason };
+    store
+        .set_last_seen(&alice, seen(1_000, SessionEnd::Closed), long)
+        .await
+        .unwrap();
+    store
+        .set_last_seen(&alice, seen(2_000, SessionEnd::NodeDead), long)
+        .await
+        .unwrap();
+    store
+        .set_last_seen(
+            &bob,
+            seen(3_000, SessionEnd::Replaced),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    let read = store
+        .last_seen_many(&[alice.clone(), bob.clone(), carol.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        read,
+        [
+            Some(seen(2_000, SessionEnd::NodeDead)),
+            Some(seen(3_000, SessionEnd::Replaced)),
+            None
+        ]
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store
+        .last_seen_many(std::slice::from_ref(&bob))
+        .await
+        .unwrap()[0]
+        .is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "bob's last-seen outlived its TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let alice_still = store.last_seen_many(std::slice::from_ref(&alice)).await;
+    assert_eq!(
+        alice_still.unwrap()[0],
+        Some(seen(2_000, SessionEnd::NodeDead))
+    );
 }
 
 #[tokio::test]

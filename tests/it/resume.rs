@@ -19,14 +19,18 @@ fn acks() -> ConnectOptions {
     }
 }
 
-async fn open(url: &str, name: &str, options: &ConnectOptions) -> Client {
-    within(Client::connect_with(
-        url,
-        Identity::Name(name.into()),
-        options,
-    ))
-    .await
-    .unwrap()
+async fn open(node: &impl Reach, name: &str, options: &ConnectOptions) -> Client {
+    within(connect_with(node, Identity::Name(name.into()), options))
+        .await
+        .unwrap()
+}
+
+/// The node `client`'s default device's session is on, as the shared
+/// presence store has it.
+async fn node_of(bed: &Bed, client: &str) -> Option<String> {
+    let client = switchboard::protocol::ClientId::parse(client).unwrap();
+    let records = bed.presence().lookup(&client).await.unwrap();
+    records.first().map(|r| r.node.to_string())
 }
 
 /// The next receipt: (status, reason).
@@ -70,11 +74,12 @@ async fn send_numbered(alice: &mut Client, from: u64, n: u64) {
     assert_eq!(receipts, [], "no receipt was due");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn in_acks_mode_delivered_waits_for_the_clients_confirmation() {
-    let node = new_node().start().await;
+    let bed = Bed::new();
+    let node = bed.node("node", &[]).await;
     let mut alice = connect(&node, "alice").await;
-    let mut bob = open(&ws_url(&node), "bob", &acks()).await;
+    let mut bob = open(&node, "bob", &acks()).await;
     assert!(
         bob.welcome().resume_token.is_some(),
         "a lone node offers resume"
@@ -104,11 +109,12 @@ async fn in_acks_mode_delivered_waits_for_the_clients_confirmation() {
 /// he resumes on node-a with his token and the last `seq` he read: every
 /// message arrives exactly once, in order, and alice hears `delivered`
 /// for each, never `offline`.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_cut_connection_resumes_on_another_node_with_every_message_once_in_order() {
-    let cluster = Cluster::start_with(&SECRET).await;
-    let mut alice = connect(&cluster.a, "alice").await;
-    let mut bob = open(&ws_url(&cluster.b), "bob", &acks()).await;
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&SECRET).await;
+    let mut alice = connect(&a, "alice").await;
+    let mut bob = open(&b, "bob", &acks()).await;
     let token = bob.welcome().resume_token.clone().expect("a resume token");
     let session = bob.welcome().session_id;
 
@@ -134,7 +140,7 @@ async fn a_cut_connection_resumes_on_another_node_with_every_message_once_in_ord
         resume: Some((token, upto)),
         ..ConnectOptions::default()
     };
-    let mut bob = open(&ws_url(&cluster.a), "bob", &options).await;
+    let mut bob = open(&a, "bob", &options).await;
     assert_eq!(bob.welcome().resumed, Some(true));
     assert_eq!(bob.welcome().session_id, session, "the same session");
     send_counting(&mut alice, 21, 5, &mut receipts).await;
@@ -158,32 +164,28 @@ async fn a_cut_connection_resumes_on_another_node_with_every_message_once_in_ord
     alice.send("bob", &json!(26), None, false).await.unwrap();
     assert_eq!(ack_status(&mut alice).await, AckStatus::Local);
     assert_eq!(message(&mut bob).await.seq, Some(26));
-    let field = presence_field(&cluster.redis.connection().await, "bob").await;
-    assert_eq!(field.map(|f| f.node), Some("node-a".to_owned()));
+    assert_eq!(node_of(&bed, "bob").await.as_deref(), Some("node-a"));
     // Counted: one resume on node-a, one hand-over timed, none detached.
     assert_eq!(
-        metric(&cluster.a, "switchboard_resumes_total{result=\"ok\"}").await,
+        metric(&a, "switchboard_resumes_total{result=\"ok\"}").await,
         1.0
     );
-    assert_eq!(
-        metric(&cluster.a, "switchboard_handover_seconds_count").await,
-        1.0
-    );
-    assert_eq!(
-        metric(&cluster.b, "switchboard_sessions_detached").await,
-        0.0
-    );
+    assert_eq!(metric(&a, "switchboard_handover_seconds_count").await, 1.0);
+    assert_eq!(metric(&b, "switchboard_sessions_detached").await, 0.0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_window_that_ends_answers_the_kept_messages_offline_resume_expired() {
     // An upkeep tick every 200 ms, for the kept-messages gauge.
-    let node = new_node()
-        .flags(&["--resume-window-ms", "2000", "--node-ttl-ms", "600"])
-        .start()
+    let bed = Bed::new();
+    let node = bed
+        .node(
+            "node",
+            &["--resume-window-ms", "2000", "--node-ttl-ms", "600"],
+        )
         .await;
     let mut alice = connect(&node, "alice").await;
-    let mut bob = open(&ws_url(&node), "bob", &acks()).await;
+    let mut bob = open(&node, "bob", &acks()).await;
     send_numbered(&mut alice, 1, 2).await;
     message(&mut bob).await;
     drop(bob);
@@ -204,10 +206,11 @@ async fn a_window_that_ends_answers_the_kept_messages_offline_resume_expired() {
     assert_eq!(ack_status(&mut alice).await, AckStatus::Offline);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_token_resumes_only_its_own_clients_session() {
-    let cluster = Cluster::start_with(&SECRET).await;
-    let bob = open(&ws_url(&cluster.a), "bob", &acks()).await;
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&SECRET).await;
+    let bob = open(&a, "bob", &acks()).await;
     let token = bob.welcome().resume_token.clone().unwrap();
     drop(bob);
     let with = |token: &str, device: Option<&str>| ConnectOptions {
@@ -228,26 +231,29 @@ async fn a_token_resumes_only_its_own_clients_session() {
             with("eyJhbGciOiJIUzI1NiJ9.e30.forged", Some("third")),
         ),
     ] {
-        let client = open(&ws_url(&cluster.b), name, &options).await;
+        let client = open(&b, name, &options).await;
         assert_eq!(client.welcome().resumed, Some(false), "{name}");
         client.close().await.unwrap();
     }
-    let bob = open(&ws_url(&cluster.b), "bob", &with(&token, None)).await;
+    let bob = open(&b, "bob", &with(&token, None)).await;
     assert_eq!(bob.welcome().resumed, Some(true));
-    assert!(metric(&cluster.b, "switchboard_resumes_total{result=\"rejected\"}").await >= 3.0);
+    assert!(metric(&b, "switchboard_resumes_total{result=\"rejected\"}").await >= 3.0);
 }
 
 /// A client that reads but never confirms fills its kept messages: it is
 /// closed 4008 like any slow consumer, detached, and when the window ends
 /// its messages are answered `offline`.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_client_that_never_confirms_is_closed_4008_then_expires() {
-    let node = new_node()
-        .flags(&["--session-queue", "4", "--resume-window-ms", "300"])
-        .start()
+    let bed = Bed::new();
+    let node = bed
+        .node(
+            "node",
+            &["--session-queue", "4", "--resume-window-ms", "300"],
+        )
         .await;
     let mut alice = connect(&node, "alice").await;
-    let mut bob = open(&ws_url(&node), "bob", &acks()).await;
+    let mut bob = open(&node, "bob", &acks()).await;
     // Four fit (written, never confirmed); the fifth finds the queue full
     // and the session closing, as does the sixth: not handed over, so
     // acked `offline`.
@@ -270,9 +276,10 @@ async fn a_client_that_never_confirms_is_closed_4008_then_expires() {
 
 /// Without acks mode nothing changes: no `seq`, no token, a dropped
 /// connection ends the session.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn without_acks_mode_sessions_are_as_before() {
-    let node = new_node().start().await;
+    let bed = Bed::new();
+    let node = bed.node("node", &[]).await;
     let mut alice = connect(&node, "alice").await;
     let mut bob = connect(&node, "bob").await;
     assert_eq!(bob.welcome().resume_token, None);
@@ -357,40 +364,35 @@ async fn the_rust_client_resumes_by_itself_when_its_node_drains() {
 /// it on to another node: bob, who comes back only after his node is gone
 /// (to the node started in its place, as a page served by it would), still
 /// gets every message, once, in order, and alice hears `delivered`.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_session_not_resumed_during_a_drain_is_passed_on_and_resumed_later() {
-    let Cluster { redis, nats, a, b } = Cluster::start_with(&SECRET).await;
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&SECRET).await;
     let mut alice = connect(&a, "alice").await;
-    let mut bob = open(&ws_url(&b), "bob", &acks()).await;
+    let mut bob = open(&b, "bob", &acks()).await;
     let token = bob.welcome().resume_token.clone().unwrap();
     send_numbered(&mut alice, 1, 3).await;
     for _ in 0..3 {
         message(&mut bob).await;
     }
     // node-b drains; bob stays away until it has gone.
-    within(b.shutdown_by(tokio::time::Instant::now() + Duration::from_secs(8))).await;
+    within(b.shutdown(Duration::from_secs(8))).await;
     assert_eq!(closed_with(&mut bob).await, Some(1001));
-    let field = presence_field(&redis.connection().await, "bob").await;
     assert_eq!(
-        field.map(|f| f.node),
-        Some("node-a".to_owned()),
+        node_of(&bed, "bob").await.as_deref(),
+        Some("node-a"),
         "passed on to node-a"
     );
     send_numbered(&mut alice, 4, 2).await;
 
     // The node that takes node-b's place.
-    let c = new_node()
-        .id("node-c")
-        .on(&redis, &nats)
-        .flags(&SECRET)
-        .start()
-        .await;
+    let c = bed.node("node-c", &SECRET).await;
     let options = ConnectOptions {
         acks: true,
         resume: Some((token, 0)),
         ..ConnectOptions::default()
     };
-    let mut bob = open(&ws_url(&c), "bob", &options).await;
+    let mut bob = open(&c, "bob", &options).await;
     assert_eq!(bob.welcome().resumed, Some(true));
     let mut got = Vec::new();
     for _ in 0..5 {
@@ -407,20 +409,29 @@ async fn a_session_not_resumed_during_a_drain_is_passed_on_and_resumed_later() {
 /// A detached session keeps its session slot: connecting and dropping
 /// cannot pile detached sessions up beyond `--max-sessions`. The slot comes
 /// back when the window ends.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_detached_session_counts_against_max_sessions_until_it_ends() {
-    let node = new_node()
-        .flags(&["--max-sessions", "2", "--resume-window-ms", "500"])
-        .start()
+    let bed = Bed::new();
+    let node = bed
+        .node(
+            "node",
+            &["--max-sessions", "2", "--resume-window-ms", "500"],
+        )
         .await;
-    let bob = open(&ws_url(&node), "bob", &acks()).await;
+    let bob = open(&node, "bob", &acks()).await;
     let _alice = connect(&node, "alice").await;
     drop(bob);
     eventually("bob is detached", || async {
         metric(&node, "switchboard_sessions_detached").await == 1.0
     })
     .await;
-    match Client::connect(&ws_url(&node), Identity::Name("carol".into())).await {
+    match connect_with(
+        &node,
+        Identity::Name("carol".into()),
+        &ConnectOptions::default(),
+    )
+    .await
+    {
         Err(switchboard_client::ClientError::Refused { status, body }) => {
             assert_eq!(status, 503);
             assert!(body.contains("at_capacity"), "{body}");
@@ -432,9 +443,13 @@ async fn a_detached_session_counts_against_max_sessions_until_it_ends() {
     }
     // The window ends: the slot is free again.
     eventually("carol gets in", || async {
-        Client::connect(&ws_url(&node), Identity::Name("carol".into()))
-            .await
-            .is_ok()
+        connect_with(
+            &node,
+            Identity::Name("carol".into()),
+            &ConnectOptions::default(),
+        )
+        .await
+        .is_ok()
     })
     .await;
 }

@@ -75,17 +75,18 @@ async fn a_new_session_on_the_same_node_replaces_the_old_one() {
 /// Sends the node had read when the takeover came are each acked, in
 /// order, before the 4001; sends it had not read yet are not acked (the
 /// client learns of them by their missing ack).
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn acks_before_a_takeover_are_in_order_and_end_with_4001() {
-    let cluster = Cluster::start().await;
-    let mut old = connect(&cluster.a, "carol").await;
-    let _peer = connect(&cluster.b, "dave").await;
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&[]).await;
+    let mut old = connect(&a, "carol").await;
+    let _peer = connect(&b, "dave").await;
     for i in 0..50 {
         old.send("dave", &json!(i), Some(&i.to_string()), false)
             .await
             .unwrap();
     }
-    let _new = connect(&cluster.b, "carol").await;
+    let _new = connect(&b, "carol").await;
     let mut acks = 0;
     loop {
         match next_event(&mut old).await {

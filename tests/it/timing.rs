@@ -1,88 +1,85 @@
-//! Timing behaviour on the embedded backends, with paused time: nodes
-//! assembled in this process on the in-memory presence store and bus, with
-//! sessions that have no socket ([`FakeSession`]). Nothing here sleeps in
-//! real time; deadlines (the hop timeout, the node TTL) pass because the
-//! test advances the clock.
+//! Timing behaviour on the test bed, with paused time: nodes on the
+//! in-memory backends, clients over in-memory pipes. Nothing here sleeps
+//! in real time; deadlines (the hop timeout, the linger, the node TTL)
+//! pass because the clock moves while every task waits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use switchboard::backends::{MemoryHub, MemoryPresence};
+use serde_json::json;
+use switchboard::backends::MemoryPresence;
 use switchboard::presence::{
     GroupStore, HeartbeatReport, Heartbeats, LastSeen, LastSeenStore, MemberAdded, PresenceError,
     PresenceRecord, PresenceStore, Registered, SessionRecords,
 };
-use switchboard::protocol::{AckStatus, ClientId, DeviceId, GroupId, NodeId};
+use switchboard::protocol::{
+    AckStatus, ClientId, DeviceId, GroupId, NodeId, OfflineReason, ReceiptStatus, ServerFrame,
+};
+use switchboard_client::Client;
 use uuid::Uuid;
 
-use crate::support::{FakeSession, assembled, eventually};
+use crate::support::*;
 
-/// Two nodes, `a` and `b`, on one in-memory store and hub.
-pub async fn pair(
-    presence: Arc<dyn PresenceStore>,
-    flags: &[&str],
-) -> (
-    (Arc<switchboard::node::Node>, switchboard::node::Lifetime),
-    (Arc<switchboard::node::Node>, switchboard::node::Lifetime),
-) {
-    let hub = MemoryHub::new();
-    let with = |id: &'static str| {
-        let mut all = vec!["--node-id", id];
-        all.extend_from_slice(flags);
-        all
-    };
-    let a = assembled(&with("a"), presence.clone(), Arc::new(hub.bus())).await;
-    let b = assembled(&with("b"), presence, Arc::new(hub.bus())).await;
-    (a, b)
+/// The next frame of `client`, which must be a receipt: its status and
+/// reason.
+async fn receipt(client: &mut Client) -> (ReceiptStatus, Option<OfflineReason>) {
+    match next_frame(client).await {
+        ServerFrame::Receipt { status, reason, .. } => (status, reason),
+        other => panic!("expected a receipt, got {other:?}"),
+    }
 }
 
 /// A cross-node message without a receipt asked for is still reported
 /// back to its sender's node, which stops tracking it: past the hop
-/// timeout the sender hears nothing. One whose outcome never comes is
-/// answered `offline` at the hop timeout.
+/// timeout the sender hears nothing. One whose outcome never comes (its
+/// envelope lost on the way) is answered `offline` at the hop timeout.
 #[tokio::test(start_paused = true)]
 async fn outcomes_return_even_when_no_receipt_was_asked_for() {
-    let ((a, _la), (b, _lb)) = pair(
-        Arc::new(MemoryPresence::new()),
-        &["--write-timeout-ms", "500", "--hop-timeout-ms", "1000"],
-    )
-    .await;
-    let alice = FakeSession::open(&a, "alice").await;
-    let bob = FakeSession::open(&b, "bob").await;
-    for _ in 0..20 {
-        let sent = a.router().route(alice.message("bob", false)).await.unwrap();
-        assert_eq!(sent.status, AckStatus::Remote);
-    }
-    eventually("bob has them all", || async {
-        bob.handle.outbox.take().messages.len() >= 20 || bob.handle.outbox.closing().is_some()
-    })
-    .await;
-    // Those were taken without being "written": their outcomes never come,
-    // and they are answered offline at the hop timeout.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (_, receipts) = alice.write().await;
-    assert_eq!(receipts.len(), 20, "{receipts:?}");
-    assert!(receipts.iter().all(|r| r.contains("\"offline\"")));
-
-    for _ in 0..20 {
-        let sent = a.router().route(alice.message("bob", false)).await.unwrap();
-        assert_eq!(sent.status, AckStatus::Remote);
-    }
-    let mut written = 0;
-    while written < 20 {
-        bob.handle.outbox.ready().await;
-        written += bob.write().await.0.len();
+    let bed = Bed::new();
+    let flags = ["--write-timeout-ms", "500", "--hop-timeout-ms", "1000"];
+    let (a, b) = bed.pair(&flags).await;
+    let mut alice = connect(&a, "alice").await;
+    let mut bob = connect(&b, "bob").await;
+    for i in 0..20 {
+        let ack = within(alice.send_for_ack("bob", &json!(i), false))
+            .await
+            .unwrap();
+        assert_eq!(ack.status, AckStatus::Remote);
+        assert_eq!(message(&mut bob).await.body, json!(i));
     }
     eventually("node a has every outcome", || async {
-        a.router().outcomes().in_flight() == 0
+        a.node().router().outcomes().in_flight() == 0
     })
     .await;
     // Past the hop timeout: no receipt (none was asked for, and the
-    // outcome came back).
+    // outcome came back). A ping's pong is the next frame.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (_, receipts) = alice.write().await;
-    assert!(receipts.is_empty(), "{receipts:?}");
+    alice.ping(Some("after")).await.unwrap();
+    assert!(matches!(
+        next_frame(&mut alice).await,
+        ServerFrame::Pong { .. }
+    ));
+
+    // From now on, what goes to node b is lost on the way: no outcome
+    // comes, and each is answered offline at the hop timeout.
+    bed.lose_envelopes_to("node-b");
+    for i in 0..20 {
+        let ack = within(alice.send_for_ack("bob", &json!(i), false))
+            .await
+            .unwrap();
+        assert_eq!(ack.status, AckStatus::Remote);
+    }
+    let sent = tokio::time::Instant::now();
+    for _ in 0..20 {
+        let (status, _) = receipt(&mut alice).await;
+        assert_eq!(status, ReceiptStatus::Offline);
+    }
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "answered after {waited:?}"
+    );
 }
 
 /// The in-memory store with one twist: after `forget`, node `a`'s next
@@ -144,7 +141,7 @@ impl Heartbeats for SlowRestore {
         retention: Duration,
     ) -> Result<HeartbeatReport, PresenceError> {
         let mut report = self.inner.heartbeat(member, ttl, retention).await?;
-        if member.starts_with("a|") && self.forget.swap(false, Ordering::SeqCst) {
+        if member.starts_with("node-a|") && self.forget.swap(false, Ordering::SeqCst) {
             report.own_was_missing = true;
         }
         Ok(report)
@@ -225,9 +222,10 @@ async fn a_long_restore_does_not_stop_the_heartbeat() {
         forget: AtomicBool::new(false),
         restores: AtomicUsize::new(0),
     });
-    let ((a, _la), (b, _lb)) = pair(store.clone(), &["--node-ttl-ms", "1000"]).await;
-    let alice = FakeSession::open(&a, "alice").await;
-    let bob = FakeSession::open(&b, "bob").await;
+    let bed = Bed::with_presence(store.clone());
+    let (a, b) = bed.pair(&["--node-ttl-ms", "1000"]).await;
+    let mut alice = connect(&a, "alice").await;
+    let mut bob = connect(&b, "bob").await;
 
     store.forget.store(true, Ordering::SeqCst);
     eventually("node a started restoring", || async {
@@ -237,11 +235,11 @@ async fn a_long_restore_does_not_stop_the_heartbeat() {
     // Well past a TTL into the restore: node a must still be alive to b.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(store.restores.load(Ordering::SeqCst), 0, "still restoring");
-    let sent = b.router().route(bob.message("alice", true)).await.unwrap();
-    assert_eq!(sent.status, AckStatus::Remote);
-    alice.handle.outbox.ready().await;
-    let (messages, _) = alice.write().await;
-    assert_eq!(messages.len(), 1, "{messages:?}");
+    let ack = within(bob.send_for_ack("alice", &json!("still there?"), true))
+        .await
+        .unwrap();
+    assert_eq!(ack.status, AckStatus::Remote);
+    assert_eq!(message(&mut alice).await.body, json!("still there?"));
     eventually("the restore finished", || async {
         store.restores.load(Ordering::SeqCst) == 1
     })
@@ -254,17 +252,19 @@ async fn a_long_restore_does_not_stop_the_heartbeat() {
 #[tokio::test(start_paused = true)]
 async fn quiet_outcomes_linger_briefly_and_receipts_do_not() {
     use switchboard::routing::courier::LINGER;
-    let ((a, _la), (b, _lb)) = pair(Arc::new(MemoryPresence::new()), &[]).await;
-    let alice = FakeSession::open(&a, "alice").await;
-    let bob = FakeSession::open(&b, "bob").await;
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&[]).await;
+    let mut alice = connect(&a, "alice").await;
+    let mut bob = connect(&b, "bob").await;
 
-    let sent = a.router().route(alice.message("bob", false)).await.unwrap();
-    assert_eq!(sent.status, AckStatus::Remote);
-    bob.handle.outbox.ready().await;
-    assert_eq!(bob.write().await.0.len(), 1);
+    let ack = within(alice.send_for_ack("bob", &json!(1), false))
+        .await
+        .unwrap();
+    assert_eq!(ack.status, AckStatus::Remote);
+    message(&mut bob).await;
     let written = tokio::time::Instant::now();
     eventually("node a hears the quiet outcome", || async {
-        a.router().outcomes().in_flight() == 0
+        a.node().router().outcomes().in_flight() == 0
     })
     .await;
     let waited = written.elapsed();
@@ -273,15 +273,13 @@ async fn quiet_outcomes_linger_briefly_and_receipts_do_not() {
         "it lingered {waited:?}"
     );
 
-    let sent = a.router().route(alice.message("bob", true)).await.unwrap();
-    assert_eq!(sent.status, AckStatus::Remote);
-    bob.handle.outbox.ready().await;
-    bob.write().await;
+    let ack = within(alice.send_for_ack("bob", &json!(2), true))
+        .await
+        .unwrap();
+    assert_eq!(ack.status, AckStatus::Remote);
+    message(&mut bob).await;
     let written = tokio::time::Instant::now();
-    alice.handle.outbox.ready().await;
-    let (_, receipts) = alice.write().await;
-    assert_eq!(receipts.len(), 1, "{receipts:?}");
-    assert!(receipts[0].contains("delivered"));
+    assert_eq!(receipt(&mut alice).await, (ReceiptStatus::Delivered, None));
     assert!(
         written.elapsed() < Duration::from_millis(5),
         "{:?}",

@@ -51,11 +51,11 @@ use futures_util::stream::BoxStream;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
 mod resuming;
@@ -158,7 +158,13 @@ pub enum ClientError {
     Rejected { code: ErrorCode, message: String },
 }
 
-type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// What a session runs over: a TCP (or TLS) connection, or any other byte
+/// stream ([`Client::connect_over`]).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+type Stream = WebSocketStream<Box<dyn Io>>;
 
 pub struct Client {
     ws: Stream,
@@ -300,34 +306,59 @@ impl Client {
             .port_u16()
             .unwrap_or(if secure { 443 } else { 80 });
         let stream = open_tcp(&host, port, options.local_addr).await?;
-        let config = WebSocketConfig::default().read_buffer_size(options.read_buffer_bytes);
-        let connector = if secure {
+        let stream: Box<dyn Io> = if secure {
             let tls = match &options.tls {
                 Some(tls) => tls.clone(),
                 None => tls_config(None).map_err(ClientError::Connect)?,
             };
-            Connector::Rustls(tls)
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| ClientError::Connect(format!("{host}: {e}")))?;
+            let tls = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, stream)
+                .await
+                .map_err(|e| ClientError::Connect(format!("{host}:{port}: TLS: {e}")))?;
+            Box::new(tls)
         } else {
-            Connector::Plain
+            Box::new(stream)
         };
-        let (ws, _) = tokio_tungstenite::client_async_tls_with_config(
-            request,
-            stream,
-            Some(config),
-            Some(connector),
-        )
-        .await
-        .map_err(|e| match e {
-            tokio_tungstenite::tungstenite::Error::Http(response) => ClientError::Refused {
-                status: response.status().as_u16(),
-                body: response
-                    .body()
-                    .as_deref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default(),
-            },
-            other => ClientError::Connect(other.to_string()),
-        })?;
+        Self::handshake(request, stream, options).await
+    }
+
+    /// [`connect_with`](Self::connect_with) over a stream the caller
+    /// opened (a test's in-memory pipe to a node, a tunnel): the URL only
+    /// names the endpoint, its identity and options.
+    pub async fn connect_over(
+        io: impl Io + 'static,
+        base: &str,
+        identity: Identity,
+        options: &ConnectOptions,
+    ) -> Result<Self, ClientError> {
+        let request = session_url(base, &identity, options)
+            .into_client_request()
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        Self::handshake(request, Box::new(io), options).await
+    }
+
+    /// The WebSocket handshake over `stream`, then the welcome.
+    async fn handshake(
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+        stream: Box<dyn Io>,
+        options: &ConnectOptions,
+    ) -> Result<Self, ClientError> {
+        let config = WebSocketConfig::default().read_buffer_size(options.read_buffer_bytes);
+        let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+            .await
+            .map_err(|e| match e {
+                tokio_tungstenite::tungstenite::Error::Http(response) => ClientError::Refused {
+                    status: response.status().as_u16(),
+                    body: response
+                        .body()
+                        .as_deref()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_default(),
+                },
+                other => ClientError::Connect(other.to_string()),
+            })?;
         let mut client = Self {
             ws,
             welcome: Welcome {

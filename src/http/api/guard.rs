@@ -5,10 +5,10 @@
 use std::sync::{Arc, Mutex};
 
 use warp::Filter;
-use warp::http::StatusCode;
+use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
-use super::super::{error_response, refuse};
+use super::super::{Refusal, error_response, refuse};
 use crate::lock::Locked;
 use crate::node::Node;
 use crate::presence::PresenceError;
@@ -94,15 +94,14 @@ fn within_rate(
                     return Ok(());
                 }
                 node.metrics().error(ErrorCode::RateLimited);
-                Err(refuse(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!(
-                        "the API takes {} requests per second on this node (--api-rate-limit); \
-                         retry in a second",
-                        node.config().limits.api_rate_limit
-                    ),
-                ))
+                let message = format!(
+                    "the API takes {} requests per second on this node (--api-rate-limit); \
+                     retry in a second",
+                    node.config().limits.api_rate_limit
+                );
+                let refusal = Refusal::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+                let retry = HeaderValue::from_static("1");
+                Err(refusal.with_header(header::RETRY_AFTER, retry).rejection())
             }
         })
         .untuple_one()

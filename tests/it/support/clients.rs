@@ -1,10 +1,10 @@
 //! Talking to nodes as a client does, and waiting for what comes back.
 
+use switchboard::node::Node;
 use switchboard::protocol::{AckFrame, AckStatus, MessageFrame, ServerFrame};
-use switchboard::runtime::RunningNode;
-use switchboard_client::{Client, Event, Identity};
+use switchboard_client::{Client, ClientError, ConnectOptions, Event, Identity};
 
-use super::nodes::ws_url;
+use super::reach::Reach;
 use super::within;
 
 /// `from` sends one message to `to`: the ack must name `branch`, and `to`
@@ -24,11 +24,11 @@ pub async fn deliver(from: &mut Client, to: &mut Client, branch: AckStatus) {
 /// [`deliver`] (remote) until `from`'s node has cached `to`'s route: a
 /// change broadcast while a lookup is under way keeps that lookup's answer
 /// out of the cache, so the first may not be enough.
-pub async fn deliver_until_cached(from: &mut Client, to: &mut Client, node: &RunningNode) {
+pub async fn deliver_until_cached(from: &mut Client, to: &mut Client, node: &Node) {
     let client = switchboard::protocol::ClientId::parse(&to.welcome().client_id).unwrap();
     for _ in 0..20 {
         deliver(from, to, AckStatus::Remote).await;
-        if node.node().router().cached_route(&client).is_some() {
+        if node.router().cached_route(&client).is_some() {
             return;
         }
     }
@@ -36,25 +36,32 @@ pub async fn deliver_until_cached(from: &mut Client, to: &mut Client, node: &Run
 }
 
 /// Connects `name` to `node` (authentication off).
-pub async fn connect(node: &RunningNode, name: &str) -> Client {
-    within(Client::connect(&ws_url(node), Identity::Name(name.into())))
+pub async fn connect(node: &impl Reach, name: &str) -> Client {
+    let identity = Identity::Name(name.into());
+    within(connect_with(node, identity, &ConnectOptions::default()))
         .await
         .unwrap_or_else(|e| panic!("{name} cannot connect: {e}"))
 }
 
-/// Connects `name` on `device` to the node at `url` (authentication off).
-pub async fn on_device(url: &str, name: &str, device: &str) -> Client {
-    let options = switchboard_client::ConnectOptions {
+/// Connects to `node` as `identity`, with `options`; the node's refusal
+/// is an `Err`.
+pub async fn connect_with(
+    node: &impl Reach,
+    identity: Identity,
+    options: &ConnectOptions,
+) -> Result<Client, ClientError> {
+    Client::connect_over(node.open().await, &node.base_url(), identity, options).await
+}
+
+/// Connects `name` on `device` to `node` (authentication off).
+pub async fn on_device(node: &impl Reach, name: &str, device: &str) -> Client {
+    let options = ConnectOptions {
         device: Some(device.into()),
         ..Default::default()
     };
-    within(Client::connect_with(
-        url,
-        Identity::Name(name.into()),
-        &options,
-    ))
-    .await
-    .unwrap_or_else(|e| panic!("{name} on {device} cannot connect: {e}"))
+    within(connect_with(node, Identity::Name(name.into()), &options))
+        .await
+        .unwrap_or_else(|e| panic!("{name} on {device} cannot connect: {e}"))
 }
 
 /// Connects `name` to the node at `url` (authentication off).

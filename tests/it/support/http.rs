@@ -1,19 +1,20 @@
 //! Plain HTTP to a node's endpoints, without an HTTP client crate.
 
-use switchboard::runtime::RunningNode;
+use switchboard_client::Io;
 
+use super::reach::Reach;
 use super::within;
 
-/// A minimal HTTP/1.1 client over a TCP stream: enough to call a node's
-/// endpoints without pulling an HTTP client crate into the build.
+/// A minimal HTTP/1.1 client: enough to call a node's endpoints without
+/// pulling an HTTP client crate into the build.
 pub async fn http(
-    node: &RunningNode,
+    node: &impl Reach,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> (u16, String) {
-    http_at(node.local_addr(), method, path, headers, body).await
+    exchange(node.open().await, method, path, headers, body).await
 }
 
 /// [`http`] to a node at `addr` (one running as a child process).
@@ -24,8 +25,19 @@ pub async fn http_at(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> (u16, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    exchange(Box::new(stream), method, path, headers, body).await
+}
+
+/// One request over `stream`, which the server closes after answering.
+async fn exchange(
+    mut stream: Box<dyn Io>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
@@ -99,7 +111,7 @@ pub async fn raw_upgrade(
 
 /// A metric's value as /metrics shows it (`name` includes any labels,
 /// exactly as rendered).
-pub async fn metric(node: &RunningNode, name: &str) -> f64 {
+pub async fn metric(node: &impl Reach, name: &str) -> f64 {
     let (_, text) = http(node, "GET", "/metrics", &[], None).await;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())

@@ -1,27 +1,34 @@
-//! The test kit: real redis-server, nats-server and memcached processes on
-//! free loopback ports ([`servers`]), Switchboard nodes in-process or as
-//! child processes ([`nodes`]), clients ([`clients`]), plain HTTP
-//! ([`http`]), chat traffic with a ledger of every outcome ([`traffic`]),
-//! and helpers that wait for events with timeouts (never sleep-and-hope).
+//! The test kit: the test bed ([`bed`]: nodes on the in-memory backends,
+//! reached over in-memory pipes, with paused time), real redis-server,
+//! nats-server and memcached processes on free loopback ports
+//! ([`servers`]), Switchboard nodes in-process or as child processes
+//! ([`nodes`]), clients ([`clients`]) and plain HTTP ([`http`]) to either
+//! kind of node ([`reach`]), chat traffic with a ledger of every outcome
+//! ([`traffic`]), and helpers that wait for events with timeouts (never
+//! sleep-and-hope).
 //!
 //! Every server is a [`process::ServerProcess`]: stopped when its handle
 //! drops, and killed by the kernel if the test process dies
 //! (PR_SET_PDEATHSIG), so a failed run leaves nothing behind.
 
+pub mod bed;
 pub mod certs;
 pub mod clients;
 pub mod http;
 pub mod nodes;
 pub mod process;
+pub mod reach;
 pub mod servers;
 pub mod traffic;
 
 use std::time::{Duration, Instant};
 
+pub use bed::Bed;
 pub use clients::*;
 pub use http::*;
 pub use nodes::*;
 pub use process::{find_binary, free_port};
+pub use reach::Reach;
 pub use servers::*;
 
 /// How long any single expected event may take before the test fails.
