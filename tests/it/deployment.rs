@@ -142,9 +142,9 @@ fn compose_passes_the_nodes_only_flags_and_variables_that_exist() {
 
 #[test]
 fn nats_conf_is_accepted_by_nats_server() {
-    let binary = crate::support::find_binary("nats-server");
+    let binary = crate::support::nats_server();
     let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("nats.conf");
-    let output = Command::new(binary)
+    let output = Command::new(&binary)
         .arg("-c")
         .arg(&conf)
         .arg("-t")
@@ -178,7 +178,7 @@ fn nats_conf_is_accepted_by_nats_server() {
             .split_whitespace()
             .skip(3)
             .collect();
-        let output = Command::new(crate::support::find_binary("nats-server"))
+        let output = Command::new(&binary)
             .arg("-c")
             .arg(&conf)
             .args(&args)

