@@ -1,11 +1,11 @@
-//! The backends behind the two ports, [`PresenceStore`] and [`Bus`]: what
-//! a node runs on. Each lives in a module of its own and depends on the
-//! port it serves, never the other way round; the rest of the node meets
-//! them only here, when it connects.
+//! The backends behind the ports (presence's four, the bus, the inbox,
+//! event sinks): what a node runs on. Each lives in a module of its own
+//! and depends on the port it serves, never the other way round; the rest
+//! of the node meets them only here, when it connects.
 //!
 //! | port | embedded (one process) | clustered |
 //! | --- | --- | --- |
-//! | presence | [`MemoryPresence`] | [`RedisPresence`] (one server or a cluster), [`MemcachedPresence`] |
+//! | presence (records, heartbeats, groups, last-seen) | [`MemoryPresence`] | [`RedisPresence`] (one server or a cluster), [`MemcachedPresence`] |
 //! | bus | [`MemoryHub`] | [`NatsBus`] |
 //! | inbox (v2, opt-in) | [`MemoryInbox`] | [`RedisInbox`] (Redis Streams) |
 //! | events (v2) | (the webhook only) | [`NatsBus`] subjects, and [`Webhook`] |
