@@ -4,7 +4,13 @@
 
 find_bin() { command -v "$1" 2>/dev/null || { [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"; } || { echo "$ME: $1 not found; run scripts/install-deps.sh" >&2; exit 1; }; }
 REDIS_SERVER=$(find_bin redis-server)
-NATS_SERVER=$(find_bin nats-server)
+# The nats-server deployments run (scripts/nats-version, installed by
+# scripts/install-deps.sh), else whatever nats-server is on PATH.
+if [ -x target/nats-venv/bin/nats-server ]; then
+    NATS_SERVER=target/nats-venv/bin/nats-server
+else
+    NATS_SERVER=$(find_bin nats-server)
+fi
 
 cargo build --release --locked --quiet
 BIN=target/release/switchboard
