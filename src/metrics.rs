@@ -154,6 +154,12 @@ pub struct Metrics {
     events: [AtomicU64; 2],
     events_dropped: [AtomicU64; 2],
     webhook_failed: AtomicU64,
+    /// v3: watches held here; presence frames sent and coalesced; signals
+    /// by fate (handed to a session, dropped for the sender's rate, dropped
+    /// for a recipient's full queue).
+    watches: AtomicI64,
+    presence_frames: [AtomicU64; 2],
+    signals: [AtomicU64; 4],
     route_seconds: Histogram,
     devices_per_client: Histogram,
     handover_seconds: Histogram,
@@ -189,6 +195,9 @@ impl Default for Metrics {
             events: Default::default(),
             events_dropped: Default::default(),
             webhook_failed: AtomicU64::new(0),
+            watches: AtomicI64::new(0),
+            presence_frames: Default::default(),
+            signals: Default::default(),
             route_seconds: Histogram::new(&LATENCY_BUCKETS),
             devices_per_client: Histogram::new(&DEVICE_BUCKETS),
             handover_seconds: Histogram::new(&LATENCY_BUCKETS),
@@ -229,8 +238,46 @@ fn one(counter: &AtomicU64) -> Value {
     Value::One(counter.load(Relaxed) as f64)
 }
 
+/// Why a signal was not handed to a session (v3).
+#[derive(Debug, Clone, Copy)]
+pub enum SignalFate {
+    Sent = 0,
+    /// The sender went over `--signal-rate`.
+    RateLimited = 1,
+    /// The recipient session's queue was more than half full (or it was
+    /// closing).
+    QueueFull = 2,
+    /// The recipient session had gone by the time the signal reached its
+    /// node.
+    Gone = 3,
+}
+
 /// Every family `/metrics` shows, in order. A new metric is a row here.
 const FAMILIES: &[Family] = &[
+    Family {
+        name: "switchboard_watches",
+        kind: "gauge",
+        help: "Presence watches held by sessions on this node (v3).",
+        value: |m| Value::One(m.watches.load(Relaxed) as f64),
+    },
+    Family {
+        name: "switchboard_presence_frames_total",
+        kind: "counter",
+        help: "Presence frames for watchers: sent, or coalesced into a later one (v3).",
+        value: |m| by("result", ["sent", "coalesced"], &m.presence_frames),
+    },
+    Family {
+        name: "switchboard_signals_total",
+        kind: "counter",
+        help: "Signals by fate: sent to a session, dropped for the sender's rate, for a recipient's full queue, or because the recipient session had gone (v3).",
+        value: |m| {
+            by(
+                "result",
+                ["sent", "rate_limited", "queue_full", "gone"],
+                &m.signals,
+            )
+        },
+    },
     Family {
         name: "switchboard_sessions_open",
         kind: "gauge",
@@ -589,6 +636,18 @@ impl Metrics {
 
     pub fn webhook_failed(&self) {
         self.webhook_failed.fetch_add(1, Relaxed);
+    }
+
+    pub fn watches_changed(&self, by: i64) {
+        self.watches.fetch_add(by, Relaxed);
+    }
+
+    pub fn presence_frame(&self, sent: bool) {
+        self.presence_frames[usize::from(!sent)].fetch_add(1, Relaxed);
+    }
+
+    pub fn signal(&self, fate: SignalFate) {
+        self.signals[fate as usize].fetch_add(1, Relaxed);
     }
 
     pub fn slow_consumer(&self) {

@@ -15,8 +15,9 @@ use uuid::Uuid;
 use super::memory_clock::StoreClock;
 use crate::lock::Locked;
 use crate::presence::{
-    GroupStore, HeartbeatReport, Heartbeats, LastSeen, LastSeenStore, MemberAdded, PresenceError,
-    PresenceRecord, PresenceStore, Registered, SessionRecords,
+    ContactAdded, ContactStore, GroupStore, HeartbeatReport, Heartbeats, LastSeen, LastSeenStore,
+    MemberAdded, PresenceError, PresenceRecord, PresenceStore, Registered, SessionRecords,
+    WatchStore,
 };
 use crate::protocol::{ClientId, DeviceId, GroupId, NodeId};
 
@@ -31,6 +32,19 @@ pub struct MemoryPresence {
     groups: Mutex<HashMap<GroupId, HashSet<ClientId>>>,
     /// Last-seen records and when each expires (ms since the epoch).
     seen: Mutex<HashMap<ClientId, (LastSeen, u64)>>,
+    /// Contacts, watchers and visibility (v3).
+    social: Mutex<Social>,
+}
+
+/// The v3 sets, under one lock: each operation is a few map steps.
+#[derive(Default)]
+struct Social {
+    contacts: HashMap<ClientId, HashSet<ClientId>>,
+    /// The groups each client is a member of (the index of `groups`).
+    member_of: HashMap<ClientId, HashSet<GroupId>>,
+    watchers: HashMap<ClientId, HashSet<NodeId>>,
+    /// Since when, and until when the flag is kept (ms).
+    invisible: HashMap<ClientId, (u64, u64)>,
 }
 
 impl MemoryPresence {
@@ -46,6 +60,10 @@ impl MemoryPresence {
 
     fn groups(&self) -> std::sync::MutexGuard<'_, HashMap<GroupId, HashSet<ClientId>>> {
         self.groups.locked()
+    }
+
+    fn social(&self) -> std::sync::MutexGuard<'_, Social> {
+        self.social.locked()
     }
 }
 
@@ -196,6 +214,9 @@ impl GroupStore for MemoryPresence {
             MemberAdded::Full
         } else {
             members.insert(client.clone());
+            let mut social = self.social();
+            let of = social.member_of.entry(client.clone()).or_default();
+            of.insert(group.clone());
             MemberAdded::Added
         })
     }
@@ -213,6 +234,13 @@ impl GroupStore for MemoryPresence {
         if members.is_empty() {
             groups.remove(group);
         }
+        let mut social = self.social();
+        if let Some(of) = social.member_of.get_mut(client) {
+            of.remove(group);
+            if of.is_empty() {
+                social.member_of.remove(client);
+            }
+        }
         Ok(removed)
     }
 
@@ -221,6 +249,15 @@ impl GroupStore for MemoryPresence {
             .groups()
             .get(group)
             .map(|m| m.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn groups_of(&self, client: &ClientId) -> Result<Vec<GroupId>, PresenceError> {
+        Ok(self
+            .social()
+            .member_of
+            .get(client)
+            .map(|g| g.iter().cloned().collect())
             .unwrap_or_default())
     }
 }
@@ -265,5 +302,136 @@ impl PresenceStore for MemoryPresence {
 
     fn backend(&self) -> &'static str {
         "memory"
+    }
+}
+
+#[async_trait]
+impl ContactStore for MemoryPresence {
+    async fn add_contact(
+        &self,
+        client: &ClientId,
+        contact: &ClientId,
+        max_contacts: usize,
+    ) -> Result<ContactAdded, PresenceError> {
+        let mut social = self.social();
+        let contacts = social.contacts.entry(client.clone()).or_default();
+        Ok(if contacts.contains(contact) {
+            ContactAdded::Already
+        } else if contacts.len() >= max_contacts {
+            if contacts.is_empty() {
+                social.contacts.remove(client);
+            }
+            ContactAdded::Full
+        } else {
+            contacts.insert(contact.clone());
+            ContactAdded::Added
+        })
+    }
+
+    async fn remove_contact(
+        &self,
+        client: &ClientId,
+        contact: &ClientId,
+    ) -> Result<bool, PresenceError> {
+        let mut social = self.social();
+        let Some(contacts) = social.contacts.get_mut(client) else {
+            return Ok(false);
+        };
+        let removed = contacts.remove(contact);
+        if contacts.is_empty() {
+            social.contacts.remove(client);
+        }
+        Ok(removed)
+    }
+
+    async fn contacts(&self, client: &ClientId) -> Result<Vec<ClientId>, PresenceError> {
+        Ok(self
+            .social()
+            .contacts
+            .get(client)
+            .map(|c| c.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl WatchStore for MemoryPresence {
+    async fn add_watcher(&self, node: &NodeId, clients: &[ClientId]) -> Result<(), PresenceError> {
+        let mut social = self.social();
+        for client in clients {
+            let nodes = social.watchers.entry(client.clone()).or_default();
+            nodes.insert(node.clone());
+        }
+        Ok(())
+    }
+
+    async fn remove_watcher(
+        &self,
+        node: &NodeId,
+        clients: &[ClientId],
+    ) -> Result<(), PresenceError> {
+        let mut social = self.social();
+        for client in clients {
+            if let Some(nodes) = social.watchers.get_mut(client) {
+                nodes.remove(node);
+                if nodes.is_empty() {
+                    social.watchers.remove(client);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn watchers(&self, clients: &[ClientId]) -> Result<Vec<Vec<NodeId>>, PresenceError> {
+        let social = self.social();
+        Ok(clients
+            .iter()
+            .map(|c| {
+                let nodes = social.watchers.get(c);
+                nodes
+                    .map(|n| n.iter().cloned().collect())
+                    .unwrap_or_default()
+            })
+            .collect())
+    }
+
+    async fn forget_watcher(&self, node: &NodeId) -> Result<(), PresenceError> {
+        self.social().watchers.retain(|_, nodes| {
+            nodes.remove(node);
+            !nodes.is_empty()
+        });
+        Ok(())
+    }
+
+    async fn set_invisible(
+        &self,
+        client: &ClientId,
+        since: Option<u64>,
+        ttl: Duration,
+    ) -> Result<(), PresenceError> {
+        let mut social = self.social();
+        match since {
+            Some(since) => {
+                let expires = self.clock.now_ms() + ttl.as_millis() as u64;
+                social.invisible.insert(client.clone(), (since, expires));
+            }
+            None => {
+                social.invisible.remove(client);
+            }
+        }
+        Ok(())
+    }
+
+    async fn invisible(&self, clients: &[ClientId]) -> Result<Vec<Option<u64>>, PresenceError> {
+        let now = self.clock.now_ms();
+        let social = self.social();
+        Ok(clients
+            .iter()
+            .map(|c| {
+                let flag = social.invisible.get(c);
+                flag.filter(|(_, expires)| *expires > now)
+                    .map(|(since, _)| *since)
+            })
+            .collect())
     }
 }

@@ -160,6 +160,26 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_MAX_GROUP_MEMBERS", default_value_t = 10_000)]
     pub max_group_members: usize,
 
+    /// v3: at most one presence frame per watched client per watching
+    /// session in this many ms (the last one always current).
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_COALESCE_MS", default_value_t = 1000)]
+    pub presence_coalesce_ms: u64,
+
+    /// v3: most clients one session may watch; a watch beyond it is refused
+    /// whole (too_many_watched).
+    #[arg(long, env = "SWITCHBOARD_MAX_WATCHED", default_value_t = 1000)]
+    pub max_watched: usize,
+
+    /// v3: most contacts one client may have (every node must agree);
+    /// adding one more through the API is refused with HTTP 409.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONTACTS", default_value_t = 10_000)]
+    pub max_contacts: usize,
+
+    /// v3: signals one session may send per second; the excess is dropped
+    /// and counted (switchboard_signals_total{result="rate_limited"}).
+    #[arg(long, env = "SWITCHBOARD_SIGNAL_RATE", default_value_t = 10)]
+    pub signal_rate: u32,
+
     /// Acks mode: how long a session whose connection dropped (or whose
     /// node is draining) stays detached, its messages kept, for the client
     /// to resume it on any node. 0 turns resume off.

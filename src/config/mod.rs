@@ -55,6 +55,18 @@ pub struct Config {
     pub events: EventsConfig,
     /// Extra CA certificates for requests to the application's backend.
     pub backend_ca_file: Option<PathBuf>,
+    /// Presence for clients and signals (v3).
+    pub watching: WatchConfig,
+}
+
+/// Presence for clients and signals (v3).
+#[derive(Debug, Clone, Copy)]
+pub struct WatchConfig {
+    pub coalesce: Duration,
+    pub max_watched: usize,
+    pub max_contacts: usize,
+    /// Signals per second per session (0: unlimited).
+    pub signal_rate: u32,
 }
 
 /// How detached sessions are kept and resumed.
@@ -363,6 +375,16 @@ impl TryFrom<ServeArgs> for Config {
             last_seen_ttl: features::last_seen_ttl(&args)?,
             events: features::events(&args, matches!(backends, Backends::Clustered { .. }))?,
             backend_ca_file: args.backend_ca_file.clone(),
+            watching: WatchConfig {
+                coalesce: millis(
+                    "presence-coalesce-ms",
+                    args.presence_coalesce_ms,
+                    0..=60_000,
+                )?,
+                max_watched: in_range("max-watched", args.max_watched, 1..=100_000)?,
+                max_contacts: in_range("max-contacts", args.max_contacts, 1..=1_000_000)?,
+                signal_rate: in_range("signal-rate", args.signal_rate, 0..=10_000)?,
+            },
             key_prefix: args.key_prefix,
             subject_prefix: args.subject_prefix,
             backends,

@@ -18,6 +18,13 @@
 //!   socket; a client that stops reading is still caught by the write
 //!   timeout.
 //!
+//! - **notes** (v3): presence frames of watched clients and signals. They
+//!   are never numbered, kept or re-sent, and never the reason a session is
+//!   cut off. A presence frame replaces the one still waiting for the same
+//!   client (only the latest state matters), so they are bounded by the
+//!   clients watched; a signal is dropped instead of queued when the
+//!   session's queue is more than half full.
+//!
 //! In acks mode (v2) a third kind waits: messages written but not yet
 //! confirmed by the client (`received`). [`take`](Outbox::take) numbers
 //! each message it hands out (`"seq"`), keeps a copy until
@@ -40,8 +47,8 @@ use std::sync::Arc;
 
 use super::Handover;
 use crate::lock::Locked;
-use crate::protocol::Disconnect;
 use crate::protocol::frames::with_field;
+use crate::protocol::{ClientId, Disconnect};
 
 /// Outcomes written per turn of the session loop at most, so that a burst
 /// of them shares the socket with messages and answers.
@@ -82,6 +89,8 @@ impl Refused {
 pub struct Batch {
     pub messages: VecDeque<Outbound>,
     pub outcomes: Vec<Utf8Bytes>,
+    /// Presence frames and signals (v3).
+    pub notes: Vec<Utf8Bytes>,
     /// The close code, if a close was asked for.
     pub close: Option<Disconnect>,
 }
@@ -103,6 +112,11 @@ struct State {
     /// when the session is not in acks mode.
     next_seq: u64,
     outcomes: VecDeque<Utf8Bytes>,
+    /// v3: the latest presence frame not yet written, per watched client.
+    presence: Vec<(ClientId, Utf8Bytes)>,
+    /// v3: signals not yet written, and their bytes.
+    signals: VecDeque<Utf8Bytes>,
+    signal_bytes: usize,
     /// Set once; the first close code asked for wins.
     close: Option<Disconnect>,
 }
@@ -148,6 +162,9 @@ impl Outbox {
                 unconfirmed_bytes: 0,
                 next_seq,
                 outcomes: VecDeque::new(),
+                presence: Vec::new(),
+                signals: VecDeque::new(),
+                signal_bytes: 0,
                 close: None,
             }),
             limits,
@@ -202,6 +219,43 @@ impl Outbox {
         Ok(())
     }
 
+    /// Queues the presence frame of `client` (v3), in place of the one
+    /// still waiting for it, if any. Refused only once the session is
+    /// closing.
+    pub fn put_presence(&self, client: &ClientId, frame: Utf8Bytes) -> bool {
+        let mut state = self.state();
+        if state.close.is_some() {
+            return false;
+        }
+        match state.presence.iter_mut().find(|(c, _)| c == client) {
+            Some((_, waiting)) => *waiting = frame,
+            None => state.presence.push((client.clone(), frame)),
+        }
+        drop(state);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Queues a signal (v3), unless the session is closing or its queue
+    /// is more than half full (in frames or bytes): a signal is dropped
+    /// rather than queued behind messages. Answers whether it was queued.
+    pub fn put_signal(&self, frame: Utf8Bytes) -> bool {
+        let mut state = self.state();
+        let frames = state.messages.len() + state.unconfirmed.len() + state.signals.len();
+        let bytes = state.bytes + state.unconfirmed_bytes + state.signal_bytes + frame.len();
+        if state.close.is_some()
+            || frames >= self.limits.frames / 2
+            || bytes > self.limits.bytes / 2
+        {
+            return false;
+        }
+        state.signal_bytes += frame.len();
+        state.signals.push_back(frame);
+        drop(state);
+        self.wake.notify_one();
+        true
+    }
+
     /// Asks the session to close with `code` once it has written what is
     /// already queued (unless the code is 4008: a slow consumer's queue is
     /// not worth waiting for). Later pushes are refused.
@@ -232,6 +286,9 @@ impl Outbox {
             // A burst is over: give its memory back.
             state.outcomes = VecDeque::new();
         }
+        let mut notes: Vec<Utf8Bytes> = state.presence.drain(..).map(|(_, f)| f).collect();
+        notes.extend(state.signals.drain(..));
+        state.signal_bytes = 0;
         let mut messages = if state.stored.is_empty() {
             state.bytes = 0;
             // Leaves an empty, unallocated queue behind.
@@ -258,6 +315,7 @@ impl Outbox {
         Batch {
             messages,
             outcomes,
+            notes,
             close: state.close,
         }
     }
@@ -326,6 +384,11 @@ impl Outbox {
         let confirmed = self.confirm(upto);
         let mut state = self.state();
         state.close = None;
+        // Notes are never kept for a detached session (v3): the resumed
+        // one is shown the current presence afresh, and late signals go.
+        state.presence = Vec::new();
+        state.signals = VecDeque::new();
+        state.signal_bytes = 0;
         let again = state
             .unconfirmed
             .iter()
@@ -407,9 +470,14 @@ impl Outbox {
             .collect();
         messages.extend(std::mem::take(&mut state.stored));
         messages.extend(std::mem::take(&mut state.messages));
+        // Notes are never answered: a session that ends drops them.
+        state.presence = Vec::new();
+        state.signals = VecDeque::new();
+        state.signal_bytes = 0;
         Batch {
             messages,
             outcomes: std::mem::take(&mut state.outcomes).into(),
+            notes: Vec::new(),
             close: state.close,
         }
     }

@@ -99,7 +99,27 @@ pub async fn run(
                             }
                         }
                         Hop::Replaced(replaced) => node.registrar().accept_replaced(replaced).await,
-                        Hop::Changed(changed) => router.accept_changed(changed),
+                        Hop::Changed(changed) => {
+                            let elsewhere = changed.node != *node.id();
+                            let contacts = changed.contacts.clone();
+                            let groups = !changed.groups.is_empty();
+                            router.accept_changed(changed);
+                            if elsewhere {
+                                node.watches().membership_changed(contacts, groups);
+                            }
+                        }
+                        Hop::Signal(signal) => {
+                            let frame = signal.frame.get();
+                            let cut = (frame.len() <= max_frame && signal.frame_matches())
+                                .then(|| frame_of(&bytes, frame))
+                                .flatten();
+                            match cut {
+                                Some(frame) => router.accept_signal(signal, frame),
+                                // Signals may be dropped: counted, never answered.
+                                None => metrics.hop_rejected(HopRejection::Mismatched),
+                            }
+                        }
+                        Hop::Watched(watched) => node.watches().accept_watched(watched),
                     }
                 }
             }

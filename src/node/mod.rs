@@ -53,7 +53,8 @@ use crate::protocol::NodeId;
 use crate::protocol::frames::max_message_frame;
 use crate::routing::liveness::{DEAD_ENTRY_RETENTION, Incarnation};
 use crate::routing::{
-    Background, Detached, Liveness, Ports, Registrar, Resumption, Router, Settings,
+    Background, Detached, Liveness, Ports, Registrar, Resumption, Router, Settings, WatchPorts,
+    WatchSettings, Watches,
 };
 use crate::session::Env;
 
@@ -142,6 +143,10 @@ impl Node {
 
     pub fn resumption(&self) -> &Arc<Resumption> {
         &self.session_env.resumption
+    }
+
+    pub fn watches(&self) -> &Arc<Watches> {
+        &self.session_env.watches
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -240,8 +245,17 @@ impl Node {
         let health = Arc::new(Health::default());
         let events = start_events(&config, &backends.bus, &metrics, &tasks, &lifetime)?;
         let (session_env, courier) = routing(
-            &config, &backends, events, liveness, &metrics, &health, &tasks, &shutdown,
+            &config,
+            &backends,
+            events,
+            liveness,
+            &metrics,
+            &health,
+            &tasks,
+            (&lifetime, &shutdown),
         );
+        // Before any session of this run watches anything.
+        session_env.watches.forget_earlier_runs().await;
         let node = Arc::new(Node {
             auth,
             slots: Slots::new(max_sessions),
@@ -282,7 +296,7 @@ fn routing(
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
     tasks: &TaskTracker,
-    shutdown: &CancellationToken,
+    (lifetime, shutdown): (&CancellationToken, &CancellationToken),
 ) -> (Arc<Env>, crate::routing::CourierTask) {
     let presence = &backends.presence;
     let ports = Ports {
@@ -308,11 +322,28 @@ fn routing(
         settings,
     );
     let router = Arc::new(router);
+    let watches = Watches::new(
+        router.clone(),
+        WatchPorts {
+            store: presence.clone(),
+            contacts: presence.clone(),
+            groups: presence.clone(),
+            last_seen: presence.clone(),
+        },
+        WatchSettings {
+            coalesce: config.watching.coalesce,
+            max_watched: config.watching.max_watched,
+            open: config.jwt.is_none(),
+            invisible_ttl: config.last_seen_ttl,
+        },
+    );
+    watches.start(lifetime.clone());
     let detached = Arc::new(Detached::new(metrics.clone()));
     let registrar = Arc::new(Registrar::new(
         router.clone(),
         presence.clone(),
         detached.clone(),
+        watches.clone(),
     ));
     let queue = QueueLimits {
         frames: config.limits.session_queue,
@@ -322,6 +353,7 @@ fn routing(
         router.clone(),
         registrar.clone(),
         detached,
+        watches.clone(),
         queue,
     ));
     let env = Arc::new(Env {
@@ -329,10 +361,12 @@ fn routing(
         router,
         registrar,
         resumption,
+        watches,
         limits: config.limits.clone(),
         metrics: metrics.clone(),
         health: health.clone(),
         shutdown: shutdown.clone(),
+        signal_rate: config.watching.signal_rate,
         resume: config.resume.as_ref().map(|r| crate::session::Resume {
             keys: crate::resume::ResumeKeys::new(r.secret.expose()),
             window: r.window,
@@ -368,6 +402,11 @@ impl Lifetime {
             .unwrap_or_else(Instant::now);
         let wait_until = give_up.min(Instant::now() + DRAIN_WAIT_FOR_RESUMES);
         if !resumption.resumed_by(wait_until).await {
+            // Upkeep has stopped: look at which nodes are alive now, to
+            // pass sessions on only to those (and to all of them).
+            if let Err(e) = upkeep::beat(&node).await {
+                tracing::warn!(error = %crate::cause::chain(&e), "no fresh view of the live nodes; passing sessions on by the last one");
+            }
             let passed = tokio::time::timeout_at(give_up, resumption.pass_on_detached()).await;
             if passed.is_err() || resumption.detached_sessions() > 0 {
                 tracing::warn!(

@@ -39,16 +39,13 @@ use crate::routing::liveness::DEAD_ENTRY_RETENTION;
 
 pub async fn run(node: Arc<Node>) {
     let liveness = node.router().liveness().clone();
-    let outcomes = node.router().outcomes().clone();
-    let ttl = liveness.ttl();
-    let period = ttl / 3;
-    let member = liveness.me().member();
+    let period = liveness.ttl() / 3;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is immediate; startup just beat
     // Ghosts of this node's earlier runs, whichever they were.
     let me = liveness.me().clone();
-    sweep(&node, me.node, None, me.started_ms);
+    sweep(&node, me.node, None, me.started_ms, false);
     if let Some(every) = node
         .presence()
         .refresh_interval(node.config.presence_refresh)
@@ -79,20 +76,9 @@ pub async fn run(node: Arc<Node>) {
                 lost_presence = false;
             }
         }
-        // Never longer than a period: a hung store must not stall the loop
-        // that notices it.
-        let beat = tokio::time::timeout(
-            period,
-            node.presence()
-                .heartbeat(&member, ttl, DEAD_ENTRY_RETENTION),
-        )
-        .await
-        .unwrap_or_else(|_| Err(PresenceError::unavailable("heartbeat timed out")));
-        match beat {
-            Ok(report) => {
-                node.health.presence_answered();
-                let refresh = liveness.refresh(&report);
-                if refresh.restore {
+        match beat(&node).await {
+            Ok((must_restore, report)) => {
+                if must_restore {
                     losses += 1;
                     lost_presence = true;
                 }
@@ -108,13 +94,6 @@ pub async fn run(node: Arc<Node>) {
                         .spawn(async move { restore(&node, false).await });
                     restoring = Some((losses, task));
                 }
-                for lost in refresh.lost {
-                    outcomes.node_lost(&lost);
-                    if let Some(ghosts) = &lost.sweep {
-                        let run = Some(ghosts.run_started_ms);
-                        sweep(&node, lost.node, run, ghosts.ghosts_before);
-                    }
-                }
             }
             Err(e) => {
                 if !lost_presence {
@@ -128,8 +107,47 @@ pub async fn run(node: Arc<Node>) {
                 node.health.presence_failed();
             }
         }
-        outcomes.expire();
+        node.router().outcomes().expire();
+        // After a bus reconnect, presence changes may have been missed.
+        let (watches, generation) = (node.watches().clone(), node.bus().generation());
+        node.tasks()
+            .spawn(async move { watches.follow_bus(generation).await });
     }
+}
+
+/// One heartbeat into the presence store, and what it tells: the liveness
+/// view is refreshed; in-flight messages to nodes that died or restarted
+/// are answered, their watches forgotten, their ghost records swept.
+/// Whether this node's records need restoring, with the report. Also run
+/// by a drain before it passes sessions on, so that it picks among the
+/// nodes alive now (upkeep has stopped by then).
+pub(super) async fn beat(
+    node: &Arc<Node>,
+) -> Result<(bool, crate::presence::HeartbeatReport), PresenceError> {
+    let liveness = node.router().liveness();
+    let ttl = liveness.ttl();
+    let member = liveness.me().member();
+    // Never longer than a period: a hung store must not stall the loop
+    // that notices it.
+    let report = tokio::time::timeout(
+        ttl / 3,
+        node.presence()
+            .heartbeat(&member, ttl, DEAD_ENTRY_RETENTION),
+    )
+    .await
+    .unwrap_or_else(|_| Err(PresenceError::unavailable("heartbeat timed out")))?;
+    node.health.presence_answered();
+    let refresh = liveness.refresh(&report);
+    for lost in refresh.lost {
+        node.router().outcomes().node_lost(&lost);
+        node.watches().node_lost(&lost.node);
+        if let Some(ghosts) = &lost.sweep {
+            let run = Some(ghosts.run_started_ms);
+            let died = lost.before_epoch == u64::MAX;
+            sweep(node, lost.node, run, ghosts.ghosts_before, died);
+        }
+    }
+    Ok((refresh.restore, report))
 }
 
 /// How long one sweep may take before it is abandoned (the next death or
@@ -138,7 +156,7 @@ const SWEEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Deletes, in the background, the records `dead` wrote before
 /// `before_since` (see [`Heartbeats::sweep`](crate::presence::Heartbeats::sweep)).
-fn sweep(node: &Node, dead: NodeId, lost_run: Option<u64>, before_since: u64) {
+fn sweep(node: &Node, dead: NodeId, lost_run: Option<u64>, before_since: u64, died: bool) {
     let presence = node.presence().clone();
     let offline = node.router().offline().clone();
     node.tasks.spawn(async move {
@@ -146,12 +164,21 @@ fn sweep(node: &Node, dead: NodeId, lost_run: Option<u64>, before_since: u64) {
             tokio::time::timeout(SWEEP_TIMEOUT, presence.sweep(&dead, lost_run, before_since))
                 .await;
         match swept {
-            Ok(Ok(swept)) if swept.is_empty() => {}
             Ok(Ok(swept)) => {
-                tracing::info!(node = %dead, records = swept.len(), "swept ghost presence records");
-                // Their sessions ended with their node: announced, and
-                // written as their clients' last-seen.
-                offline.ended_with_their_node(swept).await;
+                if !swept.is_empty() {
+                    tracing::info!(node = %dead, records = swept.len(), "swept ghost presence records");
+                    // Their sessions ended with their node: announced, and
+                    // written as their clients' last-seen.
+                    offline.ended_with_their_node(swept).await;
+                }
+                // A dead node's watches went with it; a restarted one's
+                // new run holds its own (it forgot its earlier run's when it
+                // started).
+                if died
+                    && let Err(e) = presence.forget_watcher(&dead).await
+                {
+                    tracing::debug!(node = %dead, error = %e, "a dead node's watches not forgotten");
+                }
             }
             Ok(Err(e)) => {
                 tracing::warn!(node = %dead, error = %chain(&e), "sweep of ghost records failed")

@@ -39,4 +39,11 @@ pub trait GroupStore: Send + Sync + 'static {
     /// Every member of `group`, in no particular order; empty when it has
     /// none.
     async fn members(&self, group: &GroupId) -> Result<Vec<ClientId>, PresenceError>;
+
+    /// The groups `client` is a member of (v3, for "members may watch each
+    /// other"), in no particular order. Kept beside the members as an
+    /// index that may lag a change by a moment (it is written after the
+    /// membership); callers check membership in [`members`](Self::members)
+    /// before they rely on it.
+    async fn groups_of(&self, client: &ClientId) -> Result<Vec<GroupId>, PresenceError>;
 }

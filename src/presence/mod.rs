@@ -8,6 +8,8 @@
 //! | [`Heartbeats`] | every node's heartbeat, and sweeps of the records a dead node left | the node's upkeep |
 //! | [`GroupStore`] (v2) | each group's members | the group service, the API |
 //! | [`LastSeenStore`] (v2) | when a client's last session ended, and why | the offline branch's explanation |
+//! | [`ContactStore`] (v3) | whom each client may watch | the watch service, the API |
+//! | [`WatchStore`] (v3) | which nodes watch a client; who is invisible | the watch service |
 //!
 //! Every node of a cluster shares one registry; it is how a node finds out
 //! where a recipient is. A backend serves every port at once
@@ -16,19 +18,23 @@
 //! [`crate::backends`], and a contract suite (tests/it/presence_contract.rs)
 //! runs the same cases on each of them, port by port.
 
+mod contacts;
 mod groups;
 mod heartbeats;
 mod last_seen;
 mod records;
+mod watching;
 
 use async_trait::async_trait;
 
 use crate::cause::Cause;
 
+pub use self::contacts::{ContactAdded, ContactStore};
 pub use self::groups::{GroupStore, MemberAdded};
 pub use self::heartbeats::{HeartbeatReport, Heartbeats};
 pub use self::last_seen::{LastSeen, LastSeenStore};
 pub use self::records::{PresenceRecord, Registered, SessionRecords};
+pub use self::watching::WatchStore;
 
 /// A presence operation that did not complete. Callers answer the client
 /// with `unavailable` (the store could not be reached) or `internal` (the
@@ -78,7 +84,9 @@ impl PresenceError {
 /// A presence backend: one store serving every presence port, plus what
 /// the node itself needs of it (a readiness check, a clean close).
 #[async_trait]
-pub trait PresenceStore: SessionRecords + Heartbeats + GroupStore + LastSeenStore {
+pub trait PresenceStore:
+    SessionRecords + Heartbeats + GroupStore + LastSeenStore + ContactStore + WatchStore
+{
     /// A real round trip to the backend, for `/readyz`.
     async fn ping(&self) -> Result<(), PresenceError>;
 

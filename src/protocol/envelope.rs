@@ -78,6 +78,45 @@ pub enum Hop<'a> {
     /// On the subject every node reads: what a node may have cached about
     /// these clients' presence, or these groups' members, is stale.
     Changed(Changed),
+    /// v3: a signal for sessions this node is believed to hold. Never
+    /// tracked, answered or forwarded.
+    Signal(#[serde(borrow)] SignalHop<'a>),
+    /// v3: these clients' presence changed, told to a node that has
+    /// sessions watching them (and to no other).
+    Watched(WatchedHop),
+}
+
+/// v3: a signal's way to the recipient sessions on one node. Goes in an
+/// envelope of its own, never packed with messages or outcomes, so that a
+/// node of version 2 (which cannot read it) drops only the signal.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SignalHop<'a> {
+    pub from: ClientId,
+    /// The sessions to hand it to.
+    pub targets: SmallVec<[Target; 1]>,
+    /// The `signal` frame, as the sender's node rendered it.
+    #[serde(borrow)]
+    pub frame: &'a RawValue,
+}
+
+impl SignalHop<'_> {
+    /// Whether the frame is a `signal` frame from the hop's sender, as the
+    /// sending node writes it (a hop claiming another sender is refused).
+    pub fn frame_matches(&self) -> bool {
+        let head = r#"{"type":"signal","from":""#;
+        self.frame
+            .get()
+            .strip_prefix(head)
+            .and_then(|rest| rest.strip_prefix(self.from.as_str()))
+            .is_some_and(|rest| rest.starts_with('"'))
+    }
+}
+
+/// v3: presence changes for a node that watches these clients. Packed like
+/// a signal (an envelope of its own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchedHop {
+    pub clients: Vec<ClientId>,
 }
 
 /// One recipient session of a message.
@@ -343,6 +382,10 @@ pub struct Changed {
     /// Groups whose members changed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<GroupId>,
+    /// v3: clients whose contacts changed (watches they hold may have
+    /// ended).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<ClientId>,
 }
 
 /// Why a bus message was not a usable envelope.

@@ -13,5 +13,5 @@ pub use switchboard_protocol::*;
 
 pub use envelope::{
     Carbon, Changed, Envelope, EnvelopeError, Fate, Hop, MessageHop, Outcome, ReplacedHop, ReplyTo,
-    Settled, Target,
+    Settled, SignalHop, Target, WatchedHop,
 };

@@ -55,6 +55,9 @@ pub struct Adopt {
     pub window_ms: u64,
     pub next_seq: u64,
     pub kept: Vec<KeptMessage>,
+    /// v3: the clients the session watches (its watches move with it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watching: Vec<ClientId>,
 }
 
 /// "Hand me this detached session": from the node the client resumed on.
@@ -77,6 +80,9 @@ pub struct Handed {
     pub next_seq: u64,
     #[serde(default)]
     pub kept: Vec<KeptMessage>,
+    /// v3: the clients the session watches (its watches move with it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watching: Vec<ClientId>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

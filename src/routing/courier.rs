@@ -66,6 +66,10 @@ pub enum Parcel {
     /// The outcome of a message the other node sent, whose sender is
     /// waiting to hear it (`offline`, or a receipt it asked for).
     Outcome(Outcome),
+    /// A v3 hop (a signal, presence changes): untracked, and packed in an
+    /// envelope of its own, apart from messages and outcomes, so that a
+    /// node of version 2, which cannot read it, drops only the note.
+    Note(Vec<u8>),
 }
 
 /// Quiet outcomes put aside for company, per node.
@@ -83,10 +87,25 @@ impl Quiet {
     }
 }
 
+/// What changed since the last broadcast.
+#[derive(Default)]
+struct Pending {
+    clients: HashSet<ClientId>,
+    groups: HashSet<GroupId>,
+    /// v3: clients whose contacts changed.
+    contacts: HashSet<ClientId>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.clients.is_empty() && self.groups.is_empty() && self.contacts.is_empty()
+    }
+}
+
 /// Changes put aside for the next broadcast.
 #[derive(Default)]
 struct Changes {
-    pending: Mutex<(HashSet<ClientId>, HashSet<GroupId>)>,
+    pending: Mutex<Pending>,
     wake: Notify,
 }
 
@@ -188,19 +207,25 @@ impl Courier {
     /// `client`'s record changed: every other node is told, with the next
     /// broadcast.
     pub fn changed_client(&self, client: ClientId) {
-        self.changed(|pending| pending.0.insert(client));
+        self.changed(|pending| pending.clients.insert(client));
     }
 
     /// `group`'s members changed: every other node is told, with the next
     /// broadcast.
     pub fn changed_group(&self, group: GroupId) {
-        self.changed(|pending| pending.1.insert(group));
+        self.changed(|pending| pending.groups.insert(group));
     }
 
-    fn changed(&self, note: impl FnOnce(&mut (HashSet<ClientId>, HashSet<GroupId>)) -> bool) {
+    /// `client`'s contacts changed (v3): every other node is told, with
+    /// the next broadcast, so that watches they hold for it are checked.
+    pub fn changed_contacts(&self, client: ClientId) {
+        self.changed(|pending| pending.contacts.insert(client));
+    }
+
+    fn changed(&self, note: impl FnOnce(&mut Pending) -> bool) {
         let first = {
             let mut pending = self.changes.pending.locked();
-            let first = pending.0.is_empty() && pending.1.is_empty();
+            let first = pending.is_empty();
             note(&mut pending);
             first
         };
@@ -228,6 +253,9 @@ impl Courier {
 struct Packing {
     hops: Vec<Vec<u8>>,
     size: usize,
+    /// v3 notes, for an envelope of their own.
+    notes: Vec<Vec<u8>>,
+    notes_size: usize,
     outcomes: Vec<Outcome>,
     first: Option<u64>,
     last: u64,
@@ -308,26 +336,35 @@ impl CourierTask {
 
     /// Tells every node the changes put aside, if any.
     async fn broadcast_changes(&self) {
-        let (clients, groups) = std::mem::take(&mut *self.changes.pending.locked());
-        if clients.is_empty() && groups.is_empty() {
+        let pending = std::mem::take(&mut *self.changes.pending.locked());
+        if pending.is_empty() {
             return;
         }
-        let clients: Vec<ClientId> = clients.into_iter().collect();
-        let groups: Vec<GroupId> = groups.into_iter().collect();
+        let of = |c: HashSet<ClientId>| c.into_iter().collect::<Vec<_>>();
+        let (clients, contacts) = (of(pending.clients), of(pending.contacts));
+        let groups: Vec<GroupId> = pending.groups.into_iter().collect();
+        let empty = || Changed {
+            node: self.node.clone(),
+            clients: Vec::new(),
+            groups: Vec::new(),
+            contacts: Vec::new(),
+        };
         let chunks = clients
             .chunks(CHANGES_PER_BROADCAST)
-            .map(|c| (c.to_vec(), Vec::new()))
-            .chain(
-                groups
-                    .chunks(CHANGES_PER_BROADCAST)
-                    .map(|g| (Vec::new(), g.to_vec())),
-            );
-        for (clients, groups) in chunks {
-            let hop = Envelope::new(Hop::Changed(Changed {
-                node: self.node.clone(),
-                clients,
-                groups,
+            .map(|c| Changed {
+                clients: c.to_vec(),
+                ..empty()
+            })
+            .chain(groups.chunks(CHANGES_PER_BROADCAST).map(|g| Changed {
+                groups: g.to_vec(),
+                ..empty()
+            }))
+            .chain(contacts.chunks(CHANGES_PER_BROADCAST).map(|c| Changed {
+                contacts: c.to_vec(),
+                ..empty()
             }));
+        for changed in chunks {
+            let hop = Envelope::new(Hop::Changed(changed));
             // Best effort: a node that missed it forgets its cache when its
             // bus connection comes back, and entries expire.
             if let Err(e) = self.bus.broadcast(hop.encode().into()).await {
@@ -345,6 +382,16 @@ impl CourierTask {
             let packing = by_node.entry(node.clone()).or_default();
             match parcel {
                 Parcel::Outcome(outcome) => packing.outcomes.push(outcome),
+                Parcel::Note(json) => {
+                    if packing.notes_size + json.len() + 1 > limit && !packing.notes.is_empty() {
+                        let notes = std::mem::take(&mut packing.notes);
+                        packing.notes_size = 0;
+                        self.ship_notes(&node, notes).await;
+                    }
+                    let packing = by_node.entry(node).or_default();
+                    packing.notes_size += json.len() + 1;
+                    packing.notes.push(json);
+                }
                 Parcel::Hop { json, seq } => {
                     // Full: send what is packed, start a new envelope.
                     if packing.size + json.len() + 1 > limit && !packing.hops.is_empty() {
@@ -364,9 +411,25 @@ impl CourierTask {
         by_node
     }
 
-    /// Publishes one envelope. If it cannot go, its tracked messages will
-    /// never arrive: their senders are told `offline`.
+    /// Publishes the notes of one node, in an envelope of their own. Best
+    /// effort: a note that cannot go is dropped (signals may be; a lost
+    /// presence change is healed when the bus reconnects).
+    async fn ship_notes(&self, node: &NodeId, notes: Vec<Vec<u8>>) {
+        if notes.is_empty() {
+            return;
+        }
+        let envelope = Bytes::from(encode_envelope(notes.iter().map(Vec::as_slice)));
+        if let Err(e) = self.bus.publish(node, envelope, None).await {
+            tracing::debug!(%node, error = %e, "could not send notes");
+        }
+    }
+
+    /// Publishes one envelope (and, apart, its notes). If it cannot go, its
+    /// tracked messages will never arrive: their senders are told
+    /// `offline`.
     async fn ship(&self, node: &NodeId, mut packing: Packing) {
+        let notes = std::mem::take(&mut packing.notes);
+        self.ship_notes(node, notes).await;
         if !packing.outcomes.is_empty() {
             let outcomes = std::mem::take(&mut packing.outcomes);
             packing.hops.push(encode_hop(&Hop::Outcomes(outcomes)));

@@ -287,6 +287,7 @@ mod tests {
                 group: None,
             }),
             store: false,
+            signal: false,
         };
         assert!(may_send(&msg("bob", true), &team));
         assert!(!may_send(&msg("carol", true), &team));

@@ -10,10 +10,12 @@ use super::Router;
 use super::inflight::Who;
 use crate::bus::{Bounce, BounceTag};
 use crate::hub::{Handover, Outbound, Refused, Report, Sender};
+use crate::metrics::SignalFate;
 use crate::protocol::envelope::{MessageHopOut, encode_envelope, encode_message_hop};
 use crate::protocol::frames::with_field;
 use crate::protocol::{
-    Addressee, Changed, Fate, MessageHop, NodeId, OfflineReason, Outcome, Recipient, Target,
+    Addressee, Changed, Fate, MessageHop, NodeId, OfflineReason, Outcome, Recipient, SignalHop,
+    Target,
 };
 
 impl Router {
@@ -293,6 +295,20 @@ impl Router {
                         .await;
                 }
             }
+        }
+    }
+
+    /// A signal (v3) arrived from another node for sessions believed to be
+    /// here: handed to each that is (by device) and has room; the others
+    /// simply do not get it.
+    pub fn accept_signal(&self, hop: SignalHop<'_>, frame: Utf8Bytes) {
+        for target in &hop.targets {
+            let fate = match self.hub().get_device(&target.to, &target.device) {
+                Some(s) if s.outbox.put_signal(frame.clone()) => SignalFate::Sent,
+                Some(_) => SignalFate::QueueFull,
+                None => SignalFate::Gone,
+            };
+            self.metrics().signal(fate);
         }
     }
 

@@ -359,6 +359,19 @@ impl Liveness {
     }
 
     /// Nodes this view believes alive, for logs and tests.
+    /// Whether `node` is not known dead: its heartbeat is current, or the
+    /// view cannot tell (no view yet, an unknown node). Only the store's
+    /// word makes a node dead, as in [`judge`](Self::judge).
+    pub fn is_alive(&self, node: &NodeId) -> bool {
+        let state = self.state();
+        let Some(view) = state.view.as_ref() else {
+            return true;
+        };
+        view.nodes
+            .get(node)
+            .is_none_or(|s| s.expires_ms >= view.server_now_ms)
+    }
+
     pub fn alive_nodes(&self) -> Vec<NodeId> {
         self.state().view.as_ref().map_or_else(Vec::new, |v| {
             v.nodes

@@ -52,6 +52,7 @@ pub mod registration;
 pub mod resumption;
 pub mod route;
 pub mod router;
+pub mod watches;
 
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -77,6 +78,7 @@ pub use self::registration::{RegisterError, Registrar, Restored};
 pub use self::resumption::{Forwarded, Resumption, TakeOverError};
 pub use self::route::{Route, Sent};
 pub use self::router::{MAX_IN_FLIGHT_HOPS, Ports, ROUTE_CACHE_TTL, Router, Settings};
+pub use self::watches::{Scope, WatchError, WatchPorts, WatchSettings, Watches, Watching};
 
 /// A message on its way, owned.
 #[derive(Debug)]
@@ -93,6 +95,8 @@ pub struct Message {
     /// The send asked for the inbox (`"store": true`) should the
     /// recipient be offline.
     pub store: bool,
+    /// A signal (v3), not a message: no ack, no carbons, no tracking.
+    pub signal: bool,
 }
 
 impl Message {
@@ -112,6 +116,21 @@ impl Message {
             frame,
             sender,
             store: false,
+            signal: false,
+        }
+    }
+
+    /// A signal (v3) from a session here: its frame rendered, no id.
+    pub fn signal(from: ClientId, to: Recipient, body: &RawValue, sender: Sender) -> Self {
+        let frame = crate::protocol::watch::encode_signal(&from, to.addressee(), body).into();
+        Self {
+            msg_id: Uuid::nil(),
+            from,
+            to,
+            frame,
+            sender: Some(sender),
+            store: false,
+            signal: true,
         }
     }
 

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::Router;
 use super::detached::Detached;
+use super::watches::Watches;
 use crate::hub::SessionHandle;
 use crate::lock::Locked;
 use crate::presence::{PresenceError, PresenceRecord, Registered, SessionRecords};
@@ -99,6 +100,8 @@ pub struct Registrar {
     records: Arc<dyn SessionRecords>,
     /// The detached sessions (a replaced one ends at once).
     detached: Arc<Detached>,
+    /// Watchers of a client hear of its sessions coming and going (v3).
+    watches: Arc<Watches>,
     deferred: Deferred,
 }
 
@@ -107,11 +110,13 @@ impl Registrar {
         router: Arc<Router>,
         records: Arc<dyn SessionRecords>,
         detached: Arc<Detached>,
+        watches: Arc<Watches>,
     ) -> Self {
         Self {
             router,
             records,
             detached,
+            watches,
             deferred: Deferred::default(),
         }
     }
@@ -176,6 +181,7 @@ impl Registrar {
         cache.insert(client.clone(), route, seen);
         router.courier().changed_client(client.clone());
         router.offline().session_opened(handle);
+        self.watches.changed(client.clone());
         Ok(count)
     }
 
@@ -221,10 +227,12 @@ impl Registrar {
         router
             .offline()
             .session_ended(handle, end, matches!(removed, Ok(true)), last_here);
+        self.watches.session_ended(handle.id);
         match removed {
             Ok(true) => {
                 router.locator().cache().invalidate(&handle.client);
                 router.courier().changed_client(handle.client.clone());
+                self.watches.changed(handle.client.clone());
             }
             Ok(false) => {}
             Err(e) => {
@@ -323,6 +331,7 @@ impl Registrar {
         router
             .offline()
             .session_ended(handle, SessionEnd::Replaced, false, last_here);
+        self.watches.session_ended(handle.id);
         let rest = handle.outbox.take_all();
         router
             .undelivered(

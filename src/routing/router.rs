@@ -36,10 +36,12 @@ use crate::bus::{Bus, BusError};
 use crate::events::Events;
 use crate::hub::{Handover, Hub, Outbound, Report};
 use crate::inbox::InboxStore;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SignalFate};
 use crate::presence::{GroupStore, LastSeenStore, SessionRecords};
+use crate::protocol::envelope::encode_hop;
 use crate::protocol::frames::with_field;
 use crate::protocol::{AckStatus, ClientId, GroupId, NodeId, OfflineReason, Recipient};
+use crate::protocol::{Hop, SignalHop};
 
 /// Most cross-node messages one node tracks at once, awaiting outcomes.
 pub const MAX_IN_FLIGHT_HOPS: usize = 1 << 18;
@@ -398,6 +400,37 @@ impl Router {
         Ok(sent)
     }
 
+    /// Hands a signal (v3) to every session of `route`: those here, and
+    /// one hop per other node. Never tracked, stored or answered: a session
+    /// whose queue is more than half full does not get it, a hop the bus
+    /// does not take is gone. Returns how many sessions here took it.
+    pub async fn dispatch_signal(&self, msg: Message, route: Route) -> u32 {
+        let mut handed = 0;
+        for session in &route.local {
+            if session.outbox.put_signal(msg.frame.clone()) {
+                handed += 1;
+                self.metrics.signal(SignalFate::Sent);
+            } else {
+                self.metrics.signal(SignalFate::QueueFull);
+            }
+        }
+        for leg in &route.remote {
+            let hop = SignalHop {
+                from: msg.from.clone(),
+                targets: leg.targets.clone(),
+                frame: raw_frame(&msg.frame),
+            };
+            let json = encode_hop(&Hop::Signal(hop));
+            // A stopped courier (shutting down) takes no more: the signal
+            // is gone, as signals may be.
+            let _ = self
+                .courier
+                .send(leg.node.clone(), Parcel::Note(json))
+                .await;
+        }
+        handed
+    }
+
     /// [`locate`](Self::locate) then [`dispatch`](Self::dispatch), for
     /// senders with a single message in flight (the HTTP API).
     pub async fn route(&self, msg: Message) -> Result<Sent, RouteError> {
@@ -471,11 +504,19 @@ impl Router {
 }
 
 /// The client whose other devices get carbons of `msg`: its sender, for a
-/// message from a session to another client.
+/// message (not a signal) from a session to another client.
 fn carbon_source(msg: &Message) -> Option<&ClientId> {
+    if msg.signal {
+        return None;
+    }
     let to = msg.client()?;
     msg.sender
         .as_ref()
         .filter(|_| msg.from != *to)
         .map(|_| &msg.from)
+}
+
+/// A frame this node rendered, as the raw JSON value a hop carries.
+fn raw_frame(frame: &str) -> &serde_json::value::RawValue {
+    serde_json::from_str(frame).expect("frames this node renders are JSON")
 }

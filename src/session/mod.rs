@@ -43,7 +43,7 @@ use crate::metrics::Metrics;
 use crate::protocol::frames::{WelcomeExtras, encode_welcome};
 use crate::protocol::{ClientId, DeviceId, Disconnect, ErrorCode, Fate, NodeId, now_ms};
 use crate::resume::ResumeKeys;
-use crate::routing::{RegisterError, Registrar, Resumption, Router};
+use crate::routing::{RegisterError, Registrar, Resumption, Router, Watches};
 
 /// The socket type of a session: a WebSocket over hyper's upgraded
 /// connection.
@@ -86,6 +86,8 @@ pub struct Env {
     pub registrar: Arc<Registrar>,
     /// Detaching, and taking a detached session back (acks mode).
     pub resumption: Arc<Resumption>,
+    /// Presence for clients (v3).
+    pub watches: Arc<Watches>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
@@ -94,6 +96,8 @@ pub struct Env {
     pub shutdown: CancellationToken,
     /// Acks mode's resume, when on.
     pub resume: Option<Resume>,
+    /// `--signal-rate`: signals a session may send per second (v3).
+    pub signal_rate: u32,
 }
 
 /// How detached sessions are kept, and their tokens signed.
@@ -283,6 +287,9 @@ pub async fn run(
         // inline it would grow every idle session's task.
         Box::pin(settle_delivered(&env.router, &handle, confirmed)).await;
         frames.extend(again);
+        // Presence frames are never kept for a detached session (the
+        // replay dropped any): it is shown the current state afresh.
+        Box::pin(env.resumption.rewatch(&handle)).await;
     }
     // The rare, large steps (welcome, clean-up) are boxed so that they do
     // not size the task an idle session keeps in memory.

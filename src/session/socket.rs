@@ -51,12 +51,17 @@ pub(super) async fn write_outbound(
     batch: Batch,
     timeout: Duration,
 ) -> Result<(), WriteError> {
-    if answers.is_empty() && batch.messages.is_empty() && batch.outcomes.is_empty() {
+    if answers.is_empty()
+        && batch.messages.is_empty()
+        && batch.outcomes.is_empty()
+        && batch.notes.is_empty()
+    {
         return Ok(());
     }
     let mut handovers = Vec::new();
     let mut frames = answers;
     frames.extend(batch.outcomes);
+    frames.extend(batch.notes);
     frames.extend(batch.messages.into_iter().map(|item| {
         handovers.extend(item.handover);
         item.frame

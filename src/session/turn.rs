@@ -20,6 +20,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -30,13 +31,14 @@ use uuid::Uuid;
 use super::socket::{write, write_outbound};
 use super::{Ending, Env, MAX_IN_FLIGHT, Socket};
 use crate::hub::{Sender, SessionHandle};
-use crate::metrics::PolicyClose;
+use crate::metrics::{PolicyClose, SignalFate};
 use crate::protocol::frames::{encode_ack, encode_error, encode_pong};
+use crate::protocol::watch::{encode_ok, encode_watching};
 use crate::protocol::{
-    ClientFrame, Disconnect, ErrorCode, FrameError, Recipient, parse_client_frame,
+    ClientFrame, Disconnect, ErrorCode, FrameError, Recipient, SignalRequest, parse_client_frame,
 };
-use crate::rate::{Limiter, Verdict};
-use crate::routing::{Message, Route, RouteError, Router};
+use crate::rate::{Limiter, TokenBucket, Verdict};
+use crate::routing::{Message, Route, RouteError, Router, WatchError};
 
 /// What the session owes the client for one frame it read.
 // Replies live inside the pending futures, which are boxed anyway.
@@ -44,11 +46,21 @@ use crate::routing::{Message, Route, RouteError, Router};
 enum Reply {
     /// A pong or an error, ready to write.
     Ready(String),
+    /// Frames ready to write, in order (v3: `watching` and the watched
+    /// clients' `presence`); none for a signal.
+    Frames(Vec<String>),
     /// A send whose route has been looked up.
     Routed {
         msg: Message,
         route: Result<Route, RouteError>,
         read_at: Instant,
+    },
+    /// A signal whose route has been looked up (v3): handed over, answered
+    /// only with an error, and only when it carried an `id`.
+    Signal {
+        msg: Message,
+        route: Result<Route, RouteError>,
+        id: Option<String>,
     },
 }
 
@@ -58,7 +70,7 @@ type Pending<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
 pub(super) struct Session<'a> {
     env: &'a Env,
     router: &'a Router,
-    handle: &'a SessionHandle,
+    handle: &'a Arc<SessionHandle>,
     ws: &'a mut Socket,
     /// Frames read whose answer waits on a lookup (and any read after
     /// them, so that answers keep reading order).
@@ -66,6 +78,8 @@ pub(super) struct Session<'a> {
     /// Answers ready to write, in reading order.
     answers: Vec<Utf8Bytes>,
     limiter: Limiter,
+    /// `--signal-rate` (v3): signals beyond it are dropped.
+    signals: TokenBucket,
     /// When the client last sent anything, a pong included.
     last_heard: Instant,
     /// When the next keepalive ping is due.
@@ -73,7 +87,7 @@ pub(super) struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    pub(super) fn new(env: &'a Env, handle: &'a SessionHandle, ws: &'a mut Socket) -> Self {
+    pub(super) fn new(env: &'a Env, handle: &'a Arc<SessionHandle>, ws: &'a mut Socket) -> Self {
         let limits = &env.limits;
         Self {
             env,
@@ -83,6 +97,10 @@ impl<'a> Session<'a> {
             pending: FuturesOrdered::new(),
             answers: Vec::new(),
             limiter: Limiter::new(limits.rate_limit, limits.rate_burst, limits.rate_abuse),
+            signals: {
+                let rate = env.signal_rate;
+                TokenBucket::new(rate, rate)
+            },
             last_heard: Instant::now(),
             next_ping: Instant::now() + limits.ping_interval,
         }
@@ -109,8 +127,7 @@ impl<'a> Session<'a> {
                 }
 
                 Some(reply) = self.pending.next(), if !self.pending.is_empty() => {
-                    let frame = Box::pin(respond(self.env, reply)).await;
-                    self.answers.push(frame.into());
+                    Box::pin(respond(self.env, reply, &mut self.answers)).await;
                 }
 
                 incoming = self.ws.next(), if self.pending.len() < MAX_IN_FLIGHT => {
@@ -128,8 +145,7 @@ impl<'a> Session<'a> {
             }
 
             while let Some(Some(reply)) = self.pending.next().now_or_never() {
-                let frame = Box::pin(respond(self.env, reply)).await;
-                self.answers.push(frame.into());
+                Box::pin(respond(self.env, reply, &mut self.answers)).await;
             }
             let batch = self.handle.outbox.take();
             let close = batch.close;
@@ -258,7 +274,13 @@ impl<'a> Session<'a> {
             // Parsed only to echo the refused frame's id.
             let id = match parse_client_frame(&text) {
                 Ok(ClientFrame::Send(send)) => send.id.map(Cow::into_owned),
-                Ok(ClientFrame::Ping { id }) => id.map(Cow::into_owned),
+                Ok(ClientFrame::Signal(signal)) => signal.id.map(Cow::into_owned),
+                Ok(
+                    ClientFrame::Ping { id }
+                    | ClientFrame::Watch { id, .. }
+                    | ClientFrame::Unwatch { id, .. }
+                    | ClientFrame::Visibility { id, .. },
+                ) => id.map(Cow::into_owned),
                 Ok(ClientFrame::Received { .. }) => None,
                 Err(e) => e.id,
             };
@@ -292,8 +314,7 @@ impl<'a> Session<'a> {
                             route: Ok(route),
                             read_at,
                         };
-                        let frame = Box::pin(respond(self.env, reply)).await;
-                        self.answers.push(frame.into());
+                        Box::pin(respond(self.env, reply, &mut self.answers)).await;
                     }
                     Some(route) => self.queue(Reply::Routed {
                         msg,
@@ -321,7 +342,92 @@ impl<'a> Session<'a> {
                 Box::pin(super::settle_delivered(self.router, self.handle, confirmed)).await;
             }
             Ok(ClientFrame::Ping { id }) => self.queue(Reply::Ready(encode_pong(id.as_deref()))),
+            Ok(ClientFrame::Watch { id, clients }) => {
+                let (env, handle) = (self.env, self.handle);
+                let id = id.map(Cow::into_owned);
+                self.pending.push_back(Box::pin(async move {
+                    let frames = match env.watches.watch(handle, clients).await {
+                        Ok(watching) => {
+                            let id = id.as_deref();
+                            let mut frames =
+                                vec![encode_watching(id, &watching.clients, &watching.denied)];
+                            frames.extend(watching.frames);
+                            frames
+                        }
+                        Err(e) => {
+                            let code = match e {
+                                WatchError::TooMany { .. } => ErrorCode::TooManyWatched,
+                                WatchError::Store(_) => ErrorCode::Unavailable,
+                            };
+                            env.metrics.error(code);
+                            let error = FrameError::new(code, e.to_string(), id.as_deref());
+                            vec![encode_error(&error)]
+                        }
+                    };
+                    Reply::Frames(frames)
+                }));
+            }
+            Ok(ClientFrame::Unwatch { id, clients }) => {
+                self.env.watches.unwatch(self.handle, clients);
+                self.queue(Reply::Ready(encode_ok(id.as_deref())));
+            }
+            Ok(ClientFrame::Visibility { id, visible }) => {
+                let (env, client) = (self.env, &self.handle.client);
+                let id = id.map(Cow::into_owned);
+                self.pending.push_back(Box::pin(async move {
+                    let frame = match env.watches.visibility(client, visible).await {
+                        Ok(()) => encode_ok(id.as_deref()),
+                        Err(e) => {
+                            env.metrics.error(ErrorCode::Unavailable);
+                            let message = crate::cause::chain(&e);
+                            let error =
+                                FrameError::new(ErrorCode::Unavailable, message, id.as_deref());
+                            encode_error(&error)
+                        }
+                    };
+                    Reply::Ready(frame)
+                }));
+            }
+            Ok(ClientFrame::Signal(signal)) => self.signal(signal, read_at).await,
             Err(e) => self.refuse(e),
+        }
+    }
+
+    /// A signal (v3): within `--signal-rate`, routed like a message (one
+    /// hop per node) but never answered, except with an error when it
+    /// carried an `id`.
+    async fn signal(&mut self, signal: SignalRequest<'_>, read_at: Instant) {
+        if !self.signals.allow_at(read_at) {
+            self.env.metrics.signal(SignalFate::RateLimited);
+            return;
+        }
+        let sender = Sender {
+            node: self.env.node.clone(),
+            client: self.handle.client.clone(),
+            session: self.handle.id,
+            id: None,
+            receipt: false,
+            group: signal.to.group().cloned(),
+        };
+        let from = self.handle.client.clone();
+        let msg = Message::signal(from, signal.to, signal.body, sender);
+        let id = signal.id.map(Cow::into_owned);
+        match self.router.locate_fast(&msg) {
+            Some(route) if self.pending.is_empty() => {
+                self.router.dispatch_signal(msg, route).await;
+            }
+            Some(route) => self.queue(Reply::Signal {
+                msg,
+                route: Ok(route),
+                id,
+            }),
+            None => {
+                let router = self.router;
+                self.pending.push_back(Box::pin(async move {
+                    let route = router.locate(&msg).await;
+                    Reply::Signal { msg, route, id }
+                }));
+            }
         }
     }
 
@@ -335,7 +441,9 @@ impl<'a> Session<'a> {
 
     fn refuse(&mut self, error: FrameError) {
         self.env.metrics.error(error.code);
-        self.queue(Reply::Ready(encode_error(&error)));
+        if !error.unanswered {
+            self.queue(Reply::Ready(encode_error(&error)));
+        }
     }
 
     fn rate_limited(&mut self, id: Option<&str>) {
@@ -352,7 +460,7 @@ impl<'a> Session<'a> {
     async fn drain_and_close(&mut self, why: Disconnect) -> Ending {
         let mut frames = std::mem::take(&mut self.answers);
         while let Some(reply) = self.pending.next().await {
-            frames.push(Box::pin(respond(self.env, reply)).await.into());
+            Box::pin(respond(self.env, reply, &mut frames)).await;
         }
         if write(self.ws, frames, self.env.limits.write_timeout)
             .await
@@ -364,13 +472,30 @@ impl<'a> Session<'a> {
     }
 }
 
-/// Turns a reply into the frame that answers it, dispatching sends.
+/// Turns a reply into the frames that answer it (added to `answers`),
+/// dispatching sends and signals.
 ///
 /// Callers box this future: it is the largest step of a session's turn,
 /// and inline it would grow every idle session's task by its size.
-async fn respond(env: &Env, reply: Reply) -> String {
+async fn respond(env: &Env, reply: Reply, answers: &mut Vec<Utf8Bytes>) {
     let (msg, route, read_at) = match reply {
-        Reply::Ready(frame) => return frame,
+        Reply::Ready(frame) => return answers.push(frame.into()),
+        Reply::Frames(frames) => return answers.extend(frames.into_iter().map(Into::into)),
+        Reply::Signal { msg, route, id } => {
+            match route {
+                Ok(route) => {
+                    env.router.dispatch_signal(msg, route).await;
+                }
+                Err(e) => {
+                    env.metrics.error(e.code());
+                    if let Some(id) = id {
+                        let error = FrameError::new(e.code(), e.to_string(), Some(&id));
+                        answers.push(encode_error(&error).into());
+                    }
+                }
+            }
+            return;
+        }
         Reply::Routed {
             msg,
             route,
@@ -383,7 +508,7 @@ async fn respond(env: &Env, reply: Reply) -> String {
         Ok(route) => env.router.dispatch(msg, route).await,
         Err(e) => Err(e),
     };
-    match outcome {
+    let frame = match outcome {
         Ok(sent) => {
             env.metrics.observe_route(read_at.elapsed());
             encode_ack(&sent.ack(id.as_deref(), msg_id))
@@ -392,5 +517,6 @@ async fn respond(env: &Env, reply: Reply) -> String {
             env.metrics.error(e.code());
             encode_error(&FrameError::new(e.code(), e.to_string(), id.as_deref()))
         }
-    }
+    };
+    answers.push(frame.into());
 }

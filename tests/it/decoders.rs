@@ -110,11 +110,21 @@ fn check_client_frame(text: &str) {
         Ok(ClientFrame::Ping { id }) => {
             assert!(id.as_ref().is_none_or(|id| id.len() <= MAX_FRAME_ID_BYTES));
         }
-        Ok(ClientFrame::Received { .. }) => {}
+        Ok(ClientFrame::Received { .. } | ClientFrame::Visibility { .. }) => {}
+        Ok(ClientFrame::Watch { clients, .. } | ClientFrame::Unwatch { clients, .. }) => {
+            assert!(clients.len() <= switchboard::protocol::watch::MAX_WATCH_IDS);
+        }
+        Ok(ClientFrame::Signal(signal)) => {
+            assert!(signal.body.get().len() <= switchboard::protocol::watch::MAX_SIGNAL_BODY_BYTES);
+            assert!(check_body(signal.body).is_ok());
+        }
         Err(e) => {
             assert!(matches!(
                 e.code,
-                ErrorCode::BadFrame | ErrorCode::UnknownType | ErrorCode::InvalidRecipient
+                ErrorCode::BadFrame
+                    | ErrorCode::UnknownType
+                    | ErrorCode::InvalidRecipient
+                    | ErrorCode::TooLarge
             ));
             assert!(!e.message.is_empty());
             assert!(

@@ -38,3 +38,4 @@ mod slow_consumer;
 mod status;
 mod takeover;
 mod timing;
+mod watch;

@@ -11,7 +11,11 @@
 //! - `Heartbeats`: the heartbeat, the end of a dead node's fields;
 //! - `GroupStore` (v2): add, remove, list, the member cap, also under
 //!   contention;
-//! - `LastSeenStore` (v2): batched reads, the newest wins, the TTL.
+//! - `LastSeenStore` (v2): batched reads, the newest wins, the TTL;
+//! - `ContactStore` (v3): add, remove, list, the contact cap, also under
+//!   contention; `GroupStore::groups_of`, the reverse index;
+//! - `WatchStore` (v3): watcher nodes per client, batched, forgotten per
+//!   node; invisibility with its TTL.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +25,7 @@ use crate::support::servers::{Memcached, RedisCluster};
 use switchboard::backends::{MemcachedPresence, MemoryPresence, RedisPresence};
 use switchboard::config::{MemcachedTarget, RedisTarget};
 use switchboard::presence::{
-    MemberAdded, PresenceRecord, PresenceStore, Registered, SessionRecords,
+    ContactAdded, MemberAdded, PresenceRecord, PresenceStore, Registered, SessionRecords,
 };
 use switchboard::protocol::{ClientId, DeviceId, GroupId, NodeId};
 use switchboard::redact::Secret;
@@ -111,6 +115,12 @@ async fn contract(store: Arc<dyn PresenceStore>, expiry: Duration) {
     the_member_cap_holds_under_contention(store.clone(), &run).await;
     // LastSeenStore.
     last_seen_records(&*store, &run).await;
+    // ContactStore, the groups of a client, WatchStore (v3).
+    contacts(&*store, &run).await;
+    the_contact_cap_holds_under_contention(store.clone(), &run).await;
+    groups_of_a_client(&*store, &run).await;
+    watchers(&*store, &run).await;
+    invisibility(&*store, &run).await;
     store.ping().await.expect("ping");
     eprintln!(
         "contract on {}: passed in {:?}",
@@ -653,6 +663,167 @@ async fn last_seen_records(store: &dyn PresenceStore, run: &str) {
         alice_still.unwrap()[0],
         Some(seen(2_000, SessionEnd::NodeDead))
     );
+}
+
+fn names<T: ToString>(items: impl IntoIterator<Item = T>) -> Vec<String> {
+    let mut names: Vec<String> = items.into_iter().map(|i| i.to_string()).collect();
+    names.sort();
+    names
+}
+
+async fn contacts(store: &dyn PresenceStore, run: &str) {
+    let (ann, ben, cy) = (
+        client(run, "c-ann"),
+        client(run, "c-ben"),
+        client(run, "c-cy"),
+    );
+    assert!(store.contacts(&ann).await.unwrap().is_empty());
+    let add = |who| store.add_contact(&ann, who, 2);
+    assert_eq!(add(&ben).await.unwrap(), ContactAdded::Added);
+    assert_eq!(add(&ben).await.unwrap(), ContactAdded::Already);
+    assert_eq!(add(&cy).await.unwrap(), ContactAdded::Added);
+    // Full: a new contact is refused, one already there is not.
+    let dee = client(run, "c-dee");
+    assert_eq!(add(&dee).await.unwrap(), ContactAdded::Full);
+    assert_eq!(add(&cy).await.unwrap(), ContactAdded::Already);
+    assert_eq!(
+        names(store.contacts(&ann).await.unwrap()),
+        names([&ben, &cy])
+    );
+    // One way: ann may watch ben, not the other way round.
+    assert!(store.contacts(&ben).await.unwrap().is_empty());
+    assert!(store.remove_contact(&ann, &ben).await.unwrap());
+    assert!(!store.remove_contact(&ann, &ben).await.unwrap());
+    assert_eq!(names(store.contacts(&ann).await.unwrap()), names([&cy]));
+    assert!(store.remove_contact(&ann, &cy).await.unwrap());
+    assert!(store.contacts(&ann).await.unwrap().is_empty());
+}
+
+async fn the_contact_cap_holds_under_contention(store: Arc<dyn PresenceStore>, run: &str) {
+    let popular = client(run, "c-popular");
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let (store, popular) = (store.clone(), popular.clone());
+            let who = client(run, &format!("c{i}"));
+            tokio::spawn(async move { store.add_contact(&popular, &who, 10).await.unwrap() })
+        })
+        .collect();
+    let mut added = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            ContactAdded::Added => added += 1,
+            ContactAdded::Full => {}
+            ContactAdded::Already => panic!("every task adds another contact"),
+        }
+    }
+    assert_eq!(added, 10);
+    assert_eq!(store.contacts(&popular).await.unwrap().len(), 10);
+}
+
+async fn groups_of_a_client(store: &dyn PresenceStore, run: &str) {
+    let (ann, ben) = (client(run, "g-ann"), client(run, "g-ben"));
+    let one = GroupId::parse(&format!("{run}-g1")).unwrap();
+    let two = GroupId::parse(&format!("{run}-g2")).unwrap();
+    assert!(store.groups_of(&ann).await.unwrap().is_empty());
+    for group in [&one, &two] {
+        store.add_member(group, &ann, MANY).await.unwrap();
+    }
+    store.add_member(&two, &ben, MANY).await.unwrap();
+    assert_eq!(
+        names(store.groups_of(&ann).await.unwrap()),
+        names([&one, &two])
+    );
+    assert_eq!(names(store.groups_of(&ben).await.unwrap()), names([&two]));
+    // A member who leaves loses the group from its index.
+    store.remove_member(&two, &ann).await.unwrap();
+    assert_eq!(names(store.groups_of(&ann).await.unwrap()), names([&one]));
+    // A refused add (full group) adds nothing to the index.
+    let full = GroupId::parse(&format!("{run}-g3")).unwrap();
+    store.add_member(&full, &ben, 1).await.unwrap();
+    assert_eq!(
+        store.add_member(&full, &ann, 1).await.unwrap(),
+        MemberAdded::Full
+    );
+    assert_eq!(names(store.groups_of(&ann).await.unwrap()), names([&one]));
+}
+
+async fn watchers(store: &dyn PresenceStore, run: &str) {
+    let (ann, ben, cy) = (
+        client(run, "w-ann"),
+        client(run, "w-ben"),
+        client(run, "w-cy"),
+    );
+    let (a, b) = (node(&format!("{run}-wa")), node(&format!("{run}-wb")));
+    let all = [ann.clone(), ben.clone(), cy.clone()];
+    let read = async |clients: &[ClientId]| -> Vec<Vec<String>> {
+        let nodes = store.watchers(clients).await.unwrap();
+        nodes.into_iter().map(names).collect()
+    };
+    assert_eq!(read(&all).await, [Vec::<String>::new(), vec![], vec![]]);
+    store
+        .add_watcher(&a, &[ann.clone(), ben.clone()])
+        .await
+        .unwrap();
+    store
+        .add_watcher(&b, std::slice::from_ref(&ben))
+        .await
+        .unwrap();
+    // Adding again changes nothing.
+    store
+        .add_watcher(&a, std::slice::from_ref(&ann))
+        .await
+        .unwrap();
+    assert_eq!(
+        read(&all).await,
+        [vec![a.to_string()], names([&a, &b]), vec![]]
+    );
+    store
+        .remove_watcher(&a, &[ben.clone(), cy.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        read(&all).await,
+        [vec![a.to_string()], vec![b.to_string()], vec![]]
+    );
+    // A node forgotten (dead, or its own earlier run) watches nothing;
+    // the others keep theirs.
+    store
+        .add_watcher(&a, std::slice::from_ref(&cy))
+        .await
+        .unwrap();
+    store.forget_watcher(&a).await.unwrap();
+    assert_eq!(read(&all).await, [vec![], vec![b.to_string()], vec![]]);
+    store.forget_watcher(&b).await.unwrap();
+    assert_eq!(read(&all).await, [Vec::<String>::new(), vec![], vec![]]);
+}
+
+async fn invisibility(store: &dyn PresenceStore, run: &str) {
+    let (ann, ben, cy) = (
+        client(run, "i-ann"),
+        client(run, "i-ben"),
+        client(run, "i-cy"),
+    );
+    let long = Duration::from_secs(3600);
+    store.set_invisible(&ann, Some(1_000), long).await.unwrap();
+    store
+        .set_invisible(&ben, Some(2_000), Duration::from_secs(1))
+        .await
+        .unwrap();
+    let all = [ann.clone(), ben.clone(), cy.clone()];
+    assert_eq!(
+        store.invisible(&all).await.unwrap(),
+        [Some(1_000), Some(2_000), None]
+    );
+    // Visible again.
+    store.set_invisible(&ann, None, long).await.unwrap();
+    assert_eq!(store.invisible(&all).await.unwrap()[0], None);
+    // Invisibility ends with its TTL (a client that never says it is
+    // visible again is not hidden for ever).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.invisible(std::slice::from_ref(&ben)).await.unwrap()[0].is_some() {
+        assert!(Instant::now() < deadline, "invisibility outlived its TTL");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

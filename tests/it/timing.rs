@@ -10,8 +10,9 @@ use std::time::Duration;
 use serde_json::json;
 use switchboard::backends::MemoryPresence;
 use switchboard::presence::{
-    GroupStore, HeartbeatReport, Heartbeats, LastSeen, LastSeenStore, MemberAdded, PresenceError,
-    PresenceRecord, PresenceStore, Registered, SessionRecords,
+    ContactAdded, ContactStore, GroupStore, HeartbeatReport, Heartbeats, LastSeen, LastSeenStore,
+    MemberAdded, PresenceError, PresenceRecord, PresenceStore, Registered, SessionRecords,
+    WatchStore,
 };
 use switchboard::protocol::{
     AckStatus, ClientId, DeviceId, GroupId, NodeId, OfflineReason, ReceiptStatus, ServerFrame,
@@ -178,6 +179,70 @@ impl GroupStore for SlowRestore {
 
     async fn members(&self, group: &GroupId) -> Result<Vec<ClientId>, PresenceError> {
         self.inner.members(group).await
+    }
+
+    async fn groups_of(&self, client: &ClientId) -> Result<Vec<GroupId>, PresenceError> {
+        self.inner.groups_of(client).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ContactStore for SlowRestore {
+    async fn add_contact(
+        &self,
+        client: &ClientId,
+        contact: &ClientId,
+        max: usize,
+    ) -> Result<ContactAdded, PresenceError> {
+        self.inner.add_contact(client, contact, max).await
+    }
+
+    async fn remove_contact(
+        &self,
+        client: &ClientId,
+        contact: &ClientId,
+    ) -> Result<bool, PresenceError> {
+        self.inner.remove_contact(client, contact).await
+    }
+
+    async fn contacts(&self, client: &ClientId) -> Result<Vec<ClientId>, PresenceError> {
+        self.inner.contacts(client).await
+    }
+}
+
+#[async_trait::async_trait]
+impl WatchStore for SlowRestore {
+    async fn add_watcher(&self, node: &NodeId, clients: &[ClientId]) -> Result<(), PresenceError> {
+        self.inner.add_watcher(node, clients).await
+    }
+
+    async fn remove_watcher(
+        &self,
+        node: &NodeId,
+        clients: &[ClientId],
+    ) -> Result<(), PresenceError> {
+        self.inner.remove_watcher(node, clients).await
+    }
+
+    async fn watchers(&self, clients: &[ClientId]) -> Result<Vec<Vec<NodeId>>, PresenceError> {
+        self.inner.watchers(clients).await
+    }
+
+    async fn forget_watcher(&self, node: &NodeId) -> Result<(), PresenceError> {
+        self.inner.forget_watcher(node).await
+    }
+
+    async fn set_invisible(
+        &self,
+        client: &ClientId,
+        since: Option<u64>,
+        ttl: Duration,
+    ) -> Result<(), PresenceError> {
+        self.inner.set_invisible(client, since, ttl).await
+    }
+
+    async fn invisible(&self, clients: &[ClientId]) -> Result<Vec<Option<u64>>, PresenceError> {
+        self.inner.invisible(clients).await
     }
 }
 

@@ -62,7 +62,7 @@ mod resuming;
 
 pub use resuming::{CONFIRM_AFTER, CONFIRM_EVERY, Happening, ResumingClient};
 pub use switchboard_protocol as protocol;
-use switchboard_protocol::{AckFrame, ErrorCode, ServerFrame};
+use switchboard_protocol::{AckFrame, ErrorCode, ServerFrame, WatchingFrame};
 
 /// How a client proves who it is.
 #[derive(Debug, Clone)]
@@ -200,6 +200,18 @@ struct SendFrame<'a, B: Serialize> {
     receipt: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     store: bool,
+}
+
+/// The `id` a server frame answers, if it carries one.
+fn frame_id(frame: &ServerFrame) -> Option<&str> {
+    match frame {
+        ServerFrame::Ack(ack) => ack.id.as_deref(),
+        ServerFrame::Watching(watching) => watching.id.as_deref(),
+        ServerFrame::Ok { id } | ServerFrame::Pong { id } | ServerFrame::Error { id, .. } => {
+            id.as_deref()
+        }
+        _ => None,
+    }
 }
 
 /// Turns a node address (`ws://host:port`, with or without `/ws`), an
@@ -477,9 +489,26 @@ impl Client {
         receipt: bool,
         store: bool,
     ) -> Result<Ack, ClientError> {
-        self.next_ack_id += 1;
-        let id = format!("ack-{}", self.next_ack_id);
+        let id = self.next_id();
         self.send_to(to, body, Some(&id), receipt, store).await?;
+        match self.answer(&id).await? {
+            ServerFrame::Ack(ack) => Ok(ack),
+            other => Err(ClientError::Protocol(format!(
+                "expected an ack, got {other:?}"
+            ))),
+        }
+    }
+
+    /// A fresh frame id for a request whose answer is awaited.
+    fn next_id(&mut self) -> String {
+        self.next_ack_id += 1;
+        format!("ack-{}", self.next_ack_id)
+    }
+
+    /// Waits for the answer to the frame sent with `id` (any frame carrying
+    /// it), keeping what arrives meanwhile for [`next_event`](Self::next_event);
+    /// an `error` frame is [`ClientError::Rejected`].
+    async fn answer(&mut self, id: &str) -> Result<ServerFrame, ClientError> {
         loop {
             let raw = self.read_raw().await;
             let text = match &raw {
@@ -494,17 +523,58 @@ impl Client {
                 }
             };
             match serde_json::from_str::<ServerFrame>(&text) {
-                Ok(ServerFrame::Ack(ack)) if ack.id.as_deref() == Some(id.as_str()) => {
-                    return Ok(ack);
-                }
                 Ok(ServerFrame::Error {
                     id: Some(got),
                     code,
                     message,
                 }) if got == id => return Err(ClientError::Rejected { code, message }),
+                Ok(frame) if frame_id(&frame) == Some(id) => return Ok(frame),
                 _ => self.held.push_back(raw),
             }
         }
+    }
+
+    /// v3: watches `clients`' presence. Returns who is watched and who is
+    /// denied; the current state of each watched one follows as
+    /// `presence` frames (events), then every change.
+    pub async fn watch(&mut self, clients: &[&str]) -> Result<WatchingFrame, ClientError> {
+        let id = self.next_id();
+        let frame = serde_json::json!({"type": "watch", "clients": clients, "id": id});
+        self.send_raw(frame.to_string()).await?;
+        match self.answer(&id).await? {
+            ServerFrame::Watching(watching) => Ok(watching),
+            other => Err(ClientError::Protocol(format!(
+                "expected watching, got {other:?}"
+            ))),
+        }
+    }
+
+    /// v3: stops watching `clients`.
+    pub async fn unwatch(&mut self, clients: &[&str]) -> Result<(), ClientError> {
+        let id = self.next_id();
+        let frame = serde_json::json!({"type": "unwatch", "clients": clients, "id": id});
+        self.send_raw(frame.to_string()).await?;
+        self.answer(&id).await.map(drop)
+    }
+
+    /// v3: invisible (`false`: watchers see this client offline) or
+    /// visible again.
+    pub async fn set_visible(&mut self, visible: bool) -> Result<(), ClientError> {
+        let id = self.next_id();
+        let frame = serde_json::json!({"type": "visibility", "visible": visible, "id": id});
+        self.send_raw(frame.to_string()).await?;
+        self.answer(&id).await.map(drop)
+    }
+
+    /// v3: sends an ephemeral signal ("typing…"). Nothing answers it; a
+    /// signal may be dropped (rate, a full recipient).
+    pub async fn signal<B: Serialize>(&mut self, to: To<'_>, body: &B) -> Result<(), ClientError> {
+        let (key, value) = match to {
+            To::Client(client) => ("to", client),
+            To::Group(group) => ("group", group),
+        };
+        let frame = serde_json::json!({"type": "signal", key: value, "body": body});
+        self.send_raw(frame.to_string()).await
     }
 
     /// Everything that arrives, as a stream that ends after the close.

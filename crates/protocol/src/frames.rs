@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::ids::{ClientId, DeviceId, GroupId, NodeId};
+use super::watch::{MAX_SIGNAL_BODY_BYTES, MAX_WATCH_IDS, SignalRequest};
 
 /// Longest `id` a client may attach to a frame, in bytes.
 pub const MAX_FRAME_ID_BYTES: usize = 128;
@@ -47,10 +48,18 @@ pub enum ErrorCode {
     Internal,
     /// v2: a send to a group the sender is not a member of.
     NotMember,
+    /// v3: a `watch` beyond `--max-watched` clients per session.
+    TooManyWatched,
+    /// v3: reading or marking a conversation that is not one's own.
+    NotAllowed,
+    /// v3: history, conversations or read on a node without history.
+    NoHistory,
+    /// v3: the application's backend refused a send (backend hooks).
+    Rejected,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::BadFrame,
         ErrorCode::UnknownType,
         ErrorCode::InvalidRecipient,
@@ -59,6 +68,10 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Internal,
         ErrorCode::NotMember,
+        ErrorCode::TooManyWatched,
+        ErrorCode::NotAllowed,
+        ErrorCode::NoHistory,
+        ErrorCode::Rejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +84,10 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::NotMember => "not_member",
+            ErrorCode::TooManyWatched => "too_many_watched",
+            ErrorCode::NotAllowed => "not_allowed",
+            ErrorCode::NoHistory => "no_history",
+            ErrorCode::Rejected => "rejected",
         }
     }
 }
@@ -240,6 +257,9 @@ pub struct FrameError {
     pub message: String,
     /// The refused frame's `id`, when it carried a valid one.
     pub id: Option<String>,
+    /// The refused frame is one the client hears nothing about: a signal
+    /// without an `id` (the error is only counted).
+    pub unanswered: bool,
 }
 
 impl FrameError {
@@ -248,6 +268,7 @@ impl FrameError {
             code,
             message: message.into(),
             id: id.map(str::to_owned),
+            unanswered: false,
         }
     }
 }
@@ -263,6 +284,23 @@ pub enum ClientFrame<'a> {
     Received {
         upto: u64,
     },
+    /// v3: watch these clients' presence (deduplicated, in order).
+    Watch {
+        id: Option<Cow<'a, str>>,
+        clients: Vec<ClientId>,
+    },
+    /// v3: stop watching these clients.
+    Unwatch {
+        id: Option<Cow<'a, str>>,
+        clients: Vec<ClientId>,
+    },
+    /// v3: invisible (`false`) or visible again (`true`).
+    Visibility {
+        id: Option<Cow<'a, str>>,
+        visible: bool,
+    },
+    /// v3: an ephemeral note to a client or a group.
+    Signal(SignalRequest<'a>),
 }
 
 /// Whom a `send` is for: a client (every session of it), or (v2) every
@@ -331,6 +369,10 @@ struct RawFrame<'a> {
     store: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     upto: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    clients: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    visible: Option<&'a RawValue>,
 }
 
 /// A JSON boolean field, absent meaning false.
@@ -389,26 +431,30 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
         .ok_or_else(|| bad("missing \"type\""))
         .and_then(|k| as_string(k).ok_or_else(|| bad("\"type\" must be a string")))?;
 
+    let invalid = |e: super::ids::InvalidId| {
+        FrameError::new(ErrorCode::InvalidRecipient, e.to_string(), id.as_deref())
+    };
+    // Exactly one of "to" and "group", for a send or a signal.
+    let recipient = |what: &str| -> Result<Recipient, FrameError> {
+        match (raw.to, raw.group) {
+            (Some(to), None) => {
+                let to = as_string(to).ok_or_else(|| bad("\"to\" must be a string"))?;
+                Ok(Recipient::Client(ClientId::parse(&to).map_err(invalid)?))
+            }
+            (None, Some(group)) => {
+                let group = as_string(group).ok_or_else(|| bad("\"group\" must be a string"))?;
+                Ok(Recipient::Group(GroupId::parse(&group).map_err(invalid)?))
+            }
+            (None, None) => Err(bad(&format!("a {what} needs \"to\" (or \"group\")"))),
+            (Some(_), Some(_)) => Err(bad(&format!(
+                "a {what} has either \"to\" or \"group\", not both"
+            ))),
+        }
+    };
+
     match kind.as_ref() {
         "send" => {
-            let invalid = |e: super::ids::InvalidId| {
-                FrameError::new(ErrorCode::InvalidRecipient, e.to_string(), id.as_deref())
-            };
-            let to = match (raw.to, raw.group) {
-                (Some(to), None) => {
-                    let to = as_string(to).ok_or_else(|| bad("\"to\" must be a string"))?;
-                    Recipient::Client(ClientId::parse(&to).map_err(invalid)?)
-                }
-                (None, Some(group)) => {
-                    let group =
-                        as_string(group).ok_or_else(|| bad("\"group\" must be a string"))?;
-                    Recipient::Group(GroupId::parse(&group).map_err(invalid)?)
-                }
-                (None, None) => return Err(bad("a send needs \"to\" (or \"group\")")),
-                (Some(_), Some(_)) => {
-                    return Err(bad("a send has either \"to\" or \"group\", not both"));
-                }
-            };
+            let to = recipient("send")?;
             let body = raw.body.ok_or_else(|| bad("a send needs \"body\""))?;
             check_body(body).map_err(|why| bad(&why))?;
             let receipt =
@@ -432,12 +478,87 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
                 .map_err(|_| bad("\"upto\" must be a whole number, at least 0"))?;
             Ok(ClientFrame::Received { upto })
         }
+        "watch" | "unwatch" => {
+            let clients = watched_ids(raw.clients, &kind, id.as_deref())?;
+            Ok(if kind == "watch" {
+                ClientFrame::Watch { id, clients }
+            } else {
+                ClientFrame::Unwatch { id, clients }
+            })
+        }
+        "visibility" => {
+            let visible = match raw.visible.map(RawValue::get) {
+                Some("true") => true,
+                Some("false") => false,
+                Some(_) => return Err(bad("\"visible\" must be true or false")),
+                None => return Err(bad("\"visibility\" needs \"visible\": true or false")),
+            };
+            Ok(ClientFrame::Visibility { id, visible })
+        }
+        "signal" => {
+            // Only a signal with an `id` hears of its errors.
+            let quiet = |mut e: FrameError| {
+                e.unanswered = id.is_none();
+                e
+            };
+            let to = recipient("signal").map_err(quiet)?;
+            let body = raw
+                .body
+                .ok_or_else(|| quiet(bad("a signal needs \"body\"")))?;
+            if body.get().len() > MAX_SIGNAL_BODY_BYTES {
+                return Err(quiet(FrameError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "a signal body is at most {MAX_SIGNAL_BODY_BYTES} bytes of JSON; this one is {}",
+                        body.get().len()
+                    ),
+                    id.as_deref(),
+                )));
+            }
+            check_body(body).map_err(|why| quiet(bad(&why)))?;
+            Ok(ClientFrame::Signal(SignalRequest { id, to, body }))
+        }
         other => Err(FrameError::new(
             ErrorCode::UnknownType,
-            format!("unknown frame type {other:?}; expected \"send\", \"ping\" or \"received\""),
+            format!(
+                "unknown frame type {other:?}; expected \"send\", \"ping\", \"received\", \
+                 \"watch\", \"unwatch\", \"visibility\" or \"signal\""
+            ),
             id.as_deref(),
         )),
     }
+}
+
+/// The `clients` of a `watch` or `unwatch`: an array of at most
+/// [`MAX_WATCH_IDS`] client ids, without repeats (the first kept).
+fn watched_ids(
+    raw: Option<&RawValue>,
+    kind: &str,
+    id: Option<&str>,
+) -> Result<Vec<ClientId>, FrameError> {
+    let bad = |message: String| FrameError::new(ErrorCode::BadFrame, message, id);
+    let raw = raw.ok_or_else(|| {
+        bad(format!(
+            "a {kind} needs \"clients\": an array of client ids"
+        ))
+    })?;
+    let names: Vec<Cow<'_, str>> = serde_json::from_str(raw.get())
+        .map_err(|_| bad("\"clients\" must be an array of strings".into()))?;
+    if names.len() > MAX_WATCH_IDS {
+        return Err(bad(format!(
+            "a {kind} names at most {MAX_WATCH_IDS} clients; this one names {}",
+            names.len()
+        )));
+    }
+    let mut clients: Vec<ClientId> = Vec::with_capacity(names.len());
+    for name in names {
+        let client = ClientId::parse(&name)
+            .map_err(|e| FrameError::new(ErrorCode::InvalidRecipient, e.to_string(), id))?;
+        if !clients.contains(&client) {
+            clients.push(client);
+        }
+    }
+    Ok(clients)
 }
 
 /// Checks a message body before the node passes it on, byte for byte, to
@@ -785,6 +906,17 @@ pub enum ServerFrame {
         #[serde(default)]
         id: Option<String>,
     },
+    /// v3: the answer to a `watch`.
+    Watching(super::watch::WatchingFrame),
+    /// v3: a watched client's state.
+    Presence(super::watch::PresenceFrame),
+    /// v3: an ephemeral note.
+    Signal(super::watch::SignalFrame),
+    /// v3: the answer to `unwatch`, `visibility` (and `read`).
+    Ok {
+        #[serde(default)]
+        id: Option<String>,
+    },
 }
 
 fn default_device() -> String {
@@ -1117,5 +1249,53 @@ mod tests {
             send(r#"{"type":"received","upto":12}"#),
             Ok(ClientFrame::Received { upto: 12 })
         ));
+    }
+
+    #[test]
+    fn v3_watch_visibility_and_signal_frames_parse_or_say_what_is_wrong() {
+        let parse = parse_client_frame;
+        let Ok(ClientFrame::Watch { clients, .. }) =
+            parse(r#"{"type":"watch","clients":["bob","carol"],"id":"w"}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(clients.len(), 2);
+        let Ok(ClientFrame::Signal(s)) =
+            parse(r#"{"type":"signal","group":"team","body":{"typing":true}}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(s.to, Recipient::Group(GroupId::parse("team").unwrap()));
+        let big = format!(
+            r#"{{"type":"signal","to":"bob","body":"{}"}}"#,
+            "x".repeat(1100)
+        );
+        for (text, code, unanswered) in [
+            (
+                r#"{"type":"visibility","visible":"no"}"#,
+                ErrorCode::BadFrame,
+                false,
+            ),
+            (
+                r#"{"type":"watch","clients":"bob"}"#,
+                ErrorCode::BadFrame,
+                false,
+            ),
+            (
+                r#"{"type":"signal","to":"a b","body":1}"#,
+                ErrorCode::InvalidRecipient,
+                true,
+            ),
+            (
+                r#"{"type":"signal","to":"a b","body":1,"id":"s"}"#,
+                ErrorCode::InvalidRecipient,
+                false,
+            ),
+            (r#"{"type":"signal","to":"bob"}"#, ErrorCode::BadFrame, true),
+            (big.as_str(), ErrorCode::TooLarge, true),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!((e.code, e.unanswered), (code, unanswered), "{text}");
+        }
     }
 }

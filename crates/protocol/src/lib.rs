@@ -7,6 +7,7 @@
 pub mod events;
 pub mod frames;
 pub mod ids;
+pub mod watch;
 
 pub use events::{OfflineEvent, PresenceEvent, PresenceState, SessionEnd};
 pub use frames::{
@@ -15,6 +16,7 @@ pub use frames::{
     WelcomeExtras, parse_client_frame,
 };
 pub use ids::{ClientId, DeviceId, GroupId, InvalidId, NodeId};
+pub use watch::{PresenceFrame, Shown, SignalFrame, SignalRequest, WatchingFrame};
 
 /// Milliseconds since the Unix epoch, as the protocol stamps `ts` and `since`.
 pub fn now_ms() -> u64 {

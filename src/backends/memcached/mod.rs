@@ -44,6 +44,7 @@
 
 mod conn;
 mod ring;
+mod social;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -344,6 +345,19 @@ impl MemcachedPresence {
     fn group_key(&self, group: &GroupId) -> String {
         format!("{}group:{}", self.key_prefix, group)
     }
+}
+
+/// An item's expiry as memcached takes it: seconds from now, or (beyond 30
+/// days, which memcached reads as a Unix time) the Unix time.
+fn ttl_secs(ttl: Duration) -> u32 {
+    const RELATIVE_MAX: u64 = 30 * 24 * 3600;
+    let secs = ttl.as_secs().max(1);
+    let secs = if secs > RELATIVE_MAX {
+        now_ms() / 1000 + secs
+    } else {
+        secs
+    };
+    u32::try_from(secs).unwrap_or(u32::MAX)
 }
 
 /// Waits a random time below 0.2 ms × 2^attempt (at most 12.8 ms) after
@@ -653,17 +667,23 @@ impl GroupStore for MemcachedPresence {
         max_members: usize,
     ) -> Result<MemberAdded, PresenceError> {
         let what = format!("group {group}");
-        self.edit_lines(&self.group_key(group), &what, |members| {
-            if members.iter().any(|m| m == client.as_str()) {
-                (false, MemberAdded::Already)
-            } else if members.len() >= max_members {
-                (false, MemberAdded::Full)
-            } else {
-                members.push(client.to_string());
-                (true, MemberAdded::Added)
-            }
-        })
-        .await
+        let added = self
+            .edit_lines(&self.group_key(group), &what, |members| {
+                if members.iter().any(|m| m == client.as_str()) {
+                    (false, MemberAdded::Already)
+                } else if members.len() >= max_members {
+                    (false, MemberAdded::Full)
+                } else {
+                    members.push(client.to_string());
+                    (true, MemberAdded::Added)
+                }
+            })
+            .await?;
+        if added != MemberAdded::Full {
+            // The index after the set (a member already may predate it).
+            self.index_group(client, group, true).await?;
+        }
+        Ok(added)
     }
 
     async fn remove_member(
@@ -672,13 +692,16 @@ impl GroupStore for MemcachedPresence {
         client: &ClientId,
     ) -> Result<bool, PresenceError> {
         let what = format!("group {group}");
-        self.edit_lines(&self.group_key(group), &what, |members| {
-            let before = members.len();
-            members.retain(|m| m != client.as_str());
-            let removed = members.len() != before;
-            (removed, removed)
-        })
-        .await
+        let removed = self
+            .edit_lines(&self.group_key(group), &what, |members| {
+                let before = members.len();
+                members.retain(|m| m != client.as_str());
+                let removed = members.len() != before;
+                (removed, removed)
+            })
+            .await?;
+        self.index_group(client, group, false).await?;
+        Ok(removed)
     }
 
     async fn members(&self, group: &GroupId) -> Result<Vec<ClientId>, PresenceError> {
@@ -699,6 +722,10 @@ impl GroupStore for MemcachedPresence {
             other => Err(unexpected(&other)),
         }
     }
+
+    async fn groups_of(&self, client: &ClientId) -> Result<Vec<GroupId>, PresenceError> {
+        self.indexed_groups(client).await
+    }
 }
 
 #[async_trait]
@@ -709,18 +736,10 @@ impl LastSeenStore for MemcachedPresence {
         seen: LastSeen,
         ttl: Duration,
     ) -> Result<(), PresenceError> {
-        // memcached reads an expiry over 30 days as a Unix time.
-        const RELATIVE_MAX: u64 = 30 * 24 * 3600;
-        let secs = ttl.as_secs().max(1);
-        let ttl_secs = if secs > RELATIVE_MAX {
-            now_ms() / 1000 + secs
-        } else {
-            secs
-        };
         let set = Meta::Set {
             key: self.seen_key(client),
             value: seen.value(),
-            ttl_secs: u32::try_from(ttl_secs).unwrap_or(u32::MAX),
+            ttl_secs: ttl_secs(ttl),
             mode: SetMode::Always,
         };
         match self.one(set).await? {

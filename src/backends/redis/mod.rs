@@ -23,11 +23,14 @@
 //!
 //! Groups (v2) are sets, `<prefix>group:<group id>`, one member per client
 //! id; adding checks the size cap and adds in one script (`ADD_MEMBER`),
-//! removing is `SREM` (Redis drops the key with its last member).
+//! removing is `SREM` (Redis drops the key with its last member). The v3
+//! sets (contacts, the index of each client's groups, watchers, who is
+//! invisible) are in [`social`].
 
 mod connect;
 mod inbox;
 mod scripts;
+mod social;
 
 pub use self::inbox::RedisInbox;
 
@@ -518,11 +521,14 @@ impl GroupStore for RedisPresence {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|e| group_error(group, e))?;
-        Ok(match added {
+        let added = match added {
             1 => MemberAdded::Added,
             0 => MemberAdded::Already,
-            _ => MemberAdded::Full,
-        })
+            _ => return Ok(MemberAdded::Full),
+        };
+        // The index after the set (a member already may predate it).
+        self.index_group(client, group, true).await?;
+        Ok(added)
     }
 
     async fn remove_member(
@@ -530,13 +536,15 @@ impl GroupStore for RedisPresence {
         group: &GroupId,
         client: &ClientId,
     ) -> Result<bool, PresenceError> {
-        redis::cmd("SREM")
+        let removed = redis::cmd("SREM")
             .arg(self.group_key(group))
             .arg(client.as_str())
             .query_async::<i64>(&mut self.conn.clone())
             .await
             .map(|removed| removed == 1)
-            .map_err(|e| group_error(group, e))
+            .map_err(|e| group_error(group, e))?;
+        self.index_group(client, group, false).await?;
+        Ok(removed)
     }
 
     async fn members(&self, group: &GroupId) -> Result<Vec<ClientId>, PresenceError> {
@@ -554,6 +562,20 @@ impl GroupStore for RedisPresence {
                 })
             })
             .collect()
+    }
+
+    async fn groups_of(&self, client: &ClientId) -> Result<Vec<GroupId>, PresenceError> {
+        let groups: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.groups_of_key(client))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| store_error(client, e))?;
+        // A group id that is not one is skipped: the index only narrows
+        // where to look, membership is checked in the group itself.
+        Ok(groups
+            .iter()
+            .filter_map(|g| GroupId::parse(g).ok())
+            .collect())
     }
 }
 

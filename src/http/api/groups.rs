@@ -66,7 +66,18 @@ async fn change_member(
             Err(e) => Err(e),
         }
     } else {
-        groups.remove_member(&group, &client).await.map(drop)
+        match groups.remove_member(&group, &client).await {
+            Ok(true) => {
+                // Watches allowed by this group end: here now, elsewhere on
+                // the broadcast.
+                node.watches()
+                    .revalidate(crate::routing::Scope::Groups)
+                    .await;
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        }
     };
     match changed {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),

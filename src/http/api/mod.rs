@@ -8,7 +8,9 @@
 //! | `GET /api/v1/presence/<client id>`, `GET /api/v1/cluster` | [`presence`] |
 //! | `PUT`, `DELETE /api/v1/groups/<group>/members/<client id>`, `GET /api/v1/groups/<group>` (v2) | [`groups`] |
 //! | `GET`, `DELETE /api/v1/inbox/<client id>` (v2) | [`inbox`] |
+//! | `PUT`, `DELETE /api/v1/contacts/<client>/<contact>`, `GET /api/v1/contacts/<client>` (v3) | [`contacts`] |
 
+mod contacts;
 mod groups;
 mod guard;
 mod inbox;
@@ -31,7 +33,9 @@ pub fn routes(node: Arc<Node>) -> BoxedFilter<(Response,)> {
         .unify()
         .or(groups::route(node.clone(), &guard))
         .unify()
-        .or(inbox::route(node, &guard))
+        .or(inbox::route(node.clone(), &guard))
+        .unify()
+        .or(contacts::route(node, &guard))
         .unify()
         .boxed()
 }

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::Router;
 use super::detached::Detached;
 use super::registration::Registrar;
+use super::watches::Watches;
 use crate::hub::{QueueLimits, SessionHandle, Slot};
 use crate::protocol::{ClientId, Disconnect, Fate, OfflineReason, SessionEnd};
 
@@ -34,6 +35,8 @@ pub struct Resumption {
     router: Arc<Router>,
     registrar: Arc<Registrar>,
     detached: Arc<Detached>,
+    /// A session's watches move with it (v3).
+    watches: Arc<Watches>,
     /// Cancelled when a draining node stops keeping detached sessions.
     drain_over: CancellationToken,
     /// The bounds of an adopted session's queue.
@@ -45,12 +48,14 @@ impl Resumption {
         router: Arc<Router>,
         registrar: Arc<Registrar>,
         detached: Arc<Detached>,
+        watches: Arc<Watches>,
         queue: QueueLimits,
     ) -> Self {
         Self {
             router,
             registrar,
             detached,
+            watches,
             drain_over: CancellationToken::new(),
             queue,
         }
@@ -92,6 +97,30 @@ impl Resumption {
     /// here and still detached.
     pub fn claim(&self, client: &ClientId, session: uuid::Uuid) -> Option<Arc<SessionHandle>> {
         self.detached.claim(client, session)
+    }
+
+    /// A session taken back (here, or from another node): it gets the
+    /// current state of every client it watches, which no frame kept while
+    /// it was away.
+    pub async fn rewatch(&self, handle: &Arc<SessionHandle>) {
+        self.watches.resend(handle).await;
+    }
+
+    /// Watches moved here with a session (taken over or adopted): held
+    /// here from now on, if still allowed, their current state queued.
+    async fn move_watches(&self, handle: &Arc<SessionHandle>, watching: Vec<ClientId>) {
+        if watching.is_empty() {
+            return;
+        }
+        match self.watches.watch(handle, watching).await {
+            Ok(answer) => {
+                for (client, frame) in answer.clients.iter().zip(answer.frames) {
+                    handle.outbox.put_presence(client, frame.into());
+                }
+            }
+            Err(e) => tracing::warn!(client = %handle.client, error = %crate::cause::chain(&e),
+                "watches of a moved session not taken over; its client watches again"),
+        }
     }
 
     /// Messages kept for the sessions detached here.

@@ -43,6 +43,7 @@ impl Resumption {
         }
         // Never refused for the device cap: the device is in the record.
         self.registrar.write_moved(&handle, usize::MAX).await;
+        self.move_watches(&handle, adopt.watching).await;
         self.router.metrics().session_opened();
         tracing::debug!(client = %handle.client, session = %handle.id,
             "adopted a detached session from a draining node");
@@ -90,7 +91,9 @@ impl Resumption {
             window_ms: left.as_millis() as u64,
             next_seq,
             kept,
+            watching: self.watches.watched_by(handle.id),
         });
+        self.watches.session_ended(handle.id);
         let payload = Bytes::from(serde_json::to_vec(&adopt).expect("serializable"));
         let answer = self
             .router

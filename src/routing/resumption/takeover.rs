@@ -141,6 +141,7 @@ impl Resumption {
             .collect();
         handle.outbox.restore(handed.next_seq, kept);
         self.registrar.write_moved(&handle, max_devices).await;
+        self.move_watches(&handle, handed.watching).await;
         router.metrics().observe_handover(started.elapsed());
         Ok(())
     }
@@ -208,7 +209,9 @@ impl Resumption {
             found: true,
             next_seq,
             kept,
+            watching: self.watches.watched_by(handle.id),
         });
+        self.watches.session_ended(handle.id);
         let forwarded = Forwarded {
             handle,
             node: request.node,

@@ -117,7 +117,7 @@ impl Bed {
         let routes = switchboard::http::routes(node.clone());
         BedNode {
             node,
-            lifetime: Some(lifetime),
+            lifetime,
             routes,
         }
     }
@@ -162,17 +162,24 @@ impl Bed {
 /// A node of the bed.
 pub struct BedNode {
     node: Arc<Node>,
-    lifetime: Option<Lifetime>,
+    lifetime: Lifetime,
     routes: BoxedFilter<(Response,)>,
 }
 
 impl BedNode {
     /// Stops the node as SIGTERM does (sessions close 1001, acks-mode
     /// sessions detach and are passed on), within `grace`.
-    pub async fn shutdown(mut self, grace: Duration) {
-        let lifetime = self.lifetime.take().expect("not stopped yet");
+    pub async fn shutdown(self, grace: Duration) {
+        let BedNode {
+            node,
+            lifetime,
+            routes,
+        } = self;
         let deadline = tokio::time::Instant::now() + grace;
-        lifetime.stop(self.node.clone(), deadline).await;
+        // The node's routes hold it: as in a process, nothing but the
+        // node's own tasks may keep it once it stops.
+        drop(routes);
+        lifetime.stop(node, deadline).await;
     }
 }
 

@@ -635,7 +635,13 @@ fn record(me: &Me<'_>, frame: ServerFrame, ledger: &Ledger, waiting: &mut Waitin
                 book.duplicates += 1;
             }
         }
-        ServerFrame::Pong { .. } | ServerFrame::Welcome { .. } => {}
+        // The churn neither watches nor signals (v3).
+        ServerFrame::Pong { .. }
+        | ServerFrame::Welcome { .. }
+        | ServerFrame::Ok { .. }
+        | ServerFrame::Watching(_)
+        | ServerFrame::Presence(_)
+        | ServerFrame::Signal(_) => {}
     }
 }
 
