@@ -337,7 +337,7 @@ fn routing(
             invisible_ttl: config.last_seen_ttl,
         },
     );
-    watches.start(lifetime.clone());
+    watches.start(lifetime.clone(), backends.bus.generation());
     let detached = Arc::new(Detached::new(metrics.clone()));
     let registrar = Arc::new(Registrar::new(
         router.clone(),

@@ -206,10 +206,21 @@ async fn refresh(node: Arc<Node>, every: Duration) {
 }
 
 /// Writes every live session's record back (see
-/// [`Registrar::restore`](crate::routing::Registrar::restore)). A routine refresh
-/// logs only what it changed. Whether it succeeded.
+/// [`Registrar::restore`](crate::routing::Registrar::restore)), and this
+/// node's watcher entries ([`Watches::restore`](crate::routing::Watches::restore)).
+/// A routine refresh logs only what it changed. Whether it succeeded.
 async fn restore(node: &Node, routine: bool) -> bool {
-    match node.registrar().restore().await {
+    let watches = match node.watches().restore(!routine).await {
+        Ok(watched) => {
+            tracing::debug!(watched, "watcher entries written back");
+            true
+        }
+        Err(e) => {
+            tracing::debug!(error = %chain(&e), "writing watcher entries back failed");
+            false
+        }
+    };
+    let records = match node.registrar().restore().await {
         Ok(done) if routine && done.replaced == 0 => {
             tracing::debug!(sessions = done.sessions, took = ?done.took, "refreshed presence records");
             true
@@ -227,5 +238,9 @@ async fn restore(node: &Node, routine: bool) -> bool {
             tracing::debug!(error = %chain(&e), "re-registering live sessions failed");
             false
         }
+    };
+    if records && !routine {
+        node.watches().announce_local();
     }
+    records && watches
 }

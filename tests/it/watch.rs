@@ -577,6 +577,7 @@ async fn a_crashed_nodes_clients_turn_offline_for_their_watchers() {
     let p = presence(&mut alice).await;
     assert_eq!(p.state, Shown::Offline);
     let took = killed.elapsed();
+    eprintln!("watcher saw offline {took:?} after the kill");
     // The bound: the TTL plus one heartbeat period (a third of it), and a
     // read.
     assert!(
@@ -584,4 +585,191 @@ async fn a_crashed_nodes_clients_turn_offline_for_their_watchers() {
         "offline after {took:?}"
     );
     nothing_within(&mut alice, Duration::from_secs(2)).await;
+}
+
+/// Redis restarts empty (watcher entries and records lost) while bob
+/// leaves: alice, watching from the other node, is shown him offline once
+/// the nodes write back what they hold, and his return afterwards reaches
+/// her (her node's watcher entry came back too).
+#[tokio::test]
+async fn watchers_are_right_again_after_redis_restarts_empty() {
+    let redis = Redis::start();
+    let nats = Nats::start();
+    let ttl = ["--node-ttl-ms", "1500"];
+    let a = new_node()
+        .id("node-a")
+        .on(&redis, &nats)
+        .flags(&ttl)
+        .start()
+        .await;
+    let b = new_node()
+        .id("node-b")
+        .on(&redis, &nats)
+        .flags(&ttl)
+        .start()
+        .await;
+    let mut alice = connect(&a, "alice").await;
+    let bob = connect(&b, "bob").await;
+    within(alice.watch(&["bob"])).await.unwrap();
+    assert_eq!(presence(&mut alice).await.state, Shown::Online);
+
+    let port = redis.stop();
+    within(bob.close()).await.unwrap();
+    let redis = Redis::start_on(Some(port));
+    let p = presence(&mut alice).await;
+    assert_eq!((p.client_id.as_str(), p.state), ("bob", Shown::Offline));
+    // bob can connect once node-b sees the store again.
+    let _bob = loop {
+        match Client::connect(&ws_url(&b), Identity::Name("bob".into())).await {
+            Ok(client) => break client,
+            Err(ClientError::Refused { status: 503, .. }) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let p = presence(&mut alice).await;
+    assert_eq!((p.client_id.as_str(), p.state), ("bob", Shown::Online));
+    drop(redis);
+}
+
+/// NATS restarts while bob leaves: the `watched` hop is lost with it, and
+/// alice's node, reading everything it watches again once its bus is
+/// back, shows him offline.
+#[tokio::test]
+async fn a_change_lost_with_a_nats_outage_is_shown_after_the_bus_returns() {
+    let redis = Redis::start();
+    let nats = Nats::start();
+    let ttl = ["--node-ttl-ms", "1500"];
+    let a = new_node()
+        .id("node-a")
+        .on(&redis, &nats)
+        .flags(&ttl)
+        .start()
+        .await;
+    let b = new_node()
+        .id("node-b")
+        .on(&redis, &nats)
+        .flags(&ttl)
+        .start()
+        .await;
+    let mut alice = connect(&a, "alice").await;
+    let bob = connect(&b, "bob").await;
+    within(alice.watch(&["bob"])).await.unwrap();
+    assert_eq!(presence(&mut alice).await.state, Shown::Online);
+
+    let port = nats.stop();
+    within(bob.close()).await.unwrap();
+    let nats = Nats::start_on(Some(port));
+    let p = presence(&mut alice).await;
+    assert_eq!((p.client_id.as_str(), p.state), ("bob", Shown::Offline));
+    drop(nats);
+}
+
+/// A watcher that does not read (its socket full, its session blocked on
+/// the write) is not closed for presence frames, and gets only the latest
+/// state of a watched client once it reads again: frames wait one per
+/// watched client, each replaced by the next. (Real time: the session must
+/// block on its pipe.)
+#[tokio::test]
+async fn a_watcher_that_stops_reading_gets_the_latest_state_only() {
+    let bed = Bed::new();
+    let flags = [
+        "--presence-coalesce-ms",
+        "1",
+        "--rate-limit",
+        "0",
+        "--write-timeout-ms",
+        "30000",
+        "--hop-timeout-ms",
+        "40000",
+    ];
+    let (a, b) = bed.pair(&flags).await;
+    let mut alice = connect(&a, "alice").await;
+    let mut sender = connect(&a, "sender").await;
+    within(alice.watch(&["bob"])).await.unwrap();
+    assert_eq!(presence(&mut alice).await.state, Shown::Offline);
+    // alice stops reading: four 20 KB messages fill her pipe.
+    let big = "m".repeat(20_000);
+    for i in 0..4 {
+        within(sender.send_for_ack("alice", &json!({"n": i, "pad": big}), false))
+            .await
+            .unwrap();
+    }
+    // bob comes and goes 30 times, then stays.
+    for _ in 0..30 {
+        let bob = connect(&b, "bob").await;
+        within(bob.close()).await.unwrap();
+    }
+    let _bob = connect(&b, "bob").await;
+    // alice reads again: her messages, then a handful of presence frames
+    // at most (those written before her pipe filled, and the latest), the
+    // last one online.
+    let mut frames = Vec::new();
+    let mut messages = 0;
+    while messages < 4
+        || frames
+            .last()
+            .is_none_or(|p: &PresenceFrame| p.state != Shown::Online)
+    {
+        match next_frame(&mut alice).await {
+            ServerFrame::Message(_) => messages += 1,
+            ServerFrame::Presence(p) => frames.push(p),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(frames.len() <= 4, "{} presence frames", frames.len());
+    assert_eq!(frames.last().unwrap().devices, ["default"]);
+    assert!(
+        a.node()
+            .metrics()
+            .render()
+            .contains("switchboard_slow_consumers_total 0")
+    );
+}
+
+/// A reconnect storm: 200 watchers on a draining node come back on the
+/// other at once and watch again; each gets its answer and exactly one
+/// presence frame, the current state, and bob's next change reaches every
+/// one of them.
+#[tokio::test(start_paused = true)]
+async fn watchers_reconnecting_at_once_each_get_the_current_state_once() {
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&[]).await;
+    let c = bed.node("node-c", &[]).await;
+    let _bob = connect(&c, "bob").await;
+    let mut watchers = Vec::new();
+    for i in 0..200 {
+        let mut w = connect(&a, &format!("w{i}")).await;
+        within(w.watch(&["bob"])).await.unwrap();
+        assert_eq!(presence(&mut w).await.state, Shown::Online);
+        watchers.push(w);
+    }
+    within(a.shutdown(Duration::from_secs(5))).await;
+    for w in &mut watchers {
+        assert_eq!(closed_with(w).await, Some(1001));
+    }
+    let names: Vec<String> = (0..200).map(|i| format!("w{i}")).collect();
+    let mut back: Vec<Client> =
+        futures_util::future::join_all(names.iter().map(|name| connect(&b, name))).await;
+    let watched = futures_util::future::join_all(back.iter_mut().map(|w| w.watch(&["bob"]))).await;
+    assert!(
+        watched
+            .iter()
+            .all(|w| w.as_ref().is_ok_and(|w| w.clients == ["bob"]))
+    );
+    for w in &mut back {
+        let p = presence(w).await;
+        assert_eq!(
+            (p.state, p.devices.as_slice()),
+            (Shown::Online, &["default".to_owned()][..])
+        );
+    }
+    let _phone = on_device(&c, "bob", "phone").await;
+    for w in &mut back {
+        let p = presence(w).await;
+        assert_eq!(p.devices, ["default", "phone"]);
+    }
+    // Nothing more: one frame per change, per watcher.
+    nothing_within(&mut back[0], Duration::from_secs(3)).await;
 }

@@ -30,7 +30,7 @@ use crate::protocol::{ClientId, Hop, NodeId, WatchedHop};
 use crate::routing::courier::Parcel;
 
 /// Clients one round trip reads at most.
-const BATCH: usize = 256;
+pub(super) const BATCH: usize = 256;
 /// How long a task waits before trying a store that failed again.
 pub(super) const RETRY: Duration = Duration::from_millis(200);
 
@@ -47,7 +47,7 @@ pub struct Feed {
     /// Frames kept waiting for their window's end: (due, client, session).
     timers: Mutex<BinaryHeap<Reverse<(Instant, ClientId, Uuid)>>>,
     timer_wake: Notify,
-    /// The bus connection generation last followed (0: none yet).
+    /// The bus connection generation last followed (from the start).
     generation: AtomicU64,
 }
 
@@ -91,12 +91,17 @@ impl Feed {
 
     /// Whether `generation` is new (a reconnect since the last look).
     pub fn new_generation(&self, generation: u64) -> bool {
-        let before = self.generation.swap(generation, Ordering::Relaxed);
-        before != 0 && before != generation
+        self.generation.swap(generation, Ordering::Relaxed) != generation
     }
 }
 
-pub fn start(watches: &Arc<Watches>, stop: CancellationToken) {
+pub fn start(watches: &Arc<Watches>, stop: CancellationToken, bus_generation: u64) {
+    // What the bus is at now is what the watches start from: a reconnect
+    // before the first look is still a reconnect.
+    watches
+        .feed
+        .generation
+        .store(bus_generation, Ordering::Relaxed);
     let background = watches.router.background().clone();
     background.spawn(announcer(watches.clone(), stop.clone()));
     background.spawn(refresher(watches.clone(), stop.clone()));

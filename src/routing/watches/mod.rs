@@ -141,9 +141,10 @@ impl Watches {
     }
 
     /// Starts the tasks that tell other nodes of changes and show watchers
-    /// theirs; they end with `stop`.
-    pub fn start(self: &Arc<Self>, stop: CancellationToken) {
-        feed::start(self, stop);
+    /// theirs; they end with `stop`. `bus_generation` is the bus's
+    /// connection generation now (see [`follow_bus`](Self::follow_bus)).
+    pub fn start(self: &Arc<Self>, stop: CancellationToken, bus_generation: u64) {
+        feed::start(self, stop, bus_generation);
     }
 
     fn me(&self) -> &NodeId {
@@ -301,6 +302,45 @@ impl Watches {
             }
             watches.feed.dirty(again, false);
         });
+    }
+
+    /// Writes this node's watcher entries back into the store: routinely
+    /// (with the session records, so that entries the store lost come
+    /// back within a refresh), and after the store lost data or could not
+    /// be reached (`reread`: every watched client is then read again,
+    /// since changes told meanwhile did not come here). Answers how many
+    /// watched clients were written.
+    pub async fn restore(&self, reread: bool) -> Result<usize, PresenceError> {
+        let all: Vec<ClientId> = self.registry.locked().targets.keys().cloned().collect();
+        for chunk in all.chunks(feed::BATCH) {
+            self.ports.store.add_watcher(self.me(), chunk).await?;
+        }
+        if reread {
+            self.feed.dirty(all.clone(), false);
+        }
+        Ok(all.len())
+    }
+
+    /// After this node wrote its session records back into a store that
+    /// lost them (or missed changes while away): every client with a
+    /// session here is told to the nodes that watch it, which read it
+    /// again. With [`restore`](Self::restore) on every node this leaves no
+    /// watcher behind, in whichever order the nodes restore: a node that
+    /// wrote its entries back after this announcement rereads what it
+    /// watches itself.
+    pub fn announce_local(&self) {
+        let mut clients: Vec<ClientId> = self
+            .router
+            .hub()
+            .all()
+            .into_iter()
+            .map(|s| s.client.clone())
+            .collect();
+        clients.sort_unstable();
+        clients.dedup();
+        for client in clients {
+            self.feed.announce(client);
+        }
     }
 
     /// A session taken back after a resume: it gets the current state of
