@@ -338,6 +338,18 @@ fn routing(
         },
     );
     watches.start(lifetime.clone(), backends.bus.generation());
+    // Watchers see a client offline once its last-seen is written. Weak:
+    // the router's services must not keep the watches alive.
+    let settled = Arc::downgrade(&watches);
+    router
+        .offline()
+        .when_last_seen_settled(Box::new(move |clients| {
+            if let Some(watches) = settled.upgrade() {
+                for client in clients {
+                    watches.changed(client);
+                }
+            }
+        }));
     let detached = Arc::new(Detached::new(metrics.clone()));
     let registrar = Arc::new(Registrar::new(
         router.clone(),

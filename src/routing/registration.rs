@@ -224,15 +224,21 @@ impl Registrar {
             .remove(&handle.client, &handle.device, router.node(), handle.id)
             .await;
         let last_here = router.hub().sessions(&handle.client).is_none();
-        router
-            .offline()
-            .session_ended(handle, end, matches!(removed, Ok(true)), last_here);
+        let last_seen_follows =
+            router
+                .offline()
+                .session_ended(handle, end, matches!(removed, Ok(true)), last_here);
         self.watches.session_ended(handle.id);
         match removed {
             Ok(true) => {
                 router.locator().cache().invalidate(&handle.client);
                 router.courier().changed_client(handle.client.clone());
-                self.watches.changed(handle.client.clone());
+                // A client that may have gone offline is shown to its
+                // watchers once its last-seen is written (milliseconds
+                // later), so that its `offline` frame carries it.
+                if !last_seen_follows {
+                    self.watches.changed(handle.client.clone());
+                }
             }
             Ok(false) => {}
             Err(e) => {
@@ -328,6 +334,7 @@ impl Registrar {
         let router = &self.router;
         router.metrics().session_closed();
         let last_here = router.hub().sessions(&handle.client).is_none();
+        // No field deleted: no last-seen write follows.
         router
             .offline()
             .session_ended(handle, SessionEnd::Replaced, false, last_here);

@@ -2,7 +2,7 @@
 //! (never on the path of a message), read only on the offline branch to
 //! explain it (`reason`, `last_seen` on the ack).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -25,7 +25,13 @@ const LAST_SEEN_BATCH: usize = 512;
 pub(super) struct LastSeenWriter {
     queue: mpsc::Sender<(ClientId, LastSeen)>,
     complaints: Mutex<LogThrottle>,
+    settled: Arc<OnceLock<Settled>>,
 }
+
+/// Told the clients of each batch once their last-seen is written (or
+/// found not owed: a device is left): presence for clients (v3) shows a
+/// client offline with its `last_seen` only then.
+pub type Settled = Box<dyn Fn(Vec<ClientId>) + Send + Sync>;
 
 /// The two ports last-seen needs: the records (is any device left?) and
 /// the last-seen store itself. One backend serves both.
@@ -42,15 +48,23 @@ impl LastSeenWriter {
     /// queue is empty).
     pub(super) fn new(ports: LastSeenPorts) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (queue, mut rx) = mpsc::channel::<(ClientId, LastSeen)>(LAST_SEEN_QUEUE);
+        let settled: Arc<OnceLock<Settled>> = Arc::default();
+        let told = settled.clone();
         let task = async move {
             let mut batch = Vec::with_capacity(LAST_SEEN_BATCH);
             while rx.recv_many(&mut batch, LAST_SEEN_BATCH).await > 0 {
-                write_if_gone(&ports, std::mem::take(&mut batch)).await;
+                let batch = std::mem::take(&mut batch);
+                let clients = batch.iter().map(|(c, _)| c.clone()).collect();
+                write_if_gone(&ports, batch).await;
+                if let Some(tell) = told.get() {
+                    tell(clients);
+                }
             }
         };
         let writer = Self {
             queue,
             complaints: Mutex::new(LogThrottle::new(Duration::from_secs(1))),
+            settled,
         };
         (writer, task)
     }
@@ -60,13 +74,18 @@ impl LastSeenWriter {
             at: now_ms(),
             reason: end,
         };
-        if self.queue.try_send((client, seen)).is_err()
-            && let Some(skipped) = self.complaints.locked().ready()
-        {
-            tracing::warn!(
-                also_dropped = skipped,
-                "last-seen queue full: a last-seen record not written"
-            );
+        if let Err(full) = self.queue.try_send((client, seen)) {
+            // Not written: whoever waits for it is told at once.
+            let (client, _) = full.into_inner();
+            if let Some(tell) = self.settled.get() {
+                tell(vec![client]);
+            }
+            if let Some(skipped) = self.complaints.locked().ready() {
+                tracing::warn!(
+                    also_dropped = skipped,
+                    "last-seen queue full: a last-seen record not written"
+                );
+            }
         }
     }
 }
@@ -95,6 +114,14 @@ async fn write_if_gone(ports: &LastSeenPorts, batch: Vec<(ClientId, LastSeen)>) 
 }
 
 impl Offline {
+    /// Whom to tell once last-seen records are settled (set once, by the
+    /// node, for presence for clients).
+    pub fn when_last_seen_settled(&self, settled: Settled) {
+        if self.writer.settled.set(settled).is_err() {
+            tracing::warn!("last-seen hook set twice; the first one stays");
+        }
+    }
+
     /// Writes `client`'s last-seen record (in the background, after a
     /// read of its record: one round trip more per client going offline)
     /// if it has no device left.
@@ -121,6 +148,9 @@ impl Offline {
             }
             Ok(_) => {}
             Err(e) => tracing::debug!(%client, error = %e, "last-seen not written"),
+        }
+        if let Some(tell) = self.writer.settled.get() {
+            tell(vec![client.clone()]);
         }
     }
 

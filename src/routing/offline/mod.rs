@@ -93,19 +93,23 @@ impl Offline {
     /// A session here ended for `end`; `field_deleted` when its presence
     /// field went with it, `last_here` when its client has no other session
     /// on this node. When the client has no device left anywhere, its
-    /// last-seen record is written.
+    /// last-seen record is written. Answers whether a write was queued
+    /// (the hook set by [`when_last_seen_settled`](Self::when_last_seen_settled)
+    /// hears of the client once it is done).
     pub fn session_ended(
         &self,
         handle: &SessionHandle,
         end: SessionEnd,
         field_deleted: bool,
         last_here: bool,
-    ) {
+    ) -> bool {
         self.announce.ended(handle, end);
         self.release_inbox(handle);
-        if field_deleted && last_here {
+        let write = field_deleted && last_here;
+        if write {
             self.write_last_seen(handle.client.clone(), end);
         }
+        write
     }
 
     /// The events of a group send's members with no session: their
