@@ -1,5 +1,5 @@
 import { SwitchboardError } from "./errors.js";
-import type { AckFrame, MessageFrame, OfflineReason, ReceiptFrame, WelcomeFrame } from "./protocol.js";
+import type { AckFrame, MessageFrame, OfflineReason, PresenceFrame, ReceiptFrame, SignalFrame, WelcomeFrame } from "./protocol.js";
 /** What this client needs of a WebSocket: the browser's, Node 22's
  * global one, or `ws`'s. */
 export interface WebSocketLike {
@@ -74,6 +74,12 @@ export interface Outcome {
 export interface Sent extends AckFrame {
     outcome?: Promise<Outcome>;
 }
+/** The answer to `watch`: which of the clients asked for are watched,
+ * and which this client may not watch. */
+export interface Watching {
+    clients: string[];
+    denied: string[];
+}
 /** What a client emits. */
 export interface ClientEvents {
     /** The state changed. */
@@ -85,6 +91,10 @@ export interface ClientEvents {
     message: MessageFrame;
     /** A later outcome of a message this client sent, at one session. */
     receipt: ReceiptFrame;
+    /** v3: a watched client's state (see `watch`). */
+    presence: PresenceFrame;
+    /** v3: a signal from another client ("typing…"). */
+    signal: SignalFrame;
     /** An error frame that answers no pending request. */
     error: SwitchboardError;
     /** The connection ended (a reconnect may follow). */
@@ -118,6 +128,21 @@ export declare class Client {
     /** Not written yet (disconnected), in order. */
     private queued;
     private pings;
+    /** v3 requests waiting for `watching` or `ok`, by `id`. */
+    private calls;
+    /** v3: the clients the application watches, kept across sessions: a
+     * fresh session watches them again by itself. */
+    private watched;
+    /** v3: those the node said this client may not watch. */
+    private denied;
+    /** v3: watched or unwatched while disconnected, for a resumed session
+     * (which kept its watches) to catch up on. */
+    private unsentWatch;
+    private unsentUnwatch;
+    /** v3: the last presence frame of each watched client. */
+    private presence;
+    /** v3: settles once the current session has caught up on its watches. */
+    private rewatched;
     private tracked;
     private resumeToken;
     private lastSeq;
@@ -144,6 +169,39 @@ export declare class Client {
     sendGroup(group: string, body: unknown): Promise<Sent>;
     /** A round trip to the node. */
     ping(): Promise<void>;
+    /** Watches these clients' presence: resolves with those watched and
+     * those denied; their state then comes as `presence` events, at once
+     * and on every change. Watches are kept by this client: a new session
+     * after a reconnect watches them again by itself (a resumed one kept
+     * them). While disconnected, resolves once the next session has them. */
+    watch(clients: string[]): Promise<Watching>;
+    /** Stops watching these clients. */
+    unwatch(clients: string[]): Promise<void>;
+    /** The last presence frame of a watched client, if any came yet. */
+    presenceOf(client: string): PresenceFrame | undefined;
+    /** Listens for presence frames; returns the function that stops. */
+    onPresence(listener: (frame: PresenceFrame) => void): () => void;
+    /** Listens for signals; returns the function that stops. */
+    onSignal(listener: (frame: SignalFrame) => void): () => void;
+    /** Invisible (`false`) or visible again (`true`): while invisible,
+     * watchers see this client offline, on every device, and messages
+     * still arrive. Kept by the node across reconnects. */
+    setVisible(visible: boolean): Promise<void>;
+    /** Sends a signal ("typing…") to client `to`: never acked or kept, and
+     * dropped by the node when over its rate or when the recipient is slow.
+     * Returns whether it was written (not while disconnected). */
+    signal(to: string, body: unknown): boolean;
+    /** Sends a signal to every other session of `group`'s members. */
+    signalGroup(group: string, body: unknown): boolean;
+    private writeSignal;
+    private verdict;
+    /** `watch` or `unwatch` frames for `clients`, at most 256 ids each. */
+    private sendWatches;
+    /** After a welcome: a fresh session watches everything again; a
+     * resumed one catches up on what changed while disconnected. */
+    private catchUp;
+    /** A request answered `watching` or `ok` (or an error). */
+    private call;
     /** Ends the session (a client close: it is not resumed) and stops
      * reconnecting. Queued sends reject with `Closed`. */
     close(): void;

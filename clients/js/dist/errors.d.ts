@@ -27,6 +27,10 @@ export declare class BadFrame extends SwitchboardError {
 /** `internal`: the node failed; nothing was sent. */
 export declare class Internal extends SwitchboardError {
 }
+/** `too_many_watched` (v3): the watch would pass the node's
+ * `--max-watched`; nothing of it was watched. */
+export declare class TooManyWatched extends SwitchboardError {
+}
 /** Too many sends queued while disconnected (`maxQueued`): not sent. */
 export declare class QueueFull extends SwitchboardError {
 }

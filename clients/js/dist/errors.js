@@ -27,6 +27,10 @@ export class BadFrame extends SwitchboardError {
 /** `internal`: the node failed; nothing was sent. */
 export class Internal extends SwitchboardError {
 }
+/** `too_many_watched` (v3): the watch would pass the node's
+ * `--max-watched`; nothing of it was watched. */
+export class TooManyWatched extends SwitchboardError {
+}
 /** Too many sends queued while disconnected (`maxQueued`): not sent. */
 export class QueueFull extends SwitchboardError {
 }
@@ -53,6 +57,8 @@ export function fromFrame(code, message) {
             return new InvalidRecipient(code, message);
         case "internal":
             return new Internal(code, message);
+        case "too_many_watched":
+            return new TooManyWatched(code, message);
         default:
             return new BadFrame(code, message);
     }

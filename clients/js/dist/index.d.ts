@@ -3,7 +3,7 @@
  * and Node. See README.md for a first example and API.md for the API.
  */
 export { Client, connect } from "./client.js";
-export type { ClientEvents, ConnectOptions, Outcome, SendOptions, Sent, State, WebSocketConstructor, WebSocketLike, } from "./client.js";
-export { BadFrame, Closed, ConnectionLost, Internal, InvalidRecipient, NotMember, QueueFull, RateLimited, SwitchboardError, TooLarge, Unavailable, } from "./errors.js";
+export type { ClientEvents, ConnectOptions, Outcome, SendOptions, Sent, State, Watching, WebSocketConstructor, WebSocketLike, } from "./client.js";
+export { BadFrame, Closed, ConnectionLost, Internal, InvalidRecipient, NotMember, QueueFull, RateLimited, SwitchboardError, TooLarge, TooManyWatched, Unavailable, } from "./errors.js";
 export { CloseCode } from "./protocol.js";
 export type * from "./protocol.js";

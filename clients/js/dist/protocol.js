@@ -1,5 +1,5 @@
 /**
- * The frames of the Switchboard wire contract, version 2
+ * The frames of the Switchboard wire contract, version 3
  * (docs/protocol.md), as TypeScript types: what a client sends and what a
  * node answers.
  */

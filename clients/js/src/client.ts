@@ -10,8 +10,12 @@ import type {
   ClientFrame,
   MessageFrame,
   OfflineReason,
+  OkFrame,
+  PresenceFrame,
   ReceiptFrame,
   ServerFrame,
+  SignalFrame,
+  WatchingFrame,
   WelcomeFrame,
 } from "./protocol.js";
 import { CloseCode } from "./protocol.js";
@@ -89,6 +93,13 @@ export interface Sent extends AckFrame {
   outcome?: Promise<Outcome>;
 }
 
+/** The answer to `watch`: which of the clients asked for are watched,
+ * and which this client may not watch. */
+export interface Watching {
+  clients: string[];
+  denied: string[];
+}
+
 /** What a client emits. */
 export interface ClientEvents {
   /** The state changed. */
@@ -100,6 +111,10 @@ export interface ClientEvents {
   message: MessageFrame;
   /** A later outcome of a message this client sent, at one session. */
   receipt: ReceiptFrame;
+  /** v3: a watched client's state (see `watch`). */
+  presence: PresenceFrame;
+  /** v3: a signal from another client ("typing…"). */
+  signal: SignalFrame;
   /** An error frame that answers no pending request. */
   error: SwitchboardError;
   /** The connection ended (a reconnect may follow). */
@@ -117,6 +132,15 @@ interface Pending {
   resolve: (sent: Sent) => void;
   reject: (error: SwitchboardError) => void;
 }
+
+/** A request answered `watching` or `ok` (v3). */
+interface Call {
+  resolve: (frame: WatchingFrame | OkFrame) => void;
+  reject: (error: SwitchboardError) => void;
+}
+
+/** At most this many ids in one `watch` frame (the protocol's limit). */
+const WATCH_CHUNK = 256;
 
 interface Tracked {
   expected: number;
@@ -150,6 +174,21 @@ export class Client {
   /** Not written yet (disconnected), in order. */
   private queued: Pending[] = [];
   private pings = new Map<string, { resolve: () => void; reject: (e: SwitchboardError) => void }>();
+  /** v3 requests waiting for `watching` or `ok`, by `id`. */
+  private calls = new Map<string, Call>();
+  /** v3: the clients the application watches, kept across sessions: a
+   * fresh session watches them again by itself. */
+  private watched = new Set<string>();
+  /** v3: those the node said this client may not watch. */
+  private denied = new Set<string>();
+  /** v3: watched or unwatched while disconnected, for a resumed session
+   * (which kept its watches) to catch up on. */
+  private unsentWatch = new Set<string>();
+  private unsentUnwatch = new Set<string>();
+  /** v3: the last presence frame of each watched client. */
+  private presence = new Map<string, PresenceFrame>();
+  /** v3: settles once the current session has caught up on its watches. */
+  private rewatched: Promise<void> = Promise.resolve();
   private tracked = new Map<string, Tracked>();
   private resumeToken: string | null = null;
   private lastSeq = 0;
@@ -235,6 +274,144 @@ export class Client {
     });
   }
 
+  // ---- Presence and signals (v3) ----------------------------------------
+
+  /** Watches these clients' presence: resolves with those watched and
+   * those denied; their state then comes as `presence` events, at once
+   * and on every change. Watches are kept by this client: a new session
+   * after a reconnect watches them again by itself (a resumed one kept
+   * them). While disconnected, resolves once the next session has them. */
+  async watch(clients: string[]): Promise<Watching> {
+    const added = clients.filter((c) => !this.watched.has(c));
+    for (const c of clients) {
+      this.watched.add(c);
+      this.unsentUnwatch.delete(c);
+    }
+    if (!this.isOpen()) {
+      for (const c of clients) this.unsentWatch.add(c);
+      await this.ready();
+      await this.rewatched;
+      return this.verdict(clients);
+    }
+    try {
+      await this.sendWatches("watch", clients);
+    } catch (error) {
+      // Refused (too many, or the node's store is away): not watched,
+      // and not asked for again by the next session. A dropped
+      // connection keeps them: the next session asks.
+      if (!(error instanceof ConnectionLost)) {
+        for (const c of added) this.watched.delete(c);
+      }
+      throw error;
+    }
+    return this.verdict(clients);
+  }
+
+  /** Stops watching these clients. */
+  async unwatch(clients: string[]): Promise<void> {
+    for (const c of clients) {
+      this.watched.delete(c);
+      this.denied.delete(c);
+      this.presence.delete(c);
+      this.unsentWatch.delete(c);
+    }
+    if (!this.isOpen()) {
+      for (const c of clients) this.unsentUnwatch.add(c);
+      return;
+    }
+    await this.sendWatches("unwatch", clients);
+  }
+
+  /** The last presence frame of a watched client, if any came yet. */
+  presenceOf(client: string): PresenceFrame | undefined {
+    return this.presence.get(client);
+  }
+
+  /** Listens for presence frames; returns the function that stops. */
+  onPresence(listener: (frame: PresenceFrame) => void): () => void {
+    return this.on("presence", listener);
+  }
+
+  /** Listens for signals; returns the function that stops. */
+  onSignal(listener: (frame: SignalFrame) => void): () => void {
+    return this.on("signal", listener);
+  }
+
+  /** Invisible (`false`) or visible again (`true`): while invisible,
+   * watchers see this client offline, on every device, and messages
+   * still arrive. Kept by the node across reconnects. */
+  async setVisible(visible: boolean): Promise<void> {
+    await this.call({ type: "visibility", visible });
+  }
+
+  /** Sends a signal ("typing…") to client `to`: never acked or kept, and
+   * dropped by the node when over its rate or when the recipient is slow.
+   * Returns whether it was written (not while disconnected). */
+  signal(to: string, body: unknown): boolean {
+    return this.writeSignal({ type: "signal", to, body });
+  }
+
+  /** Sends a signal to every other session of `group`'s members. */
+  signalGroup(group: string, body: unknown): boolean {
+    return this.writeSignal({ type: "signal", group, body });
+  }
+
+  private writeSignal(frame: ClientFrame): boolean {
+    if (!this.isOpen()) return false;
+    this.write(frame);
+    return true;
+  }
+
+  private verdict(clients: string[]): Watching {
+    return {
+      clients: clients.filter((c) => this.watched.has(c) && !this.denied.has(c)),
+      denied: clients.filter((c) => this.denied.has(c)),
+    };
+  }
+
+  /** `watch` or `unwatch` frames for `clients`, at most 256 ids each. */
+  private async sendWatches(type: "watch" | "unwatch", clients: string[]): Promise<void> {
+    const chunks: string[][] = [];
+    for (let i = 0; i < clients.length; i += WATCH_CHUNK) chunks.push(clients.slice(i, i + WATCH_CHUNK));
+    const answers = await Promise.all(chunks.map((chunk) => this.call({ type, clients: chunk })));
+    for (const answer of answers) {
+      if (answer.type !== "watching") continue;
+      for (const c of answer.clients) this.denied.delete(c);
+      for (const c of answer.denied) this.denied.add(c);
+    }
+  }
+
+  /** After a welcome: a fresh session watches everything again; a
+   * resumed one catches up on what changed while disconnected. */
+  private async catchUp(resumed: boolean): Promise<void> {
+    const watch = resumed ? [...this.unsentWatch] : [...this.watched];
+    const unwatch = resumed ? [...this.unsentUnwatch] : [];
+    this.unsentWatch.clear();
+    this.unsentUnwatch.clear();
+    try {
+      await Promise.all([
+        watch.length ? this.sendWatches("watch", watch) : undefined,
+        unwatch.length ? this.sendWatches("unwatch", unwatch) : undefined,
+      ]);
+    } catch (error) {
+      if (error instanceof SwitchboardError && error.code !== "connection_lost") this.emit("error", error);
+    }
+  }
+
+  /** A request answered `watching` or `ok` (or an error). */
+  private call(frame: ClientFrame): Promise<WatchingFrame | OkFrame> {
+    return new Promise((resolve, reject) => {
+      if (!this.isOpen()) {
+        reject(new ConnectionLost("connection_lost", "not connected"));
+        return;
+      }
+      const id = `w-${this.nextId++}`;
+      this.calls.set(id, { resolve, reject });
+      this.answerOrder.push(id);
+      this.write({ ...frame, id } as ClientFrame);
+    });
+  }
+
   /** Ends the session (a client close: it is not resumed) and stops
    * reconnecting. Queued sends reject with `Closed`. */
   close(): void {
@@ -252,6 +429,8 @@ export class Client {
     this.inFlight.clear();
     for (const [, ping] of this.pings) ping.reject(lost);
     this.pings.clear();
+    for (const [, call] of this.calls) call.reject(lost);
+    this.calls.clear();
     this.answerOrder = [];
     this.failAll(new Closed("closed", "the client was closed"));
     this.setState("closed");
@@ -338,6 +517,9 @@ export class Client {
     this.currentWelcome = welcome;
     this.attempt = 0;
     this.setState("open");
+    // Before anyone waiting for the session hears of it: they wait for
+    // its watches too.
+    this.rewatched = this.catchUp(resumed);
     this.emit("welcome", welcome);
     for (const waiter of this.readyWaiters.splice(0)) waiter.resolve(welcome);
     // What waited while disconnected goes out now, in order.
@@ -354,6 +536,8 @@ export class Client {
     this.inFlight.clear();
     for (const [, ping] of this.pings) ping.reject(new ConnectionLost("connection_lost", "the connection dropped before the pong"));
     this.pings.clear();
+    for (const [, call] of this.calls) call.reject(new ConnectionLost("connection_lost", "the connection dropped before the answer"));
+    this.calls.clear();
     this.answerOrder = [];
     if (code === CloseCode.Replaced) {
       // Another session of this device took over: reconnecting would
@@ -409,12 +593,32 @@ export class Client {
         const id = frame.id ?? this.answerOrder[0];
         const pending = id ? this.inFlight.get(id) : undefined;
         const ping = id ? this.pings.get(id) : undefined;
+        const call = id ? this.calls.get(id) : undefined;
         if (id) this.answered(id);
         if (pending) pending.reject(error);
         else if (ping) ping.reject(error);
+        else if (call) call.reject(error);
         else this.emit("error", error);
         break;
       }
+      case "watching":
+      case "ok": {
+        const call = frame.id ? this.calls.get(frame.id) : undefined;
+        if (call && frame.id) {
+          this.answered(frame.id);
+          call.resolve(frame);
+        }
+        break;
+      }
+      case "presence":
+        // One that crossed an unwatch on its way is not news.
+        if (!this.watched.has(frame.client_id)) break;
+        this.presence.set(frame.client_id, frame);
+        this.emit("presence", frame);
+        break;
+      case "signal":
+        this.emit("signal", frame);
+        break;
       case "pong": {
         const ping = frame.id ? this.pings.get(frame.id) : undefined;
         if (ping && frame.id) {
@@ -511,6 +715,7 @@ export class Client {
   private answered(id: string): void {
     this.inFlight.delete(id);
     this.pings.delete(id);
+    this.calls.delete(id);
     const at = this.answerOrder.indexOf(id);
     if (at >= 0) this.answerOrder.splice(at, 1);
   }

@@ -10,6 +10,7 @@ export type {
   SendOptions,
   Sent,
   State,
+  Watching,
   WebSocketConstructor,
   WebSocketLike,
 } from "./client.js";
@@ -24,6 +25,7 @@ export {
   RateLimited,
   SwitchboardError,
   TooLarge,
+  TooManyWatched,
   Unavailable,
 } from "./errors.js";
 export { CloseCode } from "./protocol.js";

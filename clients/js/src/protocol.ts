@@ -1,5 +1,5 @@
 /**
- * The frames of the Switchboard wire contract, version 2
+ * The frames of the Switchboard wire contract, version 3
  * (docs/protocol.md), as TypeScript types: what a client sends and what a
  * node answers.
  */
@@ -25,7 +25,11 @@ export type ErrorCode =
   | "rate_limited"
   | "unavailable"
   | "internal"
-  | "not_member";
+  | "not_member"
+  | "too_many_watched"
+  | "not_allowed"
+  | "no_history"
+  | "rejected";
 
 /** `store_error` of an ack whose message could not be stored. */
 export type StoreError = "inbox_full" | "unavailable";
@@ -111,6 +115,49 @@ export interface PongFrame {
   id?: string;
 }
 
+/** v3: the answer to a `watch`: the clients watched now, and those this
+ * client may not watch (nothing is revealed about them). */
+export interface WatchingFrame {
+  type: "watching";
+  id?: string;
+  clients: string[];
+  denied: string[];
+}
+
+/** v3: the answer to an `unwatch` or a `visibility`. */
+export interface OkFrame {
+  type: "ok";
+  id?: string;
+}
+
+/** v3: a watched client's state: at once after a `watch`, then on every
+ * change (coalesced: at most one per second per client by default; the
+ * last one always current). */
+export interface PresenceFrame {
+  type: "presence";
+  client_id: string;
+  state: "online" | "offline";
+  /** Its devices online, sorted; empty when offline. */
+  devices: string[];
+  /** Offline: when it was last seen (ms), when known. An invisible client
+   * shows the moment it went invisible. */
+  last_seen?: number;
+  /** When the node observed the change (ms since the Unix epoch). */
+  ts: number;
+}
+
+/** v3: an ephemeral note from another client ("typing…"): never acked,
+ * stored or repeated. */
+export interface SignalFrame<B = unknown> {
+  type: "signal";
+  from: string;
+  /** Present for a signal to this client. */
+  to?: string;
+  /** Present for a signal to a group. */
+  group?: string;
+  body: B;
+}
+
 /** Anything a node sends. */
 export type ServerFrame =
   | WelcomeFrame
@@ -118,7 +165,11 @@ export type ServerFrame =
   | MessageFrame
   | ReceiptFrame
   | ErrorFrame
-  | PongFrame;
+  | PongFrame
+  | WatchingFrame
+  | OkFrame
+  | PresenceFrame
+  | SignalFrame;
 
 /** A send to a client (`to`) or a group (`group`). */
 export interface SendFrame {
@@ -142,8 +193,38 @@ export interface ReceivedFrame {
   upto: number;
 }
 
+/** v3: watch these clients' presence (at most 256 per frame). */
+export interface WatchFrame {
+  type: "watch" | "unwatch";
+  clients: string[];
+  id?: string;
+}
+
+/** v3: invisible (`false`): watchers see this client offline. */
+export interface VisibilityFrame {
+  type: "visibility";
+  visible: boolean;
+  id?: string;
+}
+
+/** v3: an ephemeral note to a client (`to`) or a group (`group`); its
+ * body is at most 1 KiB of JSON. */
+export interface SignalRequestFrame {
+  type: "signal";
+  to?: string;
+  group?: string;
+  body: unknown;
+  id?: string;
+}
+
 /** Anything a client sends. */
-export type ClientFrame = SendFrame | PingFrame | ReceivedFrame;
+export type ClientFrame =
+  | SendFrame
+  | PingFrame
+  | ReceivedFrame
+  | WatchFrame
+  | VisibilityFrame
+  | SignalRequestFrame;
 
 /** Close codes a node uses. */
 export const CloseCode = {
