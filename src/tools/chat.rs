@@ -13,6 +13,11 @@
 //! #team lunch?
 //! [2] -> #team: fanout (1 local, 3 remote, 2 offline; 1 hop)
 //! #team carol: yes
+//! /watch bob carol
+//! watching bob, carol
+//! bob is online (laptop, phone)
+//! carol is offline (last seen 2026-12-07 09:14:02 UTC)
+//! bob is typing…
 //! ```
 //!
 //! A line `@bob hello` sends `{"text":"hello"}` to bob with a receipt asked
@@ -22,6 +27,12 @@
 //! node says comes out as it arrives: the branch each message took, its
 //! receipt, incoming messages, errors. Ctrl-D or Ctrl-C closes the session
 //! normally (after the outstanding acks, for at most two seconds).
+//!
+//! Presence (v3): `/watch bob carol` shows when they come and go (and on
+//! which devices), `/unwatch bob` stops, `/invisible` and `/visible` hide
+//! you from your watchers or show you again. "typing…" signals to you are
+//! shown as they come; `/typing bob` sends one (a terminal cannot see
+//! keystrokes before Enter).
 //!
 //! The session is in acks mode: when its node goes away (a drain says
 //! 1001, or the connection drops), the chat reconnects (to the next of
@@ -36,7 +47,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::signal::unix::{SignalKind, signal};
 use uuid::Uuid;
 
-use switchboard::protocol::{AckStatus, ReceiptStatus, ServerFrame};
+use switchboard::protocol::{AckStatus, ReceiptStatus, ServerFrame, Shown};
 use switchboard_client::{ConnectOptions, Happening, Identity, ResumingClient, To};
 
 #[derive(Debug, Clone, Args)]
@@ -189,6 +200,9 @@ impl Chat {
         if line.is_empty() {
             return Ok(());
         }
+        if let Some(command) = line.strip_prefix('/') {
+            return self.command(command, client, out).await;
+        }
         let addressed = line
             .strip_prefix('@')
             .map(|rest| (rest, ""))
@@ -230,8 +244,80 @@ impl Chat {
         Ok(())
     }
 
+    /// `/watch`, `/unwatch`, `/invisible`, `/visible`, `/typing` (v3).
+    async fn command(
+        &mut self,
+        command: &str,
+        client: &mut ResumingClient,
+        out: &mut Output,
+    ) -> Result<(), switchboard_client::ClientError> {
+        let mut words = command.split_whitespace();
+        let verb = words.next().unwrap_or_default();
+        let names: Vec<&str> = words.collect();
+        let answered = match (verb, names.as_slice()) {
+            ("watch", [_, ..]) => client.watch(&names).await.map(|w| {
+                let mut said = format!("watching {}", w.clients.join(", "));
+                if !w.denied.is_empty() {
+                    said.push_str(&format!("; not allowed to watch {}", w.denied.join(", ")));
+                }
+                said
+            }),
+            ("unwatch", [_, ..]) => client
+                .unwatch(&names)
+                .await
+                .map(|()| format!("no longer watching {}", names.join(", "))),
+            ("invisible", []) => client
+                .set_visible(false)
+                .await
+                .map(|()| "you are invisible: you look offline to your watchers".to_owned()),
+            ("visible", []) => client
+                .set_visible(true)
+                .await
+                .map(|()| "you are visible again".to_owned()),
+            ("typing", [to]) => {
+                let to = To::Client(to);
+                client
+                    .signal(to, &serde_json::json!({"typing": true}))
+                    .await?;
+                return Ok(());
+            }
+            _ => {
+                out.note("commands: /watch <client id>…, /unwatch <client id>…, /invisible, /visible, /typing <client id>, /quit")
+                    .await;
+                return Ok(());
+            }
+        };
+        match answered {
+            Ok(said) => out.say(&said).await,
+            Err(switchboard_client::ClientError::Rejected { code, message }) => {
+                out.say(&format!("error {}: {message}", code.as_str()))
+                    .await;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
     async fn heard(&mut self, frame: ServerFrame, out: &mut Output) {
         match frame {
+            ServerFrame::Presence(p) => {
+                let line = match (p.state, p.last_seen) {
+                    (Shown::Online, _) => {
+                        format!("{} is online ({})", p.client_id, p.devices.join(", "))
+                    }
+                    (Shown::Offline, Some(at)) => {
+                        format!("{} is offline (last seen {})", p.client_id, utc(at))
+                    }
+                    (Shown::Offline, None) => format!("{} is offline", p.client_id),
+                };
+                out.say(&line).await;
+            }
+            ServerFrame::Signal(s) if s.body.get("typing") == Some(&serde_json::json!(true)) => {
+                match s.group {
+                    Some(group) => out.say(&format!("#{group} {} is typing…", s.from)).await,
+                    None => out.say(&format!("{} is typing…", s.from)).await,
+                }
+            }
             ServerFrame::Ack(ack) => {
                 let id = ack.id.unwrap_or_default();
                 let to = self.unacked.remove(&id).unwrap_or_default();
@@ -336,6 +422,28 @@ impl Chat {
     }
 }
 
+/// `ms` since the epoch as `YYYY-MM-DD HH:MM:SS UTC` (civil from days,
+/// H. Hinnant's algorithm: no date crate for one line of output).
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
 /// Lines for the user: what happened on stdout, hints on stderr; each
 /// flushed at once, so a reader at the other end of a pipe sees it.
 struct Output {
@@ -356,5 +464,16 @@ impl Output {
 
     async fn note(&mut self, line: &str) {
         eprintln!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_are_shown_in_utc() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc(1_764_220_000_000), "2025-11-27 05:06:40 UTC");
+        // A leap day, at its last second.
+        assert_eq!(super::utc(951_868_799_000), "2000-02-29 23:59:59 UTC");
     }
 }

@@ -95,6 +95,22 @@ async fn shows_within(page: &Browser, css: &str, needles: &[&str], wait: Duratio
     }
 }
 
+/// The next message to a client a page writes to: the page's "typing"
+/// signals (v3) may come first.
+async fn typed_then(
+    client: &mut switchboard_client::Client,
+) -> switchboard::protocol::MessageFrame {
+    loop {
+        match next_frame(client).await {
+            switchboard::protocol::ServerFrame::Message(m) => return m,
+            switchboard::protocol::ServerFrame::Signal(s) => {
+                assert_eq!(s.body, json!({"typing": true}), "only typing signals")
+            }
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+}
+
 /// Replaces the text of the field with id `id`.
 async fn fill(page: &Browser, id: &str, text: &str) {
     let field = page.find(Locator::Id(id)).await.unwrap();
@@ -169,6 +185,32 @@ async fn two_people_chat_across_two_nodes_in_the_browser() {
     .await;
     shows(&bob, "#log li.out:last-child", &["remote", "delivered"]).await;
 
+    // Presence (v3): each sees the other online, across nodes; "typing…"
+    // while the other types, gone when the message comes; invisible
+    // looks offline.
+    let bob_row = "#people-list li[data-client='bob']";
+    shows(&alice, bob_row, &["bob", "online, 1 device"]).await;
+    shows(
+        &bob,
+        "#people-list li[data-client='alice']",
+        &["online, 1 device"],
+    )
+    .await;
+    fill(&bob, "to", "alice").await;
+    fill(&bob, "text", "writing to you").await;
+    shows(&alice, bob_row, &["typing…"]).await;
+    click(&bob, "send").await;
+    shows(&alice, "#log li.in:last-child", &["writing to you"]).await;
+    let row = shows(&alice, bob_row, &["online"]).await;
+    assert!(
+        !row.contains("typing"),
+        "typing cleared by the message: {row}"
+    );
+    click(&bob, "invisible").await;
+    shows(&alice, bob_row, &["offline, last seen"]).await;
+    click(&bob, "invisible").await;
+    shows(&alice, bob_row, &["online, 1 device"]).await;
+
     // Someone who is not there: the page says so, and why.
     send(&alice, "carol", "anyone?").await;
     shows(
@@ -202,6 +244,10 @@ async fn two_people_chat_across_two_nodes_in_the_browser() {
         std::fs::write(&path, png).unwrap();
         eprintln!("screenshot: {}", path.display());
     }
+    // Disconnect shows what the socket really reported.
+    click(&bob, "disconnect").await;
+    shows(&bob, "#log", &["disconnected (1000)"]).await;
+    shows(&alice, bob_row, &["offline"]).await;
     alice.close().await.unwrap();
     bob.close().await.unwrap();
 }
@@ -288,6 +334,13 @@ async fn every_tab_is_a_device_of_its_own() {
             switchboard::protocol::ServerFrame::Message(m) if m.group.is_some() => break m,
             switchboard::protocol::ServerFrame::Message(m) => {
                 assert_eq!(m.body["text"], "from tab one")
+            }
+            // The tabs say they are typing (v3).
+            switchboard::protocol::ServerFrame::Signal(s) => {
+                assert_eq!(
+                    (s.from.as_str(), &s.body),
+                    ("alice", &json!({"typing": true}))
+                )
             }
             other => panic!("bob got {other:?}"),
         }
@@ -454,7 +507,7 @@ async fn the_page_marks_each_outcome_and_keeps_messages_for_the_offline() {
         &["✓ local", "✓✓ delivered"],
     )
     .await;
-    assert_eq!(message(&mut bob).await.body["text"], "are you there?");
+    assert_eq!(typed_then(&mut bob).await.body["text"], "are you there?");
 
     let dora = driver.browser().await;
     sign_in(&dora, &http_url(&node, "/"), "dora").await;

@@ -295,6 +295,66 @@ async fn the_terminal_client_chats_over_stdin_and_stdout() {
     assert_eq!(chat.exit_code(), 0);
 }
 
+/// `/watch` in the terminal: bob's devices come and go, his typing shows,
+/// `/typing` sends one, `/invisible` hides alice from bob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminal_client_watches_and_shows_typing() {
+    let node = new_node()
+        .flags(&["--presence-coalesce-ms", "10"])
+        .start()
+        .await;
+    let mut chat = Chat::start(&ws_url(&node), "alice");
+    chat.expect("connected: you are alice on");
+    chat.type_line("/watch bob");
+    chat.expect("watching bob");
+    chat.expect("bob is offline");
+    let mut bob = connect(&node, "bob").await;
+    chat.expect("bob is online (default)");
+    bob.signal(
+        switchboard_client::To::Client("alice"),
+        &json!({"typing": true}),
+    )
+    .await
+    .unwrap();
+    chat.expect("bob is typing…");
+    chat.type_line("/typing bob");
+    match next_frame(&mut bob).await {
+        ServerFrame::Signal(s) => {
+            assert_eq!(
+                (s.from.as_str(), s.body),
+                ("alice", json!({"typing": true}))
+            );
+        }
+        other => panic!("bob got {other:?}"),
+    }
+    within(bob.watch(&["alice"])).await.unwrap();
+    let online = within(async {
+        loop {
+            if let ServerFrame::Presence(p) = next_frame(&mut bob).await {
+                break p;
+            }
+        }
+    })
+    .await;
+    assert_eq!(online.state, switchboard::protocol::Shown::Online);
+    chat.type_line("/invisible");
+    chat.expect("you are invisible");
+    let hidden = within(async {
+        loop {
+            if let ServerFrame::Presence(p) = next_frame(&mut bob).await {
+                break p;
+            }
+        }
+    })
+    .await;
+    assert_eq!(hidden.state, switchboard::protocol::Shown::Offline);
+    within(bob.close()).await.unwrap();
+    chat.expect("bob is offline (last seen 20");
+    chat.type_line("/frobnicate");
+    chat.type_line("/unwatch bob");
+    chat.expect("no longer watching bob");
+}
+
 #[tokio::test]
 async fn every_node_serves_the_chat_page_with_strict_headers() {
     let node = new_node().flags(&["--node-id", "node-page"]).start().await;

@@ -203,8 +203,13 @@ export declare class Client {
     /** A request answered `watching` or `ok` (or an error). */
     private call;
     /** Ends the session (a client close: it is not resumed) and stops
-     * reconnecting. Queued sends reject with `Closed`. */
-    close(): void;
+     * reconnecting. Queued sends reject with `Closed`. Resolves with the
+     * close code and reason the socket reported once it has closed (`null`
+     * when there was no connection). */
+    close(): Promise<{
+        code: number;
+        reason: string;
+    } | null>;
     /** Starts connecting (`connect` does this). */
     start(): void;
     private open;

@@ -248,15 +248,21 @@ export class Client {
         });
     }
     /** Ends the session (a client close: it is not resumed) and stops
-     * reconnecting. Queued sends reject with `Closed`. */
+     * reconnecting. Queued sends reject with `Closed`. Resolves with the
+     * close code and reason the socket reported once it has closed (`null`
+     * when there was no connection). */
     close() {
         this.wanted = false;
         this.clearTimers();
         this.confirmNow();
         const ws = this.ws;
         this.ws = null;
+        let closed = Promise.resolve(null);
         if (ws) {
-            ws.onclose = null;
+            closed = new Promise((resolve) => {
+                ws.onclose = (event) => resolve({ code: event.code, reason: event.reason });
+            });
+            ws.onmessage = null;
             ws.close(CloseCode.Normal);
         }
         const lost = new ConnectionLost("connection_lost", "closed before the ack; the send may or may not have been routed");
@@ -272,6 +278,7 @@ export class Client {
         this.answerOrder = [];
         this.failAll(new Closed("closed", "the client was closed"));
         this.setState("closed");
+        return closed;
     }
     /** Starts connecting (`connect` does this). */
     start() {

@@ -35,6 +35,9 @@ test("watch answers, then presence follows devices; presenceOf keeps the last", 
   // Unwatched: nothing more about bob.
   await alice.unwatch(["bob"]);
   assert.equal(alice.presenceOf("bob"), undefined);
+  // close() tells what the socket reported: the node echoes 1000.
+  assert.deepEqual(await within(alice.close()), { code: 1000, reason: "" });
+  assert.equal(await alice.close(), null, "closed already");
 });
 
 test("invisible looks offline to watchers; signals arrive and need no answer", { timeout: 30_000 }, async (t) => {

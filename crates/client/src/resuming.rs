@@ -8,7 +8,9 @@
 //! turn with exponential backoff and full jitter, presenting its resume
 //! token and the last `seq` it read: the node hands back every message
 //! after it, once, in order. A fresh identity is asked for on every
-//! connect, so expiring tokens are renewed.
+//! connect, so expiring tokens are renewed. The clients it watches (v3
+//! presence) are watched again by a fresh session; a resumed one kept
+//! them.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), switchboard_client::ClientError> {
@@ -24,10 +26,11 @@
 //! # }
 //! ```
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::Serialize;
-use switchboard_protocol::ServerFrame;
+use switchboard_protocol::{ServerFrame, WatchingFrame};
 
 use crate::{Client, ClientError, ConnectOptions, Event, Identity, To, Welcome};
 
@@ -64,6 +67,8 @@ pub struct ResumingClient {
     confirmed: u64,
     next_url: usize,
     reconnects: u64,
+    /// v3: the clients watched, for a fresh session to watch again.
+    watched: BTreeSet<String>,
 }
 
 impl ResumingClient {
@@ -93,6 +98,7 @@ impl ResumingClient {
             confirmed: 0,
             next_url,
             reconnects: 0,
+            watched: BTreeSet::new(),
         })
     }
 
@@ -117,6 +123,32 @@ impl ResumingClient {
         receipt: bool,
     ) -> Result<(), ClientError> {
         self.client.send_to(to, body, id, receipt, false).await
+    }
+
+    /// v3: watches `clients` (see [`Client::watch`]); kept across
+    /// reconnects. Those refused as a whole (an error) are not kept.
+    pub async fn watch(&mut self, clients: &[&str]) -> Result<WatchingFrame, ClientError> {
+        let watching = self.client.watch(clients).await?;
+        self.watched.extend(clients.iter().map(|c| (*c).to_owned()));
+        Ok(watching)
+    }
+
+    /// v3: stops watching `clients`.
+    pub async fn unwatch(&mut self, clients: &[&str]) -> Result<(), ClientError> {
+        for client in clients {
+            self.watched.remove(*client);
+        }
+        self.client.unwatch(clients).await
+    }
+
+    /// v3: invisible (`false`) or visible again.
+    pub async fn set_visible(&mut self, visible: bool) -> Result<(), ClientError> {
+        self.client.set_visible(visible).await
+    }
+
+    /// v3: an ephemeral signal (see [`Client::signal`]).
+    pub async fn signal<B: Serialize>(&mut self, to: To<'_>, body: &B) -> Result<(), ClientError> {
+        self.client.signal(to, body).await
     }
 
     /// The next frame, or a reconnection. Errors only when the session
@@ -196,8 +228,13 @@ impl ResumingClient {
                     self.reconnects += 1;
                     let resumed = self.client.welcome().resumed == Some(true);
                     if !resumed {
-                        // A fresh session numbers from 1 again.
+                        // A fresh session numbers from 1 again, and
+                        // watches nothing yet.
                         self.last_seq = 0;
+                        if let Err(e) = self.rewatch().await {
+                            last_error = Some(e);
+                            continue;
+                        }
                     }
                     self.confirmed = self.last_seq;
                     self.token = self.client.welcome().resume_token.clone();
@@ -207,6 +244,25 @@ impl ResumingClient {
             }
         }
         Err(last_error.unwrap_or_else(|| ClientError::Connect("no node answered".into())))
+    }
+}
+
+impl ResumingClient {
+    /// A fresh session watches again what the old one watched, at most
+    /// 256 clients a frame (the protocol's limit).
+    async fn rewatch(&mut self) -> Result<(), ClientError> {
+        let watched: Vec<String> = self.watched.iter().cloned().collect();
+        for chunk in watched.chunks(256) {
+            let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            match self.client.watch(&chunk).await {
+                // Refused (too many, the store away): the caller hears of
+                // it from the presence frames that do not come; the
+                // session goes on.
+                Ok(_) | Err(ClientError::Rejected { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -5,6 +5,9 @@
 // reconnects and resumes the session, so nothing sent meanwhile is lost.
 // Every outcome the node reports is shown on the message it belongs to:
 // ✓ sent (local or remote), ✓✓ delivered, stored, offline with a reason.
+// Everyone this person talks to is watched (v3 presence): an online dot,
+// their device count, when they were last seen, and "typing…" while they
+// type (signals, sent at most every 3 s while typing, shown for 5 s).
 // No framework; user text only ever goes through textContent.
 import { connect } from "/page/switchboard-client.min.js";
 
@@ -17,6 +20,12 @@ const statusPill = $("status");
 let client = null;
 let welcomedOnce = false;
 const byMsgId = new Map(); // msg_id -> log entry, while receipts may come
+const people = new Map(); // client id -> its row in the people list
+const typingSentAt = new Map(); // recipient -> when "typing" last went to it
+// A typing signal goes at most this often while one types, and is shown
+// this long after the last one.
+const TYPING_EVERY_MS = 3000;
+const TYPING_SHOWN_MS = 5000;
 
 // Each tab is a device of its own: made up once, kept for the tab's life,
 // so that a reload reconnects as the same device (replacing its old
@@ -101,6 +110,8 @@ function start() {
   setStatus("connecting", "idle");
   mine.on("welcome", (w) => welcomed(w));
   mine.on("message", (m) => shown(m));
+  mine.on("presence", (p) => presence(p));
+  mine.on("signal", (s) => signal(s));
   mine.on("receipt", (r) => receipt(r));
   mine.on("error", (e) => line("error", "error " + e.code + ": " + e.message));
   mine.on("disconnect", ({ code, reason }) => {
@@ -133,6 +144,7 @@ function welcomed(frame) {
   $("chat").hidden = false;
   // The inbox option, only where the node keeps messages for the offline.
   $("store-field").hidden = frame.inbox === undefined;
+  $("people").hidden = false;
   const who = $("who");
   who.hidden = false;
   who.textContent = "";
@@ -151,7 +163,90 @@ function welcomed(frame) {
   $("to").focus();
 }
 
+// ---- People: presence and typing (v3) ------------------------------------
+
+// The row of `id` in the people list, made (and watched) the first time
+// this person talks to them.
+function person(id) {
+  let row = people.get(id);
+  if (row) return row;
+  const me = client && client.welcome ? client.welcome.client_id : null;
+  if (!client || !id || id === me || id.startsWith("#")) return null;
+  const li = document.createElement("li");
+  li.dataset.client = id;
+  const dot = document.createElement("span");
+  dot.className = "dot";
+  const name = document.createElement("span");
+  name.className = "name";
+  name.textContent = id;
+  const detail = document.createElement("span");
+  detail.className = "detail";
+  detail.textContent = "…";
+  const typing = document.createElement("span");
+  typing.className = "typing";
+  typing.hidden = true;
+  typing.textContent = "typing…";
+  li.append(dot, name, detail, typing);
+  $("people-list").appendChild(li);
+  row = { li, dot, detail, typing, timer: null };
+  people.set(id, row);
+  client.watch([id]).then(({ denied }) => {
+    if (denied.includes(id)) row.detail.textContent = "presence not shared with you";
+  }, (error) => {
+    row.detail.textContent = "presence unknown (" + error.code + ")";
+  });
+  return row;
+}
+
+function presence(p) {
+  const row = person(p.client_id);
+  if (!row) return;
+  const online = p.state === "online";
+  row.dot.className = "dot " + (online ? "online" : "offline");
+  row.li.dataset.state = p.state;
+  if (online) {
+    const n = p.devices.length;
+    row.detail.textContent = "online, " + n + (n === 1 ? " device" : " devices");
+  } else {
+    row.detail.textContent = p.last_seen
+      ? "offline, last seen " + new Date(p.last_seen).toLocaleTimeString()
+      : "offline";
+    typingStopped(row);
+  }
+}
+
+function signal(s) {
+  if (!s.body || s.body.typing !== true) return;
+  const row = person(s.from);
+  if (!row) return;
+  row.typing.hidden = false;
+  row.typing.textContent = s.group ? "typing in #" + s.group + "…" : "typing…";
+  if (row.timer) clearTimeout(row.timer);
+  row.timer = setTimeout(() => typingStopped(row), TYPING_SHOWN_MS);
+}
+
+function typingStopped(row) {
+  if (row.timer) clearTimeout(row.timer);
+  row.timer = null;
+  row.typing.hidden = true;
+}
+
+// While this person types: a typing signal to whom they write, at most
+// every 3 s.
+function typed() {
+  const to = $("to").value.trim();
+  if (!client || client.state !== "open" || !to || !$("text").value) return;
+  const now = Date.now();
+  if (now - (typingSentAt.get(to) ?? 0) < TYPING_EVERY_MS) return;
+  typingSentAt.set(to, now);
+  if (to.startsWith("#")) client.signalGroup(to.slice(1), { typing: true });
+  else client.signal(to, { typing: true });
+}
+
 function shown(m) {
+  const from = people.get(m.from);
+  if (from && !m.carbon) typingStopped(from);
+  if (!m.carbon) person(m.from);
   if (m.carbon) {
     // Sent by this person from another device.
     entry("out carbon", "you (another device) → " + m.to, bodyText(m.body));
@@ -176,6 +271,8 @@ function receipt(r) {
 
 async function send(to, text, store) {
   const li = entry("out", "you → " + to, text);
+  person(to);
+  typingSentAt.delete(to);
   if (!client || client.state === "closed") {
     mark(li, "not sent: not connected", "offline");
     return;
@@ -213,16 +310,44 @@ async function send(to, text, store) {
 $("connect-form").addEventListener("submit", (event) => {
   event.preventDefault();
   if (client) client.close();
+  forgetPeople();
   start();
 });
 
-$("disconnect").addEventListener("click", () => {
+$("disconnect").addEventListener("click", async () => {
   const old = client;
   client = null;
-  if (old) old.close();
   setStatus("not connected", "idle");
-  line("system", "disconnected (1000)");
   showLogin();
+  forgetPeople();
+  // What the socket really reported when it closed.
+  const closed = old ? await old.close() : null;
+  line("system", closed
+    ? "disconnected (" + closed.code + (closed.reason ? " " + closed.reason : "") + ")"
+    : "disconnected (was not connected)");
+});
+
+function forgetPeople() {
+  for (const row of people.values()) typingStopped(row);
+  people.clear();
+  typingSentAt.clear();
+  $("people-list").textContent = "";
+  $("invisible").checked = false;
+  $("people").hidden = true;
+}
+
+$("text").addEventListener("input", typed);
+
+$("invisible").addEventListener("change", async (event) => {
+  const box = event.target;
+  if (!client) return;
+  try {
+    await client.setVisible(!box.checked);
+    line("system", box.checked ? "you are invisible: you look offline to others" : "you are visible again");
+  } catch (error) {
+    box.checked = !box.checked;
+    line("error", "visibility not changed: " + error.code);
+  }
 });
 
 $("send-form").addEventListener("submit", (event) => {
