@@ -30,7 +30,10 @@ free_port() {
         (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
     done
 }
+# wait_port PORT [LOG]: waits up to 20 s; on failure shows the end of LOG.
 wait_port() {
-    for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done
-    echo "$ME: nothing listening on port $1" >&2; exit 1
+    for _ in $(seq 400); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done
+    echo "$ME: nothing listening on port $1" >&2
+    [ -n "${2:-}" ] && tail -20 "$2" >&2
+    exit 1
 }

@@ -4,7 +4,7 @@
 # set with `switchboard bench`, and writes BENCHMARKS.md. Everything it
 # starts, it stops. Every run is bounded in time.
 #
-#   scripts/bench.sh            # full run (~12 minutes on 2 cores)
+#   scripts/bench.sh            # full run (~25 minutes on 2 cores)
 #   QUICK=1 scripts/bench.sh    # short windows, for trying the script
 #   OUT=/tmp/b.md scripts/bench.sh
 #
@@ -336,3 +336,5 @@ PY
 # The inbox, last-seen and events rows: servers of their own.
 for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
 QUICK=$QUICK scripts/bench-inbox.sh >>"$OUT"
+# Presence for clients and signals (v3): servers of their own too.
+QUICK=$QUICK scripts/bench-presence.sh >>"$OUT"

@@ -159,6 +159,7 @@ pub struct Metrics {
     /// for a recipient's full queue).
     watches: AtomicI64,
     presence_frames: [AtomicU64; 2],
+    presence_hops: AtomicU64,
     signals: [AtomicU64; 4],
     route_seconds: Histogram,
     devices_per_client: Histogram,
@@ -197,6 +198,7 @@ impl Default for Metrics {
             webhook_failed: AtomicU64::new(0),
             watches: AtomicI64::new(0),
             presence_frames: Default::default(),
+            presence_hops: AtomicU64::new(0),
             signals: Default::default(),
             route_seconds: Histogram::new(&LATENCY_BUCKETS),
             devices_per_client: Histogram::new(&DEVICE_BUCKETS),
@@ -265,6 +267,12 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         help: "Presence frames for watchers: sent, or coalesced into a later one (v3).",
         value: |m| by("result", ["sent", "coalesced"], &m.presence_frames),
+    },
+    Family {
+        name: "switchboard_presence_hops_total",
+        kind: "counter",
+        help: "`watched` hops this node sent: one per other node with watchers of a client whose presence changed here, per batch of changes (v3).",
+        value: |m| Value::One(m.presence_hops.load(Relaxed) as f64),
     },
     Family {
         name: "switchboard_signals_total",
@@ -642,8 +650,13 @@ impl Metrics {
         self.watches.fetch_add(by, Relaxed);
     }
 
-    pub fn presence_frame(&self, sent: bool) {
-        self.presence_frames[usize::from(!sent)].fetch_add(1, Relaxed);
+    pub fn presence_hop(&self) {
+        self.presence_hops.fetch_add(1, Relaxed);
+    }
+
+    /// `n` presence frames sent, or coalesced into a later one.
+    pub fn presence_frames(&self, sent: bool, n: u64) {
+        self.presence_frames[usize::from(!sent)].fetch_add(n, Relaxed);
     }
 
     pub fn signal(&self, fate: SignalFate) {

@@ -16,6 +16,7 @@
 //
 // Prints one JSON object: offered and delivered rates, p50/p90/p99 (ms),
 // server CPU µs per delivered message, burstiness (CV of sends per ms).
+// `--kind signal` sends signals (v3) instead of messages.
 //
 // With --workers N (default 2, one per core), N processes each drive
 // 1/N of the clients (whole pairs) and the first merges their samples:
@@ -28,7 +29,7 @@ import WebSocket from "ws";
 
 function args() {
   const out = { url: "ws://127.0.0.1:8081,ws://127.0.0.1:8082", pids: "", clients: 500,
-    rate: 2000, duration: 10, warmup: 2, payload: 100, workers: 2, worker: -1 };
+    rate: 2000, duration: 10, warmup: 2, payload: 100, workers: 2, worker: -1, kind: "message" };
   const argv = process.argv.slice(2);
   for (let i = 0; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, "");
@@ -135,6 +136,7 @@ if (!isWorker) {
   const q = (p) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] / 1000 : 0);
   console.log(JSON.stringify({
     generator: "node-loadgen",
+    kind: opts.kind,
     workers: opts.workers,
     clients: opts.clients,
     offered_rate: opts.rate,
@@ -150,8 +152,11 @@ if (!isWorker) {
 }
 
 const run = Math.random().toString(36).slice(2, 8);
-// {"type":"message"... : the 10th byte tells a message from an ack.
-const MESSAGE_M = "m".charCodeAt(0);
+// {"type":"message"... : the 10th byte tells a message (or a signal:
+// "s") from an ack.
+const SIGNALS = opts.kind === "signal";
+const MESSAGE_M = (SIGNALS ? "s" : "m").charCodeAt(0);
+const FRAME_TYPE = SIGNALS ? "signal" : "send";
 const STAMP = Buffer.from('"t":');
 const W = '"'.charCodeAt(0);
 // The measured window: sends before it carry 0, after it 2.
@@ -218,7 +223,7 @@ function schedule() {
   while (heap.peek() && heap.peek()[0] <= now) {
     const [due, i] = heap.pop();
     const partner = global(i) ^ 1;
-    clients[i].send(`{"type":"send","to":"${name(partner)}","body":{"t":${Math.floor(due)},"w":${window},"p":"${padding}"}}`);
+    clients[i].send(`{"type":"${FRAME_TYPE}","to":"${name(partner)}","body":{"t":${Math.floor(due)},"w":${window},"p":"${padding}"}}`);
     if (measuring) {
       sent += 1;
       const ms = Math.floor((now - windowStart) / 1000);

@@ -286,8 +286,13 @@ impl Outbox {
             // A burst is over: give its memory back.
             state.outcomes = VecDeque::new();
         }
-        let mut notes: Vec<Utf8Bytes> = state.presence.drain(..).map(|(_, f)| f).collect();
-        notes.extend(state.signals.drain(..));
+        // Taken, not drained: a burst of presence frames (a watch of a
+        // thousand clients) leaves no capacity behind in an idle session.
+        let mut notes: Vec<Utf8Bytes> = std::mem::take(&mut state.presence)
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect();
+        notes.extend(std::mem::take(&mut state.signals));
         state.signal_bytes = 0;
         let mut messages = if state.stored.is_empty() {
             state.bytes = 0;

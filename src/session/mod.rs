@@ -59,8 +59,13 @@ pub const MAX_IN_FLIGHT: usize = 64;
 /// for them).
 pub const READ_BUFFER_BYTES: usize = 512;
 
-/// Outgoing bytes gathered before tungstenite writes to the socket.
-const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+/// Outgoing bytes gathered before tungstenite writes to the socket. Its
+/// buffer keeps the capacity a burst grew it to for the session's life, so
+/// this is also what a session that once got a burst (a watch of hundreds
+/// of clients answered at once) keeps: 16 KiB here cost 85 bytes per watch
+/// with 200 watches per session (BENCHMARKS.md, presence). A write still
+/// carries ten or so small frames.
+const WRITE_BUFFER_BYTES: usize = 2 * 1024;
 
 /// Frames larger than `max_frame_bytes` get a `too_large` error; frames
 /// larger than this multiple of it close the session with 1009, since

@@ -785,3 +785,75 @@ async fn watchers_reconnecting_at_once_each_get_the_current_state_once() {
     // Nothing more: one frame per change, per watcher.
     nothing_within(&mut back[0], Duration::from_secs(3)).await;
 }
+
+/// The contacts API: one way, sorted, capped by --max-contacts, and it
+/// says what is wrong.
+#[tokio::test(start_paused = true)]
+async fn the_contacts_api_keeps_a_capped_sorted_list() {
+    let bed = Bed::new();
+    let node = bed
+        .node("node", &["--api-key", KEY, "--max-contacts", "2"])
+        .await;
+    let list = async |who: &str| {
+        let (status, body) = http(
+            &node,
+            "GET",
+            &format!("/api/v1/contacts/{who}"),
+            &[AUTH],
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    assert_eq!(
+        list("alice").await,
+        json!({"client_id": "alice", "contacts": []})
+    );
+    for contact in ["carol", "bob", "bob"] {
+        assert_eq!(
+            api(&node, "PUT", &format!("/api/v1/contacts/alice/{contact}")).await,
+            204
+        );
+    }
+    assert_eq!(
+        list("alice").await["contacts"],
+        json!(["bob", "carol"]),
+        "sorted, once each"
+    );
+    assert_eq!(list("bob").await["contacts"], json!([]), "one way");
+    let (status, body) = http(&node, "PUT", "/api/v1/contacts/alice/dave", &[AUTH], None).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("too_many_contacts") && body.contains("--max-contacts"),
+        "{body}"
+    );
+    assert_eq!(
+        api(&node, "DELETE", "/api/v1/contacts/alice/bob").await,
+        204
+    );
+    assert_eq!(
+        api(&node, "DELETE", "/api/v1/contacts/alice/bob").await,
+        204,
+        "not one: still 204"
+    );
+    assert_eq!(
+        api(&node, "PUT", "/api/v1/contacts/alice/dave").await,
+        204,
+        "room again"
+    );
+    assert_eq!(list("alice").await["contacts"], json!(["carol", "dave"]));
+    // Bad input and no key.
+    let (status, body) = http(
+        &node,
+        "PUT",
+        "/api/v1/contacts/alice/no%20way",
+        &[AUTH],
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid_client_id"), "{body}");
+    let (status, _) = http(&node, "GET", "/api/v1/contacts/alice", &[], None).await;
+    assert_eq!(status, 401);
+}

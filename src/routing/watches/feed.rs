@@ -19,11 +19,12 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Watches;
-use super::registry::State;
+use super::registry::{Registry, State};
 use crate::lock::Locked;
 use crate::protocol::envelope::encode_hop;
 use crate::protocol::{ClientId, Hop, NodeId, WatchedHop};
@@ -148,7 +149,9 @@ async fn announcer(watches: Arc<Watches>, stop: CancellationToken) {
             for (node, clients) in by_node {
                 let hop = encode_hop(&Hop::Watched(WatchedHop { clients }));
                 // A courier that stopped (the node is going) takes no more.
-                let _ = courier.send(node.clone(), Parcel::Note(hop)).await;
+                if courier.send(node.clone(), Parcel::Note(hop)).await.is_ok() {
+                    watches.router.metrics().presence_hop();
+                }
             }
         }
     }
@@ -209,52 +212,75 @@ impl Watches {
         let metrics = self.router.metrics().clone();
         let now = Instant::now();
         let mut registry = self.registry.locked();
-        let Some(watched) = registry.targets.get_mut(client) else {
+        let epoch = registry.epoch();
+        let Some(watched) = registry.targets.get(client) else {
             return;
         };
         if watched.shown.as_ref() == Some(&state) {
             return;
         }
-        let frame = state.frame(client);
-        watched.shown = Some(state);
-        let mut at_once = Vec::new();
-        for watcher in &mut watched.watchers {
-            let since = watcher.sent_at.map(|at| now.saturating_duration_since(at));
+        // One frame, shared by every watcher's queue.
+        let frame = Utf8Bytes::from(state.frame(client));
+        let (mut at_once, mut later) = (Vec::new(), Vec::new());
+        for (session, watcher) in &watched.watchers {
+            let sent = registry.sent_at(watcher);
+            let since = sent.map(|at| now.saturating_duration_since(at));
             if urgent || since.is_none_or(|s| s >= window) {
-                at_once.push(watcher.session);
+                at_once.push(*session);
             } else if !watcher.pending {
-                watcher.pending = true;
-                let due = watcher.sent_at.expect("sent before") + window;
-                self.feed.later(due, client.clone(), watcher.session);
-                metrics.presence_frame(false);
-            } else {
-                metrics.presence_frame(false);
+                later.push((*session, sent.expect("sent before") + window));
             }
         }
-        for session in at_once {
-            registry.push(session, client, &frame, now);
-            metrics.presence_frame(true);
+        let (sent, coalesced) = (at_once.len(), watched.watchers.len() - at_once.len());
+        for session in &at_once {
+            registry.queue(*session, client, &frame);
         }
+        let watched = registry.targets.get_mut(client).expect("seen above");
+        watched.shown = Some(state);
+        for session in &at_once {
+            if let Some(watcher) = watched.watchers.get_mut(session) {
+                Registry::mark_sent(epoch, watcher, now);
+            }
+        }
+        for (session, due) in later {
+            if let Some(watcher) = watched.watchers.get_mut(&session) {
+                watcher.pending = true;
+            }
+            self.feed.later(due, client.clone(), session);
+        }
+        drop(registry);
+        metrics.presence_frames(true, sent as u64);
+        metrics.presence_frames(false, coalesced as u64);
     }
 
     /// Windows that ended: each watcher kept waiting gets the state of now.
     fn send_due(&self, due: Vec<(ClientId, Uuid)>, now: Instant) {
         let mut registry = self.registry.locked();
+        let mut sent = 0;
+        // One frame per client, however many of its watchers' windows end.
+        let mut frames: HashMap<ClientId, Utf8Bytes> = HashMap::new();
         for (client, session) in due {
             let Some(watched) = registry.targets.get(&client) else {
                 continue;
             };
-            let waiting = watched
-                .watchers
-                .iter()
-                .any(|w| w.session == session && w.pending);
-            let Some(frame) = watched.shown.as_ref().map(|s| s.frame(&client)) else {
+            if !watched.watchers.get(&session).is_some_and(|w| w.pending) {
                 continue;
-            };
-            if waiting {
-                registry.push(session, &client, &frame, now);
-                self.router.metrics().presence_frame(true);
             }
+            let frame = match frames.get(&client) {
+                Some(frame) => frame.clone(),
+                None => {
+                    let Some(state) = &watched.shown else {
+                        continue;
+                    };
+                    let frame = Utf8Bytes::from(state.frame(&client));
+                    frames.insert(client.clone(), frame.clone());
+                    frame
+                }
+            };
+            registry.push(session, &client, &frame, now);
+            sent += 1;
         }
+        drop(registry);
+        self.router.metrics().presence_frames(true, sent);
     }
 }

@@ -50,6 +50,7 @@ use crate::hub::SessionHandle;
 use crate::lock::Locked;
 use crate::presence::{ContactStore, GroupStore, LastSeenStore, PresenceError, WatchStore};
 use crate::protocol::{ClientId, NodeId, WatchedHop, now_ms};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// How many times a check of watches whose permission may have changed is
 /// tried while the store does not answer (a few seconds in all).
@@ -227,13 +228,13 @@ impl Watches {
         };
         let now = Instant::now();
         let mut registry = self.registry.locked();
+        let epoch = registry.epoch();
         for (client, state) in answer.clients.iter().zip(states) {
             answer.frames.push(state.frame(client));
             if let Some(watched) = registry.targets.get_mut(client) {
                 watched.shown = Some(state);
-                if let Some(w) = watched.watchers.iter_mut().find(|w| w.session == handle.id) {
-                    w.sent_at = Some(now);
-                    w.pending = false;
+                if let Some(watcher) = watched.watchers.get_mut(&handle.id) {
+                    Registry::mark_sent(epoch, watcher, now);
                 }
             }
         }
@@ -356,7 +357,8 @@ impl Watches {
                 let now = Instant::now();
                 let mut registry = self.registry.locked();
                 for (client, state) in targets.iter().zip(states) {
-                    registry.push(handle.id, client, &state.frame(client), now);
+                    let frame = Utf8Bytes::from(state.frame(client));
+                    registry.push(handle.id, client, &frame, now);
                     if let Some(watched) = registry.targets.get_mut(client) {
                         watched.shown = Some(state);
                     }
@@ -483,10 +485,11 @@ impl Watches {
                 continue;
             }
             for target in &watching.targets {
-                let via = registry.targets.get(target).and_then(|w| {
-                    let watcher = w.watchers.iter().find(|w| w.session == *session);
-                    watcher.map(|w| w.via)
-                });
+                let via = registry
+                    .targets
+                    .get(target)
+                    .and_then(|w| w.watchers.get(session))
+                    .map(|w| w.via);
                 let checked = match scope {
                     Scope::Groups => matches!(via, Some(Via::Group)),
                     _ => matches!(via, Some(Via::Contact | Via::Group)),
@@ -509,14 +512,12 @@ impl Watches {
             match via {
                 Some(via) => {
                     let watched = registry.targets.get_mut(&target);
-                    let watcher =
-                        watched.and_then(|w| w.watchers.iter_mut().find(|w| w.session == session));
-                    if let Some(watcher) = watcher {
+                    if let Some(watcher) = watched.and_then(|w| w.watchers.get_mut(&session)) {
                         watcher.via = via;
                     }
                 }
                 None => {
-                    let frame = State::ended(&target);
+                    let frame = Utf8Bytes::from(State::ended(&target));
                     registry.push(session, &target, &frame, Instant::now());
                     let before = registry.count(session);
                     if registry.remove(session, &target) {

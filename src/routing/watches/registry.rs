@@ -1,15 +1,18 @@
 //! Who watches whom on this node, and what each watcher was last shown.
 //!
 //! Two maps, kept in step under one lock: by watched client (its watchers
-//! here and the state last read for it), and by watching session (its
-//! handle and the clients it watches). A watch costs a `Watcher` in the
-//! first and a client id (an `Arc<str>`) in the second: about 60 bytes.
+//! here, keyed by session, and the state last read for it), and by
+//! watching session (its handle and the clients it watches). A watch costs
+//! a 32-byte entry in the first and a client id (an `Arc<str>`, 16 bytes)
+//! in the second, with their tables' slack: about 80 bytes.
 
 use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
 use crate::hub::SessionHandle;
@@ -69,21 +72,34 @@ impl State {
     }
 }
 
-/// One session watching one client.
-#[derive(Debug)]
+/// One session's watch of one client, keyed by the session in
+/// [`Watched::watchers`]: 16 bytes, so that a node can hold millions.
+#[derive(Debug, Clone, Copy)]
 pub struct Watcher {
-    pub session: Uuid,
     pub via: Via,
-    /// When its last frame for this client went out.
-    pub sent_at: Option<Instant>,
     /// A change waits for the coalescing window to end.
     pub pending: bool,
+    /// When its last frame for this client went out, in ms since the
+    /// registry's epoch (`None`: never).
+    sent_ms: Option<NonZeroU64>,
+}
+
+impl Watcher {
+    fn new(via: Via) -> Self {
+        Self {
+            via,
+            pending: false,
+            sent_ms: None,
+        }
+    }
 }
 
 /// A client watched here.
 #[derive(Debug, Default)]
 pub struct Watched {
-    pub watchers: Vec<Watcher>,
+    /// By watching session: a change's fan-out and its window's end find
+    /// a watcher without a scan, however many there are.
+    pub watchers: HashMap<Uuid, Watcher>,
     /// The state last read for it; `None` until the first read.
     pub shown: Option<State>,
 }
@@ -94,10 +110,21 @@ pub struct Watching {
     pub targets: Vec<ClientId>,
 }
 
-#[derive(Default)]
 pub struct Registry {
     pub targets: HashMap<ClientId, Watched>,
     pub sessions: HashMap<Uuid, Watching>,
+    /// What `Watcher` times count from.
+    epoch: Instant,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            targets: HashMap::new(),
+            sessions: HashMap::new(),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl Registry {
@@ -112,9 +139,29 @@ impl Registry {
     }
 
     pub fn watches(&self, session: Uuid, target: &ClientId) -> bool {
-        self.sessions
-            .get(&session)
-            .is_some_and(|w| w.targets.contains(target))
+        self.targets
+            .get(target)
+            .is_some_and(|w| w.watchers.contains_key(&session))
+    }
+
+    /// When `watcher` last got a frame.
+    pub fn sent_at(&self, watcher: &Watcher) -> Option<Instant> {
+        watcher
+            .sent_ms
+            .map(|ms| self.epoch + std::time::Duration::from_millis(ms.get()))
+    }
+
+    /// Notes that `watcher` got a frame `at` (its window starts).
+    pub fn mark_sent(epoch: Instant, watcher: &mut Watcher, at: Instant) {
+        let ms = at.saturating_duration_since(epoch).as_millis() as u64;
+        // 0 stands for "never": a frame in the epoch's first millisecond
+        // counts as sent at 1.
+        watcher.sent_ms = NonZeroU64::new(ms.max(1));
+        watcher.pending = false;
+    }
+
+    pub fn epoch(&self) -> Instant {
+        self.epoch
     }
 
     /// Adds the watch (or updates why it is allowed); answers whether the
@@ -126,15 +173,10 @@ impl Registry {
         });
         let new_target = !self.targets.contains_key(target);
         let watched = self.targets.entry(target.clone()).or_default();
-        match watched.watchers.iter_mut().find(|w| w.session == handle.id) {
+        match watched.watchers.get_mut(&handle.id) {
             Some(watcher) => watcher.via = via,
             None => {
-                watched.watchers.push(Watcher {
-                    session: handle.id,
-                    via,
-                    sent_at: None,
-                    pending: false,
-                });
+                watched.watchers.insert(handle.id, Watcher::new(via));
                 watching.targets.push(target.clone());
             }
         }
@@ -153,7 +195,7 @@ impl Registry {
         let Some(watched) = self.targets.get_mut(target) else {
             return false;
         };
-        watched.watchers.retain(|w| w.session != session);
+        watched.watchers.remove(&session);
         if watched.watchers.is_empty() {
             self.targets.remove(target);
             return true;
@@ -170,7 +212,7 @@ impl Registry {
         let mut forgotten = Vec::new();
         for target in watching.targets {
             if let Some(watched) = self.targets.get_mut(&target) {
-                watched.watchers.retain(|w| w.session != session);
+                watched.watchers.remove(&session);
                 if watched.watchers.is_empty() {
                     self.targets.remove(&target);
                     forgotten.push(target);
@@ -180,19 +222,30 @@ impl Registry {
         forgotten
     }
 
-    /// Queues `frame` for `session`'s watch of `target`; marks it sent.
-    pub fn push(&mut self, session: Uuid, target: &ClientId, frame: &str, now: Instant) -> bool {
-        let Some(watching) = self.sessions.get(&session) else {
-            return false;
-        };
-        let queued = watching.handle.outbox.put_presence(target, frame.into());
+    /// Queues `frame` for `session` (its frame about `target`; a newer one
+    /// replaces one still waiting). Answers whether the session took it.
+    pub fn queue(&self, session: Uuid, target: &ClientId, frame: &Utf8Bytes) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|w| w.handle.outbox.put_presence(target, frame.clone()))
+    }
+
+    /// [`queue`](Self::queue), and marks the watch's window as started.
+    pub fn push(
+        &mut self,
+        session: Uuid,
+        target: &ClientId,
+        frame: &Utf8Bytes,
+        now: Instant,
+    ) -> bool {
+        let queued = self.queue(session, target, frame);
+        let epoch = self.epoch;
         if let Some(watcher) = self
             .targets
             .get_mut(target)
-            .and_then(|w| w.watchers.iter_mut().find(|w| w.session == session))
+            .and_then(|w| w.watchers.get_mut(&session))
         {
-            watcher.sent_at = Some(now);
-            watcher.pending = false;
+            Self::mark_sent(epoch, watcher, now);
         }
         queued
     }

@@ -11,6 +11,9 @@
 //!   long the nodes take to write back all their presence records.
 //! - `switchboard bench drain --messages 1000`: an inbox of that many
 //!   stored messages, drained on connect (time to the last one).
+//! - `switchboard bench fanout`, `watch-idle`, `storm` (v3 presence): a
+//!   change fanned out to many watchers, memory per watch, a login storm
+//!   of clients that watch each other; `--mode signal` drives signals.
 //! - `switchboard bench nats-floor`, `switchboard bench echo-server` and
 //!   `switchboard bench relay-server`: the floors Switchboard is compared
 //!   with (a bare NATS relay, a bare WebSocket echo, and a minimal
@@ -29,6 +32,7 @@ mod presence;
 mod report;
 mod sessions;
 mod traffic;
+mod watch;
 
 use std::time::Duration;
 
@@ -64,6 +68,13 @@ pub enum BenchCommand {
     /// Store N messages for an offline client (nodes with --inbox), then
     /// connect it: time from connecting to the last stored message.
     Drain(inbox::DrainArgs),
+    /// One client watched by N sessions comes and goes: time until the
+    /// last watcher has each change, hops and CPU per change.
+    Fanout(watch::FanoutArgs),
+    /// Node (and Redis) memory per watch, every session watching many.
+    WatchIdle(watch::WatchIdleArgs),
+    /// N clients that watch each other connect within a few seconds.
+    Storm(watch::StormArgs),
 }
 
 /// Where the servers are and how to report.
@@ -116,12 +127,16 @@ pub enum Mode {
     /// turn; every member sends to its group (needs --api-key to make the
     /// groups). `--rate` counts sends; each reaches the other members.
     Group,
+    /// Cross-node pairs sending signals (v3) instead of messages: no acks,
+    /// nothing tracked (the nodes need a `--signal-rate` above each
+    /// client's share of --rate, or the excess is dropped).
+    Signal,
 }
 
 impl Mode {
     /// Whether the server answers every send with an ack (or error).
     pub fn acks(self) -> bool {
-        !matches!(self, Mode::Echo | Mode::Relay)
+        !matches!(self, Mode::Echo | Mode::Relay | Mode::Signal)
     }
 }
 
@@ -256,6 +271,9 @@ pub async fn run(args: BenchArgs) -> i32 {
         Some(BenchCommand::RelayServer(a)) => return floor::relay_server(a).await,
         Some(BenchCommand::Reregister(a)) => presence::reregister(a).await,
         Some(BenchCommand::Drain(a)) => inbox::drain(a).await,
+        Some(BenchCommand::Fanout(a)) => watch::fanout(a).await,
+        Some(BenchCommand::WatchIdle(a)) => watch::watch_idle(a).await,
+        Some(BenchCommand::Storm(a)) => watch::storm(a).await,
     };
     match result {
         Ok(()) => 0,

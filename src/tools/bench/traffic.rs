@@ -194,8 +194,12 @@ pub async fn run(args: TrafficArgs) -> BenchResult {
                 .into(),
         );
     }
-    if matches!(args.mode, Mode::Cross | Mode::Mixed | Mode::Relay) && nodes < 2 {
-        return Err("cross, mixed and relay modes need two node URLs (--url a,b)".into());
+    if matches!(
+        args.mode,
+        Mode::Cross | Mode::Mixed | Mode::Relay | Mode::Signal
+    ) && nodes < 2
+    {
+        return Err("cross, mixed, relay and signal modes need two node URLs (--url a,b)".into());
     }
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
@@ -277,7 +281,7 @@ async fn connect_pairs(args: &TrafficArgs) -> Result<(Vec<(Client, Option<String
         let here = pair % urls.len();
         let there = (pair + 1) % urls.len();
         let partner_home = match args.mode {
-            Mode::Cross | Mode::Relay => there,
+            Mode::Cross | Mode::Relay | Mode::Signal => there,
             Mode::Mixed if pair % 2 == 1 => there,
             _ => here,
         };
@@ -438,9 +442,10 @@ async fn drive(mut client: Client, index: usize, to: Option<String>, shared: Arc
                         Some(group) => ("group", group),
                         None => ("to", target),
                     };
+                    let kind = if shared.mode == Mode::Signal { "signal" } else { "send" };
                     let _ = write!(
                         frame,
-                        r#"{{"type":"send","{key}":"{target}","body":{{"t":{t},"w":{window},"p":"{}"}}{}}}"#,
+                        r#"{{"type":"{kind}","{key}":"{target}","body":{{"t":{t},"w":{window},"p":"{}"}}{}}}"#,
                         shared.padding, shared.store
                     );
                     if client.feed_raw(frame.as_str()).await.is_err() {
@@ -510,7 +515,7 @@ fn receive(
             }
         }
         // "send" is what the echo server returns.
-        "message" | "send" => {
+        "message" | "send" | "signal" => {
             if let Some(stamp) = frame.body
                 && stamp.w == window
             {
@@ -549,7 +554,7 @@ async fn measure(args: &TrafficArgs, shared: &Shared, rate: u64, connect_rate: f
 
     // Let the window's last messages arrive.
     let expected = |s: &Shared| match args.mode {
-        Mode::Echo | Mode::Relay => s.sent.load(Relaxed),
+        Mode::Echo | Mode::Relay | Mode::Signal => s.sent.load(Relaxed),
         _ => s.expected.load(Relaxed),
     };
     let drain_until = Instant::now() + DRAIN;
