@@ -160,6 +160,7 @@ pub struct Metrics {
     watches: AtomicI64,
     presence_frames: [AtomicU64; 2],
     presence_hops: AtomicU64,
+    history_appends: [AtomicU64; 2],
     signals: [AtomicU64; 4],
     route_seconds: Histogram,
     devices_per_client: Histogram,
@@ -199,6 +200,7 @@ impl Default for Metrics {
             watches: AtomicI64::new(0),
             presence_frames: Default::default(),
             presence_hops: AtomicU64::new(0),
+            history_appends: Default::default(),
             signals: Default::default(),
             route_seconds: Histogram::new(&LATENCY_BUCKETS),
             devices_per_client: Histogram::new(&DEVICE_BUCKETS),
@@ -273,6 +275,12 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         help: "`watched` hops this node sent: one per other node with watchers of a client whose presence changed here, per batch of changes (v3).",
         value: |m| Value::One(m.presence_hops.load(Relaxed) as f64),
+    },
+    Family {
+        name: "switchboard_history_appends_total",
+        kind: "counter",
+        help: "Messages appended to their conversation's history, or not (the store failed: history_error on the ack) (v3).",
+        value: |m| by("result", ["ok", "failed"], &m.history_appends),
     },
     Family {
         name: "switchboard_signals_total",
@@ -657,6 +665,10 @@ impl Metrics {
     /// `n` presence frames sent, or coalesced into a later one.
     pub fn presence_frames(&self, sent: bool, n: u64) {
         self.presence_frames[usize::from(!sent)].fetch_add(n, Relaxed);
+    }
+
+    pub fn history_appended(&self, ok: bool) {
+        self.history_appends[usize::from(!ok)].fetch_add(1, Relaxed);
     }
 
     pub fn signal(&self, fate: SignalFate) {

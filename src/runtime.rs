@@ -39,10 +39,15 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         Some(inbox) => Some(backends::connect_inbox(inbox, &config.key_prefix).await?),
         None => None,
     };
+    let history = match &config.history {
+        Some(history) => Some(backends::connect_history(history, &config.key_prefix).await?),
+        None => None,
+    };
     let backends = Backends {
         presence,
         bus,
         inbox,
+        history,
     };
     start_with(config, backends).await
 }

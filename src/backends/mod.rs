@@ -8,11 +8,13 @@
 //! | presence (records, heartbeats, groups, last-seen) | [`MemoryPresence`] | [`RedisPresence`] (one server or a cluster), [`MemcachedPresence`] |
 //! | bus | [`MemoryHub`] | [`NatsBus`] |
 //! | inbox (v2, opt-in) | [`MemoryInbox`] | [`RedisInbox`] (Redis Streams) |
+//! | history (v3, opt-in) | [`MemoryHistory`] | [`RedisHistory`] (one server or a cluster) |
 //! | events (v2) | (the webhook only) | [`NatsBus`] subjects, and [`Webhook`] |
 
 mod memcached;
 mod memory_bus;
 mod memory_clock;
+mod memory_history;
 mod memory_inbox;
 mod memory_presence;
 mod nats;
@@ -22,17 +24,21 @@ pub mod webhook;
 use std::sync::Arc;
 
 use crate::bus::Bus;
-use crate::config::{Backends, InboxConfig, InboxTarget, PresenceTarget};
+use crate::config::{
+    Backends, HistoryConfig, HistoryTarget, InboxConfig, InboxTarget, PresenceTarget,
+};
+use crate::history::{HistoryLimits, HistoryStore};
 use crate::inbox::{InboxLimits, InboxStore};
 use crate::presence::{PresenceError, PresenceStore};
 use crate::protocol::NodeId;
 
 pub use self::memcached::MemcachedPresence;
 pub use self::memory_bus::{MemoryBus, MemoryHub};
+pub use self::memory_history::MemoryHistory;
 pub use self::memory_inbox::MemoryInbox;
 pub use self::memory_presence::MemoryPresence;
 pub use self::nats::NatsBus;
-pub use self::redis::{RedisInbox, RedisPresence};
+pub use self::redis::{RedisHistory, RedisInbox, RedisPresence};
 pub use self::webhook::Webhook;
 
 /// Why a backend could not be connected: which, and the flag to check.
@@ -48,6 +54,8 @@ pub enum ConnectError {
     Bus(#[source] crate::bus::BusError),
     #[error("cannot connect the inbox (check --inbox)")]
     Inbox(#[source] crate::inbox::InboxError),
+    #[error("cannot connect the history store (check --history or --history-cluster)")]
+    History(#[source] crate::history::HistoryError),
 }
 
 /// Connects the shared presence store `target` names, with every key
@@ -112,6 +120,26 @@ pub async fn connect_inbox(
             RedisInbox::connect(target, key_prefix, limits)
                 .await
                 .map_err(ConnectError::Inbox)?,
+        ),
+    })
+}
+
+/// Connects the history store `config` names, with every key under
+/// `key_prefix`.
+pub async fn connect_history(
+    config: &HistoryConfig,
+    key_prefix: &str,
+) -> Result<Arc<dyn HistoryStore>, ConnectError> {
+    let limits = HistoryLimits {
+        ttl: config.ttl,
+        max_messages: config.max_messages,
+    };
+    Ok(match &config.target {
+        HistoryTarget::Memory => Arc::new(MemoryHistory::new(limits)),
+        HistoryTarget::Redis(target) => Arc::new(
+            RedisHistory::connect(target, key_prefix, limits)
+                .await
+                .map_err(ConnectError::History)?,
         ),
     })
 }

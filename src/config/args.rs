@@ -63,6 +63,31 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_INBOX_TTL", default_value = "7d")]
     pub inbox_ttl: String,
 
+    // ---- History (v3) ------------------------------------------------------
+    /// Keep every message of a conversation, for paging, sync across
+    /// devices and read state: memory (one node on its own; lost when it
+    /// stops) or a Redis URL (may be the presence Redis). Default: no
+    /// history.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HISTORY",
+        hide_env_values = true,
+        conflicts_with = "history_cluster"
+    )]
+    pub history: Option<String>,
+
+    /// History on a Redis Cluster instead: seed URLs, comma-separated.
+    #[arg(long, env = "SWITCHBOARD_HISTORY_CLUSTER", hide_env_values = true)]
+    pub history_cluster: Option<String>,
+
+    /// How long a conversation's messages are kept, e.g. 30d, 12h.
+    #[arg(long, env = "SWITCHBOARD_HISTORY_TTL", default_value = "30d")]
+    pub history_ttl: String,
+
+    /// Messages kept per conversation (the newest).
+    #[arg(long, env = "SWITCHBOARD_HISTORY_MAX", default_value_t = 10_000)]
+    pub history_max: usize,
+
     /// How long a client's last-seen time (and why its last session ended)
     /// is kept, e.g. 30d; offline answers carry it as last_seen.
     #[arg(long, env = "SWITCHBOARD_LAST_SEEN_TTL", default_value = "30d")]

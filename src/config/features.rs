@@ -1,6 +1,7 @@
-//! The opt-in features of version 2 around the offline branch: the inbox
+//! The opt-in features around the offline branch (v2): the inbox
 //! (`--inbox …`), last-seen (`--last-seen-ttl`) and events (`--events`,
-//! `--webhook-*`). Each is checked here into a form the node can trust.
+//! `--webhook-*`); and history (v3, `--history …`). Each is checked here
+//! into a form the node can trust.
 
 use std::time::Duration;
 
@@ -23,6 +24,24 @@ pub struct InboxConfig {
     pub max_messages: usize,
     /// How long a stored message waits before it is dropped.
     pub ttl: Duration,
+}
+
+/// Where conversations are kept (`--history`, `--history-cluster`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryTarget {
+    /// This process's memory: for a node on its own.
+    Memory,
+    /// Redis: one server or a Cluster (which may be the presence one).
+    Redis(RedisTarget),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    pub target: HistoryTarget,
+    /// Messages older than this are gone (`--history-ttl`).
+    pub ttl: Duration,
+    /// Messages kept per conversation (`--history-max`).
+    pub max_messages: usize,
 }
 
 /// What a node publishes about sessions and offline messages.
@@ -118,6 +137,61 @@ pub(super) fn inbox(args: &ServeArgs, clustered: bool) -> Result<Option<InboxCon
             &args.inbox_ttl,
             Duration::from_secs(1)..=Duration::from_secs(365 * 86_400),
         )?,
+    }))
+}
+
+pub(super) fn history(
+    args: &ServeArgs,
+    clustered: bool,
+) -> Result<Option<HistoryConfig>, ConfigError> {
+    let redis = |urls: Vec<&str>, cluster: bool| {
+        for url in &urls {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError(format!(
+                    "--history{} {:?} is not a Redis URL: use redis://host:port (rediss:// for TLS)",
+                    if cluster { "-cluster" } else { "" },
+                    crate::redact::url(url)
+                )));
+            }
+        }
+        Ok(HistoryTarget::Redis(RedisTarget {
+            urls: urls.into_iter().map(Secret::new).collect(),
+            cluster,
+            ca_file: args.presence.redis_ca.clone(),
+        }))
+    };
+    let target = match (
+        non_empty(args.history.clone()),
+        non_empty(args.history_cluster.clone()),
+    ) {
+        (None, None) => return Ok(None),
+        (Some(one), None) => match one.trim() {
+            "memory" if clustered => {
+                return Err(ConfigError(
+                    "--history memory keeps conversations in one node's memory, where other \
+                     nodes of a cluster cannot read them: give a clustered node a Redis URL (it \
+                     may be the presence Redis), or --history-cluster"
+                        .into(),
+                ));
+            }
+            "memory" => HistoryTarget::Memory,
+            url => redis(vec![url], false)?,
+        },
+        (None, Some(seeds)) => redis(seeds.split(',').map(str::trim).collect(), true)?,
+        (Some(_), Some(_)) => {
+            return Err(ConfigError(
+                "--history and --history-cluster: give one (a server, or a cluster's seeds)".into(),
+            ));
+        }
+    };
+    Ok(Some(HistoryConfig {
+        target,
+        ttl: duration_flag(
+            "history-ttl",
+            &args.history_ttl,
+            Duration::from_secs(1)..=Duration::from_secs(10 * 365 * 86_400),
+        )?,
+        max_messages: in_range("history-max", args.history_max, 1..=10_000_000)?,
     }))
 }
 

@@ -22,7 +22,10 @@ pub use self::args::{LogFormat, PresenceArgs, ServeArgs};
 pub use self::backends::{
     Backends, MemcachedTarget, NatsAuth, NatsTarget, PresenceTarget, RedisTarget,
 };
-pub use self::features::{EventsConfig, InboxConfig, InboxTarget, WebhookConfig, parse_duration};
+pub use self::features::{
+    EventsConfig, HistoryConfig, HistoryTarget, InboxConfig, InboxTarget, WebhookConfig,
+    parse_duration,
+};
 pub use self::origins::AllowedOrigins;
 
 /// A validated configuration.
@@ -51,6 +54,8 @@ pub struct Config {
     pub resume: Option<ResumeConfig>,
     /// Store-and-forward (v2); `None` without `--inbox`.
     pub inbox: Option<InboxConfig>,
+    /// Conversations kept (v3); `None` without `--history`.
+    pub history: Option<HistoryConfig>,
     pub last_seen_ttl: Duration,
     pub events: EventsConfig,
     /// Extra CA certificates for requests to the application's backend.
@@ -372,6 +377,7 @@ impl TryFrom<ServeArgs> for Config {
                 100..=3_600_000,
             )?,
             inbox: features::inbox(&args, matches!(backends, Backends::Clustered { .. }))?,
+            history: features::history(&args, matches!(backends, Backends::Clustered { .. }))?,
             last_seen_ttl: features::last_seen_ttl(&args)?,
             events: features::events(&args, matches!(backends, Backends::Clustered { .. }))?,
             backend_ca_file: args.backend_ca_file.clone(),

@@ -103,6 +103,14 @@ async fn readyz(node: Arc<Node>) -> Response {
             Err(_) => reasons.push(format!("inbox ({}): no answer", inbox.backend())),
         }
     }
+    if let Some(history) = node.history() {
+        let store = history.store();
+        match tokio::time::timeout(READY_TIMEOUT, store.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => reasons.push(format!("history ({}): {e}", store.backend())),
+            Err(_) => reasons.push(format!("history ({}): no answer", store.backend())),
+        }
+    }
     if reasons.is_empty() {
         json_response(
             StatusCode::OK,

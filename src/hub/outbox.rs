@@ -18,12 +18,14 @@
 //!   socket; a client that stops reading is still caught by the write
 //!   timeout.
 //!
-//! - **notes** (v3): presence frames of watched clients and signals. They
-//!   are never numbered, kept or re-sent, and never the reason a session is
-//!   cut off. A presence frame replaces the one still waiting for the same
-//!   client (only the latest state matters), so they are bounded by the
-//!   clients watched; a signal is dropped instead of queued when the
-//!   session's queue is more than half full.
+//! - **notes** (v3): presence frames of watched clients, read receipts and
+//!   signals. They are never numbered, kept or re-sent, and never the
+//!   reason a session is cut off. A presence frame replaces the one still
+//!   waiting for the same client, and a read receipt the one for the same
+//!   conversation and reader (only the latest matters), so they are
+//!   bounded by the clients watched and by [`MAX_READ_NOTES`]; a signal is
+//!   dropped instead of queued when the session's queue is more than half
+//!   full.
 //!
 //! In acks mode (v2) a third kind waits: messages written but not yet
 //! confirmed by the client (`received`). [`take`](Outbox::take) numbers
@@ -55,6 +57,9 @@ use crate::protocol::{ClientId, Disconnect};
 pub const OUTCOMES_PER_TURN: usize = 256;
 /// Messages from the client's inbox written per turn at most.
 pub const STORED_PER_TURN: usize = 256;
+/// Read receipts (v3) waiting in one session at most, each for another
+/// conversation and reader.
+pub const MAX_READ_NOTES: usize = 256;
 
 /// A client message waiting for the socket. Its outcome (delivered, or
 /// offline if it never reaches the socket) is reported through its
@@ -114,6 +119,9 @@ struct State {
     outcomes: VecDeque<Utf8Bytes>,
     /// v3: the latest presence frame not yet written, per watched client.
     presence: Vec<(ClientId, Utf8Bytes)>,
+    /// v3: the latest read receipt not yet written, per conversation and
+    /// reader (the key).
+    reads: Vec<(Utf8Bytes, Utf8Bytes)>,
     /// v3: signals not yet written, and their bytes.
     signals: VecDeque<Utf8Bytes>,
     signal_bytes: usize,
@@ -163,6 +171,7 @@ impl Outbox {
                 next_seq,
                 outcomes: VecDeque::new(),
                 presence: Vec::new(),
+                reads: Vec::new(),
                 signals: VecDeque::new(),
                 signal_bytes: 0,
                 close: None,
@@ -236,6 +245,25 @@ impl Outbox {
         true
     }
 
+    /// Queues a read receipt (v3) for the conversation and reader `key`,
+    /// in place of one still waiting for the same; beyond
+    /// [`MAX_READ_NOTES`] waiting, it is dropped (the client's next
+    /// `conversations` has the cursors). Answers whether it was queued.
+    pub fn put_read(&self, key: Utf8Bytes, frame: Utf8Bytes) -> bool {
+        let mut state = self.state();
+        if state.close.is_some() {
+            return false;
+        }
+        match state.reads.iter().position(|(k, _)| *k == key) {
+            Some(i) => state.reads[i].1 = frame,
+            None if state.reads.len() < MAX_READ_NOTES => state.reads.push((key, frame)),
+            None => return false,
+        }
+        drop(state);
+        self.wake.notify_one();
+        true
+    }
+
     /// Queues a signal (v3), unless the session is closing or its queue
     /// is more than half full (in frames or bytes): a signal is dropped
     /// rather than queued behind messages. Answers whether it was queued.
@@ -292,6 +320,7 @@ impl Outbox {
             .into_iter()
             .map(|(_, f)| f)
             .collect();
+        notes.extend(std::mem::take(&mut state.reads).into_iter().map(|(_, f)| f));
         notes.extend(std::mem::take(&mut state.signals));
         state.signal_bytes = 0;
         let mut messages = if state.stored.is_empty() {
@@ -392,6 +421,7 @@ impl Outbox {
         // Notes are never kept for a detached session (v3): the resumed
         // one is shown the current presence afresh, and late signals go.
         state.presence = Vec::new();
+        state.reads = Vec::new();
         state.signals = VecDeque::new();
         state.signal_bytes = 0;
         let again = state
@@ -477,6 +507,7 @@ impl Outbox {
         messages.extend(std::mem::take(&mut state.messages));
         // Notes are never answered: a session that ends drops them.
         state.presence = Vec::new();
+        state.reads = Vec::new();
         state.signals = VecDeque::new();
         state.signal_bytes = 0;
         Batch {

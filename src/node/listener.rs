@@ -120,6 +120,16 @@ pub async fn run(
                             }
                         }
                         Hop::Watched(watched) => node.watches().accept_watched(watched),
+                        Hop::Read(read) => {
+                            let frame = read.frame.get();
+                            let cut = (frame.len() <= max_frame && read.frame_matches())
+                                .then(|| frame_of(&bytes, frame))
+                                .flatten();
+                            match cut {
+                                Some(frame) => router.accept_read(read, frame),
+                                None => metrics.hop_rejected(HopRejection::Mismatched),
+                            }
+                        }
                     }
                 }
             }

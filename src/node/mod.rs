@@ -89,6 +89,8 @@ pub struct Backends {
     pub bus: Arc<dyn Bus>,
     /// Store-and-forward (v2), when configured (`--inbox`).
     pub inbox: Option<Arc<dyn InboxStore>>,
+    /// Conversations (v3), when configured (`--history`).
+    pub history: Option<Arc<dyn crate::history::HistoryStore>>,
 }
 
 /// The shared state of a running node, as the HTTP layer and the node's
@@ -147,6 +149,11 @@ impl Node {
 
     pub fn watches(&self) -> &Arc<Watches> {
         &self.session_env.watches
+    }
+
+    /// History (v3), when the node keeps it.
+    pub fn history(&self) -> Option<&Arc<crate::routing::History>> {
+        self.session_env.history.as_ref()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -368,12 +375,17 @@ fn routing(
         watches.clone(),
         queue,
     ));
+    let history = backends
+        .history
+        .as_ref()
+        .map(|store| crate::routing::History::new(store.clone(), presence.clone(), router.clone()));
     let env = Arc::new(Env {
         node: config.node_id.clone(),
         router,
         registrar,
         resumption,
         watches,
+        history,
         limits: config.limits.clone(),
         metrics: metrics.clone(),
         health: health.clone(),

@@ -84,6 +84,9 @@ pub enum Hop<'a> {
     /// v3: these clients' presence changed, told to a node that has
     /// sessions watching them (and to no other).
     Watched(WatchedHop),
+    /// v3: a read cursor moved: a receipt for sessions this node is
+    /// believed to hold. Packed like a signal.
+    Read(#[serde(borrow)] ReadHop<'a>),
 }
 
 /// v3: a signal's way to the recipient sessions on one node. Goes in an
@@ -109,6 +112,47 @@ impl SignalHop<'_> {
             .strip_prefix(head)
             .and_then(|rest| rest.strip_prefix(self.from.as_str()))
             .is_some_and(|rest| rest.starts_with('"'))
+    }
+}
+
+/// v3: a read receipt's way to the recipient sessions on one node.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReadHop<'a> {
+    /// Whose cursor moved.
+    pub by: ClientId,
+    pub targets: SmallVec<[Target; 1]>,
+    /// The `read` frame, as the reader's node rendered it.
+    #[serde(borrow)]
+    pub frame: &'a RawValue,
+}
+
+impl ReadHop<'_> {
+    /// Whether the frame is a `read` frame about the hop's reader:
+    /// `{"type":"read","by":"<by>",…,"upto":<digits>}`.
+    pub fn frame_matches(&self) -> bool {
+        let head = r#"{"type":"read","by":""#;
+        let Some(rest) = self
+            .frame
+            .get()
+            .strip_prefix(head)
+            .and_then(|rest| rest.strip_prefix(self.by.as_str()))
+            .and_then(|rest| rest.strip_prefix('"'))
+        else {
+            return false;
+        };
+        let Some((_, upto)) = rest.rsplit_once(r#","upto":"#) else {
+            return false;
+        };
+        upto.strip_suffix('}')
+            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    }
+
+    /// What a session keeps one of: the frame up to its cursor (the
+    /// reader and the conversation).
+    pub fn key(frame: &str) -> &str {
+        frame
+            .rsplit_once(r#","upto":"#)
+            .map_or(frame, |(key, _)| key)
     }
 }
 
@@ -192,7 +236,8 @@ impl MessageHop<'_> {
     /// Every node renders the frame in one fixed form
     /// ([`encode_message`](crate::protocol::frames::encode_message)): this
     /// prefix with the hop's `msg_id`, `from` and `to` (or `group`), then
-    /// the body, then `,"ts":<digits>}`. The check compares the prefix and
+    /// the body, then `,"ts":<digits>}` (v3: `,"ts":<digits>,"cseq":<digits>}`).
+    /// The check compares the prefix and
     /// the tail and walks the body between them once, without building it,
     /// under the same rules a sender's body met
     /// ([`check_body`](crate::protocol::frames::check_body)). Being exact
@@ -231,10 +276,16 @@ impl MessageHop<'_> {
             return false;
         };
         let (body, tail) = rest.split_at(ts_at);
-        let Some(ts) = tail[r#","ts":"#.len()..].strip_suffix('}') else {
+        let Some(tail) = tail[r#","ts":"#.len()..].strip_suffix('}') else {
             return false;
         };
-        !ts.is_empty() && ts.bytes().all(|b| b.is_ascii_digit()) && check_body_text(body).is_ok()
+        // v3: `,"cseq":<digits>` may follow the ts.
+        let (ts, cseq) = match tail.split_once(r#","cseq":"#) {
+            Some((ts, cseq)) => (ts, Some(cseq)),
+            None => (tail, None),
+        };
+        let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+        digits(ts) && cseq.is_none_or(digits) && check_body_text(body).is_ok()
     }
 }
 

@@ -288,6 +288,7 @@ mod tests {
             }),
             store: false,
             signal: false,
+            kept: crate::routing::Kept::No,
         };
         assert!(may_send(&msg("bob", true), &team));
         assert!(!may_send(&msg("carol", true), &team));

@@ -14,8 +14,8 @@ use crate::metrics::SignalFate;
 use crate::protocol::envelope::{MessageHopOut, encode_envelope, encode_message_hop};
 use crate::protocol::frames::with_field;
 use crate::protocol::{
-    Addressee, Changed, Fate, MessageHop, NodeId, OfflineReason, Outcome, Recipient, SignalHop,
-    Target,
+    Addressee, Changed, Fate, MessageHop, NodeId, OfflineReason, Outcome, ReadHop, Recipient,
+    SignalHop, Target,
 };
 
 impl Router {
@@ -309,6 +309,17 @@ impl Router {
                 None => SignalFate::Gone,
             };
             self.metrics().signal(fate);
+        }
+    }
+
+    /// A read receipt (v3) arrived for sessions believed to be here: each
+    /// that is keeps the latest per conversation and reader.
+    pub fn accept_read(&self, hop: ReadHop<'_>, frame: Utf8Bytes) {
+        let key = Utf8Bytes::from(ReadHop::key(&frame).to_owned());
+        for target in &hop.targets {
+            if let Some(session) = self.hub().get_device(&target.to, &target.device) {
+                session.outbox.put_read(key.clone(), frame.clone());
+            }
         }
     }
 

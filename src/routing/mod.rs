@@ -40,6 +40,7 @@ pub mod courier;
 mod delivery;
 pub mod detached;
 pub mod groups;
+pub mod history;
 mod hops;
 mod inbound;
 mod inflight;
@@ -70,6 +71,7 @@ pub use self::cache::{CachedDevice, CachedRoute};
 pub use self::courier::{Courier, CourierTask};
 pub use self::detached::Detached;
 pub use self::groups::{Groups, MEMBERS_TTL, Members};
+pub use self::history::{History, Kept, Refused};
 pub use self::liveness::Liveness;
 pub use self::locator::Locator;
 pub use self::offline::{INBOX_LEASE, Offline, Stored, Why};
@@ -97,6 +99,8 @@ pub struct Message {
     pub store: bool,
     /// A signal (v3), not a message: no ack, no carbons, no tracking.
     pub signal: bool,
+    /// Its history (v3): kept as `cseq`, not kept, or the store failed.
+    pub kept: Kept,
 }
 
 impl Message {
@@ -117,6 +121,7 @@ impl Message {
             sender,
             store: false,
             signal: false,
+            kept: Kept::No,
         }
     }
 
@@ -131,6 +136,22 @@ impl Message {
             sender: Some(sender),
             store: false,
             signal: true,
+            kept: Kept::No,
+        }
+    }
+
+    /// A note from the node about `from` (v3: a read receipt) for `to`'s
+    /// sessions: routed like a signal, from no session.
+    pub fn note(from: ClientId, to: Recipient, frame: String) -> Self {
+        Self {
+            msg_id: Uuid::nil(),
+            from,
+            to,
+            frame: frame.into(),
+            sender: None,
+            store: false,
+            signal: true,
+            kept: Kept::No,
         }
     }
 

@@ -41,7 +41,7 @@ use crate::presence::{GroupStore, LastSeenStore, SessionRecords};
 use crate::protocol::envelope::encode_hop;
 use crate::protocol::frames::with_field;
 use crate::protocol::{AckStatus, ClientId, GroupId, NodeId, OfflineReason, Recipient};
-use crate::protocol::{Hop, SignalHop};
+use crate::protocol::{Hop, ReadHop, SignalHop};
 
 /// Most cross-node messages one node tracks at once, awaiting outcomes.
 pub const MAX_IN_FLIGHT_HOPS: usize = 1 << 18;
@@ -429,6 +429,28 @@ impl Router {
                 .await;
         }
         handed
+    }
+
+    /// Hands a read receipt (v3) about `by` to every session of `route`:
+    /// the latest per conversation and reader waits in each session here;
+    /// one hop per other node. Never tracked or answered.
+    pub async fn dispatch_read(&self, by: &ClientId, frame: Utf8Bytes, route: Route) {
+        let key = Utf8Bytes::from(ReadHop::key(&frame).to_owned());
+        for session in &route.local {
+            session.outbox.put_read(key.clone(), frame.clone());
+        }
+        for leg in &route.remote {
+            let hop = ReadHop {
+                by: by.clone(),
+                targets: leg.targets.clone(),
+                frame: raw_frame(&frame),
+            };
+            let json = encode_hop(&Hop::Read(hop));
+            let _ = self
+                .courier
+                .send(leg.node.clone(), Parcel::Note(json))
+                .await;
+        }
     }
 
     /// [`locate`](Self::locate) then [`dispatch`](Self::dispatch), for

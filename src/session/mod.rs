@@ -22,6 +22,7 @@
 //! client that stops reading is closed as a slow consumer (4008) instead
 //! of stalling its session forever.
 
+mod history;
 mod socket;
 mod turn;
 
@@ -93,6 +94,8 @@ pub struct Env {
     pub resumption: Arc<Resumption>,
     /// Presence for clients (v3).
     pub watches: Arc<Watches>,
+    /// History (v3), when the node keeps it (`--history`).
+    pub history: Option<Arc<crate::routing::History>>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,

@@ -38,7 +38,7 @@ use crate::protocol::{
     ClientFrame, Disconnect, ErrorCode, FrameError, Recipient, SignalRequest, parse_client_frame,
 };
 use crate::rate::{Limiter, TokenBucket, Verdict};
-use crate::routing::{Message, Route, RouteError, Router, WatchError};
+use crate::routing::{Kept, Message, Route, RouteError, Router, WatchError};
 
 /// What the session owes the client for one frame it read.
 // Replies live inside the pending futures, which are boxed anyway.
@@ -281,6 +281,9 @@ impl<'a> Session<'a> {
                     | ClientFrame::Unwatch { id, .. }
                     | ClientFrame::Visibility { id, .. },
                 ) => id.map(Cow::into_owned),
+                Ok(ClientFrame::History(h)) => h.id.map(Cow::into_owned),
+                Ok(ClientFrame::Conversations(c)) => c.id.map(Cow::into_owned),
+                Ok(ClientFrame::Read(r)) => r.id.map(Cow::into_owned),
                 Ok(ClientFrame::Received { .. }) => None,
                 Err(e) => e.id,
             };
@@ -307,6 +310,21 @@ impl<'a> Session<'a> {
                     Some(sender),
                 );
                 msg.store = send.store;
+                // v3: kept in history first (its `cseq` goes on every
+                // copy), then routed.
+                if let Some(history) = self.env.history.as_ref().filter(|_| send.history) {
+                    let router = self.router;
+                    self.pending.push_back(Box::pin(async move {
+                        history.keep(&mut msg).await;
+                        let route = router.locate(&msg).await;
+                        Reply::Routed {
+                            msg,
+                            route,
+                            read_at,
+                        }
+                    }));
+                    return;
+                }
                 match self.router.locate_fast(&msg) {
                     Some(route) if self.pending.is_empty() => {
                         let reply = Reply::Routed {
@@ -389,6 +407,32 @@ impl<'a> Session<'a> {
                 }));
             }
             Ok(ClientFrame::Signal(signal)) => self.signal(signal, read_at).await,
+            Ok(ClientFrame::History(request)) => {
+                let (env, client) = (self.env, &self.handle.client);
+                let id = request.id.map(Cow::into_owned);
+                let (thread, range, limit) = (request.thread, request.range, request.limit);
+                self.pending.push_back(Box::pin(async move {
+                    Reply::Ready(super::history::page(env, client, id, thread, range, limit).await)
+                }));
+            }
+            Ok(ClientFrame::Conversations(request)) => {
+                let (env, client) = (self.env, &self.handle.client);
+                let id = request.id.map(Cow::into_owned);
+                let (before, limit) = (request.before, request.limit);
+                self.pending.push_back(Box::pin(async move {
+                    Reply::Ready(
+                        super::history::conversations(env, client, id, before, limit).await,
+                    )
+                }));
+            }
+            Ok(ClientFrame::Read(request)) => {
+                let (env, handle) = (self.env, self.handle);
+                let id = request.id.map(Cow::into_owned);
+                let (thread, upto) = (request.thread, request.upto);
+                self.pending.push_back(Box::pin(async move {
+                    Reply::Ready(super::history::read(env, handle, id, thread, upto).await)
+                }));
+            }
             Err(e) => self.refuse(e),
         }
     }
@@ -502,7 +546,7 @@ async fn respond(env: &Env, reply: Reply, answers: &mut Vec<Utf8Bytes>) {
             read_at,
         } => (msg, route, read_at),
     };
-    let msg_id = msg.msg_id;
+    let (msg_id, kept) = (msg.msg_id, msg.kept);
     let id = msg.sender.as_ref().and_then(|s| s.id.clone());
     let outcome = match route {
         Ok(route) => env.router.dispatch(msg, route).await,
@@ -511,7 +555,13 @@ async fn respond(env: &Env, reply: Reply, answers: &mut Vec<Utf8Bytes>) {
     let frame = match outcome {
         Ok(sent) => {
             env.metrics.observe_route(read_at.elapsed());
-            encode_ack(&sent.ack(id.as_deref(), msg_id))
+            let mut ack = sent.ack(id.as_deref(), msg_id);
+            match kept {
+                Kept::As(cseq) => ack.cseq = Some(cseq),
+                Kept::Failed => ack.history_error = Some("unavailable"),
+                Kept::No => {}
+            }
+            encode_ack(&ack)
         }
         Err(e) => {
             env.metrics.error(e.code());

@@ -118,6 +118,13 @@ fn check_client_frame(text: &str) {
             assert!(signal.body.get().len() <= switchboard::protocol::watch::MAX_SIGNAL_BODY_BYTES);
             assert!(check_body(signal.body).is_ok());
         }
+        Ok(ClientFrame::History(h)) => {
+            assert!((1..=switchboard::protocol::history::MAX_PAGE).contains(&h.limit));
+        }
+        Ok(ClientFrame::Conversations(c)) => {
+            assert!((1..=switchboard::protocol::history::MAX_PAGE).contains(&c.limit));
+        }
+        Ok(ClientFrame::Read(_)) => {}
         Err(e) => {
             assert!(matches!(
                 e.code,

@@ -22,6 +22,8 @@ mod errors;
 mod failures;
 mod first_contact;
 mod groups;
+mod history;
+mod history_contract;
 mod hostile_hops;
 mod http_api;
 mod inbox;

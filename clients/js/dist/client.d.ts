@@ -1,5 +1,5 @@
 import { SwitchboardError } from "./errors.js";
-import type { AckFrame, MessageFrame, OfflineReason, PresenceFrame, ReceiptFrame, SignalFrame, WelcomeFrame } from "./protocol.js";
+import type { AckFrame, ConversationsFrame, HistoryFrame, MessageFrame, OfflineReason, PresenceFrame, ReadFrame, ReceiptFrame, SignalFrame, Thread, WelcomeFrame } from "./protocol.js";
 /** What this client needs of a WebSocket: the browser's, Node 22's
  * global one, or `ws`'s. */
 export interface WebSocketLike {
@@ -57,6 +57,9 @@ export interface SendOptions {
     /** Keep it in the recipient's inbox if the recipient is offline (on a
      * node with an inbox). */
     store?: boolean;
+    /** v3: `false` keeps it out of its conversation's history (on a node
+     * with history). */
+    history?: boolean;
 }
 /** What finally became of a send: `delivered` (at least one of the
  * recipient's sessions got it; confirmed, in acks mode), `offline`
@@ -95,6 +98,9 @@ export interface ClientEvents {
     presence: PresenceFrame;
     /** v3: a signal from another client ("typing…"). */
     signal: SignalFrame;
+    /** v3: a read cursor moved (this client's, on another device; or the
+     * other client's in a two-client conversation). */
+    read: ReadFrame;
     /** An error frame that answers no pending request. */
     error: SwitchboardError;
     /** The connection ended (a reconnect may follow). */
@@ -200,7 +206,28 @@ export declare class Client {
     /** After a welcome: a fresh session watches everything again; a
      * resumed one catches up on what changed while disconnected. */
     private catchUp;
-    /** A request answered `watching` or `ok` (or an error). */
+    /** A page of a conversation (`{with: "bob"}` or `{group: "team"}`):
+     * message frames, oldest first, each with its `cseq`; `before` or
+     * `after` a cseq, or the newest; `more` says whether others lie beyond. */
+    history(thread: Thread, page?: {
+        before?: number;
+        after?: number;
+        limit?: number;
+    }): Promise<HistoryFrame>;
+    /** This client's conversations, most recent first, with their last
+     * message, unread counts and read cursors. */
+    conversations(page?: {
+        before?: number;
+        limit?: number;
+    }): Promise<ConversationsFrame>;
+    /** This client has read `thread` up to `upto` (a cseq): its other
+     * devices, and the other client of a two-client conversation, hear it
+     * as a `read` event. */
+    markRead(thread: Thread, upto: number): Promise<void>;
+    /** Listens for read receipts; returns the function that stops. */
+    onRead(listener: (frame: ReadFrame) => void): () => void;
+    /** A request answered `watching`, `ok`, `history` or `conversations`
+     * (or an error). */
     private call;
     /** Ends the session (a client close: it is not resumed) and stops
      * reconnecting. Queued sends reject with `Closed`. Resolves with the

@@ -93,7 +93,8 @@ export class Client {
      * of its outcome), or rejects with a typed error. */
     send(to, body, options = {}) {
         const receipt = options.receipt === true;
-        return this.request({ type: "send", to, body, receipt: receipt || undefined, store: options.store || undefined }, receipt);
+        const history = options.history === false ? false : undefined;
+        return this.request({ type: "send", to, body, receipt: receipt || undefined, store: options.store || undefined, history }, receipt);
     }
     /** Sends `body` to every member of `group` (the ack counts each branch). */
     sendGroup(group, body) {
@@ -234,7 +235,32 @@ export class Client {
                 this.emit("error", error);
         }
     }
-    /** A request answered `watching` or `ok` (or an error). */
+    // ---- History and read state (v3) ------------------------------------
+    /** A page of a conversation (`{with: "bob"}` or `{group: "team"}`):
+     * message frames, oldest first, each with its `cseq`; `before` or
+     * `after` a cseq, or the newest; `more` says whether others lie beyond. */
+    async history(thread, page = {}) {
+        const answer = await this.call({ type: "history", ...thread, ...page });
+        return answer;
+    }
+    /** This client's conversations, most recent first, with their last
+     * message, unread counts and read cursors. */
+    async conversations(page = {}) {
+        const answer = await this.call({ type: "conversations", ...page });
+        return answer;
+    }
+    /** This client has read `thread` up to `upto` (a cseq): its other
+     * devices, and the other client of a two-client conversation, hear it
+     * as a `read` event. */
+    async markRead(thread, upto) {
+        await this.call({ type: "read", ...thread, upto });
+    }
+    /** Listens for read receipts; returns the function that stops. */
+    onRead(listener) {
+        return this.on("read", listener);
+    }
+    /** A request answered `watching`, `ok`, `history` or `conversations`
+     * (or an error). */
     call(frame) {
         return new Promise((resolve, reject) => {
             if (!this.isOpen()) {
@@ -458,7 +484,9 @@ export class Client {
                 break;
             }
             case "watching":
-            case "ok": {
+            case "ok":
+            case "history":
+            case "conversations": {
                 const call = frame.id ? this.calls.get(frame.id) : undefined;
                 if (call && frame.id) {
                     this.answered(frame.id);
@@ -475,6 +503,9 @@ export class Client {
                 break;
             case "signal":
                 this.emit("signal", frame);
+                break;
+            case "read":
+                this.emit("read", frame);
                 break;
             case "pong": {
                 const ping = frame.id ? this.pings.get(frame.id) : undefined;

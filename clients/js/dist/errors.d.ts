@@ -31,6 +31,13 @@ export declare class Internal extends SwitchboardError {
  * `--max-watched`; nothing of it was watched. */
 export declare class TooManyWatched extends SwitchboardError {
 }
+/** `not_allowed` (v3): not a member of the group whose history was asked
+ * for. */
+export declare class NotAllowed extends SwitchboardError {
+}
+/** `no_history` (v3): the node keeps no history. */
+export declare class NoHistory extends SwitchboardError {
+}
 /** Too many sends queued while disconnected (`maxQueued`): not sent. */
 export declare class QueueFull extends SwitchboardError {
 }

@@ -31,6 +31,13 @@ export class Internal extends SwitchboardError {
  * `--max-watched`; nothing of it was watched. */
 export class TooManyWatched extends SwitchboardError {
 }
+/** `not_allowed` (v3): not a member of the group whose history was asked
+ * for. */
+export class NotAllowed extends SwitchboardError {
+}
+/** `no_history` (v3): the node keeps no history. */
+export class NoHistory extends SwitchboardError {
+}
 /** Too many sends queued while disconnected (`maxQueued`): not sent. */
 export class QueueFull extends SwitchboardError {
 }
@@ -59,6 +66,10 @@ export function fromFrame(code, message) {
             return new Internal(code, message);
         case "too_many_watched":
             return new TooManyWatched(code, message);
+        case "not_allowed":
+            return new NotAllowed(code, message);
+        case "no_history":
+            return new NoHistory(code, message);
         default:
             return new BadFrame(code, message);
     }

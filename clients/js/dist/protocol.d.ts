@@ -46,6 +46,10 @@ export interface AckFrame {
     /** Sends with `store`, on a node with an inbox. */
     stored?: boolean;
     store_error?: StoreError;
+    /** v3, with history: the message's number in its conversation. */
+    cseq?: number;
+    /** v3: why it was not kept in history (`unavailable`). */
+    history_error?: string;
 }
 /** A message for this client. */
 export interface MessageFrame<B = unknown> {
@@ -65,6 +69,8 @@ export interface MessageFrame<B = unknown> {
     seq?: number;
     /** It waited in this client's inbox. */
     stored?: boolean;
+    /** v3, with history: its number in its conversation. */
+    cseq?: number;
 }
 /** A later outcome of a routed message, at one recipient session. */
 export interface ReceiptFrame {
@@ -125,8 +131,55 @@ export interface SignalFrame<B = unknown> {
     group?: string;
     body: B;
 }
+/** v3: a conversation, from this client's side: the other client, or a
+ * group. */
+export type Thread = {
+    with: string;
+} | {
+    group: string;
+};
+/** v3: a page of a conversation: message frames, oldest first. */
+export interface HistoryFrame {
+    type: "history";
+    id?: string;
+    with?: string;
+    group?: string;
+    messages: MessageFrame[];
+    /** More lie beyond, in the page's direction. */
+    more: boolean;
+}
+/** v3: one of this client's conversations. */
+export interface ConversationItem {
+    with?: string;
+    group?: string;
+    /** Its newest kept message. */
+    last: MessageFrame;
+    /** Its last `cseq`. */
+    cseq: number;
+    /** This client's read cursor. */
+    read: number;
+    /** Messages after `read` (by others), still kept. */
+    unread: number;
+    /** Two-client conversations: the other client's cursor. */
+    peer_read?: number;
+}
+export interface ConversationsFrame {
+    type: "conversations";
+    id?: string;
+    items: ConversationItem[];
+    more: boolean;
+}
+/** v3: a read cursor moved: this client's on another device, or (two
+ * clients) the other client's. */
+export interface ReadFrame {
+    type: "read";
+    by: string;
+    with?: string;
+    group?: string;
+    upto: number;
+}
 /** Anything a node sends. */
-export type ServerFrame = WelcomeFrame | AckFrame | MessageFrame | ReceiptFrame | ErrorFrame | PongFrame | WatchingFrame | OkFrame | PresenceFrame | SignalFrame;
+export type ServerFrame = WelcomeFrame | AckFrame | MessageFrame | ReceiptFrame | ErrorFrame | PongFrame | WatchingFrame | OkFrame | PresenceFrame | SignalFrame | HistoryFrame | ConversationsFrame | ReadFrame;
 /** A send to a client (`to`) or a group (`group`). */
 export interface SendFrame {
     type: "send";
@@ -136,6 +189,8 @@ export interface SendFrame {
     id?: string;
     receipt?: boolean;
     store?: boolean;
+    /** v3: `false` keeps it out of its conversation's history. */
+    history?: boolean;
 }
 export interface PingFrame {
     type: "ping";
@@ -167,8 +222,30 @@ export interface SignalRequestFrame {
     body: unknown;
     id?: string;
 }
+/** v3: a page of a conversation (`before` or `after` a cseq, or the
+ * newest), at most 200. */
+export type HistoryRequestFrame = {
+    type: "history";
+    id?: string;
+    before?: number;
+    after?: number;
+    limit?: number;
+} & Thread;
+/** v3: this client's conversations, most recent first. */
+export interface ConversationsRequestFrame {
+    type: "conversations";
+    id?: string;
+    before?: number;
+    limit?: number;
+}
+/** v3: this client has read a conversation up to `upto`. */
+export type ReadRequestFrame = {
+    type: "read";
+    id?: string;
+    upto: number;
+} & Thread;
 /** Anything a client sends. */
-export type ClientFrame = SendFrame | PingFrame | ReceivedFrame | WatchFrame | VisibilityFrame | SignalRequestFrame;
+export type ClientFrame = SendFrame | PingFrame | ReceivedFrame | WatchFrame | VisibilityFrame | SignalRequestFrame | HistoryRequestFrame | ConversationsRequestFrame | ReadRequestFrame;
 /** Close codes a node uses. */
 export declare const CloseCode: {
     readonly Normal: 1000;

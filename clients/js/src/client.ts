@@ -8,13 +8,17 @@ import {
 import type {
   AckFrame,
   ClientFrame,
+  ConversationsFrame,
+  HistoryFrame,
   MessageFrame,
   OfflineReason,
   OkFrame,
   PresenceFrame,
+  ReadFrame,
   ReceiptFrame,
   ServerFrame,
   SignalFrame,
+  Thread,
   WatchingFrame,
   WelcomeFrame,
 } from "./protocol.js";
@@ -73,6 +77,9 @@ export interface SendOptions {
   /** Keep it in the recipient's inbox if the recipient is offline (on a
    * node with an inbox). */
   store?: boolean;
+  /** v3: `false` keeps it out of its conversation's history (on a node
+   * with history). */
+  history?: boolean;
 }
 
 /** What finally became of a send: `delivered` (at least one of the
@@ -115,6 +122,9 @@ export interface ClientEvents {
   presence: PresenceFrame;
   /** v3: a signal from another client ("typing…"). */
   signal: SignalFrame;
+  /** v3: a read cursor moved (this client's, on another device; or the
+   * other client's in a two-client conversation). */
+  read: ReadFrame;
   /** An error frame that answers no pending request. */
   error: SwitchboardError;
   /** The connection ended (a reconnect may follow). */
@@ -133,9 +143,12 @@ interface Pending {
   reject: (error: SwitchboardError) => void;
 }
 
-/** A request answered `watching` or `ok` (v3). */
+/** What a v3 request is answered with. */
+type Answer = WatchingFrame | OkFrame | HistoryFrame | ConversationsFrame;
+
+/** A request answered `watching`, `ok`, `history` or `conversations`. */
 interface Call {
-  resolve: (frame: WatchingFrame | OkFrame) => void;
+  resolve: (frame: Answer) => void;
   reject: (error: SwitchboardError) => void;
 }
 
@@ -252,7 +265,8 @@ export class Client {
    * of its outcome), or rejects with a typed error. */
   send(to: string, body: unknown, options: SendOptions = {}): Promise<Sent> {
     const receipt = options.receipt === true;
-    return this.request({ type: "send", to, body, receipt: receipt || undefined, store: options.store || undefined }, receipt);
+    const history = options.history === false ? false : undefined;
+    return this.request({ type: "send", to, body, receipt: receipt || undefined, store: options.store || undefined, history }, receipt);
   }
 
   /** Sends `body` to every member of `group` (the ack counts each branch). */
@@ -398,8 +412,41 @@ export class Client {
     }
   }
 
-  /** A request answered `watching` or `ok` (or an error). */
-  private call(frame: ClientFrame): Promise<WatchingFrame | OkFrame> {
+  // ---- History and read state (v3) ------------------------------------
+
+  /** A page of a conversation (`{with: "bob"}` or `{group: "team"}`):
+   * message frames, oldest first, each with its `cseq`; `before` or
+   * `after` a cseq, or the newest; `more` says whether others lie beyond. */
+  async history(
+    thread: Thread,
+    page: { before?: number; after?: number; limit?: number } = {},
+  ): Promise<HistoryFrame> {
+    const answer = await this.call({ type: "history", ...thread, ...page });
+    return answer as HistoryFrame;
+  }
+
+  /** This client's conversations, most recent first, with their last
+   * message, unread counts and read cursors. */
+  async conversations(page: { before?: number; limit?: number } = {}): Promise<ConversationsFrame> {
+    const answer = await this.call({ type: "conversations", ...page });
+    return answer as ConversationsFrame;
+  }
+
+  /** This client has read `thread` up to `upto` (a cseq): its other
+   * devices, and the other client of a two-client conversation, hear it
+   * as a `read` event. */
+  async markRead(thread: Thread, upto: number): Promise<void> {
+    await this.call({ type: "read", ...thread, upto });
+  }
+
+  /** Listens for read receipts; returns the function that stops. */
+  onRead(listener: (frame: ReadFrame) => void): () => void {
+    return this.on("read", listener);
+  }
+
+  /** A request answered `watching`, `ok`, `history` or `conversations`
+   * (or an error). */
+  private call(frame: ClientFrame): Promise<Answer> {
     return new Promise((resolve, reject) => {
       if (!this.isOpen()) {
         reject(new ConnectionLost("connection_lost", "not connected"));
@@ -609,7 +656,9 @@ export class Client {
         break;
       }
       case "watching":
-      case "ok": {
+      case "ok":
+      case "history":
+      case "conversations": {
         const call = frame.id ? this.calls.get(frame.id) : undefined;
         if (call && frame.id) {
           this.answered(frame.id);
@@ -625,6 +674,9 @@ export class Client {
         break;
       case "signal":
         this.emit("signal", frame);
+        break;
+      case "read":
+        this.emit("read", frame);
         break;
       case "pong": {
         const ping = frame.id ? this.pings.get(frame.id) : undefined;

@@ -30,6 +30,11 @@ export class Internal extends SwitchboardError {}
 /** `too_many_watched` (v3): the watch would pass the node's
  * `--max-watched`; nothing of it was watched. */
 export class TooManyWatched extends SwitchboardError {}
+/** `not_allowed` (v3): not a member of the group whose history was asked
+ * for. */
+export class NotAllowed extends SwitchboardError {}
+/** `no_history` (v3): the node keeps no history. */
+export class NoHistory extends SwitchboardError {}
 /** Too many sends queued while disconnected (`maxQueued`): not sent. */
 export class QueueFull extends SwitchboardError {}
 /** The connection dropped after the send went out and before its ack:
@@ -56,6 +61,10 @@ export function fromFrame(code: ErrorCode, message: string): SwitchboardError {
       return new Internal(code, message);
     case "too_many_watched":
       return new TooManyWatched(code, message);
+    case "not_allowed":
+      return new NotAllowed(code, message);
+    case "no_history":
+      return new NoHistory(code, message);
     default:
       return new BadFrame(code, message);
   }

@@ -20,6 +20,8 @@ export {
   ConnectionLost,
   Internal,
   InvalidRecipient,
+  NoHistory,
+  NotAllowed,
   NotMember,
   QueueFull,
   RateLimited,

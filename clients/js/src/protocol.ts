@@ -70,6 +70,10 @@ export interface AckFrame {
   /** Sends with `store`, on a node with an inbox. */
   stored?: boolean;
   store_error?: StoreError;
+  /** v3, with history: the message's number in its conversation. */
+  cseq?: number;
+  /** v3: why it was not kept in history (`unavailable`). */
+  history_error?: string;
 }
 
 /** A message for this client. */
@@ -90,6 +94,8 @@ export interface MessageFrame<B = unknown> {
   seq?: number;
   /** It waited in this client's inbox. */
   stored?: boolean;
+  /** v3, with history: its number in its conversation. */
+  cseq?: number;
 }
 
 /** A later outcome of a routed message, at one recipient session. */
@@ -158,6 +164,54 @@ export interface SignalFrame<B = unknown> {
   body: B;
 }
 
+/** v3: a conversation, from this client's side: the other client, or a
+ * group. */
+export type Thread = { with: string } | { group: string };
+
+/** v3: a page of a conversation: message frames, oldest first. */
+export interface HistoryFrame {
+  type: "history";
+  id?: string;
+  with?: string;
+  group?: string;
+  messages: MessageFrame[];
+  /** More lie beyond, in the page's direction. */
+  more: boolean;
+}
+
+/** v3: one of this client's conversations. */
+export interface ConversationItem {
+  with?: string;
+  group?: string;
+  /** Its newest kept message. */
+  last: MessageFrame;
+  /** Its last `cseq`. */
+  cseq: number;
+  /** This client's read cursor. */
+  read: number;
+  /** Messages after `read` (by others), still kept. */
+  unread: number;
+  /** Two-client conversations: the other client's cursor. */
+  peer_read?: number;
+}
+
+export interface ConversationsFrame {
+  type: "conversations";
+  id?: string;
+  items: ConversationItem[];
+  more: boolean;
+}
+
+/** v3: a read cursor moved: this client's on another device, or (two
+ * clients) the other client's. */
+export interface ReadFrame {
+  type: "read";
+  by: string;
+  with?: string;
+  group?: string;
+  upto: number;
+}
+
 /** Anything a node sends. */
 export type ServerFrame =
   | WelcomeFrame
@@ -169,7 +223,10 @@ export type ServerFrame =
   | WatchingFrame
   | OkFrame
   | PresenceFrame
-  | SignalFrame;
+  | SignalFrame
+  | HistoryFrame
+  | ConversationsFrame
+  | ReadFrame;
 
 /** A send to a client (`to`) or a group (`group`). */
 export interface SendFrame {
@@ -180,6 +237,8 @@ export interface SendFrame {
   id?: string;
   receipt?: boolean;
   store?: boolean;
+  /** v3: `false` keeps it out of its conversation's history. */
+  history?: boolean;
 }
 
 export interface PingFrame {
@@ -217,6 +276,21 @@ export interface SignalRequestFrame {
   id?: string;
 }
 
+/** v3: a page of a conversation (`before` or `after` a cseq, or the
+ * newest), at most 200. */
+export type HistoryRequestFrame = { type: "history"; id?: string; before?: number; after?: number; limit?: number } & Thread;
+
+/** v3: this client's conversations, most recent first. */
+export interface ConversationsRequestFrame {
+  type: "conversations";
+  id?: string;
+  before?: number;
+  limit?: number;
+}
+
+/** v3: this client has read a conversation up to `upto`. */
+export type ReadRequestFrame = { type: "read"; id?: string; upto: number } & Thread;
+
 /** Anything a client sends. */
 export type ClientFrame =
   | SendFrame
@@ -224,7 +298,10 @@ export type ClientFrame =
   | ReceivedFrame
   | WatchFrame
   | VisibilityFrame
-  | SignalRequestFrame;
+  | SignalRequestFrame
+  | HistoryRequestFrame
+  | ConversationsRequestFrame
+  | ReadRequestFrame;
 
 /** Close codes a node uses. */
 export const CloseCode = {

@@ -62,7 +62,10 @@ mod resuming;
 
 pub use resuming::{CONFIRM_AFTER, CONFIRM_EVERY, Happening, ResumingClient};
 pub use switchboard_protocol as protocol;
-use switchboard_protocol::{AckFrame, ErrorCode, ServerFrame, WatchingFrame};
+use switchboard_protocol::{
+    AckFrame, ConversationsFrame, ErrorCode, HistoryFrame, PageRange, ServerFrame, Thread,
+    WatchingFrame,
+};
 
 /// How a client proves who it is.
 #[derive(Debug, Clone)]
@@ -207,6 +210,8 @@ fn frame_id(frame: &ServerFrame) -> Option<&str> {
     match frame {
         ServerFrame::Ack(ack) => ack.id.as_deref(),
         ServerFrame::Watching(watching) => watching.id.as_deref(),
+        ServerFrame::History(page) => page.id.as_deref(),
+        ServerFrame::Conversations(list) => list.id.as_deref(),
         ServerFrame::Ok { id } | ServerFrame::Pong { id } | ServerFrame::Error { id, .. } => {
             id.as_deref()
         }
@@ -532,6 +537,68 @@ impl Client {
                 _ => self.held.push_back(raw),
             }
         }
+    }
+
+    /// v3: a page of a conversation (`thread`: the other client, or a
+    /// group): `limit` messages, oldest first, before or after a `cseq` or
+    /// the newest; `more` says whether others lie beyond.
+    pub async fn history(
+        &mut self,
+        thread: &Thread,
+        range: PageRange,
+        limit: usize,
+    ) -> Result<HistoryFrame, ClientError> {
+        let id = self.next_id();
+        let mut frame = serde_json::json!({"type": "history", "limit": limit, "id": id});
+        match thread {
+            Thread::With(client) => frame["with"] = client.as_str().into(),
+            Thread::Group(group) => frame["group"] = group.as_str().into(),
+        }
+        match range {
+            PageRange::Latest => {}
+            PageRange::Before(n) => frame["before"] = n.into(),
+            PageRange::After(n) => frame["after"] = n.into(),
+        }
+        self.send_raw(frame.to_string()).await?;
+        match self.answer(&id).await? {
+            ServerFrame::History(page) => Ok(page),
+            other => Err(ClientError::Protocol(format!(
+                "expected history, got {other:?}"
+            ))),
+        }
+    }
+
+    /// v3: this client's conversations, most recent first (`before`: only
+    /// those whose last message is older, in ms).
+    pub async fn conversations(
+        &mut self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<ConversationsFrame, ClientError> {
+        let id = self.next_id();
+        let mut frame = serde_json::json!({"type": "conversations", "limit": limit, "id": id});
+        if let Some(before) = before {
+            frame["before"] = before.into();
+        }
+        self.send_raw(frame.to_string()).await?;
+        match self.answer(&id).await? {
+            ServerFrame::Conversations(list) => Ok(list),
+            other => Err(ClientError::Protocol(format!(
+                "expected conversations, got {other:?}"
+            ))),
+        }
+    }
+
+    /// v3: this client has read `thread` up to `upto` (its `cseq`).
+    pub async fn mark_read(&mut self, thread: &Thread, upto: u64) -> Result<(), ClientError> {
+        let id = self.next_id();
+        let mut frame = serde_json::json!({"type": "read", "upto": upto, "id": id});
+        match thread {
+            Thread::With(client) => frame["with"] = client.as_str().into(),
+            Thread::Group(group) => frame["group"] = group.as_str().into(),
+        }
+        self.send_raw(frame.to_string()).await?;
+        self.answer(&id).await.map(drop)
     }
 
     /// v3: watches `clients`' presence. Returns who is watched and who is

@@ -14,6 +14,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use super::history::{
+    ConversationsRequest, DEFAULT_PAGE, HistoryRequest, MAX_PAGE, PageRange, ReadRequest, Thread,
+};
 use super::ids::{ClientId, DeviceId, GroupId, NodeId};
 use super::watch::{MAX_SIGNAL_BODY_BYTES, MAX_WATCH_IDS, SignalRequest};
 
@@ -301,6 +304,12 @@ pub enum ClientFrame<'a> {
     },
     /// v3: an ephemeral note to a client or a group.
     Signal(SignalRequest<'a>),
+    /// v3: a page of a conversation.
+    History(HistoryRequest<'a>),
+    /// v3: this client's conversations.
+    Conversations(ConversationsRequest<'a>),
+    /// v3: this client has read a conversation up to a `cseq`.
+    Read(ReadRequest<'a>),
 }
 
 /// Whom a `send` is for: a client (every session of it), or (v2) every
@@ -339,6 +348,9 @@ pub struct SendRequest<'a> {
     pub receipt: bool,
     /// v2: keep it in the recipient's inbox if the recipient is offline.
     pub store: bool,
+    /// v3: append it to its conversation's history (unless
+    /// `"history": false`), on a node with history.
+    pub history: bool,
 }
 
 /// Distinguishes a field that is absent from one that is `null`: serde maps
@@ -373,6 +385,16 @@ struct RawFrame<'a> {
     clients: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     visible: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    with: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    before: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    after: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    limit: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    history: Option<&'a RawValue>,
 }
 
 /// A JSON boolean field, absent meaning false.
@@ -460,12 +482,18 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
             let receipt =
                 flag(raw.receipt).map_err(|()| bad("\"receipt\" must be true or false"))?;
             let store = flag(raw.store).map_err(|()| bad("\"store\" must be true or false"))?;
+            let history = match raw.history.map(RawValue::get) {
+                None | Some("true") => true,
+                Some("false") => false,
+                Some(_) => return Err(bad("\"history\" must be true or false")),
+            };
             Ok(ClientFrame::Send(SendRequest {
                 id,
                 to,
                 body,
                 receipt,
                 store,
+                history,
             }))
         }
         "ping" => Ok(ClientFrame::Ping { id }),
@@ -477,6 +505,15 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
                 .parse::<u64>()
                 .map_err(|_| bad("\"upto\" must be a whole number, at least 0"))?;
             Ok(ClientFrame::Received { upto })
+        }
+        "history" | "conversations" | "read" => {
+            history_request(&raw, &kind, id).map_err(|(wrong, id)| {
+                let (code, why) = match wrong {
+                    Wrong::Bad(why) => (ErrorCode::BadFrame, why),
+                    Wrong::Invalid(why) => (ErrorCode::InvalidRecipient, why),
+                };
+                FrameError::new(code, why, id.as_deref())
+            })
         }
         "watch" | "unwatch" => {
             let clients = watched_ids(raw.clients, &kind, id.as_deref())?;
@@ -522,7 +559,8 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
             ErrorCode::UnknownType,
             format!(
                 "unknown frame type {other:?}; expected \"send\", \"ping\", \"received\", \
-                 \"watch\", \"unwatch\", \"visibility\" or \"signal\""
+                 \"watch\", \"unwatch\", \"visibility\", \"signal\", \"history\", \
+                 \"conversations\" or \"read\""
             ),
             id.as_deref(),
         )),
@@ -559,6 +597,114 @@ fn watched_ids(
         }
     }
     Ok(clients)
+}
+
+/// What is wrong with a v3 history frame.
+enum Wrong {
+    Bad(String),
+    Invalid(String),
+}
+
+/// A whole number, at least 0, or why not.
+fn whole(raw: Option<&RawValue>, name: &str) -> Result<Option<u64>, Wrong> {
+    raw.map(|v| {
+        v.get()
+            .parse::<u64>()
+            .map_err(|_| Wrong::Bad(format!("\"{name}\" must be a whole number, at least 0")))
+    })
+    .transpose()
+}
+
+/// `"with"` or `"group"`: exactly one.
+fn thread(raw: &RawFrame<'_>, kind: &str) -> Result<Thread, Wrong> {
+    fn text<'v>(v: &'v RawValue, name: &str) -> Result<Cow<'v, str>, Wrong> {
+        as_string(v).ok_or_else(|| Wrong::Bad(format!("\"{name}\" must be a string")))
+    }
+    match (raw.with, raw.group) {
+        (Some(with), None) => {
+            let with = text(with, "with")?;
+            ClientId::parse(&with)
+                .map(Thread::With)
+                .map_err(|e| Wrong::Invalid(e.to_string()))
+        }
+        (None, Some(group)) => {
+            let group = text(group, "group")?;
+            GroupId::parse(&group)
+                .map(Thread::Group)
+                .map_err(|e| Wrong::Invalid(e.to_string()))
+        }
+        (None, None) => Err(Wrong::Bad(format!(
+            "a {kind} needs \"with\" (a client) or \"group\""
+        ))),
+        (Some(_), Some(_)) => Err(Wrong::Bad(format!(
+            "a {kind} names either \"with\" or \"group\", not both"
+        ))),
+    }
+}
+
+/// `limit`: 1 to [`MAX_PAGE`], [`DEFAULT_PAGE`] when absent.
+fn page_limit(raw: &RawFrame<'_>) -> Result<usize, Wrong> {
+    match whole(raw.limit, "limit")? {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if (1..=MAX_PAGE as u64).contains(&n) => Ok(n as usize),
+        Some(n) => Err(Wrong::Bad(format!(
+            "\"limit\" must be 1 to {MAX_PAGE}; this one is {n}"
+        ))),
+    }
+}
+
+/// The v3 history frames: `history`, `conversations`, `read`.
+fn history_request<'a>(
+    raw: &RawFrame<'a>,
+    kind: &str,
+    id: Option<Cow<'a, str>>,
+) -> Result<ClientFrame<'a>, (Wrong, Option<Cow<'a, str>>)> {
+    let attempt = || -> Result<ClientFrame<'a>, Wrong> {
+        Ok(match kind {
+            "history" => {
+                let range = match (whole(raw.before, "before")?, whole(raw.after, "after")?) {
+                    (None, None) => PageRange::Latest,
+                    (Some(before), None) => PageRange::Before(before),
+                    (None, Some(after)) => PageRange::After(after),
+                    (Some(_), Some(_)) => {
+                        return Err(Wrong::Bad(
+                            "a history page is either \"before\" or \"after\" a cseq, not both"
+                                .into(),
+                        ));
+                    }
+                };
+                ClientFrame::History(HistoryRequest {
+                    id: None,
+                    thread: thread(raw, kind)?,
+                    range,
+                    limit: page_limit(raw)?,
+                })
+            }
+            "conversations" => ClientFrame::Conversations(ConversationsRequest {
+                id: None,
+                before: whole(raw.before, "before")?,
+                limit: page_limit(raw)?,
+            }),
+            _ => {
+                let upto = whole(raw.upto, "upto")?
+                    .ok_or_else(|| Wrong::Bad("\"read\" needs \"upto\": a cseq".into()))?;
+                ClientFrame::Read(ReadRequest {
+                    id: None,
+                    thread: thread(raw, kind)?,
+                    upto,
+                })
+            }
+        })
+    };
+    match attempt() {
+        Ok(ClientFrame::History(h)) => Ok(ClientFrame::History(HistoryRequest { id, ..h })),
+        Ok(ClientFrame::Conversations(c)) => {
+            Ok(ClientFrame::Conversations(ConversationsRequest { id, ..c }))
+        }
+        Ok(ClientFrame::Read(r)) => Ok(ClientFrame::Read(ReadRequest { id, ..r })),
+        Ok(other) => Ok(other),
+        Err(e) => Err((e, id)),
+    }
 }
 
 /// Checks a message body before the node passes it on, byte for byte, to
@@ -700,6 +846,12 @@ pub struct Ack<'a> {
     pub stored: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store_error: Option<&'a str>,
+    /// v3: its number in its conversation's history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cseq: Option<u64>,
+    /// v3: why it could not be appended to history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_error: Option<&'a str>,
 }
 
 impl<'a> Ack<'a> {
@@ -718,6 +870,8 @@ impl<'a> Ack<'a> {
             last_seen: None,
             stored: None,
             store_error: None,
+            cseq: None,
+            history_error: None,
         }
     }
 }
@@ -801,6 +955,19 @@ pub fn encode_message(
     body: &RawValue,
     ts: u64,
 ) -> String {
+    encode_numbered_message(msg_id, from, to, body, ts, None)
+}
+
+/// [`encode_message`], with (v3) the message's number in its
+/// conversation's history after `ts`: `…,"ts":…,"cseq":…}`.
+pub fn encode_numbered_message(
+    msg_id: Uuid,
+    from: &ClientId,
+    to: Addressee<'_>,
+    body: &RawValue,
+    ts: u64,
+    cseq: Option<u64>,
+) -> String {
     let (key, value) = match to {
         Addressee::Client(client) => ("to", client.as_str()),
         Addressee::Group(group) => ("group", group.as_str()),
@@ -819,8 +986,24 @@ pub fn encode_message(
     out.push_str(body);
     out.push_str(r#","ts":"#);
     let _ = write!(out, "{ts}");
+    if let Some(cseq) = cseq {
+        let _ = write!(out, r#","cseq":{cseq}"#);
+    }
     out.push('}');
     out
+}
+
+/// The body (as written) and `ts` of a message frame as
+/// [`encode_message`] writes it (`None` for anything else). Ids hold no
+/// quote or comma, so the first `,"body":` is the frame's own, and the
+/// last `,"ts":` too (only digits and a `cseq` follow it).
+pub fn message_body_and_ts(frame: &str) -> Option<(&str, u64)> {
+    let start = frame.find(r#","body":"#)? + r#","body":"#.len();
+    let ts_at = frame.rfind(r#","ts":"#)?;
+    let body = frame.get(start..ts_at)?;
+    let digits = &frame[ts_at + r#","ts":"#.len()..];
+    let end = digits.find(|c: char| !c.is_ascii_digit())?;
+    Some((body, digits[..end].parse().ok()?))
 }
 
 /// A message frame with one more field spliced in before its closing
@@ -912,11 +1095,17 @@ pub enum ServerFrame {
     Presence(super::watch::PresenceFrame),
     /// v3: an ephemeral note.
     Signal(super::watch::SignalFrame),
-    /// v3: the answer to `unwatch`, `visibility` (and `read`).
+    /// v3: the answer to `unwatch`, `visibility` and `read`.
     Ok {
         #[serde(default)]
         id: Option<String>,
     },
+    /// v3: a page of a conversation.
+    History(super::history::HistoryFrame),
+    /// v3: this client's conversations.
+    Conversations(super::history::ConversationsFrame),
+    /// v3: a read cursor moved (a read receipt).
+    Read(super::history::ReadFrame),
 }
 
 fn default_device() -> String {
@@ -948,6 +1137,12 @@ pub struct AckFrame {
     pub stored: Option<bool>,
     #[serde(default)]
     pub store_error: Option<String>,
+    /// v3: the message's number in its conversation's history.
+    #[serde(default)]
+    pub cseq: Option<u64>,
+    /// v3: why it was not appended to history (`unavailable`).
+    #[serde(default)]
+    pub history_error: Option<String>,
 }
 
 /// A message as a client reads it.
@@ -971,6 +1166,9 @@ pub struct MessageFrame {
     /// Delivered from the inbox.
     #[serde(default)]
     pub stored: bool,
+    /// v3: its number in its conversation's history.
+    #[serde(default)]
+    pub cseq: Option<u64>,
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod frames;
+pub mod history;
 pub mod ids;
 pub mod watch;
 
@@ -14,6 +15,9 @@ pub use frames::{
     Ack, AckFrame, AckStatus, Addressee, ClientFrame, Disconnect, ErrorCode, FrameError,
     MessageFrame, OfflineReason, Receipt, ReceiptStatus, Recipient, SendRequest, ServerFrame,
     WelcomeExtras, parse_client_frame,
+};
+pub use history::{
+    ConversationItem, ConversationsFrame, HistoryFrame, PageRange, ReadFrame, Thread,
 };
 pub use ids::{ClientId, DeviceId, GroupId, InvalidId, NodeId};
 pub use watch::{PresenceFrame, Shown, SignalFrame, SignalRequest, WatchingFrame};

@@ -28,10 +28,12 @@
 //! invisible) are in [`social`].
 
 mod connect;
+mod history;
 mod inbox;
 mod scripts;
 mod social;
 
+pub use self::history::RedisHistory;
 pub use self::inbox::RedisInbox;
 
 use std::time::Duration;

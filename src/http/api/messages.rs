@@ -19,7 +19,7 @@ use super::guard::Guard;
 use crate::node::Node;
 use crate::protocol::frames::check_body;
 use crate::protocol::{ClientId, ErrorCode, GroupId, Recipient};
-use crate::routing::Message;
+use crate::routing::{Kept, Message};
 
 pub fn route(node: Arc<Node>, guard: &Guard) -> BoxedFilter<(Response,)> {
     let max = node.config().limits.max_frame_bytes as u64;
@@ -47,6 +47,13 @@ struct SendRequest<'a> {
     /// v2: keep it in the recipient's inbox if the recipient is offline.
     #[serde(default)]
     store: bool,
+    /// v3: `false` keeps it out of the conversation's history.
+    #[serde(default = "kept_by_default")]
+    history: bool,
+}
+
+fn kept_by_default() -> bool {
+    true
 }
 
 async fn send_message(raw: Bytes, node: Arc<Node>) -> Response {
@@ -88,10 +95,20 @@ async fn send_message(raw: Bytes, node: Arc<Node>) -> Response {
     let msg_id = Uuid::now_v7();
     let mut msg = Message::new(msg_id, from, to, request.body, None);
     msg.store = request.store;
+    // v3: appended like a client's send, before it is routed.
+    if let Some(history) = node.history().filter(|_| request.history) {
+        history.keep(&mut msg).await;
+    }
+    let kept = msg.kept;
     match node.router().route(msg).await {
         Ok(sent) => {
             node.metrics().observe_route(started.elapsed());
-            let ack = sent.ack(None, msg_id);
+            let mut ack = sent.ack(None, msg_id);
+            match kept {
+                Kept::As(cseq) => ack.cseq = Some(cseq),
+                Kept::Failed => ack.history_error = Some("unavailable"),
+                Kept::No => {}
+            }
             let mut body = serde_json::to_value(&ack).unwrap_or_default();
             if let Some(fields) = body.as_object_mut() {
                 fields.remove("id");

@@ -9,10 +9,12 @@
 //! | `PUT`, `DELETE /api/v1/groups/<group>/members/<client id>`, `GET /api/v1/groups/<group>` (v2) | [`groups`] |
 //! | `GET`, `DELETE /api/v1/inbox/<client id>` (v2) | [`inbox`] |
 //! | `PUT`, `DELETE /api/v1/contacts/<client>/<contact>`, `GET /api/v1/contacts/<client>` (v3) | [`contacts`] |
+//! | `GET`, `DELETE /api/v1/history/<client>/<other>`, `…/groups/<group>/history` (v3) | [`history`] |
 
 mod contacts;
 mod groups;
 mod guard;
+mod history;
 mod inbox;
 mod messages;
 mod presence;
@@ -35,7 +37,9 @@ pub fn routes(node: Arc<Node>) -> BoxedFilter<(Response,)> {
         .unify()
         .or(inbox::route(node.clone(), &guard))
         .unify()
-        .or(contacts::route(node, &guard))
+        .or(contacts::route(node.clone(), &guard))
+        .unify()
+        .or(history::route(node, &guard))
         .unify()
         .boxed()
 }

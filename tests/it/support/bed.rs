@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use switchboard::backends::{MemoryBus, MemoryHub, MemoryInbox, MemoryPresence};
+use switchboard::backends::{MemoryBus, MemoryHistory, MemoryHub, MemoryInbox, MemoryPresence};
 use switchboard::bus::{Bounce, Bus, BusError, Subscription};
+use switchboard::history::{HistoryLimits, HistoryStore};
 use switchboard::inbox::{InboxLimits, InboxStore};
 use switchboard::node::{Backends, Lifetime, Node};
 use switchboard::presence::PresenceStore;
@@ -43,6 +44,7 @@ pub struct Bed {
     /// Made by the first node configured with `--inbox`, shared by the
     /// others (as clustered nodes share one Redis inbox).
     inbox: Mutex<Option<Arc<dyn InboxStore>>>,
+    history: Mutex<Option<Arc<dyn HistoryStore>>>,
     taps: Taps,
 }
 
@@ -79,6 +81,7 @@ impl Bed {
             presence,
             hub: MemoryHub::new(),
             inbox: Mutex::default(),
+            history: Mutex::default(),
             taps: Arc::default(),
         }
     }
@@ -103,6 +106,16 @@ impl Bed {
             let made = || Arc::new(MemoryInbox::new(limits)) as Arc<dyn InboxStore>;
             shared.get_or_insert_with(made).clone()
         });
+        // One history for the bed's nodes, as a shared store would be.
+        let history = config.history.as_ref().map(|history| {
+            let limits = HistoryLimits {
+                ttl: history.ttl,
+                max_messages: history.max_messages,
+            };
+            let mut shared = self.history.lock().unwrap();
+            let made = || Arc::new(MemoryHistory::new(limits)) as Arc<dyn HistoryStore>;
+            shared.get_or_insert_with(made).clone()
+        });
         let backends = Backends {
             presence: self.presence.clone(),
             bus: Arc::new(Tapped {
@@ -110,6 +123,7 @@ impl Bed {
                 taps: self.taps.clone(),
             }),
             inbox,
+            history,
         };
         let (node, lifetime) = Node::assemble(config, backends)
             .await

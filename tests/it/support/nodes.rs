@@ -135,10 +135,19 @@ impl NodeBuilder {
         let config = config(&self.args());
         match self.backends.take() {
             Some((presence, bus)) => {
+                let history = match &config.history {
+                    Some(history) => Some(
+                        switchboard::backends::connect_history(history, &config.key_prefix)
+                            .await
+                            .expect("history store"),
+                    ),
+                    None => None,
+                };
                 let backends = switchboard::node::Backends {
                     presence,
                     bus,
                     inbox: None,
+                    history,
                 };
                 runtime::start_with(config, backends).await
             }

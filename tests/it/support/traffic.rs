@@ -635,13 +635,16 @@ fn record(me: &Me<'_>, frame: ServerFrame, ledger: &Ledger, waiting: &mut Waitin
                 book.duplicates += 1;
             }
         }
-        // The churn neither watches nor signals (v3).
+        // The churn neither watches, signals nor reads history (v3).
         ServerFrame::Pong { .. }
         | ServerFrame::Welcome { .. }
         | ServerFrame::Ok { .. }
         | ServerFrame::Watching(_)
         | ServerFrame::Presence(_)
-        | ServerFrame::Signal(_) => {}
+        | ServerFrame::Signal(_)
+        | ServerFrame::History(_)
+        | ServerFrame::Conversations(_)
+        | ServerFrame::Read(_) => {}
     }
 }
 
