@@ -18,6 +18,10 @@
 //! bob is online (laptop, phone)
 //! carol is offline (last seen 2026-12-07 09:14:02 UTC)
 //! bob is typing…
+//! /history bob
+//! #1 alice -> bob: hello
+//! #2 bob: hi alice
+//! bob read up to #2
 //! ```
 //!
 //! A line `@bob hello` sends `{"text":"hello"}` to bob with a receipt asked
@@ -34,6 +38,11 @@
 //! shown as they come; `/typing bob` sends one (a terminal cannot see
 //! keystrokes before Enter).
 //!
+//! History (v3, on a node with `--history`): `/history bob` (or
+//! `/history #team`) prints the conversation's last 20 messages with their
+//! `cseq`s and marks them read; `/conversations` lists them with unread
+//! counts; when someone reads what you sent, `bob read up to #7` shows.
+//!
 //! The session is in acks mode: when its node goes away (a drain says
 //! 1001, or the connection drops), the chat reconnects (to the next of
 //! `--url a,b,…`, with backoff) and resumes the session, so nothing sent
@@ -47,7 +56,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::signal::unix::{SignalKind, signal};
 use uuid::Uuid;
 
-use switchboard::protocol::{AckStatus, ReceiptStatus, ServerFrame, Shown};
+use switchboard::protocol::{
+    AckStatus, ClientId, GroupId, MessageFrame, PageRange, ReceiptStatus, ServerFrame, Shown,
+    Thread,
+};
 use switchboard_client::{ConnectOptions, Happening, Identity, ResumingClient, To};
 
 #[derive(Debug, Clone, Args)]
@@ -127,7 +139,10 @@ async fn run_as(
     ))
     .await;
 
-    let mut chat = Chat::default();
+    let mut chat = Chat {
+        me: welcome.client_id.clone(),
+        ..Chat::default()
+    };
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
         tokio::select! {
@@ -179,6 +194,8 @@ async fn run_as(
 /// What was sent and not yet settled.
 #[derive(Default)]
 struct Chat {
+    /// This client's id (its own read receipts are not news).
+    me: String,
     next_id: u64,
     /// `bob`, or `#team` for a group.
     last_to: Option<String>,
@@ -274,6 +291,49 @@ impl Chat {
                 .set_visible(true)
                 .await
                 .map(|()| "you are visible again".to_owned()),
+            ("history", [name]) => {
+                let thread = match name.strip_prefix('#') {
+                    Some(group) => GroupId::parse(group).map(Thread::Group),
+                    None => ClientId::parse(name).map(Thread::With),
+                };
+                let Ok(thread) = thread else {
+                    out.say(&format!("{name} is not a client id or #group"))
+                        .await;
+                    return Ok(());
+                };
+                match client.history(&thread, PageRange::Latest, 20).await {
+                    Ok(page) => {
+                        for m in &page.messages {
+                            out.say(&history_line(m)).await;
+                        }
+                        if let Some(last) = page.messages.last().and_then(|m| m.cseq) {
+                            client.mark_read(&thread, last).await?;
+                        }
+                        Ok("end of history".to_owned())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            ("conversations", []) => match client.conversations(None, 50).await {
+                Ok(list) => {
+                    for item in &list.items {
+                        let name = item
+                            .with
+                            .clone()
+                            .or_else(|| item.group.as_ref().map(|g| format!("#{g}")))
+                            .unwrap_or_default();
+                        out.say(&format!(
+                            "{name}: {} unread (last #{}: {})",
+                            item.unread,
+                            item.cseq,
+                            text_of(&item.last.body)
+                        ))
+                        .await;
+                    }
+                    Ok(format!("{} conversation(s)", list.items.len()))
+                }
+                Err(e) => Err(e),
+            },
             ("typing", [to]) => {
                 let to = To::Client(to);
                 client
@@ -282,7 +342,7 @@ impl Chat {
                 return Ok(());
             }
             _ => {
-                out.note("commands: /watch <client id>…, /unwatch <client id>…, /invisible, /visible, /typing <client id>, /quit")
+                out.note("commands: /watch <client id>…, /unwatch <client id>…, /invisible, /visible, /typing <client id>, /history <client id>|#<group>, /conversations, /quit")
                     .await;
                 return Ok(());
             }
@@ -300,6 +360,9 @@ impl Chat {
 
     async fn heard(&mut self, frame: ServerFrame, out: &mut Output) {
         match frame {
+            ServerFrame::Read(r) if r.by != self.me => {
+                out.say(&format!("{} read up to #{}", r.by, r.upto)).await;
+            }
             ServerFrame::Presence(p) => {
                 let line = match (p.state, p.last_seen) {
                     (Shown::Online, _) => {
@@ -420,6 +483,25 @@ impl Chat {
             _ => {}
         }
     }
+}
+
+/// A message's text: its `text` field, or its JSON.
+fn text_of(body: &serde_json::Value) -> String {
+    match body.get("text").and_then(|t| t.as_str()) {
+        Some(text) => text.to_owned(),
+        None => body.to_string(),
+    }
+}
+
+/// A kept message as `/history` prints it.
+fn history_line(m: &MessageFrame) -> String {
+    let cseq = m.cseq.map(|c| format!("#{c} ")).unwrap_or_default();
+    let to = match (&m.to, &m.group) {
+        (_, Some(group)) => format!(" #{group}"),
+        (Some(to), None) => format!(" -> {to}"),
+        _ => String::new(),
+    };
+    format!("{cseq}{}{to}: {}", m.from, text_of(&m.body))
 }
 
 /// `ms` since the epoch as `YYYY-MM-DD HH:MM:SS UTC` (civil from days,

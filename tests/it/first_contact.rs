@@ -355,6 +355,48 @@ async fn the_terminal_client_watches_and_shows_typing() {
     chat.expect("no longer watching bob");
 }
 
+/// `/history` and `/conversations` in the terminal (v3), and the other
+/// side's read receipts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminal_client_pages_history_and_shows_reads() {
+    let node = new_node().flags(&["--history", "memory"]).start().await;
+    let mut bob = connect(&node, "bob").await;
+    for text in ["one", "two"] {
+        bob.ask(
+            switchboard_client::To::Client("alice"),
+            &json!({"text": text}),
+            false,
+            false,
+        )
+        .await
+        .unwrap();
+    }
+    let mut chat = Chat::start(&ws_url(&node), "alice");
+    chat.expect("connected: you are alice on");
+    chat.type_line("/history bob");
+    chat.expect("#1 bob -> alice: one");
+    chat.expect("#2 bob -> alice: two");
+    chat.expect("end of history");
+    // Reading the history marked it read: bob hears so.
+    loop {
+        match next_frame(&mut bob).await {
+            ServerFrame::Read(r) => {
+                assert_eq!((r.by.as_str(), r.upto), ("alice", 2));
+                break;
+            }
+            other => panic!("bob got {other:?}"),
+        }
+    }
+    chat.type_line("@bob three");
+    chat.expect("[1] -> bob: local");
+    chat.type_line("/conversations");
+    chat.expect("bob: 0 unread (last #3: three)");
+    let alice = switchboard::protocol::ClientId::parse("alice").unwrap();
+    let thread = switchboard::protocol::Thread::With(alice);
+    within(bob.mark_read(&thread, 3)).await.unwrap();
+    chat.expect("bob read up to #3");
+}
+
 #[tokio::test]
 async fn every_node_serves_the_chat_page_with_strict_headers() {
     let node = new_node().flags(&["--node-id", "node-page"]).start().await;

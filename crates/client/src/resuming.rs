@@ -30,7 +30,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::Serialize;
-use switchboard_protocol::{ServerFrame, WatchingFrame};
+use switchboard_protocol::{
+    ConversationsFrame, HistoryFrame, PageRange, ServerFrame, Thread, WatchingFrame,
+};
 
 use crate::{Client, ClientError, ConnectOptions, Event, Identity, To, Welcome};
 
@@ -149,6 +151,30 @@ impl ResumingClient {
     /// v3: an ephemeral signal (see [`Client::signal`]).
     pub async fn signal<B: Serialize>(&mut self, to: To<'_>, body: &B) -> Result<(), ClientError> {
         self.client.signal(to, body).await
+    }
+
+    /// v3: a page of a conversation (see [`Client::history`]).
+    pub async fn history(
+        &mut self,
+        thread: &Thread,
+        range: PageRange,
+        limit: usize,
+    ) -> Result<HistoryFrame, ClientError> {
+        self.client.history(thread, range, limit).await
+    }
+
+    /// v3: this client's conversations (see [`Client::conversations`]).
+    pub async fn conversations(
+        &mut self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<ConversationsFrame, ClientError> {
+        self.client.conversations(before, limit).await
+    }
+
+    /// v3: this client has read `thread` up to `upto`.
+    pub async fn mark_read(&mut self, thread: &Thread, upto: u64) -> Result<(), ClientError> {
+        self.client.mark_read(thread, upto).await
     }
 
     /// The next frame, or a reconnection. Errors only when the session
