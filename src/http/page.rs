@@ -19,6 +19,7 @@ use crate::protocol::NodeId;
 
 const INDEX: &str = include_str!("page/index.html");
 const APP_JS: &str = include_str!("page/app.js");
+const CONVERSATIONS_JS: &str = include_str!("page/conversations.js");
 const CLIENT_JS: &str = include_str!("../../clients/js/dist/switchboard-client.min.js");
 const APP_CSS: &str = include_str!("page/app.css");
 const ADMIN: &str = include_str!("page/admin.html");
@@ -29,7 +30,8 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
                    connect-src 'self'; img-src 'self'; base-uri 'none'; \
                    form-action 'none'; frame-ancestors 'none'";
 
-/// `GET /`, `GET /page/app.js`, `GET /page/switchboard-client.min.js`,
+/// `GET /`, `GET /page/app.js` (and its `conversations.js`),
+/// `GET /page/switchboard-client.min.js`,
 /// `GET /page/app.css`; the admin page
 /// `GET /admin` and `GET /page/admin.js` (its data comes from the API,
 /// behind the API key the operator enters in it).
@@ -44,6 +46,14 @@ pub fn routes(node: &NodeId, tokens_required: bool) -> BoxedFilter<(Response,)> 
     let script = warp::path!("page" / "app.js")
         .and(warp::get())
         .map(|| asset(APP_JS.to_owned(), "text/javascript; charset=utf-8"));
+    let conversations = warp::path!("page" / "conversations.js")
+        .and(warp::get())
+        .map(|| {
+            asset(
+                CONVERSATIONS_JS.to_owned(),
+                "text/javascript; charset=utf-8",
+            )
+        });
     let client = warp::path!("page" / "switchboard-client.min.js")
         .and(warp::get())
         .map(|| asset(CLIENT_JS.to_owned(), "text/javascript; charset=utf-8"));
@@ -57,6 +67,8 @@ pub fn routes(node: &NodeId, tokens_required: bool) -> BoxedFilter<(Response,)> 
         .and(warp::get())
         .map(|| asset(ADMIN_JS.to_owned(), "text/javascript; charset=utf-8"));
     page.or(script)
+        .unify()
+        .or(conversations)
         .unify()
         .or(client)
         .unify()

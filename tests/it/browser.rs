@@ -634,3 +634,87 @@ async fn the_admin_page_shows_the_cluster_and_looks_a_client_up() {
     .await;
     page.close().await.unwrap();
 }
+
+/// With history (v3): the page lists conversations with unread counts,
+/// opens one with its last messages (numbered), shows ✓✓ when the other
+/// has read; after a reload, and on a second tab (another device), the
+/// same conversation and the same read marks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_keeps_conversations_unread_counts_and_read_marks() {
+    let node = new_node().flags(&["--history", "memory"]).start().await;
+    let driver = Driver::start();
+    let alice = driver.browser().await;
+    let bob = driver.browser().await;
+    sign_in(&alice, &http_url(&node, "/"), "alice").await;
+    sign_in(&bob, &http_url(&node, "/"), "bob").await;
+    for text in ["one", "two", "three"] {
+        send(&alice, "bob", text).await;
+    }
+    shows(&alice, "#log li.out:last-child", &["three", "#3"]).await;
+    // bob's page opens the conversation that spoke, numbered; reading it
+    // is alice's ✓✓.
+    shows(
+        &bob,
+        "#log",
+        &["conversation with alice", "one", "#1", "three", "#3"],
+    )
+    .await;
+    shows(&alice, "#log li.out:last-child", &["three", "✓✓ read"]).await;
+    // Someone else writes to bob: an unread count, not the log.
+    let mut dave = connect(&node, "dave").await;
+    dave.ask(
+        switchboard_client::To::Client("bob"),
+        &json!({"text": "psst"}),
+        false,
+        false,
+    )
+    .await
+    .unwrap();
+    shows(
+        &bob,
+        "#conversation-list li[data-key='dave']",
+        &["1 unread"],
+    )
+    .await;
+    let log = shows(&bob, "#log", &["three"]).await;
+    assert!(!log.contains("psst"), "{log}");
+    // bob answers alice; alice reads it (her conversation is open).
+    send(&bob, "alice", "four from bob").await;
+    shows(&alice, "#log li.in:last-child", &["four from bob", "#4"]).await;
+    shows(
+        &bob,
+        "#log li.out:last-child",
+        &["four from bob", "✓✓ read"],
+    )
+    .await;
+    // A reload: the conversations and the open one's last messages again.
+    bob.refresh().await.unwrap();
+    sign_in(&bob, &http_url(&node, "/"), "bob").await;
+    shows(&bob, "#conversation-list", &["alice", "dave", "1 unread"]).await;
+    shows(
+        &bob,
+        "#log",
+        &["conversation with alice", "one", "four from bob", "✓✓ read"],
+    )
+    .await;
+    // A second tab, another device of bob's: the same read mark.
+    let tab = driver.browser().await;
+    sign_in(&tab, &http_url(&node, "/"), "bob").await;
+    tab.find(Locator::Css(
+        "#conversation-list li[data-key='alice'] button",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    shows(
+        &tab,
+        "#log",
+        &["conversation with alice", "four from bob", "✓✓ read"],
+    )
+    .await;
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+    tab.close().await.unwrap();
+}

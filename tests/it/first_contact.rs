@@ -378,14 +378,9 @@ async fn the_terminal_client_pages_history_and_shows_reads() {
     chat.expect("#2 bob -> alice: two");
     chat.expect("end of history");
     // Reading the history marked it read: bob hears so.
-    loop {
-        match next_frame(&mut bob).await {
-            ServerFrame::Read(r) => {
-                assert_eq!((r.by.as_str(), r.upto), ("alice", 2));
-                break;
-            }
-            other => panic!("bob got {other:?}"),
-        }
+    match next_frame(&mut bob).await {
+        ServerFrame::Read(r) => assert_eq!((r.by.as_str(), r.upto), ("alice", 2)),
+        other => panic!("bob got {other:?}"),
     }
     chat.type_line("@bob three");
     chat.expect("[1] -> bob: local");
@@ -406,6 +401,7 @@ async fn every_node_serves_the_chat_page_with_strict_headers() {
     assert!(page.contains(r#"data-auth="name""#));
     for (path, needle) in [
         ("/page/app.js", r#"from "/page/switchboard-client.min.js""#),
+        ("/page/conversations.js", "export class Conversations"),
         ("/page/switchboard-client.min.js", "resume"),
         ("/page/app.css", "#log"),
     ] {

@@ -8,8 +8,11 @@
 // Everyone this person talks to is watched (v3 presence): an online dot,
 // their device count, when they were last seen, and "typing…" while they
 // type (signals, sent at most every 3 s while typing, shown for 5 s).
+// On a node with history (v3), conversations.js keeps the list of
+// conversations with unread counts and shows one at a time in the log.
 // No framework; user text only ever goes through textContent.
 import { connect } from "/page/switchboard-client.min.js";
+import { Conversations } from "/page/conversations.js";
 
 const body = document.body;
 const auth = body.dataset.auth; // "token" or "name"
@@ -21,6 +24,7 @@ let client = null;
 let welcomedOnce = false;
 const byMsgId = new Map(); // msg_id -> log entry, while receipts may come
 const people = new Map(); // client id -> its row in the people list
+let conversations = null; // with history: the conversations (conversations.js)
 const typingSentAt = new Map(); // recipient -> when "typing" last went to it
 // A typing signal goes at most this often while one types, and is shown
 // this long after the last one.
@@ -112,6 +116,7 @@ function start() {
   mine.on("message", (m) => shown(m));
   mine.on("presence", (p) => presence(p));
   mine.on("signal", (s) => signal(s));
+  mine.on("read", (r) => conversations?.read(r));
   mine.on("receipt", (r) => receipt(r));
   mine.on("error", (e) => line("error", "error " + e.code + ": " + e.message));
   mine.on("disconnect", ({ code, reason }) => {
@@ -160,7 +165,39 @@ function welcomed(frame) {
   who.append("You are ", name, " on device ", dev, ", node ", node, ".");
   line("system", "connected as " + frame.client_id + " (" + frame.device + ") to " + frame.node);
   if (frame.inbox) line("system", frame.inbox + " message(s) kept for you while you were away");
+  startConversations(frame.client_id);
   $("to").focus();
+}
+
+// The log as conversations.js draws a conversation in it.
+const view = {
+  clear(key) {
+    log.textContent = "";
+    line("system", "conversation with " + key);
+  },
+  entry(kind, who, body, atTop) {
+    const li = entry(kind, who, bodyText(body));
+    if (atTop) log.insertBefore(li, log.children[1] ?? null);
+    return li;
+  },
+  mark: (li, text, kind) => mark(li, text, kind),
+  line: (kind, text) => line(kind, text),
+  older(more) {
+    $("older").hidden = !more;
+  },
+};
+
+// With history (a node with --history), the conversations list; a new
+// session (after a reconnect) reloads it, so that it shows what came
+// meanwhile.
+function startConversations(me) {
+  const mine = client;
+  const list = new Conversations(mine, me, view);
+  list.start().then((on) => {
+    if (client !== mine) return;
+    conversations = on ? list : null;
+    $("conversations").hidden = !on;
+  }, (error) => line("error", "conversations: " + error.code));
 }
 
 // ---- People: presence and typing (v3) ------------------------------------
@@ -247,14 +284,21 @@ function shown(m) {
   const from = people.get(m.from);
   if (from && !m.carbon) typingStopped(from);
   if (!m.carbon) person(m.from);
+  // With history, only the open conversation is in the log.
+  if (conversations?.hidden(m)) return;
+  let li;
   if (m.carbon) {
     // Sent by this person from another device.
-    entry("out carbon", "you (another device) → " + m.to, bodyText(m.body));
+    li = entry("out carbon", "you (another device) → " + (m.group ? "#" + m.group : m.to), bodyText(m.body));
   } else if (m.group) {
-    entry("in group", "#" + m.group + " " + m.from, bodyText(m.body));
+    li = entry("in group", "#" + m.group + " " + m.from, bodyText(m.body));
   } else {
-    const li = entry(m.stored ? "in stored" : "in", m.from, bodyText(m.body));
+    li = entry(m.stored ? "in stored" : "in", m.from, bodyText(m.body));
     if (m.stored) mark(li, "kept while you were away", "stored");
+  }
+  if (m.cseq !== undefined) {
+    li.dataset.cseq = String(m.cseq);
+    mark(li, "#" + m.cseq, "cseq");
   }
 }
 
@@ -270,6 +314,14 @@ function receipt(r) {
 }
 
 async function send(to, text, store) {
+  // With history, sending opens the conversation.
+  if (conversations && conversations.current !== to) {
+    try {
+      await conversations.open(to);
+    } catch (error) {
+      line("error", "history: " + error.code);
+    }
+  }
   const li = entry("out", "you → " + to, text);
   person(to);
   typingSentAt.delete(to);
@@ -288,6 +340,7 @@ async function send(to, text, store) {
       : await client.send(to, { text }, { receipt: true, store });
     pending.remove();
     byMsgId.set(sent.msg_id, li);
+    if (sent.cseq !== undefined) conversations?.acked(to, li, sent.cseq);
     if (sent.status === "fanout") {
       li.dataset.group = "1";
       mark(li, "✓ fanout: " + sent.local + " here, " + sent.remote + " elsewhere, " + sent.offline + " offline", "remote");
@@ -328,6 +381,9 @@ $("disconnect").addEventListener("click", async () => {
 });
 
 function forgetPeople() {
+  conversations = null;
+  $("conversations").hidden = true;
+  $("conversation-list").textContent = "";
   for (const row of people.values()) typingStopped(row);
   people.clear();
   typingSentAt.clear();
@@ -337,6 +393,14 @@ function forgetPeople() {
 }
 
 $("text").addEventListener("input", typed);
+
+$("older").addEventListener("click", () => {
+  conversations?.older().catch((e) => line("error", "history: " + e.code));
+});
+// Scrolled to the top of a conversation: the page before.
+log.addEventListener("scroll", () => {
+  if (log.scrollTop === 0 && !$("older").hidden) $("older").click();
+});
 
 $("invisible").addEventListener("change", async (event) => {
   const box = event.target;
