@@ -16,10 +16,10 @@
 //! page is one `XRANGE`/`XREVRANGE` by id, with no index beside it), its
 //! length cap is `MAXLEN`, and entries keep their order. The id's second
 //! part is the store's clock at the append, so age retention compares the
-//! store's time with the store's time: the append trims the oldest entries
-//! past `--history-ttl` (a few per append), reads skip any left, and the
-//! log and cursors expire whole a TTL after the conversation's last
-//! message. Kept entries always have consecutive `cseq`s (trims only ever
+//! store's time with the store's time: every 64th append trims the oldest
+//! entries past `--history-ttl` (trimming on every append cost Redis three
+//! times the append itself), reads skip any left, and the log and cursors
+//! expire whole a TTL after the conversation's last message. Kept entries always have consecutive `cseq`s (trims only ever
 //! take from the head), so a client's unread count is `last - max(read,
 //! first - 1)` without a scan: a client's own send moves its cursor, so
 //! what lies after it is others'.
@@ -43,27 +43,37 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ";
 
-/// KEYS: log, meta, read. ARGV: ttl ms, most messages, msg_id, from,
-/// ts, body. Returns the `cseq`.
+/// KEYS: log, meta, read, and on one server the two clients'
+/// conversation lists. ARGV: ttl ms, most messages, msg_id, from, ts,
+/// body, the conversation's name. Returns the `cseq`.
 const APPEND: &str = r"
 local ttl = tonumber(ARGV[1])
 local n = redis.call('HINCRBY', KEYS[2], 'seq', 1)
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], string.format('%d-%d', n, now),
   'i', ARGV[3], 'f', ARGV[4], 't', ARGV[5], 'b', ARGV[6])
--- Age retention: the oldest few entries past the TTL go.
-local cutoff = now - ttl
-local keep = nil
-for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 16)) do
-  local dash = string.find(e[1], '-', 1, true)
-  if tonumber(string.sub(e[1], dash + 1)) >= cutoff then break end
-  keep = tonumber(string.sub(e[1], 1, dash - 1)) + 1
+-- Age retention, every 64th append (reads skip what is past the TTL
+-- meanwhile): the oldest entries past the TTL go, up to 64 of them.
+if n % 64 == 0 then
+  local cutoff = now - ttl
+  local keep = nil
+  for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 64)) do
+    local dash = string.find(e[1], '-', 1, true)
+    if tonumber(string.sub(e[1], dash + 1)) >= cutoff then break end
+    keep = tonumber(string.sub(e[1], 1, dash - 1)) + 1
+  end
+  if keep then redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', keep)) end
 end
-if keep then redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', keep)) end
 redis.call('HSET', KEYS[2], 'ts', ARGV[5])
 local cursor = tonumber(redis.call('HGET', KEYS[3], ARGV[4]) or '0')
 if n > cursor then redis.call('HSET', KEYS[3], ARGV[4], n) end
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
+-- One server: the two clients' lists too (KEYS[4], KEYS[5]), in the same
+-- request. A cluster writes them apart (other slots).
+for i = 4, #KEYS do
+  redis.call('ZADD', KEYS[i], 'GT', ARGV[5], ARGV[7])
+  redis.call('PEXPIRE', KEYS[i], ttl)
+end
 return n
 ";
 
@@ -305,32 +315,39 @@ impl HistoryStore for RedisHistory {
             .arg(entry.from.as_str())
             .arg(entry.ts)
             .arg(entry.body);
-        let cseq: u64 = invocation
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        // Each client's list of its conversations: its own key (its own
-        // slot), so apart from the script; a lost update only leaves the
-        // list a message behind until the next.
+        invocation.arg(conversation.key());
+        // Each client's list of its conversations: in the script on one
+        // server (one request per message); on a cluster its own key's
+        // slot, so written beside the script, at once. A lost list update
+        // leaves the list a message behind until the next.
+        let mut index = Vec::new();
         if let Conversation::Pair(a, b) = conversation {
-            let cutoff = entry.ts.saturating_sub(self.ttl_ms());
-            let mut commands = Vec::new();
             for client in [a, b] {
                 let key = self.convs_key(client);
+                if matches!(self.conn, Conn::Single(_)) {
+                    invocation.key(key);
+                    continue;
+                }
                 let mut add = redis::cmd("ZADD");
                 add.arg(&key)
                     .arg("GT")
                     .arg(entry.ts)
                     .arg(conversation.key());
-                let mut trim = redis::cmd("ZREMRANGEBYSCORE");
-                trim.arg(&key).arg("-inf").arg(format!("({cutoff}"));
                 let mut expire = redis::cmd("PEXPIRE");
                 expire.arg(&key).arg(self.ttl_ms());
-                commands.extend([add, trim, expire]);
+                index.extend([add, expire]);
             }
-            self.conn.batch(commands).await.map_err(unavailable)?;
         }
-        Ok(cseq)
+        let mut conn = self.conn.clone();
+        let (cseq, listed) = tokio::join!(invocation.invoke_async::<u64>(&mut conn), async {
+            if index.is_empty() {
+                Ok(Vec::new())
+            } else {
+                self.conn.batch(index).await
+            }
+        });
+        listed.map_err(unavailable)?;
+        cseq.map_err(unavailable)
     }
 
     async fn page(
@@ -378,6 +395,13 @@ impl HistoryStore for RedisHistory {
         // ones from the client's set, and every group's.
         let max = before.map_or("+inf".to_owned(), |b| format!("({b}"));
         let mut commands = Vec::new();
+        // Conversations past the TTL leave the list when it is read.
+        let cutoff = crate::protocol::now_ms().saturating_sub(self.ttl_ms());
+        let mut trim = redis::cmd("ZREMRANGEBYSCORE");
+        trim.arg(self.convs_key(client))
+            .arg("-inf")
+            .arg(format!("({cutoff}"));
+        commands.push(trim);
         let mut pairs = redis::cmd("ZREVRANGEBYSCORE");
         pairs
             .arg(self.convs_key(client))
@@ -401,6 +425,7 @@ impl HistoryStore for RedisHistory {
             .await
             .map_err(unavailable)?
             .into_iter();
+        let _trimmed = replies.next();
         let scored: Vec<(String, u64)> =
             redis::from_redis_value(replies.next().unwrap_or(Value::Nil)).unwrap_or_default();
         let mut candidates: Vec<(u64, Conversation)> = scored

@@ -14,6 +14,8 @@
 //! - `switchboard bench fanout`, `watch-idle`, `storm` (v3 presence): a
 //!   change fanned out to many watchers, memory per watch, a login storm
 //!   of clients that watch each other; `--mode signal` drives signals.
+//! - `switchboard bench history` (v3): memory per kept message, sync on
+//!   login, reads of pages and conversation lists.
 //! - `switchboard bench nats-floor`, `switchboard bench echo-server` and
 //!   `switchboard bench relay-server`: the floors Switchboard is compared
 //!   with (a bare NATS relay, a bare WebSocket echo, and a minimal
@@ -27,6 +29,7 @@
 //! loop is bounded in count and time.
 
 mod floor;
+mod history;
 mod inbox;
 mod presence;
 mod report;
@@ -75,6 +78,9 @@ pub enum BenchCommand {
     WatchIdle(watch::WatchIdleArgs),
     /// N clients that watch each other connect within a few seconds.
     Storm(watch::StormArgs),
+    /// History (v3): Redis memory per message, sync on login, reads of
+    /// pages and conversation lists (run traffic beside it).
+    History(history::HistoryArgs),
 }
 
 /// Where the servers are and how to report.
@@ -274,6 +280,7 @@ pub async fn run(args: BenchArgs) -> i32 {
         Some(BenchCommand::Fanout(a)) => watch::fanout(a).await,
         Some(BenchCommand::WatchIdle(a)) => watch::watch_idle(a).await,
         Some(BenchCommand::Storm(a)) => watch::storm(a).await,
+        Some(BenchCommand::History(a)) => history::run(a).await,
     };
     match result {
         Ok(()) => 0,

@@ -281,7 +281,7 @@ async fn node_rss(urls: &[String]) -> Result<f64, String> {
 }
 
 /// A number from Redis's INFO (`used_memory`, `total_commands_processed`).
-async fn redis_info(url: &str, field: &str) -> Result<f64, String> {
+pub(super) async fn redis_info(url: &str, field: &str) -> Result<f64, String> {
     let client = redis::Client::open(url).map_err(|e| format!("{url}: {e}"))?;
     let mut conn = client
         .get_multiplexed_async_connection()
