@@ -4,7 +4,9 @@ export declare class SwitchboardError extends Error {
     /** The node's error code, or one of this client's own
      * (`queue_full`, `connection_lost`, `closed`). */
     readonly code: ErrorCode | "queue_full" | "connection_lost" | "closed";
-    constructor(code: SwitchboardError["code"], message: string);
+    /** v3, `rejected`: the application's reason (its hook's `error`). */
+    readonly reason?: string;
+    constructor(code: SwitchboardError["code"], message: string, reason?: string);
 }
 /** `rate_limited`: over the session's rate; this send was dropped. */
 export declare class RateLimited extends SwitchboardError {
@@ -31,6 +33,10 @@ export declare class Internal extends SwitchboardError {
  * `--max-watched`; nothing of it was watched. */
 export declare class TooManyWatched extends SwitchboardError {
 }
+/** `rejected` (v3): the application's backend refused the message;
+ * `reason` says why (`moderated`, …). Nothing was routed or stored. */
+export declare class Rejected extends SwitchboardError {
+}
 /** `not_allowed` (v3): not a member of the group whose history was asked
  * for. */
 export declare class NotAllowed extends SwitchboardError {
@@ -50,4 +56,4 @@ export declare class ConnectionLost extends SwitchboardError {
 export declare class Closed extends SwitchboardError {
 }
 /** The typed error for an `error` frame. */
-export declare function fromFrame(code: ErrorCode, message: string): SwitchboardError;
+export declare function fromFrame(code: ErrorCode, message: string, reason?: string): SwitchboardError;

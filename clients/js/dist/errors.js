@@ -1,9 +1,11 @@
 /** Every error this package throws or rejects with. */
 export class SwitchboardError extends Error {
-    constructor(code, message) {
+    constructor(code, message, reason) {
         super(message);
         this.name = new.target.name;
         this.code = code;
+        if (reason !== undefined)
+            this.reason = reason;
     }
 }
 /** `rate_limited`: over the session's rate; this send was dropped. */
@@ -31,6 +33,10 @@ export class Internal extends SwitchboardError {
  * `--max-watched`; nothing of it was watched. */
 export class TooManyWatched extends SwitchboardError {
 }
+/** `rejected` (v3): the application's backend refused the message;
+ * `reason` says why (`moderated`, …). Nothing was routed or stored. */
+export class Rejected extends SwitchboardError {
+}
 /** `not_allowed` (v3): not a member of the group whose history was asked
  * for. */
 export class NotAllowed extends SwitchboardError {
@@ -50,8 +56,10 @@ export class ConnectionLost extends SwitchboardError {
 export class Closed extends SwitchboardError {
 }
 /** The typed error for an `error` frame. */
-export function fromFrame(code, message) {
+export function fromFrame(code, message, reason) {
     switch (code) {
+        case "rejected":
+            return new Rejected(code, message, reason);
         case "rate_limited":
             return new RateLimited(code, message);
         case "not_member":

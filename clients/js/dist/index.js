@@ -3,5 +3,5 @@
  * and Node. See README.md for a first example and API.md for the API.
  */
 export { Client, connect } from "./client.js";
-export { BadFrame, Closed, ConnectionLost, Internal, InvalidRecipient, NoHistory, NotAllowed, NotMember, QueueFull, RateLimited, SwitchboardError, TooLarge, TooManyWatched, Unavailable, } from "./errors.js";
+export { BadFrame, Closed, ConnectionLost, Internal, InvalidRecipient, NoHistory, NotAllowed, NotMember, QueueFull, RateLimited, Rejected, SwitchboardError, TooLarge, TooManyWatched, Unavailable, } from "./errors.js";
 export { CloseCode } from "./protocol.js";

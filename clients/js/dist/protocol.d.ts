@@ -87,6 +87,8 @@ export interface ErrorFrame {
     code: ErrorCode;
     message: string;
     id?: string;
+    /** v3, `rejected`: the application's reason. */
+    reason?: string;
 }
 export interface PongFrame {
     type: "pong";

@@ -641,7 +641,7 @@ export class Client {
         this.receipt(frame);
         break;
       case "error": {
-        const error = fromFrame(frame.code, frame.message);
+        const error = fromFrame(frame.code, frame.message, frame.reason);
         // The node answers every frame, in reading order: an error that
         // names no id (a frame too large to read) answers the oldest.
         const id = frame.id ?? this.answerOrder[0];

@@ -5,11 +5,14 @@ export class SwitchboardError extends Error {
   /** The node's error code, or one of this client's own
    * (`queue_full`, `connection_lost`, `closed`). */
   readonly code: ErrorCode | "queue_full" | "connection_lost" | "closed";
+  /** v3, `rejected`: the application's reason (its hook's `error`). */
+  readonly reason?: string;
 
-  constructor(code: SwitchboardError["code"], message: string) {
+  constructor(code: SwitchboardError["code"], message: string, reason?: string) {
     super(message);
     this.name = new.target.name;
     this.code = code;
+    if (reason !== undefined) this.reason = reason;
   }
 }
 
@@ -30,6 +33,9 @@ export class Internal extends SwitchboardError {}
 /** `too_many_watched` (v3): the watch would pass the node's
  * `--max-watched`; nothing of it was watched. */
 export class TooManyWatched extends SwitchboardError {}
+/** `rejected` (v3): the application's backend refused the message;
+ * `reason` says why (`moderated`, …). Nothing was routed or stored. */
+export class Rejected extends SwitchboardError {}
 /** `not_allowed` (v3): not a member of the group whose history was asked
  * for. */
 export class NotAllowed extends SwitchboardError {}
@@ -45,8 +51,10 @@ export class ConnectionLost extends SwitchboardError {}
 export class Closed extends SwitchboardError {}
 
 /** The typed error for an `error` frame. */
-export function fromFrame(code: ErrorCode, message: string): SwitchboardError {
+export function fromFrame(code: ErrorCode, message: string, reason?: string): SwitchboardError {
   switch (code) {
+    case "rejected":
+      return new Rejected(code, message, reason);
     case "rate_limited":
       return new RateLimited(code, message);
     case "not_member":

@@ -25,6 +25,7 @@ export {
   NotMember,
   QueueFull,
   RateLimited,
+  Rejected,
   SwitchboardError,
   TooLarge,
   TooManyWatched,

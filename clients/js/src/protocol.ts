@@ -114,6 +114,8 @@ export interface ErrorFrame {
   code: ErrorCode;
   message: string;
   id?: string;
+  /** v3, `rejected`: the application's reason. */
+  reason?: string;
 }
 
 export interface PongFrame {

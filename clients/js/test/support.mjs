@@ -113,6 +113,15 @@ export async function startNats(t) {
   };
 }
 
+/** The example hook backend (examples/hook-backend/server.py): its URL. */
+export async function startHookBackend(t, secret, flags = []) {
+  const port = await freePort();
+  const script = path.join(repo, "examples/hook-backend/server.py");
+  const backend = child(t, "python3", [script, "--port", String(port), "--secret", secret, ...flags], port, "the hook backend");
+  await backend.ready();
+  return `http://127.0.0.1:${port}/hook`;
+}
+
 /** Starts a node; `options.port` to reuse an address. Returns
  * `{url, http, port, stop()}` (`stop` drains it with SIGTERM). */
 export async function startNode(t, flags = [], options = {}) {
