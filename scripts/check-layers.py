@@ -26,7 +26,7 @@ LAYERS = {
     "config": 1, "metrics": 1,
     "auth": 2, "tls": 2, "resume": 2,
     # ports, and the backends behind them
-    "presence": 3, "bus": 3, "inbox": 3, "history": 3, "events": 3,
+    "presence": 3, "bus": 3, "inbox": 3, "history": 3, "hooks": 3, "events": 3,
     "backends": 4,
     # the core, bottom up
     "hub": 5,

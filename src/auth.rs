@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::config::{JwtConfig, JwtKey};
 use crate::protocol::{ClientId, InvalidId};
@@ -27,12 +27,6 @@ pub enum AuthError {
     /// v2: the `device` query parameter is not a device id.
     #[error("{0}")]
     BadDeviceId(String),
-}
-
-#[derive(Serialize, Deserialize)]
-struct Claims {
-    sub: String,
-    exp: u64,
 }
 
 /// Checks client tokens: one algorithm, the one the configured key is for
@@ -91,8 +85,14 @@ impl JwtVerifier {
 
     /// The client id a valid token speaks for.
     pub fn verify(&self, token: &str) -> Result<ClientId, AuthError> {
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+        self.verify_claims(token).map(|(client, _)| client)
+    }
+
+    /// [`verify`](Self::verify), and every claim of the token (for the
+    /// connect hook, v3).
+    pub fn verify_claims(&self, token: &str) -> Result<(ClientId, serde_json::Value), AuthError> {
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &self.key, &self.validation)
+            .map_err(|e| {
                 let why = match e.kind() {
                     ErrorKind::ExpiredSignature => "token expired".to_owned(),
                     ErrorKind::InvalidSignature => "token signature does not verify".to_owned(),
@@ -108,8 +108,16 @@ impl JwtVerifier {
                 };
                 AuthError::Unauthorized(why)
             })?;
-        ClientId::parse(&data.claims.sub)
-            .map_err(|InvalidId(why)| AuthError::BadClientId(format!("token subject: {why}")))
+        let sub = data
+            .claims
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .ok_or_else(|| {
+                AuthError::Unauthorized("token lacks \"sub\" (a string: the client id)".into())
+            })?;
+        let client = ClientId::parse(sub)
+            .map_err(|InvalidId(why)| AuthError::BadClientId(format!("token subject: {why}")))?;
+        Ok((client, data.claims))
     }
 }
 

@@ -14,7 +14,7 @@
 //! | session | [`session`]: one task per WebSocket |
 //! | routing | [`routing`]: services that own their state (locator, groups, outcomes, offline, courier), the router that composes them, registration and resumption |
 //! | hub | [`hub`]: the sessions open here, their outboxes |
-//! | ports | [`presence`], [`bus`], [`inbox`], [`history`], [`events`]: what the router sees |
+//! | ports | [`presence`], [`bus`], [`inbox`], [`history`], [`hooks`], [`events`]: what the router sees |
 //! | backends | [`backends`]: memory, Redis, memcached, NATS, webhook, behind the ports |
 //! | bottom | [`protocol`], [`config`], [`metrics`], [`health`], [`auth`], [`resume`] (tokens), [`rate`], [`redact`], [`tls`], [`process`], [`cause`], [`lock`], [`http_client`] |
 //!
@@ -33,6 +33,7 @@ pub mod config;
 pub mod events;
 pub mod health;
 pub mod history;
+pub mod hooks;
 pub mod http;
 pub mod http_client;
 pub mod hub;

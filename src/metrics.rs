@@ -56,16 +56,19 @@ pub enum UpgradeRefusal {
     Unavailable,
     /// 409: the client already has --max-devices devices online.
     TooManyDevices,
+    /// v3: the application's backend refused it (its connect hook).
+    Hook,
 }
 
 impl UpgradeRefusal {
-    const ALL: [(Self, &'static str); 6] = [
+    const ALL: [(Self, &'static str); 7] = [
         (Self::Unauthorized, "unauthorized"),
         (Self::BadRequest, "bad_request"),
         (Self::Origin, "origin"),
         (Self::Capacity, "capacity"),
         (Self::Unavailable, "unavailable"),
         (Self::TooManyDevices, "too_many_devices"),
+        (Self::Hook, "hook"),
     ];
 }
 
@@ -161,6 +164,11 @@ pub struct Metrics {
     presence_frames: [AtomicU64; 2],
     presence_hops: AtomicU64,
     history_appends: [AtomicU64; 2],
+    /// Hook calls (v3): connect then send, each by [`HOOK_RESULTS`].
+    hook_calls: [AtomicU64; 8],
+    hook_failures: [AtomicU64; 5],
+    hook_waiting: AtomicI64,
+    hook_seconds: Histogram,
     signals: [AtomicU64; 4],
     route_seconds: Histogram,
     devices_per_client: Histogram,
@@ -201,6 +209,10 @@ impl Default for Metrics {
             presence_frames: Default::default(),
             presence_hops: AtomicU64::new(0),
             history_appends: Default::default(),
+            hook_calls: Default::default(),
+            hook_failures: Default::default(),
+            hook_waiting: AtomicI64::new(0),
+            hook_seconds: Histogram::new(&LATENCY_BUCKETS),
             signals: Default::default(),
             route_seconds: Histogram::new(&LATENCY_BUCKETS),
             devices_per_client: Histogram::new(&DEVICE_BUCKETS),
@@ -214,6 +226,11 @@ enum Value {
     One(f64),
     /// One series per value of `label`.
     By(&'static str, Vec<(&'static str, u64)>),
+    /// One series per pair of values of two labels.
+    ByTwo(
+        (&'static str, &'static str),
+        Vec<((&'static str, &'static str), u64)>,
+    ),
 }
 
 /// One metric family: its name, type, help and how to read it.
@@ -241,6 +258,11 @@ fn by<const N: usize>(
 fn one(counter: &AtomicU64) -> Value {
     Value::One(counter.load(Relaxed) as f64)
 }
+
+/// What a hook call came to (v3), in the order of the metric's series.
+const HOOK_RESULTS: [&str; 4] = ["allow", "rewrite", "refuse", "failed"];
+/// Why a hook call failed (v3).
+const HOOK_CAUSES: [&str; 5] = ["timeout", "status", "garbage", "unreachable", "busy"];
 
 /// Why a signal was not handed to a session (v3).
 #[derive(Debug, Clone, Copy)]
@@ -281,6 +303,32 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         help: "Messages appended to their conversation's history, or not (the store failed: history_error on the ack) (v3).",
         value: |m| by("result", ["ok", "failed"], &m.history_appends),
+    },
+    Family {
+        name: "switchboard_hook_calls_total",
+        kind: "counter",
+        help: "Backend hook calls by hook and result: allowed, rewritten (send), refused, or failed (v3).",
+        value: |m| {
+            let mut series = Vec::new();
+            for (h, hook) in ["connect", "send"].into_iter().enumerate() {
+                for (r, result) in HOOK_RESULTS.into_iter().enumerate() {
+                    series.push(((hook, result), m.hook_calls[h * 4 + r].load(Relaxed)));
+                }
+            }
+            Value::ByTwo(("hook", "result"), series)
+        },
+    },
+    Family {
+        name: "switchboard_hook_failures_total",
+        kind: "counter",
+        help: "Backend hook calls that failed, by cause (v3).",
+        value: |m| by("cause", HOOK_CAUSES, &m.hook_failures),
+    },
+    Family {
+        name: "switchboard_hook_waiting",
+        kind: "gauge",
+        help: "Hook calls waiting for a slot or an answer (sends and connections held by the hook) (v3).",
+        value: |m| Value::One(m.hook_waiting.load(Relaxed) as f64),
     },
     Family {
         name: "switchboard_signals_total",
@@ -667,6 +715,28 @@ impl Metrics {
         self.presence_frames[usize::from(!sent)].fetch_add(n, Relaxed);
     }
 
+    /// A hook call's result (`allow`, `rewrite`, `refuse`, `failed`).
+    pub fn hook_call(&self, hook: &str, result: &str) {
+        let h = usize::from(hook == "send");
+        if let Some(r) = HOOK_RESULTS.iter().position(|x| *x == result) {
+            self.hook_calls[h * 4 + r].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn hook_failure(&self, cause: &str) {
+        if let Some(c) = HOOK_CAUSES.iter().position(|x| *x == cause) {
+            self.hook_failures[c].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn hook_waiting(&self, by: i64) {
+        self.hook_waiting.fetch_add(by, Relaxed);
+    }
+
+    pub fn observe_hook(&self, _hook: &str, elapsed: Duration) {
+        self.hook_seconds.observe(elapsed.as_secs_f64());
+    }
+
     pub fn history_appended(&self, ok: bool) {
         self.history_appends[usize::from(!ok)].fetch_add(1, Relaxed);
     }
@@ -720,6 +790,12 @@ impl Metrics {
                         let _ = writeln!(out, "{}{{{label}=\"{value}\"}} {count}", family.name);
                     }
                 }
+                Value::ByTwo((a, b), series) => {
+                    header(&mut out, family.name, family.kind, family.help);
+                    for ((x, y), count) in series {
+                        let _ = writeln!(out, "{}{{{a}=\"{x}\",{b}=\"{y}\"}} {count}", family.name);
+                    }
+                }
             }
         }
         let name = "switchboard_route_seconds";
@@ -738,6 +814,14 @@ impl Metrics {
             "Resumes that took a detached session over from another node: the time from asking for it to having it here.",
         );
         self.handover_seconds.render(&mut out, name);
+        let name = "switchboard_hook_seconds";
+        header(
+            &mut out,
+            name,
+            "histogram",
+            "Backend hook calls (v3): from having a call slot to the answer.",
+        );
+        self.hook_seconds.render(&mut out, name);
         let name = "switchboard_devices_per_client";
         header(
             &mut out,

@@ -87,7 +87,10 @@ pub async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(warp::service(routes));
+    let service = WithPeer {
+        inner: TowerToHyperService::new(warp::service(routes)),
+        peer,
+    };
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
@@ -103,5 +106,27 @@ pub async fn serve_connection<I>(
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+    }
+}
+
+/// A service that puts the address at the other end of the connection (a
+/// `SocketAddr`) in each request's extensions before `inner` sees it: the
+/// connect hook tells the application's backend (v3).
+struct WithPeer<S> {
+    inner: S,
+    peer: SocketAddr,
+}
+
+impl<S, B> hyper::service::Service<hyper::Request<B>> for WithPeer<S>
+where
+    S: hyper::service::Service<hyper::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut request: hyper::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.peer);
+        self.inner.call(request)
     }
 }

@@ -10,7 +10,9 @@
 //! | inbox (v2, opt-in) | [`MemoryInbox`] | [`RedisInbox`] (Redis Streams) |
 //! | history (v3, opt-in) | [`MemoryHistory`] | [`RedisHistory`] (one server or a cluster) |
 //! | events (v2) | (the webhook only) | [`NatsBus`] subjects, and [`Webhook`] |
+//! | hooks (v3, opt-in) | [`HttpHooks`] | [`HttpHooks`] |
 
+mod hook_http;
 mod memcached;
 mod memory_bus;
 mod memory_clock;
@@ -32,6 +34,7 @@ use crate::inbox::{InboxLimits, InboxStore};
 use crate::presence::{PresenceError, PresenceStore};
 use crate::protocol::NodeId;
 
+pub use self::hook_http::HttpHooks;
 pub use self::memcached::MemcachedPresence;
 pub use self::memory_bus::{MemoryBus, MemoryHub};
 pub use self::memory_history::MemoryHistory;

@@ -63,6 +63,35 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_INBOX_TTL", default_value = "7d")]
     pub inbox_ttl: String,
 
+    // ---- Backend hooks (v3) -------------------------------------------------
+    /// Ask the application's backend before admitting a connection and
+    /// before routing a client's message (http:// or https://; signed with
+    /// --hook-secret). Default: no hooks.
+    #[arg(long, env = "SWITCHBOARD_HOOK_URL", hide_env_values = true)]
+    pub hook_url: Option<String>,
+
+    /// Signs every hook call (HMAC-SHA256 in X-Switchboard-Signature).
+    #[arg(long, env = "SWITCHBOARD_HOOK_SECRET", hide_env_values = true)]
+    pub hook_secret: Option<String>,
+
+    /// The hooks in use: connect, send, or both (comma-separated).
+    #[arg(long, env = "SWITCHBOARD_HOOKS", default_value = "connect,send")]
+    pub hooks: String,
+
+    /// A hook call's answer must come within this (waiting for a call
+    /// slot included).
+    #[arg(long, env = "SWITCHBOARD_HOOK_TIMEOUT_MS", default_value_t = 1000)]
+    pub hook_timeout_ms: u64,
+
+    /// Hook calls under way at once, per node.
+    #[arg(long, env = "SWITCHBOARD_HOOK_CONCURRENCY", default_value_t = 64)]
+    pub hook_concurrency: usize,
+
+    /// When a hook call fails: closed (refuse: 503 hook_unavailable, or
+    /// unavailable for a send) or open (go on as if allowed).
+    #[arg(long, env = "SWITCHBOARD_HOOK_FAILURE", default_value = "closed")]
+    pub hook_failure: String,
+
     // ---- History (v3) ------------------------------------------------------
     /// Keep every message of a conversation, for paging, sync across
     /// devices and read state: memory (one node on its own; lost when it

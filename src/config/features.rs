@@ -26,6 +26,19 @@ pub struct InboxConfig {
     pub ttl: Duration,
 }
 
+/// The backend hooks (`--hook-*`, v3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookConfig {
+    pub url: Secret,
+    pub secret: Secret,
+    pub connect: bool,
+    pub send: bool,
+    pub timeout: Duration,
+    pub concurrency: usize,
+    /// `--hook-failure closed`: a failed call refuses.
+    pub closed: bool,
+}
+
 /// Where conversations are kept (`--history`, `--history-cluster`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HistoryTarget {
@@ -137,6 +150,79 @@ pub(super) fn inbox(args: &ServeArgs, clustered: bool) -> Result<Option<InboxCon
             &args.inbox_ttl,
             Duration::from_secs(1)..=Duration::from_secs(365 * 86_400),
         )?,
+    }))
+}
+
+pub(super) fn hooks(args: &ServeArgs) -> Result<Option<HookConfig>, ConfigError> {
+    let (url, secret) = match (
+        non_empty(args.hook_url.clone()),
+        non_empty(args.hook_secret.clone()),
+    ) {
+        (None, None) => return Ok(None),
+        (Some(url), Some(secret)) => (url, secret),
+        (Some(_), None) => {
+            return Err(ConfigError(
+                "--hook-url needs --hook-secret: every call is signed with it, so that the \
+                 backend can tell the node's calls from anyone else's"
+                    .into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError(
+                "--hook-secret without --hook-url: say where the hooks are".into(),
+            ));
+        }
+    };
+    let web = url.starts_with("http://") || url.starts_with("https://");
+    if !web || reqwest::Url::parse(&url).is_err() {
+        return Err(ConfigError(format!(
+            "--hook-url {:?} must be an http:// or https:// URL",
+            crate::redact::url(&url)
+        )));
+    }
+    let (mut connect, mut send) = (false, false);
+    for hook in args
+        .hooks
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+    {
+        match hook {
+            "connect" => connect = true,
+            "send" => send = true,
+            other => {
+                return Err(ConfigError(format!(
+                    "--hooks: {other:?} is not a hook; use connect, send, or both (connect,send)"
+                )));
+            }
+        }
+    }
+    if !connect && !send {
+        return Err(ConfigError(
+            "--hooks names no hook: use connect, send, or both (connect,send)".into(),
+        ));
+    }
+    let closed = match args.hook_failure.trim() {
+        "closed" => true,
+        "open" => false,
+        other => {
+            return Err(ConfigError(format!(
+                "--hook-failure {other:?}: use closed (refuse when the backend fails) or open (go on)"
+            )));
+        }
+    };
+    Ok(Some(HookConfig {
+        url: Secret::new(url),
+        secret: Secret::new(secret),
+        connect,
+        send,
+        timeout: Duration::from_millis(in_range(
+            "hook-timeout-ms",
+            args.hook_timeout_ms,
+            10..=60_000,
+        )?),
+        concurrency: in_range("hook-concurrency", args.hook_concurrency, 1..=10_000)?,
+        closed,
     }))
 }
 

@@ -23,8 +23,8 @@ pub use self::backends::{
     Backends, MemcachedTarget, NatsAuth, NatsTarget, PresenceTarget, RedisTarget,
 };
 pub use self::features::{
-    EventsConfig, HistoryConfig, HistoryTarget, InboxConfig, InboxTarget, WebhookConfig,
-    parse_duration,
+    EventsConfig, HistoryConfig, HistoryTarget, HookConfig, InboxConfig, InboxTarget,
+    WebhookConfig, parse_duration,
 };
 pub use self::origins::AllowedOrigins;
 
@@ -56,6 +56,8 @@ pub struct Config {
     pub inbox: Option<InboxConfig>,
     /// Conversations kept (v3); `None` without `--history`.
     pub history: Option<HistoryConfig>,
+    /// Backend hooks (v3); `None` without `--hook-url`.
+    pub hooks: Option<HookConfig>,
     pub last_seen_ttl: Duration,
     pub events: EventsConfig,
     /// Extra CA certificates for requests to the application's backend.
@@ -378,6 +380,7 @@ impl TryFrom<ServeArgs> for Config {
             )?,
             inbox: features::inbox(&args, matches!(backends, Backends::Clustered { .. }))?,
             history: features::history(&args, matches!(backends, Backends::Clustered { .. }))?,
+            hooks: features::hooks(&args)?,
             last_seen_ttl: features::last_seen_ttl(&args)?,
             events: features::events(&args, matches!(backends, Backends::Clustered { .. }))?,
             backend_ca_file: args.backend_ca_file.clone(),

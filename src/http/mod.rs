@@ -136,17 +136,22 @@ async fn readyz(node: Arc<Node>) -> Response {
 #[derive(Debug)]
 pub(crate) struct Refusal {
     pub status: StatusCode,
-    pub code: &'static str,
+    /// The error code (v3: a connect hook's own, so not always static).
+    pub code: std::borrow::Cow<'static, str>,
     pub message: String,
     /// Headers the remedy needs (`Retry-After`, `Sec-WebSocket-Version`).
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Refusal {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<std::borrow::Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
-            code,
+            code: code.into(),
             message: message.into(),
             headers: Vec::new(),
         }
@@ -160,7 +165,7 @@ impl Refusal {
 
     /// The answer: the status, the JSON body, the headers.
     pub fn response(&self) -> Response {
-        let mut response = error_response(self.status, self.code, &self.message);
+        let mut response = error_response(self.status, &self.code, &self.message);
         for (name, value) in &self.headers {
             response.headers_mut().insert(name.clone(), value.clone());
         }

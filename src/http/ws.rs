@@ -8,6 +8,7 @@
 //! ([`session::READ_BUFFER_BYTES`]) instead: the difference between
 //! ~130 KiB and a few KiB per idle session.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::upgrade::OnUpgrade;
@@ -23,12 +24,13 @@ use warp::reply::Response;
 
 use super::Refusal;
 use crate::auth::AuthError;
+use crate::hooks::ConnectCall;
 use crate::hub::SessionHandle;
 use crate::metrics::UpgradeRefusal;
 use crate::node::Node;
 use crate::protocol::{ClientId, DeviceId};
 use crate::redact;
-use crate::routing::RegisterError;
+use crate::routing::{Admission, RegisterError};
 use crate::session;
 
 pub fn route(node: Arc<Node>) -> BoxedFilter<(Response,)> {
@@ -37,10 +39,14 @@ pub fn route(node: Arc<Node>) -> BoxedFilter<(Response,)> {
         .and(warp::header::headers_cloned())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::ext::optional::<OnUpgrade>())
-        .then(move |headers: HeaderMap, query: String, on_upgrade| {
-            let node = node.clone();
-            async move { upgrade(&node, &headers, &query, on_upgrade).await }
-        })
+        // The connection's peer, put there by `server::serve_connection`.
+        .and(warp::ext::optional::<SocketAddr>())
+        .then(
+            move |headers: HeaderMap, query: String, on_upgrade, peer: Option<SocketAddr>| {
+                let node = node.clone();
+                async move { upgrade(&node, &headers, &query, on_upgrade, peer).await }
+            },
+        )
         .boxed()
 }
 
@@ -49,8 +55,9 @@ async fn upgrade(
     headers: &HeaderMap,
     query: &str,
     on_upgrade: Option<OnUpgrade>,
+    peer: Option<SocketAddr>,
 ) -> Response {
-    match admit(node, headers, query, on_upgrade).await {
+    match admit(node, headers, query, on_upgrade, peer).await {
         Ok(response) => response,
         Err(Refused { why, refusal }) => {
             node.metrics().upgrade_refused(why);
@@ -69,7 +76,12 @@ struct Refused {
 }
 
 impl Refused {
-    fn new(why: UpgradeRefusal, status: StatusCode, code: &'static str, message: &str) -> Self {
+    fn new(
+        why: UpgradeRefusal,
+        status: StatusCode,
+        code: impl Into<std::borrow::Cow<'static, str>>,
+        message: &str,
+    ) -> Self {
         Self {
             why,
             refusal: Refusal::new(status, code, message),
@@ -132,11 +144,13 @@ async fn admit(
     headers: &HeaderMap,
     query: &str,
     on_upgrade: Option<OnUpgrade>,
+    peer: Option<SocketAddr>,
 ) -> Result<Response, Refused> {
     let key = handshake_key(headers)?;
     check_origin(node, headers)?;
-    let (client, device, wants) = identify(node, headers, query)?;
+    let (client, device, wants, claims) = identify(node, headers, query)?;
     check_serving(node)?;
+    ask_the_application(node, &client, &device, peer, claims.as_ref()).await?;
     let on_upgrade = on_upgrade.ok_or_else(|| {
         Refused::bad_request(
             "bad_handshake",
@@ -322,6 +336,39 @@ struct ConnectQuery {
     upto: Option<u64>,
 }
 
+/// The connect hook (v3), when on: the application's backend decides.
+async fn ask_the_application(
+    node: &Node,
+    client: &ClientId,
+    device: &DeviceId,
+    remote_addr: Option<SocketAddr>,
+    claims: Option<&serde_json::Value>,
+) -> Result<(), Refused> {
+    let Some(gate) = node.gate().filter(|g| g.connects()) else {
+        return Ok(());
+    };
+    let call = ConnectCall {
+        hook: "connect",
+        client_id: client,
+        device,
+        node: node.id(),
+        remote_addr,
+        claims,
+    };
+    match gate.admit(&call).await {
+        Admission::Allow => Ok(()),
+        Admission::Refuse {
+            status,
+            error,
+            message,
+        } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+            Err(Refused::new(UpgradeRefusal::Hook, status, error, &message))
+        }
+        Admission::Unavailable(why) => Err(Refused::unavailable("hook_unavailable", &why)),
+    }
+}
+
 /// What a connecting client asks for beyond its identity (v2).
 struct Wants {
     acks: bool,
@@ -335,7 +382,7 @@ fn identify(
     node: &Node,
     headers: &HeaderMap,
     query: &str,
-) -> Result<(ClientId, DeviceId, Wants), AuthError> {
+) -> Result<(ClientId, DeviceId, Wants, Option<serde_json::Value>), AuthError> {
     let query: ConnectQuery = serde_urlencoded::from_str(query)
         .map_err(|e| AuthError::BadClientId(format!("unreadable query string: {e}")))?;
     let device = match query.device.as_deref() {
@@ -344,7 +391,7 @@ fn identify(
             DeviceId::parse(device).map_err(|e| AuthError::BadDeviceId(e.to_string()))?
         }
     };
-    let client = match &node.auth() {
+    let (client, claims) = match &node.auth() {
         Some(verifier) => {
             let bearer = headers
                 .get(header::AUTHORIZATION)
@@ -356,7 +403,9 @@ fn identify(
                     "missing token: present a JWT as ?token= or Authorization: Bearer".into(),
                 )
             })?;
-            verifier.verify(token)
+            verifier
+                .verify_claims(token)
+                .map(|(client, claims)| (client, Some(claims)))
         }
         None => {
             let id = query.client_id.ok_or_else(|| {
@@ -364,7 +413,9 @@ fn identify(
                     "authentication is off on this node: name yourself with ?client_id=".into(),
                 )
             })?;
-            ClientId::parse(&id).map_err(|e| AuthError::BadClientId(e.to_string()))
+            ClientId::parse(&id)
+                .map(|client| (client, None))
+                .map_err(|e| AuthError::BadClientId(e.to_string()))
         }
     }?;
     let wants = Wants {
@@ -372,5 +423,5 @@ fn identify(
         resume: query.resume.filter(|t| !t.is_empty()),
         upto: query.upto.unwrap_or(0),
     };
-    Ok((client, device, wants))
+    Ok((client, device, wants, claims))
 }

@@ -156,6 +156,11 @@ impl Node {
         self.session_env.history.as_ref()
     }
 
+    /// The backend hooks (v3), when configured.
+    pub fn gate(&self) -> Option<&Arc<crate::routing::Gate>> {
+        self.session_env.gate.as_ref()
+    }
+
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
@@ -250,11 +255,29 @@ impl Node {
         let tasks = TaskTracker::new();
         let metrics = Arc::new(Metrics::default());
         let health = Arc::new(Health::default());
-        let events = start_events(&config, &backends.bus, &metrics, &tasks, &lifetime)?;
+        // The one HTTP client for the application's backend (the webhook,
+        // the hooks), when there is one to call.
+        let http = (config.events.webhook.is_some() || config.hooks.is_some())
+            .then(|| HttpClient::new(config.backend_ca_file.as_deref(), POST_TIMEOUT))
+            .transpose()?;
+        let application =
+            Application {
+                events: start_events(
+                    &config,
+                    &backends.bus,
+                    &metrics,
+                    &tasks,
+                    &lifetime,
+                    http.as_ref(),
+                ),
+                gate: config.hooks.as_ref().zip(http).map(|(hooks, http)| {
+                    gate(hooks, config.limits.max_frame_bytes, http, &metrics)
+                }),
+            };
         let (session_env, courier) = routing(
             &config,
             &backends,
-            events,
+            application,
             liveness,
             &metrics,
             &health,
@@ -298,7 +321,7 @@ impl Node {
 fn routing(
     config: &Config,
     backends: &Backends,
-    events: crate::events::Events,
+    application: Application,
     liveness: Arc<Liveness>,
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
@@ -312,7 +335,7 @@ fn routing(
         last_seen: presence.clone(),
         bus: backends.bus.clone(),
         inbox: backends.inbox.clone(),
-        events,
+        events: application.events,
     };
     let settings = Settings {
         hop_timeout: config.hop_timeout,
@@ -386,6 +409,7 @@ fn routing(
         resumption,
         watches,
         history,
+        gate: application.gate,
         limits: config.limits.clone(),
         metrics: metrics.clone(),
         health: health.clone(),
@@ -474,15 +498,55 @@ impl Lifetime {
 /// fills while NATS is away).
 const NATS_EVENT_QUEUE: usize = 16_384;
 
+/// What the node tells the application's backend (events) and asks it
+/// (the hooks, v3).
+struct Application {
+    events: crate::events::Events,
+    gate: Option<Arc<crate::routing::Gate>>,
+}
+
+/// The backend hooks, over HTTP.
+fn gate(
+    hooks: &crate::config::HookConfig,
+    max_frame_bytes: usize,
+    http: HttpClient,
+    metrics: &Arc<Metrics>,
+) -> Arc<crate::routing::Gate> {
+    let backend = crate::backends::HttpHooks::new(
+        hooks.url.expose(),
+        hooks.secret.expose(),
+        hooks.timeout,
+        http,
+    );
+    let settings = crate::routing::GateSettings {
+        connect: hooks.connect,
+        send: hooks.send,
+        timeout: hooks.timeout,
+        concurrency: hooks.concurrency,
+        on_failure: if hooks.closed {
+            crate::routing::OnFailure::Closed
+        } else {
+            crate::routing::OnFailure::Open
+        },
+        max_body_bytes: max_frame_bytes,
+    };
+    Arc::new(crate::routing::Gate::new(
+        Arc::new(backend),
+        settings,
+        metrics.clone(),
+    ))
+}
+
 /// The node's event sinks, as configured: NATS subjects (clustered nodes,
-/// unless `--events false`) and the webhook.
+/// unless `--events false`) and the webhook (with `http`).
 fn start_events(
     config: &Config,
     bus: &Arc<dyn Bus>,
     metrics: &Arc<Metrics>,
     tasks: &TaskTracker,
     lifetime: &CancellationToken,
-) -> Result<crate::events::Events, StartError> {
+    http: Option<&HttpClient>,
+) -> crate::events::Events {
     let mut sinks: Vec<(Arc<dyn crate::events::EventSink>, usize)> = Vec::new();
     if config.events.nats {
         sinks.push((
@@ -490,17 +554,15 @@ fn start_events(
             NATS_EVENT_QUEUE,
         ));
     }
-    if let Some(webhook) = &config.events.webhook {
-        let client = HttpClient::new(config.backend_ca_file.as_deref(), POST_TIMEOUT)?;
+    if let (Some(webhook), Some(client)) = (&config.events.webhook, http) {
         let prefix = &config.subject_prefix;
-        let sink = crate::backends::Webhook::new(webhook, prefix, metrics.clone(), client);
+        let sink = crate::backends::Webhook::new(webhook, prefix, metrics.clone(), client.clone());
         sinks.push((Arc::new(sink), webhook.queue));
     }
     if sinks.is_empty() {
-        return Ok(crate::events::Events::off());
+        return crate::events::Events::off();
     }
-    let events = crate::events::Events::start(sinks, metrics.clone(), tasks, lifetime.clone());
-    Ok(events)
+    crate::events::Events::start(sinks, metrics.clone(), tasks, lifetime.clone())
 }
 
 /// Time kept at the end of a drain for what follows the wait for detached

@@ -39,6 +39,7 @@ mod cache;
 pub mod courier;
 mod delivery;
 pub mod detached;
+pub mod gate;
 pub mod groups;
 pub mod history;
 mod hops;
@@ -70,6 +71,7 @@ pub use self::background::Background;
 pub use self::cache::{CachedDevice, CachedRoute};
 pub use self::courier::{Courier, CourierTask};
 pub use self::detached::Detached;
+pub use self::gate::{Admission, Checked, Gate, GateSettings, OnFailure};
 pub use self::groups::{Groups, MEMBERS_TTL, Members};
 pub use self::history::{History, Kept, Refused};
 pub use self::liveness::Liveness;
@@ -153,6 +155,14 @@ impl Message {
             signal: true,
             kept: Kept::No,
         }
+    }
+
+    /// The same message with another body (a hook's rewrite, v3): its
+    /// frame rendered again, its id and stamp kept.
+    pub fn rebody(&mut self, body: &RawValue) {
+        let ts = crate::protocol::frames::message_body_and_ts(&self.frame)
+            .map_or_else(now_ms, |(_, ts)| ts);
+        self.frame = encode_message(self.msg_id, &self.from, self.to.addressee(), body, ts).into();
     }
 
     /// The recipient client, for a message to a client.

@@ -23,6 +23,7 @@
 //! of stalling its session forever.
 
 mod history;
+mod hooks;
 mod socket;
 mod turn;
 
@@ -96,6 +97,8 @@ pub struct Env {
     pub watches: Arc<Watches>,
     /// History (v3), when the node keeps it (`--history`).
     pub history: Option<Arc<crate::routing::History>>,
+    /// The backend hooks (v3), when configured (`--hook-url`).
+    pub gate: Option<Arc<crate::routing::Gate>>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,

@@ -310,12 +310,23 @@ impl<'a> Session<'a> {
                     Some(sender),
                 );
                 msg.store = send.store;
-                // v3: kept in history first (its `cseq` goes on every
-                // copy), then routed.
-                if let Some(history) = self.env.history.as_ref().filter(|_| send.history) {
-                    let router = self.router;
+                // v3: the application's backend decides first (hook calls
+                // of a session's sends overlap; their answers keep the
+                // order read), then the message is kept in history (its
+                // `cseq` goes on every copy), then routed.
+                let gate = self.env.gate.as_ref().filter(|g| g.sends());
+                let history = self.env.history.as_ref().filter(|_| send.history);
+                if gate.is_some() || history.is_some() {
+                    let (router, device) = (self.router, &self.handle.device);
                     self.pending.push_back(Box::pin(async move {
-                        history.keep(&mut msg).await;
+                        if let Some(gate) = gate
+                            && let Err(refused) = super::hooks::ask(gate, &mut msg, device).await
+                        {
+                            return Reply::Ready(refused);
+                        }
+                        if let Some(history) = history {
+                            history.keep(&mut msg).await;
+                        }
                         let route = router.locate(&msg).await;
                         Reply::Routed {
                             msg,

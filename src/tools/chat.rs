@@ -349,7 +349,7 @@ impl Chat {
         };
         match answered {
             Ok(said) => out.say(&said).await,
-            Err(switchboard_client::ClientError::Rejected { code, message }) => {
+            Err(switchboard_client::ClientError::Rejected { code, message, .. }) => {
                 out.say(&format!("error {}: {message}", code.as_str()))
                     .await;
             }

@@ -718,3 +718,47 @@ async fn the_page_keeps_conversations_unread_counts_and_read_marks() {
     bob.close().await.unwrap();
     tab.close().await.unwrap();
 }
+
+/// With a send hook (v3): a message the application's backend refuses is
+/// marked "rejected: <reason>" on the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_a_message_the_backend_rejected() {
+    let port = free_port();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hook-backend/server.py");
+    let mut command = Command::new("python3");
+    command
+        .arg(&script)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--secret",
+            "s",
+            "--refuse",
+            "spam",
+        ])
+        .stdout(Stdio::null());
+    let mut backend = ServerProcess::spawn("the hook backend", port, &mut command);
+    assert!(backend.wait_for_port(), "the hook backend did not start");
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let flags = [
+        "--hook-url",
+        url.as_str(),
+        "--hook-secret",
+        "s",
+        "--hooks",
+        "send",
+    ];
+    let node = new_node().flags(&flags).start().await;
+    let driver = Driver::start();
+    let alice = driver.browser().await;
+    sign_in(&alice, &http_url(&node, "/"), "alice").await;
+    send(&alice, "bob", "buy spam").await;
+    shows(
+        &alice,
+        "#log li.out:last-child",
+        &["buy spam", "rejected: moderated"],
+    )
+    .await;
+    alice.close().await.unwrap();
+}

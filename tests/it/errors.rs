@@ -11,7 +11,9 @@ async fn expect_error(
     client: &mut switchboard_client::Client,
 ) -> (ErrorCode, Option<String>, String) {
     match next_frame(client).await {
-        ServerFrame::Error { code, id, message } => (code, id, message),
+        ServerFrame::Error {
+            code, id, message, ..
+        } => (code, id, message),
         other => panic!("expected an error frame, got {other:?}"),
     }
 }

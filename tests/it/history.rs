@@ -517,6 +517,7 @@ async fn bad_history_frames_are_refused_clearly() {
                 code: got,
                 message,
                 id,
+                ..
             } => {
                 assert_eq!(got, code, "{frame}: {message}");
                 assert_eq!(id.as_deref(), frame["id"].as_str(), "{frame}");

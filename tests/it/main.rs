@@ -24,6 +24,7 @@ mod first_contact;
 mod groups;
 mod history;
 mod history_contract;
+mod hooks;
 mod hostile_hops;
 mod http_api;
 mod inbox;

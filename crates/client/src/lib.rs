@@ -158,7 +158,12 @@ pub enum ClientError {
     Closed { code: Option<u16>, reason: String },
     /// The node refused a frame with an `error` frame.
     #[error("refused: {code}: {message}")]
-    Rejected { code: ErrorCode, message: String },
+    Rejected {
+        code: ErrorCode,
+        message: String,
+        /// v3, `rejected`: the application's reason.
+        reason: Option<String>,
+    },
 }
 
 /// What a session runs over: a TCP (or TLS) connection, or any other byte
@@ -532,7 +537,14 @@ impl Client {
                     id: Some(got),
                     code,
                     message,
-                }) if got == id => return Err(ClientError::Rejected { code, message }),
+                    reason,
+                }) if got == id => {
+                    return Err(ClientError::Rejected {
+                        code,
+                        message,
+                        reason,
+                    });
+                }
                 Ok(frame) if frame_id(&frame) == Some(id) => return Ok(frame),
                 _ => self.held.push_back(raw),
             }

@@ -263,6 +263,8 @@ pub struct FrameError {
     /// The refused frame is one the client hears nothing about: a signal
     /// without an `id` (the error is only counted).
     pub unanswered: bool,
+    /// v3, `rejected`: the application's reason (its hook's `error`).
+    pub reason: Option<String>,
 }
 
 impl FrameError {
@@ -272,6 +274,16 @@ impl FrameError {
             message: message.into(),
             id: id.map(str::to_owned),
             unanswered: false,
+            reason: None,
+        }
+    }
+
+    /// v3: a send the application's backend refused (`rejected`, with its
+    /// reason).
+    pub fn rejected(reason: &str, message: impl Into<String>, id: Option<&str>) -> Self {
+        Self {
+            reason: Some(reason.to_owned()),
+            ..Self::new(ErrorCode::Rejected, message, id)
         }
     }
 }
@@ -908,6 +920,8 @@ enum Outgoing<'a> {
     Receipt(&'a Receipt<'a>),
     Error {
         code: ErrorCode,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
         message: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a str>,
@@ -1039,6 +1053,7 @@ pub fn encode_receipt(receipt: &Receipt<'_>) -> String {
 pub fn encode_error(error: &FrameError) -> String {
     encode(&Outgoing::Error {
         code: error.code,
+        reason: error.reason.as_deref(),
         message: &error.message,
         id: error.id.as_deref(),
     })
@@ -1084,6 +1099,9 @@ pub enum ServerFrame {
         message: String,
         #[serde(default)]
         id: Option<String>,
+        /// v3, `rejected`: the application's reason.
+        #[serde(default)]
+        reason: Option<String>,
     },
     Pong {
         #[serde(default)]

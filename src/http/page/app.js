@@ -355,8 +355,12 @@ async function send(to, text, store) {
     }
   } catch (error) {
     pending.remove();
-    // Refused, or the connection dropped before the ack: say so.
-    mark(li, (error.code === "connection_lost" ? "unknown: disconnected" : "error: " + error.code), "offline");
+    // Refused (v3: by the application's backend, with its reason), or the
+    // connection dropped before the ack: say so.
+    const why = error.code === "connection_lost" ? "unknown: disconnected"
+      : error.code === "rejected" ? "rejected: " + (error.reason ?? "by the application")
+      : "error: " + error.code;
+    mark(li, why, "offline");
   }
 }
 
