@@ -4,7 +4,7 @@
 # set with `switchboard bench`, and writes BENCHMARKS.md. Everything it
 # starts, it stops. Every run is bounded in time.
 #
-#   scripts/bench.sh            # full run (~25 minutes on 2 cores)
+#   scripts/bench.sh            # full run (~40 minutes on 2 cores)
 #   QUICK=1 scripts/bench.sh    # short windows, for trying the script
 #   OUT=/tmp/b.md scripts/bench.sh
 #
@@ -338,3 +338,6 @@ for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
 QUICK=$QUICK scripts/bench-inbox.sh >>"$OUT"
 # Presence for clients and signals (v3): servers of their own too.
 QUICK=$QUICK scripts/bench-presence.sh >>"$OUT"
+# History and backend hooks (v3): servers of their own as well.
+QUICK=$QUICK scripts/bench-history.sh >>"$OUT"
+QUICK=$QUICK scripts/bench-hooks.sh >>"$OUT"

@@ -130,7 +130,9 @@ impl RunningNode {
     }
 }
 
-async fn wait_for_signal() {
+/// Returns on SIGTERM or Ctrl-C (the tools that serve until stopped use
+/// it too).
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -16,6 +16,8 @@
 //!   of clients that watch each other; `--mode signal` drives signals.
 //! - `switchboard bench history` (v3): memory per kept message, sync on
 //!   login, reads of pages and conversation lists.
+//! - `switchboard bench hook-backend` (v3): a backend that allows every
+//!   hook call (after `--delay-ms`), for measuring what hooks cost a node.
 //! - `switchboard bench nats-floor`, `switchboard bench echo-server` and
 //!   `switchboard bench relay-server`: the floors Switchboard is compared
 //!   with (a bare NATS relay, a bare WebSocket echo, and a minimal
@@ -30,6 +32,7 @@
 
 mod floor;
 mod history;
+mod hook_backend;
 mod inbox;
 mod presence;
 mod report;
@@ -81,6 +84,9 @@ pub enum BenchCommand {
     /// History (v3): Redis memory per message, sync on login, reads of
     /// pages and conversation lists (run traffic beside it).
     History(history::HistoryArgs),
+    /// The cheapest backend for the hooks (v3): answers every call
+    /// `{"allow":true}`, optionally after a delay, checking signatures.
+    HookBackend(hook_backend::HookBackendArgs),
 }
 
 /// Where the servers are and how to report.
@@ -281,6 +287,7 @@ pub async fn run(args: BenchArgs) -> i32 {
         Some(BenchCommand::WatchIdle(a)) => watch::watch_idle(a).await,
         Some(BenchCommand::Storm(a)) => watch::storm(a).await,
         Some(BenchCommand::History(a)) => history::run(a).await,
+        Some(BenchCommand::HookBackend(a)) => return hook_backend::run(a).await,
     };
     match result {
         Ok(()) => 0,
