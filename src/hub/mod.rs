@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::protocol::{ClientId, DeviceId};
 
 pub use self::handover::{DoneNow, Handover, Report, Sender};
-pub use self::outbox::{Batch, OUTCOMES_PER_TURN, Outbound, Outbox, QueueLimits, Refused};
+pub use self::outbox::{Batch, Kept, OUTCOMES_PER_TURN, Outbound, Outbox, QueueLimits, Refused};
 pub use self::registry::{Hub, Sessions};
 pub use self::slots::{Slot, Slots};
 

@@ -89,6 +89,20 @@ impl Refused {
     }
 }
 
+/// What an acks-mode session takes when it leaves its node (a resume
+/// elsewhere, or a draining node passing it on): see
+/// [`Outbox::take_kept`].
+#[derive(Debug, Default)]
+pub struct Kept {
+    /// The `seq` its next message gets.
+    pub next_seq: u64,
+    /// The unconfirmed messages with their `seq`, then those never written.
+    pub messages: Vec<(Option<u64>, Outbound)>,
+    /// Outcomes (receipt frames) owed to the client as a sender, not yet
+    /// written.
+    pub owed: Vec<Utf8Bytes>,
+}
+
 /// What the session loop takes in one turn.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -438,35 +452,41 @@ impl Outbox {
     /// Acks mode, on the node a detached session leaves: closes the outbox
     /// (later pushes are refused, and re-routed) and takes everything kept,
     /// in order: the unconfirmed messages with their `seq`, then those
-    /// never written. Returns the next `seq` too.
-    pub fn take_kept(&self) -> (u64, Vec<(Option<u64>, Outbound)>) {
+    /// never written; and the outcomes owed to the client as a sender,
+    /// which go with it (a sender that resumes elsewhere still hears every
+    /// outcome of what it sent).
+    pub fn take_kept(&self) -> Kept {
         let mut state = self.state();
         if state.close.is_none() {
             state.close = Some(Disconnect::Replaced);
         }
         state.bytes = 0;
         state.unconfirmed_bytes = 0;
-        let mut kept: Vec<(Option<u64>, Outbound)> = std::mem::take(&mut state.unconfirmed)
+        let mut messages: Vec<(Option<u64>, Outbound)> = std::mem::take(&mut state.unconfirmed)
             .into_iter()
             .map(|(seq, o)| (Some(seq), o))
             .collect();
-        kept.extend(
+        messages.extend(
             std::mem::take(&mut state.stored)
                 .into_iter()
                 .chain(std::mem::take(&mut state.messages))
                 .map(|o| (None, o)),
         );
-        (state.next_seq, kept)
+        Kept {
+            next_seq: state.next_seq,
+            messages,
+            owed: std::mem::take(&mut state.outcomes).into(),
+        }
     }
 
     /// Acks mode, on the node a detached session moves to: puts back what
     /// the old node kept, before anything that arrived here meanwhile, and
     /// continues its numbering.
-    pub fn restore(&self, next_seq: u64, kept: Vec<(Option<u64>, Outbound)>) {
+    pub fn restore(&self, kept: Kept) {
         let mut state = self.state();
-        state.next_seq = next_seq.max(1);
+        state.next_seq = kept.next_seq.max(1);
         let mut fresh = Vec::new();
-        for (seq, item) in kept {
+        for (seq, item) in kept.messages {
             match seq {
                 Some(seq) => {
                     state.unconfirmed_bytes += item.frame.len();
@@ -480,6 +500,9 @@ impl Outbox {
         }
         for item in fresh.into_iter().rev() {
             state.messages.push_front(item);
+        }
+        for receipt in kept.owed.into_iter().rev() {
+            state.outcomes.push_front(receipt);
         }
         drop(state);
         // The session's loop takes them on its first turn.
@@ -595,6 +618,35 @@ mod tests {
             taken += next.outcomes.len();
         }
         assert!(outbox.take().outcomes.is_empty());
+    }
+
+    #[test]
+    fn a_session_that_moves_takes_its_owed_outcomes_with_it() {
+        let old = Outbox::acks(LIMITS);
+        old.push(message(r#"{"a":1}"#)).unwrap();
+        let written = old.take();
+        assert_eq!(written.messages.len(), 1);
+        old.push(message(r#"{"b":2}"#)).unwrap();
+        old.owe(Utf8Bytes::from_static("r1")).unwrap();
+        old.owe(Utf8Bytes::from_static("r2")).unwrap();
+        let kept = old.take_kept();
+        assert_eq!(kept.next_seq, 2);
+        assert_eq!(kept.owed, ["r1", "r2"]);
+        // The old outbox refuses what comes later: its caller sends it on.
+        assert!(old.owe(Utf8Bytes::from_static("r3")).is_err());
+
+        let new = Outbox::acks(LIMITS);
+        new.owe(Utf8Bytes::from_static("r3")).unwrap();
+        new.restore(kept);
+        let batch = new.take();
+        let owed: Vec<&str> = batch.outcomes.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            owed,
+            ["r1", "r2", "r3"],
+            "what was owed before, then what came since"
+        );
+        let frames: Vec<&str> = batch.messages.iter().map(|m| m.frame.as_str()).collect();
+        assert_eq!(frames, [r#"{"b":2,"seq":2}"#]);
     }
 
     #[test]

@@ -120,6 +120,16 @@ pub async fn run(
                             }
                         }
                         Hop::Watched(watched) => node.watches().accept_watched(watched),
+                        Hop::Owed(owed) => {
+                            let frame = owed.frame.get();
+                            let cut = (frame.len() <= max_frame && owed.frame_matches())
+                                .then(|| frame_of(&bytes, frame))
+                                .flatten();
+                            match cut {
+                                Some(frame) => router.outcomes().accept_owed(&owed, frame),
+                                None => metrics.hop_rejected(HopRejection::Mismatched),
+                            }
+                        }
                         Hop::Read(read) => {
                             let frame = read.frame.get();
                             let cut = (frame.len() <= max_frame && read.frame_matches())

@@ -471,6 +471,20 @@ impl Lifetime {
         if node.router().moved().any() {
             let until = give_up.min(Instant::now() + FORWARD_GRACE);
             tokio::time::sleep_until(until).await;
+            // Outcomes of what those sessions sent from here still come
+            // here, and their receipts follow the sessions: wait for them
+            // (each is answered by the hop timeout at the latest).
+            let outcomes = node.router().outcomes();
+            if tokio::time::timeout_at(give_up, outcomes.moved_senders_answered())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "outcomes owed to sessions that moved still awaited at the drain deadline; \
+                     answering them offline"
+                );
+                outcomes.give_up_on_moved_senders();
+            }
         }
         drop(resumption);
         self.0.cancel();

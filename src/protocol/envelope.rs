@@ -34,7 +34,9 @@
 //!
 //! Outcomes go back to the sender's node: per target, or (`done`) for every
 //! target of a hop that was handed over without anything to report (see
-//! `routing::delivery`).
+//! `routing::delivery`). When the sender's session has moved to another
+//! node since (acks mode), the receipt follows it there as an `owed` hop
+//! (v3, see `routing::outcomes`).
 //!
 //! A busy node packs everything it has for one node into one bus message
 //! (see `routing::courier`): the bus then carries a few large messages
@@ -87,6 +89,10 @@ pub enum Hop<'a> {
     /// v3: a read cursor moved: a receipt for sessions this node is
     /// believed to hold. Packed like a signal.
     Read(#[serde(borrow)] ReadHop<'a>),
+    /// v3: a receipt for a sender session that this node handed to the
+    /// node it goes to (acks mode): the outcome came back to the node the
+    /// message was sent from. Packed like a signal.
+    Owed(#[serde(borrow)] OwedHop<'a>),
 }
 
 /// v3: a signal's way to the recipient sessions on one node. Goes in an
@@ -153,6 +159,29 @@ impl ReadHop<'_> {
         frame
             .rsplit_once(r#","upto":"#)
             .map_or(frame, |(key, _)| key)
+    }
+}
+
+/// v3: a receipt owed to a sender session that moved to the receiving
+/// node (see `routing::outcomes`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OwedHop<'a> {
+    pub client: ClientId,
+    pub session: Uuid,
+    /// How many nodes passed it on already: a session that moved twice
+    /// meanwhile is followed, a loop is not.
+    #[serde(default)]
+    pub hops: u8,
+    /// The `receipt` frame, as the sender's old node rendered it.
+    #[serde(borrow)]
+    pub frame: &'a RawValue,
+}
+
+impl OwedHop<'_> {
+    /// Whether the frame is a `receipt` frame (a hop claiming to carry a
+    /// receipt must not write anything else to a client).
+    pub fn frame_matches(&self) -> bool {
+        self.frame.get().starts_with(r#"{"type":"receipt","#)
     }
 }
 
@@ -585,6 +614,11 @@ pub fn encode_message_hop(hop: &MessageHopOut<'_>) -> Vec<u8> {
     out.push_str(hop.frame);
     out.push_str("}}");
     out.into_bytes()
+}
+
+/// A frame this node rendered, as the raw JSON value a hop carries.
+pub fn raw_frame(frame: &str) -> &RawValue {
+    serde_json::from_str(frame).expect("frames this node renders are JSON")
 }
 
 /// Encodes a hop value (as [`encode_message_hop`] does for messages).

@@ -12,6 +12,6 @@ pub mod status;
 pub use switchboard_protocol::*;
 
 pub use envelope::{
-    Carbon, Changed, Envelope, EnvelopeError, Fate, Hop, MessageHop, Outcome, ReadHop, ReplacedHop,
-    ReplyTo, Settled, SignalHop, Target, WatchedHop,
+    Carbon, Changed, Envelope, EnvelopeError, Fate, Hop, MessageHop, Outcome, OwedHop, ReadHop,
+    ReplacedHop, ReplyTo, Settled, SignalHop, Target, WatchedHop,
 };

@@ -58,6 +58,10 @@ pub struct Adopt {
     /// v3: the clients the session watches (its watches move with it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub watching: Vec<ClientId>,
+    /// v3: receipt frames owed to the client as a sender, not yet written
+    /// (they move with the session, as its kept messages do).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owed: Vec<String>,
 }
 
 /// "Hand me this detached session": from the node the client resumed on.
@@ -83,6 +87,10 @@ pub struct Handed {
     /// v3: the clients the session watches (its watches move with it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub watching: Vec<ClientId>,
+    /// v3: receipt frames owed to the client as a sender, not yet written
+    /// (they move with the session, as its kept messages do).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

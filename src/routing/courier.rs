@@ -109,6 +109,37 @@ struct Changes {
     wake: Notify,
 }
 
+/// Receipts owed to sender sessions that moved to other nodes (acks mode),
+/// put here by [`Outcomes`], which holds this and not the queue's sender
+/// (see the module comment): the task sends them as notes.
+#[derive(Default)]
+pub struct Forwards {
+    pending: Mutex<Vec<(NodeId, Vec<u8>)>>,
+    wake: Notify,
+}
+
+impl Forwards {
+    /// Puts an encoded hop for `node` aside; refused beyond
+    /// [`QUEUE_CAPACITY`] waiting (a bus away for long).
+    pub fn put(&self, node: NodeId, hop: Vec<u8>) -> bool {
+        let mut pending = self.pending.locked();
+        if pending.len() >= QUEUE_CAPACITY {
+            return false;
+        }
+        let first = pending.is_empty();
+        pending.push((node, hop));
+        drop(pending);
+        if first {
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    fn take(&self) -> Vec<(NodeId, Vec<u8>)> {
+        std::mem::take(&mut *self.pending.locked())
+    }
+}
+
 /// Ids per broadcast, at most (about 70 KB of envelope).
 const CHANGES_PER_BROADCAST: usize = 512;
 
@@ -278,6 +309,7 @@ impl CourierTask {
                     lingering.get_or_insert_with(Instant::now);
                 }
                 () = self.changes.wake.notified() => {}
+                () = self.outcomes.forwards().wake.notified() => {}
                 () = tokio::time::sleep_until(lingering.unwrap_or_else(Instant::now) + LINGER),
                     if lingering.is_some() => flush_quiet = true,
             }
@@ -289,6 +321,13 @@ impl CourierTask {
                     Err(_) => break,
                 }
             }
+            batch.extend(
+                self.outcomes
+                    .forwards()
+                    .take()
+                    .into_iter()
+                    .map(|(node, hop)| (node, Parcel::Note(hop))),
+            );
             let mut packing = self.pack(&mut batch).await;
             // Quiet outcomes travel with whatever goes to their node now;
             // all of them go once they have waited long enough, and a
@@ -324,6 +363,16 @@ impl CourierTask {
         }
         self.broadcast_changes().await;
         // The router is gone: what is still put aside goes now.
+        let mut owed: Vec<(NodeId, Parcel)> = self
+            .outcomes
+            .forwards()
+            .take()
+            .into_iter()
+            .map(|(node, hop)| (node, Parcel::Note(hop)))
+            .collect();
+        for (node, packing) in self.pack(&mut owed).await {
+            self.ship(&node, packing).await;
+        }
         let rest = std::mem::take(&mut *self.quiet.by_node());
         for (node, outcomes) in rest {
             let packing = Packing {

@@ -365,6 +365,38 @@ impl InFlight {
         told
     }
 
+    /// Removes and returns every target of messages from senders `of`
+    /// picks, as `offline` for `reason`: their outcome will not be waited
+    /// for.
+    pub fn give_up_senders(
+        &self,
+        of: impl Fn(&Sender) -> bool,
+        reason: OfflineReason,
+    ) -> Vec<Told> {
+        let mut flights = self.flights();
+        let mut told = Vec::new();
+        flights.retain(|msg_id, flight| {
+            if !of(&flight.sender) {
+                return true;
+            }
+            for l in flight.legs.drain(..) {
+                told.extend(l.leg.targets.into_iter().map(|who| Told {
+                    sender: flight.sender.clone(),
+                    msg_id: *msg_id,
+                    who,
+                    fate: Final::Offline(reason),
+                }));
+            }
+            false
+        });
+        told
+    }
+
+    /// Whether a message of a sender `of` picks still awaits an outcome.
+    pub fn any_sender(&self, of: impl Fn(&Sender) -> bool) -> bool {
+        self.flights().values().any(|f| of(&f.sender))
+    }
+
     /// Messages tracked.
     pub fn len(&self) -> usize {
         self.flights().len()

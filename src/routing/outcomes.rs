@@ -13,9 +13,17 @@
 //! device it is about. `offline` is always told; `delivered` only to a
 //! sender that asked for receipts.
 //!
+//! A sender whose session moved to another node (acks mode: resumed
+//! there, or passed on by a draining node) still hears every outcome of
+//! what it sent from here: the outcome comes back here, and the receipt
+//! follows the session ([`Moved`] says where) as an `owed` hop. A draining
+//! node waits for those outcomes before it leaves
+//! ([`Outcomes::moved_senders_answered`]).
+//!
 //! [`Outcomes`] holds no sender of the courier's queue, so that the
 //! courier task, which reports lost envelopes here, can drain and end once
-//! the routing services are gone.
+//! the routing services are gone; receipts for moved sessions go through
+//! [`Forwards`], which the courier task empties.
 
 use std::sync::Arc;
 
@@ -23,17 +31,29 @@ use smallvec::SmallVec;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
 use super::cache::RouteCache;
+use super::courier::Forwards;
 use super::inflight::{Final, Full, InFlight, Leg, Told, Who};
 use super::liveness::{Liveness, Lost};
+use super::moved::Moved;
 use super::offline::announce::Announcer;
 use crate::bus::BounceTag;
 use crate::hub::{Hub, Sender};
 use crate::metrics::{HopRejection, Metrics};
+use crate::protocol::envelope::{encode_hop, raw_frame};
 use crate::protocol::frames::encode_receipt;
 use crate::protocol::{
-    ClientId, DeviceId, Fate, NodeId, OfflineReason, Outcome, Receipt, ReceiptStatus, Settled,
+    ClientId, DeviceId, Fate, Hop, NodeId, OfflineReason, Outcome, OwedHop, Receipt, ReceiptStatus,
+    Settled,
 };
+
+/// Nodes a receipt may be passed on through after the one that had the
+/// outcome: a session that moved twice while it travelled is followed; a
+/// stale note pointing back is not followed for ever.
+const MAX_OWED_HOPS: u8 = 3;
 
 pub struct Outcomes {
     node: NodeId,
@@ -46,18 +66,38 @@ pub struct Outcomes {
     metrics: Arc<Metrics>,
     /// Every `offline` told here is an `offline` event too.
     announce: Announcer,
+    /// Where sessions handed over from here went (acks mode).
+    moved: Arc<Moved>,
+    /// Receipts for them, for the courier to send.
+    forwards: Arc<Forwards>,
+    /// Woken whenever tracked targets are settled or given up on.
+    settled: Notify,
+}
+
+/// What [`Outcomes`] works with.
+pub struct OutcomesParts {
+    pub node: NodeId,
+    pub hub: Arc<Hub>,
+    pub inflight: InFlight,
+    pub cache: Arc<RouteCache>,
+    pub liveness: Arc<Liveness>,
+    pub metrics: Arc<Metrics>,
+    pub announce: Announcer,
+    pub moved: Arc<Moved>,
 }
 
 impl Outcomes {
-    pub fn new(
-        node: NodeId,
-        hub: Arc<Hub>,
-        inflight: InFlight,
-        cache: Arc<RouteCache>,
-        liveness: Arc<Liveness>,
-        metrics: Arc<Metrics>,
-        announce: Announcer,
-    ) -> Self {
+    pub fn new(parts: OutcomesParts) -> Self {
+        let OutcomesParts {
+            node,
+            hub,
+            inflight,
+            cache,
+            liveness,
+            metrics,
+            announce,
+            moved,
+        } = parts;
         Self {
             node,
             hub,
@@ -66,6 +106,35 @@ impl Outcomes {
             liveness,
             metrics,
             announce,
+            moved,
+            forwards: Arc::default(),
+            settled: Notify::new(),
+        }
+    }
+
+    /// Receipts on their way to sessions that moved (the courier sends
+    /// them).
+    pub fn forwards(&self) -> &Forwards {
+        &self.forwards
+    }
+
+    /// Returns once no message sent from a session that moved away from
+    /// here awaits its outcome (a draining node then has told every such
+    /// sender everything; bound the wait by the caller's deadline).
+    pub async fn moved_senders_answered(&self) {
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            // Registered before the check, so that a settle between the
+            // check and the wait is not missed.
+            settled.as_mut().enable();
+            let waiting = self
+                .inflight
+                .any_sender(|sender| self.moved.node_of(sender.session).is_some());
+            if !waiting {
+                return;
+            }
+            settled.await;
         }
     }
 
@@ -191,6 +260,19 @@ impl Outcomes {
         }
     }
 
+    /// A draining node that can wait no longer: what sessions that moved
+    /// away sent from here and still awaits an outcome is answered
+    /// `offline` (`shutting_down`), and the receipts follow the sessions.
+    pub fn give_up_on_moved_senders(&self) {
+        let told = self.inflight.give_up_senders(
+            |sender| self.moved.node_of(sender.session).is_some(),
+            OfflineReason::ShuttingDown,
+        );
+        for told in told {
+            self.tell(&told);
+        }
+    }
+
     /// Answers `offline` for targets whose outcome is overdue.
     pub fn expire(&self) {
         for told in self.inflight.expired(Instant::now()) {
@@ -199,6 +281,7 @@ impl Outcomes {
     }
 
     fn tell(&self, told: &Told) {
+        self.settled.notify_waiters();
         let fate = match told.fate {
             Final::Delivered => Fate::Delivered,
             Final::Offline(reason) => Fate::Offline(reason),
@@ -234,21 +317,47 @@ impl Outcomes {
             Fate::Delivered if sender.receipt => (ReceiptStatus::Delivered, None),
             Fate::Delivered | Fate::Forwarded(_) => return,
         };
-        let frame = encode_receipt(&Receipt {
+        let frame = Utf8Bytes::from(encode_receipt(&Receipt {
             id: sender.id.as_deref(),
             msg_id,
             status,
             to: Some(to),
             device: Some(device),
             reason,
+        }));
+        self.owe(&sender.client, sender.session, frame, 0);
+    }
+
+    /// Queues a receipt for `client`'s session `session`: here, or where
+    /// the session went if it moved (at most [`MAX_OWED_HOPS`] nodes on).
+    fn owe(&self, client: &ClientId, session: uuid::Uuid, frame: Utf8Bytes, hops: u8) {
+        let refused = match self.hub.get_session(client, session) {
+            Some(s) => s.outbox.owe(frame).err(),
+            None => Some(frame),
+        };
+        let Some(frame) = refused else {
+            return;
+        };
+        // Gone from here: moved (acks mode), or ended.
+        let moved = self.moved.node_of(session).filter(|_| hops < MAX_OWED_HOPS);
+        let passed = moved.is_some_and(|node| {
+            let hop = OwedHop {
+                client: client.clone(),
+                session,
+                hops: hops + 1,
+                frame: raw_frame(&frame),
+            };
+            self.forwards.put(node, encode_hop(&Hop::Owed(hop)))
         });
-        let told = self
-            .hub
-            .get_session(&sender.client, sender.session)
-            .is_some_and(|s| s.outbox.owe(frame.into()).is_ok());
-        if !told {
+        if !passed {
             self.metrics.receipt_undeliverable();
         }
+    }
+
+    /// A receipt for a session that moved here from the node that sent
+    /// it (see the module comment).
+    pub fn accept_owed(&self, hop: &OwedHop<'_>, frame: Utf8Bytes) {
+        self.owe(&hop.client, hop.session, frame, hop.hops);
     }
 }
 

@@ -29,7 +29,7 @@ use super::moved::Moved;
 use super::offline::announce::Announcer;
 use super::offline::last_seen::LastSeenPorts;
 use super::offline::{Offline, Why};
-use super::outcomes::{Outcomes, offline_reason};
+use super::outcomes::{Outcomes, OutcomesParts, offline_reason};
 use super::route::{Route, Sent};
 use super::{Message, RouteError};
 use crate::bus::{Bus, BusError};
@@ -38,7 +38,7 @@ use crate::hub::{Handover, Hub, Outbound, Report};
 use crate::inbox::InboxStore;
 use crate::metrics::{Metrics, SignalFate};
 use crate::presence::{GroupStore, LastSeenStore, SessionRecords};
-use crate::protocol::envelope::encode_hop;
+use crate::protocol::envelope::{encode_hop, raw_frame};
 use crate::protocol::frames::with_field;
 use crate::protocol::{AckStatus, ClientId, GroupId, NodeId, OfflineReason, Recipient};
 use crate::protocol::{Hop, ReadHop, SignalHop};
@@ -100,15 +100,17 @@ impl Router {
     ) -> (Self, CourierTask) {
         let node = liveness.me().node.clone();
         let cache = Arc::new(RouteCache::new(settings.route_cache, ROUTE_CACHE_TTL));
-        let outcomes = Arc::new(Outcomes::new(
-            node.clone(),
-            hub.clone(),
-            InFlight::new(MAX_IN_FLIGHT_HOPS, settings.hop_timeout),
-            cache.clone(),
-            liveness.clone(),
-            metrics.clone(),
-            Announcer::new(node.clone(), ports.events.clone()),
-        ));
+        let moved = Arc::new(Moved::default());
+        let outcomes = Arc::new(Outcomes::new(OutcomesParts {
+            node: node.clone(),
+            hub: hub.clone(),
+            inflight: InFlight::new(MAX_IN_FLIGHT_HOPS, settings.hop_timeout),
+            cache: cache.clone(),
+            liveness: liveness.clone(),
+            metrics: metrics.clone(),
+            announce: Announcer::new(node.clone(), ports.events.clone()),
+            moved: moved.clone(),
+        }));
         let (courier, task) = courier::courier(node.clone(), ports.bus.clone(), outcomes.clone());
         let offline = Arc::new(Offline::new(
             LastSeenPorts {
@@ -138,7 +140,7 @@ impl Router {
             groups: Arc::new(Groups::new(ports.groups, courier.clone())),
             outcomes,
             offline,
-            moved: Arc::default(),
+            moved,
             courier,
             metrics,
             background,
@@ -536,9 +538,4 @@ fn carbon_source(msg: &Message) -> Option<&ClientId> {
         .as_ref()
         .filter(|_| msg.from != *to)
         .map(|_| &msg.from)
-}
-
-/// A frame this node rendered, as the raw JSON value a hop carries.
-fn raw_frame(frame: &str) -> &serde_json::value::RawValue {
-    serde_json::from_str(frame).expect("frames this node renders are JSON")
 }

@@ -3,7 +3,10 @@
 //! SIGTERMed and restarted in turn. Each drain closes its sessions with
 //! 1001; their clients resume them on the other nodes, which take what was
 //! kept for them from the draining node. The ledger: every message acked
-//! `local` or `remote` arrives exactly once; none is answered `offline`.
+//! `local` or `remote` arrives exactly once; none is answered `offline`;
+//! and every accepted send gets exactly `ack.sessions` receipts, also when
+//! its sender's session moved before the recipient confirmed (the
+//! receipts follow a resumed sender).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +31,10 @@ struct Book {
     acked: HashMap<Uuid, (String, AckStatus)>,
     /// msg_id -> how many times its recipient read it.
     received: HashMap<Uuid, u32>,
+    /// msg_id -> the ack's `sessions`.
+    sessions_of: HashMap<Uuid, u32>,
+    /// msg_id -> receipts its sender got.
+    receipts: HashMap<Uuid, u32>,
     /// Frames whose `seq` was not above the last one read (written twice).
     seq_repeats: u64,
     delivered_receipts: u64,
@@ -151,6 +158,28 @@ async fn a_rolling_restart_loses_and_repeats_nothing_for_acks_mode_clients() {
     assert_eq!(book.offline_receipts, 0, "nothing answered offline");
     assert_eq!(offline_acks, 0, "every recipient was always reachable");
     assert_eq!(book.resume_refused, 0);
+    let short: Vec<_> = book
+        .sessions_of
+        .iter()
+        .filter(|(id, n)| book.receipts.get(*id).copied().unwrap_or(0) != **n)
+        .map(|(id, n)| (id, *n, book.receipts.get(id).copied().unwrap_or(0)))
+        .collect();
+    assert!(
+        short.is_empty(),
+        "{} of {} sends got other than ack.sessions receipts (msg_id, sessions, receipts): {:?}",
+        short.len(),
+        book.sessions_of.len(),
+        &short[..short.len().min(5)]
+    );
+    let stray = book
+        .receipts
+        .keys()
+        .filter(|id| !book.acked.contains_key(*id))
+        .count();
+    assert!(
+        stray as u64 <= book.unacked,
+        "receipts only for sends that were acked or whose ack a closed session took with it"
+    );
 }
 
 /// One acks-mode client: sends to random others every [`PACE`], confirms
@@ -251,10 +280,13 @@ async fn client(
                     }
                     Ok(Event::Frame(ServerFrame::Ack(ack))) => {
                         let to = ack.id.and_then(|id| unacked.remove(&id)).expect("an ack for a send");
-                        book.lock().unwrap().acked.insert(ack.msg_id, (to, ack.status));
-                    }
-                    Ok(Event::Frame(ServerFrame::Receipt { status, .. })) => {
                         let mut book = book.lock().unwrap();
+                        book.acked.insert(ack.msg_id, (to, ack.status));
+                        book.sessions_of.insert(ack.msg_id, ack.sessions.unwrap_or(0));
+                    }
+                    Ok(Event::Frame(ServerFrame::Receipt { status, msg_id, .. })) => {
+                        let mut book = book.lock().unwrap();
+                        *book.receipts.entry(msg_id).or_default() += 1;
                         match status {
                             ReceiptStatus::Delivered => book.delivered_receipts += 1,
                             ReceiptStatus::Offline => book.offline_receipts += 1,

@@ -32,12 +32,8 @@ impl Resumption {
             since: adopt.since,
             outbox: Outbox::acks(self.queue),
         });
-        let kept = adopt
-            .kept
-            .into_iter()
-            .map(|k| (k.seq, self.kept_to_outbound(&handle, k)))
-            .collect();
-        handle.outbox.restore(adopt.next_seq, kept);
+        let kept = self.unpack(&handle, adopt.next_seq, adopt.kept, adopt.owed);
+        handle.outbox.restore(kept);
         if let Some(older) = self.router.hub().insert(handle.clone()) {
             older.outbox.close(Disconnect::Replaced);
         }
@@ -81,7 +77,7 @@ impl Resumption {
 
     /// Passes `handle` (with `left` of its window) on to `peer`.
     async fn pass_on(&self, handle: Arc<SessionHandle>, left: Duration, peer: NodeId) {
-        let (next_seq, kept, handovers) = self.pack(&handle, &peer);
+        let packed = self.pack(&handle, &peer);
         let adopt = Request::Adopt(Adopt {
             v: VERSION,
             client: handle.client.clone(),
@@ -89,10 +85,12 @@ impl Resumption {
             session: handle.id,
             since: handle.since,
             window_ms: left.as_millis() as u64,
-            next_seq,
-            kept,
+            next_seq: packed.next_seq,
+            kept: packed.kept,
             watching: self.watches.watched_by(handle.id),
+            owed: packed.owed,
         });
+        let handovers = packed.handovers;
         self.watches.session_ended(handle.id);
         let payload = Bytes::from(serde_json::to_vec(&adopt).expect("serializable"));
         let answer = self

@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::Resumption;
-use crate::hub::{Handover, Outbound, Report, Sender, SessionHandle};
+use crate::hub::{Handover, Kept, Outbound, Report, Sender, SessionHandle};
 use crate::protocol::requests::{Handed, KeptMessage, Request, TakeOver, VERSION};
 use crate::protocol::{Fate, NodeId, Recipient};
 use crate::routing::inflight::Who;
@@ -64,6 +64,17 @@ pub struct Forwarded {
     handle: Arc<SessionHandle>,
     node: NodeId,
     handovers: Vec<Arc<Handover>>,
+}
+
+/// A detached session packed to leave this node ([`Resumption::pack`]).
+pub(super) struct Packed {
+    pub next_seq: u64,
+    /// What was kept, in the wire form.
+    pub kept: Vec<KeptMessage>,
+    /// The kept messages' handovers, for their senders.
+    pub handovers: Vec<Arc<Handover>>,
+    /// Receipt frames owed to the client as a sender.
+    pub owed: Vec<String>,
 }
 
 /// The answer to a request that found nothing (`found: false`).
@@ -134,16 +145,30 @@ impl Resumption {
                 return Err(TakeOverError::Refused(e));
             }
         };
-        let kept = handed
-            .kept
-            .into_iter()
-            .map(|k| (k.seq, self.kept_to_outbound(&handle, k)))
-            .collect();
-        handle.outbox.restore(handed.next_seq, kept);
+        let kept = self.unpack(&handle, handed.next_seq, handed.kept, handed.owed);
+        handle.outbox.restore(kept);
         self.registrar.write_moved(&handle, max_devices).await;
         self.move_watches(&handle, handed.watching).await;
         router.metrics().observe_handover(started.elapsed());
         Ok(())
+    }
+
+    /// What the old node kept for a session, as this node's outbox takes it.
+    pub(super) fn unpack(
+        &self,
+        handle: &SessionHandle,
+        next_seq: u64,
+        kept: Vec<KeptMessage>,
+        owed: Vec<String>,
+    ) -> Kept {
+        Kept {
+            next_seq,
+            messages: kept
+                .into_iter()
+                .map(|k| (k.seq, self.kept_to_outbound(handle, k)))
+                .collect(),
+            owed: owed.into_iter().map(Utf8Bytes::from).collect(),
+        }
     }
 
     /// A kept message from the old node, as an item of this node's outbox
@@ -201,16 +226,18 @@ impl Resumption {
         if handle.device != request.device {
             return (not_found(), None);
         }
-        let (next_seq, kept, handovers) = self.pack(&handle, &request.node);
+        let packed = self.pack(&handle, &request.node);
         tracing::debug!(client = %handle.client, session = %handle.id, to = %request.node,
-            kept = kept.len(), "detached session handed over");
+            kept = packed.kept.len(), owed = packed.owed.len(), "detached session handed over");
         let answer = handed(Handed {
             v: VERSION,
             found: true,
-            next_seq,
-            kept,
+            next_seq: packed.next_seq,
+            kept: packed.kept,
             watching: self.watches.watched_by(handle.id),
+            owed: packed.owed,
         });
+        let handovers = packed.handovers;
         self.watches.session_ended(handle.id);
         let forwarded = Forwarded {
             handle,
@@ -222,22 +249,17 @@ impl Resumption {
 
     /// Takes a claimed detached session out of this node for `to`: the
     /// moved note, out of the hub, its outbox closed and emptied into the
-    /// wire form. Returns the next `seq`, what was kept, and the kept
-    /// messages' handovers (for their senders).
-    pub(super) fn pack(
-        &self,
-        handle: &SessionHandle,
-        to: &NodeId,
-    ) -> (u64, Vec<KeptMessage>, Vec<Arc<Handover>>) {
+    /// wire form.
+    pub(super) fn pack(&self, handle: &SessionHandle, to: &NodeId) -> Packed {
         let router = &self.router;
         router
             .moved()
             .note(&handle.client, &handle.device, to, handle.id);
         router.hub().remove(&handle.client, handle.id);
-        let (next_seq, items) = handle.outbox.take_kept();
-        let mut kept = Vec::with_capacity(items.len());
+        let taken = handle.outbox.take_kept();
+        let mut kept = Vec::with_capacity(taken.messages.len());
         let mut handovers = Vec::new();
-        for (seq, item) in items {
+        for (seq, item) in taken.messages {
             let h = item.handover.as_deref();
             let (to, group) = match h.map(|h| &h.to) {
                 Some(Recipient::Client(to)) => (Some(to.clone()), None),
@@ -257,7 +279,12 @@ impl Resumption {
             handovers.extend(item.handover);
         }
         router.metrics().session_closed();
-        (next_seq, kept, handovers)
+        Packed {
+            next_seq: taken.next_seq,
+            kept,
+            handovers,
+            owed: taken.owed.iter().map(|r| r.as_str().to_owned()).collect(),
+        }
     }
 
     /// Each kept message of a session handed over went to its new node:

@@ -103,8 +103,7 @@ async fn answer(
         && given.as_deref() != Some(signature(secret, body).as_str())
     {
         calls.bad_signature.fetch_add(1, Relaxed);
-        return warp::reply::with_status("bad signature", StatusCode::UNAUTHORIZED)
-            .into_response();
+        return warp::reply::with_status("bad signature", StatusCode::UNAUTHORIZED).into_response();
     }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
