@@ -107,7 +107,11 @@ impl HttpClient {
     }
 
     /// A request to build and send (reqwest's builder).
-    pub fn request(&self, method: reqwest::Method, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        url: impl reqwest::IntoUrl,
+    ) -> reqwest::RequestBuilder {
         self.inner.request(method, url)
     }
 

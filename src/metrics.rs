@@ -58,10 +58,12 @@ pub enum UpgradeRefusal {
     TooManyDevices,
     /// v3: the application's backend refused it (its connect hook).
     Hook,
+    /// v3: over --max-connect-rate (503 busy, with Retry-After).
+    Busy,
 }
 
 impl UpgradeRefusal {
-    const ALL: [(Self, &'static str); 7] = [
+    const ALL: [(Self, &'static str); 8] = [
         (Self::Unauthorized, "unauthorized"),
         (Self::BadRequest, "bad_request"),
         (Self::Origin, "origin"),
@@ -69,6 +71,7 @@ impl UpgradeRefusal {
         (Self::Unavailable, "unavailable"),
         (Self::TooManyDevices, "too_many_devices"),
         (Self::Hook, "hook"),
+        (Self::Busy, "busy"),
     ];
 }
 

@@ -24,6 +24,7 @@ use crate::config::WebhookConfig;
 use crate::events::{EventSink, SinkError, subject};
 use crate::http_client::HttpClient;
 use crate::metrics::Metrics;
+use crate::protocol::jitter;
 
 /// Tries per event, the first included.
 pub const ATTEMPTS: u32 = 6;
@@ -91,11 +92,6 @@ impl Webhook {
             )),
         }
     }
-}
-
-/// A random fraction in [0, 1), for jitter.
-fn jitter() -> f64 {
-    (uuid::Uuid::new_v4().as_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[async_trait]

@@ -283,6 +283,21 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
     pub idle_timeout_ms: u64,
 
+    /// New sessions (connects and resumes) this node admits per second;
+    /// beyond it the upgrade gets 503 busy with a jittered Retry-After, so
+    /// that a reconnect storm is spread instead of queued. 0: no limit.
+    /// The default is about two thirds of what one node registers per
+    /// second on a 2-core machine (BENCHMARKS.md): raise it on larger ones.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECT_RATE", default_value_t = 5_000)]
+    pub max_connect_rate: u32,
+
+    /// A draining node asks each session it closes (1001) to wait a random
+    /// time below this before reconnecting (in the close reason,
+    /// `reconnect_after_ms=`), so that its clients come back spread over
+    /// this window rather than at once. 0: no hint.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_SPREAD_MS", default_value_t = 2_000)]
+    pub drain_spread_ms: u64,
+
     /// Frames per second one session may send on average; frames beyond it
     /// are refused with rate_limited. 0 turns the limit off.
     #[arg(long, env = "SWITCHBOARD_RATE_LIMIT", default_value_t = 100)]

@@ -147,6 +147,10 @@ pub struct Limits {
     pub rate_abuse: Option<Duration>,
     pub api_rate_limit: u32,
     pub api_rate_burst: u32,
+    /// New sessions admitted per second (`--max-connect-rate`); 0: no limit.
+    pub max_connect_rate: u32,
+    /// A draining node's reconnect hints spread over this (0: none).
+    pub drain_spread: Duration,
 }
 
 /// A configuration that cannot work, with the reason and the fix.
@@ -281,6 +285,12 @@ fn limits(args: &ServeArgs) -> Result<Limits, ConfigError> {
         rate_abuse: (args.rate_abuse_ms > 0).then(|| Duration::from_millis(args.rate_abuse_ms)),
         api_rate_limit: args.api_rate_limit,
         api_rate_burst: args.api_rate_burst,
+        max_connect_rate: args.max_connect_rate,
+        drain_spread: Duration::from_millis(in_range(
+            "drain-spread-ms",
+            args.drain_spread_ms,
+            0..=60_000,
+        )?),
     })
 }
 

@@ -150,6 +150,7 @@ async fn admit(
     check_origin(node, headers)?;
     let (client, device, wants, claims) = identify(node, headers, query)?;
     check_serving(node)?;
+    check_connect_rate(node)?;
     ask_the_application(node, &client, &device, peer, claims.as_ref()).await?;
     let on_upgrade = on_upgrade.ok_or_else(|| {
         Refused::bad_request(
@@ -219,6 +220,26 @@ fn check_serving(node: &Node) -> Result<(), Refused> {
         ));
     }
     Ok(())
+}
+
+/// Under `--max-connect-rate` (v3): beyond it, 503 `busy` with a jittered
+/// `Retry-After`, before anything costly (the connect hook, the
+/// registration) is done for the connection. A resume counts too: in a
+/// storm, resumes are the storm.
+fn check_connect_rate(node: &Node) -> Result<(), Refused> {
+    let Err(seconds) = node.connects().admit(crate::protocol::jitter()) else {
+        return Ok(());
+    };
+    let message = format!(
+        "this node admits at most {} new sessions a second; retry after {seconds} s",
+        node.config().limits.max_connect_rate
+    );
+    let status = StatusCode::SERVICE_UNAVAILABLE;
+    let mut refused = Refused::new(UpgradeRefusal::Busy, status, "busy", &message);
+    refused.refusal = refused
+        .refusal
+        .with_header(header::RETRY_AFTER, HeaderValue::from(seconds));
+    Err(refused)
 }
 
 /// A place under `--max-sessions`.

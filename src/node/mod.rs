@@ -27,6 +27,7 @@
 //!    ends;
 //! 5. the bus and the presence store are closed.
 
+pub mod admission;
 mod listener;
 pub mod status;
 mod upkeep;
@@ -104,6 +105,8 @@ pub struct Node {
     auth: Option<JwtVerifier>,
     /// The `--max-sessions` cap.
     slots: Slots,
+    /// The `--max-connect-rate` admission (v3).
+    connects: admission::ConnectLimiter,
     /// Every task the node starts (sessions, background work): shutdown
     /// waits for them.
     tasks: TaskTracker,
@@ -175,6 +178,11 @@ impl Node {
 
     pub fn slots(&self) -> &Slots {
         &self.slots
+    }
+
+    /// How many new sessions a second this node admits.
+    pub fn connects(&self) -> &admission::ConnectLimiter {
+        &self.connects
     }
 
     pub fn tasks(&self) -> &TaskTracker {
@@ -289,6 +297,7 @@ impl Node {
         let node = Arc::new(Node {
             auth,
             slots: Slots::new(max_sessions),
+            connects: admission::ConnectLimiter::new(config.limits.max_connect_rate),
             config,
             backends,
             metrics,
@@ -448,7 +457,10 @@ impl Lifetime {
         let give_up = deadline
             .checked_sub(DRAIN_RESERVE)
             .unwrap_or_else(Instant::now);
-        let wait_until = give_up.min(Instant::now() + DRAIN_WAIT_FOR_RESUMES);
+        // Clients asked to wait before reconnecting (--drain-spread-ms)
+        // get that long more.
+        let spread = node.config().limits.drain_spread;
+        let wait_until = give_up.min(Instant::now() + DRAIN_WAIT_FOR_RESUMES + spread);
         if !resumption.resumed_by(wait_until).await {
             // Upkeep has stopped: look at which nodes are alive now, to
             // pass sessions on only to those (and to all of them).

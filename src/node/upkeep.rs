@@ -62,10 +62,15 @@ pub async fn run(node: Arc<Node>) {
     // longer than the node TTL, and a heartbeat delayed that long would
     // make every other node think this one dead.
     let mut restoring: Option<(u64, JoinHandle<bool>)> = None;
+    // A draining node beats on while it keeps detached sessions: their
+    // clients may come back a while after the 1001 (--drain-spread-ms),
+    // and a node that stopped beating would be written off, and its
+    // sessions' fields swept, before they do.
+    let kept_until = node.resumption().drain_over().clone();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            () = node.shutdown.cancelled() => return,
+            () = kept_until.cancelled() => return,
         }
         // For the metrics: what detached sessions keep, as of this tick.
         node.metrics

@@ -314,7 +314,7 @@ pub async fn run(
     if let Some(resume) = env.resume.as_ref().filter(|_| acks && ending.detaches()) {
         let why = ending.disconnect();
         if !matches!(ending, Ending::Gone) {
-            let _ = Box::pin(close_socket(&mut ws, why, env.limits.write_timeout)).await;
+            let _ = Box::pin(close_socket(&mut ws, why, &env.limits)).await;
         }
         // A detached session keeps its slot (it still holds memory and a
         // presence field), so that connecting and dropping cannot pile up
@@ -372,7 +372,7 @@ async fn finish(env: &Env, handle: &SessionHandle, ws: Option<Socket>, ending: E
             .undelivered(&handle.client, &handle.device, rest.messages, why)
             .await;
         if let (Ending::Close(why), Some(mut ws)) = (ending, ws) {
-            let _ = close_socket(&mut ws, why, timeout).await;
+            let _ = close_socket(&mut ws, why, &env.limits).await;
         }
         env.metrics.session_closed();
         return;
@@ -380,7 +380,7 @@ async fn finish(env: &Env, handle: &SessionHandle, ws: Option<Socket>, ending: E
     match (ending, ws) {
         (Ending::Close(why), Some(mut ws)) => {
             let _ = write_outbound(&mut ws, router, handle, Vec::new(), rest, timeout).await;
-            let _ = close_socket(&mut ws, why, timeout).await;
+            let _ = close_socket(&mut ws, why, &env.limits).await;
         }
         (Ending::SlowConsumer, ws) => {
             env.metrics.slow_consumer();
@@ -388,7 +388,7 @@ async fn finish(env: &Env, handle: &SessionHandle, ws: Option<Socket>, ending: E
                 .undelivered(&handle.client, &handle.device, rest.messages, why)
                 .await;
             if let Some(mut ws) = ws {
-                let _ = close_socket(&mut ws, Disconnect::SlowConsumer, timeout).await;
+                let _ = close_socket(&mut ws, Disconnect::SlowConsumer, &env.limits).await;
             }
         }
         // The socket is done: the echo of the client's close went out when

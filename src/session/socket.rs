@@ -8,7 +8,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 
 use super::Socket;
+use crate::config::Limits;
 use crate::hub::{Batch, SessionHandle};
+use crate::protocol::frames::going_away_reason;
 use crate::protocol::{Disconnect, Fate, OfflineReason};
 use crate::routing::Router;
 
@@ -82,16 +84,25 @@ pub(super) async fn write_outbound(
     written
 }
 
-/// Sends the close frame for `why`, within `timeout`.
+/// Sends the close frame for `why`, within the write timeout.
 pub(super) async fn close_socket(
     ws: &mut Socket,
     why: Disconnect,
-    timeout: Duration,
+    limits: &Limits,
 ) -> Result<(), WriteError> {
+    // A draining node spreads its clients' return (v3): each 1001 asks for
+    // a wait picked at random below --drain-spread-ms.
+    let reason = match why {
+        Disconnect::GoingAway if !limits.drain_spread.is_zero() => Utf8Bytes::from(
+            going_away_reason(limits.drain_spread.mul_f64(crate::protocol::jitter())),
+        ),
+        _ => Utf8Bytes::from_static(why.reason()),
+    };
     let frame = CloseFrame {
         code: CloseCode::from(why.code()),
-        reason: Utf8Bytes::from_static(why.reason()),
+        reason,
     };
+    let timeout = limits.write_timeout;
     match tokio::time::timeout(timeout, ws.close(Some(frame))).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(WriteError::Socket(e)),

@@ -16,7 +16,7 @@ const SECRET: &str = "test-secret";
 
 async fn refused(node: &switchboard::runtime::RunningNode, identity: Identity) -> (u16, String) {
     match within(Client::connect(&ws_url(node), identity)).await {
-        Err(ClientError::Refused { status, body }) => (status, body),
+        Err(ClientError::Refused { status, body, .. }) => (status, body),
         Ok(c) => panic!("connected as {:?}", c.welcome()),
         Err(e) => panic!("unexpected error {e}"),
     }

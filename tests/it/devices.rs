@@ -170,7 +170,7 @@ async fn a_device_beyond_the_cap_is_refused_with_409() {
         ..Default::default()
     };
     match connect_with(&node, Identity::Name("bob".into()), &options).await {
-        Err(ClientError::Refused { status, body }) => {
+        Err(ClientError::Refused { status, body, .. }) => {
             assert_eq!(status, 409);
             let body: serde_json::Value = serde_json::from_str(&body).unwrap();
             assert_eq!(body["error"], "too_many_devices", "{body}");
@@ -204,7 +204,7 @@ async fn a_device_beyond_the_cap_is_refused_with_409() {
         ..Default::default()
     };
     match connect_with(&node, Identity::Name("bob".into()), &bad).await {
-        Err(ClientError::Refused { status, body }) => {
+        Err(ClientError::Refused { status, body, .. }) => {
             assert_eq!(status, 400);
             assert!(body.contains("invalid_device_id"), "{body}");
         }

@@ -113,7 +113,7 @@ async fn the_connect_hook_bans_with_the_backends_answer_and_sees_the_claims() {
         ))
     };
     match Client::connect(&ws_url(&node), token("mallory")).await {
-        Err(ClientError::Refused { status, body }) => {
+        Err(ClientError::Refused { status, body, .. }) => {
             assert_eq!(status, 403);
             let body: serde_json::Value = serde_json::from_str(&body).unwrap();
             assert_eq!(body["error"], "banned");
@@ -268,7 +268,7 @@ async fn a_failing_backend_is_refused_closed_and_let_through_open() {
             .await;
         let started = Instant::now();
         match Client::connect(&ws_url(&closed), Identity::Name("alice".into())).await {
-            Err(ClientError::Refused { status, body }) => {
+            Err(ClientError::Refused { status, body, .. }) => {
                 assert_eq!(status, 503, "{cause}");
                 assert!(body.contains("hook_unavailable"), "{cause}: {body}");
             }

@@ -131,6 +131,8 @@ fn help_shows_every_flag_with_its_environment_twin() {
         ("--idle-timeout-ms", "SWITCHBOARD_IDLE_TIMEOUT_MS"),
         ("--rate-abuse-ms", "SWITCHBOARD_RATE_ABUSE_MS"),
         ("--api-rate-limit", "SWITCHBOARD_API_RATE_LIMIT"),
+        ("--max-connect-rate", "SWITCHBOARD_MAX_CONNECT_RATE"),
+        ("--drain-spread-ms", "SWITCHBOARD_DRAIN_SPREAD_MS"),
     ] {
         assert!(
             help.contains(flag) && help.contains(env),

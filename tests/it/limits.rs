@@ -167,7 +167,7 @@ async fn sessions_beyond_the_cap_get_503_until_one_leaves() {
     ))
     .await
     {
-        Err(ClientError::Refused { status, body }) => {
+        Err(ClientError::Refused { status, body, .. }) => {
             assert_eq!(status, 503);
             assert_eq!(json(&body)["error"], "at_capacity");
         }

@@ -39,6 +39,7 @@ mod route_cache;
 mod scaled_backends;
 mod slow_consumer;
 mod status;
+mod storms;
 mod takeover;
 mod timing;
 mod watch;

@@ -432,7 +432,7 @@ async fn a_detached_session_counts_against_max_sessions_until_it_ends() {
     )
     .await
     {
-        Err(switchboard_client::ClientError::Refused { status, body }) => {
+        Err(switchboard_client::ClientError::Refused { status, body, .. }) => {
             assert_eq!(status, 503);
             assert!(body.contains("at_capacity"), "{body}");
         }

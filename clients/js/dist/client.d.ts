@@ -156,6 +156,10 @@ export declare class Client {
     private confirmTimer;
     private retryTimer;
     private attempt;
+    /** A busy node's Retry-After: no connect before this (ms since epoch). */
+    private notBefore;
+    /** A draining node's hint for the next reconnect, in ms. */
+    private hintMs;
     private wanted;
     private readyWaiters;
     constructor(options: ConnectOptions);

@@ -1,5 +1,7 @@
 import { Closed, ConnectionLost, QueueFull, SwitchboardError, fromFrame, } from "./errors.js";
 import { CloseCode } from "./protocol.js";
+/** The close reason of a draining node names when to come back (v3). */
+const RECONNECT_HINT = /reconnect_after_ms=(\d+)/;
 /** At most this many ids in one `watch` frame (the protocol's limit). */
 const WATCH_CHUNK = 256;
 const OPEN = 1;
@@ -47,6 +49,10 @@ export class Client {
         this.confirmTimer = null;
         this.retryTimer = null;
         this.attempt = 0;
+        /** A busy node's Retry-After: no connect before this (ms since epoch). */
+        this.notBefore = 0;
+        /** A draining node's hint for the next reconnect, in ms. */
+        this.hintMs = null;
         this.wanted = true;
         this.readyWaiters = [];
         if (!options.clientId && !options.token && !options.getToken) {
@@ -327,6 +333,20 @@ export class Client {
             return;
         const ws = new this.Socket(url);
         this.ws = ws;
+        const answers = ws;
+        if (typeof answers.on === "function") {
+            answers.on("unexpected-response", (req, res) => {
+                const header = res.headers["retry-after"];
+                const seconds = Number(Array.isArray(header) ? header[0] : header);
+                if (res.statusCode === 503 && Number.isFinite(seconds) && seconds > 0) {
+                    this.notBefore = Date.now() + seconds * 1000;
+                }
+                res.resume?.();
+                req.destroy();
+                // Ends the attempt: onclose follows (1006), then the retry.
+                answers.terminate?.();
+            });
+        }
         let welcomed = false;
         ws.onmessage = (event) => {
             const text = typeof event.data === "string" ? event.data : String(event.data);
@@ -405,6 +425,8 @@ export class Client {
     }
     lost(code, reason) {
         this.clearConfirmTimer();
+        const hint = RECONNECT_HINT.exec(reason ?? "");
+        this.hintMs = hint ? Math.min(Number(hint[1]), 60000) : null;
         this.emit("disconnect", { code, reason });
         // Sent, not acked: the node may or may not have routed them.
         for (const [, pending] of this.inFlight) {
@@ -441,9 +463,13 @@ export class Client {
         const settings = this.options.reconnect || {};
         const initial = settings.initialDelayMs ?? 500;
         const max = settings.maxDelayMs ?? 30000;
-        // Full jitter: anywhere up to the doubled ceiling.
+        // Full jitter: anywhere up to the doubled ceiling; a draining node's
+        // hint instead when it gave one; never before a busy node's
+        // Retry-After.
         const ceiling = Math.min(max, initial * 2 ** this.attempt);
-        const delay = Math.random() * ceiling;
+        const backoff = this.hintMs ?? Math.random() * ceiling;
+        this.hintMs = null;
+        const delay = Math.max(backoff, this.notBefore - Date.now());
         this.attempt += 1;
         this.emit("retry", { attempt: this.attempt, delayMs: delay });
         this.retryTimer = setTimeout(() => {

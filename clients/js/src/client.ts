@@ -38,6 +38,17 @@ export interface WebSocketLike {
 
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
+/** What `ws` (Node) adds: the handshake's HTTP answer when it is not 101,
+ * so that a busy node's `Retry-After` can be honoured. Browsers do not
+ * show a refused handshake's status or headers to pages. */
+interface HandshakeAnswers {
+  on(event: "unexpected-response", listener: (req: { destroy(): void }, res: { statusCode?: number; headers: Record<string, string | string[] | undefined>; resume?(): void }) => void): void;
+  terminate?(): void;
+}
+
+/** The close reason of a draining node names when to come back (v3). */
+const RECONNECT_HINT = /reconnect_after_ms=(\d+)/;
+
 /** Where the client is in its life. */
 export type State = "connecting" | "open" | "reconnecting" | "closed";
 
@@ -209,6 +220,10 @@ export class Client {
   private confirmTimer: ReturnType<typeof setTimeout> | null = null;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private attempt = 0;
+  /** A busy node's Retry-After: no connect before this (ms since epoch). */
+  private notBefore = 0;
+  /** A draining node's hint for the next reconnect, in ms. */
+  private hintMs: number | null = null;
   private wanted = true;
   private readyWaiters: Array<{ resolve: (w: WelcomeFrame) => void; reject: (e: SwitchboardError) => void }> = [];
 
@@ -510,6 +525,20 @@ export class Client {
     if (!this.wanted) return;
     const ws = new this.Socket(url);
     this.ws = ws;
+    const answers = ws as unknown as Partial<HandshakeAnswers>;
+    if (typeof answers.on === "function") {
+      answers.on("unexpected-response", (req, res) => {
+        const header = res.headers["retry-after"];
+        const seconds = Number(Array.isArray(header) ? header[0] : header);
+        if (res.statusCode === 503 && Number.isFinite(seconds) && seconds > 0) {
+          this.notBefore = Date.now() + seconds * 1000;
+        }
+        res.resume?.();
+        req.destroy();
+        // Ends the attempt: onclose follows (1006), then the retry.
+        answers.terminate?.();
+      });
+    }
     let welcomed = false;
     ws.onmessage = (event) => {
       const text = typeof event.data === "string" ? event.data : String(event.data);
@@ -582,6 +611,8 @@ export class Client {
 
   private lost(code: number, reason: string): void {
     this.clearConfirmTimer();
+    const hint = RECONNECT_HINT.exec(reason ?? "");
+    this.hintMs = hint ? Math.min(Number(hint[1]), 60_000) : null;
     this.emit("disconnect", { code, reason });
     // Sent, not acked: the node may or may not have routed them.
     for (const [, pending] of this.inFlight) {
@@ -616,9 +647,13 @@ export class Client {
     const settings = this.options.reconnect || {};
     const initial = settings.initialDelayMs ?? 500;
     const max = settings.maxDelayMs ?? 30_000;
-    // Full jitter: anywhere up to the doubled ceiling.
+    // Full jitter: anywhere up to the doubled ceiling; a draining node's
+    // hint instead when it gave one; never before a busy node's
+    // Retry-After.
     const ceiling = Math.min(max, initial * 2 ** this.attempt);
-    const delay = Math.random() * ceiling;
+    const backoff = this.hintMs ?? Math.random() * ceiling;
+    this.hintMs = null;
+    const delay = Math.max(backoff, this.notBefore - Date.now());
     this.attempt += 1;
     this.emit("retry", { attempt: this.attempt, delayMs: delay });
     this.retryTimer = setTimeout(() => {

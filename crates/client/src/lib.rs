@@ -46,6 +46,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::stream::BoxStream;
 use futures_util::{SinkExt, StreamExt};
@@ -66,6 +67,17 @@ use switchboard_protocol::{
     AckFrame, ConversationsFrame, ErrorCode, HistoryFrame, PageRange, ServerFrame, Thread,
     WatchingFrame,
 };
+
+impl ClientError {
+    /// v3: how long the node asked this client to wait before trying
+    /// again (503 `busy` with `Retry-After`), if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Refused { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
 
 /// How a client proves who it is.
 #[derive(Debug, Clone)]
@@ -148,7 +160,13 @@ pub enum Event {
 pub enum ClientError {
     /// The node answered the handshake with an HTTP error.
     #[error("node refused the connection: HTTP {status}: {body}")]
-    Refused { status: u16, body: String },
+    Refused {
+        status: u16,
+        body: String,
+        /// v3: the node's `Retry-After` (503 `busy`, over its connect
+        /// rate): do not try again sooner.
+        retry_after: Option<Duration>,
+    },
     #[error("connection failed: {0}")]
     Connect(String),
     /// The node said something this client does not understand.
@@ -373,6 +391,12 @@ impl Client {
             .map_err(|e| match e {
                 tokio_tungstenite::tungstenite::Error::Http(response) => ClientError::Refused {
                     status: response.status().as_u16(),
+                    retry_after: response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs),
                     body: response
                         .body()
                         .as_deref()

@@ -7,7 +7,10 @@
 //! closed by a draining node with 1001) it reconnects to the node URLs in
 //! turn with exponential backoff and full jitter, presenting its resume
 //! token and the last `seq` it read: the node hands back every message
-//! after it, once, in order. A fresh identity is asked for on every
+//! after it, once, in order. It never tries again sooner than a node's
+//! `Retry-After` (503 `busy`, v3), and after a draining node's 1001 it
+//! waits the `reconnect_after_ms` the close reason names, so that a
+//! drained node's clients come back spread. A fresh identity is asked for on every
 //! connect, so expiring tokens are renewed. The clients it watches (v3
 //! presence) are watched again by a fresh session; a resumed one kept
 //! them.
@@ -31,7 +34,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use switchboard_protocol::{
-    ConversationsFrame, HistoryFrame, PageRange, ServerFrame, Thread, WatchingFrame,
+    ConversationsFrame, HistoryFrame, PageRange, ServerFrame, Thread, WatchingFrame, jitter,
 };
 
 use crate::{Client, ClientError, ConnectOptions, Event, Identity, To, Welcome};
@@ -89,7 +92,18 @@ impl ResumingClient {
             ..options
         };
         let mut next_url = 0;
-        let client = dial(&urls, &mut next_url, &mut identity, &options).await?;
+        // A busy node (over its connect rate) says when to come back.
+        let mut attempt = 0;
+        let client = loop {
+            match dial(&urls, &mut next_url, &mut identity, &options).await {
+                Ok(client) => break client,
+                Err(e) if attempt + 1 < MAX_ATTEMPTS && e.retry_after().is_some() => {
+                    attempt += 1;
+                    tokio::time::sleep(e.retry_after().unwrap_or_default()).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         Ok(Self {
             token: client.welcome().resume_token.clone(),
             client,
@@ -210,8 +224,15 @@ impl ResumingClient {
                 Ok(Event::Closed { code, reason }) if !resumable(code) => {
                     return Err(ClientError::Closed { code, reason });
                 }
-                Ok(Event::Closed { .. }) | Err(_) => {
-                    let resumed = self.reconnect().await?;
+                Ok(Event::Closed { reason, .. }) => {
+                    // A draining node's hint: come back after it.
+                    let hint = switchboard_protocol::frames::reconnect_hint(&reason);
+                    let resumed = self.reconnect(hint).await?;
+                    let node = self.client.welcome().node.clone();
+                    return Ok(Happening::Reconnected { resumed, node });
+                }
+                Err(_) => {
+                    let resumed = self.reconnect(None).await?;
                     let node = self.client.welcome().node.clone();
                     return Ok(Happening::Reconnected { resumed, node });
                 }
@@ -231,15 +252,21 @@ impl ResumingClient {
         }
     }
 
-    /// Reconnects with backoff and full jitter, resuming when it can.
-    /// Returns whether the session was taken back.
-    async fn reconnect(&mut self) -> Result<bool, ClientError> {
-        let mut last_error = None;
+    /// Reconnects with backoff and full jitter (the first wait is the
+    /// node's `hint` when it gave one), never sooner than a `Retry-After`,
+    /// resuming when it can. Returns whether the session was taken back.
+    async fn reconnect(&mut self, hint: Option<Duration>) -> Result<bool, ClientError> {
+        let mut last_error: Option<ClientError> = None;
         for attempt in 0..MAX_ATTEMPTS {
             let ceiling = BACKOFF_BASE
                 .saturating_mul(1 << attempt.min(16))
                 .min(BACKOFF_CAP);
-            tokio::time::sleep(ceiling.mul_f64(jitter())).await;
+            let backoff = match (attempt, hint) {
+                (0, Some(hint)) => hint,
+                _ => ceiling.mul_f64(jitter()),
+            };
+            let not_before = last_error.as_ref().and_then(ClientError::retry_after);
+            tokio::time::sleep(backoff.max(not_before.unwrap_or_default())).await;
             self.options.resume = self.token.clone().map(|t| (t, self.last_seq));
             let dialed = dial(
                 &self.urls,
@@ -310,9 +337,4 @@ async fn dial(
 /// a newer session of its device (4001), or a frame too large (1009).
 fn resumable(code: Option<u16>) -> bool {
     !matches!(code, Some(1000 | 4001 | 1009 | 1007))
-}
-
-/// A uniform number in [0, 1), from a random UUID (no RNG dependency).
-fn jitter() -> f64 {
-    (uuid::Uuid::new_v4().as_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64
 }

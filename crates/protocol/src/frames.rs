@@ -253,6 +253,30 @@ impl Disconnect {
     }
 }
 
+/// The key of a draining node's reconnect hint in its 1001 close reason
+/// (Switchboard, v3): `node shutting down; reconnect_after_ms=1234`.
+pub const RECONNECT_HINT: &str = "reconnect_after_ms=";
+
+/// The 1001 close reason of a draining node that asks the client to wait
+/// `after` before it reconnects (spreading the return of its sessions).
+pub fn going_away_reason(after: std::time::Duration) -> String {
+    format!(
+        "{}; {RECONNECT_HINT}{}",
+        Disconnect::GoingAway.reason(),
+        after.as_millis()
+    )
+}
+
+/// The reconnect hint in a close reason, if it has one: how long the
+/// node asks the client to wait before it reconnects.
+pub fn reconnect_hint(reason: &str) -> Option<std::time::Duration> {
+    let (_, rest) = reason.split_once(RECONNECT_HINT)?;
+    let digits: &str = &rest[..rest.bytes().take_while(u8::is_ascii_digit).count()];
+    // At most a minute: a hint is a spread, never a ban.
+    let ms: u64 = digits.parse().ok()?;
+    Some(std::time::Duration::from_millis(ms.min(60_000)))
+}
+
 /// A frame the server refused, ready to be answered with an `error` frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameError {
@@ -1191,6 +1215,24 @@ pub struct MessageFrame {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_going_away_reason_carries_its_hint_and_fits_a_close_frame() {
+        let reason = going_away_reason(std::time::Duration::from_millis(1234));
+        assert_eq!(reason, "node shutting down; reconnect_after_ms=1234");
+        assert!(reason.len() <= 123, "a close reason is at most 123 bytes");
+        assert_eq!(
+            reconnect_hint(&reason),
+            Some(std::time::Duration::from_millis(1234))
+        );
+        assert_eq!(reconnect_hint("node shutting down"), None);
+        assert_eq!(reconnect_hint("reconnect_after_ms="), None);
+        assert_eq!(
+            reconnect_hint("reconnect_after_ms=99999999"),
+            Some(std::time::Duration::from_secs(60)),
+            "capped"
+        );
+    }
     use super::*;
 
     fn err(text: &str) -> FrameError {
