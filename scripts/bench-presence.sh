@@ -96,7 +96,7 @@ stop_nodes
 
 # 4. A login storm: clients that watch each other connect within seconds.
 start_nodes
-run storm storm --url "$URLS" --pids "$REDIS_PID,$NATS_PID" "${MONITOR[@]}" --sessions "$STORM" --watch "$STORM_WATCH" --within "$STORM_WITHIN" --redis-url "$REDIS"
+run storm watch-storm --url "$URLS" --pids "$REDIS_PID,$NATS_PID" "${MONITOR[@]}" --sessions "$STORM" --watch "$STORM_WATCH" --within "$STORM_WITHIN" --redis-url "$REDIS"
 stop_nodes
 
 python3 - "$WORK/results.jsonl" "$WORK/commands.txt" "$("$NATS_SERVER" --version)" "$("$REDIS_SERVER" --version | sed 's/ sha=.*//')" <<'PY'

@@ -4,7 +4,7 @@
 # set with `switchboard bench`, and writes BENCHMARKS.md. Everything it
 # starts, it stops. Every run is bounded in time.
 #
-#   scripts/bench.sh            # full run (~40 minutes on 2 cores)
+#   scripts/bench.sh            # full run (~45 minutes on 2 cores)
 #   QUICK=1 scripts/bench.sh    # short windows, for trying the script
 #   OUT=/tmp/b.md scripts/bench.sh
 #
@@ -341,3 +341,5 @@ QUICK=$QUICK scripts/bench-presence.sh >>"$OUT"
 # History and backend hooks (v3): servers of their own as well.
 QUICK=$QUICK scripts/bench-history.sh >>"$OUT"
 QUICK=$QUICK scripts/bench-hooks.sh >>"$OUT"
+# Reconnect storms (v3): three nodes of their own.
+QUICK=$QUICK scripts/bench-storm.sh >>"$OUT"

@@ -11,9 +11,11 @@
 //!   long the nodes take to write back all their presence records.
 //! - `switchboard bench drain --messages 1000`: an inbox of that many
 //!   stored messages, drained on connect (time to the last one).
-//! - `switchboard bench fanout`, `watch-idle`, `storm` (v3 presence): a
+//! - `switchboard bench fanout`, `watch-idle`, `watch-storm` (v3 presence): a
 //!   change fanned out to many watchers, memory per watch, a login storm
 //!   of clients that watch each other; `--mode signal` drives signals.
+//! - `switchboard bench storm` (v3): a reconnect storm, a node of N
+//!   sessions killed or drained, the time until all are back elsewhere.
 //! - `switchboard bench history` (v3): memory per kept message, sync on
 //!   login, reads of pages and conversation lists.
 //! - `switchboard bench hook-backend` (v3): a backend that allows every
@@ -37,6 +39,7 @@ mod inbox;
 mod presence;
 mod report;
 mod sessions;
+mod storm;
 mod traffic;
 mod watch;
 
@@ -80,7 +83,10 @@ pub enum BenchCommand {
     /// Node (and Redis) memory per watch, every session watching many.
     WatchIdle(watch::WatchIdleArgs),
     /// N clients that watch each other connect within a few seconds.
-    Storm(watch::StormArgs),
+    WatchStorm(watch::StormArgs),
+    /// A reconnect storm: N sessions on one node, which is killed or
+    /// drained; how fast and at what cost they are back on the others.
+    Storm(storm::StormArgs),
     /// History (v3): Redis memory per message, sync on login, reads of
     /// pages and conversation lists (run traffic beside it).
     History(history::HistoryArgs),
@@ -285,7 +291,8 @@ pub async fn run(args: BenchArgs) -> i32 {
         Some(BenchCommand::Drain(a)) => inbox::drain(a).await,
         Some(BenchCommand::Fanout(a)) => watch::fanout(a).await,
         Some(BenchCommand::WatchIdle(a)) => watch::watch_idle(a).await,
-        Some(BenchCommand::Storm(a)) => watch::storm(a).await,
+        Some(BenchCommand::WatchStorm(a)) => watch::storm(a).await,
+        Some(BenchCommand::Storm(a)) => storm::storm(a).await,
         Some(BenchCommand::History(a)) => history::run(a).await,
         Some(BenchCommand::HookBackend(a)) => return hook_backend::run(a).await,
     };

@@ -92,7 +92,7 @@ pub struct StormArgs {
     pub redis_url: Option<String>,
 }
 
-fn source(common: &Common, i: usize) -> Option<IpAddr> {
+pub(super) fn source(common: &Common, i: usize) -> Option<IpAddr> {
     let sources = common.sources.max(1) as usize;
     Some(IpAddr::from([127, 0, 0, 2 + (i % sources) as u8]))
 }

@@ -1,0 +1,487 @@
+//! `switchboard bench storm`: a reconnect storm (v3). N sessions on one
+//! node (the first `--url`); that node is SIGKILLed (`--how kill`) or
+//! drained (`--how drain`, SIGTERM); every client comes back to the other
+//! nodes the way the clients do: after a drain's `reconnect_after_ms`
+//! hint, else with exponential backoff and full jitter (100 ms doubling to
+//! 5 s), never before a busy node's `Retry-After`; in acks mode resuming
+//! its session. Reports when 50 / 99 / 100 % are registered again, the
+//! connect attempts' latency, refusals by reason, Redis commands per
+//! reconnect and the servers' CPU, and, with `--rate`, what traffic sent
+//! to the storm's clients during it became: acked and received, acked and
+//! lost, answered `offline`.
+//!
+//! Every client is a task of this process: with the file limit at 20,000
+//! per process, N up to about 19,000.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde_json::json;
+use switchboard::lock::Locked;
+use switchboard::protocol::frames::reconnect_hint;
+use switchboard::protocol::{AckStatus, ServerFrame};
+use switchboard_client::{Client, ClientError, ConnectOptions, Event, Identity};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::report::Latencies;
+use super::watch::redis_info;
+use super::{BenchResult, Common, open_session, sample_servers};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum How {
+    /// SIGKILL: a crash.
+    Kill,
+    /// SIGTERM: a drain (rolling restart).
+    Drain,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StormArgs {
+    /// The first URL is the node the sessions start on (the one stopped);
+    /// the others are where they come back.
+    #[command(flatten)]
+    pub common: Common,
+
+    /// Sessions on the stopped node.
+    #[arg(long, default_value_t = 5000)]
+    pub sessions: usize,
+
+    /// Acks mode: sessions resume (nothing lost in a drain).
+    #[arg(long)]
+    pub acks: bool,
+
+    /// The stopped node's process id (on this machine).
+    #[arg(long)]
+    pub victim_pid: i32,
+
+    #[arg(long, value_enum, default_value = "kill")]
+    pub how: How,
+
+    /// The presence Redis, to count its commands per reconnect.
+    #[arg(long)]
+    pub redis_url: Option<String>,
+
+    /// Messages per second sent to the storm's clients, from a survivor,
+    /// from a second before the stop until all are back (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+
+    /// Longest the storm may take.
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
+}
+
+/// What the storm's clients saw.
+#[derive(Default)]
+struct Tally {
+    /// Time from the stop to each client's next welcome, in ms.
+    back_ms: Mutex<Vec<u64>>,
+    resumed: AtomicU64,
+    refused: Mutex<HashMap<String, u64>>,
+    failed: AtomicU64,
+    /// Messages received, by body number (the sender's count).
+    received: Mutex<HashMap<u64, u32>>,
+}
+
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+pub async fn storm(args: StormArgs) -> BenchResult {
+    let (victim, survivors) = args
+        .common
+        .urls
+        .split_first()
+        .filter(|(_, rest)| !rest.is_empty())
+        .ok_or("--url: the node to stop first, then at least one other")?;
+    let run = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
+    let options = ConnectOptions {
+        acks: args.acks,
+        ..ConnectOptions::default()
+    };
+    let tally = Arc::new(Tally::default());
+    let attempts = Arc::new(Latencies::new());
+    let stopped = Arc::new(tokio::sync::OnceCell::<Instant>::new());
+    let done = CancellationToken::new();
+
+    // 1. Everyone on the victim (256 connects at once).
+    let gate = Arc::new(Semaphore::new(256));
+    let mut clients = Vec::with_capacity(args.sessions);
+    for i in 0..args.sessions {
+        let permit = gate.clone().acquire_owned().await.expect("open");
+        let name = format!("st{run}-{i}");
+        let options = ConnectOptions {
+            local_addr: super::watch::source(&args.common, i),
+            ..options.clone()
+        };
+        let victim = victim.clone();
+        clients.push(tokio::spawn(async move {
+            // The victim admits at its --max-connect-rate too: wait as told.
+            let mut tries = 0;
+            let client = loop {
+                match Client::connect_with(&victim, Identity::Name(name.clone()), &options).await {
+                    Err(e) if tries < 30 && e.retry_after().is_some() => {
+                        tries += 1;
+                        tokio::time::sleep(e.retry_after().unwrap_or_default()).await;
+                    }
+                    other => break other.map_err(|e| format!("{name} cannot connect to {victim}: {e}")),
+                }
+            };
+            drop(permit);
+            client
+        }));
+    }
+    let mut opened = Vec::with_capacity(args.sessions);
+    for c in clients {
+        opened.push(c.await.map_err(|e| e.to_string())??);
+    }
+    eprintln!("{} sessions on {victim}", opened.len());
+    let tasks: Vec<_> = opened
+        .into_iter()
+        .enumerate()
+        .map(|(i, client)| {
+            let c = StormClient {
+                name: format!("st{run}-{i}"),
+                survivors: survivors.to_vec(),
+                next: i,
+                options: ConnectOptions {
+                    local_addr: super::watch::source(&args.common, i),
+                    ..options.clone()
+                },
+                tally: tally.clone(),
+                attempts: attempts.clone(),
+                stopped: stopped.clone(),
+            };
+            tokio::spawn(c.live(client, done.clone()))
+        })
+        .collect();
+
+    // 2. Traffic to them from a survivor, from a second before the stop.
+    let sender = (args.rate > 0).then(|| {
+        let survivor = survivors[0].clone();
+        let names: Vec<String> = (0..args.sessions).map(|i| format!("st{run}-{i}")).collect();
+        let done = done.clone();
+        let rate = args.rate;
+        tokio::spawn(async move { send_traffic(survivor, names, rate, done).await })
+    });
+    if sender.is_some() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // 3. Stop the victim.
+    let redis_before = match &args.redis_url {
+        Some(url) => Some(redis_info(url, "total_commands_processed").await?),
+        None => None,
+    };
+    // The survivors' CPU and --pids' (the victim's is not the storm's).
+    let survivors_only = Common {
+        urls: survivors.to_vec(),
+        ..args.common.clone()
+    };
+    let before = sample_servers(&survivors_only).await;
+    let signal = match args.how {
+        How::Kill => libc::SIGKILL,
+        How::Drain => libc::SIGTERM,
+    };
+    let started = Instant::now();
+    let _ = stopped.set(started);
+    // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+    if unsafe { libc::kill(args.victim_pid, signal) } != 0 {
+        return Err(format!(
+            "cannot signal --victim-pid {}: {}",
+            args.victim_pid,
+            std::io::Error::last_os_error()
+        ));
+    }
+    let deadline = started + Duration::from_secs_f64(args.timeout);
+    loop {
+        let back = tally.back_ms.locked().len() + tally.failed.load(Relaxed) as usize;
+        if back >= args.sessions || Instant::now() >= deadline {
+            break;
+        }
+        eprint!("\r{back} of {} back after {:.1} s   ", args.sessions, started.elapsed().as_secs_f64());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let storm_s = started.elapsed().as_secs_f64();
+    let after = sample_servers(&survivors_only).await;
+    let redis_commands = match (&args.redis_url, redis_before) {
+        (Some(url), Some(before)) => Some(redis_info(url, "total_commands_processed").await? - before),
+        _ => None,
+    };
+    // Traffic: let what is on its way arrive, then stop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    done.cancel();
+    let sent = match sender {
+        Some(task) => Some(task.await.map_err(|e| e.to_string())?),
+        None => None,
+    };
+    for t in tasks {
+        let _ = t.await;
+    }
+
+    let mut back = std::mem::take(&mut *tally.back_ms.locked());
+    back.sort_unstable();
+    let at = |q: f64| -> Option<u64> {
+        let n = (q * args.sessions as f64).ceil() as usize;
+        back.get(n.saturating_sub(1)).copied()
+    };
+    let refused: HashMap<String, u64> = tally.refused.locked().clone();
+    let attempts = attempts.summary();
+    let received = tally.received.locked();
+    let traffic = sent.map(|sent| {
+        let lost = sent
+            .delivered_or_kept
+            .iter()
+            .filter(|n| !received.contains_key(n))
+            .count();
+        let twice = received.values().filter(|c| **c > 1).count();
+        json!({
+            "sent": sent.sent, "acked_routed": sent.delivered_or_kept.len(),
+            "acked_offline": sent.offline, "errors": sent.errors,
+            "lost": lost, "duplicates": twice,
+        })
+    });
+    let cpu = after.cpu_seconds - before.cpu_seconds;
+    let result = json!({
+        "kind": "storm",
+        "how": match args.how { How::Kill => "kill", How::Drain => "drain" },
+        "acks": args.acks,
+        "sessions": args.sessions,
+        "back": back.len(),
+        "resumed": tally.resumed.load(Relaxed),
+        "failed": tally.failed.load(Relaxed),
+        "t50_ms": at(0.5), "t99_ms": at(0.99), "t100_ms": (back.len() == args.sessions).then(|| back.last().copied()).flatten(),
+        "connect_p50_ms": attempts.p50_us as f64 / 1000.0,
+        "connect_p99_ms": attempts.p99_us as f64 / 1000.0,
+        "attempts": attempts.count,
+        "refused": refused,
+        "redis_commands_per_reconnect": redis_commands.map(|c| c / args.sessions as f64),
+        "server_cpu_s": cpu,
+        "server_cores": cpu / storm_s,
+        "storm_s": storm_s,
+        "traffic": traffic,
+    });
+    eprintln!(
+        "\nstorm ({:?}{}) of {}: 50% back after {:?} ms, 99% {:?} ms, all {:?} ms; \
+         connect attempts p50 {:.1} / p99 {:.1} ms ({} attempts); refused {:?}; \
+         Redis commands per reconnect {:?}; survivors + --pids {:.2} CPU s; traffic {}",
+        args.how,
+        if args.acks { ", acks" } else { "" },
+        args.sessions,
+        at(0.5),
+        at(0.99),
+        result["t100_ms"],
+        attempts.p50_us as f64 / 1000.0,
+        attempts.p99_us as f64 / 1000.0,
+        attempts.count,
+        refused,
+        result["redis_commands_per_reconnect"],
+        cpu,
+        result["traffic"],
+    );
+    if args.common.json {
+        println!("{result}");
+    }
+    Ok(())
+}
+
+/// One client of the storm.
+struct StormClient {
+    name: String,
+    survivors: Vec<String>,
+    next: usize,
+    options: ConnectOptions,
+    tally: Arc<Tally>,
+    attempts: Arc<Latencies>,
+    stopped: Arc<tokio::sync::OnceCell<Instant>>,
+}
+
+impl StormClient {
+    /// Reads (confirming in acks mode) until the connection ends, comes
+    /// back, and reads on until `done`.
+    async fn live(mut self, client: Client, done: CancellationToken) {
+        let mut resume = client.welcome().resume_token.clone();
+        let mut last_seq = 0u64;
+        let mut came_back = false;
+        let mut client = client;
+        loop {
+            let ended = self.read(&mut client, &mut last_seq, &done).await;
+            let Some(hint) = ended else { return };
+            // The old socket goes before the new one opens: 15,000 of each
+            // at once would pass the file limit.
+            drop(client);
+            if came_back {
+                return; // a survivor went away too: not this bench's subject
+            }
+            came_back = true;
+            let options = ConnectOptions {
+                resume: resume.clone().map(|t| (t, last_seq)),
+                ..self.options.clone()
+            };
+            match self.come_back(hint, &options, &done).await {
+                Some(c) => {
+                    if c.welcome().resumed == Some(true) {
+                        self.tally.resumed.fetch_add(1, Relaxed);
+                    } else {
+                        last_seq = 0;
+                    }
+                    resume = c.welcome().resume_token.clone();
+                    client = c;
+                }
+                None => {
+                    self.tally.failed.fetch_add(1, Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads until the connection ends (its reconnect hint, if any) or
+    /// `done` (`None`).
+    async fn read(
+        &self,
+        client: &mut Client,
+        last_seq: &mut u64,
+        done: &CancellationToken,
+    ) -> Option<Option<Duration>> {
+        loop {
+            let event = tokio::select! {
+                () = done.cancelled() => return None,
+                event = client.next_event() => event,
+            };
+            match event {
+                Ok(Event::Frame(ServerFrame::Message(m))) => {
+                    if let Some(n) = m.body.as_u64() {
+                        *self.tally.received.locked().entry(n).or_default() += 1;
+                    }
+                    if let Some(seq) = m.seq {
+                        *last_seq = seq;
+                        let _ = client.confirm(seq).await;
+                    }
+                }
+                Ok(Event::Frame(_)) => {}
+                Ok(Event::Closed { reason, .. }) => return Some(reconnect_hint(&reason)),
+                Err(_) => return Some(None),
+            }
+        }
+    }
+
+    /// Reconnects to the survivors in turn: the hint first, then backoff
+    /// with full jitter, never before a Retry-After.
+    async fn come_back(
+        &mut self,
+        hint: Option<Duration>,
+        options: &ConnectOptions,
+        done: &CancellationToken,
+    ) -> Option<Client> {
+        let mut not_before = Duration::ZERO;
+        for attempt in 0..30u32 {
+            let backoff = match (attempt, hint) {
+                (0, Some(hint)) => hint,
+                _ => BACKOFF_BASE
+                    .saturating_mul(1 << attempt.min(16))
+                    .min(BACKOFF_CAP)
+                    .mul_f64(switchboard::protocol::jitter()),
+            };
+            tokio::select! {
+                () = done.cancelled() => return None,
+                () = tokio::time::sleep(backoff.max(not_before)) => {}
+            }
+            let url = &self.survivors[self.next % self.survivors.len()];
+            self.next += 1;
+            let started = Instant::now();
+            let dialed = tokio::time::timeout(
+                Duration::from_secs(10),
+                Client::connect_with(url, Identity::Name(self.name.clone()), options),
+            )
+            .await;
+            self.attempts
+                .record(self.next, started.elapsed().as_micros() as u64);
+            match dialed {
+                Ok(Ok(client)) => {
+                    let since = self.stopped.get().map_or(0, |s| s.elapsed().as_millis() as u64);
+                    self.tally.back_ms.locked().push(since);
+                    return Some(client);
+                }
+                Ok(Err(e)) => {
+                    let reason = match &e {
+                        ClientError::Refused { status, body, .. } => {
+                            let code = serde_json::from_str::<serde_json::Value>(body)
+                                .ok()
+                                .and_then(|b| b["error"].as_str().map(str::to_owned))
+                                .unwrap_or_default();
+                            format!("{status} {code}")
+                        }
+                        _ => "connect".to_owned(),
+                    };
+                    *self.tally.refused.locked().entry(reason).or_default() += 1;
+                    not_before = e.retry_after().unwrap_or_default();
+                }
+                Err(_) => {
+                    *self.tally.refused.locked().entry("timeout".into()).or_default() += 1;
+                }
+            }
+        }
+        None
+    }
+}
+
+/// What the sender's acks said.
+struct Sent {
+    sent: u64,
+    /// Body numbers acked `local` or `remote` (to arrive, or be kept for a
+    /// detached session).
+    delivered_or_kept: Vec<u64>,
+    offline: u64,
+    errors: u64,
+}
+
+/// Sends numbered messages to `names` in turn at `rate` until `done`.
+async fn send_traffic(url: String, names: Vec<String>, rate: u64, done: CancellationToken) -> Sent {
+    let mut out = Sent {
+        sent: 0,
+        delivered_or_kept: Vec::new(),
+        offline: 0,
+        errors: 0,
+    };
+    let options = ConnectOptions::default();
+    let Ok(mut client) = open_session(&url, "storm-sender", None, &options).await else {
+        return out;
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    let mut numbers: HashMap<String, u64> = HashMap::new();
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            () = done.cancelled() => break,
+            _ = tick.tick() => {
+                let to = &names[n as usize % names.len()];
+                let id = n.to_string();
+                if client.send(to, &json!(n), Some(&id), false).await.is_err() {
+                    break;
+                }
+                numbers.insert(id, n);
+                n += 1;
+                out.sent += 1;
+            }
+            event = client.next_event() => match event {
+                Ok(Event::Frame(ServerFrame::Ack(ack))) => {
+                    let number = ack.id.as_deref().and_then(|id| numbers.remove(id));
+                    match (ack.status, number) {
+                        (AckStatus::Offline, _) => out.offline += 1,
+                        (_, Some(number)) => out.delivered_or_kept.push(number),
+                        _ => {}
+                    }
+                }
+                Ok(Event::Frame(ServerFrame::Error { .. })) => out.errors += 1,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    out
+}
