@@ -29,7 +29,10 @@ async fn upgrade_answer(addr: std::net::SocketAddr, client: &str) -> String {
 #[tokio::test]
 async fn over_the_connect_rate_an_upgrade_gets_busy_with_retry_after_and_the_node_stays_ready() {
     // 50/s: bursts of a tenth of a second's worth, 5, at once.
-    let node = new_node().flags(&["--max-connect-rate", "50"]).start().await;
+    let node = new_node()
+        .flags(&["--max-connect-rate", "50"])
+        .start()
+        .await;
     let addr = node.local_addr();
     let mut admitted = 0;
     let mut refusals = Vec::new();
@@ -41,7 +44,10 @@ async fn over_the_connect_rate_an_upgrade_gets_busy_with_retry_after_and_the_nod
             refusals.push(answer);
         }
     }
-    assert_eq!(admitted, 5, "a tenth of a second's worth at once, then busy");
+    assert_eq!(
+        admitted, 5,
+        "a tenth of a second's worth at once, then busy"
+    );
     for answer in &refusals {
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
         let retry: u64 = answer

@@ -128,7 +128,9 @@ pub async fn storm(args: StormArgs) -> BenchResult {
                         tries += 1;
                         tokio::time::sleep(e.retry_after().unwrap_or_default()).await;
                     }
-                    other => break other.map_err(|e| format!("{name} cannot connect to {victim}: {e}")),
+                    other => {
+                        break other.map_err(|e| format!("{name} cannot connect to {victim}: {e}"));
+                    }
                 }
             };
             drop(permit);
@@ -203,13 +205,19 @@ pub async fn storm(args: StormArgs) -> BenchResult {
         if back >= args.sessions || Instant::now() >= deadline {
             break;
         }
-        eprint!("\r{back} of {} back after {:.1} s   ", args.sessions, started.elapsed().as_secs_f64());
+        eprint!(
+            "\r{back} of {} back after {:.1} s   ",
+            args.sessions,
+            started.elapsed().as_secs_f64()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let storm_s = started.elapsed().as_secs_f64();
     let after = sample_servers(&survivors_only).await;
     let redis_commands = match (&args.redis_url, redis_before) {
-        (Some(url), Some(before)) => Some(redis_info(url, "total_commands_processed").await? - before),
+        (Some(url), Some(before)) => {
+            Some(redis_info(url, "total_commands_processed").await? - before)
+        }
         _ => None,
     };
     // Traffic: let what is on its way arrive, then stop.
@@ -403,7 +411,10 @@ impl StormClient {
                 .record(self.next, started.elapsed().as_micros() as u64);
             match dialed {
                 Ok(Ok(client)) => {
-                    let since = self.stopped.get().map_or(0, |s| s.elapsed().as_millis() as u64);
+                    let since = self
+                        .stopped
+                        .get()
+                        .map_or(0, |s| s.elapsed().as_millis() as u64);
                     self.tally.back_ms.locked().push(since);
                     return Some(client);
                 }
@@ -422,7 +433,12 @@ impl StormClient {
                     not_before = e.retry_after().unwrap_or_default();
                 }
                 Err(_) => {
-                    *self.tally.refused.locked().entry("timeout".into()).or_default() += 1;
+                    *self
+                        .tally
+                        .refused
+                        .locked()
+                        .entry("timeout".into())
+                        .or_default() += 1;
                 }
             }
         }
