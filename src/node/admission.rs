@@ -34,6 +34,13 @@ struct ConnectState {
 /// tenth keeps the admitted ones arriving at the pace they are served.
 const BURST_PER_SECOND: u32 = 10;
 
+/// The burst for `rate`: a tenth of a second's worth, but at least the
+/// smaller of a second's worth and 10 (a bucket of one token refuses most
+/// of a small rate's randomly timed arrivals).
+fn burst(rate: u32) -> u32 {
+    (rate / BURST_PER_SECOND).max(rate.min(10)).max(1)
+}
+
 /// The longest Retry-After given, in seconds.
 pub const MAX_RETRY_AFTER_S: u64 = 60;
 
@@ -43,7 +50,7 @@ impl ConnectLimiter {
         Self {
             rate,
             state: Mutex::new(ConnectState {
-                bucket: TokenBucket::new(rate, (rate / BURST_PER_SECOND).max(1)),
+                bucket: TokenBucket::new(rate, burst(rate)),
                 refused: 0,
                 since: Instant::now(),
             }),
@@ -84,11 +91,11 @@ mod tests {
     fn connects_beyond_the_rate_wait_over_the_backlog() {
         let now = Instant::now();
         let limiter = ConnectLimiter::new(50);
-        for _ in 0..5 {
+        for _ in 0..10 {
             assert_eq!(
                 limiter.admit_at(now, 0.5),
                 Ok(()),
-                "a second's worth at once"
+                "a burst's worth at once"
             );
         }
         // 450 more in the same instant: 9 seconds of backlog at 50/s.

@@ -28,7 +28,8 @@ async fn upgrade_answer(addr: std::net::SocketAddr, client: &str) -> String {
 
 #[tokio::test]
 async fn over_the_connect_rate_an_upgrade_gets_busy_with_retry_after_and_the_node_stays_ready() {
-    // 50/s: bursts of a tenth of a second's worth, 5, at once.
+    // 50/s: bursts of 10 at once (a tenth of a second's worth, at least
+    // 10).
     let node = new_node()
         .flags(&["--max-connect-rate", "50"])
         .start()
@@ -36,7 +37,7 @@ async fn over_the_connect_rate_an_upgrade_gets_busy_with_retry_after_and_the_nod
     let addr = node.local_addr();
     let mut admitted = 0;
     let mut refusals = Vec::new();
-    for i in 0..12 {
+    for i in 0..20 {
         let answer = upgrade_answer(addr, &format!("c{i}")).await;
         if answer.starts_with("HTTP/1.1 101") {
             admitted += 1;
@@ -44,10 +45,7 @@ async fn over_the_connect_rate_an_upgrade_gets_busy_with_retry_after_and_the_nod
             refusals.push(answer);
         }
     }
-    assert_eq!(
-        admitted, 5,
-        "a tenth of a second's worth at once, then busy"
-    );
+    assert_eq!(admitted, 10, "a burst's worth at once, then busy");
     for answer in &refusals {
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
         let retry: u64 = answer
@@ -70,7 +68,7 @@ async fn over_the_connect_rate_an_upgrade_gets_busy_with_retry_after_and_the_nod
     assert_eq!(status, 200);
     let (_, metrics) = http(&node, "GET", "/metrics", &[], None).await;
     assert!(
-        metrics.contains(r#"switchboard_upgrades_refused_total{reason="busy"} 7"#),
+        metrics.contains(r#"switchboard_upgrades_refused_total{reason="busy"} 10"#),
         "{metrics}"
     );
 }
@@ -113,10 +111,12 @@ async fn resuming_clients_wait_for_retry_after_and_all_get_in() {
         .parse()
         .unwrap();
     eprintln!("busy: {CLIENTS} resuming clients at 5/s in after {took:?}, {refused} refusals");
-    // Clients that retried on their backoff (100 ms, doubling) instead of
-    // the node's Retry-After would be refused several times each.
+    // Honouring Retry-After (whole seconds, plus up to one at random), a
+    // client over the burst is refused about once (15-17 refusals for 20
+    // clients, all in after 4.4-5.8 s, in two runs); one retrying on its
+    // own backoff (100 ms, doubling) would be refused five or six times.
     assert!(
-        refused <= 2 * CLIENTS as u64,
+        refused <= 3 * CLIENTS as u64,
         "{refused} refusals: a client retried before its Retry-After"
     );
     assert!(refused >= (CLIENTS - 5) as u64, "the rate held");

@@ -531,7 +531,9 @@ export class Client {
         const header = res.headers["retry-after"];
         const seconds = Number(Array.isArray(header) ? header[0] : header);
         if (res.statusCode === 503 && Number.isFinite(seconds) && seconds > 0) {
-          this.notBefore = Date.now() + seconds * 1000;
+          // Whole seconds: up to one more at random, so that clients told
+          // the same second do not all come back at the same instant.
+          this.notBefore = Date.now() + seconds * 1000 + Math.random() * 1000;
         }
         res.resume?.();
         req.destroy();

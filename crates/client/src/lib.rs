@@ -77,6 +77,15 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// v3: how long to wait before trying again after this error, when the
+    /// node said (`Retry-After`): that long plus up to a second more at
+    /// random, since `Retry-After` counts whole seconds and clients told
+    /// the same second must not all come back at the same instant.
+    pub fn retry_wait(&self) -> Option<Duration> {
+        self.retry_after()
+            .map(|after| after + Duration::from_secs(1).mul_f64(switchboard_protocol::jitter()))
+    }
 }
 
 /// How a client proves who it is.

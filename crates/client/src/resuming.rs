@@ -99,7 +99,7 @@ impl ResumingClient {
                 Ok(client) => break client,
                 Err(e) if attempt + 1 < MAX_ATTEMPTS && e.retry_after().is_some() => {
                     attempt += 1;
-                    tokio::time::sleep(e.retry_after().unwrap_or_default()).await;
+                    tokio::time::sleep(e.retry_wait().unwrap_or_default()).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -265,7 +265,7 @@ impl ResumingClient {
                 (0, Some(hint)) => hint,
                 _ => ceiling.mul_f64(jitter()),
             };
-            let not_before = last_error.as_ref().and_then(ClientError::retry_after);
+            let not_before = last_error.as_ref().and_then(ClientError::retry_wait);
             tokio::time::sleep(backoff.max(not_before.unwrap_or_default())).await;
             self.options.resume = self.token.clone().map(|t| (t, self.last_seq));
             let dialed = dial(

@@ -3,7 +3,8 @@
 //! drained (`--how drain`, SIGTERM); every client comes back to the other
 //! nodes the way the clients do: after a drain's `reconnect_after_ms`
 //! hint, else with exponential backoff and full jitter (100 ms doubling to
-//! 5 s), never before a busy node's `Retry-After`; in acks mode resuming
+//! 5 s), never before a busy node's `Retry-After` (plus up to a second at
+//! random, as the clients do); in acks mode resuming
 //! its session. Reports when 50 / 99 / 100 % are registered again, the
 //! connect attempts' latency, refusals by reason, Redis commands per
 //! reconnect and the servers' CPU, and, with `--rate`, what traffic sent
@@ -126,7 +127,7 @@ pub async fn storm(args: StormArgs) -> BenchResult {
                 match Client::connect_with(&victim, Identity::Name(name.clone()), &options).await {
                     Err(e) if tries < 30 && e.retry_after().is_some() => {
                         tries += 1;
-                        tokio::time::sleep(e.retry_after().unwrap_or_default()).await;
+                        tokio::time::sleep(e.retry_wait().unwrap_or_default()).await;
                     }
                     other => {
                         break other.map_err(|e| format!("{name} cannot connect to {victim}: {e}"));
@@ -430,7 +431,7 @@ impl StormClient {
                         _ => "connect".to_owned(),
                     };
                     *self.tally.refused.locked().entry(reason).or_default() += 1;
-                    not_before = e.retry_after().unwrap_or_default();
+                    not_before = e.retry_wait().unwrap_or_default();
                 }
                 Err(_) => {
                     *self
