@@ -133,9 +133,9 @@ impl Bus for MemoryBus {
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(_)) => Err(BusError::unavailable(format!("node {node} did not answer"))),
-            Err(_) => Err(BusError::unavailable(format!(
-                "node {node} did not answer within {timeout:?}"
-            ))),
+            Err(_) => Err(BusError::NoAnswer {
+                what: format!("node {node} did not answer within {timeout:?}"),
+            }),
         }
     }
 

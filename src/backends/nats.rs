@@ -332,9 +332,9 @@ impl Bus for NatsBus {
         match tokio::time::timeout(timeout, request).await {
             Ok(Ok(answer)) => Ok(answer.payload),
             Ok(Err(e)) => Err(BusError::caused(format!("request to node {node}"), e)),
-            Err(_) => Err(BusError::unavailable(format!(
-                "node {node} did not answer within {timeout:?}"
-            ))),
+            Err(_) => Err(BusError::NoAnswer {
+                what: format!("node {node} did not answer within {timeout:?}"),
+            }),
         }
     }
 

@@ -112,6 +112,10 @@ pub enum BusError {
     /// The envelope is larger than the bus accepts.
     #[error("envelope of {size} bytes exceeds the bus limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
+    /// A request got no answer within its timeout: the other node may or
+    /// may not have acted on it (it may be alive but busy).
+    #[error("bus request not answered: {what}")]
+    NoAnswer { what: String },
 }
 
 impl BusError {

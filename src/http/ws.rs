@@ -268,7 +268,22 @@ async fn open_or_resume(
     let resumed = match (&wants.resume, &env.resume) {
         (Some(token), Some(resume)) if wants.acks => {
             match resume.keys.verify(token, &client, &device) {
-                Ok(session) => Box::pin(session::take_back(env, &client, &device, session)).await,
+                Ok(session) => Box::pin(session::take_back(env, &client, &device, session))
+                    .await
+                    .map_err(|e| {
+                        // Not a fresh session: that would forfeit what is
+                        // kept for this one. The client comes back shortly.
+                        let mut refused = Refused::unavailable(
+                            "unavailable",
+                            "this node could not take the session to resume over just now \
+                             (its presence store or the session's node did not answer); retry here shortly",
+                        );
+                        tracing::debug!(%client, error = %e, "resume deferred");
+                        refused.refusal = refused
+                            .refusal
+                            .with_header(header::RETRY_AFTER, HeaderValue::from(1u64));
+                        refused
+                    })?,
                 Err(e) => {
                     tracing::debug!(%client, error = %e, "resume refused");
                     None

@@ -467,7 +467,10 @@ impl Lifetime {
             if let Err(e) = upkeep::beat(&node).await {
                 tracing::warn!(error = %crate::cause::chain(&e), "no fresh view of the live nodes; passing sessions on by the last one");
             }
-            let passed = tokio::time::timeout_at(give_up, resumption.pass_on_detached()).await;
+            // Ends by the deadline by itself (what is left is answered
+            // offline); the timeout is a last resort against a stuck peer.
+            let passed =
+                tokio::time::timeout_at(deadline, resumption.pass_on_detached(give_up)).await;
             if passed.is_err() || resumption.detached_sessions() > 0 {
                 tracing::warn!(
                     left = resumption.detached_sessions(),

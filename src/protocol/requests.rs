@@ -91,6 +91,10 @@ pub struct Handed {
     /// (they move with the session, as its kept messages do).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owed: Vec<String>,
+    /// v3: not here, but handed on to this node lately (a draining node
+    /// passed it on): ask there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_to: Option<NodeId>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -45,7 +45,7 @@ use crate::metrics::Metrics;
 use crate::protocol::frames::{WelcomeExtras, encode_welcome};
 use crate::protocol::{ClientId, DeviceId, Disconnect, ErrorCode, Fate, NodeId, now_ms};
 use crate::resume::ResumeKeys;
-use crate::routing::{RegisterError, Registrar, Resumption, Router, Watches};
+use crate::routing::{RegisterError, Registrar, Resumption, Router, TakeOverError, Watches};
 
 /// The socket type of a session: a WebSocket over hyper's upgraded
 /// connection.
@@ -214,13 +214,15 @@ pub async fn open(
 
 /// Takes back `client`'s detached session `session` on `device` (its
 /// token checked): from this node's detached sessions, or from the node
-/// that holds it (`routing::resumption`).
+/// that holds it (`routing::resumption`). `Ok(None)`: it cannot be taken
+/// back (the client gets a fresh session); `Err`: it may still be, but not
+/// now (the presence store could not be read: the client should retry).
 pub async fn take_back(
     env: &Env,
     client: &ClientId,
     device: &DeviceId,
     session: Uuid,
-) -> Option<Arc<SessionHandle>> {
+) -> Result<Option<Arc<SessionHandle>>, TakeOverError> {
     let handle = match env.resumption.claim(client, session) {
         Some(handle) => handle,
         None => {
@@ -238,9 +240,16 @@ pub async fn take_back(
                 .resumption
                 .take_over(handle.clone(), env.limits.max_devices)
                 .await;
-            if let Err(e) = taken {
-                tracing::debug!(%client, %session, error = %e, "resume refused");
-                return None;
+            match taken {
+                Ok(()) => {}
+                Err(e @ TakeOverError::Unavailable(_)) => {
+                    tracing::debug!(%client, %session, error = %e, "resume deferred");
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::debug!(%client, %session, error = %e, "resume refused");
+                    return Ok(None);
+                }
             }
             env.metrics.session_opened();
             handle
@@ -248,7 +257,7 @@ pub async fn take_back(
     };
     env.metrics.resumed();
     tracing::debug!(%client, %session, "session resumed");
-    Some(handle)
+    Ok(Some(handle))
 }
 
 /// Runs an open session on its upgraded socket, to the end (or until it

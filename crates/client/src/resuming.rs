@@ -266,6 +266,11 @@ impl ResumingClient {
                 _ => ceiling.mul_f64(jitter()),
             };
             let not_before = last_error.as_ref().and_then(ClientError::retry_wait);
+            if not_before.is_some() {
+                // "Come back after": to the same node (a resume it could
+                // not finish yet may be finished there).
+                self.next_url = self.next_url.wrapping_sub(1);
+            }
             tokio::time::sleep(backoff.max(not_before.unwrap_or_default())).await;
             self.options.resume = self.token.clone().map(|t| (t, self.last_seq));
             let dialed = dial(

@@ -41,6 +41,8 @@ pub struct Resumption {
     drain_over: CancellationToken,
     /// The bounds of an adopted session's queue.
     queue: QueueLimits,
+    /// Hand-over answers given lately, for a repeated request.
+    handed: takeover::RecentlyHanded,
 }
 
 impl Resumption {
@@ -58,6 +60,7 @@ impl Resumption {
             watches,
             drain_over: CancellationToken::new(),
             queue,
+            handed: takeover::RecentlyHanded::default(),
         }
     }
 

@@ -12,12 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::time::Instant;
 
 use super::Resumption;
 use super::takeover::{Forwarded, TAKEOVER_TIMEOUT, handed};
 use crate::hub::{Outbox, SessionHandle};
 use crate::protocol::requests::{Adopt, Handed, Request, VERSION};
 use crate::protocol::{Disconnect, Fate, NodeId, OfflineReason};
+
+/// Sessions passed on at once by a draining node.
+const PASS_ON_AT_ONCE: usize = 64;
 
 impl Resumption {
     /// A draining node passes a detached session on: this node keeps it,
@@ -53,9 +58,10 @@ impl Resumption {
     }
 
     /// A draining node: passes every session still detached here on to
-    /// the other live nodes in turn (see [`adopt`](Self::adopt)); what no
-    /// node takes is answered `offline` (`shutting_down`).
-    pub async fn pass_on_detached(self: &Arc<Self>) {
+    /// the other live nodes in turn (see [`adopt`](Self::adopt)), many at
+    /// once; what no node takes, or what is not on its way by `until`, is
+    /// answered `offline` (`shutting_down`).
+    pub async fn pass_on_detached(self: &Arc<Self>, until: Instant) {
         let me = self.router.node();
         let peers: Vec<NodeId> = self
             .router
@@ -64,15 +70,25 @@ impl Resumption {
             .into_iter()
             .filter(|n| n != me)
             .collect();
-        for (i, parked) in self.detached.claim_all().into_iter().enumerate() {
-            let (handle, left) = (parked.handle.clone(), parked.left());
-            let Some(peer) = (!peers.is_empty()).then(|| peers[i % peers.len()].clone()) else {
-                self.end_detached(&handle, OfflineReason::ShuttingDown)
-                    .await;
-                continue;
-            };
-            self.pass_on(handle, left, peer).await;
-        }
+        // Many at once: one at a time, a drained node of thousands of
+        // sessions spent seconds here, and those still waiting at the
+        // deadline were neither passed on nor answered.
+        let parked = self.detached.claim_all();
+        let peers = &peers;
+        futures_util::stream::iter(parked.into_iter().enumerate())
+            .for_each_concurrent(PASS_ON_AT_ONCE, |(i, parked)| async move {
+                let (handle, left) = (parked.handle.clone(), parked.left());
+                match (!peers.is_empty()).then(|| peers[i % peers.len()].clone()) {
+                    Some(peer) if Instant::now() < until => {
+                        self.pass_on(handle, left, peer).await;
+                    }
+                    _ => {
+                        self.end_detached(&handle, OfflineReason::ShuttingDown)
+                            .await;
+                    }
+                }
+            })
+            .await;
     }
 
     /// Passes `handle` (with `left` of its window) on to `peer`.

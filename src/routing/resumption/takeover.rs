@@ -40,6 +40,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::Resumption;
+use crate::bus::BusError;
 use crate::hub::{Handover, Kept, Outbound, Report, Sender, SessionHandle};
 use crate::protocol::requests::{Handed, KeptMessage, Request, TakeOver, VERSION};
 use crate::protocol::{Fate, NodeId, Recipient};
@@ -55,6 +56,12 @@ pub enum TakeOverError {
     Unknown,
     #[error("the session's node did not hand it over: {0}")]
     Refused(String),
+    /// Not now (the presence store or the holder did not answer, or the
+    /// session is on its way to this node): it may well be kept, so the
+    /// client should try again rather than start afresh (which would
+    /// forfeit what was kept for it).
+    #[error("not now: {0}")]
+    Unavailable(String),
 }
 
 /// The kept messages of a session handed to `node`, whose senders are
@@ -75,6 +82,44 @@ pub(super) struct Packed {
     pub handovers: Vec<Arc<Handover>>,
     /// Receipt frames owed to the client as a sender.
     pub owed: Vec<String>,
+}
+
+/// Hand-over answers given lately, by session, for a repeat of the same
+/// request by the same node (see [`Resumption::hand_over`]). Bounded by
+/// time: entries older than [`HANDED_KEPT_FOR`] are dropped whenever one is
+/// added.
+#[derive(Default)]
+pub struct RecentlyHanded {
+    answers: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, (NodeId, Bytes, Instant)>>,
+}
+
+/// How long a hand-over answer is kept for a repeat: the asking node waits
+/// [`TAKEOVER_TIMEOUT`], and its client comes back within its backoff.
+const HANDED_KEPT_FOR: Duration = Duration::from_secs(10);
+
+impl RecentlyHanded {
+    fn remember(&self, session: uuid::Uuid, node: &NodeId, answer: &Bytes) {
+        let mut answers = crate::lock::Locked::locked(&self.answers);
+        answers.retain(|_, (_, _, at)| at.elapsed() < HANDED_KEPT_FOR);
+        answers.insert(session, (node.clone(), answer.clone(), Instant::now()));
+    }
+
+    /// The answer given to `node` for `session`, if it asked lately; else
+    /// "not found". Given once more at most.
+    fn again(&self, session: uuid::Uuid, node: &NodeId, moved_to: Option<NodeId>) -> Bytes {
+        let mut answers = crate::lock::Locked::locked(&self.answers);
+        match answers.get(&session) {
+            Some((to, _, at)) if to == node && at.elapsed() < HANDED_KEPT_FOR => answers
+                .remove(&session)
+                .map_or_else(not_found, |(_, answer, _)| answer),
+            _ => handed(Handed {
+                v: VERSION,
+                found: false,
+                moved_to,
+                ..Handed::default()
+            }),
+        }
+    }
 }
 
 /// The answer to a request that found nothing (`found: false`).
@@ -106,10 +151,22 @@ impl Resumption {
             .records()
             .lookup(&handle.client)
             .await
-            .map_err(|e| TakeOverError::Refused(e.to_string()))?;
-        let Some(field) = records.into_iter().find(|r| {
-            r.session == handle.id && r.device == handle.device && r.node != *router.node()
-        }) else {
+            .map_err(|e| TakeOverError::Unavailable(e.to_string()))?;
+        let ours = |r: &&crate::presence::PresenceRecord| {
+            r.session == handle.id && r.device == handle.device
+        };
+        let Some(field) = records
+            .iter()
+            .find(|r| ours(r) && r.node != *router.node())
+            .cloned()
+        else {
+            if records.iter().any(|r| ours(&r)) {
+                // Its field names this node: it is being passed on to this
+                // node right now (written before it is parked).
+                return Err(TakeOverError::Unavailable(
+                    "the session is being passed on to this node".into(),
+                ));
+            }
             return Err(TakeOverError::Unknown);
         };
         let hub = router.hub();
@@ -124,14 +181,54 @@ impl Resumption {
             node: router.node().clone(),
         });
         let payload = Bytes::from(serde_json::to_vec(&request).expect("serializable"));
-        let answer = router
+        let mut answer = router
             .courier()
-            .request(&field.node, payload, TAKEOVER_TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|answer| {
-                serde_json::from_slice::<Handed>(&answer).map_err(|e| e.to_string())
-            });
+            .request(&field.node, payload.clone(), TAKEOVER_TIMEOUT)
+            .await;
+        // Passed on by its (draining) node before the presence field said
+        // so: ask the node it went to, once.
+        let moved_to = answer
+            .as_ref()
+            .ok()
+            .and_then(|a| serde_json::from_slice::<Handed>(a).ok())
+            .filter(|h| !h.found)
+            .and_then(|h| h.moved_to);
+        if let Some(to) = moved_to {
+            if to == *router.node() {
+                // Being adopted here right now: it is parked in a moment.
+                hub.remove(&handle.client, handle.id);
+                return Err(TakeOverError::Unavailable(
+                    "the session is being passed on to this node".into(),
+                ));
+            }
+            answer = router
+                .courier()
+                .request(&to, payload, TAKEOVER_TIMEOUT)
+                .await;
+            if answer
+                .as_ref()
+                .ok()
+                .and_then(|a| serde_json::from_slice::<Handed>(a).ok())
+                .is_some_and(|h| !h.found)
+            {
+                // Its new node is still adopting it: ask again shortly.
+                hub.remove(&handle.client, handle.id);
+                return Err(TakeOverError::Unavailable(format!(
+                    "the session is being passed on to node {to}"
+                )));
+            }
+        }
+        if let Err(e @ BusError::NoAnswer { .. }) = &answer {
+            // The holder may have handed it over and be slow to say so
+            // (a draining node under a storm): not a fresh session, which
+            // would lose what it kept; the client asks this node again,
+            // and the holder answers the same again (`RecentlyHanded`).
+            hub.remove(&handle.client, handle.id);
+            return Err(TakeOverError::Unavailable(e.to_string()));
+        }
+        let answer = answer.map_err(|e| e.to_string()).and_then(|answer| {
+            serde_json::from_slice::<Handed>(&answer).map_err(|e| e.to_string())
+        });
         let handed = match answer {
             Ok(handed) if handed.found => handed,
             Ok(_) => {
@@ -221,7 +318,15 @@ impl Resumption {
     /// answer is on its way.
     pub fn hand_over(&self, request: TakeOver) -> (Bytes, Option<Forwarded>) {
         let Some(handle) = self.claim(&request.client, request.session) else {
-            return (not_found(), None);
+            // Asked again by the node it went to: that node gave up
+            // waiting for the first answer (under load), so it never used
+            // it; the same answer again, or what was kept would be lost.
+            // Passed on to another node (a drain): say where.
+            let moved_to = self.router.moved().node_of(request.session);
+            return (
+                self.handed.again(request.session, &request.node, moved_to),
+                None,
+            );
         };
         if handle.device != request.device {
             return (not_found(), None);
@@ -236,9 +341,11 @@ impl Resumption {
             kept: packed.kept,
             watching: self.watches.watched_by(handle.id),
             owed: packed.owed,
+            moved_to: None,
         });
         let handovers = packed.handovers;
         self.watches.session_ended(handle.id);
+        self.handed.remember(handle.id, &request.node, &answer);
         let forwarded = Forwarded {
             handle,
             node: request.node,

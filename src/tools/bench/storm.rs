@@ -23,7 +23,7 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 use switchboard::lock::Locked;
 use switchboard::protocol::frames::reconnect_hint;
-use switchboard::protocol::{AckStatus, ServerFrame};
+use switchboard::protocol::{AckStatus, ReceiptStatus, ServerFrame};
 use switchboard_client::{Client, ClientError, ConnectOptions, Event, Identity};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -221,8 +221,9 @@ pub async fn storm(args: StormArgs) -> BenchResult {
         }
         _ => None,
     };
-    // Traffic: let what is on its way arrive, then stop.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Traffic: let what is on its way arrive, and the liveness bound pass
+    // (what died with a node is answered `offline` by then), then stop.
+    tokio::time::sleep(Duration::from_secs(if args.rate > 0 { 6 } else { 1 })).await;
     done.cancel();
     let sent = match sender {
         Some(task) => Some(task.await.map_err(|e| e.to_string())?),
@@ -245,12 +246,13 @@ pub async fn storm(args: StormArgs) -> BenchResult {
         let lost = sent
             .delivered_or_kept
             .iter()
-            .filter(|n| !received.contains_key(n))
+            .filter(|n| !received.contains_key(n) && !sent.offline_later.contains(n))
             .count();
         let twice = received.values().filter(|c| **c > 1).count();
         json!({
             "sent": sent.sent, "acked_routed": sent.delivered_or_kept.len(),
             "acked_offline": sent.offline, "errors": sent.errors,
+            "offline_later": sent.offline_later.len(),
             "lost": lost, "duplicates": twice,
         })
     });
@@ -400,8 +402,12 @@ impl StormClient {
                 () = done.cancelled() => return None,
                 () = tokio::time::sleep(backoff.max(not_before)) => {}
             }
+            // After a Retry-After, the same node again (a resume it could
+            // not finish yet may be finished there), as the clients do.
+            if not_before.is_zero() || attempt == 0 {
+                self.next += 1;
+            }
             let url = &self.survivors[self.next % self.survivors.len()];
-            self.next += 1;
             let started = Instant::now();
             let dialed = tokio::time::timeout(
                 Duration::from_secs(10),
@@ -454,6 +460,9 @@ struct Sent {
     /// detached session).
     delivered_or_kept: Vec<u64>,
     offline: u64,
+    /// Routed, then answered `offline` by a receipt (a session that was
+    /// not taken back: the sender heard of it, so not lost).
+    offline_later: std::collections::HashSet<u64>,
     errors: u64,
 }
 
@@ -463,8 +472,10 @@ async fn send_traffic(url: String, names: Vec<String>, rate: u64, done: Cancella
         sent: 0,
         delivered_or_kept: Vec::new(),
         offline: 0,
+        offline_later: std::collections::HashSet::new(),
         errors: 0,
     };
+    let mut by_msg: HashMap<uuid::Uuid, u64> = HashMap::new();
     let options = ConnectOptions::default();
     let Ok(mut client) = open_session(&url, "storm-sender", None, &options).await else {
         return out;
@@ -490,8 +501,16 @@ async fn send_traffic(url: String, names: Vec<String>, rate: u64, done: Cancella
                     let number = ack.id.as_deref().and_then(|id| numbers.remove(id));
                     match (ack.status, number) {
                         (AckStatus::Offline, _) => out.offline += 1,
-                        (_, Some(number)) => out.delivered_or_kept.push(number),
+                        (_, Some(number)) => {
+                            out.delivered_or_kept.push(number);
+                            by_msg.insert(ack.msg_id, number);
+                        }
                         _ => {}
+                    }
+                }
+                Ok(Event::Frame(ServerFrame::Receipt { msg_id, status: ReceiptStatus::Offline, .. })) => {
+                    if let Some(number) = by_msg.get(&msg_id) {
+                        out.offline_later.insert(*number);
                     }
                 }
                 Ok(Event::Frame(ServerFrame::Error { .. })) => out.errors += 1,
