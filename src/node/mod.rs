@@ -460,7 +460,11 @@ impl Lifetime {
         // Clients asked to wait before reconnecting (--drain-spread-ms)
         // get that long more.
         let spread = node.config().limits.drain_spread;
-        let wait_until = give_up.min(Instant::now() + DRAIN_WAIT_FOR_RESUMES + spread);
+        // The pass-on needs time of its own before the deadline.
+        let pass_on_from = give_up
+            .checked_sub(PASS_ON_RESERVE)
+            .unwrap_or_else(Instant::now);
+        let wait_until = pass_on_from.min(Instant::now() + DRAIN_WAIT_FOR_RESUMES + spread);
         if !resumption.resumed_by(wait_until).await {
             // Upkeep has stopped: look at which nodes are alive now, to
             // pass sessions on only to those (and to all of them).
@@ -600,6 +604,8 @@ const DRAIN_RESERVE: Duration = Duration::from_secs(1);
 /// How long a drain waits for its detached sessions to be resumed before
 /// it passes them on to other nodes.
 const DRAIN_WAIT_FOR_RESUMES: Duration = Duration::from_secs(2);
+/// What a draining node keeps of its grace for passing sessions on.
+const PASS_ON_RESERVE: Duration = Duration::from_secs(1);
 /// How long a draining node that handed sessions over keeps forwarding
 /// what still arrives for them, before it stops reading its inbox.
 const FORWARD_GRACE: Duration = Duration::from_secs(1);
