@@ -37,6 +37,7 @@ async fn over_the_connect_rate_an_upgrade_gets_busy_with_retry_after_and_the_nod
     let addr = node.local_addr();
     let mut admitted = 0;
     let mut refusals = Vec::new();
+    let started = std::time::Instant::now();
     for i in 0..20 {
         let answer = upgrade_answer(addr, &format!("c{i}")).await;
         if answer.starts_with("HTTP/1.1 101") {
@@ -45,7 +46,14 @@ async fn over_the_connect_rate_an_upgrade_gets_busy_with_retry_after_and_the_nod
             refusals.push(answer);
         }
     }
-    assert_eq!(admitted, 10, "a burst's worth at once, then busy");
+    // The burst, plus what the rate refilled while the requests went one
+    // after another (on a loaded machine, a few ms each).
+    let refilled = (started.elapsed().as_secs_f64() * 50.0).ceil() as usize;
+    assert!(
+        (10..=10 + refilled).contains(&admitted),
+        "{admitted} admitted: a burst's worth at once (10), then busy"
+    );
+    assert!(refusals.len() >= 5, "{} refused", refusals.len());
     for answer in &refusals {
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
         let retry: u64 = answer
@@ -67,10 +75,11 @@ async fn over_the_connect_rate_an_upgrade_gets_busy_with_retry_after_and_the_nod
     let (status, _) = http(&node, "GET", "/readyz", &[], None).await;
     assert_eq!(status, 200);
     let (_, metrics) = http(&node, "GET", "/metrics", &[], None).await;
-    assert!(
-        metrics.contains(r#"switchboard_upgrades_refused_total{reason="busy"} 10"#),
-        "{metrics}"
+    let busy = format!(
+        "switchboard_upgrades_refused_total{{reason=\"busy\"}} {}",
+        refusals.len()
     );
+    assert!(metrics.contains(&busy), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
