@@ -90,28 +90,52 @@ pub(super) struct Packed {
 /// added.
 #[derive(Default)]
 pub struct RecentlyHanded {
-    answers: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, (NodeId, Bytes, Instant)>>,
+    answers: std::sync::Mutex<Answers>,
+}
+
+#[derive(Default)]
+struct Answers {
+    by_session: std::collections::HashMap<uuid::Uuid, (NodeId, Bytes, Instant)>,
+    /// Their bytes, in all.
+    bytes: usize,
 }
 
 /// How long a hand-over answer is kept for a repeat: the asking node waits
 /// [`TAKEOVER_TIMEOUT`], and its client comes back within its backoff.
 const HANDED_KEPT_FOR: Duration = Duration::from_secs(10);
+/// Most bytes of answers kept for repeats.
+const HANDED_BYTES: usize = 64 << 20;
 
 impl RecentlyHanded {
     fn remember(&self, session: uuid::Uuid, node: &NodeId, answer: &Bytes) {
         let mut answers = crate::lock::Locked::locked(&self.answers);
-        answers.retain(|_, (_, _, at)| at.elapsed() < HANDED_KEPT_FOR);
-        answers.insert(session, (node.clone(), answer.clone(), Instant::now()));
+        let Answers { by_session, bytes } = &mut *answers;
+        by_session.retain(|_, (_, a, at)| {
+            let keep = at.elapsed() < HANDED_KEPT_FOR;
+            if !keep {
+                *bytes -= a.len();
+            }
+            keep
+        });
+        // Bounded in bytes too: a storm of hand-overs with large queues
+        // keeps only HANDED_BYTES of answers for a repeat.
+        if *bytes + answer.len() <= HANDED_BYTES {
+            *bytes += answer.len();
+            let old = by_session.insert(session, (node.clone(), answer.clone(), Instant::now()));
+            *bytes -= old.map_or(0, |(_, a, _)| a.len());
+        }
     }
 
     /// The answer given to `node` for `session`, if it asked lately; else
     /// "not found". Given once more at most.
     fn again(&self, session: uuid::Uuid, node: &NodeId, moved_to: Option<NodeId>) -> Bytes {
         let mut answers = crate::lock::Locked::locked(&self.answers);
-        match answers.get(&session) {
-            Some((to, _, at)) if to == node && at.elapsed() < HANDED_KEPT_FOR => answers
-                .remove(&session)
-                .map_or_else(not_found, |(_, answer, _)| answer),
+        match answers.by_session.get(&session) {
+            Some((to, _, at)) if to == node && at.elapsed() < HANDED_KEPT_FOR => {
+                let (_, answer, _) = answers.by_session.remove(&session).expect("just seen");
+                answers.bytes -= answer.len();
+                answer
+            }
             _ => handed(Handed {
                 v: VERSION,
                 found: false,
@@ -441,5 +465,41 @@ impl Forwarded {
             node,
             handovers,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str) -> NodeId {
+        NodeId::parse(id).unwrap()
+    }
+
+    fn found(answer: &Bytes) -> Handed {
+        serde_json::from_slice(answer).unwrap()
+    }
+
+    #[test]
+    fn a_repeated_request_from_the_same_node_gets_the_same_answer_once() {
+        let recent = RecentlyHanded::default();
+        let session = uuid::Uuid::new_v4();
+        let answer = handed(Handed {
+            v: VERSION,
+            found: true,
+            next_seq: 7,
+            ..Handed::default()
+        });
+        recent.remember(session, &node("b"), &answer);
+        // Another node never gets it (it would be delivered twice).
+        let other = found(&recent.again(session, &node("c"), Some(node("b"))));
+        assert!(!other.found);
+        assert_eq!(other.moved_to, Some(node("b")), "told where it went");
+        assert_eq!(recent.again(session, &node("b"), None), answer);
+        assert!(
+            !found(&recent.again(session, &node("b"), None)).found,
+            "once"
+        );
+        assert_eq!(crate::lock::Locked::locked(&recent.answers).bytes, 0);
     }
 }
