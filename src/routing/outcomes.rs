@@ -70,8 +70,11 @@ pub struct Outcomes {
     moved: Arc<Moved>,
     /// Receipts for them, for the courier to send.
     forwards: Arc<Forwards>,
-    /// Woken whenever tracked targets are settled or given up on.
+    /// Woken whenever tracked targets are settled or given up on, while
+    /// `awaited` (a draining node waiting for its moved senders' outcomes:
+    /// otherwise nobody waits, and the hot path skips the wake-up).
     settled: Notify,
+    awaited: std::sync::atomic::AtomicBool,
 }
 
 /// What [`Outcomes`] works with.
@@ -109,6 +112,7 @@ impl Outcomes {
             moved,
             forwards: Arc::default(),
             settled: Notify::new(),
+            awaited: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -122,6 +126,8 @@ impl Outcomes {
     /// here awaits its outcome (a draining node then has told every such
     /// sender everything; bound the wait by the caller's deadline).
     pub async fn moved_senders_answered(&self) {
+        self.awaited
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         loop {
             let settled = self.settled.notified();
             tokio::pin!(settled);
@@ -281,7 +287,9 @@ impl Outcomes {
     }
 
     fn tell(&self, told: &Told) {
-        self.settled.notify_waiters();
+        if self.awaited.load(std::sync::atomic::Ordering::Relaxed) {
+            self.settled.notify_waiters();
+        }
         let fate = match told.fate {
             Final::Delivered => Fate::Delivered,
             Final::Offline(reason) => Fate::Offline(reason),
