@@ -127,7 +127,7 @@ impl Outcomes {
     /// sender everything; bound the wait by the caller's deadline).
     pub async fn moved_senders_answered(&self) {
         self.awaited
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         loop {
             let settled = self.settled.notified();
             tokio::pin!(settled);
@@ -287,7 +287,7 @@ impl Outcomes {
     }
 
     fn tell(&self, told: &Told) {
-        if self.awaited.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.awaited.load(std::sync::atomic::Ordering::SeqCst) {
             self.settled.notify_waiters();
         }
         let fate = match told.fate {
