@@ -70,9 +70,15 @@ pub struct Outcomes {
     moved: Arc<Moved>,
     /// Receipts for them, for the courier to send.
     forwards: Arc<Forwards>,
-    /// Woken whenever tracked targets are settled or given up on, while
-    /// `awaited` (a draining node waiting for its moved senders' outcomes:
-    /// otherwise nobody waits, and the hot path skips the wake-up).
+    /// A draining node waiting for its moved senders' outcomes.
+    drain: DrainWait,
+}
+
+/// Woken whenever tracked targets are settled or given up on, once
+/// `awaited` (a draining node waits for its moved senders' outcomes;
+/// otherwise nobody waits, and the per-message path skips the wake-up).
+#[derive(Default)]
+struct DrainWait {
     settled: Notify,
     awaited: std::sync::atomic::AtomicBool,
 }
@@ -111,8 +117,7 @@ impl Outcomes {
             announce,
             moved,
             forwards: Arc::default(),
-            settled: Notify::new(),
-            awaited: std::sync::atomic::AtomicBool::new(false),
+            drain: DrainWait::default(),
         }
     }
 
@@ -126,10 +131,11 @@ impl Outcomes {
     /// here awaits its outcome (a draining node then has told every such
     /// sender everything; bound the wait by the caller's deadline).
     pub async fn moved_senders_answered(&self) {
-        self.awaited
+        self.drain
+            .awaited
             .store(true, std::sync::atomic::Ordering::SeqCst);
         loop {
-            let settled = self.settled.notified();
+            let settled = self.drain.settled.notified();
             tokio::pin!(settled);
             // Registered before the check, so that a settle between the
             // check and the wait is not missed.
@@ -287,8 +293,8 @@ impl Outcomes {
     }
 
     fn tell(&self, told: &Told) {
-        if self.awaited.load(std::sync::atomic::Ordering::SeqCst) {
-            self.settled.notify_waiters();
+        if self.drain.awaited.load(std::sync::atomic::Ordering::SeqCst) {
+            self.drain.settled.notify_waiters();
         }
         let fate = match told.fate {
             Final::Delivered => Fate::Delivered,
