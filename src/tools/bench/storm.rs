@@ -83,6 +83,10 @@ struct Tally {
     /// Time from the stop to each client's next welcome, in ms.
     back_ms: Mutex<Vec<u64>>,
     resumed: AtomicU64,
+    /// Times a client's connection ended again after it came back
+    /// (replaced, or refused a resume and started afresh); it comes back
+    /// again, as the clients do.
+    ended_again: AtomicU64,
     refused: Mutex<HashMap<String, u64>>,
     failed: AtomicU64,
     /// Messages received, by body number (the sender's count).
@@ -264,6 +268,7 @@ pub async fn storm(args: StormArgs) -> BenchResult {
         "sessions": args.sessions,
         "back": back.len(),
         "resumed": tally.resumed.load(Relaxed),
+        "ended_again": tally.ended_again.load(Relaxed),
         "failed": tally.failed.load(Relaxed),
         "t50_ms": at(0.5), "t99_ms": at(0.99), "t100_ms": (back.len() == args.sessions).then(|| back.last().copied()).flatten(),
         "connect_p50_ms": attempts.p50_us as f64 / 1000.0,
@@ -326,14 +331,18 @@ impl StormClient {
             // at once would pass the file limit.
             drop(client);
             if came_back {
-                return; // a survivor went away too: not this bench's subject
+                // A survivor closed it too (its session replaced, say):
+                // counted, and followed like the first time, as a client
+                // would, so that what is kept for it still counts.
+                self.tally.ended_again.fetch_add(1, Relaxed);
             }
+            let first = !came_back;
             came_back = true;
             let options = ConnectOptions {
                 resume: resume.clone().map(|t| (t, last_seq)),
                 ..self.options.clone()
             };
-            match self.come_back(hint, &options, &done).await {
+            match self.come_back(hint, &options, &done, first).await {
                 Some(c) => {
                     if c.welcome().resumed == Some(true) {
                         self.tally.resumed.fetch_add(1, Relaxed);
@@ -388,6 +397,7 @@ impl StormClient {
         hint: Option<Duration>,
         options: &ConnectOptions,
         done: &CancellationToken,
+        first: bool,
     ) -> Option<Client> {
         let mut not_before = Duration::ZERO;
         for attempt in 0..30u32 {
@@ -418,11 +428,13 @@ impl StormClient {
                 .record(self.next, started.elapsed().as_micros() as u64);
             match dialed {
                 Ok(Ok(client)) => {
-                    let since = self
-                        .stopped
-                        .get()
-                        .map_or(0, |s| s.elapsed().as_millis() as u64);
-                    self.tally.back_ms.locked().push(since);
+                    if first {
+                        let since = self
+                            .stopped
+                            .get()
+                            .map_or(0, |s| s.elapsed().as_millis() as u64);
+                        self.tally.back_ms.locked().push(since);
+                    }
                     return Some(client);
                 }
                 Ok(Err(e)) => {
