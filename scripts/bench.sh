@@ -343,3 +343,10 @@ QUICK=$QUICK scripts/bench-history.sh >>"$OUT"
 QUICK=$QUICK scripts/bench-hooks.sh >>"$OUT"
 # Reconnect storms (v3): three nodes of their own.
 QUICK=$QUICK scripts/bench-storm.sh >>"$OUT"
+# The Python client (v3): its own node; needs the virtualenv the test
+# command makes.
+if [ -x target/py-venv/bin/python ]; then
+    QUICK=$QUICK scripts/bench-python.sh >>"$OUT"
+else
+    echo "bench.sh: no target/py-venv (scripts/test.sh makes it): the Python client's section is skipped" >&2
+fi

@@ -41,5 +41,5 @@ PY_VENV=target/py-venv
 "$PY_VENV/bin/pip" install --quiet --disable-pip-version-check -r clients/python/requirements-test.txt
 rm -rf clients/python/build
 "$PY_VENV/bin/pip" install --quiet --disable-pip-version-check --no-build-isolation --no-deps --force-reinstall ./clients/python
-(cd clients/python && "../../$PY_VENV/bin/mypy" --strict switchboard_client examples tests)
+(cd clients/python && "../../$PY_VENV/bin/mypy" --strict switchboard_client examples tests bench.py)
 SWITCHBOARD_BIN=target/debug/switchboard "$PY_VENV/bin/python" -m unittest discover -s clients/python/tests -t clients/python/tests

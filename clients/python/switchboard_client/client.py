@@ -335,6 +335,9 @@ class Client:
         if ws is not None:
             await self._confirm_now()
         self._stop_confirm_timer()
+        # A client close ends the session: acks-mode messages still buffered
+        # are answered offline to their senders, and not handed out.
+        self._epoch += 1
         task, self._task = self._task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -434,17 +437,16 @@ class Client:
                 _settle(request.future, error=ConnectionLost("connection_lost", "the connection dropped before the request went out"))
 
     def _sent(self, frame: Mapping[str, Any], receipt: bool) -> Sent:
-        ack = Ack.parse(frame)
         outcome: asyncio.Future[Outcome] | None = None
-        loop = asyncio.get_running_loop()
-        if ack.status == "offline":
-            outcome = loop.create_future()
-            outcome.set_result(Outcome("stored" if ack.stored else "offline", reason=ack.reason))
-        elif receipt and ack.sessions:
-            outcome = loop.create_future()
-            self._tracked[ack.msg_id] = _Tracked(ack.sessions, outcome)
-        fields = {name: getattr(ack, name) for name in Ack.__dataclass_fields__}
-        return Sent(**fields, outcome=outcome)
+        status, sessions, msg_id = frame.get("status"), frame.get("sessions"), frame.get("msg_id")
+        if status == "offline":
+            outcome = asyncio.get_running_loop().create_future()
+            reason = frame.get("reason")
+            outcome.set_result(Outcome("stored" if frame.get("stored") is True else "offline", reason=reason if isinstance(reason, str) else None))  # type: ignore[arg-type]
+        elif receipt and isinstance(sessions, int) and sessions > 0 and isinstance(msg_id, str):
+            outcome = asyncio.get_running_loop().create_future()
+            self._tracked[msg_id] = _Tracked(sessions, outcome)
+        return Sent.parse(frame, outcome=outcome)
 
     async def _call(self, frame: dict[str, Any]) -> Mapping[str, Any]:
         """A request answered by a frame of its own (``pong``, ``watching``,
@@ -468,7 +470,16 @@ class Client:
         """The messages for this client, in arrival order (carbons, inbox
         messages and group messages included), until the client is closed
         and its buffer read. Iterate from one place: each message is handed
-        out once."""
+        out once.
+
+        Acks mode: a buffered message whose session ended unresumed (closed
+        by :meth:`close`, 4008, the resume window passed) is not handed
+        out: the node has answered its sender ``offline``. The reverse can
+        happen: a message handed out before the client read that the node
+        had closed its session (a slow consumer's 4008; at most the node's
+        ``--session-queue`` of them) arrives though its sender heard
+        ``offline``. Never is a sender told ``delivered`` of a message that
+        was not handed out."""
         while True:
             if self._state == "closed" and self._inbox.empty():
                 return
@@ -476,7 +487,12 @@ class Client:
             if item is None:
                 return
             epoch, message = item
-            if message.seq is not None and epoch == self._epoch:
+            if message.seq is not None:
+                if epoch != self._epoch:
+                    # Its session ended unresumed before the application
+                    # took it: the node answered its sender offline, so it
+                    # is not handed out now.
+                    continue
                 self._handed_seq = max(self._handed_seq, message.seq)
                 self._confirm_later()
             yield message

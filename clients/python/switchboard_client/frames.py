@@ -15,7 +15,10 @@ about the rest: fields a later version adds are ignored.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11's; no runtime dependency
+    from typing_extensions import Self
 
 #: A JSON value as ``json.loads`` returns it: message and signal bodies.
 Json = Any
@@ -125,7 +128,8 @@ class Ack:
     history_error: str | None = None
 
     @classmethod
-    def parse(cls, f: Mapping[str, Any]) -> Ack:
+    def parse(cls, f: Mapping[str, Any], **extra: Any) -> Self:
+        """The ack in ``f``; ``extra`` fields for a subclass."""
         status = _str(f, "status")
         if status not in ("local", "remote", "offline", "fanout"):
             raise FrameError(f"ack with an unknown status {status!r}")
@@ -144,6 +148,7 @@ class Ack:
             store_error=_opt_str(f, "store_error"),
             cseq=_opt_int(f, "cseq"),
             history_error=_opt_str(f, "history_error"),
+            **extra,
         )
 
 

@@ -269,5 +269,65 @@ class Connection(Case):
         self.assertEqual([o.status for o in done], ["delivered"] * 5)
 
 
+
+class WorstMinute(Case):
+    """What a slow application and a crashed node do to the client."""
+
+    async def test_a_reader_that_falls_behind_resumes_and_every_sender_hears(self) -> None:
+        node = start_node(self, ["--session-queue", "8"])
+        alice = await self.ready(node.url, client_id="alice", acks=False)
+        # bob's application does not iterate yet: his client buffers one
+        # message, then stops reading the socket, and confirms nothing. The
+        # node closes the session as a slow consumer (4008) and, acks mode,
+        # keeps it for a resume.
+        bob = await self.ready(node.url, client_id="bob", max_buffered=1, initial_delay=0.05)
+        closes = next_event(bob.on_disconnect)
+        back = next_event(bob.on_welcome)
+        sends = []
+        for n in range(40):
+            sent = await within(alice.send("bob", n, receipt=True))
+            sends.append(sent)
+        # The application catches up: the client reads the 4008, resumes,
+        # and what was kept follows.
+        got: list[int] = []
+
+        async def read() -> None:
+            async for message in bob:
+                got.append(message.body)
+
+        reader = asyncio.ensure_future(read())
+        self.addCleanup(reader.cancel)
+        self.assertEqual((await within(closes)).code, sb.CloseCode.SLOW_CONSUMER)
+        self.assertTrue((await within(back)).resumed)
+        pending = [s.outcome for s in sends if s.outcome is not None]
+        settled = await within(asyncio.gather(*pending), "every sender hears")
+        self.assertEqual(len(settled), 40, "an outcome for every send")
+        delivered = {n for n, outcome in enumerate(settled) if outcome.status == "delivered"}
+        self.assertEqual(got, sorted(set(got)), "in order, none twice")
+        self.assertEqual(delivered, set(got), "delivered exactly what the application took")
+        self.assertTrue(delivered, "some arrived")
+
+    async def test_a_killed_node_leaves_no_false_delivery(self) -> None:
+        node = start_node(self)
+        alice = await self.ready(node.url, client_id="alice", initial_delay=0.05, max_delay=0.2)
+        bob = await self.ready(node.url, client_id="bob", initial_delay=0.05, max_delay=0.2)
+        sent = await within(alice.send("bob", "before the crash", receipt=True))
+        assert sent.outcome is not None
+        # bob's application has not taken it yet: unconfirmed when the node
+        # dies. The node comes back empty (in-memory presence).
+        node.kill()
+        again = start_node(self, port=node.port)
+        fresh = await within(next_event(bob.on_welcome))
+        self.assertFalse(fresh.resumed)
+        self.assertEqual((await within(sent.outcome)).status, "unknown", "never delivered")
+        await within(alice.ready())
+        after = await within(alice.send("bob", "after the crash"))
+        self.assertEqual(after.status, "local", again.log())
+        # The message of the dead session is not handed out: its sender
+        # never heard delivered, and the new session numbers from 1.
+        message = await within(next_message(bob))
+        self.assertEqual((message.body, message.seq), ("after the crash", 1))
+
+
 if __name__ == "__main__":
     unittest.main()
