@@ -167,12 +167,15 @@ async fn admit(
         // keeps it: see `session::run`).
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
+                // Boxed, as the session below: this task's cell is sized by
+                // its largest step, and it lives as long as the session.
+                let ws = Box::pin(WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
                     Some(config),
-                )
+                ))
                 .await;
+                let ws = Box::new(ws);
                 // Boxed: the task itself then stays small, and the session's
                 // state is one allocation of its own size.
                 Box::pin(session::run(env, ws, handle, start, slot)).await;

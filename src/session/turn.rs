@@ -40,9 +40,9 @@ use crate::protocol::{
 use crate::rate::{Limiter, TokenBucket, Verdict};
 use crate::routing::{Kept, Message, Route, RouteError, Router, WatchError};
 
-/// What the session owes the client for one frame it read.
-// Replies live inside the pending futures, which are boxed anyway.
-#[allow(clippy::large_enum_variant)]
+/// What the session owes the client for one frame it read. Small: the
+/// routed ones are boxed, since a reply is held by the main loop, and
+/// anything it holds sizes every idle session's future.
 enum Reply {
     /// A pong or an error, ready to write.
     Ready(String),
@@ -50,21 +50,74 @@ enum Reply {
     /// clients' `presence`); none for a signal.
     Frames(Vec<String>),
     /// A send whose route has been looked up.
-    Routed {
-        msg: Message,
-        route: Result<Route, RouteError>,
-        read_at: Instant,
-    },
+    Routed(Box<Routed>),
     /// A signal whose route has been looked up (v3): handed over, answered
     /// only with an error, and only when it carried an `id`.
-    Signal {
-        msg: Message,
-        route: Result<Route, RouteError>,
-        id: Option<String>,
-    },
+    Signal(Box<SignalRoute>),
+}
+
+struct Routed {
+    msg: Message,
+    route: Result<Route, RouteError>,
+    read_at: Instant,
+}
+
+struct SignalRoute {
+    msg: Message,
+    route: Result<Route, RouteError>,
+    id: Option<String>,
 }
 
 type Pending<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
+
+/// The frames whose answers are being worked out, in reading order. Made
+/// on a session's first such frame: an empty `FuturesOrdered` is already an
+/// allocation (152 bytes), and most sessions are idle.
+struct Waiting<'a>(Option<FuturesOrdered<Pending<'a>>>);
+
+impl<'a> Waiting<'a> {
+    fn push_back(&mut self, answer: Pending<'a>) {
+        self.0
+            .get_or_insert_with(FuturesOrdered::new)
+            .push_back(answer);
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesOrdered::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl futures_util::Stream for Waiting<'_> {
+    type Item = Reply;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Reply>> {
+        match &mut self.get_mut().0 {
+            Some(answers) => answers.poll_next_unpin(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+}
+
+/// What the main loop woke up for.
+enum Event {
+    /// Frames were queued for the client, or a close was asked for.
+    Outbox,
+    /// The node is shutting down.
+    ShuttingDown,
+    /// A frame's answer is ready.
+    Reply(Reply),
+    /// The client sent a frame (or the socket ended: `None`).
+    Incoming(Option<Result<WsMessage, WsError>>),
+    /// The keepalive timer fired.
+    Keepalive,
+}
 
 /// The state of the main loop.
 pub(super) struct Session<'a> {
@@ -74,7 +127,7 @@ pub(super) struct Session<'a> {
     ws: &'a mut Socket,
     /// Frames read whose answer waits on a lookup (and any read after
     /// them, so that answers keep reading order).
-    pending: FuturesOrdered<Pending<'a>>,
+    pending: Waiting<'a>,
     /// Answers ready to write, in reading order.
     answers: Vec<Utf8Bytes>,
     limiter: Limiter,
@@ -94,7 +147,7 @@ impl<'a> Session<'a> {
             router: &env.router,
             handle,
             ws,
-            pending: FuturesOrdered::new(),
+            pending: Waiting(None),
             answers: Vec::new(),
             limiter: Limiter::new(limits.rate_limit, limits.rate_burst, limits.rate_abuse),
             signals: {
@@ -106,7 +159,7 @@ impl<'a> Session<'a> {
         }
     }
 
-    pub(super) async fn serve(mut self) -> Ending {
+    pub(super) async fn serve(&mut self) -> Ending {
         let write_timeout = self.env.limits.write_timeout;
         // One timer per session serves both the pings and the idle check.
         let keepalive = tokio::time::sleep_until(self.next_ping);
@@ -115,46 +168,62 @@ impl<'a> Session<'a> {
         let shutting_down = shutdown.cancelled();
         tokio::pin!(shutting_down);
         loop {
-            tokio::select! {
+            // The select only picks what happened; it is handled after it.
+            // An idle session's future is this loop waiting here, and rustc
+            // sizes it by every step's locals: handled inside the select,
+            // its output (a routed reply, 416 bytes) would stay reserved
+            // across each step's await (docs/operations.md, "Memory per
+            // session").
+            let event = tokio::select! {
                 // Close requests and queued frames first: a session being
                 // replaced or shut down should not keep reading.
                 biased;
 
-                () = self.handle.outbox.ready() => {}
-
-                () = &mut shutting_down => {
+                () = self.handle.outbox.ready() => Event::Outbox,
+                () = &mut shutting_down => Event::ShuttingDown,
+                Some(reply) = self.pending.next(), if !self.pending.is_empty() => Event::Reply(reply),
+                incoming = self.ws.next(), if self.pending.len() < MAX_IN_FLIGHT => Event::Incoming(incoming),
+                () = &mut keepalive => Event::Keepalive,
+            };
+            match event {
+                Event::Outbox => {}
+                Event::ShuttingDown => {
                     return Box::pin(self.drain_and_close(Disconnect::GoingAway)).await;
                 }
-
-                Some(reply) = self.pending.next(), if !self.pending.is_empty() => {
-                    Box::pin(respond(self.env, reply, &mut self.answers)).await;
-                }
-
-                incoming = self.ws.next(), if self.pending.len() < MAX_IN_FLIGHT => {
-                    if let Some(ending) = self.receive(incoming).await {
+                Event::Reply(reply) => Box::pin(respond(self.env, reply, &mut self.answers)).await,
+                // Boxed: handling a frame is this loop's largest step (2 KiB
+                // of future); inline, every idle session would carry room
+                // for it.
+                Event::Incoming(incoming) => {
+                    if let Some(ending) = Box::pin(self.receive(incoming)).await {
                         return ending;
                     }
                 }
-
-                () = &mut keepalive => {
-                    match self.keepalive().await {
-                        Ok(deadline) => keepalive.as_mut().reset(deadline),
-                        Err(ending) => return ending,
-                    }
-                }
+                Event::Keepalive => match Box::pin(self.keepalive()).await {
+                    Ok(deadline) => keepalive.as_mut().reset(deadline),
+                    Err(ending) => return ending,
+                },
             }
 
-            while let Some(Some(reply)) = self.pending.next().now_or_never() {
+            // `let … else`, not `while let`: the scrutinee's temporary would
+            // live across the await, reserving a reply's room again.
+            loop {
+                let Some(Some(reply)) = self.pending.next().now_or_never() else {
+                    break;
+                };
                 Box::pin(respond(self.env, reply, &mut self.answers)).await;
             }
             let batch = self.handle.outbox.take();
             let close = batch.close;
             if close == Some(Disconnect::SlowConsumer) {
                 let (client, device) = (&self.handle.client, &self.handle.device);
-                self.env
-                    .router
-                    .undelivered(client, device, batch.messages, Disconnect::SlowConsumer)
-                    .await;
+                Box::pin(self.env.router.undelivered(
+                    client,
+                    device,
+                    batch.messages,
+                    Disconnect::SlowConsumer,
+                ))
+                .await;
                 return Ending::SlowConsumer;
             }
             let answers = std::mem::take(&mut self.answers);
@@ -328,37 +397,37 @@ impl<'a> Session<'a> {
                             history.keep(&mut msg).await;
                         }
                         let route = router.locate(&msg).await;
-                        Reply::Routed {
+                        Reply::Routed(Box::new(Routed {
                             msg,
                             route,
                             read_at,
-                        }
+                        }))
                     }));
                     return;
                 }
                 match self.router.locate_fast(&msg) {
                     Some(route) if self.pending.is_empty() => {
-                        let reply = Reply::Routed {
+                        let reply = Reply::Routed(Box::new(Routed {
                             msg,
                             route: Ok(route),
                             read_at,
-                        };
+                        }));
                         Box::pin(respond(self.env, reply, &mut self.answers)).await;
                     }
-                    Some(route) => self.queue(Reply::Routed {
+                    Some(route) => self.queue(Reply::Routed(Box::new(Routed {
                         msg,
                         route: Ok(route),
                         read_at,
-                    }),
+                    }))),
                     None => {
                         let router = self.router;
                         self.pending.push_back(Box::pin(async move {
                             let route = router.locate(&msg).await;
-                            Reply::Routed {
+                            Reply::Routed(Box::new(Routed {
                                 msg,
                                 route,
                                 read_at,
-                            }
+                            }))
                         }));
                     }
                 }
@@ -471,16 +540,16 @@ impl<'a> Session<'a> {
             Some(route) if self.pending.is_empty() => {
                 self.router.dispatch_signal(msg, route).await;
             }
-            Some(route) => self.queue(Reply::Signal {
+            Some(route) => self.queue(Reply::Signal(Box::new(SignalRoute {
                 msg,
                 route: Ok(route),
                 id,
-            }),
+            }))),
             None => {
                 let router = self.router;
                 self.pending.push_back(Box::pin(async move {
                     let route = router.locate(&msg).await;
-                    Reply::Signal { msg, route, id }
+                    Reply::Signal(Box::new(SignalRoute { msg, route, id }))
                 }));
             }
         }
@@ -536,7 +605,8 @@ async fn respond(env: &Env, reply: Reply, answers: &mut Vec<Utf8Bytes>) {
     let (msg, route, read_at) = match reply {
         Reply::Ready(frame) => return answers.push(frame.into()),
         Reply::Frames(frames) => return answers.extend(frames.into_iter().map(Into::into)),
-        Reply::Signal { msg, route, id } => {
+        Reply::Signal(signal) => {
+            let SignalRoute { msg, route, id } = *signal;
             match route {
                 Ok(route) => {
                     env.router.dispatch_signal(msg, route).await;
@@ -551,11 +621,14 @@ async fn respond(env: &Env, reply: Reply, answers: &mut Vec<Utf8Bytes>) {
             }
             return;
         }
-        Reply::Routed {
-            msg,
-            route,
-            read_at,
-        } => (msg, route, read_at),
+        Reply::Routed(routed) => {
+            let Routed {
+                msg,
+                route,
+                read_at,
+            } = *routed;
+            (msg, route, read_at)
+        }
     };
     let (msg_id, kept) = (msg.msg_id, msg.kept);
     let id = msg.sender.as_ref().and_then(|s| s.id.clone());
