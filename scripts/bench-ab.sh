@@ -25,7 +25,9 @@ REDIS_PID=$!; PIDS+=("$REDIS_PID")
 "$NATS_SERVER" -a 127.0.0.1 -p "$NP" -m "$NM" >"$WORK/nats.log" 2>&1 &
 NATS_PID=$!; PIDS+=("$NATS_PID")
 wait_port "$RP"; wait_port "$NP"; wait_port "$NM"
-FLAGS=(--redis-url "redis://127.0.0.1:$RP" --nats-url "nats://127.0.0.1:$NP" --rate-limit 0 --max-sessions 1000000 --log warn --worker-threads 1)
+# --max-connect-rate: the idle runs open sessions as fast as the generator
+# can; admission control is not what they measure.
+FLAGS=(--redis-url "redis://127.0.0.1:$RP" --nats-url "nats://127.0.0.1:$NP" --rate-limit 0 --max-sessions 1000000 --log warn --worker-threads 1 --max-connect-rate 1000000)
 
 # nodes BINARY: starts bench-a and bench-b of BINARY; sets URLS, A, B.
 nodes() {
@@ -35,7 +37,7 @@ nodes() {
     A=$!; PIDS+=("$A")
     "$1" serve --listen "127.0.0.1:$bp" --node-id bench-b "${FLAGS[@]}" >"$WORK/b.log" 2>&1 &
     B=$!; PIDS+=("$B")
-    wait_port "$ap"; wait_port "$bp"
+    wait_port "$ap" "$WORK/a.log"; wait_port "$bp" "$WORK/b.log"
     URLS="ws://127.0.0.1:$ap,ws://127.0.0.1:$bp"; FIRST="ws://127.0.0.1:$ap"
 }
 stop() { kill "$A" "$B"; wait "$A" "$B" 2>/dev/null || true; }
