@@ -407,12 +407,14 @@ impl<'a> Session<'a> {
                 }
                 match self.router.locate_fast(&msg) {
                     Some(route) if self.pending.is_empty() => {
-                        let reply = Reply::Routed(Box::new(Routed {
+                        // The common path: answered at once, the send
+                        // by value (no reply to box).
+                        let routed = Routed {
                             msg,
                             route: Ok(route),
                             read_at,
-                        }));
-                        Box::pin(respond(self.env, reply, &mut self.answers)).await;
+                        };
+                        Box::pin(answer_send(self.env, routed, &mut self.answers)).await;
                     }
                     Some(route) => self.queue(Reply::Routed(Box::new(Routed {
                         msg,
@@ -602,9 +604,9 @@ impl<'a> Session<'a> {
 /// Callers box this future: it is the largest step of a session's turn,
 /// and inline it would grow every idle session's task by its size.
 async fn respond(env: &Env, reply: Reply, answers: &mut Vec<Utf8Bytes>) {
-    let (msg, route, read_at) = match reply {
-        Reply::Ready(frame) => return answers.push(frame.into()),
-        Reply::Frames(frames) => return answers.extend(frames.into_iter().map(Into::into)),
+    match reply {
+        Reply::Ready(frame) => answers.push(frame.into()),
+        Reply::Frames(frames) => answers.extend(frames.into_iter().map(Into::into)),
         Reply::Signal(signal) => {
             let SignalRoute { msg, route, id } = *signal;
             match route {
@@ -619,17 +621,18 @@ async fn respond(env: &Env, reply: Reply, answers: &mut Vec<Utf8Bytes>) {
                     }
                 }
             }
-            return;
         }
-        Reply::Routed(routed) => {
-            let Routed {
-                msg,
-                route,
-                read_at,
-            } = *routed;
-            (msg, route, read_at)
-        }
-    };
+        Reply::Routed(routed) => answer_send(env, *routed, answers).await,
+    }
+}
+
+/// Dispatches a send whose route is known and writes its ack (or error).
+async fn answer_send(env: &Env, routed: Routed, answers: &mut Vec<Utf8Bytes>) {
+    let Routed {
+        msg,
+        route,
+        read_at,
+    } = routed;
     let (msg_id, kept) = (msg.msg_id, msg.kept);
     let id = msg.sender.as_ref().and_then(|s| s.id.clone());
     let outcome = match route {
