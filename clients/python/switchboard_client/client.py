@@ -14,7 +14,10 @@ How it works, in the order things happen:
 - Messages go into a bounded buffer that ``async for message in client``
   reads. When the application does not keep up, the buffer fills and the
   loop stops reading the socket: the node then sees a slow consumer, never
-  a client that silently drops.
+  a client that silently drops. Except while a request waits for its
+  answer: the answer comes behind whatever the node sent first, so the
+  loop reads on (the node's ``--session-queue`` bounds what it sent), or an
+  application that sends from its message loop would wait forever.
 - In acks mode a message is confirmed (``received``) once the iteration
   has handed it to the application, lazily (every ``confirm_every``
   messages, or ``confirm_after`` seconds after the first unconfirmed one).
@@ -32,7 +35,7 @@ import re
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Literal, Mapping, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, Literal, Mapping, Union
 from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection
@@ -243,8 +246,15 @@ class Client:
         # Incoming messages, for the application's iteration. Each with the
         # session epoch it came in: a seq only means something to its own
         # session.
-        self._inbox: asyncio.Queue[tuple[int, Message] | None] = asyncio.Queue(max_buffered)
+        # Bounded by `_max_buffered` by the loop itself, not by the queue: see
+        # `_make_room`.
+        self._inbox: asyncio.Queue[tuple[int, Message] | None] = asyncio.Queue()
+        self._max_buffered = max_buffered
+        self._room = asyncio.Event()
         self._epoch = 0
+        # Tasks started in the background (confirmations, re-watching):
+        # referenced until done, as asyncio keeps only weak references.
+        self._background: set[asyncio.Task[None]] = set()
 
         # Acks mode: the resume token; the last seq received (for resume and
         # to drop a repeat) and handed to the application (to confirm).
@@ -428,13 +438,23 @@ class Client:
             raise ConnectionLost("connection_lost", "not connected")
         self._waiting[request.id] = request
         self._order.append(request.id)
+        # A loop waiting for buffer room reads on now: the answer may come
+        # behind messages.
+        self._room.set()
+        if not await self._write(ws, request.frame):
+            # The loop notices too and fails every waiting request.
+            self._answered(request.id)
+            _settle(request.future, error=ConnectionLost("connection_lost", "the connection dropped before the request went out"))
+
+    async def _write(self, ws: ClientConnection, text: str) -> bool:
+        """Writes one frame, after those before it; False when the
+        connection has closed."""
         async with self._write_lock:
             try:
-                await ws.send(request.frame)
+                await ws.send(text)
             except ConnectionClosed:
-                # The loop notices too and fails every waiting request.
-                self._answered(request.id)
-                _settle(request.future, error=ConnectionLost("connection_lost", "the connection dropped before the request went out"))
+                return False
+        return True
 
     def _sent(self, frame: Mapping[str, Any], receipt: bool) -> Sent:
         outcome: asyncio.Future[Outcome] | None = None
@@ -484,6 +504,7 @@ class Client:
             if self._state == "closed" and self._inbox.empty():
                 return
             item = await self._inbox.get()
+            self._room.set()
             if item is None:
                 return
             epoch, message = item
@@ -556,14 +577,13 @@ class Client:
             return self._verdict(clients)
         try:
             await self._send_watches("watch", clients)
-        except ConnectionLost:
-            # The next session asks again.
-            raise
-        except SwitchboardError:
+        except SwitchboardError as error:
             # Refused (too many, the node's store away): not watched, and not
-            # asked for again.
-            for c in added:
-                self._watched.discard(c)
+            # asked for again. Lost with the connection: the next session
+            # asks.
+            if not isinstance(error, ConnectionLost):
+                for c in added:
+                    self._watched.discard(c)
             raise
         return self._verdict(clients)
 
@@ -604,12 +624,7 @@ class Client:
         ws = self._ws
         if self._state != "open" or ws is None:
             return False
-        async with self._write_lock:
-            try:
-                await ws.send(text)
-            except ConnectionClosed:
-                return False
-        return True
+        return await self._write(ws, text)
 
     def _verdict(self, clients: list[str]) -> Watching:
         return Watching(
@@ -767,7 +782,11 @@ class Client:
         token = self._token
         if self._get_token is not None:
             fetched = self._get_token()
-            token = await fetched if not isinstance(fetched, str) else fetched
+            if not isinstance(fetched, str):
+                # Bounded like the connect itself: a hung token service must
+                # not stop the client from ever trying again.
+                fetched = await asyncio.wait_for(fetched, self._open_timeout)
+            token = fetched
         if token:
             query["token"] = token
         elif self._client_id is not None:
@@ -836,7 +855,7 @@ class Client:
         self._set_state("open")
         # Before anyone waiting for the session hears of it: a watch made
         # while disconnected waits for this too.
-        self._rewatched = asyncio.get_running_loop().create_task(self._catch_up(resumed))
+        self._rewatched = self._in_background(self._catch_up(resumed))
         self._on_welcome.emit(welcome)
         if self._ready is not None:
             _settle(self._ready, welcome)
@@ -853,8 +872,8 @@ class Client:
                 if message.seq <= self._received_seq:
                     return
                 self._received_seq = message.seq
-            # Full: the application is behind; stop reading until it reads.
-            await self._inbox.put((self._epoch, message))
+            await self._make_room()
+            self._inbox.put_nowait((self._epoch, message))
         elif kind == "ack":
             self._answer(frame.get("id"), frame)
         elif kind == "receipt":
@@ -884,6 +903,14 @@ class Client:
             self._on_signal.emit(Signal.parse(frame))
         elif kind == "read":
             self._on_read.emit(Read.parse(frame))
+
+    async def _make_room(self) -> None:
+        """Waits while the buffer is full (the application is behind: the
+        socket is not read, and the node sees a slow consumer), unless a
+        request waits for its answer, which comes behind these messages."""
+        while self._inbox.qsize() >= self._max_buffered and not self._waiting:
+            self._room.clear()
+            await self._room.wait()
 
     def _answer(self, id: object, value: Mapping[str, Any] | None, error: SwitchboardError | None = None) -> bool:
         """Settles the request ``id``; False when none waits under it."""
@@ -964,10 +991,7 @@ class Client:
             _settle(tracked.future, Outcome("unknown", tuple(tracked.receipts)))
         self._tracked.clear()
         self._set_state("closed")
-        try:
-            self._inbox.put_nowait(None)
-        except asyncio.QueueFull:
-            pass  # the iteration stops once it has read the buffer
+        self._inbox.put_nowait(None)
 
     def _set_state(self, state: State) -> None:
         if state != self._state:
@@ -981,11 +1005,10 @@ class Client:
             return
         if self._handed_seq - self._confirmed_seq >= self._confirm_every:
             self._stop_confirm_timer()
-            asyncio.get_running_loop().create_task(self._confirm_now())
+            self._in_background(self._confirm_now())
         elif self._confirm_timer is None:
             self._confirm_timer = asyncio.get_running_loop().call_later(
-                self._confirm_after,
-                lambda: asyncio.get_running_loop().create_task(self._confirm_now()),
+                self._confirm_after, lambda: self._in_background(self._confirm_now())
             )
 
     async def _confirm_now(self) -> None:
@@ -995,12 +1018,15 @@ class Client:
         if ws is None or self._state != "open" or upto <= self._confirmed_seq:
             return
         before, self._confirmed_seq = self._confirmed_seq, upto
-        async with self._write_lock:
-            try:
-                await ws.send(_dumps({"type": "received", "upto": upto}))
-            except ConnectionClosed:
-                # Not confirmed: the next session of this one confirms it.
-                self._confirmed_seq = min(self._confirmed_seq, before)
+        if not await self._write(ws, _dumps({"type": "received", "upto": upto})):
+            # Not confirmed: the next session of this one confirms it.
+            self._confirmed_seq = min(self._confirmed_seq, before)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     def _stop_confirm_timer(self) -> None:
         if self._confirm_timer is not None:

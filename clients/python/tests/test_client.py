@@ -307,6 +307,24 @@ class WorstMinute(Case):
         self.assertEqual(delivered, set(got), "delivered exactly what the application took")
         self.assertTrue(delivered, "some arrived")
 
+    async def test_an_application_that_sends_from_its_loop_under_a_flood_gets_its_answers(self) -> None:
+        node = start_node(self)
+        alice = await self.ready(node.url, client_id="alice", acks=False)
+        # A bot that answers each message from its loop, with room for two
+        # unread messages: 50 arrive at once, so the ack of each answer comes
+        # behind dozens of messages the buffer has no room for.
+        bot = await self.ready(node.url, client_id="bot", max_buffered=2)
+        for n in range(50):
+            self.assertEqual((await within(alice.send("bot", n))).status, "local")
+        answered: list[int] = []
+        async for message in bot:
+            sent = await within(bot.send("alice", message.body), f"no ack after {answered}")
+            self.assertEqual(sent.status, "local")
+            answered.append(message.body)
+            if len(answered) == 50:
+                break
+        self.assertEqual(answered, list(range(50)))
+
     async def test_a_killed_node_leaves_no_false_delivery(self) -> None:
         node = start_node(self)
         alice = await self.ready(node.url, client_id="alice", initial_delay=0.05, max_delay=0.2)

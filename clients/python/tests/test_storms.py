@@ -16,7 +16,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as _real_connect
 from websockets.exceptions import InvalidStatus
 
-from support import Case, EVENT_TIMEOUT, next_event, start_nats, start_node, start_redis, within
+from support import Case, next_event, start_nats, start_node, start_redis, within
 
 CLIENTS = 30
 RATE = 5
@@ -97,8 +97,9 @@ class Storms(Case):
             self.assertTrue(welcome.resumed, "resumed on the other node")
         self.assertTrue(all(0 <= h < 1500 for h in spread), spread)
         self.assertGreaterEqual(len(set(spread)), 8, f"hints spread: {spread}")
-        # Everyone back within the window and a connect's round trip.
-        self.assertLess(waited, 1.5 + EVENT_TIMEOUT / 10)
+        # Everyone back within the window (1.5 s), plus a second for the
+        # resumes themselves on a loaded machine.
+        self.assertLess(waited, 1.5 + 1.0)
 
     async def test_each_client_waits_its_own_hint(self) -> None:
         redis = start_redis(self)
