@@ -90,7 +90,8 @@ w("| N | stop | clients | 50 % back | 99 % | 100 % | resumed | connect p50 / p99
 w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for label, r in rows:
     t = r.get("traffic")
-    traffic = "—" if not t else f"{t['acked_routed']} routed, **{t['lost']} lost**, {t['duplicates']} twice, {t['acked_offline']} acked offline, {t.get('offline_later', 0)} offline by receipt"
+    traffic = "—" if not t else (f"{t['acked_routed']} routed: {t['delivered_receipts']} delivered, {t['offline_later']} offline by receipt; "
+                                 f"**{t['lost']} lost**, {t['duplicates']} twice, {t['false_delivered']} false deliveries; {t['acked_offline']} acked offline")
     refused = ", ".join(f"{k}: {v}" for k, v in sorted(r["refused"].items())) or "0"
     fmt = lambda v: "—" if v is None else f"{v / 1000:.2f} s"
     cmds = r.get("redis_commands_per_reconnect")

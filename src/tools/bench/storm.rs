@@ -75,6 +75,12 @@ pub struct StormArgs {
     /// Longest the storm may take.
     #[arg(long, default_value_t = 60.0)]
     pub timeout: f64,
+
+    /// With `--rate`: how long after the storm the sender waits for the
+    /// outcomes still owed (past the nodes' resume window, 30 s by
+    /// default, every routed message has one).
+    #[arg(long, default_value_t = 45.0)]
+    pub settle: f64,
 }
 
 /// What the storm's clients saw.
@@ -87,6 +93,8 @@ struct Tally {
     /// (replaced, or refused a resume and started afresh); it comes back
     /// again, as the clients do.
     ended_again: AtomicU64,
+    /// Why they ended again (close code and reason, or "dropped").
+    ended_again_by: Mutex<HashMap<String, u64>>,
     refused: Mutex<HashMap<String, u64>>,
     failed: AtomicU64,
     /// Messages received, by body number (the sender's count).
@@ -112,6 +120,7 @@ pub async fn storm(args: StormArgs) -> BenchResult {
     let attempts = Arc::new(Latencies::new());
     let stopped = Arc::new(tokio::sync::OnceCell::<Instant>::new());
     let done = CancellationToken::new();
+    let stop_sending = CancellationToken::new();
 
     // 1. Everyone on the victim (256 connects at once).
     let gate = Arc::new(Semaphore::new(256));
@@ -171,9 +180,10 @@ pub async fn storm(args: StormArgs) -> BenchResult {
     let sender = (args.rate > 0).then(|| {
         let survivor = survivors[0].clone();
         let names: Vec<String> = (0..args.sessions).map(|i| format!("st{run}-{i}")).collect();
-        let done = done.clone();
+        let stop = stop_sending.clone();
         let rate = args.rate;
-        tokio::spawn(async move { send_traffic(survivor, names, rate, done).await })
+        let settle = Duration::from_secs_f64(args.settle);
+        tokio::spawn(async move { send_traffic(survivor, names, rate, stop, settle).await })
     });
     if sender.is_some() {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -225,14 +235,15 @@ pub async fn storm(args: StormArgs) -> BenchResult {
         }
         _ => None,
     };
-    // Traffic: let what is on its way arrive, and the liveness bound pass
-    // (what died with a node is answered `offline` by then), then stop.
-    tokio::time::sleep(Duration::from_secs(if args.rate > 0 { 6 } else { 1 })).await;
-    done.cancel();
+    // Traffic: stop sending, and wait (the clients reading on) until every
+    // routed message has its outcomes or --settle has passed.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop_sending.cancel();
     let sent = match sender {
         Some(task) => Some(task.await.map_err(|e| e.to_string())?),
         None => None,
     };
+    done.cancel();
     for t in tasks {
         let _ = t.await;
     }
@@ -247,17 +258,38 @@ pub async fn storm(args: StormArgs) -> BenchResult {
     let attempts = attempts.summary();
     let received = tally.received.locked();
     let traffic = sent.map(|sent| {
-        let lost = sent
-            .delivered_or_kept
-            .iter()
+        // The ledger: a routed message is received, or its sender heard
+        // `offline`; anything else is lost. A `delivered` receipt for a
+        // message never received is a false delivery.
+        let mut lost: Vec<u64> = sent
+            .routed
+            .keys()
             .filter(|n| !received.contains_key(n) && !sent.offline_later.contains(n))
+            .copied()
+            .collect();
+        lost.sort_unstable();
+        // The first few, by recipient, to look for in the nodes' logs.
+        let lost_examples: Vec<String> = lost
+            .iter()
+            .take(10)
+            .map(|n| {
+                let msg = sent.msg_ids.get(n).map(ToString::to_string).unwrap_or_default();
+                format!("{n} to st{run}-{} ({msg})", *n as usize % args.sessions)
+            })
+            .collect();
+        let false_delivered = sent
+            .delivered
+            .keys()
+            .filter(|n| !received.contains_key(n))
             .count();
         let twice = received.values().filter(|c| **c > 1).count();
         json!({
-            "sent": sent.sent, "acked_routed": sent.delivered_or_kept.len(),
+            "sent": sent.sent, "acked_routed": sent.routed.len(),
             "acked_offline": sent.offline, "errors": sent.errors,
             "offline_later": sent.offline_later.len(),
-            "lost": lost, "duplicates": twice,
+            "delivered_receipts": sent.delivered.values().sum::<u32>(),
+            "outcomes_owed": sent.owed(),
+            "lost": lost.len(), "lost_examples": lost_examples, "duplicates": twice, "false_delivered": false_delivered,
         })
     });
     let cpu = after.cpu_seconds - before.cpu_seconds;
@@ -269,6 +301,7 @@ pub async fn storm(args: StormArgs) -> BenchResult {
         "back": back.len(),
         "resumed": tally.resumed.load(Relaxed),
         "ended_again": tally.ended_again.load(Relaxed),
+        "ended_again_by": tally.ended_again_by.locked().clone(),
         "failed": tally.failed.load(Relaxed),
         "t50_ms": at(0.5), "t99_ms": at(0.99), "t100_ms": (back.len() == args.sessions).then(|| back.last().copied()).flatten(),
         "connect_p50_ms": attempts.p50_us as f64 / 1000.0,
@@ -326,7 +359,7 @@ impl StormClient {
         let mut client = client;
         loop {
             let ended = self.read(&mut client, &mut last_seq, &done).await;
-            let Some(hint) = ended else { return };
+            let Some((hint, why)) = ended else { return };
             // The old socket goes before the new one opens: 15,000 of each
             // at once would pass the file limit.
             drop(client);
@@ -335,6 +368,7 @@ impl StormClient {
                 // counted, and followed like the first time, as a client
                 // would, so that what is kept for it still counts.
                 self.tally.ended_again.fetch_add(1, Relaxed);
+                *self.tally.ended_again_by.locked().entry(why).or_default() += 1;
             }
             let first = !came_back;
             came_back = true;
@@ -360,14 +394,14 @@ impl StormClient {
         }
     }
 
-    /// Reads until the connection ends (its reconnect hint, if any) or
-    /// `done` (`None`).
+    /// Reads until the connection ends (its reconnect hint, if any, and
+    /// why it ended) or `done` (`None`).
     async fn read(
         &self,
         client: &mut Client,
         last_seq: &mut u64,
         done: &CancellationToken,
-    ) -> Option<Option<Duration>> {
+    ) -> Option<(Option<Duration>, String)> {
         loop {
             let event = tokio::select! {
                 () = done.cancelled() => return None,
@@ -384,8 +418,16 @@ impl StormClient {
                     }
                 }
                 Ok(Event::Frame(_)) => {}
-                Ok(Event::Closed { reason, .. }) => return Some(reconnect_hint(&reason)),
-                Err(_) => return Some(None),
+                Ok(Event::Closed { code, reason }) => {
+                    // The hint's number differs per session: not part of why.
+                    let why = reason
+                        .split("; reconnect_after_ms")
+                        .next()
+                        .unwrap_or_default();
+                    let why = format!("{} {why}", code.unwrap_or_default());
+                    return Some((reconnect_hint(&reason), why));
+                }
+                Err(_) => return Some((None, "dropped".to_owned())),
             }
         }
     }
@@ -465,28 +507,50 @@ impl StormClient {
     }
 }
 
-/// What the sender's acks said.
+/// What the sender heard: acks, then one receipt per session the ack
+/// counted (it asks for receipts, so every routed message is accounted
+/// for by `delivered` or `offline`, however late).
+#[derive(Default)]
 struct Sent {
     sent: u64,
-    /// Body numbers acked `local` or `remote` (to arrive, or be kept for a
-    /// detached session).
-    delivered_or_kept: Vec<u64>,
+    /// Routed (acked `local` or `remote`), by body number: how many
+    /// outcomes the ack promised (`ack.sessions`).
+    routed: HashMap<u64, u32>,
     offline: u64,
-    /// Routed, then answered `offline` by a receipt (a session that was
-    /// not taken back: the sender heard of it, so not lost).
+    /// Outcomes heard, by body number.
+    delivered: HashMap<u64, u32>,
     offline_later: std::collections::HashSet<u64>,
     errors: u64,
+    /// The message id of each routed body number.
+    msg_ids: HashMap<u64, uuid::Uuid>,
 }
 
-/// Sends numbered messages to `names` in turn at `rate` until `done`.
-async fn send_traffic(url: String, names: Vec<String>, rate: u64, done: CancellationToken) -> Sent {
-    let mut out = Sent {
-        sent: 0,
-        delivered_or_kept: Vec::new(),
-        offline: 0,
-        offline_later: std::collections::HashSet::new(),
-        errors: 0,
-    };
+impl Sent {
+    /// Routed messages still owed an outcome.
+    fn owed(&self) -> usize {
+        self.routed
+            .iter()
+            .filter(|(n, want)| {
+                let heard = self.delivered.get(n).copied().unwrap_or(0)
+                    + u32::from(self.offline_later.contains(n));
+                heard < **want
+            })
+            .count()
+    }
+}
+
+/// Sends numbered messages to `names` in turn at `rate` until `stop`, then
+/// reads on until every routed message has its outcomes or `settle` has
+/// passed (a session kept for a client that came back elsewhere is
+/// answered when its resume window ends).
+async fn send_traffic(
+    url: String,
+    names: Vec<String>,
+    rate: u64,
+    stop: CancellationToken,
+    settle: Duration,
+) -> Sent {
+    let mut out = Sent::default();
     let mut by_msg: HashMap<uuid::Uuid, u64> = HashMap::new();
     let options = ConnectOptions::default();
     let Ok(mut client) = open_session(&url, "storm-sender", None, &options).await else {
@@ -495,13 +559,22 @@ async fn send_traffic(url: String, names: Vec<String>, rate: u64, done: Cancella
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     let mut numbers: HashMap<String, u64> = HashMap::new();
     let mut n = 0u64;
+    let mut settled_by: Option<Instant> = None;
     loop {
+        if let Some(by) = settled_by
+            && (Instant::now() >= by || (numbers.is_empty() && out.owed() == 0))
+        {
+            break;
+        }
         tokio::select! {
-            () = done.cancelled() => break,
-            _ = tick.tick() => {
+            () = stop.cancelled(), if settled_by.is_none() => {
+                settled_by = Some(Instant::now() + settle);
+            }
+            () = tokio::time::sleep(Duration::from_millis(100)), if settled_by.is_some() => {}
+            _ = tick.tick(), if settled_by.is_none() => {
                 let to = &names[n as usize % names.len()];
                 let id = n.to_string();
-                if client.send(to, &json!(n), Some(&id), false).await.is_err() {
+                if client.send(to, &json!(n), Some(&id), true).await.is_err() {
                     break;
                 }
                 numbers.insert(id, n);
@@ -514,15 +587,23 @@ async fn send_traffic(url: String, names: Vec<String>, rate: u64, done: Cancella
                     match (ack.status, number) {
                         (AckStatus::Offline, _) => out.offline += 1,
                         (_, Some(number)) => {
-                            out.delivered_or_kept.push(number);
+                            out.routed.insert(number, ack.sessions.unwrap_or(1));
                             by_msg.insert(ack.msg_id, number);
+                            out.msg_ids.insert(number, ack.msg_id);
                         }
                         _ => {}
                     }
                 }
-                Ok(Event::Frame(ServerFrame::Receipt { msg_id, status: ReceiptStatus::Offline, .. })) => {
+                Ok(Event::Frame(ServerFrame::Receipt { msg_id, status, .. })) => {
                     if let Some(number) = by_msg.get(&msg_id) {
-                        out.offline_later.insert(*number);
+                        match status {
+                            ReceiptStatus::Offline => {
+                                out.offline_later.insert(*number);
+                            }
+                            ReceiptStatus::Delivered => {
+                                *out.delivered.entry(*number).or_default() += 1;
+                            }
+                        }
                     }
                 }
                 Ok(Event::Frame(ServerFrame::Error { .. })) => out.errors += 1,
