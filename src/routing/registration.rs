@@ -375,6 +375,65 @@ impl Registrar {
         self.router.courier().changed_client(handle.client.clone());
     }
 
+    /// Makes a detached session adopted from a draining node reachable
+    /// here, unless its device has moved on: a newer session of the
+    /// device here, or a field naming another session (its client gave up
+    /// resuming and connected afresh, somewhere). Answers whether it took
+    /// it; when not, nothing here changed and the draining node answers
+    /// what the session kept.
+    ///
+    /// Written unconditionally, a late adoption would overwrite the newer
+    /// session's field, and that session would be closed with 4001 by the
+    /// next refresh (or at once, on this node) in favour of one nobody
+    /// will resume.
+    pub async fn adopt(&self, handle: &Arc<SessionHandle>) -> bool {
+        let (router, client) = (&self.router, &handle.client);
+        let hub = router.hub();
+        // Under the lock a connect here takes around "register here, then
+        // in presence": no session of this client opens here meanwhile.
+        let _registering = hub.registration(client).lock().await;
+        if hub
+            .get_device(client, &handle.device)
+            .is_some_and(|here| here.since > handle.since)
+        {
+            return false;
+        }
+        // In the hub before the field names this node, as for a connect.
+        let predecessor = hub.insert(handle.clone());
+        let record = self.field_of(handle);
+        match self
+            .records
+            .reregister(&[(client.clone(), record)])
+            .await
+            .map(|mut others| others.pop().flatten())
+        {
+            Ok(Some(other)) if other.session != handle.id => {
+                hub.remove(client, handle.id);
+                if let Some(older) = predecessor
+                    && older.outbox.closing().is_none()
+                {
+                    hub.insert(older);
+                }
+                return false;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // Taken all the same: the periodic refresh writes the
+                // field back the same way, and closes this session then
+                // if a newer one of the device won meanwhile.
+                tracing::warn!(client = %client, error = %e,
+                    "adopted session's field not written yet; the refresh will");
+            }
+        }
+        if let Some(older) = predecessor {
+            older.outbox.close(Disconnect::Replaced);
+            self.end_replaced_detached(&older).await;
+        }
+        router.locator().cache().invalidate(client);
+        router.courier().changed_client(client.clone());
+        true
+    }
+
     /// Deletes `handle`'s field if it still names it (a session passed on
     /// that no node took).
     pub async fn forget_field(&self, handle: &SessionHandle) {

@@ -7,6 +7,11 @@
 //! names itself in its presence field, and is where the next resume takes
 //! it from: a client that can only reach the node that restarted (a page
 //! served by it) resumes there, from the node that adopted its session.
+//!
+//! A node adopts a session only while its device has nothing newer: a
+//! client that gave up resuming and connected afresh (anywhere) keeps its
+//! fresh session, and the draining node answers what the old one kept
+//! `offline`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +24,7 @@ use super::Resumption;
 use super::takeover::{Forwarded, TAKEOVER_TIMEOUT, handed};
 use crate::hub::{Outbox, SessionHandle};
 use crate::protocol::requests::{Adopt, Handed, Request, VERSION};
-use crate::protocol::{Disconnect, Fate, NodeId, OfflineReason};
+use crate::protocol::{Fate, NodeId, OfflineReason};
 
 /// Sessions passed on at once by a draining node.
 const PASS_ON_AT_ONCE: usize = 64;
@@ -39,11 +44,17 @@ impl Resumption {
         });
         let kept = self.unpack(&handle, adopt.next_seq, adopt.kept, adopt.owed);
         handle.outbox.restore(kept);
-        if let Some(older) = self.router.hub().insert(handle.clone()) {
-            older.outbox.close(Disconnect::Replaced);
+        if !self.registrar.adopt(&handle).await {
+            // Its client connected afresh meanwhile: nobody will resume
+            // it, and the draining node answers what it kept.
+            tracing::debug!(client = %handle.client, session = %handle.id,
+                "not adopted: a newer session of its device is registered");
+            return handed(Handed {
+                v: VERSION,
+                found: false,
+                ..Handed::default()
+            });
         }
-        // Never refused for the device cap: the device is in the record.
-        self.registrar.write_moved(&handle, usize::MAX).await;
         self.move_watches(&handle, adopt.watching).await;
         self.router.metrics().session_opened();
         tracing::debug!(client = %handle.client, session = %handle.id,
