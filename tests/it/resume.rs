@@ -174,6 +174,104 @@ async fn a_cut_connection_resumes_on_another_node_with_every_message_once_in_ord
     assert_eq!(metric(&b, "switchboard_sessions_detached").await, 0.0);
 }
 
+/// A resume whose take-over gets no answer in time (the holder is too
+/// busy, as a draining node in a storm): the new node held the session in
+/// its hub while it asked, so sends on that node landed there (`local`).
+/// They are routed again when the take-over fails, never dropped with the
+/// session: every message gets its receipt, and the client, resuming once
+/// the holder answers, gets each once.
+#[tokio::test(start_paused = true)]
+async fn messages_that_reach_a_session_while_its_take_over_fails_are_not_lost() {
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&SECRET).await;
+    let bob = open(&a, "bob", &acks()).await;
+    let token = bob.welcome().resume_token.clone().expect("a resume token");
+    drop(bob);
+    eventually("bob's session detaches on node-a", || async {
+        metric(&a, "switchboard_sessions_detached").await == 1.0
+    })
+    .await;
+    let mut alice = connect(&b, "alice").await;
+
+    bed.hold_requests_to("node-a");
+    let resume = ConnectOptions {
+        acks: true,
+        resume: Some((token, 0)),
+        ..ConnectOptions::default()
+    };
+    let attempt = connect_with(&b, Identity::Name("bob".into()), &resume);
+    tokio::pin!(attempt);
+    // Alice sends while node-b waits for node-a's answer.
+    let (mut sent, mut statuses) = (0u64, Vec::new());
+    let refused = loop {
+        tokio::select! {
+            refused = &mut attempt => break refused,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                sent += 1;
+                alice.send("bob", &json!(sent), Some(&sent.to_string()), true).await.unwrap();
+                statuses.push(ack_status(&mut alice).await);
+            }
+        }
+    };
+    let error = refused.err().expect("the resume is deferred");
+    assert!(
+        error.retry_after().is_some(),
+        "503 with Retry-After: {error}"
+    );
+    assert!(
+        statuses.contains(&AckStatus::Local),
+        "a send landed in the waiting session: {statuses:?}"
+    );
+    assert!(!statuses.contains(&AckStatus::Offline), "{statuses:?}");
+
+    // node-a answers now (to nobody) and keeps its answer for the retry.
+    bed.release_requests().await;
+    let mut bob = within(async {
+        loop {
+            match connect_with(&b, Identity::Name("bob".into()), &resume).await {
+                Ok(bob) => break bob,
+                Err(e) if e.retry_after().is_some() => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => panic!("bob cannot resume: {e}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(bob.welcome().resumed, Some(true));
+    // Every message is accounted for: delivered (bob got it, once) or,
+    // for one that reached node-a after it handed the session over and
+    // before bob asked again, `offline`.
+    let (mut got, mut receipts) = (Vec::new(), std::collections::BTreeMap::new());
+    while receipts.len() < sent as usize {
+        tokio::select! {
+            m = message(&mut bob) => {
+                bob.confirm(m.seq.unwrap()).await.unwrap();
+                got.push(m.body.as_u64().unwrap());
+            }
+            frame = next_frame(&mut alice) => match frame {
+                ServerFrame::Receipt { id, status, .. } => {
+                    let n: u64 = id.unwrap().parse().unwrap();
+                    assert!(receipts.insert(n, status).is_none(), "one receipt for {n}");
+                }
+                other => panic!("alice got {other:?}"),
+            },
+        }
+    }
+    let delivered: Vec<u64> = receipts
+        .iter()
+        .filter(|(_, s)| **s == ReceiptStatus::Delivered)
+        .map(|(n, _)| *n)
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, delivered, "delivered means bob got it, once");
+    let landed = statuses.iter().filter(|s| **s == AckStatus::Local).count();
+    assert!(
+        delivered.len() >= landed,
+        "what landed in the waiting session reached bob: {receipts:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_window_that_ends_answers_the_kept_messages_offline_resume_expired() {
     // An upkeep tick every 200 ms, for the kept-messages gauge.
@@ -404,6 +502,101 @@ async fn a_session_not_resumed_during_a_drain_is_passed_on_and_resumed_later() {
     for _ in 0..5 {
         assert_eq!(receipt(&mut alice).await, (ReceiptStatus::Delivered, None));
     }
+}
+
+/// bob (acks mode) on node-a holds message 1 from alice (on node-b),
+/// unconfirmed; node-a drains, and its pass-on of bob's session to node-b
+/// is held (node-b too busy to answer). `meanwhile` runs once node-b has
+/// the request waiting; then node-b gets it, after node-a gave up waiting.
+async fn pass_on_held_while<F: std::future::Future<Output = ()>>(
+    bed: &Bed,
+    a: crate::support::bed::BedNode,
+    alice: &mut Client,
+    meanwhile: F,
+) {
+    let mut bob = open(&a, "bob", &acks()).await;
+    send_numbered(alice, 1, 1).await;
+    assert_eq!(message(&mut bob).await.seq, Some(1));
+    bed.hold_requests_to("node-b");
+    let drained = async {
+        within(a.shutdown(Duration::from_secs(8))).await;
+    };
+    let then = async {
+        eventually("node-a passes bob's session on", || async {
+            bed.held_requests() == 1
+        })
+        .await;
+        meanwhile.await;
+    };
+    tokio::join!(drained, then);
+    bed.release_requests().await;
+    drop(bob);
+}
+
+/// A draining node passes a session on after its client gave up on it
+/// and connected afresh, to the very node it is on: the fresh session
+/// stays (no 4001), and the old one is not adopted.
+#[tokio::test(start_paused = true)]
+async fn a_session_passed_on_to_where_its_client_started_afresh_is_not_adopted() {
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&SECRET).await;
+    let mut alice = connect(&b, "alice").await;
+    let fresh = std::sync::Mutex::new(None);
+    pass_on_held_while(&bed, a, &mut alice, async {
+        *fresh.lock().unwrap() = Some(open(&b, "bob", &acks()).await);
+    })
+    .await;
+    let mut bob = fresh.into_inner().unwrap().unwrap();
+    let session = bob.welcome().session_id;
+
+    // The fresh session lives on and is where bob's messages go.
+    send_numbered(&mut alice, 2, 1).await;
+    let m = message(&mut bob).await;
+    assert_eq!(m.body.as_u64(), Some(2), "no 4001: the fresh session lives");
+    bob.confirm(m.seq.unwrap()).await.unwrap();
+    let client = switchboard::protocol::ClientId::parse("bob").unwrap();
+    let records = bed.presence().lookup(&client).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (records[0].node.as_str(), records[0].session),
+        ("node-b", session)
+    );
+    // Message 1 stayed with the old session: alice hears `offline`.
+    let mut receipts = vec![receipt(&mut alice).await, receipt(&mut alice).await];
+    receipts.sort_by_key(|r| r.0 == ReceiptStatus::Offline);
+    assert_eq!(receipts[0], (ReceiptStatus::Delivered, None));
+    assert_eq!(receipts[1].0, ReceiptStatus::Offline, "{receipts:?}");
+}
+
+/// The same when the fresh session is on another node: the adopting node
+/// finds the device's field naming it, and leaves it be.
+#[tokio::test(start_paused = true)]
+async fn a_session_passed_on_after_its_client_started_afresh_elsewhere_is_not_adopted() {
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&SECRET).await;
+    let mut alice = connect(&b, "alice").await;
+    let client = switchboard::protocol::ClientId::parse("bob").unwrap();
+    // bob's fresh session on a node of its own (node-z), as its field has it.
+    let fresh = switchboard::presence::PresenceRecord {
+        device: switchboard::protocol::DeviceId::parse("default").unwrap(),
+        node: switchboard::protocol::NodeId::parse("node-z").unwrap(),
+        session: uuid::Uuid::new_v4(),
+        since: switchboard::protocol::now_ms(),
+    };
+    pass_on_held_while(&bed, a, &mut alice, async {
+        bed.presence().register(&client, &fresh, 10).await.unwrap();
+    })
+    .await;
+    // node-b has answered the held request by now: the field is node-z's.
+    let records = bed.presence().lookup(&client).await.unwrap();
+    assert_eq!(records, vec![fresh]);
+    assert_eq!(
+        metric(&b, "switchboard_sessions_detached").await,
+        0.0,
+        "nothing adopted"
+    );
+    let (status, _) = receipt(&mut alice).await;
+    assert_eq!(status, ReceiptStatus::Offline, "message 1 is answered");
 }
 
 /// A detached session keeps its session slot: connecting and dropping

@@ -5,7 +5,10 @@
 //!
 //! 1. The new node (B) finds, in the device's presence field, the node (A)
 //!    that holds session S. It puts S in its hub first, with an empty
-//!    outbox, so that anything forwarded to it from now on waits there.
+//!    outbox, so that anything forwarded to it from now on waits there
+//!    (and sends on B itself: they see S here, `local`). If the take-over
+//!    then fails, what waited there is routed again from S's presence
+//!    field, or answered `offline`; it is never dropped with S.
 //! 2. B asks A over the bus's request/reply (`TakeOver`). A claims S from
 //!    its detached sessions (so its expiry stands down), takes it out of
 //!    its hub, leaves a *moved* note (S's device -> B), closes S's outbox
@@ -43,7 +46,7 @@ use super::Resumption;
 use crate::bus::BusError;
 use crate::hub::{Handover, Kept, Outbound, Report, Sender, SessionHandle};
 use crate::protocol::requests::{Handed, KeptMessage, Request, TakeOver, VERSION};
-use crate::protocol::{Fate, NodeId, Recipient};
+use crate::protocol::{ClientId, Fate, NodeId, Recipient};
 use crate::routing::inflight::Who;
 
 /// How long B waits for A's answer.
@@ -193,10 +196,31 @@ impl Resumption {
             }
             return Err(TakeOverError::Unknown);
         };
-        let hub = router.hub();
-        if let Some(older) = hub.insert(handle.clone()) {
+        if let Some(older) = router.hub().insert(handle.clone()) {
             older.outbox.close(crate::protocol::Disconnect::Replaced);
         }
+        let watching = match self.ask_holder(&handle, &field.node).await {
+            Ok(watching) => watching,
+            Err(e) => {
+                self.withdraw(&handle).await;
+                return Err(e);
+            }
+        };
+        self.registrar.write_moved(&handle, max_devices).await;
+        self.move_watches(&handle, watching).await;
+        router.metrics().observe_handover(started.elapsed());
+        Ok(())
+    }
+
+    /// Asks `holder` for the session (step 2), following it once to the
+    /// node it was passed on to, and puts what it kept in front of
+    /// `handle`'s queue. Answers the clients the session watched (v3).
+    async fn ask_holder(
+        &self,
+        handle: &Arc<SessionHandle>,
+        holder: &NodeId,
+    ) -> Result<Vec<ClientId>, TakeOverError> {
+        let router = &self.router;
         let request = Request::TakeOver(TakeOver {
             v: VERSION,
             client: handle.client.clone(),
@@ -207,7 +231,7 @@ impl Resumption {
         let payload = Bytes::from(serde_json::to_vec(&request).expect("serializable"));
         let mut answer = router
             .courier()
-            .request(&field.node, payload.clone(), TAKEOVER_TIMEOUT)
+            .request(holder, payload.clone(), TAKEOVER_TIMEOUT)
             .await;
         // Passed on by its (draining) node before the presence field said
         // so: ask the node it went to, once.
@@ -220,7 +244,6 @@ impl Resumption {
         if let Some(to) = moved_to {
             if to == *router.node() {
                 // Being adopted here right now: it is parked in a moment.
-                hub.remove(&handle.client, handle.id);
                 return Err(TakeOverError::Unavailable(
                     "the session is being passed on to this node".into(),
                 ));
@@ -236,7 +259,6 @@ impl Resumption {
                 .is_some_and(|h| !h.found)
             {
                 // Its new node is still adopting it: ask again shortly.
-                hub.remove(&handle.client, handle.id);
                 return Err(TakeOverError::Unavailable(format!(
                     "the session is being passed on to node {to}"
                 )));
@@ -247,7 +269,6 @@ impl Resumption {
             // (a draining node under a storm): not a fresh session, which
             // would lose what it kept; the client asks this node again,
             // and the holder answers the same again (`RecentlyHanded`).
-            hub.remove(&handle.client, handle.id);
             return Err(TakeOverError::Unavailable(e.to_string()));
         }
         let answer = answer.map_err(|e| e.to_string()).and_then(|answer| {
@@ -256,22 +277,35 @@ impl Resumption {
         let handed = match answer {
             Ok(handed) if handed.found => handed,
             Ok(_) => {
-                hub.remove(&handle.client, handle.id);
                 return Err(TakeOverError::Refused(
                     "it no longer has the session".into(),
                 ));
             }
-            Err(e) => {
-                hub.remove(&handle.client, handle.id);
-                return Err(TakeOverError::Refused(e));
-            }
+            Err(e) => return Err(TakeOverError::Refused(e)),
         };
-        let kept = self.unpack(&handle, handed.next_seq, handed.kept, handed.owed);
+        let kept = self.unpack(handle, handed.next_seq, handed.kept, handed.owed);
         handle.outbox.restore(kept);
-        self.registrar.write_moved(&handle, max_devices).await;
-        self.move_watches(&handle, handed.watching).await;
-        router.metrics().observe_handover(started.elapsed());
-        Ok(())
+        Ok(handed.watching)
+    }
+
+    /// Takes `handle` back out of the hub after a take-over that did not
+    /// happen. What reached it meanwhile (a send on this node, a message
+    /// the holder forwarded) is routed again from the device's presence
+    /// field, or answered `offline`: a send here is told to its sender by
+    /// nobody else, so dropping it with the handle would be silent loss.
+    async fn withdraw(&self, handle: &Arc<SessionHandle>) {
+        let router = &self.router;
+        router.hub().remove(&handle.client, handle.id);
+        handle.outbox.close(crate::protocol::Disconnect::Internal);
+        let rest = handle.outbox.take_all();
+        router
+            .undelivered(
+                &handle.client,
+                &handle.device,
+                rest.messages,
+                crate::protocol::Disconnect::Replaced,
+            )
+            .await;
     }
 
     /// What the old node kept for a session, as this node's outbox takes it.

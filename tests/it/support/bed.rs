@@ -58,6 +58,11 @@ struct Tap {
     lost: Vec<NodeId>,
     /// Broadcasts (changes of records and members) never arrive.
     deaf: bool,
+    /// Requests to these nodes get no answer in time: they reach the node
+    /// only when released, after the asker gave up.
+    held: Vec<NodeId>,
+    /// Requests held, in order.
+    pending: Vec<(NodeId, Bytes)>,
 }
 
 type Taps = Arc<Mutex<Tap>>;
@@ -162,6 +167,35 @@ impl Bed {
     /// a record or a group, as a node that missed the one that mattered.
     pub fn lose_broadcasts(&self) {
         self.taps.lock().unwrap().deaf = true;
+    }
+
+    /// From now on, requests to `node` (a take-over, say) are held: the
+    /// asker hears nothing within its timeout, as from a node too busy to
+    /// answer, and `node` gets them when [`release_requests`] is called.
+    ///
+    /// [`release_requests`]: Self::release_requests
+    pub fn hold_requests_to(&self, node: &str) {
+        let node = NodeId::parse(node).unwrap();
+        self.taps.lock().unwrap().held.push(node);
+    }
+
+    /// Requests held so far.
+    pub fn held_requests(&self) -> usize {
+        self.taps.lock().unwrap().pending.len()
+    }
+
+    /// Requests reach their nodes again; those held are delivered now, in
+    /// order, and answered to nobody (their askers gave up).
+    pub async fn release_requests(&self) {
+        let pending = {
+            let mut tap = self.taps.lock().unwrap();
+            tap.held.clear();
+            std::mem::take(&mut tap.pending)
+        };
+        let bus = self.hub.bus();
+        for (node, payload) in pending {
+            let _ = bus.request(&node, payload, Duration::from_secs(60)).await;
+        }
     }
 
     /// From now on, envelopes published to `node` are taken by the bus and
@@ -269,6 +303,20 @@ impl Bus for Tapped {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, BusError> {
+        let held = {
+            let mut tap = self.taps.lock().unwrap();
+            let held = tap.held.contains(node);
+            if held {
+                tap.pending.push((node.clone(), payload.clone()));
+            }
+            held
+        };
+        if held {
+            tokio::time::sleep(timeout).await;
+            return Err(BusError::NoAnswer {
+                what: format!("node {node} did not answer within {timeout:?}"),
+            });
+        }
         self.inner.request(node, payload, timeout).await
     }
 
