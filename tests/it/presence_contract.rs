@@ -848,6 +848,82 @@ async fn redis() {
     contract(Arc::new(store), Duration::ZERO).await;
 }
 
+/// Registrations that arrive together go to Redis in one batch (a script
+/// each, then one SADD per node index): each still answers what it did
+/// alone, the index gets every member written and none refused, and a
+/// Redis that lost its scripts (restarted, or `SCRIPT FLUSH`) has them
+/// loaded again by the batch.
+#[tokio::test]
+async fn redis_registrations_at_once_each_answer_as_alone() {
+    let redis = Redis::start();
+    let store = RedisPresence::connect(&redis_target(&redis.url(), false), "sb:")
+        .await
+        .unwrap();
+    let many: Vec<ClientId> = (0..300)
+        .map(|i| client("batch", &format!("c{i}")))
+        .collect();
+    let records: Vec<PresenceRecord> = many.iter().map(|_| record("node-a", 1)).collect();
+    let answers = futures_util::future::join_all(
+        many.iter()
+            .zip(&records)
+            .map(|(c, r)| store.register(c, r, 10)),
+    )
+    .await;
+    for (answer, r) in answers.into_iter().zip(&records) {
+        match answer.unwrap() {
+            Registered::Done { replaced, devices } => {
+                assert_eq!((replaced, devices), (None, vec![r.clone()]));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // One client, three devices at once, two allowed: two written.
+    let carol = client("batch", "carol");
+    let devices: Vec<PresenceRecord> = ["d1", "d2", "d3"]
+        .iter()
+        .map(|d| on(d, "node-a", 1))
+        .collect();
+    let answers =
+        futures_util::future::join_all(devices.iter().map(|r| store.register(&carol, r, 2))).await;
+    let refused = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(Registered::TooManyDevices { .. })))
+        .count();
+    assert_eq!(refused, 1, "{answers:?}");
+    let mut conn = redis.connection().await;
+    let indexed: usize = redis::cmd("SCARD")
+        .arg("sb:node:node-a:clients")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(indexed, 302, "every member written, and only those");
+    // Batched: far fewer SADDs than registrations.
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let sadds: usize = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_sadd:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!((1..=30).contains(&sadds), "{sadds} SADDs for 302 members");
+
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let dave = client("batch", "dave");
+    let r = record("node-a", 2);
+    assert!(matches!(
+        store.register(&dave, &r, 10).await.unwrap(),
+        Registered::Done { .. }
+    ));
+    assert_eq!(store.lookup(&dave).await.unwrap(), vec![r]);
+}
+
 #[tokio::test]
 async fn redis_cluster() {
     let cluster = RedisCluster::start();

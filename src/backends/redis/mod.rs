@@ -19,7 +19,9 @@
 //! field: a member is added only after its field is written, and a member
 //! names one session, so removing one session's member can never unindex
 //! another session. A member whose field is gone or names another session
-//! is simply dropped by the next sweep.
+//! is simply dropped by the next sweep. Registrations that arrive
+//! together go together: a batch of scripts, then one `SADD` per index
+//! ([`registrations`]).
 //!
 //! Groups (v2) are sets, `<prefix>group:<group id>`, one member per client
 //! id; adding checks the size cap and adds in one script (`ADD_MEMBER`),
@@ -30,6 +32,7 @@
 mod connect;
 mod history;
 mod inbox;
+mod registrations;
 mod scripts;
 mod social;
 
@@ -43,6 +46,7 @@ use redis::{Script, Value};
 use uuid::Uuid;
 
 use self::connect::Conn;
+use self::registrations::{Registration, Registrations};
 use crate::config::RedisTarget;
 use crate::presence::{
     GroupStore, HeartbeatReport, Heartbeats, LastSeen, LastSeenStore, MemberAdded, PresenceError,
@@ -66,6 +70,8 @@ pub struct RedisPresence {
     heartbeat: Script,
     sweep_one: Script,
     add_member: Script,
+    /// Registrations go to Redis in batches ([`registrations`]).
+    registrations: Registrations,
 }
 
 impl RedisPresence {
@@ -79,10 +85,12 @@ impl RedisPresence {
     pub async fn connect(target: &RedisTarget, key_prefix: &str) -> Result<Self, PresenceError> {
         let url = target.shown();
         let conn = Conn::open(target).await?;
+        let register = Script::new(scripts::REGISTER);
         let presence = Self {
+            registrations: Registrations::start(conn.clone(), register.clone()),
             conn,
             key_prefix: key_prefix.to_owned(),
-            register: Script::new(scripts::REGISTER),
+            register,
             reregister: Script::new(&scripts::reregister()),
             remove: Script::new(&scripts::remove()),
             heartbeat: Script::new(scripts::HEARTBEAT),
@@ -147,18 +155,6 @@ impl RedisPresence {
             .load_async(&mut self.conn.clone())
             .await
             .map(drop)
-    }
-
-    /// Adds the index member of a session just written (see the module
-    /// comment for why only after the field).
-    async fn index(&self, client: &ClientId, record: &PresenceRecord) -> Result<(), PresenceError> {
-        redis::cmd("SADD")
-            .arg(self.index_key(record.node.as_str()))
-            .arg(member(client, record))
-            .query_async::<i64>(&mut self.conn.clone())
-            .await
-            .map(drop)
-            .map_err(|e| store_error(client, e))
     }
 }
 
@@ -236,23 +232,26 @@ impl SessionRecords for RedisPresence {
         record: &PresenceRecord,
         max_devices: usize,
     ) -> Result<Registered, PresenceError> {
-        let (written, previous, fields): (i64, Option<String>, Vec<(String, String)>) = self
-            .register
-            .key(self.key(client))
-            .arg(record.device.as_str())
-            .arg(record.value())
-            .arg(max_devices)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| store_error(client, e))?;
-        let devices = parse_readable(client, fields);
-        if written == 0 {
+        // The field, then (only once it is written: a member without its
+        // field could be dropped by a sweep running meanwhile, and the
+        // field then left unindexed) its index member; batched with the
+        // registrations of the same moment.
+        let raw = self
+            .registrations
+            .register(Registration {
+                client: client.clone(),
+                key: self.key(client),
+                device: record.device.to_string(),
+                value: record.value(),
+                max_devices,
+                index_key: self.index_key(record.node.as_str()),
+                member: member(client, record),
+            })
+            .await?;
+        let (previous, devices) = (raw.previous, parse_readable(client, raw.fields));
+        if !raw.written {
             return Ok(Registered::TooManyDevices { devices });
         }
-        // Only once the field is written: a member without its field could
-        // be dropped by a sweep running meanwhile, and the field then left
-        // unindexed.
-        self.index(client, record).await?;
         // The previous field has been overwritten either way; a corrupt one
         // only means there is no older session we could close.
         let replaced = match previous
