@@ -346,6 +346,19 @@ QUICK=$QUICK scripts/bench-history.sh >>"$OUT"
 QUICK=$QUICK scripts/bench-hooks.sh >>"$OUT"
 # Reconnect storms (v3): three nodes of their own.
 QUICK=$QUICK scripts/bench-storm.sh >>"$OUT"
+# The bus linger (v3): servers of its own; quick: one rate, off and 1 ms.
+{
+    echo "## The bus at low rates (v3)"
+    echo
+    echo "\`scripts/bench-linger.sh\`: two nodes of one thread, 500 clients, Poisson cross-node sends, \`--bus-linger-ms\` off and on."
+    echo
+    if [ "$QUICK" = 1 ]; then
+        RATES=2000 LINGERS="0 1" DUR=5 scripts/bench-linger.sh
+    else
+        scripts/bench-linger.sh
+    fi
+    echo
+} >>"$OUT"
 # The Python client (v3): its own node; needs the virtualenv the test
 # command makes.
 if [ -x target/py-venv/bin/python ]; then

@@ -337,6 +337,13 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_HOP_TIMEOUT_MS", default_value_t = 20_000)]
     pub hop_timeout_ms: u64,
 
+    /// Nagle for the bus, in milliseconds: a message that would go to
+    /// another node alone waits up to this long for more traffic to pack
+    /// with it. Fewer bus messages at low rates, for up to this much
+    /// latency; traffic already batched never waits. 0 (the default): off.
+    #[arg(long, env = "SWITCHBOARD_BUS_LINGER_MS", default_value_t = 0)]
+    pub bus_linger_ms: u64,
+
     /// Remote routes this node remembers (client -> node), sparing a
     /// presence lookup per message. 0 turns the route cache off.
     #[arg(long, env = "SWITCHBOARD_ROUTE_CACHE", default_value_t = 100_000)]

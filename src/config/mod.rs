@@ -45,6 +45,8 @@ pub struct Config {
     pub limits: Limits,
     pub node_ttl: Duration,
     pub hop_timeout: Duration,
+    /// How long a lone cross-node message waits for company (0: off).
+    pub bus_linger: Duration,
     pub route_cache: usize,
     /// How often live sessions' records are written back to the store.
     pub presence_refresh: Duration,
@@ -378,6 +380,11 @@ impl TryFrom<ServeArgs> for Config {
             limits: limits(&args)?,
             node_ttl: millis("node-ttl-ms", args.node_ttl_ms, 300..=600_000)?,
             hop_timeout: Duration::from_millis(args.hop_timeout_ms),
+            bus_linger: Duration::from_millis(in_range(
+                "bus-linger-ms",
+                args.bus_linger_ms,
+                0..=20,
+            )?),
             route_cache: args.route_cache,
             worker_threads: match args.worker_threads {
                 Some(n) => Some(in_range("worker-threads", n, 1..=1024)?),

@@ -348,6 +348,7 @@ fn routing(
     };
     let settings = Settings {
         hop_timeout: config.hop_timeout,
+        bus_linger: config.bus_linger,
         route_cache: config.route_cache,
         last_seen_ttl: config.last_seen_ttl,
     };

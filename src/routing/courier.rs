@@ -25,6 +25,15 @@
 //! wake-up of this task, not two, at any rate; the price is that the
 //! sender's node tracks it up to [`LINGER`] longer.
 //!
+//! Messages themselves never wait unless the operator asks: with
+//! `--bus-linger-ms`, a round that would send one message alone holds it
+//! up to that long for one more parcel to share the round (Nagle). At a
+//! few hundred messages a second per node that cuts the bus messages per
+//! routed message by a third or more, and nats-server's CPU with them, at
+//! the price of the linger in latency; traffic that already comes in
+//! batches never waits. Off by default: BENCHMARKS.md, "The bus at low
+//! rates", has what it buys and costs.
+//!
 //! Changes to records that other nodes may have cached (a device came or
 //! went) are broadcast the same way: put aside, woken once, and sent as one
 //! envelope to every node after the ready tasks have added theirs.
@@ -157,6 +166,8 @@ pub struct Courier {
 /// The courier's task: packs and publishes what the router queued.
 pub struct CourierTask {
     node: NodeId,
+    /// How long a lone message waits for company (`--bus-linger-ms`).
+    linger: Duration,
     bus: Arc<dyn Bus>,
     outcomes: Arc<Outcomes>,
     parcels: mpsc::Receiver<(NodeId, Parcel)>,
@@ -169,12 +180,18 @@ pub struct CourierTask {
 #[error("the courier has stopped: the node is shutting down")]
 pub struct Stopped;
 
-pub fn courier(node: NodeId, bus: Arc<dyn Bus>, outcomes: Arc<Outcomes>) -> (Courier, CourierTask) {
+pub fn courier(
+    node: NodeId,
+    bus: Arc<dyn Bus>,
+    outcomes: Arc<Outcomes>,
+    linger: Duration,
+) -> (Courier, CourierTask) {
     let (tx, parcels) = mpsc::channel(QUEUE_CAPACITY);
     let quiet = Arc::new(Quiet::default());
     let changes = Arc::new(Changes::default());
     let task = CourierTask {
         node,
+        linger,
         bus,
         outcomes,
         parcels,
@@ -314,12 +331,18 @@ impl CourierTask {
                     if lingering.is_some() => flush_quiet = true,
             }
             // Let the tasks that are ready add their parcels first.
-            tokio::task::yield_now().await;
-            while batch.len() < BATCH {
-                match self.parcels.try_recv() {
-                    Ok(parcel) => batch.push(parcel),
-                    Err(_) => break,
-                }
+            self.gather(&mut batch).await;
+            // Nagle: a message that would go alone waits (a while at most)
+            // for one more parcel to share the round; at low rates that
+            // halves the bus messages, and busy traffic never waits.
+            if !self.linger.is_zero()
+                && batch.len() == 1
+                && matches!(batch[0].1, Parcel::Hop { .. })
+                && let Ok(Some(parcel)) =
+                    tokio::time::timeout(self.linger, self.parcels.recv()).await
+            {
+                batch.push(parcel);
+                self.gather(&mut batch).await;
             }
             batch.extend(
                 self.outcomes
@@ -380,6 +403,18 @@ impl CourierTask {
                 ..Packing::default()
             };
             self.ship(&node, packing).await;
+        }
+    }
+
+    /// Yields once, so that the tasks that are ready add their parcels,
+    /// then takes what is queued (up to a batch).
+    async fn gather(&mut self, batch: &mut Vec<(NodeId, Parcel)>) {
+        tokio::task::yield_now().await;
+        while batch.len() < BATCH {
+            match self.parcels.try_recv() {
+                Ok(parcel) => batch.push(parcel),
+                Err(_) => break,
+            }
         }
     }
 

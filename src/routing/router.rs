@@ -80,6 +80,8 @@ pub struct Ports {
 pub struct Settings {
     /// Last-resort wait for a cross-node message's outcome.
     pub hop_timeout: Duration,
+    /// How long a lone cross-node message waits for company (0: off).
+    pub bus_linger: Duration,
     /// Remote routes remembered; 0 turns the route cache off.
     pub route_cache: usize,
     /// How long a client's last-seen record is kept.
@@ -111,7 +113,12 @@ impl Router {
             announce: Announcer::new(node.clone(), ports.events.clone()),
             moved: moved.clone(),
         }));
-        let (courier, task) = courier::courier(node.clone(), ports.bus.clone(), outcomes.clone());
+        let (courier, task) = courier::courier(
+            node.clone(),
+            ports.bus.clone(),
+            outcomes.clone(),
+            settings.bus_linger,
+        );
         let offline = Arc::new(Offline::new(
             LastSeenPorts {
                 records: ports.records.clone(),

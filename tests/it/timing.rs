@@ -351,3 +351,59 @@ async fn quiet_outcomes_linger_briefly_and_receipts_do_not() {
         written.elapsed()
     );
 }
+
+/// The message hops in each envelope `hops` has seen so far.
+fn hops_per_envelope(hops: &mut tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>) -> Vec<usize> {
+    use switchboard::protocol::{Envelope, Hop};
+    let mut per = Vec::new();
+    while let Ok(raw) = hops.try_recv() {
+        let envelope = Envelope::decode(&raw).unwrap();
+        let n = envelope
+            .into_hops()
+            .filter(|hop| matches!(hop, Hop::Message(_)))
+            .count();
+        if n > 0 {
+            per.push(n);
+        }
+    }
+    per
+}
+
+/// `--bus-linger-ms`: a message that would go to another node alone waits
+/// up to the linger for company, and one more sent meanwhile shares its
+/// envelope; off (the default), each goes at once in its own.
+#[tokio::test(start_paused = true)]
+async fn a_lone_message_lingers_for_company_only_when_asked() {
+    for linger in [0u64, 5] {
+        let bed = Bed::new();
+        let flag = linger.to_string();
+        let (a, b) = bed.pair(&["--bus-linger-ms", &flag]).await;
+        let mut alice = connect(&a, "alice").await;
+        let mut bob = connect(&b, "bob").await;
+        let mut hops = bed.watch("node-b");
+
+        // Alone: it waits the linger, no more.
+        let sent = tokio::time::Instant::now();
+        alice.send("bob", &json!(1), None, false).await.unwrap();
+        assert_eq!(ack_status(&mut alice).await, AckStatus::Remote);
+        assert_eq!(message(&mut bob).await.body, json!(1));
+        let waited = sent.elapsed();
+        let linger = Duration::from_millis(linger);
+        assert!(
+            waited >= linger && waited <= linger + Duration::from_millis(2),
+            "linger {linger:?}: it arrived after {waited:?}"
+        );
+        assert_eq!(hops_per_envelope(&mut hops), [1]);
+
+        // A second message a millisecond later.
+        alice.send("bob", &json!(2), None, false).await.unwrap();
+        assert_eq!(ack_status(&mut alice).await, AckStatus::Remote);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        alice.send("bob", &json!(3), None, false).await.unwrap();
+        assert_eq!(ack_status(&mut alice).await, AckStatus::Remote);
+        assert_eq!(message(&mut bob).await.body, json!(2));
+        assert_eq!(message(&mut bob).await.body, json!(3));
+        let expected: &[usize] = if linger.is_zero() { &[1, 1] } else { &[2] };
+        assert_eq!(hops_per_envelope(&mut hops), expected, "linger {linger:?}");
+    }
+}
