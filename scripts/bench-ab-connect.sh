@@ -19,12 +19,7 @@ ME=bench-ab-connect.sh
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
 
-RP=$(free_port); NP=$(free_port)
-"$REDIS_SERVER" --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
-REDIS_PID=$!; PIDS+=("$REDIS_PID")
-"$NATS_SERVER" -a 127.0.0.1 -p "$NP" >"$WORK/nats.log" 2>&1 &
-PIDS+=("$!")
-wait_port "$RP"; wait_port "$NP"
+start_redis; start_nats
 # --max-connect-rate: admission control is not what this measures.
 FLAGS=(--redis-url "redis://127.0.0.1:$RP" --nats-url "nats://127.0.0.1:$NP" --rate-limit 0 --max-sessions 1000000 --log warn --max-connect-rate 1000000)
 

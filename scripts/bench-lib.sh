@@ -37,3 +37,25 @@ wait_port() {
     [ -n "${2:-}" ] && tail -20 "$2" >&2
     exit 1
 }
+
+# start_redis: a redis-server of the script's own on a free port, without
+# persistence; sets RP (its port) and REDIS_PID.
+start_redis() {
+    RP=$(free_port)
+    "$REDIS_SERVER" --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
+    REDIS_PID=$!; PIDS+=("$REDIS_PID")
+    wait_port "$RP" "$WORK/redis.log"
+}
+
+# start_nats [monitor]: a nats-server of the script's own on a free port;
+# sets NP (its port) and NATS_PID, and with `monitor` NM (its monitoring
+# port, for /varz).
+start_nats() {
+    NP=$(free_port)
+    local monitor=()
+    if [ "${1:-}" = monitor ]; then NM=$(free_port); monitor=(-m "$NM"); fi
+    "$NATS_SERVER" -a 127.0.0.1 -p "$NP" "${monitor[@]}" >"$WORK/nats.log" 2>&1 &
+    NATS_PID=$!; PIDS+=("$NATS_PID")
+    wait_port "$NP" "$WORK/nats.log"
+    if [ "${1:-}" = monitor ]; then wait_port "$NM" "$WORK/nats.log"; fi
+}

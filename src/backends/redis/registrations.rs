@@ -17,6 +17,8 @@
 //! is still added only after its field is written, and a registration is
 //! answered only once both are done.
 
+use std::time::Duration;
+
 use redis::{Cmd, ErrorKind, RedisError, Script, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -30,6 +32,10 @@ use crate::protocol::ClientId;
 const QUEUE: usize = 4096;
 /// Registrations sent in one batch, at most.
 const BATCH: usize = 512;
+/// Longest a registration waits for its batch (queued behind others, then
+/// Redis' own response time): past it, it fails as one call alone would
+/// have, and the registrar deletes the field if it was written after all.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the `REGISTER` script answered for one registration.
 pub struct Raw {
@@ -76,14 +82,19 @@ impl Registrations {
     pub async fn register(&self, registration: Registration) -> Result<Raw, PresenceError> {
         let gone = || PresenceError::unavailable("Redis: the registration batcher has stopped");
         let (answer, answered) = oneshot::channel();
-        self.queue
-            .send(Pending {
-                registration,
-                answer,
-            })
+        let asked = async {
+            self.queue
+                .send(Pending {
+                    registration,
+                    answer,
+                })
+                .await
+                .map_err(|_| gone())?;
+            answered.await.map_err(|_| gone())?
+        };
+        tokio::time::timeout(ANSWER_TIMEOUT, asked)
             .await
-            .map_err(|_| gone())?;
-        answered.await.map_err(|_| gone())?
+            .unwrap_or_else(|_| Err(PresenceError::unavailable("Redis: registration timed out")))
     }
 }
 
