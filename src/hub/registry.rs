@@ -113,14 +113,26 @@ impl Hub {
 
     /// Removes `client`'s `session` if it is still here.
     pub fn remove(&self, client: &ClientId, session: Uuid) -> bool {
+        self.remove_where(client, |h| h.id == session)
+    }
+
+    /// Removes exactly `handle`, not another handle of the same session
+    /// (the same session adopted here meanwhile, say); answers whether it
+    /// was here.
+    pub fn remove_exact(&self, handle: &Arc<SessionHandle>) -> bool {
+        self.remove_where(&handle.client, |h| Arc::ptr_eq(h, handle))
+    }
+
+    /// Removes the one session of `client` that `this` picks, if any.
+    fn remove_where(&self, client: &ClientId, this: impl Fn(&Arc<SessionHandle>) -> bool) -> bool {
         let mut map = self.map();
         let Some(list) = map.by_client.get(client) else {
             return false;
         };
-        if !list.iter().any(|h| h.id == session) {
+        if !list.iter().any(&this) {
             return false;
         }
-        let rest: Vec<_> = list.iter().filter(|h| h.id != session).cloned().collect();
+        let rest: Vec<_> = list.iter().filter(|h| !this(h)).cloned().collect();
         if rest.is_empty() {
             map.by_client.remove(client);
         } else {

@@ -392,9 +392,13 @@ impl Registrar {
         // Under the lock a connect here takes around "register here, then
         // in presence": no session of this client opens here meanwhile.
         let _registering = hub.registration(client).lock().await;
+        // Another live session of the device here is newer (an older one
+        // would have been closed when this one registered); a handle of
+        // this same session is a resume asking its holder for it, and is
+        // replaced below.
         if hub
             .get_device(client, &handle.device)
-            .is_some_and(|here| here.since > handle.since)
+            .is_some_and(|here| here.id != handle.id && here.outbox.closing().is_none())
         {
             return false;
         }
@@ -408,7 +412,7 @@ impl Registrar {
             .map(|mut others| others.pop().flatten())
         {
             Ok(Some(other)) if other.session != handle.id => {
-                hub.remove(client, handle.id);
+                hub.remove_exact(handle);
                 if let Some(older) = predecessor
                     && older.outbox.closing().is_none()
                 {

@@ -599,6 +599,52 @@ async fn a_session_passed_on_after_its_client_started_afresh_elsewhere_is_not_ad
     assert_eq!(status, ReceiptStatus::Offline, "message 1 is answered");
 }
 
+/// A draining node passes a session on to the very node its client is
+/// resuming on, while that node still asks the draining one for it: the
+/// adoption is not refused for the resume's own handle (same session, not
+/// a newer one), and the client, asking again, resumes it with what it
+/// kept.
+#[tokio::test(start_paused = true)]
+async fn a_session_passed_on_while_its_resume_asks_for_it_is_resumed() {
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&SECRET).await;
+    let mut alice = connect(&b, "alice").await;
+    let mut bob = open(&a, "bob", &acks()).await;
+    let token = bob.welcome().resume_token.clone().unwrap();
+    send_numbered(&mut alice, 1, 1).await;
+    assert_eq!(message(&mut bob).await.seq, Some(1));
+    // node-a drains; bob asks node-b to resume at once, and node-b's
+    // request to node-a gets no answer in time; node-a meanwhile passes
+    // the session on to node-b.
+    bed.hold_requests_to("node-a");
+    let resume = ConnectOptions {
+        acks: true,
+        resume: Some((token, 0)),
+        ..ConnectOptions::default()
+    };
+    let drained = async { within(a.shutdown(Duration::from_secs(8))).await };
+    let asked = async {
+        assert_eq!(closed_with(&mut bob).await, Some(1001));
+        // Late enough that node-a passes the session on (once its wait
+        // for resumes, DRAIN_WAIT_FOR_RESUMES + the spread, is over) while
+        // node-b's request is still unanswered.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let first = connect_with(&b, Identity::Name("bob".into()), &resume).await;
+        assert!(
+            first.as_ref().err().and_then(|e| e.retry_after()).is_some(),
+            "deferred, not refused"
+        );
+    };
+    tokio::join!(drained, asked);
+    bed.release_requests().await;
+    let mut bob = open(&b, "bob", &resume).await;
+    assert_eq!(bob.welcome().resumed, Some(true), "adopted, then resumed");
+    let m = message(&mut bob).await;
+    assert_eq!((m.seq, m.body.as_u64()), (Some(1), Some(1)));
+    bob.confirm(1).await.unwrap();
+    assert_eq!(receipt(&mut alice).await, (ReceiptStatus::Delivered, None));
+}
+
 /// A detached session keeps its session slot: connecting and dropping
 /// cannot pile detached sessions up beyond `--max-sessions`. The slot comes
 /// back when the window ends.

@@ -295,7 +295,9 @@ impl Resumption {
     /// nobody else, so dropping it with the handle would be silent loss.
     async fn withdraw(&self, handle: &Arc<SessionHandle>) {
         let router = &self.router;
-        router.hub().remove(&handle.client, handle.id);
+        // This handle only: the same session may be here by now under
+        // another (adopted from its draining node while this asked it).
+        router.hub().remove_exact(handle);
         handle.outbox.close(crate::protocol::Disconnect::Internal);
         let rest = handle.outbox.take_all();
         router
