@@ -102,6 +102,20 @@ impl Router {
         }
     }
 
+    /// Everything still queued for `handle`, a session going away while
+    /// its device lives on (replaced, or never made reachable): routed
+    /// again to the device's session, here or elsewhere, or answered.
+    pub async fn reroute_queued(self: &Arc<Self>, handle: &crate::hub::SessionHandle) {
+        let rest = handle.outbox.take_all();
+        self.undelivered(
+            &handle.client,
+            &handle.device,
+            rest.messages,
+            Disconnect::Replaced,
+        )
+        .await;
+    }
+
     /// Messages still queued for `to`'s `device` session, which is ending
     /// with `why`. A session replaced by a newer one of its device has a
     /// successor to re-route them to; otherwise they are answered

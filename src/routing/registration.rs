@@ -201,15 +201,7 @@ impl Registrar {
             hub.insert(older);
         }
         handle.outbox.close(Disconnect::Internal);
-        let rest = handle.outbox.take_all();
-        self.router
-            .undelivered(
-                &handle.client,
-                &handle.device,
-                rest.messages,
-                Disconnect::Replaced,
-            )
-            .await;
+        self.router.reroute_queued(handle).await;
     }
 
     /// Makes a session that ended (`end`) unreachable: gone from here,
@@ -339,15 +331,7 @@ impl Registrar {
             .offline()
             .session_ended(handle, SessionEnd::Replaced, false, last_here);
         self.watches.session_ended(handle.id);
-        let rest = handle.outbox.take_all();
-        router
-            .undelivered(
-                &handle.client,
-                &handle.device,
-                rest.messages,
-                Disconnect::Replaced,
-            )
-            .await;
+        router.reroute_queued(handle).await;
     }
 
     /// Writes the field of a session that moved here (a resume taken over

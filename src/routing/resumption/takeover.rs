@@ -299,15 +299,7 @@ impl Resumption {
         // another (adopted from its draining node while this asked it).
         router.hub().remove_exact(handle);
         handle.outbox.close(crate::protocol::Disconnect::Internal);
-        let rest = handle.outbox.take_all();
-        router
-            .undelivered(
-                &handle.client,
-                &handle.device,
-                rest.messages,
-                crate::protocol::Disconnect::Replaced,
-            )
-            .await;
+        router.reroute_queued(handle).await;
     }
 
     /// What the old node kept for a session, as this node's outbox takes it.
