@@ -19,12 +19,7 @@ ME=bench-ab.sh
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
 
-RP=$(free_port); NP=$(free_port); NM=$(free_port)
-"$REDIS_SERVER" --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
-REDIS_PID=$!; PIDS+=("$REDIS_PID")
-"$NATS_SERVER" -a 127.0.0.1 -p "$NP" -m "$NM" >"$WORK/nats.log" 2>&1 &
-NATS_PID=$!; PIDS+=("$NATS_PID")
-wait_port "$RP"; wait_port "$NP"; wait_port "$NM"
+start_redis; start_nats monitor
 # --max-connect-rate: the idle runs open sessions as fast as the generator
 # can; admission control is not what they measure.
 FLAGS=(--redis-url "redis://127.0.0.1:$RP" --nats-url "nats://127.0.0.1:$NP" --rate-limit 0 --max-sessions 1000000 --log warn --worker-threads 1 --max-connect-rate 1000000)

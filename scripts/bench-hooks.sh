@@ -26,17 +26,13 @@ ME=bench-hooks.sh
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
 
-RP=$(free_port); NP=$(free_port); NM=$(free_port); HP=$(free_port); SP=$(free_port)
-"$REDIS_SERVER" --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
-REDIS_PID=$!; PIDS+=("$REDIS_PID")
-"$NATS_SERVER" -a 127.0.0.1 -p "$NP" -m "$NM" >"$WORK/nats.log" 2>&1 &
-NATS_PID=$!; PIDS+=("$NATS_PID")
+start_redis; start_nats monitor
+HP=$(free_port); SP=$(free_port)
 SECRET=bench-hook-secret
 "$BIN" bench hook-backend --listen "127.0.0.1:$HP" --secret "$SECRET" >"$WORK/hook-fast.log" 2>&1 &
 FAST_PID=$!; PIDS+=("$FAST_PID")
 "$BIN" bench hook-backend --listen "127.0.0.1:$SP" --secret "$SECRET" --delay-ms 20 >"$WORK/hook-slow.log" 2>&1 &
 SLOW_PID=$!; PIDS+=("$SLOW_PID")
-wait_port "$RP"; wait_port "$NP"; wait_port "$NM"
 wait_port "$HP" "$WORK/hook-fast.log"; wait_port "$SP" "$WORK/hook-slow.log"
 MONITOR=(--nats-monitor "http://127.0.0.1:$NM")
 FAST=(--hook-url "http://127.0.0.1:$HP/hook" --hook-secret "$SECRET")

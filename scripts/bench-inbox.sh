@@ -16,12 +16,7 @@ ME=bench-inbox.sh
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
 
-RP=$(free_port); NP=$(free_port)
-"$REDIS_SERVER" --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
-REDIS_PID=$!; PIDS+=("$REDIS_PID")
-"$NATS_SERVER" -a 127.0.0.1 -p "$NP" >"$WORK/nats.log" 2>&1 &
-NATS_PID=$!; PIDS+=("$NATS_PID")
-wait_port "$RP"; wait_port "$NP"
+start_redis; start_nats
 REDIS="redis://127.0.0.1:$RP"
 used_memory() { redis-cli -p "$RP" info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p'; }
 

@@ -23,13 +23,9 @@ ME=bench.sh
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
 
-RP=$(free_port); NP=$(free_port); NM=$(free_port)
-"$REDIS_SERVER" --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
-REDIS_PID=$!; PIDS+=("$REDIS_PID")
-# -m: the monitoring port, for the bus messages per routed send (/varz).
-"$NATS_SERVER" -a 127.0.0.1 -p "$NP" -m "$NM" >"$WORK/nats.log" 2>&1 &
-NATS_PID=$!; PIDS+=("$NATS_PID")
-wait_port "$RP"; wait_port "$NP"; wait_port "$NM"
+# monitor: nats-server's monitoring port, for the bus messages per routed
+# send (/varz).
+start_redis; start_nats monitor
 MONITOR=(--nats-monitor "http://127.0.0.1:$NM")
 
 # --max-sessions high: the idle-memory runs fill a node up to the fd limit.
