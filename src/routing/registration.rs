@@ -364,7 +364,9 @@ impl Registrar {
     /// device here, or a field naming another session (its client gave up
     /// resuming and connected afresh, somewhere). Answers whether it took
     /// it; when not, nothing here changed and the draining node answers
-    /// what the session kept.
+    /// what the session kept. Put what it kept back in its outbox only
+    /// once it is taken: whatever else is in the outbox of a session
+    /// refused is routed again.
     ///
     /// Written unconditionally, a late adoption would overwrite the newer
     /// session's field, and that session would be closed with 4001 by the
@@ -402,6 +404,10 @@ impl Registrar {
                 {
                     hub.insert(older);
                 }
+                // A send on this node may have found it in the hub
+                // meanwhile: routed again, not dropped with it.
+                handle.outbox.close(Disconnect::Internal);
+                router.reroute_queued(handle).await;
                 return false;
             }
             Ok(_) => {}

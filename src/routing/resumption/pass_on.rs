@@ -42,8 +42,9 @@ impl Resumption {
             since: adopt.since,
             outbox: Outbox::acks(self.queue),
         });
+        // Unpacked before, restored after it is taken: a refused session's
+        // kept messages are the draining node's to answer.
         let kept = self.unpack(&handle, adopt.next_seq, adopt.kept, adopt.owed);
-        handle.outbox.restore(kept);
         if !self.registrar.adopt(&handle).await {
             // Its client connected afresh meanwhile: nobody will resume
             // it, and the draining node answers what it kept.
@@ -55,6 +56,7 @@ impl Resumption {
                 ..Handed::default()
             });
         }
+        handle.outbox.restore(kept);
         self.move_watches(&handle, adopt.watching).await;
         self.router.metrics().session_opened();
         tracing::debug!(client = %handle.client, session = %handle.id,
