@@ -21,18 +21,26 @@ pub async fn deliver(from: &mut Client, to: &mut Client, branch: AckStatus) {
     }
 }
 
-/// [`deliver`] (remote) until `from`'s node has cached `to`'s route: a
-/// change broadcast while a lookup is under way keeps that lookup's answer
-/// out of the cache, so the first may not be enough.
+/// [`deliver`] (remote) until `from`'s node has cached `to`'s route, and
+/// keeps it. A change broadcast while a lookup is under way keeps that
+/// lookup's answer out of the cache, so the first may not be enough; and
+/// the broadcast of `to`'s own registration may reach `from`'s node only
+/// after the route is cached, and empty it again. A reply from `to` comes
+/// over the bus from `to`'s node after that broadcast, so a route still
+/// cached once the reply is in stays cached.
 pub async fn deliver_until_cached(from: &mut Client, to: &mut Client, node: &Node) {
     let client = switchboard::protocol::ClientId::parse(&to.welcome().client_id).unwrap();
     for _ in 0..20 {
         deliver(from, to, AckStatus::Remote).await;
+        if node.router().cached_route(&client).is_none() {
+            continue;
+        }
+        deliver(to, from, AckStatus::Remote).await;
         if node.router().cached_route(&client).is_some() {
             return;
         }
     }
-    panic!("{client}'s route never got cached");
+    panic!("{client}'s route never stayed cached");
 }
 
 /// Connects `name` to `node` (authentication off).
