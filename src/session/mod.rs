@@ -377,6 +377,17 @@ pub async fn abandon(env: Arc<Env>, handle: Arc<SessionHandle>) {
 /// `offline`, then the close frame.
 async fn finish(env: &Env, handle: &SessionHandle, ws: Option<Socket>, ending: Ending) {
     let why = ending.disconnect();
+    // After the closing handshake the server closes the TCP connection
+    // first (RFC 6455 7.1.1): a client that closed waits for it before
+    // its close completes, so it must not wait for the clean-up's round
+    // trips to the presence store as well.
+    let ws = match ending {
+        Ending::ClosedByClient | Ending::Gone => {
+            drop(ws);
+            None
+        }
+        _ => ws,
+    };
     handle.outbox.close(why);
     env.registrar.unregister(handle, why.into()).await;
 

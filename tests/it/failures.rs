@@ -641,6 +641,29 @@ async fn messages_for_a_session_that_fails_to_register_are_not_lost() {
     redis.thaw();
 }
 
+/// A client that closes is let go at once: the node closes the TCP
+/// connection after echoing the close (RFC 6455 7.1.1) and only then
+/// cleans up, so a slow presence store does not hold the client's close
+/// (here Redis hangs: the clean-up waits for its response timeout).
+#[tokio::test]
+async fn a_clients_close_does_not_wait_for_the_clean_up() {
+    let redis = Redis::start();
+    let nats = Nats::start();
+    let node = new_node().on(&redis, &nats).start().await;
+    let alice = connect(&node, "alice").await;
+    assert_eq!(node.node().metrics().sessions_open(), 1);
+
+    redis.freeze();
+    within(alice.close()).await.unwrap();
+    // Closed for the client while the clean-up still waits on Redis.
+    assert_eq!(node.node().metrics().sessions_open(), 1);
+    redis.thaw();
+    eventually("the session is cleaned up", || async {
+        node.node().metrics().sessions_open() == 0
+    })
+    .await;
+}
+
 /// Issue 11, defect 1. Three nodes started a little apart, traffic to
 /// random peers, Redis stopped for 1.5 s and started again empty. Every
 /// node writes its sessions' records back; no node may then delete
