@@ -355,6 +355,22 @@ QUICK=$QUICK scripts/bench-storm.sh >>"$OUT"
     fi
     echo
 } >>"$OUT"
+# Against Socket.IO 4.8 + Redis adapter (v3): servers of its own, one
+# generator for both; needs Node.js like the second generator.
+if command -v node >/dev/null; then
+    {
+        echo "## Against Socket.IO (v3)"
+        echo
+        echo "\`scripts/bench-socketio.sh\`: two one-thread nodes a side, 500 clients, Poisson cross-node sends, one generator (\`scripts/loadgen\`) for both."
+        echo
+        if [ "$QUICK" = 1 ]; then
+            REPS=1 DUR=5 IDLE=2000 scripts/bench-socketio.sh
+        else
+            scripts/bench-socketio.sh
+        fi
+        echo
+    } >>"$OUT"
+fi
 # The Python client (v3): its own node; needs the virtualenv the test
 # command makes.
 if [ -x target/py-venv/bin/python ]; then

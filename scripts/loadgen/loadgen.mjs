@@ -18,6 +18,15 @@
 // server CPU µs per delivered message, burstiness (CV of sends per ms).
 // `--kind signal` sends signals (v3) instead of messages.
 //
+// `--proto socketio` drives the Socket.IO chat server of
+// socketio-server.mjs instead (--url http://…), with socket.io-client:
+// the same clients, arrivals and clock, for a comparison on one run. Each
+// send asks for Socket.IO's acknowledgement, as every Switchboard send is
+// acked; `--ack 0` sends without (fire and forget, which Switchboard has
+// no counterpart of), to show what the ack costs the comparison.
+// `--node-pids` (a subset of --pids: the nodes alone) adds their own CPU
+// per message beside the whole servers'.
+//
 // With --workers N (default 2, one per core), N processes each drive
 // 1/N of the clients (whole pairs) and the first merges their samples:
 // one JavaScript thread reading 20,000 frames a second would otherwise
@@ -25,11 +34,13 @@
 
 import { fork } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { io as socketio } from "socket.io-client";
 import WebSocket from "ws";
 
 function args() {
   const out = { url: "ws://127.0.0.1:8081,ws://127.0.0.1:8082", pids: "", clients: 500,
-    rate: 2000, duration: 10, warmup: 2, payload: 100, workers: 2, worker: -1, kind: "message" };
+    rate: 2000, duration: 10, warmup: 2, payload: 100, workers: 2, worker: -1, kind: "message",
+    proto: "switchboard", "node-pids": "", ack: 1 };
   const argv = process.argv.slice(2);
   for (let i = 0; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, "");
@@ -38,6 +49,13 @@ function args() {
   }
   out.urls = out.url.split(",");
   out.pidList = out.pids ? out.pids.split(",").map(Number) : [];
+  out.nodePidList = out["node-pids"] ? out["node-pids"].split(",").map(Number) : [];
+  if (!["switchboard", "socketio"].includes(out.proto)) {
+    throw new Error("--proto is switchboard or socketio");
+  }
+  if (out.proto === "socketio" && out.kind !== "message") {
+    throw new Error("the Socket.IO server passes messages only (--kind message)");
+  }
   return out;
 }
 
@@ -104,7 +122,7 @@ class Heap {
 const isWorker = opts.worker >= 0;
 if (!isWorker) {
   // The parent: forks the workers, waits for their samples, merges them.
-  const cpu = { start: 0, end: 0, started: 0, ended: 0, ends: 0 };
+  const cpu = { start: 0, end: 0, started: 0, ended: 0, ends: 0, nodesStart: 0, nodesEnd: 0 };
   const children = [];
   const results = [];
   let ready = 0;
@@ -119,15 +137,18 @@ if (!isWorker) {
         for (const c of children) c.send({ kind: "go" });
       } else if (msg.kind === "window-start" && !cpu.started) {
         cpu.start = cpuSeconds(opts.pidList);
+        cpu.nodesStart = cpuSeconds(opts.nodePidList);
         cpu.started = nowUs();
       } else if (msg.kind === "window-end" && ++cpu.ends === opts.workers) {
         cpu.end = cpuSeconds(opts.pidList);
+        cpu.nodesEnd = cpuSeconds(opts.nodePidList);
         cpu.ended = nowUs();
       } else if (msg.kind === "result") results.push(msg);
     });
   }
   await Promise.all(children.map((c) => new Promise((r) => c.on("exit", r))));
   const serverCpu = cpu.end - cpu.start;
+  const nodesCpu = cpu.nodesEnd - cpu.nodesStart;
   const window = (cpu.ended - cpu.started) / 1e6;
   const latencies = results.flatMap((r) => r.latencies).sort((a, b) => a - b);
   const sum = (k) => results.reduce((a, r) => a + r[k], 0);
@@ -136,6 +157,8 @@ if (!isWorker) {
   const q = (p) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] / 1000 : 0);
   console.log(JSON.stringify({
     generator: "node-loadgen",
+    proto: opts.proto,
+    ack: opts.proto === "switchboard" || opts.ack === 1,
     kind: opts.kind,
     workers: opts.workers,
     clients: opts.clients,
@@ -145,7 +168,9 @@ if (!isWorker) {
     delivered_rate: received / elapsed,
     p50_ms: q(0.5), p90_ms: q(0.9), p99_ms: q(0.99),
     server_cpu_us_per_msg: received ? (serverCpu * 1e6) / received : 0,
+    nodes_cpu_us_per_msg: received ? (nodesCpu * 1e6) / received : 0,
     server_cores: serverCpu / window,
+    generator_cores: sum("generatorCpu") / elapsed,
     burstiness_per_worker: Math.max(...results.map((r) => r.burstiness)),
   }));
   process.exit(0);
@@ -170,9 +195,30 @@ let sent = 0, received = 0;
 let windowStart = 0;
 let perMs = new Uint32Array(1);
 
+// A message that arrived, as Socket.IO hands it over (parsed already).
+function arrived(message) {
+  const body = message && message.body;
+  if (!measuring || !body || body.w !== MEASURED) return;
+  latencies.push(nowUs() - body.t);
+  received += 1;
+}
+
 function connect(i) {
   const pair = i >> 1;
   const url = opts.urls[(pair + (i & 1)) % opts.urls.length];
+  if (opts.proto === "socketio") {
+    return new Promise((resolve, reject) => {
+      const socket = socketio(url, {
+        transports: ["websocket"],
+        query: { client_id: name(i) },
+        reconnection: false,
+        forceNew: true,
+      });
+      socket.once("connect_error", reject);
+      socket.once("connect", () => resolve(socket));
+      socket.on("message", arrived);
+    });
+  }
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(`${url}/ws?client_id=${name(i)}`, {
       perMessageDeflate: false,
@@ -223,7 +269,13 @@ function schedule() {
   while (heap.peek() && heap.peek()[0] <= now) {
     const [due, i] = heap.pop();
     const partner = global(i) ^ 1;
-    clients[i].send(`{"type":"${FRAME_TYPE}","to":"${name(partner)}","body":{"t":${Math.floor(due)},"w":${window},"p":"${padding}"}}`);
+    if (opts.proto === "socketio") {
+      const body = { t: Math.floor(due), w: window, p: padding };
+      if (opts.ack) clients[i].emit("send", { to: name(partner), body }, () => {});
+      else clients[i].emit("send", { to: name(partner), body });
+    } else {
+      clients[i].send(`{"type":"${FRAME_TYPE}","to":"${name(partner)}","body":{"t":${Math.floor(due)},"w":${window},"p":"${padding}"}}`);
+    }
     if (measuring) {
       sent += 1;
       const ms = Math.floor((now - windowStart) / 1000);
@@ -247,9 +299,14 @@ perMs = new Uint32Array(Math.ceil(opts.duration * 1000));
 measuring = true;
 process.send({ kind: "window-start" });
 const t0 = nowUs();
+const cpu0 = process.cpuUsage();
 await sleep(opts.duration * 1000);
 process.send({ kind: "window-end" });
 const elapsed = (nowUs() - t0) / 1e6;
+// The generator's own CPU: it shares the machine with the servers, so a
+// heavier client library (Socket.IO's) leaves them less.
+const used = process.cpuUsage(cpu0);
+const generatorCpu = (used.user + used.system) / 1e6;
 const sentInWindow = sent;
 // What is sent from now on is not the window's; let the window's last
 // messages arrive, then stop counting.
@@ -267,11 +324,15 @@ process.send(
     sent: sentInWindow,
     received,
     elapsed,
+    generatorCpu,
     latencies,
     burstiness: mean ? Math.sqrt(variance) / mean : 0,
   },
   () => {
-    for (const ws of clients) ws.close(1000);
+    for (const client of clients) {
+      if (opts.proto === "socketio") client.disconnect();
+      else client.close(1000);
+    }
     process.disconnect();
     process.exit(0);
   },
