@@ -283,6 +283,8 @@ async fn every_tab_is_a_device_of_its_own() {
     assert!(d1.starts_with("tab-") && d2.starts_with("tab-") && d1 != d2);
 
     let mut bob = connect(&a, "bob").await;
+    // Node-a cached alice's record when tab one registered there.
+    heard_of_devices(a.node(), "alice", 2).await;
     bob.send(
         "alice",
         &serde_json::json!({"text": "to both tabs"}),

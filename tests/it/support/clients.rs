@@ -43,6 +43,21 @@ pub async fn deliver_until_cached(from: &mut Client, to: &mut Client, node: &Nod
     panic!("{client}'s route never stayed cached");
 }
 
+/// Waits until `node` no longer holds a cached route of `client` with
+/// other than `devices` devices. A device that has just registered on
+/// another node is missed by a send from `node` until the broadcast of its
+/// registration arrives there (docs/protocol.md, "the route cache"); a
+/// test that sends at once to every device waits for it here.
+pub async fn heard_of_devices(node: &Node, client: &str, devices: usize) {
+    let client = switchboard::protocol::ClientId::parse(client).unwrap();
+    super::eventually("the node has heard of every device", || async {
+        node.router()
+            .cached_route(&client)
+            .is_none_or(|route| route.len() == devices)
+    })
+    .await;
+}
+
 /// Connects `name` to `node` (authentication off).
 pub async fn connect(node: &impl Reach, name: &str) -> Client {
     let identity = Identity::Name(name.into());
