@@ -120,10 +120,9 @@ impl Bus for MemoryBus {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, BusError> {
-        let inbox = self
-            .hub
-            .inbox(node)
-            .ok_or_else(|| BusError::unavailable(format!("nobody listens for node {node}")))?;
+        let inbox = self.hub.inbox(node).ok_or_else(|| BusError::NoListener {
+            what: format!("node {node} has no inbox"),
+        })?;
         let (tx, rx) = oneshot::channel();
         let responder = Responder::new(move |answer| {
             let _ = tx.send(answer);

@@ -331,6 +331,11 @@ impl Bus for NatsBus {
         let request = self.client.request(self.request_subject(node), payload);
         match tokio::time::timeout(timeout, request).await {
             Ok(Ok(answer)) => Ok(answer.payload),
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                Err(BusError::NoListener {
+                    what: format!("no responders for node {node}"),
+                })
+            }
             Ok(Err(e)) => Err(BusError::caused(format!("request to node {node}"), e)),
             Err(_) => Err(BusError::NoAnswer {
                 what: format!("node {node} did not answer within {timeout:?}"),

@@ -116,6 +116,10 @@ pub enum BusError {
     /// may not have acted on it (it may be alive but busy).
     #[error("bus request not answered: {what}")]
     NoAnswer { what: String },
+    /// A request reached nobody: the bus itself says that no one listens
+    /// for that node (NATS' "no responders"), so it cannot have acted.
+    #[error("nobody listens: {what}")]
+    NoListener { what: String },
 }
 
 impl BusError {

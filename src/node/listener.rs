@@ -186,6 +186,7 @@ async fn answer(node: &Arc<Node>, payload: &[u8], responder: Responder) {
             let adopted = node.resumption().adopt(adopt).await;
             responder.respond(adopted).await;
         }
+        Request::Ping => responder.respond(Bytes::new()).await,
         Request::Status => {
             let node = node.clone();
             node.tasks().clone().spawn(async move {

@@ -1,7 +1,8 @@
 //! What one node asks another over the bus's request/reply
 //! (`<prefix>.req.<node id>` on NATS), and the answers: a detached
 //! session's hand-over (acks mode's resume on another node), its pass-on
-//! by a draining node, and a node's status. JSON, like the envelope:
+//! by a draining node, a node's status, and a ping. JSON, like the
+//! envelope:
 //!
 //! ```text
 //! request: {"ask":"take_over","v":2,"client":"bob","device":"phone","session":"6f1c…","node":"node-b"}
@@ -40,6 +41,11 @@ pub enum Request {
     /// "How are you?", from `switchboard status` and the admin page
     /// (answered with [`NodeStatus`](super::status::NodeStatus)).
     Status,
+    /// "Are you there?", answered at once with nothing: a take-over that
+    /// waits on its holder checks that the holder still listens (see
+    /// `routing::resumption::takeover`). A node of an older version
+    /// answers it `found: false`, which is an answer all the same.
+    Ping,
 }
 
 /// A detached session and everything kept for it, passed on.

@@ -4,8 +4,9 @@
 //! relies on is a case: envelopes reach the addressed node in the order
 //! they were published, a publish to a node nobody listens for comes back
 //! as a bounce to the address it names (or is simply gone without one),
-//! dropping an inbox stops the receiving, and an envelope over the limit
-//! is refused before it leaves.
+//! dropping an inbox stops the receiving, an envelope over the limit
+//! is refused before it leaves, and a request is answered, or refused at
+//! once when nobody listens for its node.
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use switchboard::config::{NatsAuth, NatsTarget};
 use switchboard::protocol::NodeId;
 use uuid::Uuid;
 
-use crate::support::{Nats, within};
+use crate::support::{EVENT_TIMEOUT, Nats, within};
 
 fn node(name: &str) -> NodeId {
     NodeId::parse(name).unwrap()
@@ -37,6 +38,7 @@ async fn contract(a: Arc<dyn Bus>, b: Arc<dyn Bus>) {
     let inbox_b = ordering(&*a, &node_b, inbox_b).await;
     let inbox_a = bounces(&*a, &node_a, inbox_a, &run).await;
     size_limit(&*a, &node_b).await;
+    let inbox_b = requests(&*a, &node_b, inbox_b, &run).await;
     dropped_inbox_bounces(&*b, &node_b, inbox_b, &*a, &node_a, inbox_a).await;
     eprintln!("bus contract on {}: passed", a.backend());
 }
@@ -100,6 +102,32 @@ async fn size_limit(a: &dyn Bus, to: &NodeId) {
         Err(BusError::TooLarge { size, limit: l }) => assert_eq!((size, l), (limit + 1, limit)),
         other => panic!("expected TooLarge, got {other:?}"),
     }
+}
+
+/// A request reaches the node's inbox and its answer comes back; a
+/// request to a node nobody listens for is told so by the bus at once
+/// (`NoListener`), not left to its timeout.
+async fn requests(a: &dyn Bus, to: &NodeId, mut inbox: Subscription, run: &str) -> Subscription {
+    let asked = a.request(to, Bytes::from_static(b"ping"), EVENT_TIMEOUT);
+    let answered = async {
+        match next(&mut inbox).await {
+            Delivery::Request { payload, responder } => {
+                assert_eq!(payload, Bytes::from_static(b"ping"));
+                responder.respond(Bytes::from_static(b"pong")).await;
+            }
+            other => panic!("expected the request, got {other:?}"),
+        }
+    };
+    let (answer, ()) = tokio::join!(asked, answered);
+    assert_eq!(answer.expect("answered"), Bytes::from_static(b"pong"));
+
+    let nobody = node(&format!("nobody-{run}"));
+    let long = EVENT_TIMEOUT * 3;
+    match within(a.request(&nobody, Bytes::from_static(b"ping"), long)).await {
+        Err(BusError::NoListener { .. }) => {}
+        other => panic!("expected NoListener, got {other:?}"),
+    }
+    inbox
 }
 
 /// Dropping an inbox stops the receiving: what is then published with a

@@ -272,6 +272,42 @@ async fn messages_that_reach_a_session_while_its_take_over_fails_are_not_lost() 
     );
 }
 
+/// A take-over request published in the instant its holder is killed goes
+/// to the dead node's subscription before the bus notices, and is never
+/// answered. The resuming node pings the holder after 250 ms; told by the
+/// bus that nobody listens for it, it gives the client a fresh session at
+/// once rather than waiting out the 3 s and refusing it 503.
+#[tokio::test(start_paused = true)]
+async fn a_take_over_sent_as_its_holder_dies_ends_when_the_bus_says_it_is_gone() {
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&SECRET).await;
+    let bob = open(&a, "bob", &acks()).await;
+    let token = bob.welcome().resume_token.clone().expect("a resume token");
+    drop(bob);
+    eventually("bob's session detaches on node-a", || async {
+        metric(&a, "switchboard_sessions_detached").await == 1.0
+    })
+    .await;
+
+    bed.swallow_next_request_to("node-a");
+    bed.unlisten("node-a");
+    let resume = ConnectOptions {
+        acks: true,
+        resume: Some((token, 0)),
+        ..ConnectOptions::default()
+    };
+    let started = tokio::time::Instant::now();
+    let bob = connect_with(&b, Identity::Name("bob".into()), &resume)
+        .await
+        .expect("a fresh session, not a 503");
+    assert_eq!(bob.welcome().resumed, Some(false));
+    let waited = started.elapsed();
+    assert!(
+        waited < switchboard::routing::resumption::TAKEOVER_TIMEOUT,
+        "waited {waited:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_window_that_ends_answers_the_kept_messages_offline_resume_expired() {
     // An upkeep tick every 200 ms, for the kept-messages gauge.

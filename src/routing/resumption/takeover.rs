@@ -51,6 +51,8 @@ use crate::routing::inflight::Who;
 
 /// How long B waits for A's answer.
 pub const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long B waits for A's answer before it checks that A still listens.
+const HOLDER_CHECK_AFTER: Duration = Duration::from_millis(250);
 
 /// Why a resume on this node did not take the session over.
 #[derive(Debug, thiserror::Error)]
@@ -229,10 +231,7 @@ impl Resumption {
             node: router.node().clone(),
         });
         let payload = Bytes::from(serde_json::to_vec(&request).expect("serializable"));
-        let mut answer = router
-            .courier()
-            .request(holder, payload.clone(), TAKEOVER_TIMEOUT)
-            .await;
+        let mut answer = self.ask(holder, payload.clone()).await;
         // Passed on by its (draining) node before the presence field said
         // so: ask the node it went to, once.
         let moved_to = answer
@@ -248,10 +247,7 @@ impl Resumption {
                     "the session is being passed on to this node".into(),
                 ));
             }
-            answer = router
-                .courier()
-                .request(&to, payload, TAKEOVER_TIMEOUT)
-                .await;
+            answer = self.ask(&to, payload).await;
             if answer
                 .as_ref()
                 .ok()
@@ -286,6 +282,32 @@ impl Resumption {
         let kept = self.unpack(handle, handed.next_seq, handed.kept, handed.owed);
         handle.outbox.restore(kept);
         Ok(handed.watching)
+    }
+
+    /// Sends `holder` a take-over request and waits up to
+    /// [`TAKEOVER_TIMEOUT`] for its answer. A request published in the
+    /// moment its holder is killed goes to the dead node's subscription
+    /// before the bus has noticed the death, and nobody will ever answer
+    /// it. So after [`HOLDER_CHECK_AFTER`] without an answer, B pings A:
+    /// when the bus says nobody listens for A any more, the wait ends at
+    /// once (the session died with A; asking again would be told the same).
+    /// A holder that answers the ping, or is too busy to, is waited for as
+    /// before: a slow holder is not a dead one.
+    async fn ask(&self, holder: &NodeId, payload: Bytes) -> Result<Bytes, BusError> {
+        let courier = self.router.courier();
+        let asked = courier.request(holder, payload, TAKEOVER_TIMEOUT);
+        let gone = async {
+            tokio::time::sleep(HOLDER_CHECK_AFTER).await;
+            let ping = Bytes::from(serde_json::to_vec(&Request::Ping).expect("serializable"));
+            match courier.request(holder, ping, TAKEOVER_TIMEOUT).await {
+                Err(e @ BusError::NoListener { .. }) => e,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            answer = asked => answer,
+            gone = gone => Err(gone),
+        }
     }
 
     /// Takes `handle` back out of the hub after a take-over that did not

@@ -63,6 +63,12 @@ struct Tap {
     held: Vec<NodeId>,
     /// Requests held, in order.
     pending: Vec<(NodeId, Bytes)>,
+    /// The next request to each of these nodes goes nowhere, as into the
+    /// socket of a node killed an instant before: never answered.
+    swallow_next: Vec<NodeId>,
+    /// The bus says nobody listens for these nodes (it has noticed they
+    /// are gone), whatever the nodes themselves still do.
+    unlistened: Vec<NodeId>,
 }
 
 type Taps = Arc<Mutex<Tap>>;
@@ -198,6 +204,20 @@ impl Bed {
         }
     }
 
+    /// The next request to `node` is lost on the way: its asker waits out
+    /// its timeout (a node killed just after the request left).
+    pub fn swallow_next_request_to(&self, node: &str) {
+        let node = NodeId::parse(node).unwrap();
+        self.taps.lock().unwrap().swallow_next.push(node);
+    }
+
+    /// From now on the bus answers requests to `node` with "nobody
+    /// listens" (it has noticed the node is gone).
+    pub fn unlisten(&self, node: &str) {
+        let node = NodeId::parse(node).unwrap();
+        self.taps.lock().unwrap().unlistened.push(node);
+    }
+
     /// From now on, envelopes published to `node` are taken by the bus and
     /// lost on the way (the node is cut off from the bus, but nobody knows
     /// yet): the messages in them never get an outcome.
@@ -303,15 +323,24 @@ impl Bus for Tapped {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, BusError> {
-        let held = {
+        let (held, swallowed, unlistened) = {
             let mut tap = self.taps.lock().unwrap();
             let held = tap.held.contains(node);
             if held {
                 tap.pending.push((node.clone(), payload.clone()));
             }
-            held
+            let swallowed = tap.swallow_next.iter().position(|n| n == node);
+            if let Some(i) = swallowed {
+                tap.swallow_next.remove(i);
+            }
+            (held, swallowed.is_some(), tap.unlistened.contains(node))
         };
-        if held {
+        if unlistened && !swallowed {
+            return Err(BusError::NoListener {
+                what: format!("no responders for node {node}"),
+            });
+        }
+        if held || swallowed {
             tokio::time::sleep(timeout).await;
             return Err(BusError::NoAnswer {
                 what: format!("node {node} did not answer within {timeout:?}"),
