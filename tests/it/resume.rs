@@ -308,6 +308,55 @@ async fn a_take_over_sent_as_its_holder_dies_ends_when_the_bus_says_it_is_gone()
     );
 }
 
+/// The same, but the node asked had passed the session on (a drained node
+/// that has exited) before the request reached it: the field now names
+/// another node. That is no reason for a fresh session, which would forfeit
+/// what is kept: the client is told to retry (503 with `Retry-After`), and
+/// finds the session where the field says.
+#[tokio::test(start_paused = true)]
+async fn a_take_over_whose_holder_left_after_passing_the_session_on_is_retried() {
+    let bed = Bed::new();
+    let (a, b) = bed.pair(&SECRET).await;
+    let bob = open(&a, "bob", &acks()).await;
+    let token = bob.welcome().resume_token.clone().expect("a resume token");
+    let session = bob.welcome().session_id;
+    drop(bob);
+    eventually("bob's session detaches on node-a", || async {
+        metric(&a, "switchboard_sessions_detached").await == 1.0
+    })
+    .await;
+
+    bed.swallow_next_request_to("node-a");
+    bed.unlisten("node-a");
+    let resume = ConnectOptions {
+        acks: true,
+        resume: Some((token, 0)),
+        ..ConnectOptions::default()
+    };
+    let bob_id = switchboard::protocol::ClientId::parse("bob").unwrap();
+    let attempt = connect_with(&b, Identity::Name("bob".into()), &resume);
+    let passed_on = async {
+        eventually("node-b is taking bob's session over", || async {
+            b.node().router().hub().sessions(&bob_id).is_some()
+        })
+        .await;
+        // What node-a's pass-on writes, before node-b's ping finds it gone.
+        let record = switchboard::presence::PresenceRecord {
+            device: switchboard::protocol::DeviceId::parse("default").unwrap(),
+            node: switchboard::protocol::NodeId::parse("node-c").unwrap(),
+            session,
+            since: switchboard::protocol::now_ms(),
+        };
+        bed.presence().register(&bob_id, &record, 10).await.unwrap();
+    };
+    let (refused, ()) = tokio::join!(attempt, passed_on);
+    let error = refused.err().expect("deferred, not a fresh session");
+    assert!(
+        error.retry_after().is_some(),
+        "503 with Retry-After: {error}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_window_that_ends_answers_the_kept_messages_offline_resume_expired() {
     // An upkeep tick every 200 ms, for the kept-messages gauge.

@@ -231,6 +231,7 @@ impl Resumption {
             node: router.node().clone(),
         });
         let payload = Bytes::from(serde_json::to_vec(&request).expect("serializable"));
+        let mut asked = holder.clone();
         let mut answer = self.ask(holder, payload.clone()).await;
         // Passed on by its (draining) node before the presence field said
         // so: ask the node it went to, once.
@@ -248,6 +249,7 @@ impl Resumption {
                 ));
             }
             answer = self.ask(&to, payload).await;
+            asked = to.clone();
             if answer
                 .as_ref()
                 .ok()
@@ -259,6 +261,16 @@ impl Resumption {
                     "the session is being passed on to node {to}"
                 )));
             }
+        }
+        if let Err(BusError::NoListener { .. }) = &answer
+            && self.passed_on(handle, &asked).await
+        {
+            // The node asked is gone, but not with the session: it passed
+            // it on (a drained node, exited) before this node's request
+            // reached it. The client asks again and finds it there.
+            return Err(TakeOverError::Unavailable(format!(
+                "node {asked} is gone; the session was passed on"
+            )));
         }
         if let Err(e @ BusError::NoAnswer { .. }) = &answer {
             // The holder may have handed it over and be slow to say so
@@ -284,13 +296,26 @@ impl Resumption {
         Ok(handed.watching)
     }
 
+    /// Whether `handle`'s presence field names a node other than `gone`
+    /// (or cannot be read: then it may, and the client should retry rather
+    /// than forfeit what is kept).
+    async fn passed_on(&self, handle: &SessionHandle, gone: &NodeId) -> bool {
+        match self.router.locator().records().lookup(&handle.client).await {
+            Ok(records) => records
+                .iter()
+                .any(|r| r.session == handle.id && r.device == handle.device && r.node != *gone),
+            Err(_) => true,
+        }
+    }
+
     /// Sends `holder` a take-over request and waits up to
     /// [`TAKEOVER_TIMEOUT`] for its answer. A request published in the
     /// moment its holder is killed goes to the dead node's subscription
     /// before the bus has noticed the death, and nobody will ever answer
     /// it. So after [`HOLDER_CHECK_AFTER`] without an answer, B pings A:
     /// when the bus says nobody listens for A any more, the wait ends at
-    /// once (the session died with A; asking again would be told the same).
+    /// once (the session died with A, unless A passed it on first: see
+    /// [`Self::passed_on`]).
     /// A holder that answers the ping, or is too busy to, is waited for as
     /// before: a slow holder is not a dead one.
     async fn ask(&self, holder: &NodeId, payload: Bytes) -> Result<Bytes, BusError> {
