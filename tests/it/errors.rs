@@ -130,6 +130,27 @@ async fn a_send_that_needs_redis_while_it_is_down_gets_unavailable() {
     let mut alice = connect(&cluster.a, "alice").await;
     let mut bob = connect(&cluster.b, "bob").await;
     let mut carol = connect(&cluster.a, "carol").await;
+    // Alice's and carol's records are cached on node-a when they register,
+    // unless a change of another client of the same cache shard arrives
+    // meanwhile (bob's registration, broadcast from node-b): then the
+    // first send between them caches them.
+    let node = cluster.a.node();
+    let cached = |name: &str| {
+        let client = switchboard::protocol::ClientId::parse(name).unwrap();
+        node.router().cached_route(&client).is_some()
+    };
+    for _ in 0..20 {
+        if cached("alice") && cached("carol") {
+            break;
+        }
+        deliver(
+            &mut alice,
+            &mut carol,
+            switchboard::protocol::AckStatus::Local,
+        )
+        .await;
+    }
+    assert!(cached("alice") && cached("carol"), "never cached");
     let Cluster { redis, .. } = cluster;
     redis.stop();
 
