@@ -33,6 +33,26 @@ async fn node_of(bed: &Bed, client: &str) -> Option<String> {
     records.first().map(|r| r.node.to_string())
 }
 
+/// Bob opens an acks-mode session on `node` and drops it: detached there.
+/// Returns what resuming it takes (the options with its token, from
+/// nothing received) and its session id.
+async fn detached_bob(node: &crate::support::bed::BedNode) -> (ConnectOptions, uuid::Uuid) {
+    let bob = open(node, "bob", &acks()).await;
+    let token = bob.welcome().resume_token.clone().expect("a resume token");
+    let session = bob.welcome().session_id;
+    drop(bob);
+    eventually("bob's session detaches", || async {
+        metric(node, "switchboard_sessions_detached").await == 1.0
+    })
+    .await;
+    let resume = ConnectOptions {
+        acks: true,
+        resume: Some((token, 0)),
+        ..ConnectOptions::default()
+    };
+    (resume, session)
+}
+
 /// The next receipt: (status, reason).
 async fn receipt(client: &mut Client) -> (ReceiptStatus, Option<OfflineReason>) {
     match next_frame(client).await {
@@ -281,21 +301,10 @@ async fn messages_that_reach_a_session_while_its_take_over_fails_are_not_lost() 
 async fn a_take_over_sent_as_its_holder_dies_ends_when_the_bus_says_it_is_gone() {
     let bed = Bed::new();
     let (a, b) = bed.pair(&SECRET).await;
-    let bob = open(&a, "bob", &acks()).await;
-    let token = bob.welcome().resume_token.clone().expect("a resume token");
-    drop(bob);
-    eventually("bob's session detaches on node-a", || async {
-        metric(&a, "switchboard_sessions_detached").await == 1.0
-    })
-    .await;
+    let (resume, _) = detached_bob(&a).await;
 
     bed.swallow_next_request_to("node-a");
     bed.unlisten("node-a");
-    let resume = ConnectOptions {
-        acks: true,
-        resume: Some((token, 0)),
-        ..ConnectOptions::default()
-    };
     let started = tokio::time::Instant::now();
     let bob = connect_with(&b, Identity::Name("bob".into()), &resume)
         .await
@@ -317,22 +326,10 @@ async fn a_take_over_sent_as_its_holder_dies_ends_when_the_bus_says_it_is_gone()
 async fn a_take_over_whose_holder_left_after_passing_the_session_on_is_retried() {
     let bed = Bed::new();
     let (a, b) = bed.pair(&SECRET).await;
-    let bob = open(&a, "bob", &acks()).await;
-    let token = bob.welcome().resume_token.clone().expect("a resume token");
-    let session = bob.welcome().session_id;
-    drop(bob);
-    eventually("bob's session detaches on node-a", || async {
-        metric(&a, "switchboard_sessions_detached").await == 1.0
-    })
-    .await;
+    let (resume, session) = detached_bob(&a).await;
 
     bed.swallow_next_request_to("node-a");
     bed.unlisten("node-a");
-    let resume = ConnectOptions {
-        acks: true,
-        resume: Some((token, 0)),
-        ..ConnectOptions::default()
-    };
     let bob_id = switchboard::protocol::ClientId::parse("bob").unwrap();
     let attempt = connect_with(&b, Identity::Name("bob".into()), &resume);
     let passed_on = async {
